@@ -1,0 +1,100 @@
+/// Counters that are not per drop reason, group or node.
+public enum GlobalCounter: Int, CaseIterable, Sendable {
+    case received = 0
+    case transmitted
+    case passedToKernel
+    case dropped
+    /// New flows whose bucket was full: decided by the stateless consistent hash.
+    case flowTableFull
+    /// Flows whose node left scheduling (down) and were moved on their next packet.
+    case flowsMoved
+    case natReplies
+    case icmpErrorsTranslated
+
+    public var label: String {
+        var out = ""
+        for ch in String(describing: self) {
+            if ch.isUppercase { out += "_" + ch.lowercased() } else { out.append(ch) }
+        }
+        return out
+    }
+}
+
+/// Per-group and per-node counter kinds.
+public enum TrafficCounter: Int, CaseIterable, Sendable {
+    case packets = 0
+    case bytes
+    case newFlows
+    /// Group only: new flows sent to the sorry server.
+    case sorryFlows
+
+    public var label: String {
+        switch self {
+        case .packets: return "packets"
+        case .bytes: return "bytes"
+        case .newFlows: return "new_flows"
+        case .sorryFlows: return "sorry_flows"
+        }
+    }
+}
+
+/// A worker's counters: plain integers owned by the worker thread, read by the control
+/// plane (torn reads of a 64-bit aligned word do not happen on the platforms we run on;
+/// a sum over workers may be a few packets behind, which metrics tolerate).
+public final class WorkerCounters: @unchecked Sendable {
+    public let groupCount: Int
+    public let nodeSlotCount: Int
+    @usableFromInline let global: UnsafeMutablePointer<UInt64>
+    @usableFromInline let drops: UnsafeMutablePointer<UInt64>
+    @usableFromInline let groups: UnsafeMutablePointer<UInt64>
+    @usableFromInline let nodes: UnsafeMutablePointer<UInt64>
+    @usableFromInline static let kinds = TrafficCounter.allCases.count
+
+    public init(groups: Int, nodeSlots: Int) {
+        groupCount = groups
+        nodeSlotCount = nodeSlots
+        global = .allocate(capacity: GlobalCounter.allCases.count)
+        global.initialize(repeating: 0, count: GlobalCounter.allCases.count)
+        drops = .allocate(capacity: DropReason.allCases.count)
+        drops.initialize(repeating: 0, count: DropReason.allCases.count)
+        self.groups = .allocate(capacity: max(1, groups) * WorkerCounters.kinds)
+        self.groups.initialize(repeating: 0, count: max(1, groups) * WorkerCounters.kinds)
+        nodes = .allocate(capacity: max(1, nodeSlots) * WorkerCounters.kinds)
+        nodes.initialize(repeating: 0, count: max(1, nodeSlots) * WorkerCounters.kinds)
+    }
+
+    deinit {
+        global.deallocate()
+        drops.deallocate()
+        groups.deallocate()
+        nodes.deallocate()
+    }
+
+    @inlinable @inline(__always)
+    public func count(_ c: GlobalCounter, _ n: UInt64 = 1) { global[c.rawValue] &+= n }
+
+    @inlinable @inline(__always)
+    public func count(_ reason: DropReason) {
+        drops[reason.rawValue] &+= 1
+        global[GlobalCounter.dropped.rawValue] &+= 1
+    }
+
+    @inlinable @inline(__always)
+    public func countGroup(_ group: Int, _ kind: TrafficCounter, _ n: UInt64 = 1) {
+        groups[group &* WorkerCounters.kinds &+ kind.rawValue] &+= n
+    }
+
+    @inlinable @inline(__always)
+    public func countNode(_ slot: Int, _ kind: TrafficCounter, _ n: UInt64 = 1) {
+        nodes[slot &* WorkerCounters.kinds &+ kind.rawValue] &+= n
+    }
+
+    public subscript(_ c: GlobalCounter) -> UInt64 { global[c.rawValue] }
+    public subscript(_ reason: DropReason) -> UInt64 { drops[reason.rawValue] }
+    public func group(_ group: Int, _ kind: TrafficCounter) -> UInt64 {
+        groups[group * WorkerCounters.kinds + kind.rawValue]
+    }
+    public func node(_ slot: Int, _ kind: TrafficCounter) -> UInt64 {
+        nodes[slot * WorkerCounters.kinds + kind.rawValue]
+    }
+}

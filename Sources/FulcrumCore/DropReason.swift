@@ -1,0 +1,44 @@
+/// Why a frame was dropped or passed to the kernel rather than forwarded. Each reason is
+/// a counter index in every worker; the names are what operators see in metrics.
+public enum DropReason: Int, CaseIterable, Sendable {
+    // Malformed: dropped.
+    case truncatedEthernet = 0
+    case truncatedVLAN
+    case truncatedARP
+    case malformedARP
+    case truncatedIPv4
+    case badIPv4Version
+    case badIPv4HeaderLength
+    case badIPv4TotalLength
+    case truncatedIPv6
+    case badIPv6Version
+    case badIPv6PayloadLength
+    case truncatedIPv6ExtensionHeader
+    case tooManyIPv6ExtensionHeaders
+    case fragment
+    case truncatedTCP
+    case badTCPDataOffset
+    case truncatedUDP
+    case badUDPLength
+    case udpZeroChecksumIPv6
+    case truncatedICMP
+    case malformedICMPInnerPacket
+    // Well-formed but not forwarded.
+    case notForService
+    case noLiveNode
+    case icmpErrorWithoutFlow
+    case noRouteToClient
+    case transmitRingFull
+
+    /// The metric label: the case name in snake_case.
+    public var label: String {
+        var out = ""
+        for ch in String(describing: self) {
+            if ch.isUppercase { out += "_" + ch.lowercased() } else { out.append(ch) }
+        }
+        return out
+    }
+
+    /// True for reasons that mean the frame itself was bad (as opposed to a policy drop).
+    public var isMalformed: Bool { rawValue <= DropReason.malformedICMPInnerPacket.rawValue }
+}

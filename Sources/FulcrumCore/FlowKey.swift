@@ -1,0 +1,72 @@
+/// A 5-tuple in the client-to-service direction. IPv4 addresses are IPv4-mapped, so one
+/// key type serves both families.
+public struct FlowKey: Hashable, Sendable {
+    public var source: IPAddress
+    public var destination: IPAddress
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    public var proto: UInt8
+
+    @inlinable
+    public init(source: IPAddress, destination: IPAddress, sourcePort: UInt16,
+                destinationPort: UInt16, proto: UInt8) {
+        self.source = source
+        self.destination = destination
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.proto = proto
+    }
+
+    /// A well-mixed 64-bit hash that is the same in every process and on every LB, so
+    /// that two LBs make the same stateless decision for a flow (unlike `Hasher`, which is
+    /// seeded per process).
+    @inlinable
+    public func stableHash(seed: UInt64 = 0) -> UInt64 {
+        var h = seed ^ 0x9E37_79B9_7F4A_7C15
+        h = StableHash.combine(h, source.high)
+        h = StableHash.combine(h, source.low)
+        h = StableHash.combine(h, destination.high)
+        h = StableHash.combine(h, destination.low)
+        h = StableHash.combine(h, UInt64(sourcePort) << 32 | UInt64(destinationPort) << 16 | UInt64(proto))
+        return StableHash.finalize(h)
+    }
+}
+
+/// Deterministic hashing (murmur3's finaliser over a multiply-rotate combine).
+public enum StableHash {
+    @inlinable @inline(__always)
+    public static func combine(_ h: UInt64, _ v: UInt64) -> UInt64 {
+        var k = v &* 0x87C3_7B91_1142_53D5
+        k = (k << 31) | (k >> 33)
+        k = k &* 0x4CF5_AD43_2745_937F
+        let x = h ^ k
+        return ((x << 27) | (x >> 37)) &* 5 &+ 0x52DC_E729
+    }
+
+    @inlinable @inline(__always)
+    public static func finalize(_ value: UInt64) -> UInt64 {
+        var h = value
+        h ^= h >> 33
+        h = h &* 0xFF51_AFD7_ED55_8CCD
+        h ^= h >> 33
+        h = h &* 0xC4CE_B9FE_1A85_EC53
+        h ^= h >> 33
+        return h
+    }
+
+    @inlinable
+    public static func hash(_ address: IPAddress, seed: UInt64 = 0) -> UInt64 {
+        finalize(combine(combine(seed ^ 0x2545_F491_4F6C_DD1D, address.high), address.low))
+    }
+}
+
+extension FlowKey {
+    // Written out so that the comparison inlines into other modules' hot loops.
+    @inlinable @inline(__always)
+    public static func == (a: FlowKey, b: FlowKey) -> Bool {
+        a.source.low == b.source.low && a.destination.low == b.destination.low
+            && a.sourcePort == b.sourcePort && a.destinationPort == b.destinationPort
+            && a.source.high == b.source.high && a.destination.high == b.destination.high
+            && a.proto == b.proto
+    }
+}

@@ -1,0 +1,113 @@
+/// How a group's frames reach its nodes.
+public enum ForwardingMethod: String, CaseIterable, Sendable {
+    /// MAC address translation: L2 direct server return.
+    case mat
+    /// Destination address/port translation, replies back through the LB.
+    case nat
+}
+
+/// A distribution node as the data plane needs it.
+public struct NodeSpec: Sendable, Equatable {
+    public var address: IPAddress
+    /// NAT: the node's port; 0 means "the port the client used".
+    public var port: UInt16
+    public var weight: Int
+    /// MAT: the node's MAC; NAT: the next hop's MAC toward the node. nil until resolved.
+    public var mac: MACAddress?
+
+    public init(address: IPAddress, port: UInt16 = 0, weight: Int = 1, mac: MACAddress? = nil) {
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.mac = mac
+    }
+}
+
+/// A distribution group as the data plane needs it.
+public struct GroupSpec: Sendable, Equatable {
+    public var name: String
+    public var vip: IPAddress
+    public var proto: UInt8
+    public var ports: [UInt16]
+    public var method: ForwardingMethod
+    public var scheduler: SchedulerKind
+    public var nodes: [NodeSpec]
+    public var sorry: NodeSpec?
+    /// Data-plane interface (index in `BalancerSpec.interfaces`) toward the nodes.
+    public var interface: Int
+
+    public init(name: String, vip: IPAddress, proto: UInt8, ports: [UInt16], method: ForwardingMethod,
+                scheduler: SchedulerKind, nodes: [NodeSpec], sorry: NodeSpec? = nil, interface: Int = 0) {
+        self.name = name
+        self.vip = vip
+        self.proto = proto
+        self.ports = ports
+        self.method = method
+        self.scheduler = scheduler
+        self.nodes = nodes
+        self.sorry = sorry
+        self.interface = interface
+    }
+}
+
+/// Where NAT replies go: the longest matching prefix names the interface and the next
+/// hop's MAC (a router's, or the client's own when it is on the link).
+public struct ReturnRoute: Sendable, Equatable {
+    public var prefix: IPAddress
+    public var prefixLength: Int
+    public var interface: Int
+    public var nextHopMAC: MACAddress
+
+    public init(prefix: IPAddress, prefixLength: Int, interface: Int, nextHopMAC: MACAddress) {
+        self.prefix = prefix
+        self.prefixLength = prefixLength
+        self.interface = interface
+        self.nextHopMAC = nextHopMAC
+    }
+
+    /// Prefix length counted in the 128-bit (IPv4-mapped) space.
+    @inlinable
+    public var mappedLength: Int { prefix.isIPv4 ? prefixLength + 96 : prefixLength }
+
+    @inlinable
+    public func contains(_ a: IPAddress) -> Bool {
+        let bits = mappedLength
+        if bits <= 0 { return true }
+        if bits <= 64 {
+            let mask: UInt64 = bits == 64 ? ~0 : ~(~0 >> UInt64(bits))
+            return a.high & mask == prefix.high & mask
+        }
+        let lowBits = bits - 64
+        let mask: UInt64 = lowBits >= 64 ? ~0 : ~(~0 >> UInt64(lowBits))
+        return a.high == prefix.high && a.low & mask == prefix.low & mask
+    }
+}
+
+/// Everything one worker needs to forward: groups, this LB's MACs, return routes.
+public struct BalancerSpec: Sendable, Equatable {
+    public var groups: [GroupSpec]
+    /// This LB's MAC on each data-plane interface.
+    public var interfaceMACs: [MACAddress]
+    public var returnRoutes: [ReturnRoute]
+    public var flowTableCapacity: Int
+    public var timeouts: FlowTimeouts
+    /// Upper bound on node slots (nodes + sorry servers over all groups), fixed at start
+    /// so that a reload never reallocates the flow table.
+    public var maxNodeSlots: Int
+
+    public init(groups: [GroupSpec], interfaceMACs: [MACAddress], returnRoutes: [ReturnRoute] = [],
+                flowTableCapacity: Int = 1 << 20, timeouts: FlowTimeouts = FlowTimeouts(),
+                maxNodeSlots: Int = 4096) {
+        self.groups = groups
+        self.interfaceMACs = interfaceMACs
+        self.returnRoutes = returnRoutes
+        self.flowTableCapacity = flowTableCapacity
+        self.timeouts = timeouts
+        self.maxNodeSlots = maxNodeSlots
+    }
+
+    /// Node slots this spec uses: one per node per group, plus one per sorry server.
+    public var nodeSlotCount: Int {
+        groups.reduce(0) { $0 + $1.nodes.count + 1 }
+    }
+}

@@ -1,0 +1,132 @@
+/// Maglev consistent hashing (Eisenbud et al., NSDI 2016), weighted.
+///
+/// The table is derived in two steps so that a node leaving the eligible set moves only
+/// the flows that were on it:
+/// 1. the *base* table is the classic Maglev fill over every configured node, weighted
+///    by giving node i a turn in a round only when its accumulated weight reaches the
+///    largest weight (as Katran does);
+/// 2. the *live* table is the base with the slots of ineligible nodes (down, drained,
+///    unknown MAC) emptied and refilled by the eligible nodes, each continuing along its
+///    own permutation. Every other slot keeps its owner.
+/// Both steps depend only on the node keys, weights and eligibility, so two LBs with the
+/// same configuration compute the same table.
+public final class MaglevTable {
+    /// Table size: prime, ≥ 100 × the largest supported node count, as the paper advises.
+    public static let defaultSize = 65537
+    public static let empty = UInt16.max
+
+    public let size: Int
+    public let nodeCount: Int
+    @usableFromInline let base: UnsafeMutablePointer<UInt16>
+    @usableFromInline let live: UnsafeMutablePointer<UInt16>
+    // Per-node permutation parameters and fill scratch, allocated once.
+    let offsets: UnsafeMutablePointer<Int>
+    let skips: UnsafeMutablePointer<Int>
+    let positions: UnsafeMutablePointer<Int>
+    let credits: UnsafeMutablePointer<Int>
+    public private(set) var liveNodeCount = 0
+
+    /// - Parameters:
+    ///   - keys: a stable identity per node (e.g. `StableHash.hash(address)`); the order
+    ///     of nodes does not change which slots a node prefers.
+    ///   - weights: relative weights; 0 gives a node no slots in the base table.
+    public init(keys: [UInt64], weights: [Int], size: Int = MaglevTable.defaultSize) {
+        precondition(keys.count == weights.count && keys.count < Int(MaglevTable.empty))
+        precondition(size > 2)
+        self.size = size
+        nodeCount = keys.count
+        base = .allocate(capacity: size)
+        live = .allocate(capacity: size)
+        offsets = .allocate(capacity: max(1, nodeCount))
+        skips = .allocate(capacity: max(1, nodeCount))
+        positions = .allocate(capacity: max(1, nodeCount))
+        credits = .allocate(capacity: max(1, nodeCount))
+        for i in 0..<nodeCount {
+            let h1 = StableHash.finalize(keys[i] ^ 0x5851_F42D_4C95_7F2D)
+            let h2 = StableHash.finalize(keys[i] &+ 0x1405_7B7E_F767_814F)
+            offsets[i] = Int(h1 % UInt64(size))
+            skips[i] = Int(h2 % UInt64(size - 1)) + 1
+        }
+        base.initialize(repeating: MaglevTable.empty, count: size)
+        fill(base, weights: weights, eligible: nil)
+        setEligible(Array(repeating: true, count: nodeCount))
+    }
+
+    deinit {
+        base.deallocate()
+        live.deallocate()
+        offsets.deallocate()
+        skips.deallocate()
+        positions.deallocate()
+        credits.deallocate()
+    }
+
+    /// Recomputes the live table: slots of ineligible nodes go to eligible ones.
+    /// Weights for the refill are those the base was built with.
+    public func setEligible(_ eligible: [Bool], weights: [Int]? = nil) {
+        precondition(eligible.count == nodeCount)
+        let w = weights ?? baseWeights
+        live.update(from: base, count: size)
+        var holes = 0
+        liveNodeCount = eligible.lazy.enumerated().filter { $0.element && w[$0.offset] > 0 }.count
+        for s in 0..<size {
+            let owner = live[s]
+            if owner == MaglevTable.empty || !eligible[Int(owner)] {
+                live[s] = MaglevTable.empty
+                holes += 1
+            }
+        }
+        if holes > 0 && liveNodeCount > 0 { fill(live, weights: w, eligible: eligible) }
+    }
+
+    private var baseWeights: [Int] = []
+
+    /// The Maglev population loop over `table`, taking only empty slots.
+    private func fill(_ table: UnsafeMutablePointer<UInt16>, weights: [Int], eligible: [Bool]?) {
+        if eligible == nil { baseWeights = weights }
+        var maxWeight = 0
+        var remaining = 0
+        for s in 0..<size where table[s] == MaglevTable.empty { remaining += 1 }
+        for i in 0..<nodeCount {
+            positions[i] = offsets[i]
+            credits[i] = 0
+            if eligible?[i] ?? true { maxWeight = max(maxWeight, weights[i]) }
+        }
+        guard maxWeight > 0 else { return }
+        while remaining > 0 {
+            for i in 0..<nodeCount {
+                guard weights[i] > 0, eligible?[i] ?? true else { continue }
+                credits[i] += weights[i]
+                if credits[i] < maxWeight { continue }
+                credits[i] -= maxWeight
+                var c = positions[i]
+                while table[c] != MaglevTable.empty {
+                    c += skips[i]
+                    if c >= size { c -= size }
+                }
+                table[c] = UInt16(i)
+                c += skips[i]
+                if c >= size { c -= size }
+                positions[i] = c
+                remaining -= 1
+                if remaining == 0 { break }
+            }
+        }
+    }
+
+    /// The node for a hash, or -1 when no node is eligible.
+    @inlinable @inline(__always)
+    public func lookup(_ hash: UInt64) -> Int {
+        // Lemire's multiply-shift maps the hash onto [0, size) without a division.
+        let index = Int(truncatingIfNeeded: (UInt64(UInt32(truncatingIfNeeded: hash >> 32)) &* UInt64(size)) >> 32)
+        let owner = live[index]
+        return owner == MaglevTable.empty ? -1 : Int(owner)
+    }
+
+    /// How many slots each node owns in the live table (for tests and status).
+    public func slotCounts() -> [Int] {
+        var counts = Array(repeating: 0, count: nodeCount)
+        for s in 0..<size where live[s] != MaglevTable.empty { counts[Int(live[s])] += 1 }
+        return counts
+    }
+}

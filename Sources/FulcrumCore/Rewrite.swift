@@ -1,0 +1,143 @@
+/// Frame rewrites done in place on a parsed frame. Checksums are updated incrementally
+/// (RFC 1624) from the words that change, never recomputed over the payload.
+public enum Rewrite {
+    /// MAT (L2 direct server return): only the Ethernet addresses change.
+    @inlinable @inline(__always)
+    public static func mat(_ frame: UnsafeMutableRawPointer, destinationMAC: MACAddress,
+                           sourceMAC: MACAddress) {
+        RawBytes.storeMAC(frame, 0, destinationMAC)
+        RawBytes.storeMAC(frame, 6, sourceMAC)
+    }
+
+    /// NAT, client to node: the destination address and port become the node's. For an
+    /// ICMP error addressed to the VIP, the embedded packet (which the VIP sent) has its
+    /// source translated too, so that path-MTU discovery reaches the node.
+    @inlinable
+    public static func natForward(_ f: UnsafeMutableRawPointer, _ p: ParsedPacket,
+                                  node: IPAddress, nodePort: UInt16) {
+        if p.isICMPError {
+            translateInner(f, p, endpointIsSource: true, address: node, port: nodePort)
+            setOuterAddress(f, p, isSource: false, to: node)
+        } else {
+            translate(f, p, isSource: false, address: node, port: nodePort)
+        }
+    }
+
+    /// NAT, node to client: the source address and port become the VIP's. For an ICMP
+    /// error about a packet the node received, the embedded destination becomes the VIP,
+    /// and so does the outer source when the node itself sent the error.
+    @inlinable
+    public static func natReverse(_ f: UnsafeMutableRawPointer, _ p: ParsedPacket,
+                                  vip: IPAddress, vipPort: UInt16) {
+        if p.isICMPError {
+            let node = p.innerDestination
+            translateInner(f, p, endpointIsSource: false, address: vip, port: vipPort)
+            if p.source == node { setOuterAddress(f, p, isSource: true, to: vip) }
+        } else {
+            translate(f, p, isSource: true, address: vip, port: vipPort)
+        }
+    }
+
+    // MARK: - Pieces
+
+    @inlinable @inline(__always)
+    static func addressOffset(_ p: ParsedPacket, l3: Int, isSource: Bool) -> Int {
+        if p.family == .ipv4 { return l3 + (isSource ? 12 : 16) }
+        return l3 + (isSource ? 8 : 24)
+    }
+
+    @inlinable @inline(__always)
+    static func writeAddress(_ f: UnsafeMutableRawPointer, _ family: IPFamily, at offset: Int,
+                             _ address: IPAddress) {
+        if family == .ipv4 {
+            RawBytes.store32(f, offset, address.ipv4)
+        } else {
+            RawBytes.storeIPv6(f, offset, address)
+        }
+    }
+
+    @inlinable @inline(__always)
+    static func l4ChecksumOffset(proto: UInt8) -> Int {
+        proto == IPProtocol.tcp ? 16 : 6
+    }
+
+    /// Rewrites one endpoint (address and port) of a TCP/UDP packet.
+    @inlinable
+    static func translate(_ f: UnsafeMutableRawPointer, _ p: ParsedPacket, isSource: Bool,
+                          address: IPAddress, port: UInt16) {
+        let old = isSource ? p.source : p.destination
+        var addressDelta = ChecksumDelta()
+        addressDelta.replaceAddress(old, address)
+        writeAddress(f, p.family, at: addressOffset(p, l3: p.l3Offset, isSource: isSource), address)
+        if p.family == .ipv4 { addressDelta.apply(f, at: p.l3Offset + 10) }
+
+        guard p.proto == IPProtocol.tcp || p.proto == IPProtocol.udp else { return }
+        let portOffset = p.l4Offset + (isSource ? 0 : 2)
+        var l4Delta = addressDelta  // the pseudo-header covers the address
+        l4Delta.replace16(RawBytes.load16(f, portOffset), port)
+        RawBytes.store16(f, portOffset, port)
+        let checksumOffset = p.l4Offset + l4ChecksumOffset(proto: p.proto)
+        if p.proto == IPProtocol.udp {
+            l4Delta.applyUDP(f, at: checksumOffset)
+        } else {
+            l4Delta.apply(f, at: checksumOffset)
+        }
+    }
+
+    /// Rewrites the outer address of an ICMP error. ICMPv6's checksum covers the
+    /// pseudo-header, ICMPv4's does not.
+    @inlinable
+    static func setOuterAddress(_ f: UnsafeMutableRawPointer, _ p: ParsedPacket, isSource: Bool,
+                                to address: IPAddress) {
+        var delta = ChecksumDelta()
+        delta.replaceAddress(isSource ? p.source : p.destination, address)
+        writeAddress(f, p.family, at: addressOffset(p, l3: p.l3Offset, isSource: isSource), address)
+        if p.family == .ipv4 {
+            delta.apply(f, at: p.l3Offset + 10)
+        } else {
+            delta.apply(f, at: p.l4Offset + 2)
+        }
+    }
+
+    /// Rewrites one endpoint of the packet embedded in an ICMP error, then folds every
+    /// word that changed inside the ICMP payload into the ICMP checksum.
+    @inlinable
+    static func translateInner(_ f: UnsafeMutableRawPointer, _ p: ParsedPacket,
+                               endpointIsSource: Bool, address: IPAddress, port: UInt16) {
+        var icmpDelta = ChecksumDelta()
+        let old = endpointIsSource ? p.innerSource : p.innerDestination
+        var addressDelta = ChecksumDelta()
+        addressDelta.replaceAddress(old, address)
+        icmpDelta.add(addressDelta)
+        writeAddress(f, p.family, at: addressOffset(p, l3: p.innerL3Offset, isSource: endpointIsSource),
+                     address)
+
+        if p.family == .ipv4 {
+            let checksumOffset = p.innerL3Offset + 10
+            let before = RawBytes.load16(f, checksumOffset)
+            addressDelta.apply(f, at: checksumOffset)
+            icmpDelta.replace16(before, RawBytes.load16(f, checksumOffset))
+        }
+
+        let portOffset = p.innerL4Offset + (endpointIsSource ? 0 : 2)
+        var l4Delta = addressDelta
+        let oldPort = RawBytes.load16(f, portOffset)
+        l4Delta.replace16(oldPort, port)
+        icmpDelta.replace16(oldPort, port)
+        RawBytes.store16(f, portOffset, port)
+
+        // The embedded L4 checksum is fixed when the error quoted it (UDP always, at +6;
+        // TCP only when more than the minimum 8 bytes were quoted).
+        let l4ChecksumOffset = p.innerL4Offset + l4ChecksumOffset(proto: p.innerProto)
+        if l4ChecksumOffset + 2 <= p.ipEnd {
+            let before = RawBytes.load16(f, l4ChecksumOffset)
+            if p.innerProto == IPProtocol.udp {
+                l4Delta.applyUDP(f, at: l4ChecksumOffset)
+            } else {
+                l4Delta.apply(f, at: l4ChecksumOffset)
+            }
+            icmpDelta.replace16(before, RawBytes.load16(f, l4ChecksumOffset))
+        }
+        icmpDelta.apply(f, at: p.l4Offset + 2)
+    }
+}

@@ -1,0 +1,161 @@
+/// The scheduling methods of a distribution group.
+public enum SchedulerKind: String, CaseIterable, Sendable {
+    /// Round robin over eligible nodes, ignoring weights.
+    case rr
+    /// Smooth weighted round robin (nginx's algorithm): exact proportions, interleaved.
+    case wrr
+    /// Least connections: the node with the fewest flows in this worker's table.
+    case lc
+    /// Weighted least connections: fewest flows per unit of weight.
+    case wlc
+    /// Source-IP hash: every flow of a client to the same node, via the Maglev table.
+    case sh
+    /// Maglev consistent hash of the 5-tuple.
+    case maglev
+}
+
+/// Picks a node for a new flow. One per group per worker (it holds per-worker state such
+/// as round-robin positions), touched only by its worker. Node indices are positions in
+/// the group's node list.
+public final class Scheduler {
+    public let kind: SchedulerKind
+    public let nodeCount: Int
+    @usableFromInline let weights: UnsafeMutablePointer<Int>
+    @usableFromInline let eligible: UnsafeMutablePointer<Bool>
+    @usableFromInline let currentWeights: UnsafeMutablePointer<Int>
+    @usableFromInline var cursor = 0
+    let keys: [UInt64]
+    /// Also the stateless fallback for every kind when the flow table is full.
+    public private(set) var maglev: MaglevTable
+
+    /// - Parameters:
+    ///   - nodeKeys: a stable identity per node (see `StableHash.hash(_:)` of its address).
+    ///   - weights: static weights, ≥ 0. Weight 0 = drain: no new flows.
+    public init(kind: SchedulerKind, nodeKeys: [UInt64], weights: [Int],
+                maglevSize: Int = MaglevTable.defaultSize) {
+        precondition(nodeKeys.count == weights.count)
+        precondition(weights.allSatisfy { $0 >= 0 })
+        self.kind = kind
+        nodeCount = nodeKeys.count
+        keys = nodeKeys
+        let n = max(1, nodeCount)
+        self.weights = .allocate(capacity: n)
+        self.weights.initialize(from: weights, count: nodeCount)
+        eligible = .allocate(capacity: n)
+        eligible.initialize(repeating: true, count: nodeCount)
+        currentWeights = .allocate(capacity: n)
+        currentWeights.initialize(repeating: 0, count: nodeCount)
+        maglev = MaglevTable(keys: nodeKeys, weights: weights, size: maglevSize)
+    }
+
+    deinit {
+        weights.deallocate()
+        eligible.deallocate()
+        currentWeights.deallocate()
+    }
+
+    public func weight(of node: Int) -> Int { weights[node] }
+    public func isEligible(_ node: Int) -> Bool { eligible[node] }
+
+    /// Takes a node in or out of scheduling (health, unknown MAC). Only flows on that
+    /// node change their stateless (Maglev) decision.
+    public func setEligible(_ node: Int, _ value: Bool) {
+        guard eligible[node] != value else { return }
+        eligible[node] = value
+        currentWeights[node] = 0
+        maglev.setEligible(Array(UnsafeBufferPointer(start: eligible, count: nodeCount)))
+    }
+
+    /// Changes weights at run time. Flows in the flow table keep their node; the
+    /// stateless table is rebuilt for the new proportions.
+    public func setWeights(_ newWeights: [Int]) {
+        precondition(newWeights.count == nodeCount && newWeights.allSatisfy { $0 >= 0 })
+        let unchanged = (0..<nodeCount).allSatisfy { weights[$0] == newWeights[$0] }
+        if unchanged { return }
+        for i in 0..<nodeCount {
+            weights[i] = newWeights[i]
+            currentWeights[i] = 0
+        }
+        maglev = MaglevTable(keys: keys, weights: newWeights, size: maglev.size)
+        maglev.setEligible(Array(UnsafeBufferPointer(start: eligible, count: nodeCount)))
+    }
+
+    /// True if the node may receive new flows.
+    @inlinable @inline(__always)
+    public func accepts(_ node: Int) -> Bool { eligible[node] && weights[node] > 0 }
+
+    /// The node for a new flow, or -1 when no node may take one.
+    /// - Parameters:
+    ///   - flowHash: `FlowKey.stableHash()` of the flow.
+    ///   - sourceHash: `StableHash.hash(source address)`.
+    ///   - activeFlows: per-node flow counts for this group (index = node index).
+    @inlinable
+    public func pick(flowHash: UInt64, sourceHash: UInt64, activeFlows: UnsafePointer<Int32>) -> Int {
+        switch kind {
+        case .rr: return pickRoundRobin()
+        case .wrr: return pickSmoothWeighted()
+        case .lc: return pickLeast(activeFlows, weighted: false)
+        case .wlc: return pickLeast(activeFlows, weighted: true)
+        case .sh: return maglev.lookup(sourceHash)
+        case .maglev: return maglev.lookup(flowHash)
+        }
+    }
+
+    @inlinable
+    func pickRoundRobin() -> Int {
+        var tried = 0
+        while tried < nodeCount {
+            let i = cursor
+            cursor = cursor &+ 1 == nodeCount ? 0 : cursor &+ 1
+            if accepts(i) { return i }
+            tried &+= 1
+        }
+        return -1
+    }
+
+    @inlinable
+    func pickSmoothWeighted() -> Int {
+        var best = -1
+        var total = 0
+        var i = 0
+        while i < nodeCount {
+            if accepts(i) {
+                currentWeights[i] &+= weights[i]
+                total &+= weights[i]
+                if best < 0 || currentWeights[i] > currentWeights[best] { best = i }
+            }
+            i &+= 1
+        }
+        if best >= 0 { currentWeights[best] &-= total }
+        return best
+    }
+
+    /// Fewest flows (per weight when `weighted`); ties go round-robin from a moving start
+    /// so that an idle group still spreads its first flows.
+    @inlinable
+    func pickLeast(_ active: UnsafePointer<Int32>, weighted: Bool) -> Int {
+        var best = -1
+        var n = 0
+        let start = cursor
+        while n < nodeCount {
+            var i = start &+ n
+            if i >= nodeCount { i &-= nodeCount }
+            n &+= 1
+            guard accepts(i) else { continue }
+            if best < 0 {
+                best = i
+                continue
+            }
+            let better: Bool
+            if weighted {
+                // active_i / w_i < active_best / w_best, without division.
+                better = Int(active[i]) &* weights[best] < Int(active[best]) &* weights[i]
+            } else {
+                better = active[i] < active[best]
+            }
+            if better { best = i }
+        }
+        cursor = cursor &+ 1 >= nodeCount ? 0 : cursor &+ 1
+        return best
+    }
+}

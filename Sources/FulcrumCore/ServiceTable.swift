@@ -1,0 +1,71 @@
+/// What identifies a service: VIP, protocol and port.
+public struct ServiceKey: Hashable, Sendable {
+    public var address: IPAddress
+    public var proto: UInt8
+    public var port: UInt16
+
+    @inlinable
+    public init(address: IPAddress, proto: UInt8, port: UInt16) {
+        self.address = address
+        self.proto = proto
+        self.port = port
+    }
+
+    @inlinable @inline(__always)
+    var hash: UInt64 {
+        StableHash.finalize(StableHash.combine(
+            StableHash.combine(address.high, address.low), UInt64(proto) << 16 | UInt64(port)))
+    }
+
+    @inlinable @inline(__always)
+    public static func == (a: ServiceKey, b: ServiceKey) -> Bool {
+        a.address.low == b.address.low && a.port == b.port && a.proto == b.proto
+            && a.address.high == b.address.high
+    }
+}
+
+/// An immutable open-addressing map from `ServiceKey` to a small integer, built once per
+/// configuration. Used for VIP:port → group, and for NAT replies, node:port → group.
+public final class ServiceTable: @unchecked Sendable {
+    @usableFromInline let keys: UnsafeMutablePointer<ServiceKey>
+    @usableFromInline let values: UnsafeMutablePointer<Int32>
+    @usableFromInline let mask: Int
+    public let count: Int
+
+    /// - Precondition: keys are distinct.
+    public init(_ pairs: [(ServiceKey, Int)]) {
+        var size = 8
+        while size < pairs.count * 2 { size <<= 1 }
+        mask = size - 1
+        keys = .allocate(capacity: size)
+        values = .allocate(capacity: size)
+        values.initialize(repeating: -1, count: size)
+        count = pairs.count
+        for (key, value) in pairs {
+            var i = Int(truncatingIfNeeded: key.hash) & mask
+            while values[i] >= 0 {
+                precondition(!(keys[i] == key), "duplicate service key")
+                i = (i + 1) & mask
+            }
+            (keys + i).initialize(to: key)
+            values[i] = Int32(value)
+        }
+    }
+
+    deinit {
+        keys.deallocate()
+        values.deallocate()
+    }
+
+    /// The value for `key`, or -1.
+    @inlinable
+    public func lookup(_ key: ServiceKey) -> Int {
+        var i = Int(truncatingIfNeeded: key.hash) & mask
+        while true {
+            let v = values[i]
+            if v < 0 { return -1 }
+            if keys[i] == key { return Int(v) }
+            i = (i &+ 1) & mask
+        }
+    }
+}
