@@ -1,0 +1,222 @@
+import FulcrumCore
+import FulcrumTestSupport
+import Testing
+
+@Suite struct BalancerTests {
+    static let lbMAC = PacketBuilder.lbMAC
+    static let macs = [Fixtures.nodeMACa, Fixtures.nodeMACb, Fixtures.nodeMACc]
+    static let sorryMAC = MACAddress("02:00:00:00:02:99")!
+    static let sorry4 = IPAddress("198.18.2.99")!
+
+    static func matGroup(scheduler: SchedulerKind = .wrr, weights: [Int] = [3, 2, 1], sorry: Bool = false) -> GroupSpec {
+        let nodes = [Fixtures.node4a, Fixtures.node4b, Fixtures.node4c].enumerated().map {
+            NodeSpec(address: $0.element, weight: weights[$0.offset], mac: macs[$0.offset])
+        }
+        return GroupSpec(name: "web", vip: Fixtures.vip4, proto: IPProtocol.tcp, ports: [80, 443], method: .mat,
+                         scheduler: scheduler, nodes: nodes,
+                         sorry: sorry ? NodeSpec(address: sorry4, mac: sorryMAC) : nil)
+    }
+
+    static func natGroup() -> GroupSpec {
+        GroupSpec(name: "dns", vip: Fixtures.vip4, proto: IPProtocol.udp, ports: [53], method: .nat, scheduler: .rr,
+                  nodes: [NodeSpec(address: Fixtures.node4a, port: 5353, mac: Fixtures.nodeMACa),
+                          NodeSpec(address: Fixtures.node4b, port: 5353, mac: Fixtures.nodeMACb)])
+    }
+
+    static func balancer(_ groups: [GroupSpec], capacity: Int = 4096) throws -> Balancer {
+        try Balancer(BalancerSpec(
+            groups: groups, interfaceMACs: [lbMAC],
+            returnRoutes: [ReturnRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 24, interface: 0,
+                                       nextHopMAC: Fixtures.routerMAC)],
+            flowTableCapacity: capacity))
+    }
+
+    func syn(_ i: Int, port: UInt16 = 80, flags: UInt8 = TCPFlags.syn) -> [UInt8] {
+        PacketBuilder.tcpFrame(source: IPAddress(ipv4: 0xC612_0000 | UInt32(i % 200 + 2)), destination: Fixtures.vip4,
+                               sourcePort: UInt16(10000 + i), destinationPort: port, flags: flags)
+    }
+
+    /// Runs a frame through the balancer; returns the verdict and the node MAC it went to.
+    func run(_ b: Balancer, _ frame: [UInt8], now: UInt64 = 1_000_000_000) -> (Verdict, [UInt8]) {
+        let (out, v) = frame.mutatingFrame { b.process($0, length: $1, now: now) }
+        return (v, out)
+    }
+
+    func nodeIndex(_ frame: [UInt8]) -> Int? {
+        let dst = MACAddress(value: frame.prefix(6).reduce(0) { $0 << 8 | UInt64($1) })
+        if dst == Self.sorryMAC { return 99 }
+        return Self.macs.firstIndex(of: dst)
+    }
+
+    @Test func matSpreadsNewFlowsByWeightAndKeepsThemSticky() throws {
+        let b = try Self.balancer([Self.matGroup()])
+        var perNode = [0, 0, 0]
+        var chosen: [Int] = []
+        for i in 0..<600 {
+            let (v, out) = run(b, syn(i))
+            #expect(v == .transmit(interface: 0))
+            let n = try #require(nodeIndex(out))
+            perNode[n] += 1
+            chosen.append(n)
+            #expect(Array(out[6..<12]) == Array(PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4,
+                sourcePort: 1, destinationPort: 80, ethernetSource: Self.lbMAC)[6..<12]))
+            #expect(Array(out[12...]) == Array(syn(i)[12...]), "MAT must not touch L3/L4")
+        }
+        #expect(perNode == [300, 200, 100])
+        // Later packets of each flow go where the first went.
+        for i in 0..<600 {
+            let (_, out) = run(b, syn(i, flags: TCPFlags.ack))
+            #expect(nodeIndex(out) == chosen[i])
+        }
+        #expect(b.counters.group(0, .newFlows) == 600)
+        #expect(b.counters.group(0, .packets) == 1200)
+        #expect(b.counters.node(b.slot(group: 0, node: 0), .newFlows) == 300)
+        #expect(b.flows.count == 600)
+    }
+
+    @Test func multiPortGroupServesEveryPort() throws {
+        let b = try Self.balancer([Self.matGroup()])
+        #expect(run(b, syn(1, port: 443)).0 == .transmit(interface: 0))
+        #expect(run(b, syn(2, port: 8443)).0 == .pass)
+        #expect(b.counters[.notForService] == 1)
+    }
+
+    @Test func downNodeFlowsMoveOnTheirNextPacket() throws {
+        let b = try Self.balancer([Self.matGroup(weights: [1, 1, 1])])
+        var chosen: [Int] = []
+        for i in 0..<300 { chosen.append(nodeIndex(run(b, syn(i)).1)!) }
+        b.setNodeUp(group: 0, node: 1, false)
+        for i in 0..<300 {
+            let n = nodeIndex(run(b, syn(i, flags: TCPFlags.ack)).1)!
+            #expect(n != 1)
+            if chosen[i] != 1 { #expect(n == chosen[i], "flows on live nodes stay") }
+        }
+        #expect(b.counters[.flowsMoved] == UInt64(chosen.filter { $0 == 1 }.count))
+        #expect(b.flows.activeFlows(slot: b.slot(group: 0, node: 1)) == 0)
+    }
+
+    @Test func drainKeepsExistingFlowsAndTakesNoNewOnes() throws {
+        let b = try Self.balancer([Self.matGroup(weights: [1, 1, 1])])
+        var chosen: [Int] = []
+        for i in 0..<90 { chosen.append(nodeIndex(run(b, syn(i)).1)!) }
+        b.setWeights(group: 0, [1, 0, 1])
+        for i in 0..<90 { #expect(nodeIndex(run(b, syn(i, flags: TCPFlags.ack)).1) == chosen[i]) }
+        for i in 90..<190 { #expect(nodeIndex(run(b, syn(i)).1) != 1) }
+        #expect(b.counters[.flowsMoved] == 0)
+    }
+
+    @Test func unknownMACIsNotChosen() throws {
+        var g = Self.matGroup(weights: [1, 1, 1])
+        g.nodes[2].mac = nil
+        let b = try Self.balancer([g])
+        for i in 0..<60 { #expect(nodeIndex(run(b, syn(i)).1) != 2) }
+        b.setNodeMAC(group: 0, node: 2, Fixtures.nodeMACc)
+        let later = (60..<120).map { nodeIndex(run(b, syn($0)).1) }
+        #expect(later.contains(2))
+    }
+
+    @Test func sorryServerTakesNewFlowsWhileAllNodesAreDown() throws {
+        let b = try Self.balancer([Self.matGroup(sorry: true)])
+        for n in 0..<3 { b.setNodeUp(group: 0, node: n, false) }
+        for i in 0..<10 { #expect(nodeIndex(run(b, syn(i)).1) == 99) }
+        #expect(b.counters.group(0, .sorryFlows) == 10)
+        b.setNodeUp(group: 0, node: 2, true)
+        for i in 10..<20 { #expect(nodeIndex(run(b, syn(i)).1) == 2) }
+        // Flows already on the sorry server finish there.
+        #expect(nodeIndex(run(b, syn(3, flags: TCPFlags.ack)).1) == 99)
+    }
+
+    @Test func noLiveNodeAndNoSorryServerDrops() throws {
+        let b = try Self.balancer([Self.matGroup()])
+        for n in 0..<3 { b.setNodeUp(group: 0, node: n, false) }
+        #expect(run(b, syn(1)).0 == .drop)
+        #expect(b.counters[.noLiveNode] == 1)
+    }
+
+    @Test func natForwardAndReplyAreTranslated() throws {
+        let b = try Self.balancer([Self.natGroup()])
+        let payload = Array("query".utf8)
+        let request = PacketBuilder.udpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40000,
+                                             destinationPort: 53, payload: payload)
+        let (v, out) = run(b, request)
+        #expect(v == .transmit(interface: 0))
+        let n = try #require(nodeIndex(out))
+        let node = [Fixtures.node4a, Fixtures.node4b][n]
+        #expect(out == PacketBuilder.udpFrame(source: Fixtures.client4, destination: node, sourcePort: 40000,
+                                              destinationPort: 5353, payload: payload,
+                                              ethernetDestination: Self.macs[n], ethernetSource: Self.lbMAC))
+        let reply = PacketBuilder.udpFrame(source: node, destination: Fixtures.client4, sourcePort: 5353,
+                                           destinationPort: 40000, payload: payload,
+                                           ethernetDestination: Self.lbMAC, ethernetSource: Self.macs[n])
+        // A reply is translated by any worker: use a second balancer with an empty flow table.
+        let other = try Self.balancer([Self.natGroup()])
+        let (rv, rout) = run(other, reply)
+        #expect(rv == .transmit(interface: 0))
+        #expect(rout == PacketBuilder.udpFrame(source: Fixtures.vip4, destination: Fixtures.client4, sourcePort: 53,
+                                               destinationPort: 40000, payload: payload,
+                                               ethernetDestination: Fixtures.routerMAC, ethernetSource: Self.lbMAC))
+        #expect(other.counters[.natReplies] == 1)
+    }
+
+    @Test func natReplyWithoutRouteIsDropped() throws {
+        let b = try Self.balancer([Self.natGroup()])
+        let reply = PacketBuilder.udpFrame(source: Fixtures.node4a, destination: IPAddress("198.19.9.9")!,
+                                           sourcePort: 5353, destinationPort: 40000)
+        #expect(run(b, reply).0 == .drop)
+        #expect(b.counters[.noRouteToClient] == 1)
+    }
+
+    @Test func fullTableFallsBackToConsistentHash() throws {
+        let b = try Self.balancer([Self.matGroup(scheduler: .rr, weights: [1, 1, 1])], capacity: 8)
+        var firstChoice: [Int: Int] = [:]
+        for i in 0..<200 { firstChoice[i] = nodeIndex(run(b, syn(i)).1) }
+        #expect(b.counters[.flowTableFull] > 150)
+        #expect(b.flows.count <= 8)
+        // Flows that did not fit get the same stateless answer on every packet.
+        var consistent = 0
+        for i in 0..<200 where nodeIndex(run(b, syn(i, flags: TCPFlags.ack)).1) == firstChoice[i] { consistent += 1 }
+        #expect(consistent >= 190)
+    }
+
+    @Test func malformedFramesAreCountedByReason() throws {
+        let b = try Self.balancer([Self.matGroup()])
+        var bad = syn(1)
+        bad[14] = 0x43  // IHL 3
+        #expect(run(b, bad).0 == .drop)
+        #expect(run(b, Array(syn(1).prefix(20))).0 == .drop)
+        #expect(b.counters[.badIPv4HeaderLength] == 1)
+        #expect(b.counters[.truncatedIPv4] == 1)
+        #expect(b.counters[.dropped] == 2)
+    }
+
+    @Test func icmpErrorFollowsItsFlow() throws {
+        let b = try Self.balancer([Self.matGroup(weights: [1, 1, 1])])
+        let client = IPAddress(ipv4: 0xC612_0000 | 7)
+        let first = PacketBuilder.tcpFrame(source: client, destination: Fixtures.vip4, sourcePort: 10005,
+                                           destinationPort: 80, flags: TCPFlags.syn)
+        let node = nodeIndex(run(b, first).1)
+        let quoted = PacketBuilder.ipv4(source: Fixtures.vip4, destination: client, proto: 6, payload:
+            PacketBuilder.tcp(source: Fixtures.vip4, destination: client, sourcePort: 80, destinationPort: 10005))
+        let error = PacketBuilder.icmpErrorFrame(reporter: Fixtures.router4, destination: Fixtures.vip4, quoted: quoted)
+        #expect(nodeIndex(run(b, error).1) == node)
+        let stray = PacketBuilder.icmpErrorFrame(reporter: Fixtures.router4, destination: Fixtures.vip4, quoted:
+            PacketBuilder.ipv4(source: Fixtures.vip4, destination: client, proto: 6, payload:
+                PacketBuilder.tcp(source: Fixtures.vip4, destination: client, sourcePort: 80, destinationPort: 1)))
+        #expect(run(b, stray).0 == .drop)
+        #expect(b.counters[.icmpErrorWithoutFlow] == 1)
+    }
+
+    @Test func specErrorsAreExplained() {
+        var dup = Self.matGroup()
+        dup.name = "web2"
+        #expect(throws: BalancerSpecError.duplicateService(group: "web2", key: "198.18.1.10 6/80")) {
+            try Self.balancer([Self.matGroup(), dup])
+        }
+        var nat2 = Self.natGroup()
+        nat2.name = "dns2"
+        nat2.vip = IPAddress("198.18.1.11")!
+        #expect(throws: BalancerSpecError.ambiguousNATReply(group: "dns2", node: "198.18.2.11:5353")) {
+            try Self.balancer([Self.natGroup(), nat2])
+        }
+    }
+}

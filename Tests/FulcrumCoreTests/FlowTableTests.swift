@@ -1,0 +1,114 @@
+import FulcrumCore
+import FulcrumTestSupport
+import Testing
+
+@Suite struct FlowTableTests {
+    static let timeouts = FlowTimeouts(synSent: 5 * FlowTimeouts.seconds, established: 100 * FlowTimeouts.seconds,
+                                       closing: 2 * FlowTimeouts.seconds, udp: 30 * FlowTimeouts.seconds,
+                                       datagram: 10 * FlowTimeouts.seconds)
+
+    func key(_ i: Int, proto: UInt8 = IPProtocol.tcp) -> FlowKey {
+        FlowKey(source: IPAddress(ipv4: 0xC612_0000 | UInt32(i & 0xFFFF)), destination: Fixtures.vip4,
+                sourcePort: UInt16(truncatingIfNeeded: 1024 + i / 0x10000), destinationPort: 80, proto: proto)
+    }
+
+    @Test(arguments: [
+        (FlowState.synSent, 5.0), (.established, 100.0), (.closing, 2.0), (.udp, 30.0), (.datagram, 10.0),
+    ])
+    func expiryPerState(state: FlowState, seconds: Double) {
+        let table = FlowTable(capacity: 64, nodeSlots: 4, timeouts: Self.timeouts)
+        var clock = ManualClock()
+        let k = key(1)
+        let h = k.stableHash()
+        #expect(table.insert(k, hash: h, now: clock.now, nodeSlot: 2, group: 0, state: state) >= 0)
+        #expect(table.activeFlows(slot: 2) == 1)
+        clock.advance(seconds: seconds - 0.001)
+        #expect(table.find(k, hash: h, now: clock.now) >= 0, "alive just before \(seconds)s")
+        clock.advance(seconds: 0.002)
+        #expect(table.find(k, hash: h, now: clock.now) == -1, "dead just after \(seconds)s")
+        #expect(table.activeFlows(slot: 2) == 0)
+        #expect(table.count == 0)
+    }
+
+    @Test func touchingExtendsAndChangesState() {
+        let table = FlowTable(capacity: 64, nodeSlots: 1, timeouts: Self.timeouts)
+        var clock = ManualClock()
+        let k = key(1)
+        let h = k.stableHash()
+        let slot = table.insert(k, hash: h, now: clock.now, nodeSlot: 0, group: 0, state: .synSent)
+        clock.advance(seconds: 4)
+        table.touch(slot, state: FlowState.next(from: .synSent, proto: IPProtocol.tcp, tcpFlags: TCPFlags.ack),
+                    now: clock.now)
+        #expect(table.entry(slot).state == .established)
+        clock.advance(seconds: 50)
+        #expect(table.find(k, hash: h, now: clock.now) == slot)
+        table.touch(slot, state: FlowState.next(from: .established, proto: IPProtocol.tcp, tcpFlags: TCPFlags.fin | TCPFlags.ack),
+                    now: clock.now)
+        #expect(table.entry(slot).state == .closing)
+        clock.advance(seconds: 2.5)
+        #expect(table.find(k, hash: h, now: clock.now) == -1)
+    }
+
+    @Test func stateTransitions() {
+        #expect(FlowState.next(from: nil, proto: IPProtocol.tcp, tcpFlags: TCPFlags.syn) == .synSent)
+        #expect(FlowState.next(from: nil, proto: IPProtocol.tcp, tcpFlags: TCPFlags.ack) == .established)
+        #expect(FlowState.next(from: .synSent, proto: IPProtocol.tcp, tcpFlags: TCPFlags.syn) == .synSent)
+        #expect(FlowState.next(from: .established, proto: IPProtocol.tcp, tcpFlags: TCPFlags.rst) == .closing)
+        #expect(FlowState.next(from: .closing, proto: IPProtocol.tcp, tcpFlags: TCPFlags.ack) == .closing)
+        #expect(FlowState.next(from: .closing, proto: IPProtocol.tcp, tcpFlags: TCPFlags.syn) == .synSent)
+        #expect(FlowState.next(from: nil, proto: IPProtocol.udp, tcpFlags: 0) == .udp)
+        #expect(FlowState.next(from: nil, proto: IPProtocol.icmp, tcpFlags: 0) == .datagram)
+    }
+
+    /// The table never holds more than its capacity and refuses rather than grows.
+    @Test func capacityLimit() {
+        let table = FlowTable(capacity: 1024, nodeSlots: 1, timeouts: Self.timeouts)
+        #expect(table.capacity == 1024)
+        let now: UInt64 = 1
+        var stored = 0, refused = 0
+        for i in 0..<4096 {
+            let k = key(i)
+            if table.insert(k, hash: k.stableHash(), now: now, nodeSlot: 0, group: 0, state: .established) >= 0 {
+                stored += 1
+            } else {
+                refused += 1
+            }
+        }
+        #expect(stored <= 1024 && stored > 900, "stored \(stored)")
+        #expect(refused == 4096 - stored)
+        #expect(table.count == stored)
+        #expect(table.activeFlows(slot: 0) == Int32(stored))
+        // Every stored flow is still found.
+        var found = 0
+        for i in 0..<4096 where table.find(key(i), hash: key(i).stableHash(), now: now) >= 0 { found += 1 }
+        #expect(found == stored)
+    }
+
+    /// A full bucket is reclaimed once its flows are dead, by insert or by the sweeper.
+    @Test func deadFlowsAreReclaimed() {
+        let table = FlowTable(capacity: 1024, nodeSlots: 1, timeouts: Self.timeouts)
+        var clock = ManualClock()
+        for i in 0..<4096 {
+            let k = key(i)
+            _ = table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .synSent)
+        }
+        #expect(table.count > 900)
+        clock.advance(seconds: 6)
+        var swept = 0
+        for _ in 0..<table.bucketCount { swept += table.sweep(now: clock.now, buckets: 1) }
+        #expect(table.count == 0)
+        #expect(table.activeFlows(slot: 0) == 0)
+        #expect(swept > 900)
+        let k = key(99999)
+        #expect(table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .udp) >= 0)
+    }
+
+    @Test func reassignMovesTheCount() {
+        let table = FlowTable(capacity: 64, nodeSlots: 3)
+        let k = key(7)
+        let slot = table.insert(k, hash: k.stableHash(), now: 1, nodeSlot: 1, group: 0, state: .established)
+        table.reassign(slot, nodeSlot: 2, group: 0)
+        #expect(table.activeFlows(slot: 1) == 0 && table.activeFlows(slot: 2) == 1)
+        #expect(table.entry(slot).nodeSlot == 2)
+    }
+}

@@ -1,0 +1,191 @@
+import FulcrumCore
+import FulcrumTestSupport
+import Testing
+
+@Suite struct ParserTests {
+    func parse(_ bytes: [UInt8]) -> (ParseResult, ParsedPacket, ARPPacket) {
+        withExactAllocation(bytes) { p, n in
+            var packet = ParsedPacket()
+            var arp = ARPPacket()
+            let r = PacketParser.parse(p, length: n, into: &packet, arp: &arp)
+            return (r, packet, arp)
+        }
+    }
+
+    @Test func tcpOverIPv4() {
+        let f = PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40000,
+                                       destinationPort: 80, flags: TCPFlags.syn)
+        let (r, p, _) = parse(f)
+        #expect(r == .ip)
+        #expect(p.family == .ipv4 && p.proto == IPProtocol.tcp)
+        #expect(p.source == Fixtures.client4 && p.destination == Fixtures.vip4)
+        #expect(p.sourcePort == 40000 && p.destinationPort == 80)
+        #expect(p.tcpFlags == TCPFlags.syn)
+        #expect(p.l3Offset == 14 && p.l4Offset == 34 && p.ipEnd == f.count)
+    }
+
+    @Test func vlanTaggedUDP() {
+        let f = PacketBuilder.udpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 1,
+                                       destinationPort: 53, vlan: 100)
+        let (r, p, _) = parse(f)
+        #expect(r == .ip)
+        #expect(p.hasVLAN && p.vlanTag == 100 && p.l3Offset == 18)
+        #expect(p.destinationPort == 53)
+    }
+
+    @Test func ipv6ExtensionHeadersAreWalked() throws {
+        let frame = try #require(Fixtures.wellFormed.first { $0.name.contains("hop-by-hop") })
+        let (r, p, _) = parse(frame.bytes)
+        #expect(r == .ip)
+        #expect(p.proto == IPProtocol.udp && p.destinationPort == 53)
+        #expect(p.l4Offset == 14 + 40 + 8 + 8 + 8)
+    }
+
+    @Test func icmpErrorIdentifiesItsFlow() throws {
+        let frame = try #require(Fixtures.wellFormed.first { $0.name.contains("ICMPv4 fragmentation") })
+        let (r, p, _) = parse(frame.bytes)
+        #expect(r == .ip)
+        #expect(p.isICMPError)
+        #expect(p.innerSource == Fixtures.vip4 && p.innerSourcePort == 53)
+        // The flow is the client's, toward the VIP.
+        let key = p.flowKey
+        #expect(key.source == Fixtures.client4 && key.destination == Fixtures.vip4)
+        #expect(key.sourcePort == 40001 && key.destinationPort == 53 && key.proto == IPProtocol.udp)
+    }
+
+    @Test func icmpv6ErrorIdentifiesItsFlow() throws {
+        let frame = try #require(Fixtures.wellFormed.first { $0.name.contains("ICMPv6 packet-too-big") })
+        let (r, p, _) = parse(frame.bytes)
+        #expect(r == .ip && p.isICMPError && p.family == .ipv6)
+        #expect(p.flowKey == FlowKey(source: Fixtures.client6, destination: Fixtures.vip6, sourcePort: 40002,
+                                     destinationPort: 443, proto: IPProtocol.tcp))
+    }
+
+    @Test func arpRequest() throws {
+        let frame = try #require(Fixtures.wellFormed.first { $0.name == "ARP request" })
+        let (r, _, a) = parse(frame.bytes)
+        #expect(r == .arp)
+        #expect(a.operation == ARPPacket.request && a.targetIP == Fixtures.vip4 && a.senderIP == Fixtures.client4)
+        #expect(a.senderMAC == PacketBuilder.clientMAC)
+    }
+
+    @Test func otherEtherTypesAreNotOurs() {
+        let lldp = PacketBuilder.ethernet(etherType: 0x88CC, payload: [UInt8](repeating: 0, count: 46))
+        #expect(parse(lldp).0 == .other)
+    }
+
+    // MARK: - Lies and truncation
+
+    static var lies: [(String, [UInt8], DropReason)] {
+        let c = Fixtures.client4, v = Fixtures.vip4
+        let seg = PacketBuilder.tcp(source: c, destination: v, sourcePort: 1, destinationPort: 80)
+        func v4(_ bytes: [UInt8]) -> [UInt8] { PacketBuilder.ethernet(etherType: 0x0800, payload: bytes) }
+        func v6(_ bytes: [UInt8]) -> [UInt8] { PacketBuilder.ethernet(etherType: 0x86DD, payload: bytes) }
+        var ihlTooSmall = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg)
+        ihlTooSmall[0] = 0x44
+        var ihlTooBig = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: [])
+        ihlTooBig[0] = 0x4F
+        var version = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg)
+        version[0] = 0x55
+        let totalTooBig = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg, totalLengthOverride: 200)
+        let totalTooSmall = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg, totalLengthOverride: 12)
+        let firstFragment = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg, flagsAndFragment: 0x2000)
+        let laterFragment = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg, flagsAndFragment: 0x0010)
+        var dataOffset = seg
+        dataOffset[12] = 0x30
+        var dataOffsetBig = seg
+        dataOffsetBig[12] = 0xF0
+        var udpLength = PacketBuilder.udp(source: c, destination: v, sourcePort: 1, destinationPort: 53, payload: [1, 2])
+        udpLength[5] = 200
+        var udpShort = udpLength
+        udpShort[5] = 4
+        let c6 = Fixtures.client6, v6a = Fixtures.vip6
+        let useg = PacketBuilder.udp(source: c6, destination: v6a, sourcePort: 1, destinationPort: 53, payload: [1])
+        let plTooBig = PacketBuilder.ipv6(source: c6, destination: v6a, nextHeader: 17, payload: useg,
+                                          payloadLengthOverride: 500)
+        let jumbo = PacketBuilder.ipv6(source: c6, destination: v6a, nextHeader: 17, payload: useg,
+                                       payloadLengthOverride: 0)
+        let extLie = PacketBuilder.ipv6(source: c6, destination: v6a, nextHeader: 17, payload: useg,
+                                        extensions: [(0, [200, 0, 0, 0, 0, 0, 0])])
+        let loop = PacketBuilder.ipv6(source: c6, destination: v6a, nextHeader: 17, payload: useg,
+                                      extensions: Array(repeating: (60, [0, 1, 4, 0, 0, 0, 0]), count: 9))
+        let frag6 = PacketBuilder.ipv6(source: c6, destination: v6a, nextHeader: 17, payload: useg,
+                                       extensions: [(44, [0, 0, 1, 0, 0, 0, 1])])
+        let zeroSum6 = PacketBuilder.ipv6(source: c6, destination: v6a, nextHeader: 17, payload:
+            PacketBuilder.udp(source: c6, destination: v6a, sourcePort: 1, destinationPort: 53, zeroChecksum: true))
+        let icmpBadInner = PacketBuilder.ipv4(source: Fixtures.router4, destination: v, proto: 1,
+                                              payload: PacketBuilder.icmpv4(type: 3, code: 4, body: [0x45, 0, 0]))
+        let quotedNoPorts = Array(PacketBuilder.ipv4(source: v, destination: c, proto: 17,
+            payload: PacketBuilder.udp(source: v, destination: c, sourcePort: 53, destinationPort: 1)).prefix(24))
+        let icmpShortInner = PacketBuilder.ipv4(source: Fixtures.router4, destination: v, proto: 1,
+                                                payload: PacketBuilder.icmpv4(type: 3, code: 4, body: quotedNoPorts))
+        var arpBad = PacketBuilder.ethernet(destination: .broadcast, etherType: 0x0806, payload:
+            [0, 1, 8, 0, 6, 4, 0, 1] + [UInt8](repeating: 0, count: 20))
+        arpBad[18] = 8
+        return [
+            ("IHL below 5", v4(ihlTooSmall), .badIPv4HeaderLength),
+            ("IHL past the end", v4(ihlTooBig), .badIPv4HeaderLength),
+            ("IP version 5 in an IPv4 frame", v4(version), .badIPv4Version),
+            ("total length past the frame", v4(totalTooBig), .badIPv4TotalLength),
+            ("total length below the header", v4(totalTooSmall), .badIPv4TotalLength),
+            ("first fragment", v4(firstFragment), .fragment),
+            ("later fragment", v4(laterFragment), .fragment),
+            ("TCP data offset 3", v4(PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: dataOffset)), .badTCPDataOffset),
+            ("TCP data offset past the end", v4(PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: dataOffsetBig)), .badTCPDataOffset),
+            ("UDP length past the datagram", v4(PacketBuilder.ipv4(source: c, destination: v, proto: 17, payload: udpLength)), .badUDPLength),
+            ("UDP length below 8", v4(PacketBuilder.ipv4(source: c, destination: v, proto: 17, payload: udpShort)), .badUDPLength),
+            ("IPv6 payload length past the frame", v6(plTooBig), .badIPv6PayloadLength),
+            ("IPv6 jumbogram", v6(jumbo), .badIPv6PayloadLength),
+            ("IPv6 extension header length past the end", v6(extLie), .truncatedIPv6ExtensionHeader),
+            ("nine IPv6 extension headers", v6(loop), .tooManyIPv6ExtensionHeaders),
+            ("IPv6 non-atomic fragment", v6(frag6), .fragment),
+            ("UDP over IPv6 without checksum", v6(zeroSum6), .udpZeroChecksumIPv6),
+            ("ICMP error quoting 3 bytes", v4(icmpBadInner), .malformedICMPInnerPacket),
+            ("ICMP error quoting no ports", v4(icmpShortInner), .malformedICMPInnerPacket),
+            ("ARP with a wrong hardware length", arpBad, .malformedARP),
+            ("runt", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], .truncatedEthernet),
+        ]
+    }
+
+    @Test(arguments: zip(lies.map { Fixtures.Frame($0.0, $0.1) }, lies.map(\.2)))
+    func headerLiesAreDropReasons(frame: Fixtures.Frame, reason: DropReason) {
+        #expect(parse(frame.bytes).0 == .drop(reason))
+    }
+
+    /// Every well-formed frame cut at every byte offset parses to a verdict without
+    /// reading past the end (the allocation is exact, so AddressSanitizer would see it).
+    @Test(arguments: Fixtures.wellFormed)
+    func truncationAtEveryOffset(frame: Fixtures.Frame) {
+        let full = parse(frame.bytes).0
+        #expect(full != .drop(.truncatedEthernet))
+        for cut in 0..<frame.bytes.count {
+            let (r, p, _) = parse(Array(frame.bytes.prefix(cut)))
+            switch r {
+            case .drop:
+                continue
+            case .ip:
+                // A cut can land in Ethernet padding only if the IP datagram is intact.
+                #expect(p.ipEnd <= cut, "cut \(cut) parsed past the end")
+            case .arp, .other:
+                #expect(cut >= 14)
+            }
+        }
+    }
+
+    /// Flipping any single bit of any well-formed frame never traps and never yields
+    /// offsets outside the frame.
+    @Test(arguments: Fixtures.wellFormed)
+    func everySingleBitFlip(frame: Fixtures.Frame) {
+        for byte in 0..<frame.bytes.count {
+            for bit in 0..<8 {
+                var bytes = frame.bytes
+                bytes[byte] ^= 1 << bit
+                let (r, p, _) = parse(bytes)
+                if r == .ip {
+                    #expect(p.l4Offset <= p.ipEnd && p.ipEnd <= bytes.count)
+                    if p.isICMPError { #expect(p.innerL4Offset + 8 <= p.ipEnd) }
+                }
+            }
+        }
+    }
+}
