@@ -18,14 +18,19 @@ let package = Package(
     targets: [
         .target(name: "FulcrumCore"),
         .target(name: "FulcrumTestSupport", dependencies: ["FulcrumCore"]),
-        .executableTarget(
-            name: "fulcrum-bench",
+        // Benchmark scenarios live under Bench/; the executable only parses arguments.
+        .target(
+            name: "BenchScenarios",
             dependencies: [
                 "FulcrumCore",
                 "FulcrumTestSupport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
-            ]
+            ],
+            path: "Bench/Scenarios"
+        ),
+        .executableTarget(
+            name: "fulcrum-bench",
+            dependencies: ["BenchScenarios", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore", "FulcrumTestSupport"]),
     ]

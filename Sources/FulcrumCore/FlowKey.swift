@@ -22,13 +22,13 @@ public struct FlowKey: Hashable, Sendable {
     /// seeded per process).
     @inlinable
     public func stableHash(seed: UInt64 = 0) -> UInt64 {
-        var h = seed ^ 0x9E37_79B9_7F4A_7C15
-        h = StableHash.combine(h, source.high)
-        h = StableHash.combine(h, source.low)
-        h = StableHash.combine(h, destination.high)
-        h = StableHash.combine(h, destination.low)
-        h = StableHash.combine(h, UInt64(sourcePort) << 32 | UInt64(destinationPort) << 16 | UInt64(proto))
-        return StableHash.finalize(h)
+        // Independent multiplies (they run in parallel) folded by one strong finaliser:
+        // cheap enough for every packet, deterministic across processes and LBs.
+        let ports = UInt64(sourcePort) << 24 | UInt64(destinationPort) << 8 | UInt64(proto)
+        let a = (source.low ^ seed) &* 0x9E37_79B9_7F4A_7C15
+        let b = destination.low &* 0xC2B2_AE3D_27D4_EB4F
+        let c = (source.high ^ (destination.high >> 1) ^ ports) &* 0x1656_67B1_9E37_79F9
+        return StableHash.finalize(a ^ ((b << 29) | (b >> 35)) ^ c)
     }
 }
 

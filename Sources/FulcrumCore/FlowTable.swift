@@ -56,15 +56,16 @@ public struct FlowTimeouts: Sendable, Equatable {
     }
 }
 
-/// One flow. 64 bytes: one cache line.
+/// One flow, padded to one 64-byte cache line.
 public struct FlowEntry: Sendable {
     public var key: FlowKey
-    /// Monotonic nanoseconds after which the entry is dead.
+    /// Monotonic nanoseconds after which the entry is dead; 0 marks an empty slot.
     public var deadline: UInt64
     /// The node, as a slot number the worker assigns (group base + index in group).
     public var nodeSlot: UInt32
     public var group: UInt16
     public var state: FlowState
+    @usableFromInline var padding: UInt64 = 0
 
     @inlinable
     public init(key: FlowKey, deadline: UInt64, nodeSlot: UInt32, group: UInt16, state: FlowState) {
@@ -76,44 +77,73 @@ public struct FlowEntry: Sendable {
     }
 }
 
+/// Where a flow table's memory comes from. FulcrumCore makes no system calls, so the
+/// data plane passes one that asks the kernel for huge pages (fewer TLB misses on a
+/// table of tens of megabytes); the default is the ordinary heap.
+public struct TableMemory: Sendable {
+    public var allocate: @Sendable (_ bytes: Int) -> UnsafeMutableRawPointer
+    public var deallocate: @Sendable (_ pointer: UnsafeMutableRawPointer, _ bytes: Int) -> Void
+
+    public init(allocate: @escaping @Sendable (Int) -> UnsafeMutableRawPointer,
+                deallocate: @escaping @Sendable (UnsafeMutableRawPointer, Int) -> Void) {
+        self.allocate = allocate
+        self.deallocate = deallocate
+    }
+
+    public static let heap = TableMemory(
+        allocate: { UnsafeMutableRawPointer.allocate(byteCount: $0, alignment: 4096) },
+        deallocate: { pointer, _ in pointer.deallocate() })
+}
+
 /// A worker's flow table: fixed capacity, no locks, no allocation after `init`.
 ///
-/// Set-associative: a flow hashes to one bucket of `ways` slots. A separate array of
-/// 32-bit tags (one per slot, 0 = empty) lets a lookup touch one cache line of tags and
-/// one of entries. Dead entries are reclaimed when an insert meets them and by `sweep`,
-/// which the worker calls with a small budget per batch, so expiry costs a little on
-/// every batch and never stops the world. When a bucket has no free or dead slot the
-/// insert fails and the caller falls back to a stateless decision.
+/// Set-associative: a flow hashes to one bucket of `ways` 64-byte entries. The occupied
+/// entries of a bucket are always a prefix of it (a removal moves the bucket's last
+/// entry into the hole), so a lookup stops at the first empty entry: at the loads a
+/// table is sized for, a hit or a miss reads one or two cache lines. Dead entries are
+/// reclaimed when a lookup or insert meets them and by `sweep`, which the worker calls
+/// with a small budget per batch, so expiry never stops the world. When a bucket holds
+/// `ways` live flows the insert fails and the caller falls back to a stateless decision.
+///
+/// Slot numbers returned by `find`/`insert` are valid until the next `find`, `insert`,
+/// `remove` or `sweep`.
 public final class FlowTable {
     public static let ways = 8
 
     public let bucketCount: Int
     @usableFromInline let bucketMask: Int
-    @usableFromInline let tags: UnsafeMutablePointer<UInt32>
     @usableFromInline let entries: UnsafeMutablePointer<FlowEntry>
     @usableFromInline let active: UnsafeMutablePointer<Int32>
     public let nodeSlotCount: Int
     public let timeouts: FlowTimeouts
+    let memory: TableMemory
+    let storageBytes: Int
     @usableFromInline var sweepCursor = 0
-    /// Live entries (dead ones not yet reclaimed are still counted until they are).
-    public var count: Int { liveCount }
     @usableFromInline var liveCount = 0
 
+    /// Live entries (dead ones not yet reclaimed are counted until they are).
+    public var count: Int { liveCount }
     public var capacity: Int { bucketCount * FlowTable.ways }
+    /// Bytes of entry storage, fixed at start.
+    public var memoryBytes: Int { storageBytes }
 
     /// - Parameters:
     ///   - capacity: entries wanted; rounded up to a power-of-two number of buckets.
     ///   - nodeSlots: how many node slots may be referenced, for per-node flow counts.
-    public init(capacity: Int, nodeSlots: Int, timeouts: FlowTimeouts = FlowTimeouts()) {
+    public init(capacity: Int, nodeSlots: Int, timeouts: FlowTimeouts = FlowTimeouts(),
+                memory: TableMemory = .heap) {
         precondition(capacity > 0 && nodeSlots > 0)
+        precondition(MemoryLayout<FlowEntry>.stride == 64)
         var buckets = 1
         while buckets * FlowTable.ways < capacity { buckets <<= 1 }
         bucketCount = buckets
         bucketMask = buckets - 1
         let slots = buckets * FlowTable.ways
-        tags = .allocate(capacity: slots)
-        tags.initialize(repeating: 0, count: slots)
-        entries = .allocate(capacity: slots)
+        storageBytes = slots * MemoryLayout<FlowEntry>.stride
+        self.memory = memory
+        let raw = memory.allocate(storageBytes)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: storageBytes)
+        entries = raw.bindMemory(to: FlowEntry.self, capacity: slots)
         active = .allocate(capacity: nodeSlots)
         active.initialize(repeating: 0, count: nodeSlots)
         nodeSlotCount = nodeSlots
@@ -121,15 +151,9 @@ public final class FlowTable {
     }
 
     deinit {
-        tags.deallocate()
-        entries.deallocate()
+        memory.deallocate(UnsafeMutableRawPointer(entries), storageBytes)
         active.deallocate()
     }
-
-    public static var bytesPerEntry: Int { MemoryLayout<FlowEntry>.stride + MemoryLayout<UInt32>.stride }
-
-    @inlinable @inline(__always)
-    static func tag(_ hash: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: hash >> 32) | 1 }
 
     /// Flows currently held for a node slot (for least-connection scheduling).
     @inlinable @inline(__always)
@@ -138,20 +162,26 @@ public final class FlowTable {
     /// A pointer to the per-slot counts, for schedulers that read many of them.
     @inlinable public var activeCounts: UnsafePointer<Int32> { UnsafePointer(active) }
 
+    @inlinable @inline(__always)
+    func bucketBase(_ hash: UInt64) -> Int {
+        (Int(truncatingIfNeeded: hash >> 20) & bucketMask) &* FlowTable.ways
+    }
+
     /// The slot holding a live entry for `key`, or -1.
     @inlinable
     public func find(_ key: FlowKey, hash: UInt64, now: UInt64) -> Int {
-        let base = (Int(truncatingIfNeeded: hash) & bucketMask) &* FlowTable.ways
-        let t = FlowTable.tag(hash)
-        var i = 0
-        while i < FlowTable.ways {
-            let slot = base &+ i
-            if tags[slot] == t && entries[slot].key == key {
-                if entries[slot].deadline > now { return slot }
+        let base = bucketBase(hash)
+        var slot = base
+        let end = base &+ FlowTable.ways
+        while slot < end {
+            let deadline = entries[slot].deadline
+            if deadline == 0 { return -1 }
+            if entries[slot].key == key {
+                if deadline > now { return slot }
                 remove(slot)
                 return -1
             }
-            i &+= 1
+            slot &+= 1
         }
         return -1
     }
@@ -160,26 +190,25 @@ public final class FlowTable {
     @inlinable
     public func insert(_ key: FlowKey, hash: UInt64, now: UInt64, nodeSlot: UInt32, group: UInt16,
                        state: FlowState) -> Int {
-        let base = (Int(truncatingIfNeeded: hash) & bucketMask) &* FlowTable.ways
-        var i = 0
-        var chosen = -1
-        while i < FlowTable.ways {
-            let slot = base &+ i
-            if tags[slot] == 0 { chosen = slot; break }
-            if entries[slot].deadline <= now {
+        let base = bucketBase(hash)
+        var slot = base
+        let end = base &+ FlowTable.ways
+        while slot < end {
+            let deadline = entries[slot].deadline
+            if deadline == 0 { break }
+            if deadline <= now {
+                // Dead: free it, and look at this slot again (compaction moved another in).
                 remove(slot)
-                chosen = slot
-                break
+                continue
             }
-            i &+= 1
+            slot &+= 1
         }
-        guard chosen >= 0 else { return -1 }
-        tags[chosen] = FlowTable.tag(hash)
-        entries[chosen] = FlowEntry(key: key, deadline: now &+ timeouts.timeout(for: state),
-                                    nodeSlot: nodeSlot, group: group, state: state)
+        guard slot < end else { return -1 }
+        entries[slot] = FlowEntry(key: key, deadline: now &+ timeouts.timeout(for: state),
+                                  nodeSlot: nodeSlot, group: group, state: state)
         active[Int(nodeSlot)] &+= 1
         liveCount &+= 1
-        return chosen
+        return slot
     }
 
     @inlinable @inline(__always)
@@ -201,12 +230,17 @@ public final class FlowTable {
         active[Int(nodeSlot)] &+= 1
     }
 
+    /// Frees a slot and keeps the bucket's occupied entries a prefix.
     @inlinable
     public func remove(_ slot: Int) {
-        guard tags[slot] != 0 else { return }
-        tags[slot] = 0
+        guard entries[slot].deadline != 0 else { return }
         active[Int(entries[slot].nodeSlot)] &-= 1
         liveCount &-= 1
+        let base = slot & ~(FlowTable.ways &- 1)
+        var last = base &+ FlowTable.ways &- 1
+        while last > slot && entries[last].deadline == 0 { last &-= 1 }
+        if last != slot { entries[slot] = entries[last] }
+        entries[last].deadline = 0
     }
 
     /// Reclaims dead entries in the next `buckets` buckets; returns how many it freed.
@@ -217,14 +251,15 @@ public final class FlowTable {
         var b = 0
         while b < buckets {
             let base = sweepCursor &* FlowTable.ways
-            var i = 0
-            while i < FlowTable.ways {
-                let slot = base &+ i
-                if tags[slot] != 0 && entries[slot].deadline <= now {
+            // Backwards, so that compaction only moves entries already looked at.
+            var slot = base &+ FlowTable.ways &- 1
+            while slot >= base {
+                let deadline = entries[slot].deadline
+                if deadline != 0 && deadline <= now {
                     remove(slot)
                     freed &+= 1
                 }
-                i &+= 1
+                slot &-= 1
             }
             sweepCursor = (sweepCursor &+ 1) & bucketMask
             b &+= 1
@@ -234,6 +269,8 @@ public final class FlowTable {
 
     /// Drops every flow (used when the table is replaced, and by tests).
     public func removeAll() {
-        for slot in 0..<capacity where tags[slot] != 0 { remove(slot) }
+        for slot in stride(from: capacity - 1, through: 0, by: -1) where entries[slot].deadline != 0 {
+            remove(slot)
+        }
     }
 }

@@ -58,7 +58,7 @@ public struct ParsedPacket: Sendable {
     public var innerSourcePort: UInt16 = 0
     public var innerDestinationPort: UInt16 = 0
 
-    public init() {}
+    @inlinable public init() {}
 
     /// The transport protocol of the flow this packet belongs to.
     @inlinable public var flowProto: UInt8 { isICMPError ? innerProto : proto }
@@ -91,7 +91,7 @@ public struct ARPPacket: Sendable, Equatable {
     public var offset: Int = 0
     public var vlanTag: UInt16 = 0
     public var hasVLAN: Bool = false
-    public init() {}
+    @inlinable public init() {}
 
     public static let request: UInt16 = 1
     public static let reply: UInt16 = 2

@@ -13,8 +13,9 @@ public struct ServiceKey: Hashable, Sendable {
 
     @inlinable @inline(__always)
     var hash: UInt64 {
-        StableHash.finalize(StableHash.combine(
-            StableHash.combine(address.high, address.low), UInt64(proto) << 16 | UInt64(port)))
+        let x = (address.low ^ address.high &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(proto) << 16 | UInt64(port))
+        let h = x &* 0xC2B2_AE3D_27D4_EB4F
+        return h ^ (h >> 29)
     }
 
     @inlinable @inline(__always)

@@ -111,4 +111,21 @@ import Testing
         #expect(table.activeFlows(slot: 1) == 0 && table.activeFlows(slot: 2) == 1)
         #expect(table.entry(slot).nodeSlot == 2)
     }
+
+    /// Eight flows in one bucket: removing any of them keeps the others findable, and
+    /// the freed slot is reused.
+    @Test(arguments: 0..<8)
+    func removalCompactsTheBucket(victim: Int) {
+        let table = FlowTable(capacity: 64, nodeSlots: 1)
+        let sameBucket: UInt64 = 0x55 << 20
+        let keys = (0..<8).map { key($0) }
+        for k in keys { #expect(table.insert(k, hash: sameBucket, now: 1, nodeSlot: 0, group: 0, state: .udp) >= 0) }
+        #expect(table.insert(key(8), hash: sameBucket, now: 1, nodeSlot: 0, group: 0, state: .udp) == -1)
+        table.remove(table.find(keys[victim], hash: sameBucket, now: 1))
+        for (i, k) in keys.enumerated() {
+            #expect((table.find(k, hash: sameBucket, now: 1) >= 0) == (i != victim))
+        }
+        #expect(table.insert(key(8), hash: sameBucket, now: 1, nodeSlot: 0, group: 0, state: .udp) >= 0)
+        #expect(table.count == 8 && table.activeFlows(slot: 0) == 8)
+    }
 }

@@ -1,0 +1,62 @@
+# Fulcrum. `make demo` (first command) and `make test` (second) are what the README
+# promises; every target installs what it needs first.
+
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+SWIFT        ?= swift
+DEB_PACKAGES := libbpf-dev libxdp-dev libelf-dev clang llvm iproute2 nftables pkg-config ethtool
+FUZZ_SECONDS ?= 60
+BENCH_ARGS   ?=
+
+.PHONY: all setup build release test test-unit test-asan fuzz bench clean
+
+all: build
+
+## setup: install missing Debian packages (idempotent; silent when all are there)
+setup:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "setup: need root to install$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: setup
+	$(SWIFT) build
+
+release: setup
+	$(SWIFT) build -c release
+
+## test: everything CI runs — unit tests, the core suite under AddressSanitizer, a short
+## fuzz run. Privileged tests skip without root unless FULCRUM_REQUIRE_PRIVILEGED=1.
+test: setup test-unit test-asan
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
+
+test-unit:
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+test-asan:
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --filter FulcrumCoreTests
+
+## fuzz: libFuzzer over the packet path for FUZZ_SECONDS (corpus kept in fuzz-corpus/)
+fuzz: setup
+	@mkdir -p .build-fuzz fuzz-corpus
+	$(SWIFT)c -O -sanitize=fuzzer,address -parse-as-library -module-name FuzzParser \
+	  Sources/FulcrumCore/*.swift Tests/Fuzz/ParserFuzzer.swift -o .build-fuzz/fuzz-parser 2>&1 \
+	  | grep -v "Cannot export local symbol" || true
+	.build-fuzz/fuzz-parser -max_total_time=$(FUZZ_SECONDS) -max_len=1600 -print_final_stats=1 fuzz-corpus Tests/Fuzz/seeds 2>&1 \
+	  | grep -E "^(stat::number_of_executed_units|stat::peak_rss|==|INFO: Running|#[0-9]+.*DONE|SUMMARY)" ; \
+	  exit $${PIPESTATUS[0]}
+
+## bench: release build, core micro-benchmarks with a malloc counter
+bench: release
+	LD_PRELOAD=$$(find .build/release -name 'libMallocInterposerSwift.so' | head -1) \
+	  .build/release/fulcrum-bench core $(BENCH_ARGS)
+
+clean:
+	rm -rf .build .build-asan .build-fuzz

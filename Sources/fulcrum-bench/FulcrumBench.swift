@@ -1,0 +1,72 @@
+import ArgumentParser
+import BenchScenarios
+
+@main
+struct FulcrumBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fulcrum-bench",
+        abstract: "Fulcrum's benchmark runner. Figures are printed beside a reference measured in the same run.",
+        subcommands: [Core.self])
+}
+
+struct Core: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "FulcrumCore per-packet cost (no I/O), allocation count, Maglev build time.")
+
+    @Option(help: "Frames per measured pass.") var frames = 1_000_000
+    @Option(help: "Flow counts to spread the frames over.") var flows: [Int] = [1000, 100_000]
+    @Option(help: "Measured passes; the median is reported.") var rounds = 5
+    @Option(help: "Flow table capacity (entries).") var flowTable = 1 << 20
+    @Flag(inversion: .prefixedNo, help: "Back the flow table with transparent huge pages.") var hugePages = true
+
+    func validate() throws {
+        guard frames > 0, rounds > 0, flowTable > 0, flows.allSatisfy({ $0 > 0 && $0 <= frames }) else {
+            throw ValidationError("frames, rounds and flow-table must be positive, and each flow count in 1…frames")
+        }
+    }
+
+    func run() throws {
+        let bench = CoreBenchmark(frames: frames, flowCounts: flows, rounds: rounds, flowTableCapacity: flowTable,
+                                  hugePages: hugePages)
+        let rows = try bench.run()
+        print("FulcrumCore per-packet path: \(frames) frames of 60 bytes, median of \(rounds) passes")
+        print("reference = copy the frame into the working buffer only; flow table \(flowTable) entries, huge pages \(hugePages ? "on" : "off")")
+        let header = ["path", "flows", "ns/packet", "reference ns", "ratio", "mallocs"]
+        var table = [header]
+        for r in rows {
+            table.append([r.name, "\(r.flows)", fmt(r.nsPerPacket), fmt(r.referenceNs),
+                          fmt(r.nsPerPacket / r.referenceNs) + "x", "\(r.allocations)"])
+        }
+        printTable(table)
+        print("")
+        print("Maglev table build (M = 65537, weighted), median of 9")
+        var maglev = [["nodes", "ms"]]
+        for n in [100, 1000] {
+            maglev.append(["\(n)", fmt(CoreBenchmark.maglevBuild(nodes: n).milliseconds)])
+        }
+        printTable(maglev)
+        let steadyAllocations = rows.reduce(0) { $0 + $1.allocations }
+        print("")
+        print("allocations in steady-state loops: \(steadyAllocations)")
+        if steadyAllocations != 0 { throw ExitCode(1) }
+    }
+}
+
+func fmt(_ v: Double) -> String {
+    let scaled = (v * 100).rounded() / 100
+    return String(scaled)
+}
+
+func printTable(_ rows: [[String]]) {
+    let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
+    for (i, row) in rows.enumerated() {
+        print(row.enumerated().map { c, cell in
+            c == 0 ? cell.padding(widths[c]) : String(repeating: " ", count: widths[c] - cell.count) + cell
+        }.joined(separator: "  "))
+        if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
+    }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { self + String(repeating: " ", count: max(0, width - count)) }
+}
