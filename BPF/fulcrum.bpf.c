@@ -1,0 +1,115 @@
+/* Fulcrum's XDP program: steer service traffic (and NAT replies) into the AF_XDP socket
+ * of the receiving queue, answer ARP/NS for VIPs while active, pass everything else. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "include/fulcrum_abi.h"
+#include "include/parsing.h"
+#include "include/maps.h"
+#include "include/neighbor.h"
+#include "include/icmp.h"
+
+static __always_inline int to_worker(struct xdp_md *ctx)
+{
+    __u32 queue = ctx->rx_queue_index;
+    if (!bpf_map_lookup_elem(&fulcrum_xsks, &queue)) {
+        count(FULCRUM_CNT_NO_SOCKET);
+        return XDP_PASS;
+    }
+    count(FULCRUM_CNT_TO_WORKER);
+    return bpf_redirect_map(&fulcrum_xsks, queue, XDP_PASS);
+}
+
+/* Does this IP packet belong to a service, a NAT reply, or an ICMP error about either? */
+static __always_inline int is_ours(void *data, void *end, struct packet *p)
+{
+    if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
+        if (lookup_endpoint(&fulcrum_services, &p->dst, p->dport, p->proto))
+            return 1;
+        if (lookup_endpoint(&fulcrum_replies, &p->src, p->sport, p->proto)) {
+            count(FULCRUM_CNT_NAT_REPLY);
+            return 1;
+        }
+        return 0;
+    }
+    if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+        struct packet inner = {};
+        int r = parse_icmp_inner(data, end, p, &inner);
+        if (r == PARSE_MALFORMED)
+            return -1;
+        if (r != PARSE_IP)
+            return 0;
+        /* About a packet the VIP sent, or one a NAT node received. */
+        if (lookup_endpoint(&fulcrum_services, &inner.src, inner.sport, inner.proto) ||
+            lookup_endpoint(&fulcrum_replies, &inner.dst, inner.dport, inner.proto)) {
+            count(FULCRUM_CNT_ICMP_ERROR);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+SEC("xdp")
+int fulcrum_xdp(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct packet p = {};
+    count(FULCRUM_CNT_RX);
+
+    int r = parse_ethernet(data, end, &p);
+    if (r == PARSE_MALFORMED)
+        goto malformed;
+    if (r == PARSE_OTHER)
+        goto pass;
+    if (r == PARSE_ARP) {
+        if (!is_active())
+            goto pass;
+        int verdict = answer_arp(data, end, &p);
+        if (verdict == -2)
+            goto malformed;
+        if (verdict >= 0)
+            return verdict;
+        goto pass;
+    }
+
+    r = p.ether_type == ETH_P_IP ? parse_ipv4(data, end, &p) : parse_ipv6(data, end, &p);
+    if (r == PARSE_MALFORMED)
+        goto malformed;
+    if (r == PARSE_FRAGMENT) {
+        count(FULCRUM_CNT_FRAGMENT);
+        return XDP_PASS;
+    }
+
+    if (p.is_v6 && p.proto == IPPROTO_ICMPV6) {
+        __u8 *icmp = data + p.l4;
+        if ((void *)(icmp + 1) > end)
+            goto malformed;
+        if (*icmp == 135) {
+            if (!is_active())
+                goto pass;
+            int verdict = answer_ns(ctx, &p);
+            if (verdict >= 0)
+                return verdict;
+            goto pass;
+        }
+    }
+
+    int ours = is_ours(data, end, &p);
+    if (ours < 0)
+        goto malformed;
+    if (ours) {
+        if (!is_active()) {
+            count(FULCRUM_CNT_STANDBY_PASS);
+            return XDP_PASS;
+        }
+        return to_worker(ctx);
+    }
+pass:
+    count(FULCRUM_CNT_PASS);
+    return XDP_PASS;
+malformed:
+    count(FULCRUM_CNT_MALFORMED);
+    return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

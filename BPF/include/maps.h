@@ -1,0 +1,75 @@
+/* Maps and counters. Names, key and value layouts come from fulcrum_abi.h. */
+#ifndef FULCRUM_MAPS_H
+#define FULCRUM_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "fulcrum_abi.h"
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, FULCRUM_MAX_SERVICES);
+    __type(key, struct fulcrum_service_key);
+    __type(value, struct fulcrum_service_value);
+} fulcrum_services SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, FULCRUM_MAX_REPLIES);
+    __type(key, struct fulcrum_service_key);
+    __type(value, struct fulcrum_service_value);
+} fulcrum_replies SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, FULCRUM_MAX_VIPS);
+    __type(key, struct fulcrum_addr);
+    __type(value, struct fulcrum_vip_value);
+} fulcrum_vips SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct fulcrum_state);
+} fulcrum_state SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, FULCRUM_CNT_MAX);
+    __type(key, __u32);
+    __type(value, __u64);
+} fulcrum_counters SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_XSKMAP);
+    __uint(max_entries, FULCRUM_MAX_QUEUES);
+    __type(key, __u32);
+    __type(value, __u32);
+} fulcrum_xsks SEC(".maps");
+
+static __always_inline void count(__u32 index)
+{
+    __u64 *value = bpf_map_lookup_elem(&fulcrum_counters, &index);
+    if (value)
+        *value += 1;
+}
+
+static __always_inline int is_active(void)
+{
+    __u32 zero = 0;
+    struct fulcrum_state *state = bpf_map_lookup_elem(&fulcrum_state, &zero);
+    return state && state->active;
+}
+
+static __always_inline struct fulcrum_service_value *
+lookup_endpoint(void *map, const struct fulcrum_addr *addr, __be16 port, __u8 proto)
+{
+    struct fulcrum_service_key key = {};
+    __builtin_memcpy(&key.addr, addr, sizeof(key.addr));
+    key.port = port;
+    key.proto = proto;
+    return bpf_map_lookup_elem(map, &key);
+}
+
+#endif
