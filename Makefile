@@ -9,9 +9,20 @@ DEB_PACKAGES := libbpf-dev libxdp-dev libelf-dev clang llvm iproute2 nftables pk
 FUZZ_SECONDS ?= 60
 BENCH_ARGS   ?=
 
-.PHONY: all setup build release test test-unit test-asan fuzz bench clean
+.PHONY: all setup bpf build release test test-unit test-asan fuzz bench clean
 
 all: build
+
+ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
+BPF_OBJECTS  := .build/bpf/fulcrum.bpf.o .build/bpf/xdp_pass.bpf.o
+BPF_HEADERS  := $(wildcard BPF/include/*.h)
+
+## bpf: compile the XDP programs (clang -target bpf)
+bpf: setup $(BPF_OBJECTS)
+
+.build/bpf/%.bpf.o: BPF/%.bpf.c $(BPF_HEADERS)
+	@mkdir -p .build/bpf
+	clang -O2 -g -Wall -Werror -target bpf -I BPF/include -I $(ARCH_INCLUDE) -c $< -o $@
 
 ## setup: install missing Debian packages (idempotent; silent when all are there)
 setup:
@@ -24,15 +35,15 @@ setup:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-build: setup
+build: setup bpf
 	$(SWIFT) build
 
-release: setup
+release: setup bpf
 	$(SWIFT) build -c release
 
 ## test: everything CI runs — unit tests, the core suite under AddressSanitizer, a short
 ## fuzz run. Privileged tests skip without root unless FULCRUM_REQUIRE_PRIVILEGED=1.
-test: setup test-unit test-asan
+test: setup bpf test-unit test-asan
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
 
 test-unit:
@@ -41,7 +52,8 @@ test-unit:
 
 test-asan:
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --filter FulcrumCoreTests
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan-suppressions.txt \
+	  $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --filter FulcrumCoreTests
 
 ## fuzz: libFuzzer over the packet path for FUZZ_SECONDS (corpus kept in fuzz-corpus/)
 fuzz: setup

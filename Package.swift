@@ -18,6 +18,12 @@ let package = Package(
     targets: [
         .target(name: "FulcrumCore"),
         .target(name: "FulcrumTestSupport", dependencies: ["FulcrumCore"]),
+        // libbpf + libxdp, and the one shim for what Swift cannot import (see its header).
+        .target(
+            name: "CFulcrumBPF",
+            linkerSettings: [.linkedLibrary("xdp"), .linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+        ),
+        .target(name: "FulcrumBPF", dependencies: ["CFulcrumBPF", "FulcrumCore"]),
         // Benchmark scenarios live under Bench/; the executable only parses arguments.
         .target(
             name: "BenchScenarios",
@@ -33,5 +39,6 @@ let package = Package(
             dependencies: ["BenchScenarios", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore", "FulcrumTestSupport"]),
+        .testTarget(name: "FulcrumBPFTests", dependencies: ["FulcrumBPF", "CFulcrumBPF", "FulcrumTestSupport"]),
     ]
 )

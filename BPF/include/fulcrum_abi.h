@@ -5,15 +5,7 @@
 #ifndef FULCRUM_ABI_H
 #define FULCRUM_ABI_H
 
-#ifdef __bpf__
-#include <linux/types.h>
-#else
-#include <stdint.h>
-typedef uint8_t __u8;
-typedef uint16_t __u16;
-typedef uint32_t __u32;
-typedef uint64_t __u64;
-#endif
+#include <linux/types.h> /* the same __u8…__u64 for BPF and for userspace */
 
 /* Map names, as they appear in the object file. */
 #define FULCRUM_MAP_SERVICES "fulcrum_services"

@@ -1,0 +1,160 @@
+import CFulcrumBPF
+import FulcrumCore
+
+/// The XDP program's counters, named as in fulcrum_abi.h.
+public enum XDPCounter: UInt32, CaseIterable, Sendable {
+    case received = 0  // FULCRUM_CNT_RX
+    case toWorker
+    case noSocket
+    case passed
+    case standbyPassed
+    case arpReplies
+    case neighborAdvertisements
+    case malformed
+    case fragments
+    case natReplies
+    case icmpErrors
+
+    public var label: String {
+        switch self {
+        case .received: return "received"
+        case .toWorker: return "to_worker"
+        case .noSocket: return "no_socket"
+        case .passed: return "passed"
+        case .standbyPassed: return "standby_passed"
+        case .arpReplies: return "arp_replies"
+        case .neighborAdvertisements: return "neighbor_advertisements"
+        case .malformed: return "malformed"
+        case .fragments: return "fragments"
+        case .natReplies: return "nat_replies"
+        case .icmpErrors: return "icmp_errors"
+        }
+    }
+}
+
+/// Typed access to the XDP program's maps. Keys and values are the structs of
+/// fulcrum_abi.h, imported from C: nothing here restates their layout.
+public struct FulcrumMaps: Sendable {
+    public let services: BPFMap
+    public let replies: BPFMap
+    public let vips: BPFMap
+    public let state: BPFMap
+    public let counters: BPFMap
+    public let sockets: BPFMap
+
+    public init(_ object: BPFObject) throws {
+        precondition(XDPCounter.allCases.count == Int(FULCRUM_CNT_MAX.rawValue), "XDPCounter out of step with fulcrum_abi.h")
+        services = try object.map(FULCRUM_MAP_SERVICES)
+        replies = try object.map(FULCRUM_MAP_REPLIES)
+        vips = try object.map(FULCRUM_MAP_VIPS)
+        state = try object.map(FULCRUM_MAP_STATE)
+        counters = try object.map(FULCRUM_MAP_COUNTERS)
+        sockets = try object.map(FULCRUM_MAP_XSKS)
+    }
+
+    public static func address(_ a: IPAddress) -> fulcrum_addr {
+        var out = fulcrum_addr()
+        withUnsafeMutableBytes(of: &out.bytes) { raw in
+            for (i, b) in a.bytes.enumerated() { raw[i] = b }
+        }
+        return out
+    }
+
+    public static func key(_ k: ServiceKey) -> fulcrum_service_key {
+        fulcrum_service_key(addr: address(k.address), port: k.port.bigEndian, proto: k.proto, pad: 0)
+    }
+
+    public func setService(_ key: ServiceKey, group: Int, nat: Bool) throws {
+        try services.update(Self.key(key), fulcrum_service_value(group: UInt32(group), flags: nat ? FULCRUM_SERVICE_NAT : 0))
+    }
+
+    public func removeService(_ key: ServiceKey) throws { try services.delete(Self.key(key)) }
+
+    public func setReply(_ key: ServiceKey, group: Int) throws {
+        try replies.update(Self.key(key), fulcrum_service_value(group: UInt32(group), flags: FULCRUM_SERVICE_NAT))
+    }
+
+    public func removeReply(_ key: ServiceKey) throws { try replies.delete(Self.key(key)) }
+
+    public func setVIP(_ address: IPAddress, mac: MACAddress, router: Bool = false) throws {
+        var value = fulcrum_vip_value()
+        withUnsafeMutableBytes(of: &value.mac) { raw in
+            for i in 0..<6 { raw[i] = UInt8(truncatingIfNeeded: mac.value >> (40 - 8 * UInt64(i))) }
+        }
+        value.flags = router ? UInt16(FULCRUM_VIP_ROUTER) : 0
+        try vips.update(Self.address(address), value)
+    }
+
+    public func removeVIP(_ address: IPAddress) throws { try vips.delete(Self.address(address)) }
+
+    /// Active: answer ARP/NS for VIPs and steer their traffic. Standby: pass everything.
+    public func setActive(_ active: Bool) throws {
+        try state.update(UInt32(0), fulcrum_state(active: active ? 1 : 0, pad: 0))
+    }
+
+    public var isActive: Bool { (state.lookup(UInt32(0), as: fulcrum_state.self)?.active ?? 0) != 0 }
+
+    public func counter(_ c: XDPCounter) -> UInt64 { counters.sumPerCPU(c.rawValue) }
+
+    public func allCounters() -> [XDPCounter: UInt64] {
+        Dictionary(uniqueKeysWithValues: XDPCounter.allCases.map { ($0, counter($0)) })
+    }
+
+    /// Puts an AF_XDP socket on a queue (the program redirects that queue's frames to it).
+    public func setSocket(queue: Int, fd: Int32) throws { try sockets.update(UInt32(queue), UInt32(bitPattern: fd)) }
+    public func removeSocket(queue: Int) throws { try sockets.delete(UInt32(queue)) }
+
+    /// Replaces the service, reply and VIP maps with exactly these entries: new ones are
+    /// written first, then stale ones deleted, so a service that stays never disappears.
+    public func synchronize(services wanted: [ServiceKey: (group: Int, nat: Bool)],
+                            replies wantedReplies: [ServiceKey: Int],
+                            vips wantedVIPs: [IPAddress: MACAddress]) throws {
+        for (k, v) in wanted { try setService(k, group: v.group, nat: v.nat) }
+        for (k, g) in wantedReplies { try setReply(k, group: g) }
+        for (a, mac) in wantedVIPs { try setVIP(a, mac: mac) }
+        let wantedKeys = Set(wanted.keys.map { Self.key($0).bytesKey })
+        for k in services.keys(as: fulcrum_service_key.self) where !wantedKeys.contains(k.bytesKey) {
+            try services.delete(k)
+        }
+        let wantedReplyKeys = Set(wantedReplies.keys.map { Self.key($0).bytesKey })
+        for k in replies.keys(as: fulcrum_service_key.self) where !wantedReplyKeys.contains(k.bytesKey) {
+            try replies.delete(k)
+        }
+        let wantedVIPKeys = Set(wantedVIPs.keys.map { Self.address($0).bytesKey })
+        for k in vips.keys(as: fulcrum_addr.self) where !wantedVIPKeys.contains(k.bytesKey) {
+            try vips.delete(k)
+        }
+    }
+}
+
+extension fulcrum_service_key {
+    var bytesKey: [UInt8] { withUnsafeBytes(of: self) { Array($0) } }
+}
+
+extension fulcrum_addr {
+    var bytesKey: [UInt8] { withUnsafeBytes(of: self) { Array($0) } }
+}
+
+/// BPF_PROG_TEST_RUN: runs a program on one frame without any interface.
+public enum ProgramTestRun {
+    public struct Result: Equatable, Sendable {
+        public var verdict: UInt32
+        public var output: [UInt8]
+    }
+
+    public static let aborted: UInt32 = 0
+    public static let drop: UInt32 = 1
+    public static let pass: UInt32 = 2
+    public static let tx: UInt32 = 3
+    public static let redirect: UInt32 = 4
+
+    public static func run(programFD: Int32, frame: [UInt8]) throws -> Result {
+        var output = [UInt8](repeating: 0, count: frame.count + 256)
+        var outSize = UInt32(output.count)
+        var verdict: UInt32 = 0
+        try SystemCall.libbpf("BPF_PROG_TEST_RUN") {
+            fulcrum_prog_test_run(programFD, frame, UInt32(frame.count), &output, &outSize, &verdict)
+        }
+        return Result(verdict: verdict, output: Array(output.prefix(Int(outSize))))
+    }
+}

@@ -1,0 +1,175 @@
+import CFulcrumBPF
+import FulcrumBPF
+import FulcrumCore
+import FulcrumTestSupport
+import Testing
+
+/// Katran-style: a table of {description, input frame, map contents, expected verdict,
+/// expected output bytes, counter that must move}, run through BPF_PROG_TEST_RUN.
+struct XDPFixture: CustomStringConvertible, Sendable {
+    var description: String
+    var frame: [UInt8]
+    var active = true
+    var verdict: UInt32
+    /// nil: the frame must come out unchanged.
+    var output: [UInt8]?
+    var counter: XDPCounter
+}
+
+@Suite(.serialized) struct XDPProgramTests {
+    static let lbMAC = MACAddress("02:00:00:00:00:1b")!
+    static let natNode = Fixtures.node4a
+    static let natVIP = IPAddress("198.18.1.20")!
+
+    /// Map contents for every fixture: a MAT TCP service on 80/443 and a NAT UDP service
+    /// on 53 (node port 5353) for IPv4; a TCP service on 443 for IPv6.
+    static func program() throws -> (BPFObject, FulcrumMaps, Int32) {
+        let object = try BPFObject(path: BPFObject.locate(sourceRoot: Privileged.repositoryRoot()))
+        let maps = try FulcrumMaps(object)
+        for port: UInt16 in [80, 443] {
+            try maps.setService(ServiceKey(address: Fixtures.vip4, proto: IPProtocol.tcp, port: port), group: 0, nat: false)
+        }
+        try maps.setService(ServiceKey(address: natVIP, proto: IPProtocol.udp, port: 53), group: 1, nat: true)
+        try maps.setReply(ServiceKey(address: natNode, proto: IPProtocol.udp, port: 5353), group: 1)
+        try maps.setService(ServiceKey(address: Fixtures.vip6, proto: IPProtocol.tcp, port: 443), group: 2, nat: false)
+        try maps.setVIP(Fixtures.vip4, mac: lbMAC)
+        try maps.setVIP(natVIP, mac: lbMAC)
+        try maps.setVIP(Fixtures.vip6, mac: lbMAC)
+        return (object, maps, try object.programFD(FULCRUM_PROG_MAIN))
+    }
+
+    static func arpRequest(for target: IPAddress) -> [UInt8] {
+        PacketBuilder.ethernet(destination: .broadcast, etherType: 0x0806, payload:
+            [0, 1, 8, 0, 6, 4, 0, 1] + [2, 0, 0, 0, 0, 0xc1] + Array(Fixtures.client4.bytes[12...])
+            + [0, 0, 0, 0, 0, 0] + Array(target.bytes[12...]))
+    }
+
+    static func solicitation(for target: IPAddress) -> [UInt8] {
+        let group = IPAddress(high: 0xFF02_0000_0000_0000, low: 0x0000_0001_FF00_0000 | (target.low & 0xFF_FFFF))
+        return PacketBuilder.ethernet(destination: MACAddress.ipv6Multicast(group), etherType: 0x86DD, payload:
+            PacketBuilder.ipv6(source: Fixtures.client6, destination: group, nextHeader: 58, payload:
+                PacketBuilder.icmpv6(source: Fixtures.client6, destination: group, type: 135, code: 0,
+                                     body: target.bytes + [1, 1, 2, 0, 0, 0, 0, 0xc1]), hopLimit: 255))
+    }
+
+    static func expectedARPReply() -> [UInt8] {
+        var request = ARPPacket()
+        request.senderMAC = PacketBuilder.clientMAC
+        request.senderIP = Fixtures.client4
+        request.targetIP = Fixtures.vip4
+        var out = [UInt8](repeating: 0, count: 64)
+        let n = out.withUnsafeMutableBytes { FrameBuilder.arpReply($0.baseAddress!, capacity: 64, to: request, mac: lbMAC) }
+        return Array(out.prefix(n))
+    }
+
+    static func expectedAdvertisement() -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 128)
+        let n = out.withUnsafeMutableBytes {
+            FrameBuilder.solicitedNeighborAdvertisement($0.baseAddress!, capacity: 128, mac: lbMAC, target: Fixtures.vip6,
+                                                        solicitor: Fixtures.client6, solicitorMAC: PacketBuilder.clientMAC)
+        }
+        return Array(out.prefix(n))
+    }
+
+    static var fixtures: [XDPFixture] {
+        let c4 = Fixtures.client4, c6 = Fixtures.client6, v4 = Fixtures.vip4, v6 = Fixtures.vip6
+        let pass = ProgramTestRun.pass
+        var ihl3 = PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 1, destinationPort: 80)
+        ihl3[14] = 0x43
+        let fragment = PacketBuilder.ethernet(etherType: 0x0800, payload: PacketBuilder.ipv4(
+            source: c4, destination: v4, proto: 6,
+            payload: PacketBuilder.tcp(source: c4, destination: v4, sourcePort: 1, destinationPort: 80),
+            flagsAndFragment: 0x2000))
+        let quoted = PacketBuilder.ipv4(source: v4, destination: c4, proto: 6, payload:
+            PacketBuilder.tcp(source: v4, destination: c4, sourcePort: 80, destinationPort: 40000))
+        // Without an AF_XDP socket on the queue, steered frames are passed and counted
+        // as `noSocket`: that counter is how these fixtures see "steered to a worker".
+        return [
+            XDPFixture(description: "VIP TCP/80 over IPv4 is steered",
+                       frame: PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 40000, destinationPort: 80),
+                       verdict: pass, counter: .noSocket),
+            XDPFixture(description: "VIP TCP/443 (second port of the group) is steered",
+                       frame: PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 40000, destinationPort: 443),
+                       verdict: pass, counter: .noSocket),
+            XDPFixture(description: "NAT VIP UDP/53 over IPv4 is steered",
+                       frame: PacketBuilder.udpFrame(source: c4, destination: natVIP, sourcePort: 40000, destinationPort: 53),
+                       verdict: pass, counter: .noSocket),
+            XDPFixture(description: "VIP TCP/443 over IPv6 is steered",
+                       frame: PacketBuilder.tcpFrame(source: c6, destination: v6, sourcePort: 40000, destinationPort: 443),
+                       verdict: pass, counter: .noSocket),
+            XDPFixture(description: "VLAN-tagged VIP traffic is steered",
+                       frame: PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 40000, destinationPort: 80, vlan: 5),
+                       verdict: pass, counter: .noSocket),
+            XDPFixture(description: "NAT node reply is steered",
+                       frame: PacketBuilder.udpFrame(source: natNode, destination: c4, sourcePort: 5353, destinationPort: 40000),
+                       verdict: pass, counter: .natReplies),
+            XDPFixture(description: "ICMP error about a VIP's packet is steered",
+                       frame: PacketBuilder.icmpErrorFrame(reporter: Fixtures.router4, destination: v4, quoted: quoted),
+                       verdict: pass, counter: .icmpErrors),
+            XDPFixture(description: "VIP on a port that is not a service passes",
+                       frame: PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 40000, destinationPort: 22),
+                       verdict: pass, counter: .passed),
+            XDPFixture(description: "UDP to the TCP VIP passes",
+                       frame: PacketBuilder.udpFrame(source: c4, destination: v4, sourcePort: 40000, destinationPort: 80),
+                       verdict: pass, counter: .passed),
+            XDPFixture(description: "traffic to another host passes",
+                       frame: PacketBuilder.tcpFrame(source: c4, destination: Fixtures.router4, sourcePort: 40000, destinationPort: 80),
+                       verdict: pass, counter: .passed),
+            XDPFixture(description: "VIP traffic on a standby LB passes",
+                       frame: PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 40000, destinationPort: 80),
+                       active: false, verdict: pass, counter: .standbyPassed),
+            XDPFixture(description: "ARP request for a VIP is answered while active",
+                       frame: arpRequest(for: v4), verdict: ProgramTestRun.tx, output: expectedARPReply(), counter: .arpReplies),
+            XDPFixture(description: "ARP request for a VIP is not answered on standby",
+                       frame: arpRequest(for: v4), active: false, verdict: pass, counter: .passed),
+            XDPFixture(description: "ARP request for another address passes",
+                       frame: arpRequest(for: Fixtures.router4), verdict: pass, counter: .passed),
+            XDPFixture(description: "neighbour solicitation for an IPv6 VIP is answered while active",
+                       frame: solicitation(for: v6), verdict: ProgramTestRun.tx, output: expectedAdvertisement(),
+                       counter: .neighborAdvertisements),
+            XDPFixture(description: "neighbour solicitation for a VIP is not answered on standby",
+                       frame: solicitation(for: v6), active: false, verdict: pass, counter: .passed),
+            XDPFixture(description: "truncated IPv4 header is dropped",
+                       frame: Array(PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 1, destinationPort: 80).prefix(24)),
+                       verdict: ProgramTestRun.drop, counter: .malformed),
+            XDPFixture(description: "IPv4 IHL 3 is dropped", frame: ihl3, verdict: ProgramTestRun.drop, counter: .malformed),
+            XDPFixture(description: "truncated TCP ports are dropped",
+                       frame: Array(PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 1, destinationPort: 80).prefix(36)),
+                       verdict: ProgramTestRun.drop, counter: .malformed),
+            XDPFixture(description: "IP fragment goes to the kernel", frame: fragment, verdict: pass, counter: .fragments),
+            XDPFixture(description: "truncated ARP is dropped", frame: Array(arpRequest(for: v4).prefix(30)),
+                       verdict: ProgramTestRun.drop, counter: .malformed),
+        ]
+    }
+
+    @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"), arguments: fixtures)
+    func fixture(_ f: XDPFixture) throws {
+        let (object, maps, program) = try Self.program()
+        defer { withExtendedLifetime(object) {} }  // the program fd belongs to the object
+        try maps.setActive(f.active)
+        let before = maps.counter(f.counter)
+        let result = try ProgramTestRun.run(programFD: program, frame: f.frame)
+        #expect(result.verdict == f.verdict)
+        let expected = f.output ?? f.frame
+        #expect(result.output == expected, "got\n\(result.output.hexDump)\nexpected\n\(expected.hexDump)")
+        #expect(maps.counter(f.counter) == before + 1, "counter \(f.counter.label)")
+        #expect(maps.counter(.received) >= 1)
+    }
+
+    @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
+    func mapsAreReplacedWithoutLosingWhatStays() throws {
+        let (_, maps, _) = try Self.program()
+        let keep = ServiceKey(address: Fixtures.vip4, proto: IPProtocol.tcp, port: 80)
+        try maps.synchronize(services: [keep: (0, false)], replies: [:], vips: [Fixtures.vip4: Self.lbMAC])
+        #expect(maps.services.keys(as: fulcrum_service_key.self).count == 1)
+        #expect(maps.replies.keys(as: fulcrum_service_key.self).isEmpty)
+        #expect(maps.vips.keys(as: fulcrum_addr.self).count == 1)
+    }
+
+    @Test func privilegesAreThereWhenRequired() {
+        if Privileged.required {
+            #expect(Privileged.available, "FULCRUM_REQUIRE_PRIVILEGED=1 but: \(Privileged.reason ?? "")")
+        }
+        #expect(XDPCounter.allCases.count == Int(FULCRUM_CNT_MAX.rawValue))
+    }
+}
