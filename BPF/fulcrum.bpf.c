@@ -8,15 +8,20 @@
 #include "include/neighbor.h"
 #include "include/icmp.h"
 
-static __always_inline int to_worker(struct xdp_md *ctx)
+static __always_inline int to_worker(struct xdp_md *ctx, const struct fulcrum_ifslot *iface)
 {
     __u32 queue = ctx->rx_queue_index;
-    if (!bpf_map_lookup_elem(&fulcrum_xsks, &queue)) {
+    if (queue >= FULCRUM_MAX_QUEUES || iface->slot >= FULCRUM_MAX_INTERFACES) {
+        count(FULCRUM_CNT_NO_SOCKET);
+        return XDP_PASS;
+    }
+    __u32 key = FULCRUM_XSK_KEY(iface->slot, queue);
+    if (!bpf_map_lookup_elem(&fulcrum_xsks, &key)) {
         count(FULCRUM_CNT_NO_SOCKET);
         return XDP_PASS;
     }
     count(FULCRUM_CNT_TO_WORKER);
-    return bpf_redirect_map(&fulcrum_xsks, queue, XDP_PASS);
+    return bpf_redirect_map(&fulcrum_xsks, key, XDP_PASS);
 }
 
 /* Does this IP packet belong to a service, a NAT reply, or an ICMP error about either? */
@@ -55,6 +60,10 @@ int fulcrum_xdp(struct xdp_md *ctx)
     void *end = (void *)(long)ctx->data_end;
     struct packet p = {};
     count(FULCRUM_CNT_RX);
+    __u32 ifindex = ctx->ingress_ifindex;
+    struct fulcrum_ifslot *iface = bpf_map_lookup_elem(&fulcrum_ifslots, &ifindex);
+    if (!iface)
+        goto pass;
 
     int r = parse_ethernet(data, end, &p);
     if (r == PARSE_MALFORMED)
@@ -64,7 +73,7 @@ int fulcrum_xdp(struct xdp_md *ctx)
     if (r == PARSE_ARP) {
         if (!is_active())
             goto pass;
-        int verdict = answer_arp(data, end, &p);
+        int verdict = answer_arp(data, end, &p, iface);
         if (verdict == -2)
             goto malformed;
         if (verdict >= 0)
@@ -87,7 +96,7 @@ int fulcrum_xdp(struct xdp_md *ctx)
         if (*icmp == 135) {
             if (!is_active())
                 goto pass;
-            int verdict = answer_ns(ctx, &p);
+            int verdict = answer_ns(ctx, &p, iface);
             if (verdict >= 0)
                 return verdict;
             goto pass;
@@ -102,7 +111,7 @@ int fulcrum_xdp(struct xdp_md *ctx)
             count(FULCRUM_CNT_STANDBY_PASS);
             return XDP_PASS;
         }
-        return to_worker(ctx);
+        return to_worker(ctx, iface);
     }
 pass:
     count(FULCRUM_CNT_PASS);

@@ -14,12 +14,17 @@
 #define FULCRUM_MAP_STATE    "fulcrum_state"
 #define FULCRUM_MAP_COUNTERS "fulcrum_counters"
 #define FULCRUM_MAP_XSKS     "fulcrum_xsks"
+#define FULCRUM_MAP_IFSLOTS  "fulcrum_ifslots"
 #define FULCRUM_PROG_MAIN    "fulcrum_xdp"
 
 #define FULCRUM_MAX_SERVICES 4096
 #define FULCRUM_MAX_REPLIES  16384
 #define FULCRUM_MAX_VIPS     1024
 #define FULCRUM_MAX_QUEUES   64
+#define FULCRUM_MAX_INTERFACES 16
+/* FULCRUM_MAP_XSKS is keyed by interface slot * FULCRUM_MAX_QUEUES + queue: a socket is
+ * bound to one device and queue, so queue 0 of two interfaces needs two entries. */
+#define FULCRUM_XSK_KEY(slot, queue) ((slot) * FULCRUM_MAX_QUEUES + (queue))
 
 /* An address in 16 bytes, network order; IPv4 is IPv4-mapped (::ffff:a.b.c.d), exactly
  * as FulcrumCore.IPAddress holds it. */
@@ -49,12 +54,21 @@ _Static_assert(sizeof(struct fulcrum_service_value) == 8, "fulcrum_service_value
 #define FULCRUM_SERVICE_NAT 0x1u
 
 /* FULCRUM_MAP_VIPS: addresses this LB answers ARP/NS for while active (VIPs and NAT
- * gateway addresses), with the MAC to answer with. */
+ * gateway addresses). The answer carries the receiving interface's MAC. */
 struct fulcrum_vip_value {
-    __u8 mac[6];
-    __u16 flags;
+    __u32 flags;
+    __u32 pad;
 };
 _Static_assert(sizeof(struct fulcrum_vip_value) == 8, "fulcrum_vip_value");
+
+/* FULCRUM_MAP_IFSLOTS: ifindex -> the interface's slot and MAC. An interface without an
+ * entry is not a Fulcrum data-plane interface: nothing on it is steered or answered. */
+struct fulcrum_ifslot {
+    __u32 slot;
+    __u8 mac[6];
+    __u16 pad;
+};
+_Static_assert(sizeof(struct fulcrum_ifslot) == 12, "fulcrum_ifslot");
 
 #define FULCRUM_VIP_ROUTER 0x1u /* answer NS with the Router flag (a floating gateway) */
 

@@ -43,10 +43,17 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_XSKMAP);
-    __uint(max_entries, FULCRUM_MAX_QUEUES);
+    __uint(max_entries, FULCRUM_MAX_QUEUES * FULCRUM_MAX_INTERFACES);
     __type(key, __u32);
     __type(value, __u32);
 } fulcrum_xsks SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, FULCRUM_MAX_INTERFACES);
+    __type(key, __u32);
+    __type(value, struct fulcrum_ifslot);
+} fulcrum_ifslots SEC(".maps");
 
 static __always_inline void count(__u32 index)
 {

@@ -24,7 +24,8 @@ struct arp_ipv4 {
 } __attribute__((packed));
 
 /* Returns XDP_TX with the frame turned into a reply, or -1 when not ours to answer. */
-static __always_inline int answer_arp(void *data, void *end, const struct packet *p)
+static __always_inline int answer_arp(void *data, void *end, const struct packet *p,
+                                      const struct fulcrum_ifslot *iface)
 {
     struct ethhdr *eth = data;
     struct arp_ipv4 *arp = data + p->l3;
@@ -36,16 +37,15 @@ static __always_inline int answer_arp(void *data, void *end, const struct packet
         return -1;
     struct fulcrum_addr target;
     addr_from_v4(&target, arp->tpa);
-    struct fulcrum_vip_value *vip = bpf_map_lookup_elem(&fulcrum_vips, &target);
-    if (!vip)
+    if (!bpf_map_lookup_elem(&fulcrum_vips, &target))
         return -1;
     __be32 asker = arp->spa;
     __builtin_memcpy(eth->h_dest, arp->sha, 6);
-    __builtin_memcpy(eth->h_source, vip->mac, 6);
+    __builtin_memcpy(eth->h_source, iface->mac, 6);
     arp->op = bpf_htons(2);
     __builtin_memcpy(arp->tha, arp->sha, 6);
     arp->tpa = asker;
-    __builtin_memcpy(arp->sha, vip->mac, 6);
+    __builtin_memcpy(arp->sha, iface->mac, 6);
     __builtin_memcpy(&arp->spa, &target.bytes[12], 4);
     count(FULCRUM_CNT_ARP_REPLY);
     return XDP_TX;
@@ -71,8 +71,10 @@ static __always_inline __u16 csum_fold(__u64 sum)
 
 /* A solicitation (RFC 4861 §7.1.1 checks) for a VIP becomes a solicited advertisement
  * (to the all-nodes group when the asker is doing DAD from ::). */
-static __always_inline int answer_ns(struct xdp_md *ctx, const struct packet *p)
+static __always_inline int answer_ns(struct xdp_md *ctx, const struct packet *p,
+                                     const struct fulcrum_ifslot *iface_ptr)
 {
+    struct fulcrum_ifslot iface = *iface_ptr;
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     __u32 l3 = p->l3;
@@ -121,7 +123,7 @@ static __always_inline int answer_ns(struct xdp_md *ctx, const struct packet *p)
         __builtin_memcpy(eth->h_dest, all_nodes_mac, 6);
     else
         __builtin_memcpy(eth->h_dest, asker_mac, 6);
-    __builtin_memcpy(eth->h_source, vip.mac, 6);
+    __builtin_memcpy(eth->h_source, iface.mac, 6);
 
     ip6->payload_len = bpf_htons(NA_ICMP_LEN);
     ip6->nexthdr = IPPROTO_ICMPV6;
@@ -147,7 +149,7 @@ static __always_inline int answer_ns(struct xdp_md *ctx, const struct packet *p)
     /* bytes 8..23 still hold the target */
     icmp[24] = 2; /* target link-layer address */
     icmp[25] = 1;
-    __builtin_memcpy(icmp + 26, vip.mac, 6);
+    __builtin_memcpy(icmp + 26, iface.mac, 6);
 
     struct ns_pseudo pseudo = {};
     pseudo.src = ip6->saddr;

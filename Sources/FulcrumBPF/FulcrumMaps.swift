@@ -41,6 +41,7 @@ public struct FulcrumMaps: Sendable {
     public let state: BPFMap
     public let counters: BPFMap
     public let sockets: BPFMap
+    public let interfaces: BPFMap
 
     public init(_ object: BPFObject) throws {
         precondition(XDPCounter.allCases.count == Int(FULCRUM_CNT_MAX.rawValue), "XDPCounter out of step with fulcrum_abi.h")
@@ -50,7 +51,22 @@ public struct FulcrumMaps: Sendable {
         state = try object.map(FULCRUM_MAP_STATE)
         counters = try object.map(FULCRUM_MAP_COUNTERS)
         sockets = try object.map(FULCRUM_MAP_XSKS)
+        interfaces = try object.map(FULCRUM_MAP_IFSLOTS)
     }
+
+    static func macBytes(_ mac: MACAddress) -> (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) {
+        func b(_ i: UInt64) -> UInt8 { UInt8(truncatingIfNeeded: mac.value >> (40 - 8 * i)) }
+        return (b(0), b(1), b(2), b(3), b(4), b(5))
+    }
+
+    /// Makes an interface a Fulcrum data-plane interface: its slot (for socket keys) and
+    /// the MAC that ARP/NS answers on it carry.
+    public func setInterface(ifindex: Int32, slot: Int, mac: MACAddress) throws {
+        precondition(slot < Int(FULCRUM_MAX_INTERFACES))
+        try interfaces.update(UInt32(bitPattern: ifindex), fulcrum_ifslot(slot: UInt32(slot), mac: Self.macBytes(mac), pad: 0))
+    }
+
+    public func removeInterface(ifindex: Int32) throws { try interfaces.delete(UInt32(bitPattern: ifindex)) }
 
     public static func address(_ a: IPAddress) -> fulcrum_addr {
         var out = fulcrum_addr()
@@ -76,13 +92,8 @@ public struct FulcrumMaps: Sendable {
 
     public func removeReply(_ key: ServiceKey) throws { try replies.delete(Self.key(key)) }
 
-    public func setVIP(_ address: IPAddress, mac: MACAddress, router: Bool = false) throws {
-        var value = fulcrum_vip_value()
-        withUnsafeMutableBytes(of: &value.mac) { raw in
-            for i in 0..<6 { raw[i] = UInt8(truncatingIfNeeded: mac.value >> (40 - 8 * UInt64(i))) }
-        }
-        value.flags = router ? UInt16(FULCRUM_VIP_ROUTER) : 0
-        try vips.update(Self.address(address), value)
+    public func setVIP(_ address: IPAddress, router: Bool = false) throws {
+        try vips.update(Self.address(address), fulcrum_vip_value(flags: router ? FULCRUM_VIP_ROUTER : 0, pad: 0))
     }
 
     public func removeVIP(_ address: IPAddress) throws { try vips.delete(Self.address(address)) }
@@ -100,18 +111,27 @@ public struct FulcrumMaps: Sendable {
         Dictionary(uniqueKeysWithValues: XDPCounter.allCases.map { ($0, counter($0)) })
     }
 
-    /// Puts an AF_XDP socket on a queue (the program redirects that queue's frames to it).
-    public func setSocket(queue: Int, fd: Int32) throws { try sockets.update(UInt32(queue), UInt32(bitPattern: fd)) }
-    public func removeSocket(queue: Int) throws { try sockets.delete(UInt32(queue)) }
+    static func socketKey(slot: Int, queue: Int) -> UInt32 {
+        precondition(queue < Int(FULCRUM_MAX_QUEUES) && slot < Int(FULCRUM_MAX_INTERFACES))
+        return UInt32(slot) * UInt32(FULCRUM_MAX_QUEUES) + UInt32(queue)
+    }
+
+    /// Puts an AF_XDP socket on an interface's queue: the program redirects that queue's
+    /// service frames to it.
+    public func setSocket(slot: Int, queue: Int, fd: Int32) throws {
+        try sockets.update(Self.socketKey(slot: slot, queue: queue), UInt32(bitPattern: fd))
+    }
+
+    public func removeSocket(slot: Int, queue: Int) throws { try sockets.delete(Self.socketKey(slot: slot, queue: queue)) }
 
     /// Replaces the service, reply and VIP maps with exactly these entries: new ones are
     /// written first, then stale ones deleted, so a service that stays never disappears.
     public func synchronize(services wanted: [ServiceKey: (group: Int, nat: Bool)],
                             replies wantedReplies: [ServiceKey: Int],
-                            vips wantedVIPs: [IPAddress: MACAddress]) throws {
+                            vips wantedVIPs: Set<IPAddress>) throws {
         for (k, v) in wanted { try setService(k, group: v.group, nat: v.nat) }
         for (k, g) in wantedReplies { try setReply(k, group: g) }
-        for (a, mac) in wantedVIPs { try setVIP(a, mac: mac) }
+        for a in wantedVIPs { try setVIP(a) }
         let wantedKeys = Set(wanted.keys.map { Self.key($0).bytesKey })
         for k in services.keys(as: fulcrum_service_key.self) where !wantedKeys.contains(k.bytesKey) {
             try services.delete(k)
@@ -120,7 +140,7 @@ public struct FulcrumMaps: Sendable {
         for k in replies.keys(as: fulcrum_service_key.self) where !wantedReplyKeys.contains(k.bytesKey) {
             try replies.delete(k)
         }
-        let wantedVIPKeys = Set(wantedVIPs.keys.map { Self.address($0).bytesKey })
+        let wantedVIPKeys = Set(wantedVIPs.map { Self.address($0).bytesKey })
         for k in vips.keys(as: fulcrum_addr.self) where !wantedVIPKeys.contains(k.bytesKey) {
             try vips.delete(k)
         }

@@ -32,9 +32,11 @@ struct XDPFixture: CustomStringConvertible, Sendable {
         try maps.setService(ServiceKey(address: natVIP, proto: IPProtocol.udp, port: 53), group: 1, nat: true)
         try maps.setReply(ServiceKey(address: natNode, proto: IPProtocol.udp, port: 5353), group: 1)
         try maps.setService(ServiceKey(address: Fixtures.vip6, proto: IPProtocol.tcp, port: 443), group: 2, nat: false)
-        try maps.setVIP(Fixtures.vip4, mac: lbMAC)
-        try maps.setVIP(natVIP, mac: lbMAC)
-        try maps.setVIP(Fixtures.vip6, mac: lbMAC)
+        try maps.setVIP(Fixtures.vip4)
+        try maps.setVIP(natVIP)
+        try maps.setVIP(Fixtures.vip6)
+        // BPF_PROG_TEST_RUN delivers frames as if they arrived on the loopback device.
+        try maps.setInterface(ifindex: try InterfaceInfo.index(of: "lo"), slot: 0, mac: lbMAC)
         return (object, maps, try object.programFD(FULCRUM_PROG_MAIN))
     }
 
@@ -157,10 +159,24 @@ struct XDPFixture: CustomStringConvertible, Sendable {
     }
 
     @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
+    func nothingIsSteeredOrAnsweredOnAForeignInterface() throws {
+        let (object, maps, program) = try Self.program()
+        defer { withExtendedLifetime(object) {} }
+        try maps.setActive(true)
+        try maps.removeInterface(ifindex: try InterfaceInfo.index(of: "lo"))
+        for frame in [Self.arpRequest(for: Fixtures.vip4),
+                      PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 1, destinationPort: 80)] {
+            let result = try ProgramTestRun.run(programFD: program, frame: frame)
+            #expect(result.verdict == ProgramTestRun.pass && result.output == frame)
+        }
+        #expect(maps.counter(.passed) == 2 && maps.counter(.noSocket) == 0 && maps.counter(.arpReplies) == 0)
+    }
+
+    @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
     func mapsAreReplacedWithoutLosingWhatStays() throws {
         let (_, maps, _) = try Self.program()
         let keep = ServiceKey(address: Fixtures.vip4, proto: IPProtocol.tcp, port: 80)
-        try maps.synchronize(services: [keep: (0, false)], replies: [:], vips: [Fixtures.vip4: Self.lbMAC])
+        try maps.synchronize(services: [keep: (0, false)], replies: [:], vips: [Fixtures.vip4])
         #expect(maps.services.keys(as: fulcrum_service_key.self).count == 1)
         #expect(maps.replies.keys(as: fulcrum_service_key.self).isEmpty)
         #expect(maps.vips.keys(as: fulcrum_addr.self).count == 1)
