@@ -9,11 +9,14 @@ let package = Package(
     name: "Fulcrum",
     products: [
         .library(name: "FulcrumCore", targets: ["FulcrumCore"]),
+        .executable(name: "fulcrum", targets: ["fulcrum"]),
         .executable(name: "fulcrum-bench", targets: ["fulcrum-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .target(name: "FulcrumCore"),
@@ -24,15 +27,28 @@ let package = Package(
             linkerSettings: [.linkedLibrary("xdp"), .linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
         .target(name: "FulcrumBPF", dependencies: ["CFulcrumBPF", "FulcrumCore"]),
+        .target(
+            name: "FulcrumDataplane",
+            dependencies: ["FulcrumBPF", "FulcrumCore", "CFulcrumBPF", .product(name: "Logging", package: "swift-log")]
+        ),
         // Benchmark scenarios live under Bench/; the executable only parses arguments.
         .target(
             name: "BenchScenarios",
             dependencies: [
                 "FulcrumCore",
+                "FulcrumDataplane",
                 "FulcrumTestSupport",
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
             ],
             path: "Bench/Scenarios"
+        ),
+        .target(
+            name: "FulcrumControl",
+            dependencies: ["FulcrumCore", "FulcrumDataplane", "FulcrumBPF", "Yams", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "fulcrum",
+            dependencies: ["FulcrumControl", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "fulcrum-bench",
@@ -40,5 +56,6 @@ let package = Package(
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumBPFTests", dependencies: ["FulcrumBPF", "CFulcrumBPF", "FulcrumTestSupport"]),
+        .testTarget(name: "FulcrumControlTests", dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumTestSupport"]),
     ]
 )

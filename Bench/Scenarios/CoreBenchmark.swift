@@ -1,4 +1,5 @@
 import FulcrumCore
+import FulcrumDataplane
 import FulcrumTestSupport
 
 /// Micro-benchmarks of FulcrumCore's per-packet path, with no I/O: frames are copied from

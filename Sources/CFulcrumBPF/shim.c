@@ -1,3 +1,7 @@
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <sys/eventfd.h>
 #include "CFulcrumBPF.h"
 #include <errno.h>
 #include <string.h>
@@ -43,4 +47,31 @@ int fulcrum_prog_run_live_frames(int prog_fd, const void *frame, unsigned int si
     if (bpf_prog_test_run_opts(prog_fd, &opts))
         return -errno;
     return 0;
+}
+
+int fulcrum_allowed_cpus(int *cpus, int max)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set))
+        return -errno;
+    int n = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && n < max; cpu++)
+        if (CPU_ISSET(cpu, &set))
+            cpus[n++] = cpu;
+    return n;
+}
+
+int fulcrum_pin_current_thread(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return -pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int fulcrum_eventfd_nonblocking(void)
+{
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
 }

@@ -89,6 +89,12 @@ public final class WorkerCounters: @unchecked Sendable {
         nodes[slot &* WorkerCounters.kinds &+ kind.rawValue] &+= n
     }
 
+    /// Keeps the totals that do not depend on the group layout across a reload.
+    public func carryOver(from old: WorkerCounters) {
+        global.update(from: old.global, count: GlobalCounter.allCases.count)
+        drops.update(from: old.drops, count: DropReason.allCases.count)
+    }
+
     public subscript(_ c: GlobalCounter) -> UInt64 { global[c.rawValue] }
     public subscript(_ reason: DropReason) -> UInt64 { drops[reason.rawValue] }
     public func group(_ group: Int, _ kind: TrafficCounter) -> UInt64 {

@@ -107,7 +107,9 @@ public struct TableMemory: Sendable {
 ///
 /// Slot numbers returned by `find`/`insert` are valid until the next `find`, `insert`,
 /// `remove` or `sweep`.
-public final class FlowTable {
+// @unchecked Sendable: written only by its worker; the control plane reads counts, which may
+// lag by a few packets (no torn reads of aligned words on the platforms we run on).
+public final class FlowTable: @unchecked Sendable {
     public static let ways = 8
 
     public let bucketCount: Int
@@ -271,6 +273,30 @@ public final class FlowTable {
     public func removeAll() {
         for slot in stride(from: capacity - 1, through: 0, by: -1) where entries[slot].deadline != 0 {
             remove(slot)
+        }
+    }
+}
+
+extension FlowTable {
+    /// Renumbers node slots after a configuration change: `map` gives each old slot its
+    /// new (slot, group), or nil when the node is gone (its flows are dropped and get a
+    /// new node on their next packet). Walks the whole table; a control-path operation.
+    public func remap(_ map: (UInt32) -> (slot: UInt32, group: UInt16)?) {
+        active.update(repeating: 0, count: nodeSlotCount)
+        var slot = capacity - 1
+        while slot >= 0 {
+            if entries[slot].deadline != 0 {
+                if let target = map(entries[slot].nodeSlot), Int(target.slot) < nodeSlotCount {
+                    entries[slot].nodeSlot = target.slot
+                    entries[slot].group = target.group
+                    active[Int(target.slot)] &+= 1
+                } else {
+                    // Remove without touching counts (already zeroed): compact by hand.
+                    active[Int(entries[slot].nodeSlot) % nodeSlotCount] &+= 1
+                    remove(slot)
+                }
+            }
+            slot -= 1
         }
     }
 }

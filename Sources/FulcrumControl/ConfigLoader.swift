@@ -1,0 +1,332 @@
+import FulcrumCore
+import Foundation
+import Yams
+
+/// Reads a configuration file into a validated `FulcrumConfig`, or throws `ConfigErrors`
+/// listing every problem with its file, line, field and value.
+public enum ConfigLoader {
+    public static func load(path: String) throws -> FulcrumConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigErrors(errors: [ConfigError(file: path, line: nil, field: "(file)", value: nil,
+                                                    message: "cannot be read: \(error.localizedDescription)")])
+        }
+        return try parse(text, file: path)
+    }
+
+    public static func parse(_ text: String, file: String) throws -> FulcrumConfig {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigErrors(errors: [ConfigError(file: file, line: yamlLine(error), field: "(syntax)", value: nil,
+                                                    message: "not valid YAML: \(error)")])
+        }
+        var reader = Reader(file: file)
+        let config = reader.config(root)
+        if !reader.errors.isEmpty { throw ConfigErrors(errors: reader.errors) }
+        return config!
+    }
+
+    static func yamlLine(_ error: YamlError) -> Int? {
+        switch error {
+        case let .scanner(_, _, mark, _), let .parser(_, _, mark, _), let .composer(_, _, mark, _):
+            return mark.line
+        default:
+            return nil
+        }
+    }
+}
+
+/// Walks the YAML node tree, recording every error with its line.
+struct Reader {
+    let file: String
+    var errors: [ConfigError] = []
+
+    mutating func fail(_ node: Node?, _ field: String, _ message: String, value: String? = nil) {
+        errors.append(ConfigError(file: file, line: node?.mark?.line, field: field,
+                                  value: value ?? node?.scalar?.string, message: message))
+    }
+
+    /// The pairs of a mapping, reporting unknown keys.
+    mutating func mapping(_ node: Node?, _ field: String, allowed: Set<String>) -> [String: Node] {
+        guard let node, case let .mapping(m) = node else {
+            fail(node, field, "must be a mapping (key: value lines)")
+            return [:]
+        }
+        var out: [String: Node] = [:]
+        for (k, v) in m {
+            guard let key = k.string else { fail(k, field, "keys must be text"); continue }
+            if !allowed.contains(key) {
+                fail(k, field.isEmpty ? key : "\(field).\(key)", "unknown field; expected one of \(allowed.sorted().joined(separator: ", "))", value: key)
+                continue
+            }
+            out[key] = v
+        }
+        return out
+    }
+
+    mutating func sequence(_ node: Node?, _ field: String) -> [Node] {
+        guard let node, case let .sequence(s) = node else {
+            fail(node, field, "must be a list")
+            return []
+        }
+        return Array(s)
+    }
+
+    mutating func string(_ node: Node?, _ field: String) -> String? {
+        guard let node, let s = node.scalar?.string, !s.isEmpty else {
+            fail(node, field, node == nil ? "is required" : "must be text")
+            return nil
+        }
+        return s
+    }
+
+    mutating func int(_ node: Node?, _ field: String, in range: ClosedRange<Int>) -> Int? {
+        guard let text = string(node, field) else { return nil }
+        guard let v = Int(text), range.contains(v) else {
+            fail(node, field, "must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+            return nil
+        }
+        return v
+    }
+
+    mutating func bool(_ node: Node?, _ field: String) -> Bool? {
+        guard let text = string(node, field) else { return nil }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            fail(node, field, "must be true or false")
+            return nil
+        }
+    }
+
+    mutating func address(_ node: Node?, _ field: String) -> IPAddress? {
+        guard let text = string(node, field) else { return nil }
+        guard let a = IPAddress(text) else {
+            fail(node, field, "is not an IPv4 or IPv6 address")
+            return nil
+        }
+        return a
+    }
+
+    mutating func choice<T: RawRepresentable & CaseIterable>(_ node: Node?, _ field: String, _: T.Type) -> T?
+        where T.RawValue == String {
+        guard let text = string(node, field) else { return nil }
+        guard let v = T(rawValue: text.lowercased()) else {
+            fail(node, field, "must be one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+        return v
+    }
+
+    // MARK: - Sections
+
+    mutating func config(_ root: Node?) -> FulcrumConfig? {
+        let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups"])
+        let nodeSection = mapping(top["node"], "node", allowed: ["name"])
+        let name = string(nodeSection["name"], "node.name") ?? "fulcrum"
+        let dp = dataplane(top["dataplane"])
+        let interfaceNames = Set(dp.interfaces.map(\.name))
+        var routes: [FulcrumConfig.Route] = []
+        if let r = top["routes"] {
+            for (i, n) in sequence(r, "routes").enumerated() {
+                if let route = route(n, "routes[\(i)]", interfaces: interfaceNames) { routes.append(route) }
+            }
+        }
+        var groups: [FulcrumConfig.Group] = []
+        for (i, n) in sequence(top["groups"], "groups").enumerated() {
+            if let g = group(n, "groups[\(i)]", interfaces: dp.interfaces.map(\.name)) { groups.append(g) }
+        }
+        crossCheck(groups, top["groups"])
+        return FulcrumConfig(file: file, nodeName: name, dataplane: dp, routes: routes, groups: groups)
+    }
+
+    mutating func dataplane(_ node: Node?) -> FulcrumConfig.Dataplane {
+        let m = mapping(node, "dataplane", allowed: ["interfaces", "cores", "flow_table_size", "max_node_slots",
+                                                     "hugepages", "xdp_mode", "timeouts", "frames_per_socket", "ring_size"])
+        var dp = FulcrumConfig.Dataplane(interfaces: [])
+        var seen = Set<String>()
+        for (i, n) in sequence(m["interfaces"], "dataplane.interfaces").enumerated() {
+            let field = "dataplane.interfaces[\(i)]"
+            let im = mapping(n, field, allowed: ["name", "queues"])
+            guard let name = string(im["name"], "\(field).name") else { continue }
+            if !seen.insert(name).inserted { fail(im["name"], "\(field).name", "is listed twice") }
+            let queues = im["queues"].flatMap { int($0, "\(field).queues", in: 1...64) } ?? 1
+            dp.interfaces.append(.init(name: name, queues: queues))
+        }
+        if dp.interfaces.isEmpty { fail(m["interfaces"] ?? node, "dataplane.interfaces", "needs at least one interface") }
+        if Set(dp.interfaces.map(\.queues)).count > 1 {
+            fail(m["interfaces"], "dataplane.interfaces", "every interface must have the same number of queues (one worker serves queue N of each)")
+        }
+        if let c = m["cores"] {
+            dp.cores = sequence(c, "dataplane.cores").enumerated().compactMap { int($0.element, "dataplane.cores[\($0.offset)]", in: 0...4095) }
+        }
+        if let v = m["flow_table_size"].flatMap({ int($0, "dataplane.flow_table_size", in: 1024...(1 << 28)) }) { dp.flowTableSize = v }
+        if let v = m["max_node_slots"].flatMap({ int($0, "dataplane.max_node_slots", in: 16...65536) }) { dp.maxNodeSlots = v }
+        if let v = m["hugepages"].flatMap({ bool($0, "dataplane.hugepages") }) { dp.hugePages = v }
+        if let v = m["xdp_mode"].flatMap({ choice($0, "dataplane.xdp_mode", FulcrumConfig.XDPAttachMode.self) }) { dp.xdpMode = v }
+        if let v = m["frames_per_socket"].flatMap({ int($0, "dataplane.frames_per_socket", in: 512...262144) }) { dp.framesPerSocket = v }
+        if let v = m["ring_size"].flatMap({ int($0, "dataplane.ring_size", in: 64...65536) }) {
+            if v & (v - 1) != 0 { fail(m["ring_size"], "dataplane.ring_size", "must be a power of two") } else { dp.ringSize = v }
+        }
+        if dp.framesPerSocket < dp.ringSize {
+            fail(m["frames_per_socket"] ?? node, "dataplane.frames_per_socket", "must be at least ring_size (\(dp.ringSize))",
+                 value: "\(dp.framesPerSocket)")
+        }
+        if let t = m["timeouts"] {
+            let tm = mapping(t, "dataplane.timeouts", allowed: ["syn", "established", "closing", "udp", "other"])
+            let s = FlowTimeouts.seconds
+            func seconds(_ key: String) -> UInt64? {
+                tm[key].flatMap { int($0, "dataplane.timeouts.\(key)", in: 1...86400) }.map { UInt64($0) * s }
+            }
+            if let v = seconds("syn") { dp.timeouts.synSent = v }
+            if let v = seconds("established") { dp.timeouts.established = v }
+            if let v = seconds("closing") { dp.timeouts.closing = v }
+            if let v = seconds("udp") { dp.timeouts.udp = v }
+            if let v = seconds("other") { dp.timeouts.datagram = v }
+        }
+        return dp
+    }
+
+    mutating func prefix(_ node: Node?, _ field: String) -> (IPAddress, Int)? {
+        guard let text = string(node, field) else { return nil }
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let a = IPAddress(parts[0]), let length = Int(parts[1]),
+              length >= 0, length <= (a.isIPv4 ? 32 : 128) else {
+            fail(node, field, "must be an address/prefix-length, e.g. 198.18.0.0/24")
+            return nil
+        }
+        return (a, length)
+    }
+
+    mutating func route(_ node: Node, _ field: String, interfaces: Set<String>) -> FulcrumConfig.Route? {
+        let m = mapping(node, field, allowed: ["prefix", "interface", "via"])
+        let p = prefix(m["prefix"], "\(field).prefix")
+        let iface = string(m["interface"], "\(field).interface")
+        if let iface, !interfaces.contains(iface) {
+            fail(m["interface"], "\(field).interface", "is not a data-plane interface (dataplane.interfaces)")
+        }
+        let via = address(m["via"], "\(field).via")
+        if let p, let via, p.0.isIPv4 != via.isIPv4 {
+            fail(m["via"], "\(field).via", "is not of the prefix's address family")
+        }
+        guard let p, let iface, let via else { return nil }
+        return FulcrumConfig.Route(prefix: p.0, prefixLength: p.1, interface: iface, via: via)
+    }
+
+    mutating func endpoint(_ node: Node, _ field: String, method: ForwardingMethod?, multiPort: Bool,
+                           sorry: Bool) -> FulcrumConfig.Node? {
+        let m = mapping(node, field, allowed: sorry ? ["address", "port", "mac"] : ["address", "port", "weight", "mac"])
+        let address = address(m["address"], "\(field).address")
+        var port: UInt16 = 0
+        if let p = m["port"] {
+            if method == .mat {
+                fail(p, "\(field).port", "applies only to method nat; a MAT node receives the client's port")
+            } else if multiPort {
+                fail(p, "\(field).port", "cannot be set in a group with several ports: replies could not be mapped back; leave it out to keep each port")
+            } else if let v = int(p, "\(field).port", in: 1...65535) {
+                port = UInt16(v)
+            }
+        }
+        let weight = m["weight"].flatMap { int($0, "\(field).weight", in: 0...1_000_000) } ?? 1
+        var mac: MACAddress?
+        if let macNode = m["mac"], let text = string(macNode, "\(field).mac") {
+            mac = MACAddress(text)
+            if mac == nil || mac!.isMulticast || mac == .zero {
+                fail(macNode, "\(field).mac", "must be a unicast MAC like 02:00:00:00:00:11")
+                mac = nil
+            }
+        }
+        guard let address else { return nil }
+        return FulcrumConfig.Node(address: address, port: port, weight: weight, mac: mac)
+    }
+
+    mutating func group(_ node: Node, _ field: String, interfaces: [String]) -> FulcrumConfig.Group? {
+        let m = mapping(node, field, allowed: ["name", "vip", "protocol", "ports", "method", "scheduler", "interface",
+                                               "nodes", "sorry"])
+        let name = string(m["name"], "\(field).name")
+        let vip = address(m["vip"], "\(field).vip")
+        let proto: UInt8? = {
+            guard let text = string(m["protocol"], "\(field).protocol") else { return nil }
+            switch text.lowercased() {
+            case "tcp": return IPProtocol.tcp
+            case "udp": return IPProtocol.udp
+            default:
+                fail(m["protocol"], "\(field).protocol", "must be tcp or udp")
+                return nil
+            }
+        }()
+        var ports: [UInt16] = []
+        for (i, p) in sequence(m["ports"], "\(field).ports").enumerated() {
+            guard let v = int(p, "\(field).ports[\(i)]", in: 1...65535) else { continue }
+            if ports.contains(UInt16(v)) { fail(p, "\(field).ports[\(i)]", "is listed twice") }
+            ports.append(UInt16(v))
+        }
+        if m["ports"] != nil && ports.isEmpty { fail(m["ports"], "\(field).ports", "needs at least one port") }
+        let method = choice(m["method"], "\(field).method", ForwardingMethod.self)
+        let scheduler = m["scheduler"].map { choice($0, "\(field).scheduler", SchedulerKind.self) } ?? .wrr
+        var interface = interfaces.first ?? ""
+        if let i = m["interface"], let text = string(i, "\(field).interface") {
+            if interfaces.contains(text) { interface = text } else {
+                fail(i, "\(field).interface", "is not a data-plane interface (dataplane.interfaces)")
+            }
+        }
+        var nodes: [FulcrumConfig.Node] = []
+        for (i, n) in sequence(m["nodes"], "\(field).nodes").enumerated() {
+            guard let node = endpoint(n, "\(field).nodes[\(i)]", method: method, multiPort: ports.count > 1, sorry: false)
+            else { continue }
+            if let vip, method == .nat, node.address.isIPv4 != vip.isIPv4 {
+                fail(n, "\(field).nodes[\(i)].address", "must be of the VIP's address family for NAT", value: "\(node.address)")
+            }
+            if nodes.contains(where: { $0.address == node.address && $0.port == node.port }) {
+                fail(n, "\(field).nodes[\(i)]", "is listed twice in the group", value: "\(node.address)")
+            }
+            nodes.append(node)
+        }
+        if m["nodes"] != nil && nodes.isEmpty && m["sorry"] == nil {
+            fail(m["nodes"], "\(field).nodes", "needs at least one node (or a sorry server)")
+        }
+        var sorry: FulcrumConfig.Node?
+        if let s = m["sorry"] {
+            sorry = endpoint(s, "\(field).sorry", method: method, multiPort: ports.count > 1, sorry: true)
+        }
+        guard let name, let vip, let proto, let method, let scheduler else { return nil }
+        return FulcrumConfig.Group(name: name, vip: vip, proto: proto, ports: ports, method: method, scheduler: scheduler,
+                                   interface: interface, nodes: nodes, sorry: sorry, line: node.mark?.line)
+    }
+
+    /// Checks across groups: unique names, one group per VIP:port, NAT replies that can
+    /// be told apart.
+    mutating func crossCheck(_ groups: [FulcrumConfig.Group], _ node: Node?) {
+        var names: [String: Int] = [:]
+        var services: [String: String] = [:]
+        var replies: [String: String] = [:]
+        let groupNodes = node.map { sequence($0, "groups") } ?? []
+        for (i, g) in groups.enumerated() {
+            let here = i < groupNodes.count ? groupNodes[i] : node
+            if names[g.name] != nil { fail(here, "groups[\(i)].name", "is used by another group", value: g.name) }
+            names[g.name] = i
+            for port in g.ports {
+                let key = "\(g.vip) \(g.proto == IPProtocol.tcp ? "tcp" : "udp")/\(port)"
+                if let other = services[key] {
+                    fail(here, "groups[\(i)].ports", "\(key) is already served by group \(other)", value: "\(port)")
+                }
+                services[key] = g.name
+                if g.method == .nat {
+                    for n in g.nodes + (g.sorry.map { [$0] } ?? []) {
+                        let reply = "\(n.address):\(n.port == 0 ? port : n.port)/\(g.proto)"
+                        if let other = replies[reply], other != "\(g.name)|\(port)" {
+                            fail(here, "groups[\(i)].nodes", "NAT node \(reply) also serves \(other.split(separator: "|").first ?? ""); its replies could not be told apart",
+                                 value: "\(n.address)")
+                        }
+                        replies[reply] = "\(g.name)|\(port)"
+                    }
+                }
+            }
+        }
+    }
+}

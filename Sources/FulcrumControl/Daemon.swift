@@ -1,0 +1,94 @@
+import FulcrumBPF
+import FulcrumCore
+import FulcrumDataplane
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The forwarding service: loads the configuration, runs the data plane, reloads on
+/// SIGHUP, stops cleanly on SIGTERM/SIGINT.
+public final class Daemon {
+    let configPath: String
+    let statusFile: String?
+    let bpfObject: String?
+    var logger: Logger
+    var generation = 1
+
+    public init(configPath: String, statusFile: String?, bpfObject: String? = nil, logger: Logger) {
+        self.configPath = configPath
+        self.statusFile = statusFile
+        self.bpfObject = bpfObject
+        self.logger = logger
+    }
+
+    /// Runs until SIGTERM or SIGINT. Throws only on start-up failure.
+    public func run() throws {
+        // Block the signals in this thread before any worker exists, so every thread
+        // inherits the mask and only sigtimedwait below sees them.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        var config = try ConfigLoader.load(path: configPath)
+        logger[metadataKey: "host"] = "\(config.nodeName)"
+        let dataplane = try Dataplane(options: config.dataplaneOptions(bpfObject: bpfObject), groups: config.groupSpecs,
+                                      routes: config.routeSpecs, logger: logger)
+        try dataplane.start()
+        dataplane.refreshNeighbors()
+        logger.info("fulcrum running", metadata: ["groups": "\(config.groups.count)", "config": "\(configPath)"])
+        writeStatus(dataplane, host: config.nodeName)
+
+        var lastNeighborRefresh = monotonicSeconds()
+        var fastRefreshes = 10  // resolve quickly right after start and reload
+        while true {
+            var info = siginfo_t()
+            var timeout = timespec(tv_sec: 0, tv_nsec: 200_000_000)
+            let signal = sigtimedwait(&signals, &info, &timeout)
+            if signal == SIGTERM || signal == SIGINT {
+                logger.info("stopping", metadata: ["signal": "\(signal == SIGTERM ? "SIGTERM" : "SIGINT")"])
+                break
+            }
+            if signal == SIGHUP {
+                do {
+                    let next = try ConfigLoader.load(path: configPath)
+                    try dataplane.configure(groups: next.groupSpecs, routes: next.routeSpecs)
+                    if next.dataplane != config.dataplane {
+                        logger.warning("dataplane settings changed; they take effect at the next restart")
+                    }
+                    config = next
+                    generation += 1
+                    fastRefreshes = 10
+                    logger.info("configuration reloaded", metadata: ["generation": "\(generation)"])
+                } catch {
+                    logger.error("reload rejected; the running configuration is unchanged\n\(error)")
+                }
+            }
+            let now = monotonicSeconds()
+            if fastRefreshes > 0 || now - lastNeighborRefresh >= 1 {
+                dataplane.refreshNeighbors()
+                lastNeighborRefresh = now
+                fastRefreshes = max(0, fastRefreshes - 1)
+            }
+            writeStatus(dataplane, host: config.nodeName)
+        }
+        dataplane.stop()
+        writeStatus(nil, host: config.nodeName)
+    }
+
+    func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    func writeStatus(_ dataplane: Dataplane?, host: String) {
+        guard let statusFile, let dataplane else { return }
+        do {
+            try StatusReport(host: host, generation: generation, snapshot: dataplane.snapshot()).write(to: statusFile)
+        } catch {
+            logger.warning("cannot write status file", metadata: ["path": "\(statusFile)", "error": "\(error)"])
+        }
+    }
+}

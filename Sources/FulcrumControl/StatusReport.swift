@@ -1,0 +1,66 @@
+import FulcrumBPF
+import FulcrumCore
+import FulcrumDataplane
+import Foundation
+
+/// What `--status-file` holds: the data plane's counters as JSON, rewritten atomically
+/// every half second. (The control API will serve the same document.)
+public struct StatusReport: Codable, Sendable, Equatable {
+    public struct Node: Codable, Sendable, Equatable {
+        public var address: String
+        public var port: Int
+        public var weight: Int
+        public var mac: String?
+        public var activeFlows: Int
+        public var packets: UInt64
+        public var bytes: UInt64
+        public var newFlows: UInt64
+    }
+
+    public struct Group: Codable, Sendable, Equatable {
+        public var name: String
+        public var packets: UInt64
+        public var bytes: UInt64
+        public var newFlows: UInt64
+        public var sorryFlows: UInt64
+        public var nodes: [Node]
+    }
+
+    public var host: String
+    public var configGeneration: Int
+    public var groups: [Group]
+    public var counters: [String: UInt64]
+    public var drops: [String: UInt64]
+    public var xdp: [String: UInt64]
+    public var flows: Int
+    public var flowCapacity: Int
+    public var attachModes: [String: String]
+
+    public init(host: String, generation: Int, snapshot s: DataplaneSnapshot) {
+        self.host = host
+        configGeneration = generation
+        groups = s.groups.map { g in
+            Group(name: g.name, packets: g.packets, bytes: g.bytes, newFlows: g.newFlows, sorryFlows: g.sorryFlows,
+                  nodes: g.nodes.map {
+                      Node(address: "\($0.address)", port: Int($0.port), weight: $0.weight, mac: $0.mac.map { "\($0)" },
+                           activeFlows: $0.activeFlows, packets: $0.packets, bytes: $0.bytes, newFlows: $0.newFlows)
+                  })
+        }
+        counters = Dictionary(uniqueKeysWithValues: s.global.map { ($0.key.label, $0.value) })
+        drops = Dictionary(uniqueKeysWithValues: s.drops.filter { $0.value > 0 }.map { ($0.key.label, $0.value) })
+        xdp = Dictionary(uniqueKeysWithValues: s.xdp.map { ($0.key.label, $0.value) })
+        flows = s.flows
+        flowCapacity = s.flowCapacity
+        attachModes = s.attachModes.mapValues(\.rawValue)
+    }
+
+    public func write(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    public static func read(from path: String) throws -> StatusReport {
+        try JSONDecoder().decode(StatusReport.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+}

@@ -1,0 +1,29 @@
+import CFulcrumBPF
+import FulcrumBPF
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// CPU pinning that respects the process's allowed set (taskset, cgroups).
+public enum CPUAffinity {
+    /// The CPUs this process may run on, ascending.
+    public static func allowedCPUs() -> [Int] {
+        var cpus = [Int32](repeating: 0, count: 1024)
+        let n = fulcrum_allowed_cpus(&cpus, Int32(cpus.count))
+        guard n > 0 else { return [0] }
+        return cpus.prefix(Int(n)).map(Int.init)
+    }
+
+    /// Pins the calling thread to one CPU.
+    public static func pinCurrentThread(to cpu: Int) throws {
+        try SystemCall.libbpf("pin worker to CPU \(cpu)") { fulcrum_pin_current_thread(Int32(cpu)) }
+    }
+}
+
+/// Monotonic nanoseconds, the clock flow timeouts run on.
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}

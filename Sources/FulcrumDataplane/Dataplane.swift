@@ -1,0 +1,355 @@
+import CFulcrumBPF
+import FulcrumBPF
+import FulcrumCore
+import Logging
+import Synchronization
+
+/// Start-time settings of the data plane (not changed by a reload).
+public struct DataplaneOptions: Sendable {
+    /// Data-plane interfaces; a group's `interface` and a route's index into this list.
+    public var interfaces: [String]
+    /// Queues per interface: one worker per queue index, owning that queue of every interface.
+    public var queues: Int
+    /// Cores to pin workers to, in queue order; nil = the process's allowed CPUs in turn.
+    public var cores: [Int]?
+    public var flowTableSize: Int
+    public var maxNodeSlots: Int
+    public var timeouts: FlowTimeouts
+    public var framesPerSocket: Int
+    public var ringSize: Int
+    public var allowGenericXDP: Bool
+    public var bpfObject: String?
+    public var hugePages: Bool
+
+    public init(interfaces: [String], queues: Int = 1, cores: [Int]? = nil, flowTableSize: Int = 1 << 20,
+                maxNodeSlots: Int = 4096, timeouts: FlowTimeouts = FlowTimeouts(), framesPerSocket: Int = 4096,
+                ringSize: Int = 2048, allowGenericXDP: Bool = true, bpfObject: String? = nil, hugePages: Bool = true) {
+        self.interfaces = interfaces
+        self.queues = queues
+        self.cores = cores
+        self.flowTableSize = flowTableSize
+        self.maxNodeSlots = maxNodeSlots
+        self.timeouts = timeouts
+        self.framesPerSocket = framesPerSocket
+        self.ringSize = ringSize
+        self.allowGenericXDP = allowGenericXDP
+        self.bpfObject = bpfObject
+        self.hugePages = hugePages
+    }
+}
+
+/// Where NAT replies to a client prefix go: out of `interface`, to `via` (a router, or
+/// the client itself when it is on the link), whose MAC the kernel resolves.
+public struct RouteSpec: Sendable, Equatable {
+    public var prefix: IPAddress
+    public var prefixLength: Int
+    public var interface: Int
+    public var via: IPAddress
+
+    public init(prefix: IPAddress, prefixLength: Int, interface: Int, via: IPAddress) {
+        self.prefix = prefix
+        self.prefixLength = prefixLength
+        self.interface = interface
+        self.via = via
+    }
+}
+
+/// Counters summed over workers, with names for display and metrics.
+public struct DataplaneSnapshot: Sendable {
+    public struct Node: Sendable {
+        public var address: IPAddress
+        public var port: UInt16
+        public var weight: Int
+        public var mac: MACAddress?
+        public var activeFlows: Int
+        public var packets: UInt64
+        public var bytes: UInt64
+        public var newFlows: UInt64
+    }
+
+    public struct Group: Sendable {
+        public var name: String
+        public var packets: UInt64
+        public var bytes: UInt64
+        public var newFlows: UInt64
+        public var sorryFlows: UInt64
+        public var nodes: [Node]
+    }
+
+    public var groups: [Group]
+    public var global: [GlobalCounter: UInt64]
+    public var drops: [DropReason: UInt64]
+    public var xdp: [XDPCounter: UInt64]
+    public var flows: Int
+    public var flowCapacity: Int
+    public var attachModes: [String: XDPMode]
+}
+
+public enum DataplaneError: Error, CustomStringConvertible {
+    case tooManyInterfaces(Int)
+    case tooManyQueues(Int)
+
+    public var description: String {
+        switch self {
+        case let .tooManyInterfaces(n): return "\(n) data-plane interfaces; at most \(FULCRUM_MAX_INTERFACES)"
+        case let .tooManyQueues(n): return "\(n) queues; at most \(FULCRUM_MAX_QUEUES)"
+        }
+    }
+}
+
+/// The running data plane: the XDP program on every data-plane interface, one worker per
+/// queue, and the maps that steer traffic to them.
+public final class Dataplane: @unchecked Sendable {
+    public let options: DataplaneOptions
+    let logger: Logger
+    let object: BPFObject
+    public let maps: FulcrumMaps
+    let ifindexes: [Int32]
+    let interfaceMACs: [MACAddress]
+    private var links: [XDPLink] = []
+    private var workers: [Worker] = []
+    private let state: Mutex<State>
+
+    struct State {
+        var groups: [GroupSpec]
+        var routes: [RouteSpec]
+        var spec: BalancerSpec
+        var neighbors: [NeighborKey: MACAddress]
+    }
+
+    struct NeighborKey: Hashable {
+        var ifindex: Int32
+        var address: IPAddress
+    }
+
+    public init(options: DataplaneOptions, groups: [GroupSpec], routes: [RouteSpec], logger: Logger) throws {
+        guard options.interfaces.count <= Int(FULCRUM_MAX_INTERFACES) else {
+            throw DataplaneError.tooManyInterfaces(options.interfaces.count)
+        }
+        guard options.queues >= 1 && options.queues <= Int(FULCRUM_MAX_QUEUES) else {
+            throw DataplaneError.tooManyQueues(options.queues)
+        }
+        self.options = options
+        self.logger = logger
+        ifindexes = try options.interfaces.map { try InterfaceInfo.index(of: $0) }
+        interfaceMACs = try options.interfaces.map { try InterfaceFacts.mac(of: $0) }
+        var initial = State(groups: groups, routes: routes,
+                            spec: BalancerSpec(groups: [], interfaceMACs: interfaceMACs), neighbors: [:])
+        initial.neighbors = Self.readNeighbors()
+        initial.spec = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: initial)
+        _ = try Balancer(initial.spec)  // validate before touching anything
+        state = Mutex(initial)
+
+        let path = try options.bpfObject ?? BPFObject.locate()
+        object = try BPFObject(path: path)
+        maps = try FulcrumMaps(object)
+        logger.info("loaded BPF object", metadata: ["path": "\(path)"])
+    }
+
+    /// Builds the balancer spec: configured groups with MACs filled from the neighbour
+    /// table, and the return routes whose next hop is resolved.
+    static func makeSpec(options: DataplaneOptions, macs: [MACAddress], ifindexes: [Int32], state: State) -> BalancerSpec {
+        var groups = state.groups
+        for g in groups.indices {
+            let ifindex = ifindexes[groups[g].interface]
+            for n in groups[g].nodes.indices where groups[g].nodes[n].mac == nil {
+                groups[g].nodes[n].mac = state.neighbors[NeighborKey(ifindex: ifindex, address: groups[g].nodes[n].address)]
+            }
+            if var sorry = groups[g].sorry, sorry.mac == nil {
+                sorry.mac = state.neighbors[NeighborKey(ifindex: ifindex, address: sorry.address)]
+                groups[g].sorry = sorry
+            }
+        }
+        let routes = state.routes.compactMap { r -> ReturnRoute? in
+            guard let mac = state.neighbors[NeighborKey(ifindex: ifindexes[r.interface], address: r.via)] else { return nil }
+            return ReturnRoute(prefix: r.prefix, prefixLength: r.prefixLength, interface: r.interface, nextHopMAC: mac)
+        }
+        return BalancerSpec(groups: groups, interfaceMACs: macs, returnRoutes: routes,
+                            flowTableCapacity: options.flowTableSize, timeouts: options.timeouts,
+                            maxNodeSlots: options.maxNodeSlots)
+    }
+
+    static func readNeighbors() -> [NeighborKey: MACAddress] {
+        var out: [NeighborKey: MACAddress] = [:]
+        for e in (try? Neighbors.dump()) ?? [] { out[NeighborKey(ifindex: e.ifindex, address: e.address)] = e.mac }
+        return out
+    }
+
+    /// Programs the maps, opens the sockets, starts the workers, then attaches XDP.
+    public func start() throws {
+        let spec = state.withLock { $0.spec }
+        for (slot, ifindex) in ifindexes.enumerated() {
+            try maps.setInterface(ifindex: ifindex, slot: slot, mac: interfaceMACs[slot])
+        }
+        try programMaps(spec)
+        try maps.setActive(true)
+        let cpus = options.cores ?? CPUAffinity.allowedCPUs()
+        let memory = options.hugePages ? HugePageMemory.table : TableMemory.heap
+        for queue in 0..<options.queues {
+            let sockets = try options.interfaces.map {
+                try XDPSocket(interface: $0, queue: queue, frameCount: options.framesPerSocket, ringSize: options.ringSize)
+            }
+            for (slot, socket) in sockets.enumerated() {
+                try maps.setSocket(slot: slot, queue: queue, fd: socket.fd)
+            }
+            let flows = FlowTable(capacity: spec.flowTableCapacity, nodeSlots: spec.maxNodeSlots,
+                                  timeouts: spec.timeouts, memory: memory)
+            let worker = try Worker(queue: queue, cpu: cpus[queue % cpus.count], sockets: sockets,
+                                    balancer: try Balancer(spec, flows: flows))
+            try worker.start()
+            workers.append(worker)
+            logger.info("worker started", metadata: ["queue": "\(queue)", "cpu": "\(worker.cpu)",
+                                                     "flow_table_bytes": "\(flows.memoryBytes)"])
+        }
+        let program = try object.programFD(FULCRUM_PROG_MAIN)
+        for name in options.interfaces {
+            let link = try XDPLink(programFD: program, interface: name, allowGenericFallback: options.allowGenericXDP)
+            if link.mode == .generic {
+                logger.warning("XDP attached in generic (skb) mode: the driver refused native mode", metadata: ["interface": "\(name)"])
+            } else {
+                logger.info("XDP attached", metadata: ["interface": "\(name)", "mode": "\(link.mode.rawValue)"])
+            }
+            links.append(link)
+        }
+    }
+
+    private func programMaps(_ spec: BalancerSpec) throws {
+        var services: [ServiceKey: (group: Int, nat: Bool)] = [:]
+        var replies: [ServiceKey: Int] = [:]
+        var vips = Set<IPAddress>()
+        for (g, group) in spec.groups.enumerated() {
+            vips.insert(group.vip)
+            for port in group.ports {
+                services[ServiceKey(address: group.vip, proto: group.proto, port: port)] = (g, group.method == .nat)
+                if group.method == .nat {
+                    for node in group.nodes + (group.sorry.map { [$0] } ?? []) {
+                        replies[ServiceKey(address: node.address, proto: group.proto, port: node.port == 0 ? port : node.port)] = g
+                    }
+                }
+            }
+        }
+        try maps.synchronize(services: services, replies: replies, vips: vips)
+    }
+
+    /// Applies a new configuration without dropping flows: validated first; on error
+    /// nothing changes.
+    public func configure(groups: [GroupSpec], routes: [RouteSpec]) throws {
+        let spec = try state.withLock { s -> BalancerSpec in
+            var next = s
+            next.groups = groups
+            next.routes = routes
+            let spec = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: next)
+            _ = try Balancer(spec)
+            s = next
+            s.spec = spec
+            return spec
+        }
+        try programMaps(spec)
+        for w in workers { w.send(.reload(spec)) }
+    }
+
+    /// Re-reads the neighbour table; asks the kernel to resolve what is missing; pushes
+    /// changed MACs to the workers. Call periodically (the daemon does, every second).
+    public func refreshNeighbors() {
+        let table = Self.readNeighbors()
+        var missing: [(IPAddress, Int32)] = []
+        var nodeChanges: [WorkerCommand] = []
+        var routesChanged = false
+        let spec: BalancerSpec? = state.withLock { s in
+            s.neighbors = table
+            let next = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: s)
+            for (g, group) in next.groups.enumerated() {
+                let ifindex = ifindexes[group.interface]
+                for (n, node) in group.nodes.enumerated() {
+                    if node.mac == nil { missing.append((node.address, ifindex)) }
+                    if node.mac != s.spec.groups[g].nodes[n].mac { nodeChanges.append(.nodeMAC(group: g, node: n, mac: node.mac)) }
+                }
+                if let sorry = group.sorry {
+                    if sorry.mac == nil { missing.append((sorry.address, ifindex)) }
+                    if sorry.mac != s.spec.groups[g].sorry?.mac { nodeChanges.append(.sorryMAC(group: g, mac: sorry.mac)) }
+                }
+            }
+            for r in s.routes where table[NeighborKey(ifindex: ifindexes[r.interface], address: r.via)] == nil {
+                missing.append((r.via, ifindexes[r.interface]))
+            }
+            routesChanged = next.returnRoutes != s.spec.returnRoutes
+            s.spec = next
+            return routesChanged ? next : nil
+        }
+        for (address, ifindex) in missing {
+            do { try Neighbors.resolve(address, ifindex: ifindex) } catch {
+                logger.debug("neighbour resolution request failed", metadata: ["address": "\(address)", "error": "\(error)"])
+            }
+        }
+        if let spec {
+            for w in workers { w.send(.reload(spec)) }
+        } else {
+            for w in workers { for c in nodeChanges { w.send(c) } }
+        }
+        for case let .nodeMAC(g, n, mac) in nodeChanges {
+            logger.info("node MAC \(mac.map { "\($0)" } ?? "lost")", metadata: ["group": "\(g)", "node": "\(n)"])
+        }
+    }
+
+    /// Health: node up or down in every worker.
+    public func setNodeUp(group: Int, node: Int, _ up: Bool) {
+        for w in workers { w.send(.nodeUp(group: group, node: node, up: up)) }
+    }
+
+    public func setWeights(group: Int, _ weights: [Int]) {
+        for w in workers { w.send(.weights(group: group, weights)) }
+    }
+
+    public var currentSpec: BalancerSpec { state.withLock { $0.spec } }
+
+    /// Detaches XDP first (traffic goes back to the kernel), then stops the workers.
+    public func stop() {
+        for link in links { link.detach() }
+        links.removeAll()
+        for w in workers { w.stop() }
+        for (queue, _) in workers.enumerated() {
+            for slot in 0..<options.interfaces.count { try? maps.removeSocket(slot: slot, queue: queue) }
+        }
+        workers.removeAll()
+        logger.info("data plane stopped")
+    }
+
+    deinit { stop() }
+
+    public func snapshot() -> DataplaneSnapshot {
+        let views = workers.map(\.current)
+        let spec = state.withLock { $0.spec }
+        var global: [GlobalCounter: UInt64] = [:]
+        for c in GlobalCounter.allCases { global[c] = views.reduce(0) { $0 &+ $1.counters[c] } }
+        var drops: [DropReason: UInt64] = [:]
+        for r in DropReason.allCases { drops[r] = views.reduce(0) { $0 &+ $1.counters[r] } }
+        var groups: [DataplaneSnapshot.Group] = []
+        var slot = 0
+        for (g, group) in spec.groups.enumerated() {
+            let sameLayout = views.allSatisfy { $0.spec.groups.count == spec.groups.count }
+            var nodes: [DataplaneSnapshot.Node] = []
+            for node in group.nodes {
+                let s = slot
+                nodes.append(DataplaneSnapshot.Node(
+                    address: node.address, port: node.port, weight: node.weight, mac: node.mac,
+                    activeFlows: views.reduce(0) { $0 + Int($1.flows.activeFlows(slot: s)) },
+                    packets: sameLayout ? views.reduce(0) { $0 &+ $1.counters.node(s, .packets) } : 0,
+                    bytes: sameLayout ? views.reduce(0) { $0 &+ $1.counters.node(s, .bytes) } : 0,
+                    newFlows: sameLayout ? views.reduce(0) { $0 &+ $1.counters.node(s, .newFlows) } : 0))
+                slot += 1
+            }
+            slot += 1  // sorry slot
+            groups.append(DataplaneSnapshot.Group(
+                name: group.name,
+                packets: sameLayout ? views.reduce(0) { $0 &+ $1.counters.group(g, .packets) } : 0,
+                bytes: sameLayout ? views.reduce(0) { $0 &+ $1.counters.group(g, .bytes) } : 0,
+                newFlows: sameLayout ? views.reduce(0) { $0 &+ $1.counters.group(g, .newFlows) } : 0,
+                sorryFlows: sameLayout ? views.reduce(0) { $0 &+ $1.counters.group(g, .sorryFlows) } : 0,
+                nodes: nodes))
+        }
+        return DataplaneSnapshot(groups: groups, global: global, drops: drops, xdp: maps.allCounters(),
+                                 flows: views.reduce(0) { $0 + $1.flows.count },
+                                 flowCapacity: views.reduce(0) { $0 + $1.flows.capacity },
+                                 attachModes: Dictionary(uniqueKeysWithValues: links.map { ($0.interface, $0.mode) }))
+    }
+}

@@ -1,0 +1,162 @@
+import FulcrumBPF
+import FulcrumCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The kernel's neighbour (ARP/NDP) table over rtnetlink: read it, and ask the kernel to
+/// resolve an address (RTM_NEWNEIGH with NTF_USE, as `ip neigh` would), so node and
+/// next-hop MACs come from the same place the host's own traffic uses.
+public enum Neighbors {
+    public struct Entry: Hashable, Sendable {
+        public var ifindex: Int32
+        public var address: IPAddress
+        public var mac: MACAddress
+    }
+
+    static let RTM_NEWNEIGH: UInt16 = 28
+    static let RTM_GETNEIGH: UInt16 = 30
+    static let NLMSG_ERROR: UInt16 = 2
+    static let NLMSG_DONE: UInt16 = 3
+    static let NDA_DST: UInt16 = 1
+    static let NDA_LLADDR: UInt16 = 2
+    static let NTF_USE: UInt8 = 0x01
+    static let validStates: UInt16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  // REACHABLE…PERMANENT
+
+    static func openSocket() throws -> Int32 {
+        let fd = try SystemCall.run("open rtnetlink socket") { socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0 /* NETLINK_ROUTE */) }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    static func append16(_ out: inout [UInt8], _ v: UInt16) { withUnsafeBytes(of: v) { out += $0 } }
+    static func append32(_ out: inout [UInt8], _ v: UInt32) { withUnsafeBytes(of: v) { out += $0 } }
+
+    /// nlmsghdr + ndmsg (+ NDA_DST).
+    static func message(type: UInt16, flags: UInt16, family: UInt8, ifindex: Int32, ndmFlags: UInt8,
+                        state: UInt16, destination: IPAddress?) -> [UInt8] {
+        var body: [UInt8] = [family, 0, 0, 0]
+        append32(&body, UInt32(bitPattern: ifindex))
+        append16(&body, state)
+        body += [ndmFlags, 0]
+        if let destination {
+            let bytes = destination.isIPv4 ? Array(destination.bytes[12...]) : destination.bytes
+            append16(&body, UInt16(4 + bytes.count))
+            append16(&body, NDA_DST)
+            body += bytes
+        }
+        var out: [UInt8] = []
+        append32(&out, UInt32(16 + body.count))
+        append16(&out, type)
+        append16(&out, flags)
+        append32(&out, 1)  // sequence
+        append32(&out, 0)
+        return out + body
+    }
+
+    /// Every resolved entry (REACHABLE, STALE, DELAY, PROBE, NOARP, PERMANENT).
+    public static func dump() throws -> [Entry] {
+        let fd = try openSocket()
+        defer { close(fd) }
+        let request = message(type: RTM_GETNEIGH, flags: 0x01 | 0x300 /* REQUEST|DUMP */, family: UInt8(AF_UNSPEC),
+                              ifindex: 0, ndmFlags: 0, state: 0, destination: nil)
+        _ = try request.withUnsafeBytes { raw in
+            try SystemCall.run("send RTM_GETNEIGH") { Int32(send(fd, raw.baseAddress, raw.count, 0)) }
+        }
+        var entries: [Entry] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { throw SystemError("receive RTM_GETNEIGH dump", errno: errno) }
+            var offset = 0
+            while offset + 16 <= n {
+                let length = Int(load32(buffer, offset))
+                let type = load16(buffer, offset + 4)
+                guard length >= 16, offset + length <= n else { break }
+                if type == NLMSG_DONE { return entries }
+                if type == NLMSG_ERROR { throw SystemError("RTM_GETNEIGH", errno: -Int32(bitPattern: load32(buffer, offset + 16))) }
+                if type == RTM_NEWNEIGH, length >= 28 {
+                    if let e = parseNeighbor(buffer, offset + 16, end: offset + length) { entries.append(e) }
+                }
+                offset += (length + 3) & ~3
+            }
+        }
+    }
+
+    static func load16(_ b: [UInt8], _ o: Int) -> UInt16 { UInt16(b[o]) | UInt16(b[o + 1]) << 8 }
+    static func load32(_ b: [UInt8], _ o: Int) -> UInt32 { UInt32(load16(b, o)) | UInt32(load16(b, o + 2)) << 16 }
+
+    static func parseNeighbor(_ b: [UInt8], _ o: Int, end: Int) -> Entry? {
+        let family = Int32(b[o])
+        let ifindex = Int32(bitPattern: load32(b, o + 4))
+        let state = load16(b, o + 8)
+        guard state & validStates != 0 else { return nil }
+        var address: IPAddress?
+        var mac: MACAddress?
+        var a = o + 12
+        while a + 4 <= end {
+            let length = Int(load16(b, a))
+            let type = load16(b, a + 2)
+            guard length >= 4, a + length <= end else { break }
+            let payload = Array(b[(a + 4)..<(a + length)])
+            if type == NDA_DST {
+                if family == AF_INET && payload.count == 4 {
+                    address = IPAddress(ipv4: payload.reduce(0) { $0 << 8 | UInt32($1) })
+                } else if family == AF_INET6 && payload.count == 16 {
+                    address = IPAddress(high: payload[0..<8].reduce(0) { $0 << 8 | UInt64($1) },
+                                        low: payload[8..<16].reduce(0) { $0 << 8 | UInt64($1) })
+                }
+            } else if type == NDA_LLADDR && payload.count == 6 {
+                mac = MACAddress(value: payload.reduce(0) { $0 << 8 | UInt64($1) })
+            }
+            a += (length + 3) & ~3
+        }
+        guard let address, let mac else { return nil }
+        return Entry(ifindex: ifindex, address: address, mac: mac)
+    }
+
+    /// Asks the kernel to resolve `address` on an interface (it sends ARP or NS).
+    public static func resolve(_ address: IPAddress, ifindex: Int32) throws {
+        let fd = try openSocket()
+        defer { close(fd) }
+        let request = message(type: RTM_NEWNEIGH, flags: 0x01 | 0x04 | 0x400 | 0x100 /* REQUEST|ACK|CREATE|REPLACE */,
+                              family: UInt8(address.isIPv4 ? AF_INET : AF_INET6), ifindex: ifindex,
+                              ndmFlags: NTF_USE, state: 0x01 /* NUD_INCOMPLETE */, destination: address)
+        _ = try request.withUnsafeBytes { raw in
+            try SystemCall.run("send RTM_NEWNEIGH") { Int32(send(fd, raw.baseAddress, raw.count, 0)) }
+        }
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n >= 20 && load16(buffer, 4) == NLMSG_ERROR {
+            let code = Int32(bitPattern: load32(buffer, 16))
+            if code != 0 { throw SystemError("resolve \(address) (RTM_NEWNEIGH NTF_USE)", errno: -code) }
+        }
+    }
+}
+
+/// Facts about a network interface from sysfs.
+public enum InterfaceFacts {
+    public static func mac(of name: String) throws -> MACAddress {
+        let path = "/sys/class/net/\(name)/address"
+        guard let file = fopen(path, "r") else { throw SystemError("read \(path)", errno: errno) }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 64)
+        guard fgets(&line, 64, file) != nil else { throw SystemError("read \(path)", errno: errno) }
+        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let mac = MACAddress(text) else { throw SystemError("parse MAC \(text) in \(path)", errno: EINVAL) }
+        return mac
+    }
+
+    /// How many RX queues the interface has.
+    public static func rxQueues(of name: String) -> Int {
+        guard let dir = opendir("/sys/class/net/\(name)/queues") else { return 1 }
+        defer { closedir(dir) }
+        var count = 0
+        while let entry = readdir(dir) {
+            let entryName = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if entryName.hasPrefix("rx-") { count += 1 }
+        }
+        return max(count, 1)
+    }
+}

@@ -1,0 +1,236 @@
+import CFulcrumBPF
+import FulcrumBPF
+import FulcrumCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A change for a worker, applied on its thread between batches.
+public enum WorkerCommand: Sendable {
+    /// A new configuration: flows are kept and renumbered by node identity.
+    case reload(BalancerSpec)
+    case nodeUp(group: Int, node: Int, up: Bool)
+    case nodeMAC(group: Int, node: Int, mac: MACAddress?)
+    case sorryMAC(group: Int, mac: MACAddress?)
+    case weights(group: Int, [Int])
+}
+
+/// One data-plane worker: a thread pinned to a core that owns the AF_XDP sockets of one
+/// queue (one per data-plane interface), a flow table and a `Balancer`. Nothing it
+/// touches per packet is shared: control changes wait in a queue until the end of a
+/// batch, and counters are plain integers the control plane reads.
+public final class Worker: @unchecked Sendable {
+    public let queue: Int
+    public let cpu: Int
+    let sockets: [XDPSocket]
+    var balancer: Balancer
+    private let commands = Mutex<[WorkerCommand]>([])
+    private let pendingCommands = Atomic<Int>(0)
+    private let running = Atomic<Bool>(false)
+    private let published: Mutex<(WorkerCounters, FlowTable, BalancerSpec)>
+    private let wakeFD: Int32
+    private var thread: pthread_t?
+    /// Frames the TX ring had no room for, and loop statistics.
+    public let stalls = Atomic<UInt64>(0)
+
+    init(queue: Int, cpu: Int, sockets: [XDPSocket], balancer: Balancer) throws {
+        self.queue = queue
+        self.cpu = cpu
+        self.sockets = sockets
+        self.balancer = balancer
+        published = Mutex((balancer.counters, balancer.flows, balancer.spec))
+        wakeFD = try SystemCall.libbpf("eventfd") { fulcrum_eventfd_nonblocking() }
+    }
+
+    deinit { close(wakeFD) }
+
+    /// The counters, flow table and spec in use now (they change on reload).
+    public var current: (counters: WorkerCounters, flows: FlowTable, spec: BalancerSpec) {
+        published.withLock { ($0.0, $0.1, $0.2) }
+    }
+
+    public func send(_ command: WorkerCommand) {
+        commands.withLock { $0.append(command) }
+        pendingCommands.add(1, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    func start() throws {
+        running.store(true, ordering: .releasing)
+        let context = Unmanaged.passRetained(self).toOpaque()
+        var t = pthread_t()
+        let r = pthread_create(&t, nil, { raw in
+            let worker = Unmanaged<Worker>.fromOpaque(raw!).takeRetainedValue()
+            worker.run()
+            return nil
+        }, context)
+        guard r == 0 else {
+            Unmanaged<Worker>.fromOpaque(context).release()
+            throw SystemError("start worker for queue \(queue)", errno: r)
+        }
+        thread = t
+    }
+
+    func stop() {
+        running.store(false, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    private func applyCommands() {
+        let batch = commands.withLock { pending -> [WorkerCommand] in
+            defer { pending.removeAll(keepingCapacity: true) }
+            return pending
+        }
+        pendingCommands.subtract(batch.count, ordering: .relaxed)
+        for command in batch {
+            switch command {
+            case let .reload(spec): reload(spec)
+            case let .nodeUp(g, n, up): if g < balancer.spec.groups.count { balancer.setNodeUp(group: g, node: n, up) }
+            case let .nodeMAC(g, n, mac): if g < balancer.spec.groups.count { balancer.setNodeMAC(group: g, node: n, mac) }
+            case let .sorryMAC(g, mac): if g < balancer.spec.groups.count { balancer.setSorryMAC(group: g, mac) }
+            case let .weights(g, w): if g < balancer.spec.groups.count { balancer.setWeights(group: g, w) }
+            }
+        }
+    }
+
+    /// Swaps in a new configuration and keeps every flow whose node is still there.
+    private func reload(_ spec: BalancerSpec) {
+        let old = balancer
+        var newSlots: [String: (UInt32, UInt16)] = [:]
+        func identity(_ g: GroupSpec, _ n: NodeSpec?, sorry: Bool) -> String {
+            "\(g.name)|\(sorry ? "sorry" : "node")|\(n.map { "\($0.address)|\($0.port)" } ?? "")"
+        }
+        var slot = 0
+        for (gi, g) in spec.groups.enumerated() {
+            for n in g.nodes {
+                newSlots[identity(g, n, sorry: false)] = (UInt32(slot), UInt16(gi))
+                slot += 1
+            }
+            newSlots[identity(g, g.sorry, sorry: true)] = (UInt32(slot), UInt16(gi))
+            slot += 1
+        }
+        var oldIdentity: [UInt32: String] = [:]
+        slot = 0
+        for g in old.spec.groups {
+            for n in g.nodes {
+                oldIdentity[UInt32(slot)] = identity(g, n, sorry: false)
+                slot += 1
+            }
+            oldIdentity[UInt32(slot)] = identity(g, g.sorry, sorry: true)
+            slot += 1
+        }
+        let counters = WorkerCounters(groups: spec.groups.count, nodeSlots: spec.maxNodeSlots)
+        counters.carryOver(from: old.counters)
+        guard let next = try? Balancer(spec, flows: old.flows, counters: counters) else { return }
+        old.flows.remap { oldSlot in oldIdentity[oldSlot].flatMap { newSlots[$0] }.map { (slot: $0.0, group: $0.1) } }
+        balancer = next
+        published.withLock { $0 = (next.counters, next.flows, next.spec) }
+    }
+
+    private func run() {
+        try? CPUAffinity.pinCurrentThread(to: cpu)
+        var pollSet = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+        pollSet.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
+        while running.load(ordering: .acquiring) {
+            if pendingCommands.load(ordering: .acquiring) > 0 { applyCommands() }
+            let now = monotonicNanoseconds()
+            var received = 0
+            for index in 0..<sockets.count {
+                received &+= receiveBatch(index, now: now)
+            }
+            for s in sockets {
+                s.reapCompletions()
+                s.refillFillRing()
+            }
+            balancer.maintain(now: now)
+            if received == 0 {
+                // Idle: sleep until a frame, a command or 10 ms (for expiry sweeps).
+                _ = poll(&pollSet, nfds_t(pollSet.count), 10)
+                if pollSet[pollSet.count - 1].revents != 0 {
+                    var value: UInt64 = 0
+                    _ = read(wakeFD, &value, 8)
+                }
+            }
+        }
+    }
+
+    /// Receives, decides and transmits up to one batch from socket `index`.
+    @inline(__always)
+    private func receiveBatch(_ index: Int, now: UInt64) -> Int {
+        let s = sockets[index]
+        var rxIndex: UInt32 = 0
+        let n = Int(xsk_ring_cons__peek(s.rx, UInt32(XDPSocket.batchSize), &rxIndex))
+        if n == 0 {
+            if s.fillNeedsWakeup { _ = recvfrom(s.fd, nil, 0, Int32(MSG_DONTWAIT), nil, nil) }
+            return 0
+        }
+        let b = balancer
+        var queuedOn = 0  // bit i: socket i has new TX descriptors
+        for k in 0..<n {
+            let desc = xsk_ring_cons__rx_desc(s.rx, rxIndex &+ UInt32(k)).pointee
+            let frame = s.frame(desc.addr)
+            let length = Int(desc.len)
+            switch b.process(frame, length: length, now: now) {
+            case .transmit(let egress):
+                if egress == index {
+                    if transmit(on: s, address: desc.addr, length: desc.len) {
+                        queuedOn |= 1 << index
+                    } else {
+                        s.recycle(desc.addr)
+                    }
+                } else if egress < sockets.count, let copy = sockets[egress].takeFreeFrame() {
+                    let out = sockets[egress]
+                    out.frame(copy).copyMemory(from: frame, byteCount: length)
+                    if transmit(on: out, address: copy, length: desc.len) {
+                        queuedOn |= 1 << egress
+                    } else {
+                        out.recycle(copy)
+                    }
+                    s.recycle(desc.addr)
+                } else {
+                    b.counters.count(.transmitRingFull)
+                    s.recycle(desc.addr)
+                }
+            case .pass, .drop:
+                // A frame in AF_XDP cannot go back to the kernel; the XDP program only
+                // sends what is ours, so this is a reload race or a malformed frame.
+                s.recycle(desc.addr)
+            }
+        }
+        xsk_ring_cons__release(s.rx, UInt32(n))
+        var i = 0
+        while queuedOn != 0 {
+            if queuedOn & 1 != 0 {
+                let out = sockets[i]
+                xsk_ring_prod__submit(out.tx, UInt32(out.pendingTX))
+                out.txOutstanding &+= out.pendingTX
+                out.pendingTX = 0
+                out.kickTransmit()
+            }
+            queuedOn >>= 1
+            i &+= 1
+        }
+        return n
+    }
+
+    @inline(__always)
+    private func transmit(on s: XDPSocket, address: UInt64, length: UInt32) -> Bool {
+        var txIndex: UInt32 = 0
+        guard xsk_ring_prod__reserve(s.tx, 1, &txIndex) == 1 else {
+            balancer.counters.count(.transmitRingFull)
+            _ = stalls.add(1, ordering: .relaxed)
+            return false
+        }
+        let desc = xsk_ring_prod__tx_desc(s.tx, txIndex)!
+        desc.pointee.addr = address
+        desc.pointee.len = length
+        desc.pointee.options = 0
+        s.pendingTX &+= 1
+        return true
+    }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import FulcrumControl
+import Logging
+
+@main
+struct Fulcrum: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fulcrum",
+        abstract: "Fulcrum L4 load balancer: XDP steering, AF_XDP workers, MAT and NAT forwarding.",
+        subcommands: [Run.self, Check.self])
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the data plane for the groups in a configuration file.",
+        discussion: "SIGHUP reloads the file (a bad file is logged and the running configuration kept); SIGTERM or SIGINT stop cleanly.")
+
+    @Option(name: .shortAndLong, help: "The YAML configuration file.") var config: String
+    @Option(help: "Write counters as JSON to this file every 0.5 s.") var statusFile: String?
+    @Option(help: "The XDP object (default: found beside the executable or in the build tree).") var bpfObject: String?
+    @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel: Logger.Level = .info
+
+    func run() throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "fulcrum")
+        do {
+            try Daemon(configPath: config, statusFile: statusFile, bpfObject: bpfObject, logger: logger).run()
+        } catch let error as ConfigErrors {
+            printError(error.description)
+            throw ExitCode(2)
+        } catch {
+            printError("fulcrum: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Validate a configuration file without running anything.")
+
+    @Option(name: .shortAndLong, help: "The YAML configuration file.") var config: String
+
+    func run() throws {
+        do {
+            let c = try ConfigLoader.load(path: config)
+            print("\(config): OK — \(c.groups.count) group(s), \(c.groups.reduce(0) { $0 + $1.nodes.count }) node(s), interfaces \(c.dataplane.interfaces.map(\.name).joined(separator: ", "))")
+        } catch let error as ConfigErrors {
+            printError(error.description)
+            throw ExitCode(2)
+        }
+    }
+}
+
+func printError(_ text: String) {
+    var stderr = StandardError()
+    print(text, to: &stderr)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        var bytes = Array(string.utf8)
+        _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
