@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
 SWIFT        ?= swift
-DEB_PACKAGES := libbpf-dev libxdp-dev libelf-dev clang llvm iproute2 nftables pkg-config ethtool
+DEB_PACKAGES := libbpf-dev libxdp-dev libelf-dev clang llvm iproute2 nftables pkg-config ethtool iputils-ping
 FUZZ_SECONDS ?= 60
 BENCH_ARGS   ?=
 

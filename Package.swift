@@ -50,12 +50,19 @@ let package = Package(
             name: "fulcrum",
             dependencies: ["FulcrumControl", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // The testbed's servers and clients (Bench/Peers): real sockets, payloads checked.
+        .executableTarget(
+            name: "fulcrum-testpeer",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Bench/Peers/testpeer"
+        ),
         .executableTarget(
             name: "fulcrum-bench",
             dependencies: ["BenchScenarios", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumBPFTests", dependencies: ["FulcrumBPF", "CFulcrumBPF", "FulcrumTestSupport"]),
+        .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport"]),
         .testTarget(name: "FulcrumControlTests", dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumTestSupport"]),
     ]
 )

@@ -32,6 +32,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var counters: [String: UInt64]
     public var drops: [String: UInt64]
     public var xdp: [String: UInt64]
+    public var sockets: [String: UInt64]
     public var flows: Int
     public var flowCapacity: Int
     public var attachModes: [String: String]
@@ -49,6 +50,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         counters = Dictionary(uniqueKeysWithValues: s.global.map { ($0.key.label, $0.value) })
         drops = Dictionary(uniqueKeysWithValues: s.drops.filter { $0.value > 0 }.map { ($0.key.label, $0.value) })
         xdp = Dictionary(uniqueKeysWithValues: s.xdp.map { ($0.key.label, $0.value) })
+        sockets = s.sockets
         flows = s.flows
         flowCapacity = s.flowCapacity
         attachModes = s.attachModes.mapValues(\.rawValue)

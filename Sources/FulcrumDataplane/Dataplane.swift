@@ -80,6 +80,8 @@ public struct DataplaneSnapshot: Sendable {
     public var global: [GlobalCounter: UInt64]
     public var drops: [DropReason: UInt64]
     public var xdp: [XDPCounter: UInt64]
+    /// The kernel's AF_XDP socket statistics, summed over sockets.
+    public var sockets: [String: UInt64]
     public var flows: Int
     public var flowCapacity: Int
     public var attachModes: [String: XDPMode]
@@ -347,7 +349,9 @@ public final class Dataplane: @unchecked Sendable {
                 sorryFlows: sameLayout ? views.reduce(0) { $0 &+ $1.counters.group(g, .sorryFlows) } : 0,
                 nodes: nodes))
         }
-        return DataplaneSnapshot(groups: groups, global: global, drops: drops, xdp: maps.allCounters(),
+        var sockets: [String: UInt64] = [:]
+        for w in workers { sockets.merge(w.socketStatistics(), uniquingKeysWith: +) }
+        return DataplaneSnapshot(groups: groups, global: global, drops: drops, xdp: maps.allCounters(), sockets: sockets,
                                  flows: views.reduce(0) { $0 + $1.flows.count },
                                  flowCapacity: views.reduce(0) { $0 + $1.flows.capacity },
                                  attachModes: Dictionary(uniqueKeysWithValues: links.map { ($0.interface, $0.mode) }))

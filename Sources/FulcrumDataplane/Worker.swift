@@ -50,6 +50,24 @@ public final class Worker: @unchecked Sendable {
         published.withLock { ($0.0, $0.1, $0.2) }
     }
 
+    /// Kernel AF_XDP statistics summed over this worker's sockets.
+    public func socketStatistics() -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for s in sockets {
+            let st = s.statistics()
+            out["rx_dropped", default: 0] += st.rx_dropped
+            out["rx_invalid_descs", default: 0] += st.rx_invalid_descs
+            out["tx_invalid_descs", default: 0] += st.tx_invalid_descs
+            out["rx_ring_full", default: 0] += st.rx_ring_full
+            out["rx_fill_ring_empty", default: 0] += st.rx_fill_ring_empty_descs
+            out["tx_ring_empty", default: 0] += st.tx_ring_empty_descs
+        }
+        out["tx_stalls"] = stalls.load(ordering: .relaxed)
+        out["frames_free"] = UInt64(sockets.reduce(0) { $0 + $1.freeCount })
+        out["tx_outstanding"] = UInt64(sockets.reduce(0) { $0 + $1.txOutstanding })
+        return out
+    }
+
     public func send(_ command: WorkerCommand) {
         commands.withLock { $0.append(command) }
         pendingCommands.add(1, ordering: .releasing)

@@ -112,8 +112,11 @@ public final class XDPSocket: @unchecked Sendable {
         let reserveForTX = frameCount / 4
         let available = freeCount - reserveForTX
         guard available > 0 else { return }
+        // reserve() is all-or-nothing: ask for exactly the slots that are free.
+        let room = Int(xsk_prod_nb_free(fill, UInt32(min(available, ringSize))))
+        guard room > 0 else { return }
         var index: UInt32 = 0
-        let n = Int(xsk_ring_prod__reserve(fill, UInt32(min(available, ringSize)), &index))
+        let n = Int(xsk_ring_prod__reserve(fill, UInt32(room), &index))
         guard n > 0 else { return }
         for i in 0..<n {
             freeCount &-= 1
@@ -157,6 +160,15 @@ public final class XDPSocket: @unchecked Sendable {
         if xsk_ring_prod__needs_wakeup(tx) != 0 {
             _ = sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0)
         }
+    }
+
+    /// The kernel's counters for this socket (XDP_STATISTICS): why frames were lost
+    /// between the XDP redirect and the rings.
+    public func statistics() -> xdp_statistics {
+        var stats = xdp_statistics()
+        var length = socklen_t(MemoryLayout<xdp_statistics>.size)
+        _ = getsockopt(fd, 283 /* SOL_XDP */, XDP_STATISTICS, &stats, &length)
+        return stats
     }
 
     @inline(__always)

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# The namespace testbed (Docs/ARCHITECTURE.md draws it). Used by `make demo`, the
+# integration tests and the forwarding benchmark.
+#
+#   testbed.sh up PREFIX DIR    create namespaces PREFIX-*, start servers, write DIR/lb.yaml
+#   testbed.sh down PREFIX      kill what runs in PREFIX-* and delete them
+#
+# Only 198.18.0.0/15 and 2001:2::/48, only inside the namespaces created here.
+#
+#  client ─┐                         ┌─ n1 198.18.2.11  (NAT nodes, gateway = LB eth-n)
+#  m1..m3 ─┤ front 198.18.0.0/24     │  n2 198.18.2.12
+#  (MAT)   ├── eth-c [ LB ] eth-n ───┤  n3 198.18.2.13
+#          │   198.18.0.1   198.18.2.1  back 198.18.2.0/24
+set -euo pipefail
+cmd=${1:?usage: testbed.sh up|down PREFIX [DIR]}
+P=${2:?prefix}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+MAT_VIP=198.18.1.10
+NAT_VIP=198.18.1.20
+MAT_VIP6=2001:2:1::10
+NAT_VIP6=2001:2:1::20
+
+down() {
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [ -n "$pids" ] && kill $pids 2>/dev/null || true
+    done
+    sleep 0.2
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-" || true); do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+
+if [ "$cmd" = down ]; then down; exit 0; fi
+[ "$cmd" = up ] || { echo "usage: testbed.sh up|down PREFIX [DIR]" >&2; exit 2; }
+DIR=${3:?directory for config and logs}
+mkdir -p "$DIR"
+PEER=${FULCRUM_TESTPEER:-$root/.build/debug/fulcrum-testpeer}
+PASS_OBJ=${FULCRUM_PASS_OBJECT:-$root/.build/bpf/xdp_pass.bpf.o}
+[ -x "$PEER" ] || { echo "testbed: $PEER missing (make build)" >&2; exit 1; }
+[ -f "$PASS_OBJ" ] || { echo "testbed: $PASS_OBJ missing (make bpf)" >&2; exit 1; }
+
+down
+x() { ip netns exec "$@"; }
+ns() {
+    ip netns add "$P-$1"
+    ip -n "$P-$1" link set lo up
+    x "$P-$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+}
+ns sw
+ip -n "$P-sw" link add front type bridge
+ip -n "$P-sw" link add back type bridge
+for b in front back; do
+    ip -n "$P-sw" link set "$b" type bridge stp_state 0 forward_delay 0
+    x "$P-sw" sysctl -qw net.ipv6.conf.$b.disable_ipv6=1
+    ip -n "$P-sw" link set "$b" up
+done
+
+# plug NAME BRIDGE IFNAME: a host namespace with its end IFNAME on the bridge
+plug() {
+    ip -n "$P-sw" link add "p-$1-$3" type veth peer name "$3" netns "$P-$1"
+    ip -n "$P-sw" link set "p-$1-$3" master "$2" up
+    ip -n "$P-$1" link set "$3" up
+    # veth leaves TCP/UDP checksums for the "hardware" to finish (CHECKSUM_PARTIAL). A
+    # frame that XDP hands to AF_XDP is raw bytes, so the partial sum would go on as it
+    # is; a physical NIC always puts finished checksums on the wire. Act like one.
+    x "$P-$1" ethtool -K "$3" tx off >/dev/null
+}
+
+ns client; plug client front eth0
+ip -n "$P-client" addr add 198.18.0.2/24 dev eth0
+ip -n "$P-client" -6 addr add 2001:2::2/64 dev eth0 nodad
+# The VIPs are on the link: the client asks ARP/NS for them and the active LB answers.
+ip -n "$P-client" route add 198.18.1.0/24 dev eth0
+ip -n "$P-client" -6 route add 2001:2:1::/64 dev eth0
+
+ns lb
+plug lb front eth-c
+plug lb back eth-n
+ip -n "$P-lb" addr add 198.18.0.1/24 dev eth-c
+ip -n "$P-lb" -6 addr add 2001:2::1/64 dev eth-c nodad
+ip -n "$P-lb" addr add 198.18.2.1/24 dev eth-n
+ip -n "$P-lb" -6 addr add 2001:2:2::1/64 dev eth-n nodad
+# No kernel forwarding: a reply that reaches the client went through Fulcrum.
+x "$P-lb" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
+# veth drops frames sent with XDP_TX/XDP_REDIRECT unless the receiving end runs XDP.
+for end in p-lb-eth-c p-lb-eth-n; do
+    ip -n "$P-sw" link set dev "$end" xdpdrv obj "$PASS_OBJ" sec xdp
+done
+x "$P-lb" mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+
+for i in 1 2 3; do
+    m=m$i
+    ns $m; plug $m front eth0
+    ip -n "$P-$m" addr add 198.18.0.1$i/24 dev eth0
+    ip -n "$P-$m" -6 addr add 2001:2::1$i/64 dev eth0 nodad
+    ip -n "$P-$m" -6 addr add $MAT_VIP6/128 dev lo
+    # MAT node: accept the VIP (IPv4 by a local redirect, IPv6 on lo), never answer ARP for it.
+    x "$P-$m" nft -f - <<NFT
+table ip fulcrum_mat {
+    chain prerouting {
+        type nat hook prerouting priority dstnat;
+        ip daddr $MAT_VIP tcp dport { 80, 443 } redirect
+        ip daddr $MAT_VIP udp dport 53 redirect
+    }
+}
+NFT
+    x "$P-$m" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+    # Started as plain commands (not through a function) so no subshell keeps the
+    # caller's stdout open.
+    ip netns exec "$P-$m" "$PEER" serve --name $m --tcp 80,443 --udp 53 </dev/null >"$DIR/$m.log" 2>&1 &
+
+    n=n$i
+    ns $n; plug $n back eth0
+    ip -n "$P-$n" addr add 198.18.2.1$i/24 dev eth0
+    ip -n "$P-$n" -6 addr add 2001:2:2::1$i/64 dev eth0 nodad
+    ip -n "$P-$n" route add default via 198.18.2.1
+    ip -n "$P-$n" -6 route add default via 2001:2:2::1
+    ip netns exec "$P-$n" "$PEER" serve --name $n --tcp 8080 --udp 5353 </dev/null >"$DIR/$n.log" 2>&1 &
+done
+
+cat >"$DIR/lb.yaml" <<YAML
+node:
+  name: lb1
+dataplane:
+  interfaces:
+    - name: eth-c
+      queues: 1
+    - name: eth-n
+      queues: 1
+  flow_table_size: 65536
+routes:
+  - prefix: 198.18.0.0/24
+    interface: eth-c
+    via: 198.18.0.2
+  - prefix: "2001:2::/64"
+    interface: eth-c
+    via: "2001:2::2"
+groups:
+  - name: web-mat
+    vip: $MAT_VIP
+    protocol: tcp
+    ports: [80, 443]
+    method: mat
+    scheduler: wrr
+    interface: eth-c
+    nodes:
+      - address: 198.18.0.11
+        weight: 3
+      - address: 198.18.0.12
+        weight: 2
+      - address: 198.18.0.13
+        weight: 1
+  - name: dns-mat
+    vip: $MAT_VIP
+    protocol: udp
+    ports: [53]
+    method: mat
+    scheduler: wrr
+    interface: eth-c
+    nodes:
+      - address: 198.18.0.11
+        weight: 3
+      - address: 198.18.0.12
+        weight: 2
+      - address: 198.18.0.13
+        weight: 1
+  - name: web-nat
+    vip: $NAT_VIP
+    protocol: tcp
+    ports: [80]
+    method: nat
+    scheduler: wrr
+    interface: eth-n
+    nodes:
+      - address: 198.18.2.11
+        port: 8080
+        weight: 3
+      - address: 198.18.2.12
+        port: 8080
+        weight: 2
+      - address: 198.18.2.13
+        port: 8080
+        weight: 1
+  - name: dns-nat
+    vip: $NAT_VIP
+    protocol: udp
+    ports: [53]
+    method: nat
+    scheduler: wrr
+    interface: eth-n
+    nodes:
+      - address: 198.18.2.11
+        port: 5353
+        weight: 3
+      - address: 198.18.2.12
+        port: 5353
+        weight: 2
+      - address: 198.18.2.13
+        port: 5353
+        weight: 1
+  - name: web6-mat
+    vip: "$MAT_VIP6"
+    protocol: tcp
+    ports: [80]
+    method: mat
+    scheduler: wrr
+    interface: eth-c
+    nodes:
+      - address: "2001:2::11"
+        weight: 3
+      - address: "2001:2::12"
+        weight: 2
+      - address: "2001:2::13"
+        weight: 1
+  - name: web6-nat
+    vip: "$NAT_VIP6"
+    protocol: tcp
+    ports: [80]
+    method: nat
+    scheduler: wrr
+    interface: eth-n
+    nodes:
+      - address: "2001:2:2::11"
+        port: 8080
+        weight: 3
+      - address: "2001:2:2::12"
+        port: 8080
+        weight: 2
+      - address: "2001:2:2::13"
+        port: 8080
+        weight: 1
+YAML
+echo "testbed $P up; config $DIR/lb.yaml"
