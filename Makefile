@@ -9,7 +9,7 @@ DEB_PACKAGES := libbpf-dev libxdp-dev libelf-dev clang llvm iproute2 nftables pk
 FUZZ_SECONDS ?= 60
 BENCH_ARGS   ?=
 
-.PHONY: all setup bpf build release test test-unit test-asan fuzz bench clean
+.PHONY: all setup bpf build release demo test test-unit test-asan fuzz bench clean
 
 all: build
 
@@ -40,6 +40,11 @@ build: setup bpf
 
 release: setup bpf
 	$(SWIFT) build -c release
+
+## demo: the README's first command — real traffic through MAT and NAT on a namespace testbed
+demo: build
+	@if [ "$$(id -u)" != 0 ]; then echo "demo: needs root (network namespaces, XDP)" >&2; exit 1; fi
+	Bench/testbed/demo.sh
 
 ## test: everything CI runs — unit tests, the core suite under AddressSanitizer, a short
 ## fuzz run. Privileged tests skip without root unless FULCRUM_REQUIRE_PRIVILEGED=1.

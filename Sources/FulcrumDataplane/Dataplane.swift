@@ -306,6 +306,7 @@ public final class Dataplane: @unchecked Sendable {
 
     /// Detaches XDP first (traffic goes back to the kernel), then stops the workers.
     public func stop() {
+        guard !links.isEmpty || !workers.isEmpty else { return }
         for link in links { link.detach() }
         links.removeAll()
         for w in workers { w.stop() }

@@ -7,7 +7,7 @@ struct Fulcrum: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum",
         abstract: "Fulcrum L4 load balancer: XDP steering, AF_XDP workers, MAT and NAT forwarding.",
-        subcommands: [Run.self, Check.self])
+        subcommands: [Run.self, Check.self, Status.self])
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
@@ -55,6 +55,24 @@ struct Check: ParsableCommand {
             printError(error.description)
             throw ExitCode(2)
         }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a running daemon's counters from its status file as tables.")
+
+    @Option(help: "The file given to `fulcrum run --status-file`.") var statusFile: String
+
+    func run() throws {
+        let s: StatusReport
+        do {
+            s = try StatusReport.read(from: statusFile)
+        } catch {
+            printError("cannot read \(statusFile): \(error)")
+            throw ExitCode(1)
+        }
+        print(StatusTable.render(s))
     }
 }
 

@@ -184,6 +184,7 @@ struct Client: ParsableCommand {
     @Option var port: UInt16
     @Option var proto: String = "tcp"
     @Option var count: Int = 300
+    @Flag(help: "A line for people instead of JSON.") var text = false
 
     func run() throws {
         var total = Result()
@@ -203,7 +204,12 @@ struct Client: ParsableCommand {
                 total.errors.append("request \(i): \(String(cString: strerror(errno)))")
             }
         }
-        printJSON(total)
+        if text {
+            let nodes = total.perNode.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            print("\(proto.uppercased()) \(target) port \(port): \(total.ok)/\(count) answered byte-exact   \(nodes)")
+        } else {
+            printJSON(total)
+        }
     }
 }
 
