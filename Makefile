@@ -14,7 +14,7 @@ BENCH_ARGS   ?=
 all: build
 
 ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
-BPF_OBJECTS  := .build/bpf/fulcrum.bpf.o .build/bpf/xdp_pass.bpf.o
+BPF_OBJECTS  := .build/bpf/fulcrum.bpf.o .build/bpf/xdp_pass.bpf.o .build/bpf/bench.bpf.o
 BPF_HEADERS  := $(wildcard BPF/include/*.h)
 
 ## bpf: compile the XDP programs (clang -target bpf)
@@ -70,10 +70,14 @@ fuzz: setup
 	  | grep -E "^(stat::number_of_executed_units|stat::peak_rss|==|INFO: Running|#[0-9]+.*DONE|SUMMARY)" ; \
 	  exit $${PIPESTATUS[0]}
 
-## bench: release build, core micro-benchmarks with a malloc counter
+## bench: release build; FulcrumCore per-packet cost and one worker forwarding on veth,
+## each beside a reference measured in the same run, with a malloc counter
+INTERPOSER = $$(find .build/release -name 'libMallocInterposerSwift.so' | head -1)
 bench: release
-	LD_PRELOAD=$$(find .build/release -name 'libMallocInterposerSwift.so' | head -1) \
-	  .build/release/fulcrum-bench core $(BENCH_ARGS)
+	LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench core $(BENCH_ARGS)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench forward --root $(CURDIR) $(FORWARD_ARGS); \
+	else echo "bench: forwarding benchmark skipped: needs root (namespaces, XDP)"; fi
 
 clean:
 	rm -rf .build .build-asan .build-fuzz

@@ -37,8 +37,11 @@ let package = Package(
             dependencies: [
                 "FulcrumCore",
                 "FulcrumDataplane",
+                "FulcrumBPF",
+                "CFulcrumBPF",
                 "FulcrumTestSupport",
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Bench/Scenarios"
         ),

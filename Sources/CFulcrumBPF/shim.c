@@ -75,3 +75,8 @@ int fulcrum_eventfd_nonblocking(void)
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
+
+int fulcrum_enter_netns(int fd)
+{
+    return setns(fd, CLONE_NEWNET) ? -errno : 0;
+}

@@ -112,8 +112,10 @@ public final class XDPSocket: @unchecked Sendable {
         let reserveForTX = frameCount / 4
         let available = freeCount - reserveForTX
         guard available > 0 else { return }
-        // reserve() is all-or-nothing: ask for exactly the slots that are free.
-        let room = Int(xsk_prod_nb_free(fill, UInt32(min(available, ringSize))))
+        // reserve() is all-or-nothing: ask for exactly the slots that are free. And
+        // nb_free(ring, n) may answer more than n (all it knows to be free): clamp.
+        let wanted = min(available, ringSize)
+        let room = min(Int(xsk_prod_nb_free(fill, UInt32(wanted))), wanted)
         guard room > 0 else { return }
         var index: UInt32 = 0
         let n = Int(xsk_ring_prod__reserve(fill, UInt32(room), &index))
@@ -154,11 +156,17 @@ public final class XDPSocket: @unchecked Sendable {
         return freeFrames[freeCount]
     }
 
-    /// Kicks the kernel to send what is on the TX ring, when it asks for a kick.
+    /// Kicks the kernel to send what is on the TX ring, when it asks for a kick. In copy
+    /// mode one sendto sends at most 32 descriptors (the kernel's TX_BATCH_SIZE) and
+    /// answers EAGAIN while more wait, so kick until it stops saying so.
     @inline(__always)
     func kickTransmit() {
-        if xsk_ring_prod__needs_wakeup(tx) != 0 {
-            _ = sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0)
+        guard xsk_ring_prod__needs_wakeup(tx) != 0 else { return }
+        var tries = 0
+        while tries < 16 {
+            if sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) >= 0 { return }
+            if errno != EAGAIN { return }  // EBUSY, ENOBUFS, ENETDOWN: try again next batch
+            tries &+= 1
         }
     }
 

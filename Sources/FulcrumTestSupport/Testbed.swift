@@ -15,6 +15,7 @@ public final class Testbed: @unchecked Sendable {
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     public init(root: String = Privileged.repositoryRoot()) throws {

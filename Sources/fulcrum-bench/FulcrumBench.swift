@@ -6,7 +6,7 @@ struct FulcrumBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum-bench",
         abstract: "Fulcrum's benchmark runner. Figures are printed beside a reference measured in the same run.",
-        subcommands: [Core.self])
+        subcommands: [Core.self, Forward.self])
 }
 
 struct Core: ParsableCommand {
@@ -49,6 +49,39 @@ struct Core: ParsableCommand {
         print("")
         print("allocations in steady-state loops: \(steadyAllocations)")
         if steadyAllocations != 0 { throw ExitCode(1) }
+    }
+}
+
+struct Forward: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "One worker forwarding 60-byte UDP frames on veth (MAT and NAT), beside the in-kernel XDP_TX reference.",
+        discussion: "Needs root: it creates two network namespaces (198.18.0.0/24 only) and removes them on exit.")
+
+    @Option(help: "Seconds per measurement.") var seconds: Double = 3
+    @Option(help: "Distinct flows (UDP source ports) in the generated traffic.") var flows = 1024
+    @Option(help: "CPU for the generator.") var generatorCPU = 0
+    @Option(help: "CPU for the worker.") var workerCPU = 1
+    @Option(help: "The repository root (for scripts and BPF objects).") var root = "."
+
+    func validate() throws {
+        guard seconds > 0 && seconds <= 60, flows >= 1 && flows <= 65535 else {
+            throw ValidationError("seconds must be in (0, 60] and flows in 1…65535")
+        }
+    }
+
+    func run() throws {
+        let rows = try ForwardingBenchmark(seconds: seconds, flows: flows, generatorCPU: generatorCPU,
+                                           workerCPU: workerCPU, root: root).run()
+        print("Forwarding on veth, 60-byte UDP frames over \(flows) flows, \(seconds) s per row")
+        print("generator: BPF_PROG_TEST_RUN live frames on CPU \(generatorCPU); worker on CPU \(workerCPU)")
+        let reference = rows[0].forwardedMpps
+        var table = [["path", "offered Mpps", "forwarded Mpps", "vs reference", "socket drops", "mallocs/packet", "RSS MiB"]]
+        for r in rows {
+            table.append([r.name, fmt(r.offeredMpps), fmt(r.forwardedMpps), fmt(r.forwardedMpps / reference) + "x",
+                          "\(r.socketDrops)", r.mallocsPerPacket.map { fmt($0) } ?? "-", r.rssMiB.map { fmt($0) } ?? "-"])
+        }
+        printTable(table)
+        if rows.dropFirst().contains(where: { ($0.mallocsPerPacket ?? 0) > 0 }) { throw ExitCode(1) }
     }
 }
 

@@ -1,0 +1,192 @@
+import CFulcrumBPF
+import FulcrumBPF
+import FulcrumCore
+import FulcrumDataplane
+import FulcrumTestSupport
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One worker forwarding 60-byte UDP frames on a veth pair, beside the in-kernel XDP_TX
+/// ceiling measured in the same run (Bench/testbed/forward-bench.sh draws the topology).
+public struct ForwardingBenchmark {
+    public var seconds: Double
+    public var flows: Int
+    public var generatorCPU: Int
+    public var workerCPU: Int
+    public var root: String
+
+    public init(seconds: Double = 3, flows: Int = 1024, generatorCPU: Int = 0, workerCPU: Int = 1, root: String) {
+        self.seconds = seconds
+        self.flows = flows
+        self.generatorCPU = generatorCPU
+        self.workerCPU = workerCPU
+        self.root = root
+    }
+
+    public struct Row {
+        public var name: String
+        public var offeredMpps: Double
+        public var forwardedMpps: Double
+        public var socketDrops: UInt64
+        public var mallocsPerPacket: Double?
+        public var rssMiB: Double?
+    }
+
+    struct Topology {
+        var prefix: String
+        var generatorMAC: MACAddress
+        var lbMAC: MACAddress
+    }
+
+    /// The generator: live frames out of g0, and the sink counting what comes back.
+    final class Generator: @unchecked Sendable {
+        let object: BPFObject
+        let generate: Int32
+        let counts: BPFMap
+        var sink: XDPLink?
+        let ifindex: Int32
+
+        init(root: String, flows: Int) throws {
+            object = try BPFObject(path: BPFObject.locate(named: "bench.bpf.o", sourceRoot: root))
+            generate = try object.programFD("bench_generate")
+            counts = try object.map("bench_counts")
+            try object.map("bench_config").update(UInt32(0), UInt32(flows))
+            ifindex = try InterfaceInfo.index(of: "g0")
+            sink = try XDPLink(programFD: try object.programFD("bench_sink"), interface: "g0", allowGenericFallback: false)
+        }
+
+        var generated: UInt64 { counts.sumPerCPU(UInt32(0)) }
+        var sunk: UInt64 { counts.sumPerCPU(UInt32(1)) }
+
+        /// Transmits `frame` for `seconds`; returns frames offered.
+        func run(frame: [UInt8], seconds: Double) throws -> UInt64 {
+            let start = generated
+            let deadline = Self.now() + seconds
+            while Self.now() < deadline {
+                try SystemCall.libbpf("live frames") {
+                    fulcrum_prog_run_live_frames(generate, frame, UInt32(frame.count), UInt32(ifindex), 200_000, 64)
+                }
+            }
+            return generated - start
+        }
+
+        static func now() -> Double {
+            var ts = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &ts)
+            return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        }
+    }
+
+    /// Namespaces of earlier runs whose process is gone (a crash skips `defer`).
+    static func removeLeftovers(script: String) {
+        guard let (_, list) = try? ChildProcess.run(["/usr/sbin/ip", "netns", "list"]) else { return }
+        var prefixes = Set<String>()
+        for line in list.split(separator: "\n") {
+            let name = line.split(separator: " ").first.map(String.init) ?? ""
+            guard name.hasPrefix("flcbench"), let dash = name.lastIndex(of: "-") else { continue }
+            let prefix = String(name[..<dash])
+            if let pid = Int32(prefix.dropFirst("flcbench".count)), kill(pid, 0) != 0 { prefixes.insert(prefix) }
+        }
+        for p in prefixes { _ = try? ChildProcess.run([script, "down", p]) }
+    }
+
+    static func rssMiB() -> Double? {
+        guard let f = fopen("/proc/self/status", "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, 256, f) != nil {
+            let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if s.hasPrefix("VmRSS:") {
+                let kb = s.split(separator: " ").compactMap { Double($0) }.first ?? 0
+                return kb / 1024
+            }
+        }
+        return nil
+    }
+
+    public func run() throws -> [Row] {
+        try AllocationCounter.selfTest()
+        let prefix = "flcbench\(getpid())"
+        let script = root + "/Bench/testbed/forward-bench.sh"
+        Self.removeLeftovers(script: script)
+        let (status, output) = try ChildProcess.run([script, "up", prefix])
+        defer { _ = try? ChildProcess.run([script, "down", prefix]) }
+        guard status == 0 else { throw Testbed.Failure(description: "forward-bench.sh up failed: \(output)") }
+        var macs: [String: MACAddress] = [:]
+        for line in output.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let mac = MACAddress(parts[1]) { macs[String(parts[0])] = mac }
+        }
+        guard let gMAC = macs["g0"], let lbMAC = macs["eth0"] else {
+            throw Testbed.Failure(description: "no MACs from forward-bench.sh: \(output)")
+        }
+        let flows = self.flows
+        let root = self.root
+        let generator = try Namespace.run("\(prefix)-gen") { try Generator(root: root, flows: flows) }
+        func frame(to vip: IPAddress) -> [UInt8] {
+            PacketBuilder.udpFrame(source: IPAddress("198.18.0.2")!, destination: vip, sourcePort: 1024, destinationPort: 9,
+                                   payload: [UInt8](repeating: 0x5A, count: 18), zeroChecksum: true,
+                                   ethernetDestination: lbMAC, ethernetSource: gMAC)
+        }
+        func offer(_ f: [UInt8]) throws -> (offered: UInt64, returned: UInt64) {
+            let before = generator.sunk
+            let offered = try Namespace.run("\(prefix)-gen", cpu: generatorCPU) { try generator.run(frame: f, seconds: self.seconds) }
+            // Let the last frames in flight arrive.
+            usleep(100_000)
+            return (offered, generator.sunk - before)
+        }
+        var rows: [Row] = []
+
+        // Reference: the kernel bouncing frames with XDP_TX, no AF_XDP, no Swift.
+        let vip = IPAddress("198.18.1.10")!
+        let reflect = try Namespace.run("\(prefix)-lb") { () -> XDPLink in
+            let object = try BPFObject(path: BPFObject.locate(named: "bench.bpf.o", sourceRoot: root))
+            let link = try XDPLink(programFD: try object.programFD("bench_reflect"), interface: "eth0", allowGenericFallback: false)
+            withExtendedLifetime(object) {}
+            return link
+        }
+        let ref = try offer(frame(to: vip))
+        reflect.detach()
+        rows.append(Row(name: "in-kernel XDP_TX reflect (reference)", offeredMpps: Double(ref.offered) / seconds / 1e6,
+                        forwardedMpps: Double(ref.returned) / seconds / 1e6, socketDrops: 0))
+
+        for method in [ForwardingMethod.mat, .nat] {
+            let target = method == .mat ? vip : IPAddress("198.18.1.20")!
+            let group = GroupSpec(name: "bench-\(method.rawValue)", vip: target, proto: IPProtocol.udp, ports: [9],
+                                  method: method, scheduler: .maglev,
+                                  nodes: [NodeSpec(address: IPAddress("198.18.0.2")!, port: method == .nat ? 9 : 0,
+                                                   weight: 1, mac: gMAC)])
+            var logger = Logger(label: "bench")
+            logger.logLevel = .warning
+            let options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU])
+            let dataplane = try Namespace.run("\(prefix)-lb") { () -> Dataplane in
+                let d = try Dataplane(options: options, groups: [group], routes: [], logger: logger)
+                try d.start()
+                return d
+            }
+            defer { dataplane.stop() }
+            _ = try offer(frame(to: target))  // warm-up: flows inserted, pages touched
+            let before = dataplane.snapshot()
+            var result = (offered: UInt64(0), returned: UInt64(0))
+            var thrown: Error?
+            let mallocs = AllocationCounter.count {
+                do { result = try offer(frame(to: target)) } catch { thrown = error }
+            }
+            if let thrown { throw thrown }
+            let after = dataplane.snapshot()
+            let transmitted = (after.global[.transmitted] ?? 0) - (before.global[.transmitted] ?? 0)
+            let drops = (after.sockets["rx_dropped"] ?? 0) + (after.sockets["rx_ring_full"] ?? 0)
+                - (before.sockets["rx_dropped"] ?? 0) - (before.sockets["rx_ring_full"] ?? 0)
+                + (after.drops[.transmitRingFull] ?? 0) - (before.drops[.transmitRingFull] ?? 0)
+            rows.append(Row(name: "fulcrum \(method.rawValue.uppercased()), 1 worker",
+                            offeredMpps: Double(result.offered) / seconds / 1e6,
+                            forwardedMpps: Double(result.returned) / seconds / 1e6, socketDrops: drops,
+                            mallocsPerPacket: transmitted > 0 ? Double(mallocs) / Double(transmitted) : nil,
+                            rssMiB: Self.rssMiB()))
+        }
+        withExtendedLifetime(generator) {}
+        return rows
+    }
+}
