@@ -60,16 +60,23 @@ public struct ForwardingBenchmark {
         var generated: UInt64 { counts.sumPerCPU(UInt32(0)) }
         var sunk: UInt64 { counts.sumPerCPU(UInt32(1)) }
 
-        /// Transmits `frame` for `seconds`; returns frames offered.
-        func run(frame: [UInt8], seconds: Double) throws -> UInt64 {
+        /// Transmits `frame` for `seconds`; returns frames offered and the mallocs made by
+        /// the whole process meanwhile (the window holds only this loop and the worker).
+        func run(frame: [UInt8], seconds: Double) throws -> (offered: UInt64, mallocs: Int) {
             let start = generated
-            let deadline = Self.now() + seconds
-            while Self.now() < deadline {
-                try SystemCall.libbpf("live frames") {
-                    fulcrum_prog_run_live_frames(generate, frame, UInt32(frame.count), UInt32(ifindex), 200_000, 64)
+            var failure: Int32 = 0
+            let mallocs = frame.withUnsafeBytes { bytes in
+                AllocationCounter.count {
+                    let deadline = Self.now() + seconds
+                    while Self.now() < deadline {
+                        let r = fulcrum_prog_run_live_frames(generate, bytes.baseAddress, UInt32(bytes.count),
+                                                             UInt32(ifindex), 200_000, 64)
+                        if r < 0 { failure = r; break }
+                    }
                 }
             }
-            return generated - start
+            if failure < 0 { throw SystemError("live frames", errno: -failure) }
+            return (generated - start, mallocs)
         }
 
         static func now() -> Double {
@@ -130,12 +137,12 @@ public struct ForwardingBenchmark {
                                    payload: [UInt8](repeating: 0x5A, count: 18), zeroChecksum: true,
                                    ethernetDestination: lbMAC, ethernetSource: gMAC)
         }
-        func offer(_ f: [UInt8]) throws -> (offered: UInt64, returned: UInt64) {
+        func offer(_ f: [UInt8]) throws -> (offered: UInt64, returned: UInt64, mallocs: Int) {
             let before = generator.sunk
-            let offered = try Namespace.run("\(prefix)-gen", cpu: generatorCPU) { try generator.run(frame: f, seconds: self.seconds) }
+            let run = try Namespace.run("\(prefix)-gen", cpu: generatorCPU) { try generator.run(frame: f, seconds: self.seconds) }
             // Let the last frames in flight arrive.
             usleep(100_000)
-            return (offered, generator.sunk - before)
+            return (run.offered, generator.sunk - before, run.mallocs)
         }
         var rows: [Row] = []
 
@@ -169,12 +176,8 @@ public struct ForwardingBenchmark {
             defer { dataplane.stop() }
             _ = try offer(frame(to: target))  // warm-up: flows inserted, pages touched
             let before = dataplane.snapshot()
-            var result = (offered: UInt64(0), returned: UInt64(0))
-            var thrown: Error?
-            let mallocs = AllocationCounter.count {
-                do { result = try offer(frame(to: target)) } catch { thrown = error }
-            }
-            if let thrown { throw thrown }
+            let result = try offer(frame(to: target))
+            let mallocs = result.mallocs
             let after = dataplane.snapshot()
             let transmitted = (after.global[.transmitted] ?? 0) - (before.global[.transmitted] ?? 0)
             let drops = (after.sockets["rx_dropped"] ?? 0) + (after.sockets["rx_ring_full"] ?? 0)

@@ -47,6 +47,9 @@ public final class Balancer {
         @usableFromInline var mac: MACAddress
         @usableFromInline var hasMAC: Bool
         @usableFromInline var up: Bool
+        /// May carry flows: up, MAC known, and (for nodes) eligible in the scheduler.
+        /// Kept here so a flow-table hit touches no scheduler.
+        @usableFromInline var usable: Bool
         @usableFromInline var group: Int
         @usableFromInline var local: Int
     }
@@ -108,18 +111,18 @@ public final class Balancer {
             let base = slotStates.count
             for (i, node) in group.nodes.enumerated() {
                 slotStates.append(SlotState(address: node.address, port: node.port, mac: node.mac ?? .zero,
-                                            hasMAC: node.mac != nil, up: true, group: g, local: i))
+                                            hasMAC: node.mac != nil, up: true, usable: node.mac != nil, group: g, local: i))
             }
             var sorrySlot = -1
             if let sorry = group.sorry {
                 sorrySlot = slotStates.count
                 slotStates.append(SlotState(address: sorry.address, port: sorry.port, mac: sorry.mac ?? .zero,
-                                            hasMAC: sorry.mac != nil, up: true, group: g, local: -1))
+                                            hasMAC: sorry.mac != nil, up: true, usable: sorry.mac != nil, group: g, local: -1))
             } else {
                 // Keep one slot per group reserved so numbering is stable when a sorry
                 // server is added by a reload.
                 slotStates.append(SlotState(address: .zero, port: 0, mac: .zero, hasMAC: false, up: false,
-                                            group: g, local: -1))
+                                            usable: false, group: g, local: -1))
             }
             groupStates.append(GroupState(vip: group.vip, method: group.method, nodeBase: base,
                                           nodeCount: group.nodes.count, sorrySlot: sorrySlot,
@@ -188,6 +191,7 @@ public final class Balancer {
         let slot = groupStates[group].nodeBase + node
         slots[slot].up = up
         schedulers[group].setEligible(node, up && slots[slot].hasMAC)
+        slots[slot].usable = schedulers[group].isEligible(node)
     }
 
     /// MAT: the node's MAC; NAT: the next hop's. nil = unknown: the node is not chosen.
@@ -196,6 +200,7 @@ public final class Balancer {
         slots[slot].mac = mac ?? .zero
         slots[slot].hasMAC = mac != nil
         schedulers[group].setEligible(node, slots[slot].up && mac != nil)
+        slots[slot].usable = schedulers[group].isEligible(node)
     }
 
     public func setSorryMAC(group: Int, _ mac: MACAddress?) {
@@ -203,6 +208,7 @@ public final class Balancer {
         guard slot >= 0 else { return }
         slots[slot].mac = mac ?? .zero
         slots[slot].hasMAC = mac != nil
+        slots[slot].usable = mac != nil && slots[slot].up
     }
 
     /// Weights (static or dynamic). Established flows stay where they are.
@@ -256,14 +262,14 @@ public final class Balancer {
         return notOurs()
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     func notOurs() -> Verdict {
         counters.count(.notForService)
         counters.count(.passedToKernel)
         return .pass
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     func forward(_ frame: UnsafeMutableRawPointer, length: Int, _ p: ParsedPacket, key: FlowKey,
                  group g: Int, now: UInt64) -> Verdict {
         let hash = key.stableHash()
@@ -324,11 +330,7 @@ public final class Balancer {
     /// draining keeps existing flows).
     @inlinable @inline(__always)
     func slotUsable(_ slot: Int, group g: Int) -> Bool {
-        guard slot < slotCount else { return false }
-        let s = slots[slot]
-        guard s.group == g && s.up && s.hasMAC else { return false }
-        if s.local < 0 { return true }  // the sorry server keeps its flows
-        return schedulers[g].isEligible(s.local)
+        slot < slotCount && slots[slot].usable && slots[slot].group == g
     }
 
     /// A node for a new (or moved) flow: the scheduler's pick, else the sorry server.
@@ -341,7 +343,7 @@ public final class Balancer {
         return -1
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     func reverse(_ frame: UnsafeMutableRawPointer, length: Int, _ p: ParsedPacket,
                  target: ReverseTarget) -> Verdict {
         let client = p.destination

@@ -20,7 +20,7 @@ public struct FlowKey: Hashable, Sendable {
     /// A well-mixed 64-bit hash that is the same in every process and on every LB, so
     /// that two LBs make the same stateless decision for a flow (unlike `Hasher`, which is
     /// seeded per process).
-    @inlinable
+    @inlinable @inline(__always)
     public func stableHash(seed: UInt64 = 0) -> UInt64 {
         // Independent multiplies (they run in parallel) folded by one strong finaliser:
         // cheap enough for every packet, deterministic across processes and LBs.

@@ -11,7 +11,7 @@ public enum FlowState: UInt8, Sendable {
     case datagram
 
     /// The state after a packet with these TCP flags (or a non-TCP packet) is seen.
-    @inlinable
+    @inlinable @inline(__always)
     public static func next(from current: FlowState?, proto: UInt8, tcpFlags: UInt8) -> FlowState {
         if proto == IPProtocol.udp { return .udp }
         if proto != IPProtocol.tcp { return .datagram }
@@ -170,7 +170,7 @@ public final class FlowTable: @unchecked Sendable {
     }
 
     /// The slot holding a live entry for `key`, or -1.
-    @inlinable
+    @inlinable @inline(__always)
     public func find(_ key: FlowKey, hash: UInt64, now: UInt64) -> Int {
         let base = bucketBase(hash)
         var slot = base

@@ -164,7 +164,7 @@ public enum PacketParser {
         return .arp
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     static func parseIPv4(_ f: UnsafeRawPointer, length: Int, at l3: Int,
                           into p: inout ParsedPacket) -> ParseResult {
         guard length - l3 >= 20 else { return .drop(.truncatedIPv4) }
@@ -243,7 +243,7 @@ public enum PacketParser {
         }
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     static func parseTransport(_ f: UnsafeRawPointer, into p: inout ParsedPacket) -> ParseResult {
         let l4 = p.l4Offset
         let available = p.ipEnd - l4

@@ -59,7 +59,7 @@ public final class ServiceTable: @unchecked Sendable {
     }
 
     /// The value for `key`, or -1.
-    @inlinable
+    @inlinable @inline(__always)
     public func lookup(_ key: ServiceKey) -> Int {
         var i = Int(truncatingIfNeeded: key.hash) & mask
         while true {
