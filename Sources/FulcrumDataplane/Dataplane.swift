@@ -20,6 +20,8 @@ public struct DataplaneOptions: Sendable {
     public var allowGenericXDP: Bool
     public var bpfObject: String?
     public var hugePages: Bool
+    /// Benchmark reference only: workers swap MACs and send frames back, deciding nothing.
+    public var reflectOnly = false
 
     public init(interfaces: [String], queues: Int = 1, cores: [Int]? = nil, flowTableSize: Int = 1 << 20,
                 maxNodeSlots: Int = 4096, timeouts: FlowTimeouts = FlowTimeouts(), framesPerSocket: Int = 4096,
@@ -197,7 +199,7 @@ public final class Dataplane: @unchecked Sendable {
             let flows = FlowTable(capacity: spec.flowTableCapacity, nodeSlots: spec.maxNodeSlots,
                                   timeouts: spec.timeouts, memory: memory)
             let worker = try Worker(queue: queue, cpu: cpus[queue % cpus.count], sockets: sockets,
-                                    balancer: try Balancer(spec, flows: flows))
+                                    balancer: try Balancer(spec, flows: flows), reflectOnly: options.reflectOnly)
             try worker.start()
             workers.append(worker)
             logger.info("worker started", metadata: ["queue": "\(queue)", "cpu": "\(worker.cpu)",

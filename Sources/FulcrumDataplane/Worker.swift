@@ -33,8 +33,11 @@ public final class Worker: @unchecked Sendable {
     private var thread: pthread_t?
     /// Frames the TX ring had no room for, and loop statistics.
     public let stalls = Atomic<UInt64>(0)
+    /// Benchmark reference only: swap MACs and send back, no decision (xdpsock's l2fwd).
+    let reflectOnly: Bool
 
-    init(queue: Int, cpu: Int, sockets: [XDPSocket], balancer: Balancer) throws {
+    init(queue: Int, cpu: Int, sockets: [XDPSocket], balancer: Balancer, reflectOnly: Bool = false) throws {
+        self.reflectOnly = reflectOnly
         self.queue = queue
         self.cpu = cpu
         self.sockets = sockets
@@ -193,7 +196,15 @@ public final class Worker: @unchecked Sendable {
             let desc = xsk_ring_cons__rx_desc(s.rx, rxIndex &+ UInt32(k)).pointee
             let frame = s.frame(desc.addr)
             let length = Int(desc.len)
-            switch b.process(frame, length: length, now: now) {
+            let verdict: Verdict
+            if reflectOnly {
+                let destination = RawBytes.loadMAC(frame, 0)
+                Rewrite.mat(frame, destinationMAC: RawBytes.loadMAC(frame, 6), sourceMAC: destination)
+                verdict = .transmit(interface: index)
+            } else {
+                verdict = b.process(frame, length: length, now: now)
+            }
+            switch verdict {
             case .transmit(let egress):
                 if egress == index {
                     if transmit(on: s, address: desc.addr, length: desc.len) {
