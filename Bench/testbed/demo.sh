@@ -39,6 +39,7 @@ client 198.18.1.20 80 tcp      # NAT → n1..n3 port 8080, replies back through 
 client 198.18.1.20 53 udp      # NAT → n1..n3 port 5353
 client 2001:2:1::10 80 tcp     # MAT over IPv6
 client 2001:2:1::20 80 tcp     # NAT over IPv6
+client 2001:2:1::20 53 udp
 sleep 0.5
 step "What the LB counted"
 "$FULCRUM" status --status-file "$DIR/status.json"

@@ -217,6 +217,37 @@ groups:
         weight: 2
       - address: "2001:2::13"
         weight: 1
+  - name: dns6-mat
+    vip: "$MAT_VIP6"
+    protocol: udp
+    ports: [53]
+    method: mat
+    scheduler: wrr
+    interface: eth-c
+    nodes:
+      - address: "2001:2::11"
+        weight: 3
+      - address: "2001:2::12"
+        weight: 2
+      - address: "2001:2::13"
+        weight: 1
+  - name: dns6-nat
+    vip: "$NAT_VIP6"
+    protocol: udp
+    ports: [53]
+    method: nat
+    scheduler: wrr
+    interface: eth-n
+    nodes:
+      - address: "2001:2:2::11"
+        port: 5353
+        weight: 3
+      - address: "2001:2:2::12"
+        port: 5353
+        weight: 2
+      - address: "2001:2:2::13"
+        port: 5353
+        weight: 1
   - name: web6-nat
     vip: "$NAT_VIP6"
     protocol: tcp

@@ -23,6 +23,7 @@ public final class Testbed: @unchecked Sendable {
         prefix = "flc\(getpid())x\(Testbed.counter)"
         directory = NSTemporaryDirectory() + prefix
         self.root = root
+        Testbed.removeLeftovers(root: root)
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let (status, output) = try Testbed.run(root + "/Bench/testbed/testbed.sh", ["up", prefix, directory])
@@ -30,6 +31,19 @@ public final class Testbed: @unchecked Sendable {
             tearDown()
             throw Failure(description: "testbed up failed:\n\(output)")
         }
+    }
+
+    /// Testbeds of test processes that died without tearing down (killed by a timeout).
+    static func removeLeftovers(root: String) {
+        guard let (_, list) = try? ChildProcess.run(["/usr/sbin/ip", "netns", "list"]) else { return }
+        var stale = Set<String>()
+        for line in list.split(separator: "\n") {
+            let name = String(line.split(separator: " ").first ?? "")
+            guard name.hasPrefix("flc"), let x = name.firstIndex(of: "x"), let dash = name.firstIndex(of: "-"),
+                  let pid = Int32(name[name.index(after: name.startIndex)..<x].dropFirst(2)) else { continue }
+            if pid != getpid() && kill(pid, 0) != 0 { stale.insert(String(name[..<dash])) }
+        }
+        for prefix in stale { _ = try? ChildProcess.run([root + "/Bench/testbed/testbed.sh", "down", prefix]) }
     }
 
     @discardableResult

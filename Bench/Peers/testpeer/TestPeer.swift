@@ -89,7 +89,7 @@ struct Serve: ParsableCommand {
                   Socket.withAddress(&addr, { bind(fd, $0, len) }) == 0 else {
                 throw ValidationError("cannot bind port \(port): errno \(errno)")
             }
-            if tcp { listen(fd, 1024) }
+            if tcp { listen(fd, 1024) } else { Datagram.enablePacketInfo(fd) }
             fds.append((fd, tcp))
         }
         for p in tcp.split(separator: ",").compactMap({ UInt16($0) }) { try listenOn(p, tcp: true) }
@@ -107,16 +107,7 @@ struct Serve: ParsableCommand {
                         let c = accept(fd, nil, nil)
                         if c >= 0 { Socket.setTimeout(c, seconds: 5); open.append(c) }
                     } else {
-                        var buffer = [UInt8](repeating: 0, count: 65536)
-                        var from = sockaddr_storage()
-                        var fromLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
-                        let n = withUnsafeMutablePointer(to: &from) {
-                            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &fromLength) }
-                        }
-                        if n > 0 {
-                            let reply = prefix + buffer[0..<n]
-                            _ = Socket.withAddress(&from) { sendto(fd, reply, reply.count, 0, $0, fromLength) }
-                        }
+                        Datagram.answer(fd, prefix: prefix)
                     }
                 } else {
                     let c = p.fd
@@ -188,7 +179,15 @@ struct Client: ParsableCommand {
 
     func run() throws {
         var total = Result()
+        var consecutiveFailures = 0
         for i in 0..<count {
+            // A path that is down fails every request with a timeout: stop early so a
+            // broken run takes seconds, not count × timeout.
+            if consecutiveFailures >= 10 {
+                total.failed += count - i
+                total.errors.append("gave up after 10 consecutive failures")
+                break
+            }
             let tcp = proto == "tcp"
             let p = payload(i, proto)
             var outcome: Result?
@@ -197,9 +196,11 @@ struct Client: ParsableCommand {
                 close(fd)
             }
             if let outcome {
+                consecutiveFailures = 0
                 total.ok += 1
                 for (k, v) in outcome.perNode { total.perNode[k, default: 0] += v }
             } else {
+                consecutiveFailures += 1
                 total.failed += 1
                 total.errors.append("request \(i): \(String(cString: strerror(errno)))")
             }
@@ -246,5 +247,94 @@ struct Hold: ParsableCommand {
             close(fd)
         }
         printJSON(second)
+    }
+}
+
+
+/// A UDP server behind direct server return must answer from the address it was asked
+/// on (the VIP), not from whatever source the route would pick: it reads the request's
+/// destination (IP_PKTINFO / IPV6_PKTINFO) and sends the reply from it. The control-message
+/// layout is written out because CMSG_* are C macros.
+enum Datagram {
+    static let ipPacketInfo: Int32 = 8         // IP_PKTINFO
+    static let ipv6ReceivePacketInfo: Int32 = 49  // IPV6_RECVPKTINFO
+    static let ipv6PacketInfo: Int32 = 50      // IPV6_PKTINFO
+    static let headerLength = MemoryLayout<cmsghdr>.size  // 16 on 64-bit Linux
+
+    static func enablePacketInfo(_ fd: Int32) {
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_IPV6), ipv6ReceivePacketInfo, &one, 4)
+        setsockopt(fd, Int32(IPPROTO_IP), ipPacketInfo, &one, 4)
+    }
+
+    static func answer(_ fd: Int32, prefix: [UInt8]) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var control = [UInt8](repeating: 0, count: 256)
+        var from = sockaddr_storage()
+        var controlLength = 0
+        let n: Int = buffer.withUnsafeMutableBytes { data in
+            control.withUnsafeMutableBytes { ctl in
+                withUnsafeMutablePointer(to: &from) { fromPointer in
+                    var iov = iovec(iov_base: data.baseAddress, iov_len: data.count)
+                    return withUnsafeMutablePointer(to: &iov) { iovPointer in
+                        var msg = msghdr(msg_name: UnsafeMutableRawPointer(fromPointer),
+                                         msg_namelen: socklen_t(MemoryLayout<sockaddr_storage>.size),
+                                         msg_iov: iovPointer, msg_iovlen: 1, msg_control: ctl.baseAddress,
+                                         msg_controllen: ctl.count, msg_flags: 0)
+                        let r = recvmsg(fd, &msg, 0)
+                        if r >= 0 { controlLength = msg.msg_controllen }
+                        return r
+                    }
+                }
+            }
+        }
+        guard n > 0 else { return }
+        control.removeSubrange(min(controlLength, control.count)...)
+        // Find the packet-info message and turn it into the reply's source.
+        var reply = prefix + buffer[0..<n]
+        var out: [UInt8] = []
+        var offset = 0
+        while offset + headerLength <= control.count {
+            let length = control.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: Int.self) }
+            let level = control.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 8, as: Int32.self) }
+            let type = control.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 12, as: Int32.self) }
+            guard length >= headerLength, offset + length <= control.count else { break }
+            let data = Array(control[(offset + headerLength)..<(offset + length)])
+            if level == Int32(IPPROTO_IPV6) && type == ipv6PacketInfo && data.count >= 20 {
+                // struct in6_pktinfo { in6_addr addr; unsigned ifindex; }: send from addr.
+                out = message(level: level, type: type, data: Array(data[0..<16]) + [0, 0, 0, 0])
+            } else if level == Int32(IPPROTO_IP) && type == ipPacketInfo && data.count >= 12 {
+                // struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }:
+                // spec_dst := the address the request was sent to.
+                out = message(level: level, type: type, data: [0, 0, 0, 0] + Array(data[8..<12]) + [0, 0, 0, 0])
+            }
+            offset += (length + 7) & ~7
+        }
+        let fromLength = socklen_t(from.ss_family == sa_family_t(AF_INET6) ? MemoryLayout<sockaddr_in6>.size
+                                                                           : MemoryLayout<sockaddr_in>.size)
+        reply.withUnsafeMutableBytes { data in
+            out.withUnsafeMutableBytes { ctl in
+                withUnsafeMutablePointer(to: &from) { fromPointer in
+                    var iov = iovec(iov_base: data.baseAddress, iov_len: data.count)
+                    withUnsafeMutablePointer(to: &iov) { iovPointer in
+                        var msg = msghdr(msg_name: UnsafeMutableRawPointer(fromPointer), msg_namelen: fromLength,
+                                         msg_iov: iovPointer, msg_iovlen: 1,
+                                         msg_control: ctl.count > 0 ? ctl.baseAddress : nil,
+                                         msg_controllen: ctl.count, msg_flags: 0)
+                        _ = sendmsg(fd, &msg, 0)
+                    }
+                }
+            }
+        }
+    }
+
+    static func message(level: Int32, type: Int32, data: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        withUnsafeBytes(of: headerLength + data.count) { out += $0 }
+        withUnsafeBytes(of: level) { out += $0 }
+        withUnsafeBytes(of: type) { out += $0 }
+        out += data
+        while out.count % 8 != 0 { out.append(0) }
+        return out
     }
 }
