@@ -123,7 +123,19 @@ NFT
     ip netns exec "$P-$n" "$PEER" serve --name $n --tcp 8080 --udp 5353 </dev/null >"$DIR/$n.log" 2>&1 &
 done
 
-cat >"$DIR/lb.yaml" <<YAML
+# group NAME VIP PROTOCOL PORTS METHOD INTERFACE NODE-PREFIX [NODE-PORT]: nodes PREFIX1..3, weights 3:2:1
+group() {
+    printf '  - name: %s\n    vip: "%s"\n    protocol: %s\n    ports: [%s]\n    method: %s\n    scheduler: wrr\n    interface: %s\n    nodes:\n' \
+        "$1" "$2" "$3" "$4" "$5" "$6"
+    for i in 1 2 3; do
+        printf '      - address: "%s%s"\n' "$7" "$i"
+        [ -n "${8:-}" ] && printf '        port: %s\n' "$8"
+        printf '        weight: %s\n' $((4 - i))
+    done
+}
+
+{
+    cat <<YAML
 node:
   name: lb1
 dataplane:
@@ -141,129 +153,14 @@ routes:
     interface: eth-c
     via: "2001:2::2"
 groups:
-  - name: web-mat
-    vip: $MAT_VIP
-    protocol: tcp
-    ports: [80, 443]
-    method: mat
-    scheduler: wrr
-    interface: eth-c
-    nodes:
-      - address: 198.18.0.11
-        weight: 3
-      - address: 198.18.0.12
-        weight: 2
-      - address: 198.18.0.13
-        weight: 1
-  - name: dns-mat
-    vip: $MAT_VIP
-    protocol: udp
-    ports: [53]
-    method: mat
-    scheduler: wrr
-    interface: eth-c
-    nodes:
-      - address: 198.18.0.11
-        weight: 3
-      - address: 198.18.0.12
-        weight: 2
-      - address: 198.18.0.13
-        weight: 1
-  - name: web-nat
-    vip: $NAT_VIP
-    protocol: tcp
-    ports: [80]
-    method: nat
-    scheduler: wrr
-    interface: eth-n
-    nodes:
-      - address: 198.18.2.11
-        port: 8080
-        weight: 3
-      - address: 198.18.2.12
-        port: 8080
-        weight: 2
-      - address: 198.18.2.13
-        port: 8080
-        weight: 1
-  - name: dns-nat
-    vip: $NAT_VIP
-    protocol: udp
-    ports: [53]
-    method: nat
-    scheduler: wrr
-    interface: eth-n
-    nodes:
-      - address: 198.18.2.11
-        port: 5353
-        weight: 3
-      - address: 198.18.2.12
-        port: 5353
-        weight: 2
-      - address: 198.18.2.13
-        port: 5353
-        weight: 1
-  - name: web6-mat
-    vip: "$MAT_VIP6"
-    protocol: tcp
-    ports: [80]
-    method: mat
-    scheduler: wrr
-    interface: eth-c
-    nodes:
-      - address: "2001:2::11"
-        weight: 3
-      - address: "2001:2::12"
-        weight: 2
-      - address: "2001:2::13"
-        weight: 1
-  - name: dns6-mat
-    vip: "$MAT_VIP6"
-    protocol: udp
-    ports: [53]
-    method: mat
-    scheduler: wrr
-    interface: eth-c
-    nodes:
-      - address: "2001:2::11"
-        weight: 3
-      - address: "2001:2::12"
-        weight: 2
-      - address: "2001:2::13"
-        weight: 1
-  - name: dns6-nat
-    vip: "$NAT_VIP6"
-    protocol: udp
-    ports: [53]
-    method: nat
-    scheduler: wrr
-    interface: eth-n
-    nodes:
-      - address: "2001:2:2::11"
-        port: 5353
-        weight: 3
-      - address: "2001:2:2::12"
-        port: 5353
-        weight: 2
-      - address: "2001:2:2::13"
-        port: 5353
-        weight: 1
-  - name: web6-nat
-    vip: "$NAT_VIP6"
-    protocol: tcp
-    ports: [80]
-    method: nat
-    scheduler: wrr
-    interface: eth-n
-    nodes:
-      - address: "2001:2:2::11"
-        port: 8080
-        weight: 3
-      - address: "2001:2:2::12"
-        port: 8080
-        weight: 2
-      - address: "2001:2:2::13"
-        port: 8080
-        weight: 1
 YAML
+    group web-mat  $MAT_VIP  tcp "80, 443" mat eth-c 198.18.0.1
+    group dns-mat  $MAT_VIP  udp 53        mat eth-c 198.18.0.1
+    group web-nat  $NAT_VIP  tcp 80        nat eth-n 198.18.2.1 8080
+    group dns-nat  $NAT_VIP  udp 53        nat eth-n 198.18.2.1 5353
+    group web6-mat $MAT_VIP6 tcp 80        mat eth-c 2001:2::1
+    group dns6-mat $MAT_VIP6 udp 53        mat eth-c 2001:2::1
+    group web6-nat $NAT_VIP6 tcp 80        nat eth-n 2001:2:2::1 8080
+    group dns6-nat $NAT_VIP6 udp 53        nat eth-n 2001:2:2::1 5353
+} >"$DIR/lb.yaml"
 echo "testbed $P up; config $DIR/lb.yaml"

@@ -76,8 +76,8 @@ struct ForwardingTests {
         #expect(onN1 > 0)
         // Weight 0 for n1 in web-nat (the first node with port 8080 and weight 3).
         let config = try bed.readConfig()
-        let drained = config.replacingOccurrences(of: "      - address: 198.18.2.11\n        port: 8080\n        weight: 3",
-                                                  with: "      - address: 198.18.2.11\n        port: 8080\n        weight: 0")
+        let drained = config.replacingOccurrences(of: "      - address: \"198.18.2.11\"\n        port: 8080\n        weight: 3",
+                                                  with: "      - address: \"198.18.2.11\"\n        port: 8080\n        weight: 0")
         #expect(drained != config)
         try bed.writeConfig(drained)
         bed.signalDaemon(SIGHUP)
