@@ -1,6 +1,6 @@
 import CFulcrumBPF
 import FulcrumBPF
-import Synchronization
+import FulcrumDataplane
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -50,13 +50,7 @@ extension Namespace.Box: Runnable {
             value = .failure(SystemError("setns \(path)", errno: -entered))
             return
         }
-        if let cpu { try? FulcrumDataplaneCPU.pin(cpu) }
+        if let cpu { try? CPUAffinity.pinCurrentThread(to: cpu) }
         value = Result { try body() }
     }
-}
-
-import FulcrumDataplane
-
-enum FulcrumDataplaneCPU {
-    static func pin(_ cpu: Int) throws { try CPUAffinity.pinCurrentThread(to: cpu) }
 }
