@@ -133,6 +133,7 @@ public final class Balancer {
             for (i, node) in group.nodes.enumerated() where node.mac == nil {
                 scheduler.setEligible(i, false)
             }
+            scheduler.commit()
             schedulers.append(scheduler)
 
             if group.method == .nat {
@@ -217,6 +218,12 @@ public final class Balancer {
     }
 
     public func scheduler(group: Int) -> Scheduler { schedulers[group] }
+
+    /// Rebuilds what a burst of node changes made stale, once. The worker calls it after
+    /// applying a batch of commands; otherwise the next new flow of the group would.
+    public func commitChanges() {
+        for s in schedulers { s.commit() }
+    }
 
     /// The slot of a group's node (for counters and flow counts).
     public func slot(group: Int, node: Int) -> Int { groupStates[group].nodeBase + node }

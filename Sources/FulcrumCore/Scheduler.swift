@@ -25,8 +25,25 @@ public final class Scheduler {
     @usableFromInline let currentWeights: UnsafeMutablePointer<Int>
     @usableFromInline var cursor = 0
     let keys: [UInt64]
+    @usableFromInline var table: MaglevTable
+    /// Eligibility changed since the live table was computed. Changes come in bursts (all
+    /// node MACs resolving at start, a reload), so the table is rebuilt once by `commit()`
+    /// or at its next use, not once per change.
+    @usableFromInline var tableIsStale = false
+
     /// Also the stateless fallback for every kind when the flow table is full.
-    public private(set) var maglev: MaglevTable
+    @inlinable
+    public var maglev: MaglevTable {
+        if tableIsStale { commit() }
+        return table
+    }
+
+    /// Brings the Maglev live table up to date with eligibility changes.
+    public func commit() {
+        guard tableIsStale else { return }
+        tableIsStale = false
+        table.setEligible(Array(UnsafeBufferPointer(start: eligible, count: nodeCount)))
+    }
 
     /// - Parameters:
     ///   - nodeKeys: a stable identity per node (see `StableHash.hash(_:)` of its address).
@@ -45,7 +62,7 @@ public final class Scheduler {
         eligible.initialize(repeating: true, count: nodeCount)
         currentWeights = .allocate(capacity: n)
         currentWeights.initialize(repeating: 0, count: nodeCount)
-        maglev = MaglevTable(keys: nodeKeys, weights: weights, size: maglevSize)
+        table = MaglevTable(keys: nodeKeys, weights: weights, size: maglevSize)
     }
 
     deinit {
@@ -63,7 +80,7 @@ public final class Scheduler {
         guard eligible[node] != value else { return }
         eligible[node] = value
         currentWeights[node] = 0
-        maglev.setEligible(Array(UnsafeBufferPointer(start: eligible, count: nodeCount)))
+        tableIsStale = true
     }
 
     /// Changes weights at run time. Flows in the flow table keep their node; the
@@ -76,8 +93,8 @@ public final class Scheduler {
             weights[i] = newWeights[i]
             currentWeights[i] = 0
         }
-        maglev = MaglevTable(keys: keys, weights: newWeights, size: maglev.size)
-        maglev.setEligible(Array(UnsafeBufferPointer(start: eligible, count: nodeCount)))
+        table = MaglevTable(keys: keys, weights: newWeights, size: table.size)
+        tableIsStale = true
     }
 
     /// True if the node may receive new flows.

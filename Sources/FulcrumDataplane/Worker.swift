@@ -117,6 +117,7 @@ public final class Worker: @unchecked Sendable {
             case let .weights(g, w): if g < balancer.spec.groups.count { balancer.setWeights(group: g, w) }
             }
         }
+        balancer.commitChanges()
     }
 
     /// Swaps in a new configuration and keeps every flow whose node is still there.
