@@ -299,34 +299,38 @@ struct Reader {
                                    interface: interface, nodes: nodes, sorry: sorry, line: node.mark?.line)
     }
 
-    /// Checks across groups: unique names, one group per VIP:port, NAT replies that can
-    /// be told apart.
+    /// Checks across groups: unique names here; one group per VIP:port and NAT replies
+    /// that can be told apart are FulcrumCore's rules (`BalancerSpec.endpoints()`), the
+    /// same ones the data plane applies, reported at the offending group's line.
     mutating func crossCheck(_ groups: [FulcrumConfig.Group], _ node: Node?) {
-        var names: [String: Int] = [:]
-        var services: [String: String] = [:]
-        var replies: [String: String] = [:]
         let groupNodes = node.map { sequence($0, "groups") } ?? []
+        func at(_ i: Int) -> Node? { i < groupNodes.count ? groupNodes[i] : node }
+        var names: [String: Int] = [:]
         for (i, g) in groups.enumerated() {
-            let here = i < groupNodes.count ? groupNodes[i] : node
-            if names[g.name] != nil { fail(here, "groups[\(i)].name", "is used by another group", value: g.name) }
+            if names[g.name] != nil { fail(at(i), "groups[\(i)].name", "is used by another group", value: g.name) }
             names[g.name] = i
-            for port in g.ports {
-                let key = "\(g.vip) \(g.proto == IPProtocol.tcp ? "tcp" : "udp")/\(port)"
-                if let other = services[key] {
-                    fail(here, "groups[\(i)].ports", "\(key) is already served by group \(other)", value: "\(port)")
-                }
-                services[key] = g.name
-                if g.method == .nat {
-                    for n in g.nodes + (g.sorry.map { [$0] } ?? []) {
-                        let reply = "\(n.address):\(n.port == 0 ? port : n.port)/\(g.proto)"
-                        if let other = replies[reply], other != "\(g.name)|\(port)" {
-                            fail(here, "groups[\(i)].nodes", "NAT node \(reply) also serves \(other.split(separator: "|").first ?? ""); its replies could not be told apart",
-                                 value: "\(n.address)")
-                        }
-                        replies[reply] = "\(g.name)|\(port)"
-                    }
-                }
+        }
+        let specs = groups.map {
+            GroupSpec(name: $0.name, vip: $0.vip, proto: $0.proto, ports: $0.ports, method: $0.method,
+                      scheduler: $0.scheduler,
+                      nodes: $0.nodes.map { NodeSpec(address: $0.address, port: $0.port, weight: $0.weight) },
+                      sorry: $0.sorry.map { NodeSpec(address: $0.address, port: $0.port) })
+        }
+        do {
+            _ = try BalancerSpec(groups: specs, interfaceMACs: [.zero]).endpoints()
+        } catch let error as BalancerSpecError {
+            switch error {
+            case let .duplicateService(group, service, _):
+                let i = groups.lastIndex { $0.name == group } ?? 0
+                fail(at(i), "groups[\(i)].ports", "\(error)", value: "\(service.port)")
+            case let .ambiguousNATReply(group, reply, _):
+                let i = groups.lastIndex { $0.name == group } ?? 0
+                fail(at(i), "groups[\(i)].nodes", "\(error)", value: "\(reply.address)")
+            default:
+                fail(node, "groups", "\(error)")
             }
+        } catch {
+            fail(node, "groups", "\(error)")
         }
     }
 }

@@ -9,17 +9,17 @@ public enum Verdict: Equatable, Sendable {
 }
 
 public enum BalancerSpecError: Error, Equatable, CustomStringConvertible {
-    case duplicateService(group: String, key: String)
-    case ambiguousNATReply(group: String, node: String)
+    case duplicateService(group: String, service: ServiceKey, otherGroup: String)
+    case ambiguousNATReply(group: String, node: ServiceKey, otherGroup: String)
     case tooManyNodeSlots(needed: Int, limit: Int)
     case badInterface(group: String, interface: Int)
 
     public var description: String {
         switch self {
-        case let .duplicateService(group, key):
-            return "group \(group): service \(key) is already served by another group"
-        case let .ambiguousNATReply(group, node):
-            return "group \(group): NAT node \(node) is used by another NAT service on the same port; replies could not be told apart"
+        case let .duplicateService(group, service, other):
+            return "group \(group): \(service) is already served by group \(other)"
+        case let .ambiguousNATReply(group, node, other):
+            return "group \(group): NAT node \(node) also serves group \(other); its replies could not be told apart"
         case let .tooManyNodeSlots(needed, limit):
             return "configuration needs \(needed) node slots but the data plane was started with \(limit)"
         case let .badInterface(group, interface):
@@ -88,11 +88,7 @@ public final class Balancer {
                                       timeouts: spec.timeouts)
         counters = existingCounters ?? WorkerCounters(groups: spec.groups.count, nodeSlots: spec.maxNodeSlots)
 
-        var servicePairs: [(ServiceKey, Int)] = []
-        var seenServices = Set<ServiceKey>()
-        var reversePairs: [(ServiceKey, Int)] = []
-        var seenReverse = Set<ServiceKey>()
-        var targets: [ReverseTarget] = []
+        let endpoints = try spec.endpoints()
         var groupStates: [GroupState] = []
         var slotStates: [SlotState] = []
         var schedulers: ContiguousArray<Scheduler> = []
@@ -100,13 +96,6 @@ public final class Balancer {
         for (g, group) in spec.groups.enumerated() {
             guard group.interface >= 0 && group.interface < spec.interfaceMACs.count else {
                 throw BalancerSpecError.badInterface(group: group.name, interface: group.interface)
-            }
-            for port in group.ports {
-                let key = ServiceKey(address: group.vip, proto: group.proto, port: port)
-                guard seenServices.insert(key).inserted else {
-                    throw BalancerSpecError.duplicateService(group: group.name, key: "\(group.vip) \(group.proto)/\(port)")
-                }
-                servicePairs.append((key, g))
             }
             let base = slotStates.count
             for (i, node) in group.nodes.enumerated() {
@@ -135,33 +124,11 @@ public final class Balancer {
             }
             scheduler.commit()
             schedulers.append(scheduler)
-
-            if group.method == .nat {
-                var endpoints = group.nodes
-                if let sorry = group.sorry { endpoints.append(sorry) }
-                for node in endpoints {
-                    for port in group.ports {
-                        let nodePort = node.port == 0 ? port : node.port
-                        let key = ServiceKey(address: node.address, proto: group.proto, port: nodePort)
-                        if seenReverse.contains(key) {
-                            // The same node:port twice in one group (e.g. a sorry server that
-                            // is also a node) maps back to the same VIP:port; anything else
-                            // is ambiguous.
-                            let existing = reversePairs.first { $0.0 == key }!.1
-                            if targets[existing].group == g && targets[existing].vipPort == port { continue }
-                            throw BalancerSpecError.ambiguousNATReply(group: group.name,
-                                                                      node: "\(node.address):\(nodePort)")
-                        }
-                        seenReverse.insert(key)
-                        reversePairs.append((key, targets.count))
-                        targets.append(ReverseTarget(group: g, vip: group.vip, vipPort: port))
-                    }
-                }
-            }
         }
 
-        services = ServiceTable(servicePairs)
-        natReplies = ServiceTable(reversePairs)
+        services = ServiceTable(endpoints.services.map { ($0.key, $0.group) })
+        natReplies = ServiceTable(endpoints.replies.enumerated().map { ($0.element.key, $0.offset) })
+        let targets = endpoints.replies.map { ReverseTarget(group: $0.group, vip: $0.vip, vipPort: $0.vipPort) }
         reverseTargets = .allocate(capacity: max(1, targets.count))
         reverseTargets.initialize(from: targets, count: targets.count)
         self.groupStates = .allocate(capacity: max(1, groupStates.count))

@@ -111,3 +111,60 @@ public struct BalancerSpec: Sendable, Equatable {
         groups.reduce(0) { $0 + $1.nodes.count + 1 }
     }
 }
+
+/// What a configuration listens for: each VIP:port's group, and each NAT node:port's
+/// way back to VIP:port. The one derivation of both, used by the worker's tables, the
+/// BPF maps and configuration checks alike.
+public struct Endpoints: Sendable {
+    public struct Service: Sendable {
+        public var key: ServiceKey
+        public var group: Int
+        public var nat: Bool
+    }
+
+    public struct NATReply: Sendable {
+        /// The node's address, protocol and port: the source of its replies.
+        public var key: ServiceKey
+        public var group: Int
+        public var vip: IPAddress
+        public var vipPort: UInt16
+    }
+
+    public var services: [Service] = []
+    public var replies: [NATReply] = []
+}
+
+extension BalancerSpec {
+    /// The endpoints, or the first conflict between groups.
+    public func endpoints() throws -> Endpoints {
+        var out = Endpoints()
+        var serviceOwner: [ServiceKey: Int] = [:]
+        var replyIndex: [ServiceKey: Int] = [:]
+        for (g, group) in groups.enumerated() {
+            for port in group.ports {
+                let key = ServiceKey(address: group.vip, proto: group.proto, port: port)
+                if let other = serviceOwner[key] {
+                    throw BalancerSpecError.duplicateService(group: group.name, service: key, otherGroup: groups[other].name)
+                }
+                serviceOwner[key] = g
+                out.services.append(.init(key: key, group: g, nat: group.method == .nat))
+                guard group.method == .nat else { continue }
+                for node in group.nodes + (group.sorry.map { [$0] } ?? []) {
+                    let key = ServiceKey(address: node.address, proto: group.proto, port: node.port == 0 ? port : node.port)
+                    if let existing = replyIndex[key] {
+                        // The same node:port twice in one group (a sorry server that is
+                        // also a node) maps back to the same VIP:port; anything else is
+                        // ambiguous.
+                        let r = out.replies[existing]
+                        if r.group == g && r.vipPort == port { continue }
+                        throw BalancerSpecError.ambiguousNATReply(group: group.name, node: key,
+                                                                  otherGroup: groups[r.group].name)
+                    }
+                    replyIndex[key] = out.replies.count
+                    out.replies.append(.init(key: key, group: g, vip: group.vip, vipPort: port))
+                }
+            }
+        }
+        return out
+    }
+}

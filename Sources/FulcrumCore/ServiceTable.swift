@@ -25,6 +25,14 @@ public struct ServiceKey: Hashable, Sendable {
     }
 }
 
+extension ServiceKey: CustomStringConvertible {
+    /// "198.18.1.10 tcp/80", "[2001:2::1]:53/udp" style is avoided: address, protocol, port.
+    public var description: String {
+        let name = proto == IPProtocol.tcp ? "tcp" : proto == IPProtocol.udp ? "udp" : "proto \(proto)"
+        return "\(address) \(name)/\(port)"
+    }
+}
+
 /// An immutable open-addressing map from `ServiceKey` to a small integer, built once per
 /// configuration. Used for VIP:port → group, and for NAT replies, node:port → group.
 public final class ServiceTable: @unchecked Sendable {

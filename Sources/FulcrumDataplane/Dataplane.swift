@@ -218,21 +218,12 @@ public final class Dataplane: @unchecked Sendable {
     }
 
     private func programMaps(_ spec: BalancerSpec) throws {
+        let endpoints = try spec.endpoints()
         var services: [ServiceKey: (group: Int, nat: Bool)] = [:]
+        for s in endpoints.services { services[s.key] = (s.group, s.nat) }
         var replies: [ServiceKey: Int] = [:]
-        var vips = Set<IPAddress>()
-        for (g, group) in spec.groups.enumerated() {
-            vips.insert(group.vip)
-            for port in group.ports {
-                services[ServiceKey(address: group.vip, proto: group.proto, port: port)] = (g, group.method == .nat)
-                if group.method == .nat {
-                    for node in group.nodes + (group.sorry.map { [$0] } ?? []) {
-                        replies[ServiceKey(address: node.address, proto: group.proto, port: node.port == 0 ? port : node.port)] = g
-                    }
-                }
-            }
-        }
-        try maps.synchronize(services: services, replies: replies, vips: vips)
+        for r in endpoints.replies { replies[r.key] = r.group }
+        try maps.synchronize(services: services, replies: replies, vips: Set(spec.groups.map(\.vip)))
     }
 
     /// Applies a new configuration without dropping flows: validated first; on error

@@ -209,13 +209,15 @@ import Testing
     @Test func specErrorsAreExplained() {
         var dup = Self.matGroup()
         dup.name = "web2"
-        #expect(throws: BalancerSpecError.duplicateService(group: "web2", key: "198.18.1.10 6/80")) {
+        #expect(throws: BalancerSpecError.duplicateService(
+            group: "web2", service: ServiceKey(address: Fixtures.vip4, proto: IPProtocol.tcp, port: 80), otherGroup: "web")) {
             try Self.balancer([Self.matGroup(), dup])
         }
         var nat2 = Self.natGroup()
         nat2.name = "dns2"
         nat2.vip = IPAddress("198.18.1.11")!
-        #expect(throws: BalancerSpecError.ambiguousNATReply(group: "dns2", node: "198.18.2.11:5353")) {
+        #expect(throws: BalancerSpecError.ambiguousNATReply(
+            group: "dns2", node: ServiceKey(address: Fixtures.node4a, proto: IPProtocol.udp, port: 5353), otherGroup: "dns")) {
             try Self.balancer([Self.natGroup(), nat2])
         }
     }
