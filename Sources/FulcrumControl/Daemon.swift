@@ -74,7 +74,6 @@ public final class Daemon {
             writeStatus(dataplane, host: config.nodeName)
         }
         dataplane.stop()
-        writeStatus(nil, host: config.nodeName)
     }
 
     func monotonicSeconds() -> Double {
@@ -83,8 +82,8 @@ public final class Daemon {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    func writeStatus(_ dataplane: Dataplane?, host: String) {
-        guard let statusFile, let dataplane else { return }
+    func writeStatus(_ dataplane: Dataplane, host: String) {
+        guard let statusFile else { return }
         do {
             try StatusReport(host: host, generation: generation, snapshot: dataplane.snapshot()).write(to: statusFile)
         } catch {

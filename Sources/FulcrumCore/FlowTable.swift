@@ -268,13 +268,6 @@ public final class FlowTable: @unchecked Sendable {
         }
         return freed
     }
-
-    /// Drops every flow (used when the table is replaced, and by tests).
-    public func removeAll() {
-        for slot in stride(from: capacity - 1, through: 0, by: -1) where entries[slot].deadline != 0 {
-            remove(slot)
-        }
-    }
 }
 
 extension FlowTable {

@@ -161,12 +161,6 @@ public enum PacketBuilder {
         return ipFrame(source: reporter, destination: destination, proto: 58, payload: msg,
                        ethernetDestination: ethernetDestination, ethernetSource: ethernetSource)
     }
-
-    /// Strips the Ethernet header (14 bytes, or 18 with a VLAN tag) off a frame.
-    public static func ipPacket(of frame: [UInt8]) -> [UInt8] {
-        let tagged = frame[12] == 0x81 && frame[13] == 0x00
-        return Array(frame[(tagged ? 18 : 14)...])
-    }
 }
 
 extension Array where Element == UInt8 {
