@@ -11,13 +11,7 @@ public enum GlobalCounter: Int, CaseIterable, Sendable {
     case natReplies
     case icmpErrorsTranslated
 
-    public var label: String {
-        var out = ""
-        for ch in String(describing: self) {
-            if ch.isUppercase { out += "_" + ch.lowercased() } else { out.append(ch) }
-        }
-        return out
-    }
+    public var label: String { MetricLabel.snakeCase(String(describing: self)) }
 }
 
 /// Per-group and per-node counter kinds.

@@ -31,14 +31,31 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case transmitRingFull
 
     /// The metric label: the case name in snake_case.
-    public var label: String {
-        var out = ""
-        for ch in String(describing: self) {
-            if ch.isUppercase { out += "_" + ch.lowercased() } else { out.append(ch) }
-        }
-        return out
-    }
+    public var label: String { MetricLabel.snakeCase(String(describing: self)) }
 
     /// True for reasons that mean the frame itself was bad (as opposed to a policy drop).
     public var isMalformed: Bool { rawValue <= DropReason.malformedICMPInnerPacket.rawValue }
+}
+
+/// Counter names as operators see them in metrics and status.
+public enum MetricLabel {
+    /// camelCase → snake_case, with acronyms kept whole: `badTCPDataOffset` →
+    /// `bad_tcp_data_offset`, `truncatedIPv4` → `truncated_ipv4`.
+    public static func snakeCase(_ name: String) -> String {
+        var text = name
+        for (acronym, word) in [("IPv4", "Ipv4"), ("IPv6", "Ipv6"), ("ICMP", "Icmp"), ("TCP", "Tcp"), ("UDP", "Udp"),
+                                ("ARP", "Arp"), ("VLAN", "Vlan"), ("NAT", "Nat"), ("MAC", "Mac")] {
+            text = text.replacing(acronym, with: word)
+        }
+        var out = ""
+        for ch in text {
+            if ch.isUppercase {
+                if !out.isEmpty { out += "_" }
+                out += ch.lowercased()
+            } else {
+                out.append(ch)
+            }
+        }
+        return out
+    }
 }

@@ -188,4 +188,22 @@ import Testing
             }
         }
     }
+
+    /// Operators read these names in status and metrics.
+    @Test func dropReasonLabelsAreReadableSnakeCase() {
+        #expect(DropReason.truncatedIPv4.label == "truncated_ipv4")
+        #expect(DropReason.badTCPDataOffset.label == "bad_tcp_data_offset")
+        #expect(DropReason.udpZeroChecksumIPv6.label == "udp_zero_checksum_ipv6")
+        #expect(DropReason.malformedICMPInnerPacket.label == "malformed_icmp_inner_packet")
+        #expect(DropReason.truncatedVLAN.label == "truncated_vlan")
+        #expect(DropReason.malformedARP.label == "malformed_arp")
+        #expect(GlobalCounter.flowTableFull.label == "flow_table_full")
+        let labels = DropReason.allCases.map(\.label) + GlobalCounter.allCases.map(\.label)
+        for label in labels {
+            let words = label.split(separator: "_", omittingEmptySubsequences: false)
+            #expect(words.allSatisfy { $0.count > 1 }, "\(label) has an empty or one-letter word")
+            #expect(label.allSatisfy { $0.isLowercase || $0.isNumber || $0 == "_" }, "\(label)")
+        }
+        #expect(Set(labels).count == labels.count)
+    }
 }
