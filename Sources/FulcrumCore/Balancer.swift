@@ -73,6 +73,7 @@ public final class Balancer {
     @usableFromInline let routes: UnsafeMutablePointer<ReturnRoute>
     @usableFromInline let routeCount: Int
     public let slotCount: Int
+    let single = PacketBatch(capacity: 1)
 
     /// - Parameter flows: an existing table to keep (a reload); its node slots must have
     ///   been remapped to this spec's numbering by the caller.
@@ -205,35 +206,94 @@ public final class Balancer {
     // MARK: - Per packet
 
     /// Decides what to do with one frame and rewrites it in place when it is forwarded.
-    @inlinable
+    /// The worker uses `process(_:count:now:)`, which does the same for a whole batch.
+    /// (A batch of one: there is one per-packet path, and tests of either use it.)
     public func process(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64) -> Verdict {
-        counters.count(.received)
+        single.frames[0] = frame
+        single.lengths[0] = length
+        process(single, count: 1, now: now)
+        return single.verdicts[0]
+    }
+
+    /// Decides and rewrites a batch of frames in three passes, so that the flow-table
+    /// reads of the whole batch are in flight together. The first pass parses each frame,
+    /// finishes what needs no flow (NAT replies, frames for the kernel, drops) and hashes
+    /// the flow of the rest; the second, a short loop, reads the flow-table bucket each of
+    /// those needs; the third decides and rewrites them. Beyond the cache each bucket is
+    /// a miss to memory, and a batch waits for a few of those instead of one per packet.
+    /// Verdicts land in `batch.verdicts`.
+    @inlinable
+    public func process(_ batch: PacketBatch, count: Int, now: UInt64) {
+        counters.count(.received, UInt64(count))
+        let frames = batch.frames
+        let lengths = batch.lengths
+        let verdicts = batch.verdicts
+        let pending = batch.pending
+        var waiting = 0
+        var i = 0
+        while i < count {
+            let step = classify(frames[i], length: lengths[i], now: now, into: &pending[waiting])
+            if step.pending {
+                pending[waiting].index = i
+                waiting &+= 1
+            } else {
+                verdicts[i] = step.verdict
+            }
+            i &+= 1
+        }
+        // Independent loads in a loop short enough that the CPU has them all outstanding
+        // at once. (Swift has no prefetch; a load whose value is kept does the same.)
+        var touched: UInt64 = 0
+        var t = 0
+        while t < waiting {
+            touched ^= flows.bucketHead(pending[t].hash)
+            t &+= 1
+        }
+        flows.touched = touched
+        var w = 0
+        while w < waiting {
+            let k = pending[w].index
+            verdicts[k] = forward(frames[k], length: lengths[k], &pending[w], now: now)
+            w &+= 1
+        }
+    }
+
+    /// The first half of the decision. Either a final verdict (pass, drop, a translated
+    /// NAT reply or ICMP error), or `pending`: `packet` holds a flow of a service for
+    /// `forward` to decide.
+    @inlinable @inline(__always)
+    func classify(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64,
+                  into packet: inout FlowPacket) -> (verdict: Verdict, pending: Bool) {
         var p = ParsedPacket()
-        var arp = ARPPacket()
-        switch PacketParser.parse(frame, length: length, into: &p, arp: &arp) {
+        switch PacketParser.parse(frame, length: length, into: &p) {
         case .ip:
             break
         case .arp, .other:
             counters.count(.passedToKernel)
-            return .pass
+            return (.pass, false)
         case .drop(let reason):
             counters.count(reason)
-            return .drop
+            return (.drop, false)
         }
-        guard p.hasPorts else { return notOurs() }
-        let key = p.flowKey
+        if p.isICMPError { return (icmpError(frame, length: length, p, now: now), false) }
+        guard p.proto == IPProtocol.tcp || p.proto == IPProtocol.udp else { return (notOurs(), false) }
+        let key = FlowKey(source: p.source, destination: p.destination, sourcePort: p.sourcePort,
+                          destinationPort: p.destinationPort, proto: p.proto)
         let group = services.lookup(ServiceKey(address: key.destination, proto: key.proto, port: key.destinationPort))
         if group >= 0 {
-            return forward(frame, length: length, p, key: key, group: group, now: now)
+            packet = FlowPacket(key: key, hash: key.stableHash(), group: group, headers: TransportHeaders(p),
+                                tcpFlags: p.tcpFlags)
+            return (.pass, true)
         }
-        let replyKey = p.isICMPError
-            ? ServiceKey(address: p.innerDestination, proto: p.innerProto, port: p.innerDestinationPort)
-            : ServiceKey(address: p.source, proto: p.proto, port: p.sourcePort)
-        let target = natReplies.lookup(replyKey)
+        let target = natReplies.lookup(ServiceKey(address: key.source, proto: key.proto, port: key.sourcePort))
         if target >= 0 {
-            return reverse(frame, length: length, p, target: reverseTargets[target])
+            let t = reverseTargets[target]
+            guard let route = route(to: key.destination) else { return (.drop, false) }
+            Rewrite.translate(frame, TransportHeaders(p), isSource: true, from: key.source, to: t.vip,
+                              port: t.vipPort)
+            return (reply(frame, length: length, target: t, route: route), false)
         }
-        return notOurs()
+        return (notOurs(), false)
     }
 
     @inlinable @inline(__always)
@@ -243,61 +303,131 @@ public final class Balancer {
         return .pass
     }
 
-    @inlinable @inline(__always)
-    func forward(_ frame: UnsafeMutableRawPointer, length: Int, _ p: ParsedPacket, key: FlowKey,
-                 group g: Int, now: UInt64) -> Verdict {
-        let hash = key.stableHash()
-        let state = groupStates[g]
-        var slot = -1
-        let index = flows.find(key, hash: hash, now: now)
-        if index >= 0 {
-            let entry = flows.entry(index)
-            slot = Int(entry.nodeSlot)
-            if !slotUsable(slot, group: g) {
-                // Its node went down (or the group was reconfigured): move the flow.
-                slot = choose(g, state, hash: hash, source: key.source)
-                if slot < 0 { counters.count(.noLiveNode); return .drop }
-                flows.reassign(index, nodeSlot: UInt32(slot), group: UInt16(g))
-                counters.count(.flowsMoved)
-            }
-            if !p.isICMPError {
-                flows.touch(index, state: FlowState.next(from: entry.state, proto: key.proto, tcpFlags: p.tcpFlags),
+    /// The second half: find or create the flow, then rewrite toward its node. (`inout`
+    /// only so that the batch's scratch entry is read in place rather than copied.)
+    @inlinable @inline(always)
+    func forward(_ frame: UnsafeMutableRawPointer, length: Int, _ packet: inout FlowPacket,
+                 now: UInt64) -> Verdict {
+        let g = packet.group
+        let slot = flowSlot(packet.key, hash: packet.hash, group: g, tcpFlags: packet.tcpFlags, isICMPError: false,
                             now: now)
-            }
-        } else {
-            if p.isICMPError {
-                counters.count(.icmpErrorWithoutFlow)
-                return .drop
-            }
-            slot = choose(g, state, hash: hash, source: key.source)
-            if slot < 0 { counters.count(.noLiveNode); return .drop }
-            let inserted = flows.insert(key, hash: hash, now: now, nodeSlot: UInt32(slot), group: UInt16(g),
-                                        state: FlowState.next(from: nil, proto: key.proto, tcpFlags: p.tcpFlags))
-            if inserted < 0 {
-                // No room: decide statelessly so every packet of the flow lands alike.
-                counters.count(.flowTableFull)
-                let fallback = schedulers[g].maglev.lookup(hash)
-                if fallback >= 0 { slot = state.nodeBase &+ fallback }
-            }
-            counters.countGroup(g, .newFlows)
-            counters.countNode(slot, .newFlows)
-            if slot == state.sorrySlot { counters.countGroup(g, .sorryFlows) }
-        }
-
-        let node = slots[slot]
+        guard slot >= 0 else { return .drop }
+        let state = groupStates[g]
         if state.method == .nat {
-            if p.isICMPError { counters.count(.icmpErrorsTranslated) }
-            Rewrite.natForward(frame, p, node: node.address,
-                               nodePort: node.port == 0 ? key.destinationPort : node.port)
+            let node = slots[slot]
+            Rewrite.translate(frame, packet.headers, isSource: false, from: packet.key.destination, to: node.address,
+                              port: node.port == 0 ? packet.key.destinationPort : node.port)
         }
-        Rewrite.mat(frame, destinationMAC: node.mac, sourceMAC: interfaceMACs[state.interface])
+        return send(frame, length: length, slot: slot, group: g, state)
+    }
+
+    /// An ICMP error about a flow, in either direction: its quoted header names the flow.
+    /// Rare, so out of line and one at a time.
+    @inlinable @inline(never)
+    func icmpError(_ frame: UnsafeMutableRawPointer, length: Int, _ p: ParsedPacket, now: UInt64) -> Verdict {
+        let key = p.flowKey
+        let g = services.lookup(ServiceKey(address: key.destination, proto: key.proto, port: key.destinationPort))
+        if g >= 0 {
+            // About a packet the VIP sent a client: it goes to the node of that flow.
+            let slot = flowSlot(key, hash: key.stableHash(), group: g, tcpFlags: 0, isICMPError: true, now: now)
+            guard slot >= 0 else { return .drop }
+            let state = groupStates[g]
+            if state.method == .nat {
+                let node = slots[slot]
+                counters.count(.icmpErrorsTranslated)
+                Rewrite.natForward(frame, p, node: node.address,
+                                   nodePort: node.port == 0 ? key.destinationPort : node.port)
+            }
+            return send(frame, length: length, slot: slot, group: g, state)
+        }
+        // About a packet a NAT node received from a client: back to the client, as the VIP.
+        let target = natReplies.lookup(ServiceKey(address: p.innerDestination, proto: p.innerProto,
+                                                  port: p.innerDestinationPort))
+        guard target >= 0 else { return notOurs() }
+        let t = reverseTargets[target]
+        guard let route = route(to: p.destination) else { return .drop }
+        counters.count(.icmpErrorsTranslated)
+        Rewrite.natReverse(frame, p, vip: t.vip, vipPort: t.vipPort)
+        return reply(frame, length: length, target: t, route: route)
+    }
+
+    /// The node of a flow: the one it has, or for a new flow the scheduler's pick (then
+    /// remembered). -1, counted, when there is none.
+    @inlinable @inline(__always)
+    func flowSlot(_ key: FlowKey, hash: UInt64, group g: Int, tcpFlags: UInt8, isICMPError: Bool,
+                  now: UInt64) -> Int {
+        let index = flows.find(key, hash: hash, now: now)
+        guard index >= 0 else {
+            if isICMPError {
+                counters.count(.icmpErrorWithoutFlow)
+                return -1
+            }
+            return newFlow(key, hash: hash, group: g, tcpFlags: tcpFlags, now: now)
+        }
+        var slot = flows.nodeSlot(index)
+        if !slotUsable(slot, group: g) {
+            // Its node went down (or the group was reconfigured): move the flow.
+            slot = choose(g, groupStates[g], hash: hash, source: key.source)
+            if slot < 0 { counters.count(.noLiveNode); return -1 }
+            flows.reassign(index, nodeSlot: UInt32(slot), group: UInt16(g))
+            counters.count(.flowsMoved)
+        }
+        if !isICMPError { flows.touch(index, proto: key.proto, tcpFlags: tcpFlags, now: now) }
+        return slot
+    }
+
+    /// A flow the table does not hold: schedule it and remember the choice. Out of line:
+    /// in steady state almost every packet belongs to a known flow.
+    @inlinable @inline(never)
+    func newFlow(_ key: FlowKey, hash: UInt64, group g: Int, tcpFlags: UInt8, now: UInt64) -> Int {
+        let state = groupStates[g]
+        var slot = choose(g, state, hash: hash, source: key.source)
+        if slot < 0 { counters.count(.noLiveNode); return -1 }
+        let inserted = flows.insert(key, hash: hash, now: now, nodeSlot: UInt32(slot), group: UInt16(g),
+                                    state: FlowState.next(from: nil, proto: key.proto, tcpFlags: tcpFlags))
+        if inserted < 0 {
+            // No room: decide statelessly so every packet of the flow lands alike.
+            counters.count(.flowTableFull)
+            let fallback = schedulers[g].maglev.lookup(hash)
+            if fallback >= 0 { slot = state.nodeBase &+ fallback }
+        }
+        counters.countGroup(g, .newFlows)
+        counters.countNode(slot, .newFlows)
+        if slot == state.sorrySlot { counters.countGroup(g, .sorryFlows) }
+        return slot
+    }
+
+    /// MAC rewrite toward the node (MAT) or its next hop (NAT), and the counts.
+    @inlinable @inline(__always)
+    func send(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int, group g: Int, _ state: GroupState) -> Verdict {
+        Rewrite.mat(frame, destinationMAC: slots[slot].mac, sourceMAC: interfaceMACs[state.interface])
         let bytes = UInt64(length)
-        counters.countGroup(g, .packets)
-        counters.countGroup(g, .bytes, bytes)
-        counters.countNode(slot, .packets)
-        counters.countNode(slot, .bytes, bytes)
+        counters.countGroup(g, packets: 1, bytes: bytes)
+        counters.countNode(slot, packets: 1, bytes: bytes)
         counters.count(.transmitted)
         return .transmit(interface: state.interface)
+    }
+
+    /// The return route to a client, longest prefix first; nil (counted) when none.
+    @inlinable @inline(__always)
+    func route(to client: IPAddress) -> ReturnRoute? {
+        var r = 0
+        while r < routeCount {
+            if routes[r].contains(client) { return routes[r] }
+            r &+= 1
+        }
+        counters.count(.noRouteToClient)
+        return nil
+    }
+
+    /// A translated NAT reply out toward the client.
+    @inlinable @inline(__always)
+    func reply(_ frame: UnsafeMutableRawPointer, length: Int, target: ReverseTarget, route: ReturnRoute) -> Verdict {
+        Rewrite.mat(frame, destinationMAC: route.nextHopMAC, sourceMAC: interfaceMACs[route.interface])
+        counters.count(.natReplies)
+        counters.count(.transmitted)
+        counters.countGroup(target.group, .bytes, UInt64(length))
+        return .transmit(interface: route.interface)
     }
 
     /// A node slot may carry a flow if it is up with a known MAC (weight 0 still may:
@@ -317,26 +447,4 @@ public final class Balancer {
         return -1
     }
 
-    @inlinable @inline(__always)
-    func reverse(_ frame: UnsafeMutableRawPointer, length: Int, _ p: ParsedPacket,
-                 target: ReverseTarget) -> Verdict {
-        let client = p.destination
-        var r = 0
-        while r < routeCount {
-            if routes[r].contains(client) { break }
-            r &+= 1
-        }
-        guard r < routeCount else {
-            counters.count(.noRouteToClient)
-            return .drop
-        }
-        if p.isICMPError { counters.count(.icmpErrorsTranslated) }
-        Rewrite.natReverse(frame, p, vip: target.vip, vipPort: target.vipPort)
-        let route = routes[r]
-        Rewrite.mat(frame, destinationMAC: route.nextHopMAC, sourceMAC: interfaceMACs[route.interface])
-        counters.count(.natReplies)
-        counters.count(.transmitted)
-        counters.countGroup(target.group, .bytes, UInt64(length))
-        return .transmit(interface: route.interface)
-    }
 }

@@ -14,11 +14,15 @@ public enum Checksum {
         return acc
     }
 
-    /// Folds carries back in until the value fits 16 bits.
+    /// Folds carries back in until the value fits 16 bits. Branch-free: four folds take
+    /// any 64-bit sum to 16 bits (64 → 33 → 18 → 17 → 16), so the per-packet path never
+    /// waits on a mispredicted loop exit.
     @inlinable @inline(__always)
     public static func fold(_ value: UInt64) -> UInt16 {
-        var v = value
-        while v > 0xFFFF { v = (v & 0xFFFF) &+ (v >> 16) }
+        var v = (value & 0xFFFF_FFFF) &+ (value >> 32)
+        v = (v & 0xFFFF) &+ (v >> 16)
+        v = (v & 0xFFFF) &+ (v >> 16)
+        v = (v & 0xFFFF) &+ (v >> 16)
         return UInt16(truncatingIfNeeded: v)
     }
 

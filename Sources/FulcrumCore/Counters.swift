@@ -78,6 +78,21 @@ public final class WorkerCounters: @unchecked Sendable {
         groups[group &* WorkerCounters.kinds &+ kind.rawValue] &+= n
     }
 
+    /// One forwarded packet of a group: its two counters are neighbours.
+    @inlinable @inline(__always)
+    public func countGroup(_ group: Int, packets: UInt64, bytes: UInt64) {
+        let base = groups + group &* WorkerCounters.kinds
+        base[TrafficCounter.packets.rawValue] &+= packets
+        base[TrafficCounter.bytes.rawValue] &+= bytes
+    }
+
+    @inlinable @inline(__always)
+    public func countNode(_ slot: Int, packets: UInt64, bytes: UInt64) {
+        let base = nodes + slot &* WorkerCounters.kinds
+        base[TrafficCounter.packets.rawValue] &+= packets
+        base[TrafficCounter.bytes.rawValue] &+= bytes
+    }
+
     @inlinable @inline(__always)
     public func countNode(_ slot: Int, _ kind: TrafficCounter, _ n: UInt64 = 1) {
         nodes[slot &* WorkerCounters.kinds &+ kind.rawValue] &+= n

@@ -3,19 +3,21 @@
 public struct FlowKey: Hashable, Sendable {
     public var source: IPAddress
     public var destination: IPAddress
-    public var sourcePort: UInt16
-    public var destinationPort: UInt16
-    public var proto: UInt8
+    /// Source port, destination port and protocol in one word (`sport << 24 | dport << 8
+    /// | proto`), so that a key is five words to store, compare and hash.
+    @usableFromInline var portsAndProto: UInt64
 
     @inlinable
     public init(source: IPAddress, destination: IPAddress, sourcePort: UInt16,
                 destinationPort: UInt16, proto: UInt8) {
         self.source = source
         self.destination = destination
-        self.sourcePort = sourcePort
-        self.destinationPort = destinationPort
-        self.proto = proto
+        portsAndProto = UInt64(sourcePort) << 24 | UInt64(destinationPort) << 8 | UInt64(proto)
     }
+
+    @inlinable public var sourcePort: UInt16 { UInt16(truncatingIfNeeded: portsAndProto >> 24) }
+    @inlinable public var destinationPort: UInt16 { UInt16(truncatingIfNeeded: portsAndProto >> 8) }
+    @inlinable public var proto: UInt8 { UInt8(truncatingIfNeeded: portsAndProto) }
 
     /// A well-mixed 64-bit hash that is the same in every process and on every LB, so
     /// that two LBs make the same stateless decision for a flow (unlike `Hasher`, which is
@@ -24,7 +26,7 @@ public struct FlowKey: Hashable, Sendable {
     public func stableHash(seed: UInt64 = 0) -> UInt64 {
         // Independent multiplies (they run in parallel) folded by one strong finaliser:
         // cheap enough for every packet, deterministic across processes and LBs.
-        let ports = UInt64(sourcePort) << 24 | UInt64(destinationPort) << 8 | UInt64(proto)
+        let ports = portsAndProto
         let a = (source.low ^ seed) &* 0x9E37_79B9_7F4A_7C15
         let b = destination.low &* 0xC2B2_AE3D_27D4_EB4F
         let c = (source.high ^ (destination.high >> 1) ^ ports) &* 0x1656_67B1_9E37_79F9
@@ -65,8 +67,7 @@ extension FlowKey {
     @inlinable @inline(__always)
     public static func == (a: FlowKey, b: FlowKey) -> Bool {
         a.source.low == b.source.low && a.destination.low == b.destination.low
-            && a.sourcePort == b.sourcePort && a.destinationPort == b.destinationPort
+            && a.portsAndProto == b.portsAndProto
             && a.source.high == b.source.high && a.destination.high == b.destination.high
-            && a.proto == b.proto
     }
 }

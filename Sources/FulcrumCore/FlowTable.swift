@@ -122,6 +122,8 @@ public final class FlowTable: @unchecked Sendable {
     let storageBytes: Int
     @usableFromInline var sweepCursor = 0
     @usableFromInline var liveCount = 0
+    /// Where `bucketHead` results go, so that the loads are not optimised away.
+    @usableFromInline var touched: UInt64 = 0
 
     /// Live entries (dead ones not yet reclaimed are counted until they are).
     public var count: Int { liveCount }
@@ -167,6 +169,13 @@ public final class FlowTable: @unchecked Sendable {
     @inlinable @inline(__always)
     func bucketBase(_ hash: UInt64) -> Int {
         (Int(truncatingIfNeeded: hash >> 20) & bucketMask) &* FlowTable.ways
+    }
+
+    /// Reads the first word of `hash`'s bucket, to bring it into the cache ahead of `find`.
+    @inlinable @inline(__always)
+    public func bucketHead(_ hash: UInt64) -> UInt64 {
+        let b = bucketBase(hash)
+        return entries[b].deadline ^ entries[b &+ 1].deadline
     }
 
     /// The slot holding a live entry for `key`, or -1.
@@ -215,6 +224,15 @@ public final class FlowTable: @unchecked Sendable {
 
     @inlinable @inline(__always)
     public func entry(_ slot: Int) -> FlowEntry { entries[slot] }
+
+    @inlinable @inline(__always)
+    public func nodeSlot(_ slot: Int) -> Int { Int(entries[slot].nodeSlot) }
+
+    /// Records a packet of an existing flow: its state moves on and its deadline with it.
+    @inlinable @inline(__always)
+    public func touch(_ slot: Int, proto: UInt8, tcpFlags: UInt8, now: UInt64) {
+        touch(slot, state: FlowState.next(from: entries[slot].state, proto: proto, tcpFlags: tcpFlags), now: now)
+    }
 
     /// Records a packet of an existing flow: new state, new deadline.
     @inlinable @inline(__always)

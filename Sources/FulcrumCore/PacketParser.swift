@@ -110,42 +110,73 @@ public enum ParseResult: Equatable, Sendable {
 
 /// Parses Ethernet frames without trapping: every read is preceded by a bounds check
 /// against the frame length, and every inconsistency is a `DropReason`.
+///
+/// The common path (Ethernet, optional 802.1Q, IPv4 or IPv6, TCP or UDP) is written to
+/// inline whole into the caller's per-packet loop. The rare paths (ARP, IPv6 extension
+/// headers, ICMP) are out of line and hand their findings back by value, so the caller's
+/// `ParsedPacket` never escapes and the compiler can keep it in registers.
 public enum PacketParser {
     /// IPv6 extension headers walked before giving up (RFC 7045 sets no limit; 8 matches
     /// what common routers and Katran accept).
     public static let maxExtensionHeaders = 8
 
+    /// Parses a frame; ARP packets are decoded into `arp`.
     @inlinable
     public static func parse(_ frame: UnsafeRawPointer, length: Int,
                              into p: inout ParsedPacket, arp: inout ARPPacket) -> ParseResult {
-        guard length >= 14 else { return .drop(.truncatedEthernet) }
-        var etherType = RawBytes.load16(frame, 12)
-        var l3 = 14
-        var hasVLAN = false
-        var tag: UInt16 = 0
-        if etherType == EtherType.vlan {
-            guard length >= 18 else { return .drop(.truncatedVLAN) }
-            hasVLAN = true
-            tag = RawBytes.load16(frame, 14)
-            etherType = RawBytes.load16(frame, 16)
-            l3 = 18
+        let (etherType, l3, tag) = ethernet(frame, length: length)
+        if etherType == EtherType.arp {
+            arp.hasVLAN = tag >= 0
+            arp.vlanTag = tag >= 0 ? UInt16(truncatingIfNeeded: tag) : 0
+            return parseARP(frame, length: length, at: l3, into: &arp)
         }
+        return parseNetwork(frame, length: length, etherType: etherType, l3: l3, tag: tag, into: &p)
+    }
+
+    /// Parses a frame for forwarding: ARP is validated (a malformed one is still a drop
+    /// reason) but not decoded.
+    @inlinable @inline(__always)
+    public static func parse(_ frame: UnsafeRawPointer, length: Int,
+                             into p: inout ParsedPacket) -> ParseResult {
+        let (etherType, l3, tag) = ethernet(frame, length: length)
+        if etherType == EtherType.arp { return checkARP(frame, length: length, at: l3) }
+        return parseNetwork(frame, length: length, etherType: etherType, l3: l3, tag: tag, into: &p)
+    }
+
+    /// The EtherType, where the network header starts, and the VLAN tag (-1: none).
+    /// `l3` = 0 means the Ethernet or VLAN header itself is cut short.
+    @inlinable @inline(__always)
+    static func ethernet(_ f: UnsafeRawPointer, length: Int) -> (etherType: UInt16, l3: Int, tag: Int) {
+        guard length >= 14 else { return (0, 0, -1) }
+        let etherType = RawBytes.load16(f, 12)
+        if etherType != EtherType.vlan { return (etherType, 14, -1) }
+        guard length >= 18 else { return (0, 0, -1) }
+        return (RawBytes.load16(f, 16), 18, Int(RawBytes.load16(f, 14)))
+    }
+
+    @inlinable @inline(__always)
+    static func parseNetwork(_ f: UnsafeRawPointer, length: Int, etherType: UInt16, l3: Int, tag: Int,
+                             into p: inout ParsedPacket) -> ParseResult {
         switch etherType {
         case EtherType.ipv4:
-            p.hasVLAN = hasVLAN
-            p.vlanTag = tag
-            return parseIPv4(frame, length: length, at: l3, into: &p)
+            p.hasVLAN = tag >= 0
+            p.vlanTag = tag >= 0 ? UInt16(truncatingIfNeeded: tag) : 0
+            return parseIPv4(f, length: length, at: l3, into: &p)
         case EtherType.ipv6:
-            p.hasVLAN = hasVLAN
-            p.vlanTag = tag
-            return parseIPv6(frame, length: length, at: l3, into: &p)
-        case EtherType.arp:
-            arp.hasVLAN = hasVLAN
-            arp.vlanTag = tag
-            return parseARP(frame, length: length, at: l3, into: &arp)
+            p.hasVLAN = tag >= 0
+            p.vlanTag = tag >= 0 ? UInt16(truncatingIfNeeded: tag) : 0
+            return parseIPv6(f, length: length, at: l3, into: &p)
+        case 0 where l3 == 0:
+            return .drop(length >= 14 ? .truncatedVLAN : .truncatedEthernet)
         default:
             return .other
         }
+    }
+
+    @inlinable @inline(never)
+    static func checkARP(_ f: UnsafeRawPointer, length: Int, at o: Int) -> ParseResult {
+        var arp = ARPPacket()
+        return parseARP(f, length: length, at: o, into: &arp)
     }
 
     @inlinable
@@ -190,7 +221,7 @@ public enum PacketParser {
         return parseTransport(f, into: &p)
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     static func parseIPv6(_ f: UnsafeRawPointer, length: Int, at l3: Int,
                           into p: inout ParsedPacket) -> ParseResult {
         guard length - l3 >= 40 else { return .drop(.truncatedIPv6) }
@@ -207,39 +238,52 @@ public enum PacketParser {
         p.destination = RawBytes.loadIPv6(f, l3 + 24)
         var next = RawBytes.load8(f, l3 + 6)
         var offset = l3 + 40
-        let walk = walkExtensionHeaders(f, end: p.ipEnd, next: &next, offset: &offset)
-        if walk != .ip { return walk }
+        if isExtensionHeader(next) {
+            let walk = walkExtensionHeaders(f, end: p.ipEnd, next: next, offset: offset)
+            guard case .ip = walk.result else { return walk.result }
+            next = walk.next
+            offset = walk.offset
+        }
         p.proto = next
         p.l4Offset = offset
         return parseTransport(f, into: &p)
     }
 
-    /// Skips hop-by-hop, routing, destination-options and atomic-fragment headers.
-    @inlinable
-    static func walkExtensionHeaders(_ f: UnsafeRawPointer, end: Int, next: inout UInt8,
-                                     offset: inout Int) -> ParseResult {
+    @inlinable @inline(__always)
+    static func isExtensionHeader(_ next: UInt8) -> Bool {
+        next == IPProtocol.hopByHop || next == IPProtocol.routing || next == IPProtocol.fragment
+            || next == IPProtocol.destinationOptions
+    }
+
+    /// Skips hop-by-hop, routing, destination-options and atomic-fragment headers; returns
+    /// the upper-layer protocol and where its header starts.
+    @inlinable @inline(never)
+    static func walkExtensionHeaders(_ f: UnsafeRawPointer, end: Int, next start: UInt8,
+                                     offset begin: Int) -> (result: ParseResult, next: UInt8, offset: Int) {
+        var next = start
+        var offset = begin
         var count = 0
         while true {
             switch next {
             case IPProtocol.hopByHop, IPProtocol.routing, IPProtocol.destinationOptions:
-                guard end - offset >= 8 else { return .drop(.truncatedIPv6ExtensionHeader) }
+                guard end - offset >= 8 else { return (.drop(.truncatedIPv6ExtensionHeader), next, offset) }
                 let headerLength = (Int(RawBytes.load8(f, offset + 1)) + 1) &* 8
                 guard headerLength <= end - offset else {
-                    return .drop(.truncatedIPv6ExtensionHeader)
+                    return (.drop(.truncatedIPv6ExtensionHeader), next, offset)
                 }
                 next = RawBytes.load8(f, offset)
                 offset += headerLength
             case IPProtocol.fragment:
-                guard end - offset >= 8 else { return .drop(.truncatedIPv6ExtensionHeader) }
+                guard end - offset >= 8 else { return (.drop(.truncatedIPv6ExtensionHeader), next, offset) }
                 // Only an atomic fragment (offset 0, no more fragments; RFC 6946) is whole.
-                guard RawBytes.load16(f, offset + 2) & 0xFFF9 == 0 else { return .drop(.fragment) }
+                guard RawBytes.load16(f, offset + 2) & 0xFFF9 == 0 else { return (.drop(.fragment), next, offset) }
                 next = RawBytes.load8(f, offset)
                 offset += 8
             default:
-                return .ip
+                return (.ip, next, offset)
             }
             count += 1
-            if count > maxExtensionHeaders { return .drop(.tooManyIPv6ExtensionHeaders) }
+            if count > maxExtensionHeaders { return (.drop(.tooManyIPv6ExtensionHeaders), next, offset) }
         }
     }
 
@@ -248,8 +292,6 @@ public enum PacketParser {
         let l4 = p.l4Offset
         let available = p.ipEnd - l4
         p.isICMPError = false
-        p.sourcePort = 0
-        p.destinationPort = 0
         p.tcpFlags = 0
         p.icmpType = 0
         p.icmpCode = 0
@@ -271,19 +313,25 @@ public enum PacketParser {
             p.sourcePort = RawBytes.load16(f, l4)
             p.destinationPort = RawBytes.load16(f, l4 + 2)
         case IPProtocol.icmp, IPProtocol.icmpv6:
-            guard available >= 8 else { return .drop(.truncatedICMP) }
-            if (p.proto == IPProtocol.icmp) != (p.family == .ipv4) { return .ip }
-            p.icmpType = RawBytes.load8(f, l4)
-            p.icmpCode = RawBytes.load8(f, l4 + 1)
-            if isError(type: p.icmpType, family: p.family) {
-                return parseInner(f, into: &p)
+            let icmp = parseICMP(f, family: p.family, proto: p.proto, l4: l4, end: p.ipEnd)
+            p.sourcePort = icmp.identifier
+            p.destinationPort = icmp.identifier
+            p.icmpType = icmp.type
+            p.icmpCode = icmp.code
+            if let quote = icmp.quote {
+                p.isICMPError = true
+                p.innerL3Offset = quote.l3Offset
+                p.innerL4Offset = quote.l4Offset
+                p.innerProto = quote.proto
+                p.innerSource = quote.source
+                p.innerDestination = quote.destination
+                p.innerSourcePort = quote.sourcePort
+                p.innerDestinationPort = quote.destinationPort
             }
-            if isEcho(type: p.icmpType, family: p.family) {
-                p.sourcePort = RawBytes.load16(f, l4 + 4)
-                p.destinationPort = p.sourcePort
-            }
+            return icmp.result
         default:
-            break
+            p.sourcePort = 0
+            p.destinationPort = 0
         }
         return .ip
     }
@@ -298,45 +346,98 @@ public enum PacketParser {
         family == .ipv4 ? (type == 8 || type == 0) : (type == 128 || type == 129)
     }
 
+    /// The header quoted inside an ICMP error.
+    @usableFromInline struct Quote {
+        @usableFromInline var l3Offset: Int
+        @usableFromInline var l4Offset: Int
+        @usableFromInline var proto: UInt8
+        @usableFromInline var source: IPAddress
+        @usableFromInline var destination: IPAddress
+        @usableFromInline var sourcePort: UInt16
+        @usableFromInline var destinationPort: UInt16
+
+        @inlinable
+        init(l3Offset: Int, l4Offset: Int, proto: UInt8, source: IPAddress, destination: IPAddress,
+             sourcePort: UInt16, destinationPort: UInt16) {
+            self.l3Offset = l3Offset
+            self.l4Offset = l4Offset
+            self.proto = proto
+            self.source = source
+            self.destination = destination
+            self.sourcePort = sourcePort
+            self.destinationPort = destinationPort
+        }
+    }
+
+    @usableFromInline struct ICMPFindings {
+        @usableFromInline var result: ParseResult
+        @usableFromInline var type: UInt8 = 0
+        @usableFromInline var code: UInt8 = 0
+        /// The echo identifier (it stands in for both ports), else 0.
+        @usableFromInline var identifier: UInt16 = 0
+        @usableFromInline var quote: Quote?
+
+        @inlinable init(_ result: ParseResult) { self.result = result }
+    }
+
+    /// ICMP and ICMPv6: type, code, the echo identifier, or for an error about TCP/UDP the
+    /// quoted header that names the flow.
+    @inlinable @inline(never)
+    static func parseICMP(_ f: UnsafeRawPointer, family: IPFamily, proto: UInt8, l4: Int,
+                          end: Int) -> ICMPFindings {
+        guard end - l4 >= 8 else { return ICMPFindings(.drop(.truncatedICMP)) }
+        var findings = ICMPFindings(.ip)
+        // ICMPv4 inside IPv6 (or the reverse) is nothing we serve: for the kernel.
+        if (proto == IPProtocol.icmp) != (family == .ipv4) { return findings }
+        findings.type = RawBytes.load8(f, l4)
+        findings.code = RawBytes.load8(f, l4 + 1)
+        if isError(type: findings.type, family: family) {
+            let (result, quote) = parseQuote(f, family: family, at: l4 + 8, end: end)
+            findings.result = result
+            findings.quote = quote
+        } else if isEcho(type: findings.type, family: family) {
+            findings.identifier = RawBytes.load16(f, l4 + 4)
+        }
+        return findings
+    }
+
     /// The packet inside an ICMP error: an IP header of the same family plus at least the
     /// eight bytes of TCP/UDP header that carry the ports (RFC 792, RFC 4443 §2.4).
     @inlinable
-    static func parseInner(_ f: UnsafeRawPointer, into p: inout ParsedPacket) -> ParseResult {
-        let inner = p.l4Offset + 8
-        let end = p.ipEnd
+    static func parseQuote(_ f: UnsafeRawPointer, family: IPFamily, at inner: Int,
+                           end: Int) -> (ParseResult, Quote?) {
         var proto: UInt8
         var l4: Int
-        if p.family == .ipv4 {
-            guard end - inner >= 20 else { return .drop(.malformedICMPInnerPacket) }
+        let source: IPAddress
+        let destination: IPAddress
+        if family == .ipv4 {
+            guard end - inner >= 20 else { return (.drop(.malformedICMPInnerPacket), nil) }
             let versionIHL = RawBytes.load8(f, inner)
             let headerLength = Int(versionIHL & 0x0F) &* 4
             guard versionIHL >> 4 == 4, headerLength >= 20, headerLength <= end - inner else {
-                return .drop(.malformedICMPInnerPacket)
+                return (.drop(.malformedICMPInnerPacket), nil)
             }
             proto = RawBytes.load8(f, inner + 9)
             l4 = inner + headerLength
-            p.innerSource = RawBytes.loadIPv4(f, inner + 12)
-            p.innerDestination = RawBytes.loadIPv4(f, inner + 16)
+            source = RawBytes.loadIPv4(f, inner + 12)
+            destination = RawBytes.loadIPv4(f, inner + 16)
         } else {
             guard end - inner >= 40, RawBytes.load8(f, inner) >> 4 == 6 else {
-                return .drop(.malformedICMPInnerPacket)
+                return (.drop(.malformedICMPInnerPacket), nil)
             }
             proto = RawBytes.load8(f, inner + 6)
             l4 = inner + 40
-            p.innerSource = RawBytes.loadIPv6(f, inner + 8)
-            p.innerDestination = RawBytes.loadIPv6(f, inner + 24)
-            let walk = walkExtensionHeaders(f, end: end, next: &proto, offset: &l4)
-            if walk != .ip { return .drop(.malformedICMPInnerPacket) }
+            source = RawBytes.loadIPv6(f, inner + 8)
+            destination = RawBytes.loadIPv6(f, inner + 24)
+            let walk = walkExtensionHeaders(f, end: end, next: proto, offset: l4)
+            guard case .ip = walk.result else { return (.drop(.malformedICMPInnerPacket), nil) }
+            proto = walk.next
+            l4 = walk.offset
         }
         // An error about something other than TCP/UDP belongs to no flow: not for us.
-        guard proto == IPProtocol.tcp || proto == IPProtocol.udp else { return .ip }
-        guard end - l4 >= 8 else { return .drop(.malformedICMPInnerPacket) }
-        p.isICMPError = true
-        p.innerL3Offset = inner
-        p.innerL4Offset = l4
-        p.innerProto = proto
-        p.innerSourcePort = RawBytes.load16(f, l4)
-        p.innerDestinationPort = RawBytes.load16(f, l4 + 2)
-        return .ip
+        guard proto == IPProtocol.tcp || proto == IPProtocol.udp else { return (.ip, nil) }
+        guard end - l4 >= 8 else { return (.drop(.malformedICMPInnerPacket), nil) }
+        return (.ip, Quote(l3Offset: inner, l4Offset: l4, proto: proto, source: source, destination: destination,
+                           sourcePort: RawBytes.load16(f, l4), destinationPort: RawBytes.load16(f, l4 + 2)))
     }
 }

@@ -1,3 +1,24 @@
+/// Where the headers of a TCP or UDP packet are: enough to rewrite one of its endpoints.
+public struct TransportHeaders: Sendable {
+    public var family: IPFamily
+    public var proto: UInt8
+    public var l3Offset: Int
+    public var l4Offset: Int
+
+    @inlinable
+    public init(family: IPFamily, proto: UInt8, l3Offset: Int, l4Offset: Int) {
+        self.family = family
+        self.proto = proto
+        self.l3Offset = l3Offset
+        self.l4Offset = l4Offset
+    }
+
+    @inlinable
+    public init(_ p: ParsedPacket) {
+        self.init(family: p.family, proto: p.proto, l3Offset: p.l3Offset, l4Offset: p.l4Offset)
+    }
+}
+
 /// Frame rewrites done in place on a parsed frame. Checksums are updated incrementally
 /// (RFC 1624) from the words that change, never recomputed over the payload.
 public enum Rewrite {
@@ -19,7 +40,7 @@ public enum Rewrite {
             translateInner(f, p, endpointIsSource: true, address: node, port: nodePort)
             setOuterAddress(f, p, isSource: false, to: node)
         } else {
-            translate(f, p, isSource: false, address: node, port: nodePort)
+            translate(f, TransportHeaders(p), isSource: false, from: p.destination, to: node, port: nodePort)
         }
     }
 
@@ -34,15 +55,15 @@ public enum Rewrite {
             translateInner(f, p, endpointIsSource: false, address: vip, port: vipPort)
             if p.source == node { setOuterAddress(f, p, isSource: true, to: vip) }
         } else {
-            translate(f, p, isSource: true, address: vip, port: vipPort)
+            translate(f, TransportHeaders(p), isSource: true, from: p.source, to: vip, port: vipPort)
         }
     }
 
     // MARK: - Pieces
 
     @inlinable @inline(__always)
-    static func addressOffset(_ p: ParsedPacket, l3: Int, isSource: Bool) -> Int {
-        if p.family == .ipv4 { return l3 + (isSource ? 12 : 16) }
+    static func addressOffset(_ family: IPFamily, l3: Int, isSource: Bool) -> Int {
+        if family == .ipv4 { return l3 + (isSource ? 12 : 16) }
         return l3 + (isSource ? 8 : 24)
     }
 
@@ -61,23 +82,23 @@ public enum Rewrite {
         proto == IPProtocol.tcp ? 16 : 6
     }
 
-    /// Rewrites one endpoint (address and port) of a TCP/UDP packet.
-    @inlinable
-    static func translate(_ f: UnsafeMutableRawPointer, _ p: ParsedPacket, isSource: Bool,
-                          address: IPAddress, port: UInt16) {
-        let old = isSource ? p.source : p.destination
+    /// Rewrites one endpoint (address and port) of a TCP/UDP packet whose address on that
+    /// side is `old`.
+    @inlinable @inline(__always)
+    public static func translate(_ f: UnsafeMutableRawPointer, _ h: TransportHeaders, isSource: Bool,
+                                 from old: IPAddress, to address: IPAddress, port: UInt16) {
         var addressDelta = ChecksumDelta()
         addressDelta.replaceAddress(old, address)
-        writeAddress(f, p.family, at: addressOffset(p, l3: p.l3Offset, isSource: isSource), address)
-        if p.family == .ipv4 { addressDelta.apply(f, at: p.l3Offset + 10) }
+        writeAddress(f, h.family, at: addressOffset(h.family, l3: h.l3Offset, isSource: isSource), address)
+        if h.family == .ipv4 { addressDelta.apply(f, at: h.l3Offset + 10) }
 
-        guard p.proto == IPProtocol.tcp || p.proto == IPProtocol.udp else { return }
-        let portOffset = p.l4Offset + (isSource ? 0 : 2)
+        guard h.proto == IPProtocol.tcp || h.proto == IPProtocol.udp else { return }
+        let portOffset = h.l4Offset + (isSource ? 0 : 2)
         var l4Delta = addressDelta  // the pseudo-header covers the address
         l4Delta.replace16(RawBytes.load16(f, portOffset), port)
         RawBytes.store16(f, portOffset, port)
-        let checksumOffset = p.l4Offset + l4ChecksumOffset(proto: p.proto)
-        if p.proto == IPProtocol.udp {
+        let checksumOffset = h.l4Offset + l4ChecksumOffset(proto: h.proto)
+        if h.proto == IPProtocol.udp {
             l4Delta.applyUDP(f, at: checksumOffset)
         } else {
             l4Delta.apply(f, at: checksumOffset)
@@ -91,7 +112,7 @@ public enum Rewrite {
                                 to address: IPAddress) {
         var delta = ChecksumDelta()
         delta.replaceAddress(isSource ? p.source : p.destination, address)
-        writeAddress(f, p.family, at: addressOffset(p, l3: p.l3Offset, isSource: isSource), address)
+        writeAddress(f, p.family, at: addressOffset(p.family, l3: p.l3Offset, isSource: isSource), address)
         if p.family == .ipv4 {
             delta.apply(f, at: p.l3Offset + 10)
         } else {
@@ -109,7 +130,7 @@ public enum Rewrite {
         var addressDelta = ChecksumDelta()
         addressDelta.replaceAddress(old, address)
         icmpDelta.add(addressDelta)
-        writeAddress(f, p.family, at: addressOffset(p, l3: p.innerL3Offset, isSource: endpointIsSource),
+        writeAddress(f, p.family, at: addressOffset(p.family, l3: p.innerL3Offset, isSource: endpointIsSource),
                      address)
 
         if p.family == .ipv4 {
