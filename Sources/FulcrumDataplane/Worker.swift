@@ -35,6 +35,8 @@ public final class Worker: @unchecked Sendable {
     public let stalls = Atomic<UInt64>(0)
     /// Benchmark reference only: swap MACs and send back, no decision (xdpsock's l2fwd).
     let reflectOnly: Bool
+    /// The frames of one RX batch, handed to the balancer together.
+    let batch = PacketBatch(capacity: XDPSocket.batchSize)
 
     init(queue: Int, cpu: Int, sockets: [XDPSocket], balancer: Balancer, reflectOnly: Bool = false) throws {
         self.reflectOnly = reflectOnly
@@ -192,20 +194,28 @@ public final class Worker: @unchecked Sendable {
             return 0
         }
         let b = balancer
+        let batch = self.batch
+        for k in 0..<n {
+            let desc = xsk_ring_cons__rx_desc(s.rx, rxIndex &+ UInt32(k)).pointee
+            batch.frames[k] = s.frame(desc.addr)
+            batch.lengths[k] = Int(desc.len)
+        }
+        if reflectOnly {
+            for k in 0..<n {
+                let frame = batch.frames[k]
+                let destination = RawBytes.loadMAC(frame, 0)
+                Rewrite.mat(frame, destinationMAC: RawBytes.loadMAC(frame, 6), sourceMAC: destination)
+                batch.verdicts[k] = .transmit(interface: index)
+            }
+        } else {
+            b.process(batch, count: n, now: now)
+        }
         var queuedOn = 0  // bit i: socket i has new TX descriptors
         for k in 0..<n {
             let desc = xsk_ring_cons__rx_desc(s.rx, rxIndex &+ UInt32(k)).pointee
-            let frame = s.frame(desc.addr)
-            let length = Int(desc.len)
-            let verdict: Verdict
-            if reflectOnly {
-                let destination = RawBytes.loadMAC(frame, 0)
-                Rewrite.mat(frame, destinationMAC: RawBytes.loadMAC(frame, 6), sourceMAC: destination)
-                verdict = .transmit(interface: index)
-            } else {
-                verdict = b.process(frame, length: length, now: now)
-            }
-            switch verdict {
+            let frame = batch.frames[k]
+            let length = batch.lengths[k]
+            switch batch.verdicts[k] {
             case .transmit(let egress):
                 if egress == index {
                     if transmit(on: s, address: desc.addr, length: desc.len) {
