@@ -70,10 +70,15 @@ fuzz: setup
 	  | grep -E "^(stat::number_of_executed_units|stat::peak_rss|==|INFO: Running|#[0-9]+.*DONE|SUMMARY)" ; \
 	  exit $${PIPESTATUS[0]}
 
+## The plain C AF_XDP forwarder the forwarding benchmark compares one worker with.
+.build/bench/xsk_forward: Bench/reference/xsk_forward.c
+	@mkdir -p .build/bench
+	clang -O2 -Wall -Werror -o $@ $< -lxdp -lbpf
+
 ## bench: release build; FulcrumCore per-packet cost and one worker forwarding on veth,
 ## each beside a reference measured in the same run, with a malloc counter
-INTERPOSER = $$(find .build/release -name 'libMallocInterposerSwift.so' | head -1)
-bench: release
+INTERPOSER = $$(find -L .build/release -name 'libMallocInterposerSwift.so' | head -1)
+bench: release .build/bench/xsk_forward
 	LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench core $(BENCH_ARGS)
 	@if [ "$$(id -u)" = 0 ]; then \
 	  LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench forward --root $(CURDIR) $(FORWARD_ARGS); \

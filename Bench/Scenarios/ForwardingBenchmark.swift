@@ -159,6 +159,37 @@ public struct ForwardingBenchmark {
         rows.append(Row(name: "in-kernel XDP_TX reflect (reference)", offeredMpps: Double(ref.offered) / seconds / 1e6,
                         forwardedMpps: Double(ref.returned) / seconds / 1e6, socketDrops: 0))
 
+        // Reference: a plain C AF_XDP forwarder (Bench/reference/xsk_forward.c) on the
+        // same veth, the same queue and core, swapping MACs. The yardstick for one worker.
+        let forwarder = root + "/.build/bench/xsk_forward"
+        if access(forwarder, X_OK) == 0 {
+            let seconds = self.seconds
+            let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-lb", forwarder, "eth0",
+                                          "\(seconds * 2 + 2)", "\(workerCPU)"], capture: true)
+            // (libbpf and libxdp log to stderr, which shares the pipe: skip to "ready".)
+            var line = child.readLine()
+            while let l = line, l != "ready" { line = child.readLine() }
+            guard line == "ready" else {
+                child.signal(SIGKILL)
+                _ = child.wait()
+                throw Testbed.Failure(description: "xsk_forward did not start: \(child.readAll())")
+            }
+            _ = try offer(frame(to: vip))  // warm-up, as for the workers below
+            let result = try offer(frame(to: vip))
+            let output = child.readAll()
+            _ = child.wait()
+            // "forwarded N dropped M": the drops cover the warm-up too, as the worker rows' do not.
+            guard let summary = output.split(separator: "\n").last(where: { $0.hasPrefix("forwarded ") }) else {
+                throw Testbed.Failure(description: "xsk_forward: \(output)")
+            }
+            let dropped = summary.split(separator: " ").last.flatMap { UInt64($0) } ?? 0
+            rows.append(Row(name: "plain C AF_XDP forwarder, MAC swap (reference)",
+                            offeredMpps: Double(result.offered) / seconds / 1e6,
+                            forwardedMpps: Double(result.returned) / seconds / 1e6, socketDrops: dropped))
+        } else {
+            print("forward: \(forwarder) not built (make bench builds it); C reference row skipped")
+        }
+
         // (method, reflect only): the second reference is the same worker, rings and kicks
         // deciding nothing, so the gap to it is what Fulcrum's decision costs.
         for (method, reflect) in [(ForwardingMethod.mat, true), (.mat, false), (.nat, false)] {

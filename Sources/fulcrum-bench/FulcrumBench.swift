@@ -15,10 +15,11 @@ struct Core: ParsableCommand {
 
     @Option(help: "Frames per measured pass.") var frames = 1_000_000
     @Option(help: "Flow counts to spread the frames over.") var flows: [Int] = [1000, 100_000]
-    @Option(help: "Measured passes; the median is reported.") var rounds = 5
+    @Option(help: "Measured rounds; each round runs every path once, and each path's best pass is reported.") var rounds = 7
     @Option(help: "Flow table capacity (entries).") var flowTable = 1 << 20
     @Flag(inversion: .prefixedNo, help: "Back the flow table with transparent huge pages.") var hugePages = true
     @Flag(help: "Skip the malloc counter (for valgrind --tool=callgrind instruction counts).") var noMallocCheck = false
+    @Option(help: "Run only the paths whose name contains this (repeatable), e.g. mat, nat, reply.") var only: [String] = []
 
     func validate() throws {
         guard frames > 0, rounds > 0, flowTable > 0, flows.allSatisfy({ $0 > 0 && $0 <= frames }) else {
@@ -30,13 +31,15 @@ struct Core: ParsableCommand {
         var bench = CoreBenchmark(frames: frames, flowCounts: flows, rounds: rounds, flowTableCapacity: flowTable,
                                   hugePages: hugePages)
         bench.checkAllocations = !noMallocCheck
+        bench.only = only
         let rows = try bench.run()
-        print("FulcrumCore per-packet path: \(frames) frames of 60 bytes, median of \(rounds) passes")
-        print("reference = copy the frame into the working buffer only; flow table \(flowTable) entries, huge pages \(hugePages ? "on" : "off")")
-        let header = ["path", "flows", "ns/packet", "reference ns", "ratio", "mallocs"]
+        print("FulcrumCore per-packet path: \(frames) frames of 60 bytes in batches of 64, best of \(rounds) interleaved rounds")
+        print("reference = copy the frames into UMEM-like buffers only (what DMA does); net = ns/packet - reference")
+        print("flow table \(flowTable) entries, huge pages \(hugePages ? "on" : "off")")
+        let header = ["path", "flows", "ns/packet", "reference ns", "net ns", "ratio", "mallocs"]
         var table = [header]
         for r in rows {
-            table.append([r.name, "\(r.flows)", fmt(r.nsPerPacket), fmt(r.referenceNs),
+            table.append([r.name, "\(r.flows)", fmt(r.nsPerPacket), fmt(r.referenceNs), fmt(r.nsPerPacket - r.referenceNs),
                           fmt(r.nsPerPacket / r.referenceNs) + "x", "\(r.allocations)"])
         }
         printTable(table)
@@ -77,9 +80,13 @@ struct Forward: ParsableCommand {
         print("Forwarding on veth, 60-byte UDP frames over \(flows) flows, \(seconds) s per row")
         print("generator: BPF_PROG_TEST_RUN live frames on CPU \(generatorCPU); worker on CPU \(workerCPU)")
         let reference = rows[0].forwardedMpps
-        var table = [["path", "offered Mpps", "forwarded Mpps", "vs reference", "socket drops", "mallocs/packet", "RSS MiB"]]
+        // The yardstick for one worker: the plain C forwarder, when it was built.
+        let c = rows.first { $0.name.hasPrefix("plain C") }?.forwardedMpps
+        var table = [["path", "offered Mpps", "forwarded Mpps", "vs XDP_TX", "vs C", "socket drops", "mallocs/packet",
+                      "RSS MiB"]]
         for r in rows {
             table.append([r.name, fmt(r.offeredMpps), fmt(r.forwardedMpps), fmt(r.forwardedMpps / reference) + "x",
+                          c.map { fmt(r.forwardedMpps / $0) + "x" } ?? "-",
                           "\(r.socketDrops)", r.mallocsPerPacket.map { $0 == 0 ? "0" : String($0) } ?? "-",
                           r.rssMiB.map { fmt($0) } ?? "-"])
         }
