@@ -230,9 +230,10 @@ public final class Balancer {
         let verdicts = batch.verdicts
         let pending = batch.pending
         var waiting = 0
+        var recent = RecentService()
         var i = 0
         while i < count {
-            let step = classify(frames[i], length: lengths[i], now: now, into: &pending[waiting])
+            let step = classify(frames[i], length: lengths[i], now: now, recent: &recent, into: &pending[waiting])
             if step.pending {
                 pending[waiting].index = i
                 waiting &+= 1
@@ -262,7 +263,7 @@ public final class Balancer {
     /// NAT reply or ICMP error), or `pending`: `packet` holds a flow of a service for
     /// `forward` to decide.
     @inlinable @inline(__always)
-    func classify(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64,
+    func classify(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, recent: inout RecentService,
                   into packet: inout FlowPacket) -> (verdict: Verdict, pending: Bool) {
         var p = ParsedPacket()
         switch PacketParser.parse(frame, length: length, into: &p) {
@@ -279,7 +280,12 @@ public final class Balancer {
         guard p.proto == IPProtocol.tcp || p.proto == IPProtocol.udp else { return (notOurs(), false) }
         let key = FlowKey(source: p.source, destination: p.destination, sourcePort: p.sourcePort,
                           destinationPort: p.destinationPort, proto: p.proto)
-        let group = services.lookup(ServiceKey(address: key.destination, proto: key.proto, port: key.destinationPort))
+        let service = ServiceKey(address: key.destination, proto: key.proto, port: key.destinationPort)
+        var group = recent.group
+        if group < 0 || !(service == recent.key) {
+            group = services.lookup(service)
+            if group >= 0 { recent = RecentService(key: service, group: group) }
+        }
         if group >= 0 {
             packet = FlowPacket(key: key, hash: key.stableHash(), group: group, headers: TransportHeaders(p),
                                 tcpFlags: p.tcpFlags)
@@ -294,6 +300,18 @@ public final class Balancer {
             return (reply(frame, length: length, target: t, route: route), false)
         }
         return (notOurs(), false)
+    }
+
+    /// The last service a batch's frame matched: the frames of a batch mostly share one,
+    /// and comparing with it is cheaper than a hash-table probe.
+    @usableFromInline struct RecentService {
+        @usableFromInline var key = ServiceKey(address: .zero, proto: 0, port: 0)
+        @usableFromInline var group = -1
+        @inlinable init() {}
+        @inlinable init(key: ServiceKey, group: Int) {
+            self.key = key
+            self.group = group
+        }
     }
 
     @inlinable @inline(__always)

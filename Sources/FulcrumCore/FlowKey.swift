@@ -24,13 +24,15 @@ public struct FlowKey: Hashable, Sendable {
     /// seeded per process).
     @inlinable @inline(__always)
     public func stableHash(seed: UInt64 = 0) -> UInt64 {
-        // Independent multiplies (they run in parallel) folded by one strong finaliser:
-        // cheap enough for every packet, deterministic across processes and LBs.
-        let ports = portsAndProto
+        // Three independent multiplies (they run in parallel) and a one-multiply
+        // finaliser: cheap enough for every packet, deterministic across processes and LBs.
         let a = (source.low ^ seed) &* 0x9E37_79B9_7F4A_7C15
         let b = destination.low &* 0xC2B2_AE3D_27D4_EB4F
-        let c = (source.high ^ (destination.high >> 1) ^ ports) &* 0x1656_67B1_9E37_79F9
-        return StableHash.finalize(a ^ ((b << 29) | (b >> 35)) ^ c)
+        let c = (source.high ^ (destination.high >> 1) ^ portsAndProto) &* 0x1656_67B1_9E37_79F9
+        var h = a ^ ((b << 29) | (b >> 35)) ^ c
+        h ^= h >> 32
+        h &*= 0xD6E8_FEB8_6659_FD93
+        return h ^ (h >> 32)
     }
 }
 
