@@ -195,7 +195,6 @@ public final class Balancer {
 
     /// The slot of a group's node (for counters and flow counts).
     public func slot(group: Int, node: Int) -> Int { groupStates[group].nodeBase + node }
-    public func sorrySlot(group: Int) -> Int { groupStates[group].sorrySlot }
 
     /// Periodic work: reclaim a few buckets of dead flows.
     @inlinable

@@ -171,7 +171,9 @@ public final class FlowTable: @unchecked Sendable {
         (Int(truncatingIfNeeded: hash >> 20) & bucketMask) &* FlowTable.ways
     }
 
-    /// Reads the first word of `hash`'s bucket, to bring it into the cache ahead of `find`.
+    /// Reads the first two entries of `hash`'s bucket (one cache line each), to bring them
+    /// into the cache ahead of `find`: at the loads a table is sized for, a flow is
+    /// nearly always in one of them.
     @inlinable @inline(__always)
     public func bucketHead(_ hash: UInt64) -> UInt64 {
         let b = bucketBase(hash)

@@ -60,14 +60,6 @@ public struct ParsedPacket: Sendable {
 
     @inlinable public init() {}
 
-    /// The transport protocol of the flow this packet belongs to.
-    @inlinable public var flowProto: UInt8 { isICMPError ? innerProto : proto }
-
-    /// True when the packet carries TCP or UDP ports that identify a flow.
-    @inlinable public var hasPorts: Bool {
-        isICMPError || proto == IPProtocol.tcp || proto == IPProtocol.udp
-    }
-
     /// The flow in the client-to-service direction, as the LB would have seen its packets
     /// arrive. An ICMP error travels against the flow, so its inner header is reversed.
     @inlinable public var flowKey: FlowKey {
