@@ -223,6 +223,7 @@ public final class Balancer {
     /// Verdicts land in `batch.verdicts`.
     @inlinable
     public func process(_ batch: PacketBatch, count: Int, now: UInt64) {
+        precondition(count <= batch.capacity, "a batch of \(count) frames in a PacketBatch of \(batch.capacity)")
         counters.count(.received, UInt64(count))
         let frames = batch.frames
         let lengths = batch.lengths

@@ -13,6 +13,7 @@ public final class PacketBatch: @unchecked Sendable {
         precondition(capacity > 0)
         self.capacity = capacity
         frames = .allocate(capacity: capacity)
+        // A placeholder until the caller fills them in: a non-nil pointer that is never read.
         frames.initialize(repeating: UnsafeMutableRawPointer(bitPattern: 0x40)!, count: capacity)
         lengths = .allocate(capacity: capacity)
         lengths.initialize(repeating: 0, count: capacity)
