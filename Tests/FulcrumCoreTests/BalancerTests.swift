@@ -74,6 +74,64 @@ import Testing
         #expect(b.flows.count == 600)
     }
 
+    /// The worker hands the balancer whole batches, which it decides in passes; the
+    /// verdicts, the bytes sent and the counters must be what deciding the same frames one
+    /// at a time gives. The batch mixes services (so the last-service shortcut switches),
+    /// NAT replies, frames for the kernel, a malformed frame, and two packets of one new
+    /// flow (the second must find the flow the first created in the same batch).
+    @Test func aMixedBatchDecidesEachFrameAsOneAtATimeDoes() throws {
+        let client = IPAddress("198.18.0.7")!
+        var frames: [[UInt8]] = []
+        for i in 0..<12 { frames.append(syn(i, port: i % 3 == 0 ? 443 : 80)) }
+        frames.append(PacketBuilder.udpFrame(source: client, destination: Fixtures.vip4, sourcePort: 4000,
+                                             destinationPort: 53, payload: [1, 2, 3]))
+        frames.append(PacketBuilder.udpFrame(source: Fixtures.node4a, destination: client, sourcePort: 5353,
+                                             destinationPort: 4000, payload: [4, 5, 6]))
+        frames.append(syn(1, port: 8080))  // no service: for the kernel
+        frames.append(Array(syn(2).prefix(30)))  // cut inside the IPv4 header
+        var lldp = [UInt8](repeating: 0, count: 60)
+        lldp[12] = 0x88
+        lldp[13] = 0xCC
+        frames.append(lldp)
+        frames.append(syn(40))
+        frames.append(syn(40, flags: TCPFlags.ack))
+        frames.append(PacketBuilder.udpFrame(source: client, destination: Fixtures.vip4, sourcePort: 4001,
+                                             destinationPort: 53, payload: [7]))
+
+        let one = try Self.balancer([Self.matGroup(), Self.natGroup()])
+        let expected = frames.map { run(one, $0) }
+
+        let batched = try Self.balancer([Self.matGroup(), Self.natGroup()])
+        let batch = PacketBatch(capacity: frames.count)
+        let buffers = frames.map { f -> UnsafeMutableRawPointer in
+            let p = UnsafeMutableRawPointer.allocate(byteCount: f.count, alignment: 8)
+            f.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: f.count) }
+            return p
+        }
+        defer { buffers.forEach { $0.deallocate() } }
+        for (k, f) in frames.enumerated() {
+            batch.frames[k] = buffers[k]
+            batch.lengths[k] = f.count
+        }
+        batched.process(batch, count: frames.count, now: 1_000_000_000)
+
+        for k in frames.indices {
+            let out = Array(UnsafeRawBufferPointer(start: buffers[k], count: frames[k].count))
+            #expect(batch.verdicts[k] == expected[k].0, "frame \(k)")
+            #expect(out == expected[k].1, "frame \(k): bytes differ")
+        }
+        #expect(expected.filter { $0.0 == .transmit(interface: 0) }.count == 17)
+        #expect(nodeIndex(expected[frames.count - 2].1) == nodeIndex(expected[frames.count - 3].1))
+        for c in GlobalCounter.allCases { #expect(batched.counters[c] == one.counters[c], "\(c)") }
+        for r in DropReason.allCases { #expect(batched.counters[r] == one.counters[r], "\(r)") }
+        for slot in 0..<batched.slotCount {
+            for kind in TrafficCounter.allCases {
+                #expect(batched.counters.node(slot, kind) == one.counters.node(slot, kind), "slot \(slot) \(kind)")
+            }
+        }
+        #expect(batched.flows.count == one.flows.count)
+    }
+
     @Test func multiPortGroupServesEveryPort() throws {
         let b = try Self.balancer([Self.matGroup()])
         #expect(run(b, syn(1, port: 443)).0 == .transmit(interface: 0))
