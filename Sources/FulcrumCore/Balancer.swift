@@ -261,25 +261,25 @@ public final class Balancer {
 
     /// The first half of the decision. Either a final verdict (pass, drop, a translated
     /// NAT reply or ICMP error), or `pending`: `packet` holds a flow of a service for
-    /// `forward` to decide.
+    /// `forward` to decide. The common frame (IPv4 TCP/UDP, no options) takes the quick
+    /// parse, which stays in registers; everything else goes through `classifyOther`.
     @inlinable @inline(__always)
     func classify(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, recent: inout RecentService,
                   into packet: inout FlowPacket) -> (verdict: Verdict, pending: Bool) {
-        var p = ParsedPacket()
-        switch PacketParser.parse(frame, length: length, into: &p) {
-        case .ip:
-            break
-        case .arp, .other:
-            counters.count(.passedToKernel)
-            return (.pass, false)
-        case .drop(let reason):
-            counters.count(reason)
-            return (.drop, false)
+        let flow: TransportFlow
+        if let q = PacketParser.quickIPv4(frame, length: length) {
+            flow = TransportFlow(
+                key: FlowKey(source: IPAddress(ipv4: q.source), destination: IPAddress(ipv4: q.destination),
+                             sourcePort: q.sourcePort, destinationPort: q.destinationPort, proto: q.proto),
+                headers: TransportHeaders(family: .ipv4, proto: q.proto, l3Offset: QuickIPv4.l3Offset,
+                                          l4Offset: QuickIPv4.l4Offset),
+                tcpFlags: q.tcpFlags)
+        } else {
+            let other = classifyOther(frame, length: length, now: now)
+            guard let f = other.flow else { return (other.verdict, false) }
+            flow = f
         }
-        if p.isICMPError { return (icmpError(frame, length: length, p, now: now), false) }
-        guard p.proto == IPProtocol.tcp || p.proto == IPProtocol.udp else { return (notOurs(), false) }
-        let key = FlowKey(source: p.source, destination: p.destination, sourcePort: p.sourcePort,
-                          destinationPort: p.destinationPort, proto: p.proto)
+        let key = flow.key
         let service = ServiceKey(address: key.destination, proto: key.proto, port: key.destinationPort)
         var group = recent.group
         if group < 0 || !(service == recent.key) {
@@ -287,19 +287,57 @@ public final class Balancer {
             if group >= 0 { recent = RecentService(key: service, group: group) }
         }
         if group >= 0 {
-            packet = FlowPacket(key: key, hash: key.stableHash(), group: group, headers: TransportHeaders(p),
-                                tcpFlags: p.tcpFlags)
+            packet = FlowPacket(key: key, hash: key.stableHash(), group: group, headers: flow.headers,
+                                tcpFlags: flow.tcpFlags)
             return (.pass, true)
         }
         let target = natReplies.lookup(ServiceKey(address: key.source, proto: key.proto, port: key.sourcePort))
         if target >= 0 {
             let t = reverseTargets[target]
             guard let route = route(to: key.destination) else { return (.drop, false) }
-            Rewrite.translate(frame, TransportHeaders(p), isSource: true, from: key.source, to: t.vip,
-                              port: t.vipPort)
+            Rewrite.translate(frame, flow.headers, isSource: true, from: key.source, to: t.vip, port: t.vipPort)
             return (reply(frame, length: length, target: t, route: route), false)
         }
         return (notOurs(), false)
+    }
+
+    /// A TCP or UDP packet as `classify` needs it, from either parse.
+    @usableFromInline struct TransportFlow {
+        @usableFromInline var key: FlowKey
+        @usableFromInline var headers: TransportHeaders
+        @usableFromInline var tcpFlags: UInt8
+
+        @inlinable init(key: FlowKey, headers: TransportHeaders, tcpFlags: UInt8) {
+            self.key = key
+            self.headers = headers
+            self.tcpFlags = tcpFlags
+        }
+    }
+
+    /// Every frame the quick parse leaves: VLAN-tagged, IPv6, IPv4 with options, ICMP,
+    /// ARP, other protocols and malformed frames. Finishes what needs no flow lookup;
+    /// a TCP or UDP packet comes back as its flow. Out of line, so that the full
+    /// `ParsedPacket` stays out of the per-packet loop's registers.
+    @inlinable @inline(never)
+    func classifyOther(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64)
+        -> (verdict: Verdict, flow: TransportFlow?) {
+        var p = ParsedPacket()
+        switch PacketParser.parse(frame, length: length, into: &p) {
+        case .ip:
+            break
+        case .arp, .other:
+            counters.count(.passedToKernel)
+            return (.pass, nil)
+        case .drop(let reason):
+            counters.count(reason)
+            return (.drop, nil)
+        }
+        if p.isICMPError { return (icmpError(frame, length: length, p, now: now), nil) }
+        guard p.proto == IPProtocol.tcp || p.proto == IPProtocol.udp else { return (notOurs(), nil) }
+        return (.pass, TransportFlow(key: FlowKey(source: p.source, destination: p.destination,
+                                                  sourcePort: p.sourcePort, destinationPort: p.destinationPort,
+                                                  proto: p.proto),
+                                     headers: TransportHeaders(p), tcpFlags: p.tcpFlags))
     }
 
     /// The last service a batch's frame matched: the frames of a batch mostly share one,

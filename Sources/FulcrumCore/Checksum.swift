@@ -67,10 +67,11 @@ public struct ChecksumDelta {
         acc &+= UInt64(~old) &+ UInt64(new)
     }
 
+    /// Two 16-bit words at once: the fold adds a 32-bit value's halves with end-around
+    /// carry, which is what replacing each half would have added.
     @inlinable @inline(__always)
     public mutating func replace32(_ old: UInt32, _ new: UInt32) {
-        replace16(UInt16(truncatingIfNeeded: old >> 16), UInt16(truncatingIfNeeded: new >> 16))
-        replace16(UInt16(truncatingIfNeeded: old), UInt16(truncatingIfNeeded: new))
+        acc &+= UInt64(~old) &+ UInt64(new)
     }
 
     @inlinable @inline(__always)
@@ -106,6 +107,23 @@ public struct ChecksumDelta {
     @inlinable @inline(__always)
     public func apply(_ p: UnsafeMutableRawPointer, at offset: Int) {
         RawBytes.store16(p, offset, apply(to: RawBytes.load16(p, offset)))
+    }
+
+    /// Updates the checksum at `offset` from a delta of words taken as they lie in
+    /// memory (`RawBytes.loadInPlace16`), with no byte swap either way.
+    @inlinable @inline(__always)
+    public func applyInPlace(_ p: UnsafeMutableRawPointer, at offset: Int) {
+        RawBytes.storeInPlace16(p, offset, apply(to: RawBytes.loadInPlace16(p, offset)))
+    }
+
+    /// `applyUDP` for a delta of words as they lie in memory (0 and 0xFFFF read the same
+    /// in either byte order).
+    @inlinable @inline(__always)
+    public func applyUDPInPlace(_ p: UnsafeMutableRawPointer, at offset: Int) {
+        let old = RawBytes.loadInPlace16(p, offset)
+        if old == 0 { return }
+        let new = apply(to: old)
+        RawBytes.storeInPlace16(p, offset, new == 0 ? 0xFFFF : new)
     }
 
     /// Same, for a UDP checksum: 0 means "none" over IPv4 and stays 0; a computed 0 is

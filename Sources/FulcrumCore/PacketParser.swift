@@ -73,6 +73,33 @@ public struct ParsedPacket: Sendable {
     }
 }
 
+/// What `PacketParser.quickIPv4` reads from the common frame. Its network header starts
+/// at byte 14 and its TCP/UDP header at byte 34.
+public struct QuickIPv4: Sendable, Equatable {
+    /// Host-order IPv4 addresses.
+    public var source: UInt32
+    public var destination: UInt32
+    /// Source port in the high half, destination port in the low.
+    public var ports: UInt32
+    public var proto: UInt8
+    public var tcpFlags: UInt8
+
+    public static let l3Offset = 14
+    public static let l4Offset = 34
+
+    @inlinable
+    public init(source: UInt32, destination: UInt32, ports: UInt32, proto: UInt8, tcpFlags: UInt8) {
+        self.source = source
+        self.destination = destination
+        self.ports = ports
+        self.proto = proto
+        self.tcpFlags = tcpFlags
+    }
+
+    @inlinable public var sourcePort: UInt16 { UInt16(truncatingIfNeeded: ports >> 16) }
+    @inlinable public var destinationPort: UInt16 { UInt16(truncatingIfNeeded: ports) }
+}
+
 /// An ARP packet for IPv4 over Ethernet.
 public struct ARPPacket: Sendable, Equatable {
     public var operation: UInt16 = 0
@@ -133,6 +160,39 @@ public enum PacketParser {
         let (etherType, l3, tag) = ethernet(frame, length: length)
         if etherType == EtherType.arp { return checkARP(frame, length: length, at: l3) }
         return parseNetwork(frame, length: length, etherType: etherType, l3: l3, tag: tag, into: &p)
+    }
+
+    /// The common frame, checked in one pass with few branches: untagged Ethernet, IPv4
+    /// without options or fragmentation, a whole TCP or UDP header. nil for anything
+    /// else, and then `parse` decides. `parse` accepts every frame this accepts and reads
+    /// the same fields from it (a differential test and the fuzzer hold it to that), so
+    /// the per-packet path may take this first and fall back to `parse`.
+    @inlinable @inline(__always)
+    public static func quickIPv4(_ f: UnsafeRawPointer, length: Int) -> QuickIPv4? {
+        guard length >= 42 else { return nil }  // Ethernet + IPv4 + a UDP header
+        // Bytes 12–14 as they lie in memory: EtherType 0x0800, version 4 with IHL 5.
+        let head = UInt32(littleEndian: f.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+        let totalLength = Int(RawBytes.load16(f, 16))
+        // More-fragments or an offset: a fragment, which `parse` drops.
+        guard head & 0x00FF_FFFF == 0x0045_0008, RawBytes.load16(f, 20) & 0x3FFF == 0,
+              totalLength <= length &- 14 else { return nil }
+        let proto = RawBytes.load8(f, 23)
+        let available = totalLength &- 20
+        var tcpFlags: UInt8 = 0
+        if proto == IPProtocol.udp {
+            let udpLength = Int(RawBytes.load16(f, 38))
+            guard udpLength >= 8, udpLength <= available else { return nil }
+        } else if proto == IPProtocol.tcp {
+            guard available >= 20 else { return nil }  // so the frame holds bytes 34–53
+            let dataOffset = Int(RawBytes.load8(f, 46) >> 4) &* 4
+            guard dataOffset >= 20, dataOffset <= available else { return nil }
+            tcpFlags = RawBytes.load8(f, 47)
+        } else {
+            return nil
+        }
+        let ports = RawBytes.load32(f, 34)
+        return QuickIPv4(source: RawBytes.load32(f, 26), destination: RawBytes.load32(f, 30),
+                         ports: ports, proto: proto, tcpFlags: tcpFlags)
     }
 
     /// The EtherType, where the network header starts, and the VLAN tag (-1: none).

@@ -52,6 +52,28 @@ public enum RawBytes {
         store32(p, offset &+ 2, UInt32(truncatingIfNeeded: v))
     }
 
+    /// Words as they lie in memory, with no byte swap: for checksum arithmetic, which
+    /// gives the same bytes in either order (RFC 1071 §2(B)).
+    @inlinable @inline(__always)
+    public static func loadInPlace16(_ p: UnsafeRawPointer, _ offset: Int) -> UInt16 {
+        p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)
+    }
+
+    @inlinable @inline(__always)
+    public static func loadInPlace32(_ p: UnsafeRawPointer, _ offset: Int) -> UInt32 {
+        p.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
+    }
+
+    @inlinable @inline(__always)
+    public static func storeInPlace16(_ p: UnsafeMutableRawPointer, _ offset: Int, _ v: UInt16) {
+        p.storeBytes(of: v, toByteOffset: offset, as: UInt16.self)
+    }
+
+    @inlinable @inline(__always)
+    public static func storeInPlace32(_ p: UnsafeMutableRawPointer, _ offset: Int, _ v: UInt32) {
+        p.storeBytes(of: v, toByteOffset: offset, as: UInt32.self)
+    }
+
     @inlinable @inline(__always)
     public static func loadMAC(_ p: UnsafeRawPointer, _ offset: Int) -> MACAddress {
         MACAddress(value: load48(p, offset))

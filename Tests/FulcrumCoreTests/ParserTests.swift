@@ -24,6 +24,63 @@ import Testing
         #expect(p.l3Offset == 14 && p.l4Offset == 34 && p.ipEnd == f.count)
     }
 
+    /// The per-packet path tries `quickIPv4` first and trusts what it returns, so every
+    /// frame it accepts must be one the full parser takes as IP, with the same fields.
+    /// Frames near the common case, with header bytes changed and lengths cut or padded,
+    /// probe each of its checks from both sides.
+    @Test func quickParseAcceptsOnlyWhatTheFullParserAcceptsAndReadsTheSameFields() {
+        let payload = Array("fulcrum".utf8)
+        let bases = [
+            PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40000,
+                                   destinationPort: 80, flags: TCPFlags.syn),
+            PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40001,
+                                   destinationPort: 443, payload: payload),
+            PacketBuilder.udpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40002,
+                                   destinationPort: 53),
+            PacketBuilder.udpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40003,
+                                   destinationPort: 53, payload: payload, zeroChecksum: true),
+        ]
+        // Unchanged, each is the common case.
+        for f in bases {
+            #expect(withExactAllocation(f) { p, n in PacketParser.quickIPv4(p, length: n) } != nil)
+        }
+        var rng = SplitMix(seed: 0x0A5E)
+        var accepted = 0
+        var declined = 0
+        for i in 0..<40_000 {
+            var f = bases[i % bases.count]
+            for _ in 0..<Int.random(in: 1...2, using: &rng) {
+                // Mostly the bytes the quick parse checks: EtherType to protocol, ports to TCP flags.
+                let at = Bool.random(using: &rng) ? Int.random(in: 12...23, using: &rng)
+                                                  : Int.random(in: 34...min(f.count - 1, 53), using: &rng)
+                f[at] = Bool.random(using: &rng) ? UInt8.random(in: 0...255, using: &rng) : f[at] ^ (1 << (i % 8))
+            }
+            switch Int.random(in: 0..<8, using: &rng) {
+            case 0: f.removeLast(Int.random(in: 1...min(30, f.count), using: &rng))
+            case 1: f += [UInt8](repeating: 0, count: Int.random(in: 1...20, using: &rng))
+            default: break
+            }
+            withExactAllocation(f) { frame, n in
+                var full = ParsedPacket()
+                let result = PacketParser.parse(frame, length: n, into: &full)
+                guard let q = PacketParser.quickIPv4(frame, length: n) else {
+                    declined += 1
+                    return
+                }
+                accepted += 1
+                #expect(result == .ip, "case \(i): \(f.hexDump)")
+                #expect(full.family == .ipv4 && !full.hasVLAN && !full.isICMPError, "case \(i)")
+                #expect(full.l3Offset == QuickIPv4.l3Offset && full.l4Offset == QuickIPv4.l4Offset, "case \(i)")
+                #expect(full.source == IPAddress(ipv4: q.source) && full.destination == IPAddress(ipv4: q.destination),
+                        "case \(i)")
+                #expect(full.sourcePort == q.sourcePort && full.destinationPort == q.destinationPort, "case \(i)")
+                #expect(full.proto == q.proto && full.tcpFlags == q.tcpFlags, "case \(i)")
+            }
+        }
+        // Both sides of the checks were reached.
+        #expect(accepted > 5000 && declined > 5000, "accepted \(accepted), declined \(declined)")
+    }
+
     @Test func vlanTaggedUDP() {
         let f = PacketBuilder.udpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 1,
                                        destinationPort: 53, vlan: 100)

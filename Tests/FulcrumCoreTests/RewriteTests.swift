@@ -155,6 +155,30 @@ struct RewriteCase: CustomStringConvertible, Sendable {
         #expect(ChecksumCheck.problems(in: output).isEmpty, "\(ChecksumCheck.problems(in: output))")
     }
 
+    /// A UDP checksum that computes to zero after the rewrite goes out as 0xFFFF (zero
+    /// would mean "no checksum", RFC 768), in both families.
+    @Test(arguments: [false, true])
+    func udpChecksumThatComputesToZeroIsSentAsAllOnes(v6: Bool) throws {
+        let client = v6 ? Fixtures.client6 : Fixtures.client4
+        let vip = v6 ? Fixtures.vip6 : Fixtures.vip4
+        let node = v6 ? Fixtures.node6a : Fixtures.node4a
+        let input = PacketBuilder.udpFrame(source: client, destination: vip, sourcePort: 40000, destinationPort: 53)
+        // The node port whose translated frame has a checksum of all ones.
+        let checksumAt = 14 + (v6 ? 40 : 20) + 6
+        let port = try #require((1...UInt16.max).first { port in
+            let f = PacketBuilder.udpFrame(source: client, destination: node, sourcePort: 40000, destinationPort: port)
+            return f[checksumAt] == 0xFF && f[checksumAt + 1] == 0xFF
+        })
+        let expected = PacketBuilder.udpFrame(source: client, destination: node, sourcePort: 40000, destinationPort: port)
+        let (output, _) = input.mutatingFrame { frame, length -> Void in
+            var p = ParsedPacket()
+            var arp = ARPPacket()
+            _ = PacketParser.parse(frame, length: length, into: &p, arp: &arp)
+            Rewrite.natForward(frame, p, node: node, nodePort: port)
+        }
+        #expect(output == expected, "got\n\(output.hexDump)\nexpected\n\(expected.hexDump)")
+    }
+
     /// Random ports and addresses: the incremental update always equals full recomputation.
     @Test func randomisedNATChecksums() {
         var rng = SplitMix(seed: 1624)

@@ -1,7 +1,8 @@
 // libFuzzer entry point for FulcrumCore's packet path. Built by `make fuzz` with
 // `swiftc -sanitize=fuzzer,address` over FulcrumCore's sources (libFuzzer provides main).
-// Every input is parsed, looked for a neighbour solicitation, and run through a balancer
-// with MAT and NAT groups in both families, so rewrites of odd frames are exercised too.
+// Every input is parsed (the quick IPv4 parse must agree with the full one), looked for
+// a neighbour solicitation, and run through a balancer with MAT and NAT groups in both
+// families, so rewrites of odd frames are exercised too.
 
 private func address(_ s: String) -> IPAddress { IPAddress(s)! }
 
@@ -40,9 +41,18 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 
     var p = ParsedPacket()
     var arp = ARPPacket()
-    if PacketParser.parse(frame, length: size, into: &p, arp: &arp) == .ip {
+    let result = PacketParser.parse(frame, length: size, into: &p, arp: &arp)
+    if result == .ip {
         precondition(p.l4Offset <= p.ipEnd && p.ipEnd <= size)
         _ = NeighborSolicitation.parse(frame, p)
+    }
+    // The balancer trusts the quick parse: what it accepts, the full parser reads alike.
+    if let q = PacketParser.quickIPv4(frame, length: size) {
+        precondition(result == .ip && p.family == .ipv4 && !p.hasVLAN && !p.isICMPError)
+        precondition(p.l3Offset == QuickIPv4.l3Offset && p.l4Offset == QuickIPv4.l4Offset)
+        precondition(p.source == IPAddress(ipv4: q.source) && p.destination == IPAddress(ipv4: q.destination))
+        precondition(p.sourcePort == q.sourcePort && p.destinationPort == q.destinationPort)
+        precondition(p.proto == q.proto && p.tcpFlags == q.tcpFlags)
     }
     clock &+= 7_000_000_000
     _ = balancer.process(frame, length: size, now: clock)
