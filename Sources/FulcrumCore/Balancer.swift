@@ -12,6 +12,7 @@ public enum BalancerSpecError: Error, Equatable, CustomStringConvertible {
     case duplicateService(group: String, service: ServiceKey, otherGroup: String)
     case ambiguousNATReply(group: String, node: ServiceKey, otherGroup: String)
     case tooManyNodeSlots(needed: Int, limit: Int)
+    case tooManyGroups(count: Int, limit: Int)
     case badInterface(group: String, interface: Int)
 
     public var description: String {
@@ -20,6 +21,8 @@ public enum BalancerSpecError: Error, Equatable, CustomStringConvertible {
             return "group \(group): \(service) is already served by group \(other)"
         case let .ambiguousNATReply(group, node, other):
             return "group \(group): NAT node \(node) also serves group \(other); its replies could not be told apart"
+        case let .tooManyGroups(count, limit):
+            return "configuration has \(count) groups; the data plane numbers at most \(limit)"
         case let .tooManyNodeSlots(needed, limit):
             return "configuration needs \(needed) node slots but the data plane was started with \(limit)"
         case let .badInterface(group, interface):
@@ -44,7 +47,8 @@ public final class Balancer {
     @usableFromInline struct SlotState {
         @usableFromInline var address: IPAddress
         @usableFromInline var port: UInt16
-        @usableFromInline var mac: MACAddress
+        /// Toward this node: its MAC (MAT) or its next hop's (NAT), from the group's interface.
+        @usableFromInline var ethernet: EthernetAddresses
         @usableFromInline var hasMAC: Bool
         @usableFromInline var up: Bool
         /// May carry flows: up, MAC known, and (for nodes) eligible in the scheduler.
@@ -84,6 +88,10 @@ public final class Balancer {
         guard slotCount <= spec.maxNodeSlots else {
             throw BalancerSpecError.tooManyNodeSlots(needed: slotCount, limit: spec.maxNodeSlots)
         }
+        // Flow entries and the batch scratch hold a group in 16 bits.
+        guard spec.groups.count <= Int(UInt16.max) else {
+            throw BalancerSpecError.tooManyGroups(count: spec.groups.count, limit: Int(UInt16.max))
+        }
         self.slotCount = slotCount
         flows = existing ?? FlowTable(capacity: spec.flowTableCapacity, nodeSlots: spec.maxNodeSlots,
                                       timeouts: spec.timeouts)
@@ -94,24 +102,30 @@ public final class Balancer {
         var slotStates: [SlotState] = []
         var schedulers: ContiguousArray<Scheduler> = []
 
+        func ethernet(_ mac: MACAddress?, _ interface: Int) -> EthernetAddresses {
+            guard let mac, interface >= 0 && interface < spec.interfaceMACs.count else { return .zero }
+            return EthernetAddresses(destination: mac, source: spec.interfaceMACs[interface])
+        }
         for (g, group) in spec.groups.enumerated() {
             guard group.interface >= 0 && group.interface < spec.interfaceMACs.count else {
                 throw BalancerSpecError.badInterface(group: group.name, interface: group.interface)
             }
             let base = slotStates.count
             for (i, node) in group.nodes.enumerated() {
-                slotStates.append(SlotState(address: node.address, port: node.port, mac: node.mac ?? .zero,
+                slotStates.append(SlotState(address: node.address, port: node.port,
+                                            ethernet: ethernet(node.mac, group.interface),
                                             hasMAC: node.mac != nil, up: true, usable: node.mac != nil, group: g, local: i))
             }
             var sorrySlot = -1
             if let sorry = group.sorry {
                 sorrySlot = slotStates.count
-                slotStates.append(SlotState(address: sorry.address, port: sorry.port, mac: sorry.mac ?? .zero,
+                slotStates.append(SlotState(address: sorry.address, port: sorry.port,
+                                            ethernet: ethernet(sorry.mac, group.interface),
                                             hasMAC: sorry.mac != nil, up: true, usable: sorry.mac != nil, group: g, local: -1))
             } else {
                 // Keep one slot per group reserved so numbering is stable when a sorry
                 // server is added by a reload.
-                slotStates.append(SlotState(address: .zero, port: 0, mac: .zero, hasMAC: false, up: false,
+                slotStates.append(SlotState(address: .zero, port: 0, ethernet: .zero, hasMAC: false, up: false,
                                             usable: false, group: g, local: -1))
             }
             groupStates.append(GroupState(vip: group.vip, method: group.method, nodeBase: base,
@@ -166,16 +180,21 @@ public final class Balancer {
     /// MAT: the node's MAC; NAT: the next hop's. nil = unknown: the node is not chosen.
     public func setNodeMAC(group: Int, node: Int, _ mac: MACAddress?) {
         let slot = groupStates[group].nodeBase + node
-        slots[slot].mac = mac ?? .zero
+        slots[slot].ethernet = ethernet(toward: mac, group: group)
         slots[slot].hasMAC = mac != nil
         schedulers[group].setEligible(node, slots[slot].up && mac != nil)
         slots[slot].usable = schedulers[group].isEligible(node)
     }
 
+    func ethernet(toward mac: MACAddress?, group: Int) -> EthernetAddresses {
+        guard let mac else { return .zero }
+        return EthernetAddresses(destination: mac, source: interfaceMACs[groupStates[group].interface])
+    }
+
     public func setSorryMAC(group: Int, _ mac: MACAddress?) {
         let slot = groupStates[group].sorrySlot
         guard slot >= 0 else { return }
-        slots[slot].mac = mac ?? .zero
+        slots[slot].ethernet = ethernet(toward: mac, group: group)
         slots[slot].hasMAC = mac != nil
         slots[slot].usable = mac != nil && slots[slot].up
     }
@@ -235,7 +254,7 @@ public final class Balancer {
         while i < count {
             let step = classify(frames[i], length: lengths[i], now: now, recent: &recent, into: &pending[waiting])
             if step.pending {
-                pending[waiting].index = i
+                pending[waiting].index = UInt16(truncatingIfNeeded: i)
                 waiting &+= 1
             } else {
                 verdicts[i] = step.verdict
@@ -253,7 +272,7 @@ public final class Balancer {
         flows.touched = touched
         var w = 0
         while w < waiting {
-            let k = pending[w].index
+            let k = Int(pending[w].index)
             verdicts[k] = forward(frames[k], length: lengths[k], &pending[w], now: now)
             w &+= 1
         }
@@ -280,11 +299,10 @@ public final class Balancer {
             flow = f
         }
         let key = flow.key
-        let service = ServiceKey(address: key.destination, proto: key.proto, port: key.destinationPort)
         var group = recent.group
-        if group < 0 || !(service == recent.key) {
-            group = services.lookup(service)
-            if group >= 0 { recent = RecentService(key: service, group: group) }
+        if !recent.matches(key) {
+            group = services.lookup(ServiceKey(address: key.destination, proto: key.proto, port: key.destinationPort))
+            if group >= 0 { recent = RecentService(key, group: group) }
         }
         if group >= 0 {
             packet = FlowPacket(key: key, hash: key.stableHash(), group: group, headers: flow.headers,
@@ -341,14 +359,24 @@ public final class Balancer {
     }
 
     /// The last service a batch's frame matched: the frames of a batch mostly share one,
-    /// and comparing with it is cheaper than a hash-table probe.
+    /// and comparing with it is cheaper than a hash-table probe. It starts out matching
+    /// nothing (no TCP or UDP key has protocol 0).
     @usableFromInline struct RecentService {
-        @usableFromInline var key = ServiceKey(address: .zero, proto: 0, port: 0)
+        @usableFromInline var address = IPAddress.zero
+        @usableFromInline var portAndProto: UInt64 = 0
         @usableFromInline var group = -1
         @inlinable init() {}
-        @inlinable init(key: ServiceKey, group: Int) {
-            self.key = key
+        @inlinable init(_ key: FlowKey, group: Int) {
+            address = key.destination
+            portAndProto = key.destinationPortAndProto
             self.group = group
+        }
+
+        /// One test of the three words, rather than a branch for each.
+        @inlinable @inline(__always)
+        func matches(_ key: FlowKey) -> Bool {
+            (key.destination.low ^ address.low) | (key.destination.high ^ address.high)
+                | (key.destinationPortAndProto ^ portAndProto) == 0
         }
     }
 
@@ -364,7 +392,7 @@ public final class Balancer {
     @inlinable @inline(always)
     func forward(_ frame: UnsafeMutableRawPointer, length: Int, _ packet: inout FlowPacket,
                  now: UInt64) -> Verdict {
-        let g = packet.group
+        let g = Int(packet.group)
         let slot = flowSlot(packet.key, hash: packet.hash, group: g, tcpFlags: packet.tcpFlags, isICMPError: false,
                             now: now)
         guard slot >= 0 else { return .drop }
@@ -456,7 +484,7 @@ public final class Balancer {
     /// MAC rewrite toward the node (MAT) or its next hop (NAT), and the counts.
     @inlinable @inline(__always)
     func send(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int, group g: Int, _ state: GroupState) -> Verdict {
-        Rewrite.mat(frame, destinationMAC: slots[slot].mac, sourceMAC: interfaceMACs[state.interface])
+        Rewrite.mat(frame, slots[slot].ethernet)
         let bytes = UInt64(length)
         counters.countGroup(g, packets: 1, bytes: bytes)
         counters.countNode(slot, packets: 1, bytes: bytes)

@@ -18,6 +18,8 @@ public struct FlowKey: Hashable, Sendable {
     @inlinable public var sourcePort: UInt16 { UInt16(truncatingIfNeeded: portsAndProto >> 24) }
     @inlinable public var destinationPort: UInt16 { UInt16(truncatingIfNeeded: portsAndProto >> 8) }
     @inlinable public var proto: UInt8 { UInt8(truncatingIfNeeded: portsAndProto) }
+    /// The service side of the ports-and-protocol word: `dport << 8 | proto`.
+    @inlinable var destinationPortAndProto: UInt64 { portsAndProto & 0xFF_FFFF }
 
     /// A well-mixed 64-bit hash that is the same in every process and on every LB, so
     /// that two LBs make the same stateless decision for a flow (unlike `Hasher`, which is
