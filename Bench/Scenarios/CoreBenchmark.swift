@@ -129,18 +129,16 @@ public struct CoreBenchmark {
             }
             let mat = try balancer(.mat)
             let nat = try balancer(.nat)
-            var now: UInt64 = 1_000_000_000
-            /// The worker's loop body: a batch decided, its verdicts read, and (for flows
-            /// toward the nodes) the clock moved on and the expiry sweep run.
+            /// The worker's loop body: the clock read, a batch decided, its verdicts read,
+            /// and (for flows toward the nodes) the paced expiry run. The clock is the
+            /// real one, so expiry does what a worker forwarding at this rate would do.
             func path(_ name: String, _ balancer: Balancer, _ store: UnsafeMutableRawPointer, sweep: Bool) -> Scenario {
                 Scenario(name: name) { b in
+                    let now = monotonicNanoseconds()
                     load(store, b)
                     balancer.process(batch, count: Self.batchSize, now: now)
                     sink &+= transmitted()
-                    if sweep {
-                        now &+= 1000
-                        balancer.maintain(now: now)
-                    }
+                    if sweep { balancer.maintain(now: now) }
                 }
             }
             var scenarios = [

@@ -215,10 +215,11 @@ public final class Balancer {
     /// The slot of a group's node (for counters and flow counts).
     public func slot(group: Int, node: Int) -> Int { groupStates[group].nodeBase + node }
 
-    /// Periodic work: reclaim a few buckets of dead flows.
+    /// Periodic work, every worker loop: reclaim dead flows, paced by time (see
+    /// `FlowTable.expire`).
     @inlinable
-    public func maintain(now: UInt64, buckets: Int = 8) {
-        flows.sweep(now: now, buckets: buckets)
+    public func maintain(now: UInt64) {
+        flows.expire(now: now)
     }
 
     // MARK: - Per packet

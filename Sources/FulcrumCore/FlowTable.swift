@@ -121,6 +121,11 @@ public final class FlowTable: @unchecked Sendable {
     let memory: TableMemory
     let storageBytes: Int
     @usableFromInline var sweepCursor = 0
+    /// One pass of the paced expiry over the whole table takes this long (nanoseconds).
+    public let sweepPeriod: UInt64
+    /// `now` at the last paced expiry, and the bucket-nanoseconds owed since.
+    @usableFromInline var expiredUpTo: UInt64 = 0
+    @usableFromInline var expiryCredit: UInt64 = 0
     @usableFromInline var liveCount = 0
     /// Where `bucketHead` results go, so that the loads are not optimised away.
     @usableFromInline var touched: UInt64 = 0
@@ -134,9 +139,11 @@ public final class FlowTable: @unchecked Sendable {
     /// - Parameters:
     ///   - capacity: entries wanted; rounded up to a power-of-two number of buckets.
     ///   - nodeSlots: how many node slots may be referenced, for per-node flow counts.
+    ///   - sweepPeriod: how long `expire` takes to look at every entry once.
     public init(capacity: Int, nodeSlots: Int, timeouts: FlowTimeouts = FlowTimeouts(),
-                memory: TableMemory = .heap) {
-        precondition(capacity > 0 && nodeSlots > 0)
+                memory: TableMemory = .heap, sweepPeriod: UInt64 = FlowTimeouts.seconds) {
+        precondition(capacity > 0 && nodeSlots > 0 && sweepPeriod > 0)
+        self.sweepPeriod = sweepPeriod
         precondition(MemoryLayout<FlowEntry>.stride == 64)
         var buckets = 1
         while buckets * FlowTable.ways < capacity { buckets <<= 1 }
@@ -263,6 +270,27 @@ public final class FlowTable: @unchecked Sendable {
         while last > slot && entries[last].deadline == 0 { last &-= 1 }
         if last != slot { entries[slot] = entries[last] }
         entries[last].deadline = 0
+    }
+
+    /// Paced expiry, for the worker to call every loop: it sweeps as many buckets as the
+    /// time since the last call is due, so that the whole table is looked at once per
+    /// `sweepPeriod` whatever the packet rate. Its cost per second is fixed; per packet it
+    /// falls as the rate rises. (Lookups and inserts also reclaim the dead entries they
+    /// meet; this keeps the flow and per-node counts true for flows never seen again.)
+    /// At most `maxBuckets` per call, so a call after a long pause stays short; what it
+    /// leaves is owed to the next calls. Returns the entries freed.
+    @inlinable
+    @discardableResult
+    public func expire(now: UInt64, maxBuckets: Int = 1024) -> Int {
+        guard now > expiredUpTo else { return 0 }
+        let elapsed = expiredUpTo == 0 ? 0 : min(now &- expiredUpTo, sweepPeriod)
+        expiredUpTo = now
+        // At most one whole pass is ever owed.
+        expiryCredit = min(expiryCredit &+ elapsed &* UInt64(bucketCount), sweepPeriod &* UInt64(bucketCount))
+        guard expiryCredit >= sweepPeriod else { return 0 }
+        let due = min(Int(expiryCredit / sweepPeriod), maxBuckets)
+        expiryCredit &-= UInt64(due) &* sweepPeriod
+        return sweep(now: now, buckets: due)
     }
 
     /// Reclaims dead entries in the next `buckets` buckets; returns how many it freed.

@@ -22,7 +22,7 @@ public enum CPUAffinity {
 
 /// Monotonic nanoseconds, the clock flow timeouts run on.
 @inline(__always)
-func monotonicNanoseconds() -> UInt64 {
+public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)

@@ -148,6 +148,60 @@ import Testing
         #expect(table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .udp) >= 0)
     }
 
+    /// Paced expiry looks at the whole table once per sweep period however often the
+    /// worker calls it: the cost per second is fixed whatever the packet rate, and
+    /// halfway through the period about half the dead flows are gone (no call scans the
+    /// whole table).
+    @Test(arguments: [10, 1000])
+    func expiryIsPacedByTime(callsPerPeriod: Int) {
+        let table = FlowTable(capacity: 8192, nodeSlots: 1, timeouts: Self.timeouts, sweepPeriod: FlowTimeouts.seconds)
+        var clock = ManualClock()
+        for i in 0..<8192 {
+            let k = key(i)
+            _ = table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .synSent)
+        }
+        let stored = table.count
+        #expect(stored > 7000)
+        clock.advance(seconds: 6)  // every flow is dead
+        #expect(table.expire(now: clock.now) == 0, "the first call only starts the clock")
+        let step = 1.0 / Double(callsPerPeriod)
+        for _ in 0..<callsPerPeriod / 2 {
+            clock.advance(seconds: step)
+            table.expire(now: clock.now)
+        }
+        let left = Double(table.count) / Double(stored)
+        #expect(left > 0.45 && left < 0.55, "after half a period \(table.count) of \(stored) left")
+        for _ in callsPerPeriod / 2..<callsPerPeriod {
+            clock.advance(seconds: step)
+            table.expire(now: clock.now)
+        }
+        #expect(table.count == 0 && table.activeFlows(slot: 0) == 0)
+    }
+
+    /// After a long pause one call sweeps at most `maxBuckets`; the rest follows on the
+    /// next calls, and never more than one pass is owed.
+    @Test func expiryAfterAPauseIsSpreadOverCalls() {
+        let table = FlowTable(capacity: 8192, nodeSlots: 1, timeouts: Self.timeouts, sweepPeriod: FlowTimeouts.seconds)
+        var clock = ManualClock()
+        for i in 0..<8192 {
+            let k = key(i)
+            _ = table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .synSent)
+        }
+        let stored = table.count
+        table.expire(now: clock.now)
+        clock.advance(seconds: 3600)
+        let first = table.expire(now: clock.now, maxBuckets: 64)
+        #expect(first > 0 && first <= 64 * FlowTable.ways)
+        var calls = 1
+        while table.count > 0 && calls < 1000 {
+            clock.advance(seconds: 0.000_001)
+            table.expire(now: clock.now, maxBuckets: 64)
+            calls += 1
+        }
+        #expect(table.count == 0, "\(table.count) of \(stored) left")
+        #expect(calls == table.bucketCount / 64, "one pass owed, \(calls) calls of 64 buckets")
+    }
+
     @Test func reassignMovesTheCount() {
         let table = FlowTable(capacity: 64, nodeSlots: 3)
         let k = key(7)
