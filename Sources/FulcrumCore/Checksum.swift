@@ -14,16 +14,15 @@ public enum Checksum {
         return acc
     }
 
-    /// Folds carries back in until the value fits 16 bits. Branch-free: four folds take
-    /// any 64-bit sum to 16 bits (64 → 33 → 18 → 17 → 16), so the per-packet path never
-    /// waits on a mispredicted loop exit.
+    /// Folds carries back in until the value fits 16 bits, branch-free: the two 32-bit
+    /// halves are added with end-around carry, then the two 16-bit halves, by adding the
+    /// word to itself rotated (the upper half of `s + rotl(s, 16)` is `hi + lo` plus the
+    /// carry out of `lo + hi`, which is the end-around carry). Any 64-bit sum.
     @inlinable @inline(__always)
     public static func fold(_ value: UInt64) -> UInt16 {
-        var v = (value & 0xFFFF_FFFF) &+ (value >> 32)
-        v = (v & 0xFFFF) &+ (v >> 16)
-        v = (v & 0xFFFF) &+ (v >> 16)
-        v = (v & 0xFFFF) &+ (v >> 16)
-        return UInt16(truncatingIfNeeded: v)
+        let t = (value & 0xFFFF_FFFF) &+ (value >> 32)  // < 2^33
+        let s = UInt32(truncatingIfNeeded: t) &+ UInt32(truncatingIfNeeded: t >> 32)  // cannot carry again
+        return UInt16(truncatingIfNeeded: (s &+ (s << 16 | s >> 16)) >> 16)
     }
 
     /// The value to store in a checksum field: the complement of the folded sum.

@@ -12,6 +12,24 @@ import Testing
         }
     }
 
+    /// The branch-free fold gives what the textbook loop gives, for any 64-bit sum.
+    @Test func foldMatchesTheTextbookLoop() {
+        func reference(_ value: UInt64) -> UInt16 {
+            var v = value
+            while v > 0xFFFF { v = (v & 0xFFFF) + (v >> 16) }
+            return UInt16(v)
+        }
+        var values: [UInt64] = [0, 1, 0xFFFF, 0x1_0000, 0x1_FFFE, 0xFFFF_0001, 0xFFFF_FFFF, 0x1_0000_0000,
+                                0x1_FFFF_FFFE, 0xFFFF_FFFF_0000_0001, .max, .max - 1]
+        var rng = SplitMix(seed: 1071)
+        for _ in 0..<20_000 {
+            let v = UInt64.random(in: 0...UInt64.max, using: &rng)
+            values.append(v)
+            values.append(v >> UInt64.random(in: 0..<64, using: &rng))
+        }
+        for v in values { #expect(Checksum.fold(v) == reference(v), "\(String(v, radix: 16))") }
+    }
+
     /// RFC 1624: updating a checksum from the changed words gives what a full
     /// recomputation gives, including around the 0x0000/0xFFFF corner.
     @Test func incrementalEqualsFull() {
