@@ -15,15 +15,16 @@ struct Core: ParsableCommand {
 
     @Option(help: "Frames per measured pass.") var frames = 1_000_000
     @Option(help: "Flow counts to spread the frames over.") var flows: [Int] = [1000, 100_000]
-    @Option(help: "Measured rounds; each round runs every path once, and each path's best pass is reported.") var rounds = 7
+    @Option(help: "Measured rounds; each round runs every path over each window of the frames in turn.") var rounds = 7
+    @Option(help: "Timed windows per pass over the frames; each path reports its best window and its median.") var windows = 16
     @Option(help: "Flow table capacity (entries).") var flowTable = 1 << 20
     @Flag(inversion: .prefixedNo, help: "Back the flow table with transparent huge pages.") var hugePages = true
     @Flag(help: "Skip the malloc counter (for valgrind --tool=callgrind instruction counts).") var noMallocCheck = false
     @Option(help: "Run only the paths whose name contains this (repeatable), e.g. mat, nat, reply.") var only: [String] = []
 
     func validate() throws {
-        guard frames > 0, rounds > 0, flowTable > 0, flows.allSatisfy({ $0 > 0 && $0 <= frames }) else {
-            throw ValidationError("frames, rounds and flow-table must be positive, and each flow count in 1…frames")
+        guard frames >= 64, rounds > 0, windows > 0, flowTable > 0, flows.allSatisfy({ $0 > 0 && $0 <= frames }) else {
+            throw ValidationError("frames must be at least 64, rounds, windows and flow-table positive, and each flow count in 1…frames")
         }
     }
 
@@ -31,16 +32,18 @@ struct Core: ParsableCommand {
         var bench = CoreBenchmark(frames: frames, flowCounts: flows, rounds: rounds, flowTableCapacity: flowTable,
                                   hugePages: hugePages)
         bench.checkAllocations = !noMallocCheck
+        bench.windows = windows
         bench.only = only
         let rows = try bench.run()
-        print("FulcrumCore per-packet path: \(frames) frames of 60 bytes in batches of 64, best of \(rounds) interleaved rounds")
-        print("reference = copy the frames into UMEM-like buffers only (what DMA does); net = ns/packet - reference")
+        print("FulcrumCore per-packet path: \(frames) frames of 60 bytes in batches of 64, timed in \(windows) windows;")
+        print("\(rounds) rounds run every path over each window in turn. best = best window, median = median window")
+        print("reference = copy the frames into UMEM-like buffers only (what DMA does); net = best - reference best")
         print("flow table \(flowTable) entries, huge pages \(hugePages ? "on" : "off")")
-        let header = ["path", "flows", "ns/packet", "reference ns", "net ns", "ratio", "mallocs"]
+        let header = ["path", "flows", "best ns", "median ns", "reference ns", "net ns", "ratio", "mallocs"]
         var table = [header]
         for r in rows {
-            table.append([r.name, "\(r.flows)", fmt(r.nsPerPacket), fmt(r.referenceNs), fmt(r.nsPerPacket - r.referenceNs),
-                          fmt(r.nsPerPacket / r.referenceNs) + "x", "\(r.allocations)"])
+            table.append([r.name, "\(r.flows)", fmt(r.nsPerPacket), fmt(r.medianNs), fmt(r.referenceNs),
+                          fmt(r.nsPerPacket - r.referenceNs), fmt(r.nsPerPacket / r.referenceNs) + "x", "\(r.allocations)"])
         }
         printTable(table)
         print("")
