@@ -118,6 +118,8 @@ public final class FlowTable: @unchecked Sendable {
     @usableFromInline let active: UnsafeMutablePointer<Int32>
     public let nodeSlotCount: Int
     public let timeouts: FlowTimeouts
+    /// The timeouts again, indexed by `FlowState.rawValue`: one load per packet.
+    @usableFromInline let timeoutByState: UnsafeMutablePointer<UInt64>
     let memory: TableMemory
     let storageBytes: Int
     @usableFromInline var sweepCursor = 0
@@ -159,11 +161,17 @@ public final class FlowTable: @unchecked Sendable {
         active.initialize(repeating: 0, count: nodeSlots)
         nodeSlotCount = nodeSlots
         self.timeouts = timeouts
+        timeoutByState = .allocate(capacity: 8)
+        timeoutByState.initialize(repeating: 0, count: 8)
+        for state in [FlowState.synSent, .established, .closing, .udp, .datagram] {
+            timeoutByState[Int(state.rawValue)] = timeouts.timeout(for: state)
+        }
     }
 
     deinit {
         memory.deallocate(UnsafeMutableRawPointer(entries), storageBytes)
         active.deallocate()
+        timeoutByState.deallocate()
     }
 
     /// Flows currently held for a node slot (for least-connection scheduling).
@@ -247,7 +255,7 @@ public final class FlowTable: @unchecked Sendable {
     @inlinable @inline(__always)
     public func touch(_ slot: Int, state: FlowState, now: UInt64) {
         entries[slot].state = state
-        entries[slot].deadline = now &+ timeouts.timeout(for: state)
+        entries[slot].deadline = now &+ timeoutByState[Int(state.rawValue)]
     }
 
     /// Moves a flow to another node (its node went down).
