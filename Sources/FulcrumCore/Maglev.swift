@@ -55,7 +55,7 @@ public final class MaglevTable {
             skips[i] = Int(h2 % UInt64(size - 1)) + 1
         }
         base.initialize(repeating: MaglevTable.empty, count: size)
-        fill(base, weights: weights, eligible: nil)
+        baseIsFull = fill(base, weights: weights, eligible: nil)
         setEligible(Array(repeating: true, count: nodeCount))
     }
 
@@ -77,8 +77,10 @@ public final class MaglevTable {
         precondition(eligible.count == nodeCount)
         let w = weights ?? baseWeights
         live.update(from: base, count: size)
-        var holes = 0
         liveNodeCount = eligible.lazy.enumerated().filter { $0.element && w[$0.offset] > 0 }.count
+        // Every slot owned and every node eligible (a fresh table): nothing to refill.
+        if baseIsFull && !eligible.contains(false) { return }
+        var holes = 0
         for s in 0..<size {
             let owner = live[s]
             if owner == MaglevTable.empty || !eligible[Int(owner)] {
@@ -90,9 +92,13 @@ public final class MaglevTable {
     }
 
     private var baseWeights: [Int] = []
+    /// Whether the base fill gave every slot an owner (some node had a weight).
+    private var baseIsFull = false
 
-    /// The Maglev population loop over `table`, taking only empty slots.
-    private func fill(_ table: UnsafeMutablePointer<UInt16>, weights: [Int], eligible: [Bool]?) {
+    /// The Maglev population loop over `table`, taking only empty slots. Returns whether
+    /// every slot has an owner.
+    @discardableResult
+    private func fill(_ table: UnsafeMutablePointer<UInt16>, weights: [Int], eligible: [Bool]?) -> Bool {
         if eligible == nil { baseWeights = weights }
         // Probing reads an occupancy bitmap (8 KiB, in L1) rather than the table
         // (128 KiB): most of the ~M ln M probes hit taken slots.
@@ -113,7 +119,7 @@ public final class MaglevTable {
             maxWeight = max(maxWeight, weights[i])
             takers += 1
         }
-        guard maxWeight > 0 else { return }
+        guard maxWeight > 0 else { return remaining == 0 }
         let size = self.size
         while remaining > 0 {
             var t = 0
@@ -125,20 +131,27 @@ public final class MaglevTable {
                     let skip = skips[node]
                     var c = positions[t]
                     while taken[c &>> 6] & (1 &<< UInt64(c & 63)) != 0 {
-                        c &+= skip
-                        if c >= size { c &-= size }
+                        c = Self.step(c, skip, size)
                     }
                     taken[c &>> 6] |= 1 &<< UInt64(c & 63)
                     table[c] = UInt16(truncatingIfNeeded: node)
-                    c &+= skip
-                    if c >= size { c &-= size }
-                    positions[t] = c
+                    positions[t] = Self.step(c, skip, size)
                     remaining &-= 1
-                    if remaining == 0 { return }
+                    if remaining == 0 { return true }
                 }
                 t &+= 1
             }
         }
+        return true
+    }
+
+    /// The next position along a permutation, `(c + skip) mod size`, without a branch:
+    /// the wrap happens on about half the steps, too often to predict, and a
+    /// mispredicted wrap cost more than the probe itself.
+    @inline(__always)
+    static func step(_ c: Int, _ skip: Int, _ size: Int) -> Int {
+        let t = c &+ skip &- size
+        return t &+ (size & (t &>> 63))
     }
 
     /// The node for a hash, or -1 when no node is eligible.
