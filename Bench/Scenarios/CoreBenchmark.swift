@@ -45,36 +45,50 @@ public struct CoreBenchmark {
         public var allocations: Int
     }
 
-    static let frameSize = 64  // slot stride in the store; the frames are 60 bytes
+    /// Frames in memory, one per packet, as a NIC would deliver them.
+    struct Store {
+        var base: UnsafeMutableRawPointer
+        /// Bytes from one frame to the next, and each frame's length.
+        var stride: Int
+        var length: Int
+    }
 
-    /// 60-byte UDP frames, one per packet, flows visited in a shuffled order.
+    /// Minimum-size UDP frames (60 bytes for IPv4, 62 for IPv6), one per packet, flows
+    /// visited in a shuffled order.
     static func makeStore(frames: Int, flows: Int, destination: (Int) -> (IPAddress, IPAddress, UInt16, UInt16))
-        -> UnsafeMutableRawPointer {
-        let store = UnsafeMutableRawPointer.allocate(byteCount: frames * frameSize, alignment: 64)
+        -> Store {
         var templates: [[UInt8]] = []
         for f in 0..<flows {
             let (src, dst, sport, dport) = destination(f)
+            let padding = src.isIPv4 ? 18 : 0
             templates.append(PacketBuilder.udpFrame(source: src, destination: dst, sourcePort: sport,
-                                                    destinationPort: dport, payload: [UInt8](repeating: 0x5A, count: 18)))
+                                                    destinationPort: dport, payload: [UInt8](repeating: 0x5A, count: padding)))
         }
+        let length = templates[0].count
+        let stride = (length + 63) & ~63
+        let store = UnsafeMutableRawPointer.allocate(byteCount: frames * stride, alignment: 64)
         var order = Array(0..<frames).map { $0 % flows }
         var rng = SplitMix(seed: UInt64(flows))  // seeded: the system generator makes a syscall per number
         order.shuffle(using: &rng)
         for i in 0..<frames {
-            templates[order[i]].withUnsafeBytes { (store + i * frameSize).copyMemory(from: $0.baseAddress!, byteCount: 60) }
+            templates[order[i]].withUnsafeBytes { (store + i * stride).copyMemory(from: $0.baseAddress!, byteCount: length) }
         }
-        return store
+        return Store(base: store, stride: stride, length: length)
     }
 
     static func client(_ f: Int) -> IPAddress { IPAddress(ipv4: 0xC612_0000 | UInt32(f & 0xFFFF)) }
+    static func client6(_ f: Int) -> IPAddress { IPAddress(high: 0x2001_0002_0000_0000, low: UInt64(f)) }
 
-    static func spec(method: ForwardingMethod, capacity: Int) -> BalancerSpec {
+    /// One group of 8 weighted nodes behind the VIP of one family, port 53/udp.
+    static func spec(method: ForwardingMethod, ipv6: Bool, capacity: Int) -> BalancerSpec {
         let nodes = (0..<8).map {
-            NodeSpec(address: IPAddress(ipv4: 0xC612_020B + UInt32($0)), port: method == .nat ? 5353 : 0,
-                     weight: 1 + $0 % 3, mac: MACAddress(value: 0x0200_0000_0200 + UInt64($0)))
+            NodeSpec(address: ipv6 ? IPAddress(high: 0x2001_0002_0002_0000, low: 0x11 + UInt64($0))
+                                   : IPAddress(ipv4: 0xC612_020B + UInt32($0)),
+                     port: method == .nat ? 5353 : 0, weight: 1 + $0 % 3,
+                     mac: MACAddress(value: 0x0200_0000_0200 + UInt64($0)))
         }
-        let group = GroupSpec(name: "bench", vip: Fixtures.vip4, proto: IPProtocol.udp, ports: [53], method: method,
-                              scheduler: .wrr, nodes: nodes)
+        let group = GroupSpec(name: "bench", vip: ipv6 ? Fixtures.vip6 : Fixtures.vip4, proto: IPProtocol.udp,
+                              ports: [53], method: method, scheduler: .wrr, nodes: nodes)
         return BalancerSpec(groups: [group], interfaceMACs: [PacketBuilder.lbMAC],
                             returnRoutes: [ReturnRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 16, interface: 0,
                                                        nextHopMAC: Fixtures.routerMAC)],
@@ -111,10 +125,11 @@ public struct CoreBenchmark {
         let batches = frames / Self.batchSize
         var sink: UInt64 = 0
         /// Copies batch `b` of `store` into the working frames (what DMA does).
-        func load(_ store: UnsafeMutableRawPointer, _ b: Int) {
-            let first = store + b * Self.batchSize * Self.frameSize
+        func load(_ store: Store, _ b: Int) {
+            let first = store.base + b * Self.batchSize * store.stride
             for k in 0..<Self.batchSize {
-                batch.frames[k].copyMemory(from: first + k * Self.frameSize, byteCount: 60)
+                batch.frames[k].copyMemory(from: first + k * store.stride, byteCount: store.length)
+                batch.lengths[k] = store.length
             }
         }
         func transmitted() -> UInt64 {
@@ -129,22 +144,29 @@ public struct CoreBenchmark {
             let replyStore = Self.makeStore(frames: frames, flows: flows) {
                 (IPAddress(ipv4: 0xC612_020B + UInt32($0 % 8)), Self.client($0), 5353, UInt16(1024 + $0 >> 16))
             }
-            defer {
-                forwardStore.deallocate()
-                replyStore.deallocate()
+            let forward6Store = Self.makeStore(frames: frames, flows: flows) {
+                (Self.client6($0), Fixtures.vip6, UInt16(1024 + $0 >> 16), 53)
             }
-            func balancer(_ method: ForwardingMethod) throws -> Balancer {
-                let spec = Self.spec(method: method, capacity: flowTableCapacity)
+            defer {
+                forwardStore.base.deallocate()
+                replyStore.base.deallocate()
+                forward6Store.base.deallocate()
+            }
+            // One balancer (and flow table) per path, so each table holds `flows` flows.
+            func balancer(_ method: ForwardingMethod, ipv6: Bool = false) throws -> Balancer {
+                let spec = Self.spec(method: method, ipv6: ipv6, capacity: flowTableCapacity)
                 let table = FlowTable(capacity: spec.flowTableCapacity, nodeSlots: spec.maxNodeSlots,
                                       timeouts: spec.timeouts, memory: hugePages ? HugePageMemory.table : .heap)
                 return try Balancer(spec, flows: table)
             }
             let mat = try balancer(.mat)
             let nat = try balancer(.nat)
+            let mat6 = try balancer(.mat, ipv6: true)
+            let nat6 = try balancer(.nat, ipv6: true)
             /// The worker's loop body: the clock read, a batch decided, its verdicts read,
             /// and (for flows toward the nodes) the paced expiry run. The clock is the
             /// real one, so expiry does what a worker forwarding at this rate would do.
-            func path(_ name: String, _ balancer: Balancer, _ store: UnsafeMutableRawPointer, sweep: Bool) -> Scenario {
+            func path(_ name: String, _ balancer: Balancer, _ store: Store, sweep: Bool) -> Scenario {
                 Scenario(name: name) { b in
                     let now = monotonicNanoseconds()
                     load(store, b)
@@ -163,7 +185,7 @@ public struct CoreBenchmark {
                     load(forwardStore, b)
                     for k in 0..<Self.batchSize {
                         var p = ParsedPacket()
-                        if case .ip = PacketParser.parse(batch.frames[k], length: 60, into: &p) {
+                        if case .ip = PacketParser.parse(batch.frames[k], length: forwardStore.length, into: &p) {
                             sink &+= UInt64(p.destinationPort)
                         }
                     }
@@ -171,6 +193,8 @@ public struct CoreBenchmark {
                 path("parse+flow+mat rewrite", mat, forwardStore, sweep: true),
                 path("parse+flow+nat rewrite", nat, forwardStore, sweep: true),
                 path("parse+nat reply rewrite", nat, replyStore, sweep: false),
+                path("IPv6 parse+flow+mat rewrite", mat6, forward6Store, sweep: true),
+                path("IPv6 parse+flow+nat rewrite", nat6, forward6Store, sweep: true),
             ]
             if !only.isEmpty {
                 scenarios = scenarios.enumerated().filter { i, s in i == 0 || only.contains { s.name.contains($0) } }.map(\.element)
@@ -204,9 +228,13 @@ public struct CoreBenchmark {
                     scenarios[i].allocations = r == 0 ? counted[i] : max(scenarios[i].allocations, counted[i])
                 }
             }
-            precondition(mat.counters[.dropped] == 0 && nat.counters[.dropped] == 0)
-            for s in scenarios where s.name.contains("mat") { precondition(mat.counters[.transmitted] > 0) }
-            for s in scenarios where s.name.contains("reply") { precondition(nat.counters[.natReplies] > 0) }
+            // Every path did what it is named for, and nothing was dropped.
+            for b in [mat, nat, mat6, nat6] { precondition(b.counters[.dropped] == 0) }
+            for s in scenarios.dropFirst(2) {
+                let b = s.name.contains("IPv6") ? (s.name.contains("mat") ? mat6 : nat6) : (s.name.contains("mat") ? mat : nat)
+                precondition(s.name.contains("reply") ? b.counters[.natReplies] > 0 : b.counters[.transmitted] > 0,
+                             "\(s.name) forwarded nothing")
+            }
             let reference = scenarios[0]
             for s in scenarios.dropFirst() {
                 rows.append(Row(name: s.name, flows: flows, nsPerPacket: s.best, medianNs: s.median,

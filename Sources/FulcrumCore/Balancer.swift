@@ -281,8 +281,9 @@ public final class Balancer {
 
     /// The first half of the decision. Either a final verdict (pass, drop, a translated
     /// NAT reply or ICMP error), or `pending`: `packet` holds a flow of a service for
-    /// `forward` to decide. The common frame (IPv4 TCP/UDP, no options) takes the quick
-    /// parse, which stays in registers; everything else goes through `classifyOther`.
+    /// `forward` to decide. The common frames (IPv4 TCP/UDP without options, IPv6 TCP/UDP
+    /// without extension headers) take a quick parse, which stays in registers;
+    /// everything else goes through `classifyOther`.
     @inlinable @inline(__always)
     func classify(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, recent: inout RecentService,
                   into packet: inout FlowPacket) -> (verdict: Verdict, pending: Bool) {
@@ -293,6 +294,13 @@ public final class Balancer {
                              sourcePort: q.sourcePort, destinationPort: q.destinationPort, proto: q.proto),
                 headers: TransportHeaders(family: .ipv4, proto: q.proto, l3Offset: QuickIPv4.l3Offset,
                                           l4Offset: QuickIPv4.l4Offset),
+                tcpFlags: q.tcpFlags)
+        } else if let q = PacketParser.quickIPv6(frame, length: length) {
+            flow = TransportFlow(
+                key: FlowKey(source: q.source, destination: q.destination, sourcePort: q.sourcePort,
+                             destinationPort: q.destinationPort, proto: q.proto),
+                headers: TransportHeaders(family: .ipv6, proto: q.proto, l3Offset: QuickIPv6.l3Offset,
+                                          l4Offset: QuickIPv6.l4Offset),
                 tcpFlags: q.tcpFlags)
         } else {
             let other = classifyOther(frame, length: length, now: now)
@@ -333,10 +341,10 @@ public final class Balancer {
         }
     }
 
-    /// Every frame the quick parse leaves: VLAN-tagged, IPv6, IPv4 with options, ICMP,
-    /// ARP, other protocols and malformed frames. Finishes what needs no flow lookup;
-    /// a TCP or UDP packet comes back as its flow. Out of line, so that the full
-    /// `ParsedPacket` stays out of the per-packet loop's registers.
+    /// Every frame the quick parses leave: VLAN-tagged, IPv4 options, IPv6 extension
+    /// headers, ICMP, ARP, other protocols and malformed frames. Finishes what needs no
+    /// flow lookup; a TCP or UDP packet comes back as its flow. Out of line, so that the
+    /// full `ParsedPacket` stays out of the per-packet loop's registers.
     @inlinable @inline(never)
     func classifyOther(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64)
         -> (verdict: Verdict, flow: TransportFlow?) {

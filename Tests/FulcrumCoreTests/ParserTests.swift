@@ -24,35 +24,53 @@ import Testing
         #expect(p.l3Offset == 14 && p.l4Offset == 34 && p.ipEnd == f.count)
     }
 
-    /// The per-packet path tries `quickIPv4` first and trusts what it returns, so every
-    /// frame it accepts must be one the full parser takes as IP, with the same fields.
-    /// Frames near the common case, with header bytes changed and lengths cut or padded,
-    /// probe each of its checks from both sides.
-    @Test func quickParseAcceptsOnlyWhatTheFullParserAcceptsAndReadsTheSameFields() {
+    /// The per-packet path tries `quickIPv4` and `quickIPv6` first and trusts what they
+    /// return, so every frame they accept must be one the full parser takes as IP, with
+    /// the same fields. Frames near the common cases, with header bytes changed and
+    /// lengths cut or padded, probe each of their checks from both sides.
+    @Test(arguments: [IPFamily.ipv4, .ipv6])
+    func quickParseAcceptsOnlyWhatTheFullParserAcceptsAndReadsTheSameFields(family: IPFamily) {
+        let v6 = family == .ipv6
+        let client = v6 ? Fixtures.client6 : Fixtures.client4
+        let vip = v6 ? Fixtures.vip6 : Fixtures.vip4
         let payload = Array("fulcrum".utf8)
         let bases = [
-            PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40000,
-                                   destinationPort: 80, flags: TCPFlags.syn),
-            PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40001,
-                                   destinationPort: 443, payload: payload),
-            PacketBuilder.udpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40002,
-                                   destinationPort: 53),
-            PacketBuilder.udpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 40003,
-                                   destinationPort: 53, payload: payload, zeroChecksum: true),
+            PacketBuilder.tcpFrame(source: client, destination: vip, sourcePort: 40000, destinationPort: 80,
+                                   flags: TCPFlags.syn),
+            PacketBuilder.tcpFrame(source: client, destination: vip, sourcePort: 40001, destinationPort: 443,
+                                   payload: payload),
+            PacketBuilder.udpFrame(source: client, destination: vip, sourcePort: 40002, destinationPort: 53),
+            PacketBuilder.udpFrame(source: client, destination: vip, sourcePort: 40003, destinationPort: 53,
+                                   payload: payload, zeroChecksum: !v6),
         ]
-        // Unchanged, each is the common case.
-        for f in bases {
-            #expect(withExactAllocation(f) { p, n in PacketParser.quickIPv4(p, length: n) } != nil)
+        let l4 = v6 ? QuickIPv6.l4Offset : QuickIPv4.l4Offset
+        // The bytes the quick parse checks: EtherType to the protocol, and ports to TCP flags.
+        let network = v6 ? 12...21 : 12...23
+        let transport = l4...(l4 + 19)
+        /// The fields the quick parse read, as the full parser names them.
+        func quick(_ frame: UnsafeRawPointer, _ n: Int) -> (IPAddress, IPAddress, UInt16, UInt16, UInt8, UInt8)? {
+            if v6 {
+                guard let q = PacketParser.quickIPv6(frame, length: n) else { return nil }
+                return (q.source, q.destination, q.sourcePort, q.destinationPort, q.proto, q.tcpFlags)
+            }
+            guard let q = PacketParser.quickIPv4(frame, length: n) else { return nil }
+            return (IPAddress(ipv4: q.source), IPAddress(ipv4: q.destination), q.sourcePort, q.destinationPort,
+                    q.proto, q.tcpFlags)
         }
-        var rng = SplitMix(seed: 0x0A5E)
+        // Unchanged, each is the common case.
+        for f in bases { #expect(withExactAllocation(f) { quick($0, $1) } != nil) }
+        // A UDP checksum of zero is "none" over IPv4 and malformed over IPv6 (RFC 8200).
+        let zeroChecksum = PacketBuilder.udpFrame(source: client, destination: vip, sourcePort: 40004,
+                                                  destinationPort: 53, zeroChecksum: true)
+        #expect(withExactAllocation(zeroChecksum) { quick($0, $1) != nil } == !v6)
+        var rng = SplitMix(seed: v6 ? 0x0A56 : 0x0A54)
         var accepted = 0
         var declined = 0
         for i in 0..<40_000 {
             var f = bases[i % bases.count]
             for _ in 0..<Int.random(in: 1...2, using: &rng) {
-                // Mostly the bytes the quick parse checks: EtherType to protocol, ports to TCP flags.
-                let at = Bool.random(using: &rng) ? Int.random(in: 12...23, using: &rng)
-                                                  : Int.random(in: 34...min(f.count - 1, 53), using: &rng)
+                let range = Bool.random(using: &rng) ? network : transport
+                let at = Int.random(in: range.lowerBound...min(f.count - 1, range.upperBound), using: &rng)
                 f[at] = Bool.random(using: &rng) ? UInt8.random(in: 0...255, using: &rng) : f[at] ^ (1 << (i % 8))
             }
             switch Int.random(in: 0..<8, using: &rng) {
@@ -63,18 +81,17 @@ import Testing
             withExactAllocation(f) { frame, n in
                 var full = ParsedPacket()
                 let result = PacketParser.parse(frame, length: n, into: &full)
-                guard let q = PacketParser.quickIPv4(frame, length: n) else {
+                guard let (source, destination, sourcePort, destinationPort, proto, flags) = quick(frame, n) else {
                     declined += 1
                     return
                 }
                 accepted += 1
                 #expect(result == .ip, "case \(i): \(f.hexDump)")
-                #expect(full.family == .ipv4 && !full.hasVLAN && !full.isICMPError, "case \(i)")
-                #expect(full.l3Offset == QuickIPv4.l3Offset && full.l4Offset == QuickIPv4.l4Offset, "case \(i)")
-                #expect(full.source == IPAddress(ipv4: q.source) && full.destination == IPAddress(ipv4: q.destination),
-                        "case \(i)")
-                #expect(full.sourcePort == q.sourcePort && full.destinationPort == q.destinationPort, "case \(i)")
-                #expect(full.proto == q.proto && full.tcpFlags == q.tcpFlags, "case \(i)")
+                #expect(full.family == family && !full.hasVLAN && !full.isICMPError, "case \(i)")
+                #expect(full.l3Offset == 14 && full.l4Offset == l4, "case \(i)")
+                #expect(full.source == source && full.destination == destination, "case \(i)")
+                #expect(full.sourcePort == sourcePort && full.destinationPort == destinationPort, "case \(i)")
+                #expect(full.proto == proto && full.tcpFlags == flags, "case \(i)")
             }
         }
         // Both sides of the checks were reached.

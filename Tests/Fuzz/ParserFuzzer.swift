@@ -1,8 +1,8 @@
 // libFuzzer entry point for FulcrumCore's packet path. Built by `make fuzz` with
 // `swiftc -sanitize=fuzzer,address` over FulcrumCore's sources (libFuzzer provides main).
-// Every input is parsed (the quick IPv4 parse must agree with the full one), looked for
-// a neighbour solicitation, and run through a balancer with MAT and NAT groups in both
-// families, so rewrites of odd frames are exercised too.
+// Every input is parsed (the quick IPv4 and IPv6 parses must agree with the full one),
+// looked for a neighbour solicitation, and run through a balancer with MAT and NAT groups
+// in both families, so rewrites of odd frames are exercised too.
 
 private func address(_ s: String) -> IPAddress { IPAddress(s)! }
 
@@ -51,6 +51,13 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         precondition(result == .ip && p.family == .ipv4 && !p.hasVLAN && !p.isICMPError)
         precondition(p.l3Offset == QuickIPv4.l3Offset && p.l4Offset == QuickIPv4.l4Offset)
         precondition(p.source == IPAddress(ipv4: q.source) && p.destination == IPAddress(ipv4: q.destination))
+        precondition(p.sourcePort == q.sourcePort && p.destinationPort == q.destinationPort)
+        precondition(p.proto == q.proto && p.tcpFlags == q.tcpFlags)
+    }
+    if let q = PacketParser.quickIPv6(frame, length: size) {
+        precondition(result == .ip && p.family == .ipv6 && !p.hasVLAN && !p.isICMPError)
+        precondition(p.l3Offset == QuickIPv6.l3Offset && p.l4Offset == QuickIPv6.l4Offset)
+        precondition(p.source == q.source && p.destination == q.destination)
         precondition(p.sourcePort == q.sourcePort && p.destinationPort == q.destinationPort)
         precondition(p.proto == q.proto && p.tcpFlags == q.tcpFlags)
     }
