@@ -181,7 +181,7 @@ public struct CoreBenchmark {
                     load(forwardStore, b)
                     for k in 0..<Self.batchSize { sink &+= UInt64(batch.frames[k].load(fromByteOffset: 23, as: UInt8.self)) }
                 },
-                Scenario(name: "parse") { b in
+                Scenario(name: "IPv4 parse") { b in
                     load(forwardStore, b)
                     for k in 0..<Self.batchSize {
                         var p = ParsedPacket()
@@ -190,9 +190,9 @@ public struct CoreBenchmark {
                         }
                     }
                 },
-                path("parse+flow+mat rewrite", mat, forwardStore, sweep: true),
-                path("parse+flow+nat rewrite", nat, forwardStore, sweep: true),
-                path("parse+nat reply rewrite", nat, replyStore, sweep: false),
+                path("IPv4 parse+flow+mat rewrite", mat, forwardStore, sweep: true),
+                path("IPv4 parse+flow+nat rewrite", nat, forwardStore, sweep: true),
+                path("IPv4 parse+nat reply rewrite", nat, replyStore, sweep: false),
                 path("IPv6 parse+flow+mat rewrite", mat6, forward6Store, sweep: true),
                 path("IPv6 parse+flow+nat rewrite", nat6, forward6Store, sweep: true),
             ]
