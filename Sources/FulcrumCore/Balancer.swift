@@ -102,25 +102,22 @@ public final class Balancer {
         var slotStates: [SlotState] = []
         var schedulers: ContiguousArray<Scheduler> = []
 
-        func ethernet(_ mac: MACAddress?, _ interface: Int) -> EthernetAddresses {
-            guard let mac, interface >= 0 && interface < spec.interfaceMACs.count else { return .zero }
-            return EthernetAddresses(destination: mac, source: spec.interfaceMACs[interface])
-        }
         for (g, group) in spec.groups.enumerated() {
             guard group.interface >= 0 && group.interface < spec.interfaceMACs.count else {
                 throw BalancerSpecError.badInterface(group: group.name, interface: group.interface)
             }
             let base = slotStates.count
+            let interfaceMAC = spec.interfaceMACs[group.interface]
             for (i, node) in group.nodes.enumerated() {
                 slotStates.append(SlotState(address: node.address, port: node.port,
-                                            ethernet: ethernet(node.mac, group.interface),
+                                            ethernet: EthernetAddresses(toward: node.mac, from: interfaceMAC),
                                             hasMAC: node.mac != nil, up: true, usable: node.mac != nil, group: g, local: i))
             }
             var sorrySlot = -1
             if let sorry = group.sorry {
                 sorrySlot = slotStates.count
                 slotStates.append(SlotState(address: sorry.address, port: sorry.port,
-                                            ethernet: ethernet(sorry.mac, group.interface),
+                                            ethernet: EthernetAddresses(toward: sorry.mac, from: interfaceMAC),
                                             hasMAC: sorry.mac != nil, up: true, usable: sorry.mac != nil, group: g, local: -1))
             } else {
                 // Keep one slot per group reserved so numbering is stable when a sorry
@@ -187,8 +184,7 @@ public final class Balancer {
     }
 
     func ethernet(toward mac: MACAddress?, group: Int) -> EthernetAddresses {
-        guard let mac else { return .zero }
-        return EthernetAddresses(destination: mac, source: interfaceMACs[groupStates[group].interface])
+        EthernetAddresses(toward: mac, from: interfaceMACs[groupStates[group].interface])
     }
 
     public func setSorryMAC(group: Int, _ mac: MACAddress?) {
@@ -288,20 +284,8 @@ public final class Balancer {
     func classify(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, recent: inout RecentService,
                   into packet: inout FlowPacket) -> (verdict: Verdict, pending: Bool) {
         let flow: TransportFlow
-        if let q = PacketParser.quickIPv4(frame, length: length) {
-            flow = TransportFlow(
-                key: FlowKey(source: IPAddress(ipv4: q.source), destination: IPAddress(ipv4: q.destination),
-                             sourcePort: q.sourcePort, destinationPort: q.destinationPort, proto: q.proto),
-                headers: TransportHeaders(family: .ipv4, proto: q.proto, l3Offset: QuickIPv4.l3Offset,
-                                          l4Offset: QuickIPv4.l4Offset),
-                tcpFlags: q.tcpFlags)
-        } else if let q = PacketParser.quickIPv6(frame, length: length) {
-            flow = TransportFlow(
-                key: FlowKey(source: q.source, destination: q.destination, sourcePort: q.sourcePort,
-                             destinationPort: q.destinationPort, proto: q.proto),
-                headers: TransportHeaders(family: .ipv6, proto: q.proto, l3Offset: QuickIPv6.l3Offset,
-                                          l4Offset: QuickIPv6.l4Offset),
-                tcpFlags: q.tcpFlags)
+        if let q = PacketParser.quick(frame, length: length) {
+            flow = TransportFlow(key: q.key, headers: q.headers, tcpFlags: q.tcpFlags)
         } else {
             let other = classifyOther(frame, length: length, now: now)
             guard let f = other.flow else { return (other.verdict, false) }

@@ -102,36 +102,38 @@ public struct ChecksumDelta {
         ~Checksum.fold(UInt64(~checksum) &+ acc)
     }
 
+    /// The UDP checksum field value after the change: 0 means "none" over IPv4 and stays
+    /// 0; a computed 0 is sent as 0xFFFF (RFC 768). Both read the same in either byte
+    /// order.
+    @inlinable @inline(__always)
+    public func apply(toUDP checksum: UInt16) -> UInt16 {
+        if checksum == 0 { return 0 }
+        let new = apply(to: checksum)
+        return new == 0 ? 0xFFFF : new
+    }
+
     /// Updates the 16-bit checksum stored big-endian at `offset`.
     @inlinable @inline(__always)
     public func apply(_ p: UnsafeMutableRawPointer, at offset: Int) {
         RawBytes.store16(p, offset, apply(to: RawBytes.load16(p, offset)))
     }
 
-    /// Updates the checksum at `offset` from a delta of words taken as they lie in
-    /// memory (`RawBytes.loadInPlace16`), with no byte swap either way.
+    /// Same, for a UDP checksum (see `apply(toUDP:)`).
+    @inlinable @inline(__always)
+    public func applyUDP(_ p: UnsafeMutableRawPointer, at offset: Int) {
+        RawBytes.store16(p, offset, apply(toUDP: RawBytes.load16(p, offset)))
+    }
+
+    /// `apply` for a delta of words taken as they lie in memory
+    /// (`RawBytes.loadInPlace16`): no byte swap either way.
     @inlinable @inline(__always)
     public func applyInPlace(_ p: UnsafeMutableRawPointer, at offset: Int) {
         RawBytes.storeInPlace16(p, offset, apply(to: RawBytes.loadInPlace16(p, offset)))
     }
 
-    /// `applyUDP` for a delta of words as they lie in memory (0 and 0xFFFF read the same
-    /// in either byte order).
+    /// `applyUDP` for a delta of words as they lie in memory.
     @inlinable @inline(__always)
     public func applyUDPInPlace(_ p: UnsafeMutableRawPointer, at offset: Int) {
-        let old = RawBytes.loadInPlace16(p, offset)
-        if old == 0 { return }
-        let new = apply(to: old)
-        RawBytes.storeInPlace16(p, offset, new == 0 ? 0xFFFF : new)
-    }
-
-    /// Same, for a UDP checksum: 0 means "none" over IPv4 and stays 0; a computed 0 is
-    /// sent as 0xFFFF (RFC 768).
-    @inlinable @inline(__always)
-    public func applyUDP(_ p: UnsafeMutableRawPointer, at offset: Int) {
-        let old = RawBytes.load16(p, offset)
-        if old == 0 { return }
-        let new = apply(to: old)
-        RawBytes.store16(p, offset, new == 0 ? 0xFFFF : new)
+        RawBytes.storeInPlace16(p, offset, apply(toUDP: RawBytes.loadInPlace16(p, offset)))
     }
 }

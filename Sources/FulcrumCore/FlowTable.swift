@@ -232,7 +232,7 @@ public final class FlowTable: @unchecked Sendable {
             slot &+= 1
         }
         guard slot < end else { return -1 }
-        entries[slot] = FlowEntry(key: key, deadline: now &+ timeouts.timeout(for: state),
+        entries[slot] = FlowEntry(key: key, deadline: deadline(now, state),
                                   nodeSlot: nodeSlot, group: group, state: state)
         active[Int(nodeSlot)] &+= 1
         liveCount &+= 1
@@ -255,7 +255,13 @@ public final class FlowTable: @unchecked Sendable {
     @inlinable @inline(__always)
     public func touch(_ slot: Int, state: FlowState, now: UInt64) {
         entries[slot].state = state
-        entries[slot].deadline = now &+ timeoutByState[Int(state.rawValue)]
+        entries[slot].deadline = deadline(now, state)
+    }
+
+    /// When a flow in `state` seen at `now` dies.
+    @inlinable @inline(__always)
+    func deadline(_ now: UInt64, _ state: FlowState) -> UInt64 {
+        now &+ timeoutByState[Int(state.rawValue)]
     }
 
     /// Moves a flow to another node (its node went down).

@@ -73,36 +73,11 @@ public struct ParsedPacket: Sendable {
     }
 }
 
-/// What `PacketParser.quickIPv4` reads from the common frame. Its network header starts
-/// at byte 14 and its TCP/UDP header at byte 34.
-public struct QuickIPv4: Sendable, Equatable {
-    /// Host-order IPv4 addresses.
-    public var source: UInt32
-    public var destination: UInt32
-    /// Source port in the high half, destination port in the low.
-    public var ports: UInt32
-    public var proto: UInt8
-    public var tcpFlags: UInt8
-
-    public static let l3Offset = 14
-    public static let l4Offset = 34
-
-    @inlinable
-    public init(source: UInt32, destination: UInt32, ports: UInt32, proto: UInt8, tcpFlags: UInt8) {
-        self.source = source
-        self.destination = destination
-        self.ports = ports
-        self.proto = proto
-        self.tcpFlags = tcpFlags
-    }
-
-    @inlinable public var sourcePort: UInt16 { UInt16(truncatingIfNeeded: ports >> 16) }
-    @inlinable public var destinationPort: UInt16 { UInt16(truncatingIfNeeded: ports) }
-}
-
-/// What `PacketParser.quickIPv6` reads from the common IPv6 frame. Its network header
-/// starts at byte 14 and its TCP/UDP header at byte 54.
-public struct QuickIPv6: Sendable, Equatable {
+/// What a quick parse (`PacketParser.quickIPv4`, `quickIPv6`) reads from a common frame.
+/// The frame is untagged, so its network header starts at byte 14, and its TCP or UDP
+/// header follows an IP header of fixed size: at byte 34 for IPv4, 54 for IPv6.
+public struct QuickFlow: Sendable, Equatable {
+    public var family: IPFamily
     public var source: IPAddress
     public var destination: IPAddress
     /// Source port in the high half, destination port in the low.
@@ -111,10 +86,11 @@ public struct QuickIPv6: Sendable, Equatable {
     public var tcpFlags: UInt8
 
     public static let l3Offset = 14
-    public static let l4Offset = 54
 
     @inlinable
-    public init(source: IPAddress, destination: IPAddress, ports: UInt32, proto: UInt8, tcpFlags: UInt8) {
+    public init(family: IPFamily, source: IPAddress, destination: IPAddress, ports: UInt32, proto: UInt8,
+                tcpFlags: UInt8) {
+        self.family = family
         self.source = source
         self.destination = destination
         self.ports = ports
@@ -122,8 +98,18 @@ public struct QuickIPv6: Sendable, Equatable {
         self.tcpFlags = tcpFlags
     }
 
+    @inlinable public var l4Offset: Int { family == .ipv4 ? 34 : 54 }
     @inlinable public var sourcePort: UInt16 { UInt16(truncatingIfNeeded: ports >> 16) }
     @inlinable public var destinationPort: UInt16 { UInt16(truncatingIfNeeded: ports) }
+
+    @inlinable public var key: FlowKey {
+        FlowKey(source: source, destination: destination, sourcePort: sourcePort, destinationPort: destinationPort,
+                proto: proto)
+    }
+
+    @inlinable public var headers: TransportHeaders {
+        TransportHeaders(family: family, proto: proto, l3Offset: QuickFlow.l3Offset, l4Offset: l4Offset)
+    }
 }
 
 /// An ARP packet for IPv4 over Ethernet.
@@ -194,7 +180,7 @@ public enum PacketParser {
     /// the same fields from it (a differential test and the fuzzer hold it to that), so
     /// the per-packet path may take this first and fall back to `parse`.
     @inlinable @inline(__always)
-    public static func quickIPv4(_ f: UnsafeRawPointer, length: Int) -> QuickIPv4? {
+    public static func quickIPv4(_ f: UnsafeRawPointer, length: Int) -> QuickFlow? {
         guard length >= 42 else { return nil }  // Ethernet + IPv4 + a UDP header
         // Bytes 12–14 as they lie in memory: EtherType 0x0800, version 4 with IHL 5.
         let head = UInt32(littleEndian: f.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
@@ -216,16 +202,21 @@ public enum PacketParser {
         } else {
             return nil
         }
-        let ports = RawBytes.load32(f, 34)
-        return QuickIPv4(source: RawBytes.load32(f, 26), destination: RawBytes.load32(f, 30),
-                         ports: ports, proto: proto, tcpFlags: tcpFlags)
+        return QuickFlow(family: .ipv4, source: RawBytes.loadIPv4(f, 26), destination: RawBytes.loadIPv4(f, 30),
+                         ports: RawBytes.load32(f, 34), proto: proto, tcpFlags: tcpFlags)
+    }
+
+    /// The quick parse of either family: nil when the frame is not a common one.
+    @inlinable @inline(__always)
+    public static func quick(_ f: UnsafeRawPointer, length: Int) -> QuickFlow? {
+        quickIPv4(f, length: length) ?? quickIPv6(f, length: length)
     }
 
     /// `quickIPv4` for IPv6: untagged Ethernet, no extension headers, a whole TCP or UDP
     /// header (and a UDP checksum, which IPv6 requires). The same promise: `parse`
     /// accepts every frame this accepts and reads the same fields from it.
     @inlinable @inline(__always)
-    public static func quickIPv6(_ f: UnsafeRawPointer, length: Int) -> QuickIPv6? {
+    public static func quickIPv6(_ f: UnsafeRawPointer, length: Int) -> QuickFlow? {
         guard length >= 62 else { return nil }  // Ethernet + IPv6 + a UDP header
         // Bytes 12–14 as they lie in memory: EtherType 0x86DD, then version 6.
         let head = UInt32(littleEndian: f.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
@@ -246,7 +237,7 @@ public enum PacketParser {
         } else {
             return nil
         }
-        return QuickIPv6(source: RawBytes.loadIPv6(f, 22), destination: RawBytes.loadIPv6(f, 38),
+        return QuickFlow(family: .ipv6, source: RawBytes.loadIPv6(f, 22), destination: RawBytes.loadIPv6(f, 38),
                          ports: RawBytes.load32(f, 54), proto: proto, tcpFlags: tcpFlags)
     }
 

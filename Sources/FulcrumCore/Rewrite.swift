@@ -32,6 +32,13 @@ public struct EthernetAddresses: Sendable, Equatable {
         tail = UInt32(truncatingIfNeeded: source.value).bigEndian
     }
 
+    /// Toward a next hop whose MAC may not be known yet (all zero then: such a node is
+    /// not used).
+    @inlinable
+    public init(toward destination: MACAddress?, from source: MACAddress) {
+        self = destination.map { EthernetAddresses(destination: $0, source: source) } ?? .zero
+    }
+
     public static let zero = EthernetAddresses(destination: .zero, source: .zero)
 }
 

@@ -148,18 +148,25 @@ import Testing
         #expect(table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .udp) >= 0)
     }
 
+    /// A table with a one-second sweep period, as full of SYN-sent flows (5 s timeout)
+    /// as its buckets allow.
+    func tableOfNewFlows(now: UInt64) -> FlowTable {
+        let table = FlowTable(capacity: 8192, nodeSlots: 1, timeouts: Self.timeouts, sweepPeriod: FlowTimeouts.seconds)
+        for i in 0..<8192 {
+            let k = key(i)
+            _ = table.insert(k, hash: k.stableHash(), now: now, nodeSlot: 0, group: 0, state: .synSent)
+        }
+        return table
+    }
+
     /// Paced expiry looks at the whole table once per sweep period however often the
     /// worker calls it: the cost per second is fixed whatever the packet rate, and
     /// halfway through the period about half the dead flows are gone (no call scans the
     /// whole table).
     @Test(arguments: [10, 1000])
     func expiryIsPacedByTime(callsPerPeriod: Int) {
-        let table = FlowTable(capacity: 8192, nodeSlots: 1, timeouts: Self.timeouts, sweepPeriod: FlowTimeouts.seconds)
         var clock = ManualClock()
-        for i in 0..<8192 {
-            let k = key(i)
-            _ = table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .synSent)
-        }
+        let table = tableOfNewFlows(now: clock.now)
         let stored = table.count
         #expect(stored > 7000)
         clock.advance(seconds: 6)  // every flow is dead
@@ -181,12 +188,8 @@ import Testing
     /// After a long pause one call sweeps at most `maxBuckets`; the rest follows on the
     /// next calls, and never more than one pass is owed.
     @Test func expiryAfterAPauseIsSpreadOverCalls() {
-        let table = FlowTable(capacity: 8192, nodeSlots: 1, timeouts: Self.timeouts, sweepPeriod: FlowTimeouts.seconds)
         var clock = ManualClock()
-        for i in 0..<8192 {
-            let k = key(i)
-            _ = table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .synSent)
-        }
+        let table = tableOfNewFlows(now: clock.now)
         let stored = table.count
         table.expire(now: clock.now)
         clock.advance(seconds: 3600)

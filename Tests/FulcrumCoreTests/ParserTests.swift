@@ -43,19 +43,12 @@ import Testing
             PacketBuilder.udpFrame(source: client, destination: vip, sourcePort: 40003, destinationPort: 53,
                                    payload: payload, zeroChecksum: !v6),
         ]
-        let l4 = v6 ? QuickIPv6.l4Offset : QuickIPv4.l4Offset
+        let l4 = 14 + (v6 ? 40 : 20)
         // The bytes the quick parse checks: EtherType to the protocol, and ports to TCP flags.
         let network = v6 ? 12...21 : 12...23
         let transport = l4...(l4 + 19)
-        /// The fields the quick parse read, as the full parser names them.
-        func quick(_ frame: UnsafeRawPointer, _ n: Int) -> (IPAddress, IPAddress, UInt16, UInt16, UInt8, UInt8)? {
-            if v6 {
-                guard let q = PacketParser.quickIPv6(frame, length: n) else { return nil }
-                return (q.source, q.destination, q.sourcePort, q.destinationPort, q.proto, q.tcpFlags)
-            }
-            guard let q = PacketParser.quickIPv4(frame, length: n) else { return nil }
-            return (IPAddress(ipv4: q.source), IPAddress(ipv4: q.destination), q.sourcePort, q.destinationPort,
-                    q.proto, q.tcpFlags)
+        func quick(_ frame: UnsafeRawPointer, _ n: Int) -> QuickFlow? {
+            v6 ? PacketParser.quickIPv6(frame, length: n) : PacketParser.quickIPv4(frame, length: n)
         }
         // Unchanged, each is the common case.
         for f in bases { #expect(withExactAllocation(f) { quick($0, $1) } != nil) }
@@ -81,17 +74,17 @@ import Testing
             withExactAllocation(f) { frame, n in
                 var full = ParsedPacket()
                 let result = PacketParser.parse(frame, length: n, into: &full)
-                guard let (source, destination, sourcePort, destinationPort, proto, flags) = quick(frame, n) else {
+                guard let q = quick(frame, n) else {
                     declined += 1
                     return
                 }
                 accepted += 1
                 #expect(result == .ip, "case \(i): \(f.hexDump)")
-                #expect(full.family == family && !full.hasVLAN && !full.isICMPError, "case \(i)")
-                #expect(full.l3Offset == 14 && full.l4Offset == l4, "case \(i)")
-                #expect(full.source == source && full.destination == destination, "case \(i)")
-                #expect(full.sourcePort == sourcePort && full.destinationPort == destinationPort, "case \(i)")
-                #expect(full.proto == proto && full.tcpFlags == flags, "case \(i)")
+                #expect(q.family == family && full.family == family && !full.hasVLAN && !full.isICMPError, "case \(i)")
+                #expect(full.l3Offset == 14 && full.l4Offset == l4 && q.l4Offset == l4, "case \(i)")
+                #expect(full.source == q.source && full.destination == q.destination, "case \(i)")
+                #expect(full.sourcePort == q.sourcePort && full.destinationPort == q.destinationPort, "case \(i)")
+                #expect(full.proto == q.proto && full.tcpFlags == q.tcpFlags, "case \(i)")
             }
         }
         // Both sides of the checks were reached.

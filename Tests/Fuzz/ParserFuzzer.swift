@@ -47,16 +47,9 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = NeighborSolicitation.parse(frame, p)
     }
     // The balancer trusts the quick parse: what it accepts, the full parser reads alike.
-    if let q = PacketParser.quickIPv4(frame, length: size) {
-        precondition(result == .ip && p.family == .ipv4 && !p.hasVLAN && !p.isICMPError)
-        precondition(p.l3Offset == QuickIPv4.l3Offset && p.l4Offset == QuickIPv4.l4Offset)
-        precondition(p.source == IPAddress(ipv4: q.source) && p.destination == IPAddress(ipv4: q.destination))
-        precondition(p.sourcePort == q.sourcePort && p.destinationPort == q.destinationPort)
-        precondition(p.proto == q.proto && p.tcpFlags == q.tcpFlags)
-    }
-    if let q = PacketParser.quickIPv6(frame, length: size) {
-        precondition(result == .ip && p.family == .ipv6 && !p.hasVLAN && !p.isICMPError)
-        precondition(p.l3Offset == QuickIPv6.l3Offset && p.l4Offset == QuickIPv6.l4Offset)
+    if let q = PacketParser.quick(frame, length: size) {
+        precondition(result == .ip && p.family == q.family && !p.hasVLAN && !p.isICMPError)
+        precondition(p.l3Offset == QuickFlow.l3Offset && p.l4Offset == q.l4Offset)
         precondition(p.source == q.source && p.destination == q.destination)
         precondition(p.sourcePort == q.sourcePort && p.destinationPort == q.destinationPort)
         precondition(p.proto == q.proto && p.tcpFlags == q.tcpFlags)
