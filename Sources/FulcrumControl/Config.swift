@@ -35,12 +35,8 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var via: IPAddress
     }
 
-    public struct Node: Sendable, Equatable {
-        public var address: IPAddress
-        public var port: UInt16
-        public var weight: Int
-        public var mac: MACAddress?
-    }
+    /// A node (or sorry server) of a group: exactly what the data plane takes.
+    public typealias Node = NodeSpec
 
     public struct Group: Sendable, Equatable {
         public var name: String
@@ -70,8 +66,7 @@ public struct FulcrumConfig: Sendable, Equatable {
     public var groupSpecs: [GroupSpec] {
         groups.map { g in
             GroupSpec(name: g.name, vip: g.vip, proto: g.proto, ports: g.ports, method: g.method, scheduler: g.scheduler,
-                      nodes: g.nodes.map { NodeSpec(address: $0.address, port: $0.port, weight: $0.weight, mac: $0.mac) },
-                      sorry: g.sorry.map { NodeSpec(address: $0.address, port: $0.port, weight: $0.weight, mac: $0.mac) },
+                      nodes: g.nodes, sorry: g.sorry,
                       interface: interfaceIndex(g.interface))
         }
     }

@@ -313,8 +313,7 @@ struct Reader {
         let specs = groups.map {
             GroupSpec(name: $0.name, vip: $0.vip, proto: $0.proto, ports: $0.ports, method: $0.method,
                       scheduler: $0.scheduler,
-                      nodes: $0.nodes.map { NodeSpec(address: $0.address, port: $0.port, weight: $0.weight) },
-                      sorry: $0.sorry.map { NodeSpec(address: $0.address, port: $0.port) })
+                      nodes: $0.nodes, sorry: $0.sorry)
         }
         do {
             _ = try BalancerSpec(groups: specs, interfaceMACs: [.zero]).endpoints()
