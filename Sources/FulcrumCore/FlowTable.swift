@@ -141,11 +141,12 @@ public final class FlowTable: @unchecked Sendable {
     /// - Parameters:
     ///   - capacity: entries wanted; rounded up to a power-of-two number of buckets.
     ///   - nodeSlots: how many node slots may be referenced, for per-node flow counts.
-    ///   - sweepPeriod: how long `expire` takes to look at every entry once.
+    ///   - sweepPeriod: how long `expire` takes to look at every entry once; by default
+    ///     `defaultSweepPeriod(capacity:)`.
     public init(capacity: Int, nodeSlots: Int, timeouts: FlowTimeouts = FlowTimeouts(),
-                memory: TableMemory = .heap, sweepPeriod: UInt64 = FlowTimeouts.seconds) {
-        precondition(capacity > 0 && nodeSlots > 0 && sweepPeriod > 0)
-        self.sweepPeriod = sweepPeriod
+                memory: TableMemory = .heap, sweepPeriod: UInt64? = nil) {
+        precondition(capacity > 0 && nodeSlots > 0 && (sweepPeriod ?? 1) > 0)
+        self.sweepPeriod = sweepPeriod ?? FlowTable.defaultSweepPeriod(capacity: capacity)
         precondition(MemoryLayout<FlowEntry>.stride == 64)
         var buckets = 1
         while buckets * FlowTable.ways < capacity { buckets <<= 1 }
@@ -284,6 +285,17 @@ public final class FlowTable: @unchecked Sendable {
         while last > slot && entries[last].deadline == 0 { last &-= 1 }
         if last != slot { entries[slot] = entries[last] }
         entries[last].deadline = 0
+    }
+
+    /// Entries `expire` may look at per second: about 1–2% of a core, and the same
+    /// share of memory bandwidth.
+    public static let maxSweepRate: UInt64 = 4_000_000
+
+    /// One second, or longer for a table too big to look over at `maxSweepRate` in a
+    /// second (over 4 M entries: 4 s for 16 M), so that expiry never takes more than a
+    /// small, fixed share of the worker whatever the table size.
+    public static func defaultSweepPeriod(capacity: Int) -> UInt64 {
+        max(FlowTimeouts.seconds, UInt64(capacity) &* (FlowTimeouts.seconds / maxSweepRate))
     }
 
     /// Paced expiry, for the worker to call every loop: it sweeps as many buckets as the

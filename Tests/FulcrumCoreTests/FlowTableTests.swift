@@ -185,6 +185,22 @@ import Testing
         #expect(table.count == 0 && table.activeFlows(slot: 0) == 0)
     }
 
+    /// However big the table, paced expiry looks at no more than `maxSweepRate` entries
+    /// a second: a table of a million flows is looked over every second, the largest
+    /// allowed (2^28) every 67 seconds.
+    @Test func sweepPeriodGrowsWithTheTable() {
+        let second = FlowTimeouts.seconds
+        #expect(FlowTable.defaultSweepPeriod(capacity: 1024) == second)
+        #expect(FlowTable.defaultSweepPeriod(capacity: 1 << 20) == second)
+        #expect(FlowTable.defaultSweepPeriod(capacity: 1 << 24) == UInt64(1 << 24) * 250)
+        for capacity in [1 << 10, 1 << 20, 1 << 22, 1 << 24, 1 << 28] {
+            let period = FlowTable.defaultSweepPeriod(capacity: capacity)
+            let perSecond = Double(capacity) / (Double(period) / Double(second))
+            #expect(perSecond <= Double(FlowTable.maxSweepRate), "\(capacity) entries: \(perSecond) a second")
+        }
+        #expect(FlowTable(capacity: 8192, nodeSlots: 1).sweepPeriod == second)
+    }
+
     /// After a long pause one call sweeps at most `maxBuckets`; the rest follows on the
     /// next calls, and never more than one pass is owed.
     @Test func expiryAfterAPauseIsSpreadOverCalls() {
