@@ -169,7 +169,7 @@ public struct CoreBenchmark {
                 Scenario(name: name) { b in
                     let now = monotonicNanoseconds()
                     load(store, b)
-                    balancer.process(batch, count: Self.batchSize, now: now)
+                    balancer.process(batch, count: Self.batchSize, now: now, ingress: 0)
                     sink &+= transmitted()
                     if sweep { balancer.maintain(now: now) }
                 }

@@ -57,22 +57,48 @@ public struct FulcrumConfig: Sendable, Equatable {
     public var dataplane: Dataplane
     public var routes: [Route]
     public var groups: [Group]
+    /// The line of some fields (interfaces, cores), for errors that checks against the
+    /// host or the running data plane find after parsing.
+    public var lines: [String: Int] = [:]
 
-    func interfaceIndex(_ name: String) -> Int {
-        dataplane.interfaces.firstIndex { $0.name == name } ?? 0
-    }
-
-    /// The groups as the data plane takes them.
+    /// The groups as the data plane takes them, with interfaces numbered as in this file.
     public var groupSpecs: [GroupSpec] {
-        groups.map { g in
-            GroupSpec(name: g.name, vip: g.vip, proto: g.proto, ports: g.ports, method: g.method, scheduler: g.scheduler,
-                      nodes: g.nodes, sorry: g.sorry,
-                      interface: interfaceIndex(g.interface))
-        }
+        get throws { try groupSpecs(on: dataplane.interfaces.map(\.name)) }
     }
 
     public var routeSpecs: [RouteSpec] {
-        routes.map { RouteSpec(prefix: $0.prefix, prefixLength: $0.prefixLength, interface: interfaceIndex($0.interface), via: $0.via) }
+        get throws { try routeSpecs(on: dataplane.interfaces.map(\.name)) }
+    }
+
+    /// The groups with interfaces numbered as in `interfaces` — the running data plane's
+    /// list, on a reload, whose order and members are fixed until a restart. A group on
+    /// an interface the data plane does not run on is an error that names it.
+    public func groupSpecs(on interfaces: [String]) throws -> [GroupSpec] {
+        var errors: [ConfigError] = []
+        let specs = groups.enumerated().map { i, g in
+            let index = interfaces.firstIndex(of: g.interface)
+            if index == nil { errors.append(notRunning(g.interface, field: "groups[\(i)].interface", line: g.line, interfaces)) }
+            return GroupSpec(name: g.name, vip: g.vip, proto: g.proto, ports: g.ports, method: g.method,
+                             scheduler: g.scheduler, nodes: g.nodes, sorry: g.sorry, interface: index ?? 0)
+        }
+        if !errors.isEmpty { throw ConfigErrors(errors: errors) }
+        return specs
+    }
+
+    public func routeSpecs(on interfaces: [String]) throws -> [RouteSpec] {
+        var errors: [ConfigError] = []
+        let specs = routes.enumerated().map { i, r in
+            let index = interfaces.firstIndex(of: r.interface)
+            if index == nil { errors.append(notRunning(r.interface, field: "routes[\(i)].interface", line: nil, interfaces)) }
+            return RouteSpec(prefix: r.prefix, prefixLength: r.prefixLength, interface: index ?? 0, via: r.via)
+        }
+        if !errors.isEmpty { throw ConfigErrors(errors: errors) }
+        return specs
+    }
+
+    func notRunning(_ name: String, field: String, line: Int?, _ interfaces: [String]) -> ConfigError {
+        ConfigError(file: file, line: line, field: field, value: name,
+                    message: "is not an interface of the running data plane (\(interfaces.joined(separator: ", "))); interfaces are fixed while fulcrum runs: restart it to add one")
     }
 
     public func dataplaneOptions(bpfObject: String? = nil) -> DataplaneOptions {

@@ -6,12 +6,19 @@ public struct ConfigError: Error, Equatable, CustomStringConvertible, Sendable {
     public var value: String?
     public var message: String
 
+    /// Values and messages are cut to a few lines' length: an error names what is wrong,
+    /// it never echoes the file (a 5 MB scalar stays out of the log).
     public init(file: String, line: Int?, field: String, value: String?, message: String) {
         self.file = file
         self.line = line
         self.field = field
-        self.value = value
-        self.message = message
+        self.value = value.map { ConfigError.shortened($0, to: 80) }
+        self.message = ConfigError.shortened(message, to: 400)
+    }
+
+    static func shortened(_ text: String, to limit: Int) -> String {
+        guard text.utf8.count > limit else { return text }
+        return String(text.prefix(limit)) + "… (\(text.utf8.count) bytes)"
     }
 
     public var description: String {

@@ -1,19 +1,38 @@
 import FulcrumCore
+import FulcrumDataplane
 import Foundation
 import Yams
 
 /// Reads a configuration file into a validated `FulcrumConfig`, or throws `ConfigErrors`
 /// listing every problem with its file, line, field and value.
 public enum ConfigLoader {
+    /// Larger than any real configuration (100 groups of 100 nodes is about 1 MB).
+    public static let maxFileBytes = 16 << 20
+
     public static func load(path: String) throws -> FulcrumConfig {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigErrors(errors: [ConfigError(file: path, line: nil, field: "(file)", value: nil,
-                                                    message: "cannot be read: \(error.localizedDescription)")])
+        try parse(read(path), file: path)
+    }
+
+    /// The file's text, or an error that says in a sentence why it cannot be had.
+    static func read(_ path: String) throws -> String {
+        func failure(_ message: String) -> ConfigErrors {
+            ConfigErrors(errors: [ConfigError(file: path, line: nil, field: "(file)", value: nil, message: message)])
         }
-        return try parse(text, file: path)
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            let e = errno
+            throw failure(e == ENOENT ? "does not exist" : "cannot be read: \(String(cString: strerror(e)))")
+        }
+        if info.st_mode & S_IFMT == S_IFDIR { throw failure("is a directory; give the configuration file inside it") }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw failure("is not a regular file") }
+        guard Int(info.st_size) <= maxFileBytes else {
+            throw failure("is \(info.st_size) bytes; a configuration file is at most \(maxFileBytes)")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw failure("cannot be read: \(String(cString: strerror(errno)))")
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw failure("is not UTF-8 text") }
+        return text
     }
 
     public static func parse(_ text: String, file: String) throws -> FulcrumConfig {
@@ -21,8 +40,7 @@ public enum ConfigLoader {
         do {
             root = try Yams.compose(yaml: text)
         } catch let error as YamlError {
-            throw ConfigErrors(errors: [ConfigError(file: file, line: yamlLine(error), field: "(syntax)", value: nil,
-                                                    message: "not valid YAML: \(error)")])
+            throw ConfigErrors(errors: [yamlError(error, file: file)])
         }
         var reader = Reader(file: file)
         let config = reader.config(root)
@@ -30,12 +48,22 @@ public enum ConfigLoader {
         return config!
     }
 
-    static func yamlLine(_ error: YamlError) -> Int? {
+    /// A YAML error with its line and the problem only: Yams' own description quotes
+    /// the source (all of it, for duplicate keys).
+    static func yamlError(_ error: YamlError, file: String) -> ConfigError {
         switch error {
-        case let .scanner(_, _, mark, _), let .parser(_, _, mark, _), let .composer(_, _, mark, _):
-            return mark.line
+        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _),
+             let .composer(context, problem, mark, _):
+            let around = context.map { "\($0.text) (line \($0.mark.line)): " } ?? ""
+            return ConfigError(file: file, line: mark.line, field: "(syntax)", value: nil,
+                               message: "not valid YAML: \(around)\(problem)")
+        case let .duplicatedKeysInMapping(duplicates, context):
+            return ConfigError(file: file, line: context.mark.line, field: duplicates.joined(separator: ", "),
+                               value: nil, message: "is given twice in one mapping; give each key once")
+        case let .reader(problem, _, _, _):
+            return ConfigError(file: file, line: nil, field: "(syntax)", value: nil, message: "cannot be read as YAML: \(problem)")
         default:
-            return nil
+            return ConfigError(file: file, line: nil, field: "(syntax)", value: nil, message: "not valid YAML")
         }
     }
 }
@@ -44,9 +72,14 @@ public enum ConfigLoader {
 struct Reader {
     let file: String
     var errors: [ConfigError] = []
+    /// The mappings being read, innermost last: a missing key is reported at the line of
+    /// the mapping that lacks it.
+    var enclosing: [Node] = []
+    /// Lines of the fields that host checks (`HostCheck`) may later find fault with.
+    var lines: [String: Int] = [:]
 
     mutating func fail(_ node: Node?, _ field: String, _ message: String, value: String? = nil) {
-        errors.append(ConfigError(file: file, line: node?.mark?.line, field: field,
+        errors.append(ConfigError(file: file, line: node?.mark?.line ?? enclosing.last?.mark?.line, field: field,
                                   value: value ?? node?.scalar?.string, message: message))
     }
 
@@ -70,7 +103,7 @@ struct Reader {
 
     mutating func sequence(_ node: Node?, _ field: String) -> [Node] {
         guard let node, case let .sequence(s) = node else {
-            fail(node, field, "must be a list")
+            fail(node, field, node == nil ? "is required" : "must be a list")
             return []
         }
         return Array(s)
@@ -126,9 +159,12 @@ struct Reader {
     // MARK: - Sections
 
     mutating func config(_ root: Node?) -> FulcrumConfig? {
+        if let root { enclosing.append(root) }
         let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups"])
-        let nodeSection = mapping(top["node"], "node", allowed: ["name"])
-        let name = string(nodeSection["name"], "node.name") ?? "fulcrum"
+        var name = "fulcrum"
+        if let section = top["node"] {
+            name = string(mapping(section, "node", allowed: ["name"])["name"], "node.name") ?? name
+        }
         let dp = dataplane(top["dataplane"])
         let interfaceNames = Set(dp.interfaces.map(\.name))
         var routes: [FulcrumConfig.Route] = []
@@ -141,11 +177,13 @@ struct Reader {
         for (i, n) in sequence(top["groups"], "groups").enumerated() {
             if let g = group(n, "groups[\(i)]", interfaces: dp.interfaces.map(\.name)) { groups.append(g) }
         }
-        crossCheck(groups, top["groups"])
-        return FulcrumConfig(file: file, nodeName: name, dataplane: dp, routes: routes, groups: groups)
+        crossCheck(groups, top["groups"], dataplane: dp)
+        return FulcrumConfig(file: file, nodeName: name, dataplane: dp, routes: routes, groups: groups, lines: lines)
     }
 
     mutating func dataplane(_ node: Node?) -> FulcrumConfig.Dataplane {
+        if let node { enclosing.append(node) }
+        defer { if node != nil { enclosing.removeLast() } }
         let m = mapping(node, "dataplane", allowed: ["interfaces", "cores", "flow_table_size", "max_node_slots",
                                                      "hugepages", "xdp_mode", "timeouts", "frames_per_socket", "ring_size"])
         var dp = FulcrumConfig.Dataplane(interfaces: [])
@@ -157,13 +195,23 @@ struct Reader {
             if !seen.insert(name).inserted { fail(im["name"], "\(field).name", "is listed twice") }
             let queues = im["queues"].flatMap { int($0, "\(field).queues", in: 1...64) } ?? 1
             dp.interfaces.append(.init(name: name, queues: queues))
+            lines["\(field).name"] = im["name"]?.mark?.line
         }
         if dp.interfaces.isEmpty { fail(m["interfaces"] ?? node, "dataplane.interfaces", "needs at least one interface") }
+        if dp.interfaces.count > DataplaneLimits.interfaces {
+            fail(m["interfaces"], "dataplane.interfaces", "lists \(dp.interfaces.count) interfaces; the data plane serves at most \(DataplaneLimits.interfaces)")
+        }
         if Set(dp.interfaces.map(\.queues)).count > 1 {
             fail(m["interfaces"], "dataplane.interfaces", "every interface must have the same number of queues (one worker serves queue N of each)")
         }
         if let c = m["cores"] {
-            dp.cores = sequence(c, "dataplane.cores").enumerated().compactMap { int($0.element, "dataplane.cores[\($0.offset)]", in: 0...4095) }
+            let items = sequence(c, "dataplane.cores")
+            dp.cores = items.enumerated().compactMap { int($0.element, "dataplane.cores[\($0.offset)]", in: 0...4095) }
+            for (i, item) in items.enumerated() { lines["dataplane.cores[\(i)]"] = item.mark?.line }
+            if dp.cores?.isEmpty == true {
+                fail(c, "dataplane.cores", "must list at least one core, or be left out to use every CPU the process may run on", value: "[]")
+                dp.cores = nil
+            }
         }
         if let v = m["flow_table_size"].flatMap({ int($0, "dataplane.flow_table_size", in: 1024...(1 << 28)) }) { dp.flowTableSize = v }
         if let v = m["max_node_slots"].flatMap({ int($0, "dataplane.max_node_slots", in: 16...65536) }) { dp.maxNodeSlots = v }
@@ -204,6 +252,8 @@ struct Reader {
     }
 
     mutating func route(_ node: Node, _ field: String, interfaces: Set<String>) -> FulcrumConfig.Route? {
+        enclosing.append(node)
+        defer { enclosing.removeLast() }
         let m = mapping(node, field, allowed: ["prefix", "interface", "via"])
         let p = prefix(m["prefix"], "\(field).prefix")
         let iface = string(m["interface"], "\(field).interface")
@@ -220,6 +270,8 @@ struct Reader {
 
     mutating func endpoint(_ node: Node, _ field: String, method: ForwardingMethod?, multiPort: Bool,
                            sorry: Bool) -> FulcrumConfig.Node? {
+        enclosing.append(node)
+        defer { enclosing.removeLast() }
         let m = mapping(node, field, allowed: sorry ? ["address", "port", "mac"] : ["address", "port", "weight", "mac"])
         let address = address(m["address"], "\(field).address")
         var port: UInt16 = 0
@@ -242,14 +294,22 @@ struct Reader {
             }
         }
         guard let address else { return nil }
+        if !address.isHostUnicast {
+            fail(m["address"], "\(field).address", "must be a host's unicast address (not unspecified, loopback, multicast or broadcast)")
+        }
         return FulcrumConfig.Node(address: address, port: port, weight: weight, mac: mac)
     }
 
     mutating func group(_ node: Node, _ field: String, interfaces: [String]) -> FulcrumConfig.Group? {
+        enclosing.append(node)
+        defer { enclosing.removeLast() }
         let m = mapping(node, field, allowed: ["name", "vip", "protocol", "ports", "method", "scheduler", "interface",
                                                "nodes", "sorry"])
         let name = string(m["name"], "\(field).name")
         let vip = address(m["vip"], "\(field).vip")
+        if let vip, !vip.isHostUnicast {
+            fail(m["vip"], "\(field).vip", "must be a unicast address this LB can answer for (not unspecified, loopback, multicast or broadcast)")
+        }
         let proto: UInt8? = {
             guard let text = string(m["protocol"], "\(field).protocol") else { return nil }
             switch text.lowercased() {
@@ -282,6 +342,9 @@ struct Reader {
             if let vip, method == .nat, node.address.isIPv4 != vip.isIPv4 {
                 fail(n, "\(field).nodes[\(i)].address", "must be of the VIP's address family for NAT", value: "\(node.address)")
             }
+            if node.address == vip {
+                fail(n, "\(field).nodes[\(i)].address", "is the group's VIP; a node is a real server's own address", value: "\(node.address)")
+            }
             if nodes.contains(where: { $0.address == node.address && $0.port == node.port }) {
                 fail(n, "\(field).nodes[\(i)]", "is listed twice in the group", value: "\(node.address)")
             }
@@ -302,7 +365,7 @@ struct Reader {
     /// Checks across groups: unique names here; one group per VIP:port and NAT replies
     /// that can be told apart are FulcrumCore's rules (`BalancerSpec.endpoints()`), the
     /// same ones the data plane applies, reported at the offending group's line.
-    mutating func crossCheck(_ groups: [FulcrumConfig.Group], _ node: Node?) {
+    mutating func crossCheck(_ groups: [FulcrumConfig.Group], _ node: Node?, dataplane: FulcrumConfig.Dataplane) {
         let groupNodes = node.map { sequence($0, "groups") } ?? []
         func at(_ i: Int) -> Node? { i < groupNodes.count ? groupNodes[i] : node }
         var names: [String: Int] = [:]
@@ -316,7 +379,13 @@ struct Reader {
                       nodes: $0.nodes, sorry: $0.sorry)
         }
         do {
-            _ = try BalancerSpec(groups: specs, interfaceMACs: [.zero]).endpoints()
+            try DataplaneLimits.check(BalancerSpec(groups: specs, interfaceMACs: [.zero], maxNodeSlots: dataplane.maxNodeSlots))
+        } catch let error as DataplaneLimits.Exceeded {
+            if case .nodeSlots = error {
+                fail(node, "dataplane.max_node_slots", "\(error)", value: "\(dataplane.maxNodeSlots)")
+            } else {
+                fail(node, "groups", "\(error)")
+            }
         } catch let error as BalancerSpecError {
             switch error {
             case let .duplicateService(group, service, _):

@@ -31,11 +31,14 @@ public final class Daemon {
         for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-        var config = try ConfigLoader.load(path: configPath)
+        var config = try HostCheck.load(path: configPath)
         logger[metadataKey: "host"] = "\(config.nodeName)"
         let dataplane = try Dataplane(options: config.dataplaneOptions(bpfObject: bpfObject), groups: config.groupSpecs,
                                       routes: config.routeSpecs, logger: logger)
         try dataplane.start()
+        // Standalone: this LB answers for its VIPs as soon as it forwards. (The pair's
+        // cluster service will decide this instead.)
+        try dataplane.setActive(true)
         dataplane.refreshNeighbors()
         logger.info("fulcrum running", metadata: ["groups": "\(config.groups.count)", "config": "\(configPath)"])
         writeStatus(dataplane, host: config.nodeName)
@@ -53,7 +56,9 @@ public final class Daemon {
             if signal == SIGHUP {
                 do {
                     let next = try ConfigLoader.load(path: configPath)
-                    try dataplane.configure(groups: next.groupSpecs, routes: next.routeSpecs)
+                    // Interfaces by name, as the running data plane numbers them.
+                    let running = dataplane.options.interfaces
+                    try dataplane.configure(groups: next.groupSpecs(on: running), routes: next.routeSpecs(on: running))
                     if next.dataplane != config.dataplane {
                         logger.warning("dataplane settings changed; they take effect at the next restart")
                     }

@@ -62,6 +62,9 @@ public final class Balancer {
         @usableFromInline var group: Int
         @usableFromInline var vip: IPAddress
         @usableFromInline var vipPort: UInt16
+        /// The interface the group's nodes are reached through: a reply is genuine only
+        /// when it arrives there.
+        @usableFromInline var nodeInterface: Int
     }
 
     public let spec: BalancerSpec
@@ -140,7 +143,9 @@ public final class Balancer {
 
         services = ServiceTable(endpoints.services.map { ($0.key, $0.group) })
         natReplies = ServiceTable(endpoints.replies.enumerated().map { ($0.element.key, $0.offset) })
-        let targets = endpoints.replies.map { ReverseTarget(group: $0.group, vip: $0.vip, vipPort: $0.vipPort) }
+        let targets = endpoints.replies.map {
+            ReverseTarget(group: $0.group, vip: $0.vip, vipPort: $0.vipPort, nodeInterface: spec.groups[$0.group].interface)
+        }
         reverseTargets = .allocate(capacity: max(1, targets.count))
         reverseTargets.initialize(from: targets, count: targets.count)
         self.groupStates = .allocate(capacity: max(1, groupStates.count))
@@ -168,6 +173,7 @@ public final class Balancer {
 
     /// Health: a node that is down gets no new flows and its flows move on their next packet.
     public func setNodeUp(group: Int, node: Int, _ up: Bool) {
+        guard isNode(group: group, node: node) else { return }
         let slot = groupStates[group].nodeBase + node
         slots[slot].up = up
         schedulers[group].setEligible(node, up && slots[slot].hasMAC)
@@ -176,6 +182,7 @@ public final class Balancer {
 
     /// MAT: the node's MAC; NAT: the next hop's. nil = unknown: the node is not chosen.
     public func setNodeMAC(group: Int, node: Int, _ mac: MACAddress?) {
+        guard isNode(group: group, node: node) else { return }
         let slot = groupStates[group].nodeBase + node
         slots[slot].ethernet = ethernet(toward: mac, group: group)
         slots[slot].hasMAC = mac != nil
@@ -188,6 +195,7 @@ public final class Balancer {
     }
 
     public func setSorryMAC(group: Int, _ mac: MACAddress?) {
+        guard group >= 0 && group < spec.groups.count else { return }
         let slot = groupStates[group].sorrySlot
         guard slot >= 0 else { return }
         slots[slot].ethernet = ethernet(toward: mac, group: group)
@@ -197,7 +205,15 @@ public final class Balancer {
 
     /// Weights (static or dynamic). Established flows stay where they are.
     public func setWeights(group: Int, _ weights: [Int]) {
+        guard group >= 0 && group < spec.groups.count, weights.count == schedulers[group].nodeCount,
+              weights.allSatisfy({ $0 >= 0 }) else { return }
         schedulers[group].setWeights(weights)
+    }
+
+    /// Whether (group, node) names a node of this layout: a command built for another
+    /// layout is refused rather than written through a pointer out of bounds.
+    public func isNode(group: Int, node: Int) -> Bool {
+        group >= 0 && group < spec.groups.count && node >= 0 && node < groupStates[group].nodeCount
     }
 
     public func scheduler(group: Int) -> Scheduler { schedulers[group] }
@@ -223,10 +239,10 @@ public final class Balancer {
     /// Decides what to do with one frame and rewrites it in place when it is forwarded.
     /// The worker uses `process(_:count:now:)`, which does the same for a whole batch.
     /// (A batch of one: there is one per-packet path, and tests of either use it.)
-    public func process(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64) -> Verdict {
+    public func process(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, ingress: Int = 0) -> Verdict {
         single.frames[0] = frame
         single.lengths[0] = length
-        process(single, count: 1, now: now)
+        process(single, count: 1, now: now, ingress: ingress)
         return single.verdicts[0]
     }
 
@@ -236,9 +252,10 @@ public final class Balancer {
     /// the flow of the rest; the second, a short loop, reads the flow-table bucket each of
     /// those needs; the third decides and rewrites them. Beyond the cache each bucket is
     /// a miss to memory, and a batch waits for a few of those instead of one per packet.
-    /// Verdicts land in `batch.verdicts`.
+    /// Verdicts land in `batch.verdicts`. `ingress` is the data-plane interface the frames
+    /// arrived on (a NAT reply is translated only when it came from its nodes' side).
     @inlinable
-    public func process(_ batch: PacketBatch, count: Int, now: UInt64) {
+    public func process(_ batch: PacketBatch, count: Int, now: UInt64, ingress: Int) {
         precondition(count <= batch.capacity, "a batch of \(count) frames in a PacketBatch of \(batch.capacity)")
         counters.count(.received, UInt64(count))
         let frames = batch.frames
@@ -249,7 +266,8 @@ public final class Balancer {
         var recent = RecentService()
         var i = 0
         while i < count {
-            let step = classify(frames[i], length: lengths[i], now: now, recent: &recent, into: &pending[waiting])
+            let step = classify(frames[i], length: lengths[i], now: now, ingress: ingress, recent: &recent,
+                                into: &pending[waiting])
             if step.pending {
                 pending[waiting].index = UInt16(truncatingIfNeeded: i)
                 waiting &+= 1
@@ -281,13 +299,13 @@ public final class Balancer {
     /// without extension headers) take a quick parse, which stays in registers;
     /// everything else goes through `classifyOther`.
     @inlinable @inline(__always)
-    func classify(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, recent: inout RecentService,
+    func classify(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, ingress: Int, recent: inout RecentService,
                   into packet: inout FlowPacket) -> (verdict: Verdict, pending: Bool) {
         let flow: TransportFlow
         if let q = PacketParser.quick(frame, length: length) {
             flow = TransportFlow(key: q.key, headers: q.headers, tcpFlags: q.tcpFlags)
         } else {
-            let other = classifyOther(frame, length: length, now: now)
+            let other = classifyOther(frame, length: length, now: now, ingress: ingress)
             guard let f = other.flow else { return (other.verdict, false) }
             flow = f
         }
@@ -305,6 +323,7 @@ public final class Balancer {
         let target = natReplies.lookup(ServiceKey(address: key.source, proto: key.proto, port: key.sourcePort))
         if target >= 0 {
             let t = reverseTargets[target]
+            guard t.nodeInterface == ingress else { return (forgedReply(), false) }
             guard let route = route(to: key.destination) else { return (.drop, false) }
             Rewrite.translate(frame, flow.headers, isSource: true, from: key.source, to: t.vip, port: t.vipPort)
             return (reply(frame, length: length, target: t, route: route), false)
@@ -330,7 +349,7 @@ public final class Balancer {
     /// flow lookup; a TCP or UDP packet comes back as its flow. Out of line, so that the
     /// full `ParsedPacket` stays out of the per-packet loop's registers.
     @inlinable @inline(never)
-    func classifyOther(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64)
+    func classifyOther(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, ingress: Int)
         -> (verdict: Verdict, flow: TransportFlow?) {
         var p = ParsedPacket()
         switch PacketParser.parse(frame, length: length, into: &p) {
@@ -343,7 +362,7 @@ public final class Balancer {
             counters.count(reason)
             return (.drop, nil)
         }
-        if p.isICMPError { return (icmpError(frame, length: length, p, now: now), nil) }
+        if p.isICMPError { return (icmpError(frame, length: length, p, now: now, ingress: ingress), nil) }
         guard p.proto == IPProtocol.tcp || p.proto == IPProtocol.udp else { return (notOurs(), nil) }
         return (.pass, TransportFlow(key: FlowKey(source: p.source, destination: p.destination,
                                                   sourcePort: p.sourcePort, destinationPort: p.destinationPort,
@@ -371,6 +390,14 @@ public final class Balancer {
             (key.destination.low ^ address.low) | (key.destination.high ^ address.high)
                 | (key.destinationPortAndProto ^ portAndProto) == 0
         }
+    }
+
+    /// A frame with a NAT node's address and port as its source that arrived from the
+    /// clients' side: translating it would let anyone there speak as the VIP.
+    @inlinable @inline(never)
+    func forgedReply() -> Verdict {
+        counters.count(.natReplyFromWrongSide)
+        return .drop
     }
 
     @inlinable @inline(__always)
@@ -401,7 +428,7 @@ public final class Balancer {
     /// An ICMP error about a flow, in either direction: its quoted header names the flow.
     /// Rare, so out of line and one at a time.
     @inlinable @inline(never)
-    func icmpError(_ frame: UnsafeMutableRawPointer, length: Int, _ p: ParsedPacket, now: UInt64) -> Verdict {
+    func icmpError(_ frame: UnsafeMutableRawPointer, length: Int, _ p: ParsedPacket, now: UInt64, ingress: Int) -> Verdict {
         let key = p.flowKey
         let g = services.lookup(ServiceKey(address: key.destination, proto: key.proto, port: key.destinationPort))
         if g >= 0 {
@@ -422,6 +449,7 @@ public final class Balancer {
                                                   port: p.innerDestinationPort))
         guard target >= 0 else { return notOurs() }
         let t = reverseTargets[target]
+        guard t.nodeInterface == ingress else { return forgedReply() }
         guard let route = route(to: p.destination) else { return .drop }
         counters.count(.icmpErrorsTranslated)
         Rewrite.natReverse(frame, p, vip: t.vip, vipPort: t.vipPort)
@@ -443,8 +471,9 @@ public final class Balancer {
         }
         var slot = flows.nodeSlot(index)
         if !slotUsable(slot, group: g) {
-            // Its node went down (or the group was reconfigured): move the flow.
-            slot = choose(g, groupStates[g], hash: hash, source: key.source)
+            // Its node went down (or the group was reconfigured): move the flow, where
+            // any worker or LB would also move it.
+            slot = consistentChoice(g, groupStates[g], hash: hash, source: key.source)
             if slot < 0 { counters.count(.noLiveNode); return -1 }
             flows.reassign(index, nodeSlot: UInt32(slot), group: UInt16(g))
             counters.count(.flowsMoved)
@@ -455,18 +484,27 @@ public final class Balancer {
 
     /// A flow the table does not hold: schedule it and remember the choice. Out of line:
     /// in steady state almost every packet belongs to a known flow.
+    ///
+    /// Only a connection's first packet (a TCP SYN without ACK, or a UDP datagram of a
+    /// bucket that has not overflowed lately) is the scheduler's to decide. Any other
+    /// packet of a flow the table does not hold — a TCP segment after a restart or a
+    /// failover, or a flow that arrived while its bucket was full — gets the consistent
+    /// decision the fallback made or would make, so table pressure never moves a flow.
     @inlinable @inline(never)
     func newFlow(_ key: FlowKey, hash: UInt64, group g: Int, tcpFlags: UInt8, now: UInt64) -> Int {
         let state = groupStates[g]
-        var slot = choose(g, state, hash: hash, source: key.source)
+        let opening = key.proto != IPProtocol.tcp || tcpFlags & (TCPFlags.syn | TCPFlags.ack) == TCPFlags.syn
+        let scheduled = opening && !flows.overflowed(hash, now: now)
+        var slot = scheduled ? choose(g, state, hash: hash, source: key.source)
+                             : consistentChoice(g, state, hash: hash, source: key.source)
         if slot < 0 { counters.count(.noLiveNode); return -1 }
         let inserted = flows.insert(key, hash: hash, now: now, nodeSlot: UInt32(slot), group: UInt16(g),
                                     state: FlowState.next(from: nil, proto: key.proto, tcpFlags: tcpFlags))
         if inserted < 0 {
             // No room: decide statelessly so every packet of the flow lands alike.
             counters.count(.flowTableFull)
-            let fallback = schedulers[g].maglev.lookup(hash)
-            if fallback >= 0 { slot = state.nodeBase &+ fallback }
+            if scheduled { slot = consistentChoice(g, state, hash: hash, source: key.source) }
+            if slot < 0 { counters.count(.noLiveNode); return -1 }
         }
         counters.countGroup(g, .newFlows)
         counters.countNode(slot, .newFlows)
@@ -514,7 +552,16 @@ public final class Balancer {
         slot < slotCount && slots[slot].usable && slots[slot].group == g
     }
 
-    /// A node for a new (or moved) flow: the scheduler's pick, else the sorry server.
+    /// The stateless node for a flow (`Scheduler.consistentPick`), else the sorry server.
+    @inlinable
+    func consistentChoice(_ g: Int, _ state: GroupState, hash: UInt64, source: IPAddress) -> Int {
+        let pick = schedulers[g].consistentPick(flowHash: hash, sourceHash: StableHash.hash(source))
+        if pick >= 0 { return state.nodeBase &+ pick }
+        if state.sorrySlot >= 0 && slots[state.sorrySlot].hasMAC { return state.sorrySlot }
+        return -1
+    }
+
+    /// A node for a new flow: the scheduler's pick, else the sorry server.
     @inlinable
     func choose(_ g: Int, _ state: GroupState, hash: UInt64, source: IPAddress) -> Int {
         let pick = schedulers[g].pick(flowHash: hash, sourceHash: StableHash.hash(source),

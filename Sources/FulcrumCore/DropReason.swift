@@ -29,6 +29,9 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case icmpErrorWithoutFlow
     case noRouteToClient
     case transmitRingFull
+    /// A frame with a NAT node's source address and port that did not arrive on the
+    /// interface that node is reached through (a forged reply).
+    case natReplyFromWrongSide
 
     /// The metric label: the case name in snake_case.
     public var label: String { MetricLabel.snakeCase(String(describing: self)) }

@@ -116,6 +116,10 @@ public final class FlowTable: @unchecked Sendable {
     @usableFromInline let bucketMask: Int
     @usableFromInline let entries: UnsafeMutablePointer<FlowEntry>
     @usableFromInline let active: UnsafeMutablePointer<Int32>
+    /// Per bucket: until when it counts as overflowed (an insert found it full of live
+    /// flows). Flows first seen meanwhile were decided by the stateless fallback, so new
+    /// flows of that bucket keep that decision until the last of them would have expired.
+    @usableFromInline let overflowUntil: UnsafeMutablePointer<UInt64>
     public let nodeSlotCount: Int
     public let timeouts: FlowTimeouts
     /// The timeouts again, indexed by `FlowState.rawValue`: one load per packet.
@@ -160,6 +164,8 @@ public final class FlowTable: @unchecked Sendable {
         entries = raw.bindMemory(to: FlowEntry.self, capacity: slots)
         active = .allocate(capacity: nodeSlots)
         active.initialize(repeating: 0, count: nodeSlots)
+        overflowUntil = .allocate(capacity: buckets)
+        overflowUntil.initialize(repeating: 0, count: buckets)
         nodeSlotCount = nodeSlots
         self.timeouts = timeouts
         timeoutByState = .allocate(capacity: 8)
@@ -172,7 +178,15 @@ public final class FlowTable: @unchecked Sendable {
     deinit {
         memory.deallocate(UnsafeMutableRawPointer(entries), storageBytes)
         active.deallocate()
+        overflowUntil.deallocate()
         timeoutByState.deallocate()
+    }
+
+    /// Whether `hash`'s bucket has been full recently: a flow of it that the table does
+    /// not hold may have been decided by the stateless fallback.
+    @inlinable @inline(__always)
+    public func overflowed(_ hash: UInt64, now: UInt64) -> Bool {
+        overflowUntil[bucketBase(hash) / FlowTable.ways] > now
     }
 
     /// Flows currently held for a node slot (for least-connection scheduling).
@@ -232,7 +246,11 @@ public final class FlowTable: @unchecked Sendable {
             }
             slot &+= 1
         }
-        guard slot < end else { return -1 }
+        guard slot < end else {
+            let bucket = base / FlowTable.ways
+            overflowUntil[bucket] = max(overflowUntil[bucket], deadline(now, state))
+            return -1
+        }
         entries[slot] = FlowEntry(key: key, deadline: deadline(now, state),
                                   nodeSlot: nodeSlot, group: group, state: state)
         active[Int(nodeSlot)] &+= 1

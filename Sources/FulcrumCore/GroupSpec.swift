@@ -94,6 +94,10 @@ public struct BalancerSpec: Sendable, Equatable {
     /// Upper bound on node slots (nodes + sorry servers over all groups), fixed at start
     /// so that a reload never reallocates the flow table.
     public var maxNodeSlots: Int
+    /// Which layout of groups and nodes this is: a worker command built for one
+    /// generation is ignored by a worker holding another, so an index never lands in a
+    /// layout it was not computed for.
+    public var generation: UInt64 = 0
 
     public init(groups: [GroupSpec], interfaceMACs: [MACAddress], returnRoutes: [ReturnRoute] = [],
                 flowTableCapacity: Int = 1 << 20, timeouts: FlowTimeouts = FlowTimeouts(),

@@ -30,6 +30,18 @@ public struct IPAddress: Hashable, Sendable, Comparable {
 
     public static let zero = IPAddress(high: 0, low: 0)
 
+    /// An address a single host can own and answer for: not unspecified (0.0.0.0, ::),
+    /// "this network" (0/8), loopback, multicast, or the IPv4 limited broadcast. A VIP or
+    /// a node must be one.
+    public var isHostUnicast: Bool {
+        if isIPv4 {
+            let first = ipv4 >> 24
+            return first != 0 && first != 127 && first < 224  // 224/4 multicast, 240/4 reserved and broadcast
+        }
+        if high == 0 && (low == 0 || low == 1) { return false }  // :: and ::1
+        return high >> 56 != 0xFF  // ff00::/8 multicast
+    }
+
     @inlinable
     public static func < (a: IPAddress, b: IPAddress) -> Bool {
         a.high != b.high ? a.high < b.high : a.low < b.low

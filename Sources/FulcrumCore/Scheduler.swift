@@ -118,6 +118,16 @@ public final class Scheduler {
         }
     }
 
+    /// The stateless decision for a flow: the node the Maglev table (over eligible
+    /// nodes, by weight) gives its hash — the source address's for `sh`, the 5-tuple's
+    /// otherwise. Every worker, every restart and a peer with the same nodes make the
+    /// same one, so it is what a flow gets whenever its first packet was not seen here
+    /// or not remembered. -1 when no node may take it.
+    @inlinable
+    public func consistentPick(flowHash: UInt64, sourceHash: UInt64) -> Int {
+        maglev.lookup(kind == .sh ? sourceHash : flowHash)
+    }
+
     @inlinable
     func pickRoundRobin() -> Int {
         var tried = 0

@@ -92,11 +92,19 @@ public struct DataplaneSnapshot: Sendable {
 public enum DataplaneError: Error, CustomStringConvertible {
     case tooManyInterfaces(Int)
     case tooManyQueues(Int)
+    case queuesMissing(interface: String, has: Int, wanted: Int)
+    case noCores
+    case interfaceInUse(interface: String, by: String)
 
     public var description: String {
         switch self {
         case let .tooManyInterfaces(n): return "\(n) data-plane interfaces; at most \(FULCRUM_MAX_INTERFACES)"
         case let .tooManyQueues(n): return "\(n) queues; at most \(FULCRUM_MAX_QUEUES)"
+        case let .queuesMissing(interface, has, wanted):
+            return "\(interface) has \(has) receive queue(s) but \(wanted) are configured (dataplane.interfaces[].queues); use at most \(has)"
+        case .noCores: return "no CPU to run workers on (dataplane.cores is empty)"
+        case let .interfaceInUse(interface, by):
+            return "\(interface) is already served by another fulcrum (\(by)); stop it first, or use another interface"
         }
     }
 }
@@ -113,12 +121,17 @@ public final class Dataplane: @unchecked Sendable {
     private var links: [XDPLink] = []
     private var workers: [Worker] = []
     private let state: Mutex<State>
+    /// One per data-plane interface, held while this process runs: a second `fulcrum`
+    /// on the same interface is told so before it touches anything.
+    private let locks: [InterfaceLock]
 
     struct State {
         var groups: [GroupSpec]
         var routes: [RouteSpec]
         var spec: BalancerSpec
         var neighbors: [NeighborKey: MACAddress]
+        /// Bumped by every change of layout (groups, nodes, routes).
+        var generation: UInt64 = 1
     }
 
     struct NeighborKey: Hashable {
@@ -133,16 +146,23 @@ public final class Dataplane: @unchecked Sendable {
         guard options.queues >= 1 && options.queues <= Int(FULCRUM_MAX_QUEUES) else {
             throw DataplaneError.tooManyQueues(options.queues)
         }
+        if let cores = options.cores, cores.isEmpty { throw DataplaneError.noCores }
         self.options = options
         self.logger = logger
         ifindexes = try options.interfaces.map { try InterfaceInfo.index(of: $0) }
+        for name in options.interfaces {
+            let has = InterfaceFacts.rxQueues(of: name)
+            if options.queues > has { throw DataplaneError.queuesMissing(interface: name, has: has, wanted: options.queues) }
+        }
         interfaceMACs = try options.interfaces.map { try InterfaceFacts.mac(of: $0) }
         var initial = State(groups: groups, routes: routes,
                             spec: BalancerSpec(groups: [], interfaceMACs: interfaceMACs), neighbors: [:])
-        initial.neighbors = Self.readNeighbors()
+        initial.neighbors = (try? Neighbors.dump()).map(Self.table) ?? [:]
         initial.spec = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: initial)
-        _ = try Balancer(initial.spec)  // validate before touching anything
+        try DataplaneLimits.check(initial.spec)  // validate before touching anything
+        _ = try Balancer(initial.spec)
         state = Mutex(initial)
+        locks = try options.interfaces.map { try InterfaceLock(interface: $0) }
 
         let path = try options.bpfObject ?? BPFObject.locate()
         object = try BPFObject(path: path)
@@ -168,14 +188,16 @@ public final class Dataplane: @unchecked Sendable {
             guard let mac = state.neighbors[NeighborKey(ifindex: ifindexes[r.interface], address: r.via)] else { return nil }
             return ReturnRoute(prefix: r.prefix, prefixLength: r.prefixLength, interface: r.interface, nextHopMAC: mac)
         }
-        return BalancerSpec(groups: groups, interfaceMACs: macs, returnRoutes: routes,
-                            flowTableCapacity: options.flowTableSize, timeouts: options.timeouts,
-                            maxNodeSlots: options.maxNodeSlots)
+        var spec = BalancerSpec(groups: groups, interfaceMACs: macs, returnRoutes: routes,
+                                flowTableCapacity: options.flowTableSize, timeouts: options.timeouts,
+                                maxNodeSlots: options.maxNodeSlots)
+        spec.generation = state.generation
+        return spec
     }
 
-    static func readNeighbors() -> [NeighborKey: MACAddress] {
+    static func table(_ entries: [Neighbors.Entry]) -> [NeighborKey: MACAddress] {
         var out: [NeighborKey: MACAddress] = [:]
-        for e in (try? Neighbors.dump()) ?? [] { out[NeighborKey(ifindex: e.ifindex, address: e.address)] = e.mac }
+        for e in entries { out[NeighborKey(ifindex: e.ifindex, address: e.address)] = e.mac }
         return out
     }
 
@@ -186,7 +208,8 @@ public final class Dataplane: @unchecked Sendable {
             try maps.setInterface(ifindex: ifindex, slot: slot, mac: interfaceMACs[slot])
         }
         try programMaps(spec)
-        try maps.setActive(true)
+        // Passive until told: a standby that boots must not answer for the VIPs.
+        try maps.setActive(false)
         let cpus = options.cores ?? CPUAffinity.allowedCPUs()
         let memory = options.hugePages ? HugePageMemory.table : TableMemory.heap
         for queue in 0..<options.queues {
@@ -217,8 +240,17 @@ public final class Dataplane: @unchecked Sendable {
         }
     }
 
+    /// Active: answer ARP/NS for the VIPs and steer their traffic. The data plane starts
+    /// passive; a standalone LB (or the cluster service, on becoming active) turns it on.
+    public func setActive(_ active: Bool) throws {
+        try maps.setActive(active)
+        logger.info(active ? "active: answering for the VIPs" : "passive: VIP traffic goes to the kernel")
+    }
+
+    public var isActive: Bool { maps.isActive }
+
     private func programMaps(_ spec: BalancerSpec) throws {
-        let endpoints = try spec.endpoints()
+        let endpoints = try DataplaneLimits.check(spec)
         var services: [ServiceKey: (group: Int, nat: Bool)] = [:]
         for s in endpoints.services { services[s.key] = (s.group, s.nat) }
         var replies: [ServiceKey: Int] = [:]
@@ -226,73 +258,114 @@ public final class Dataplane: @unchecked Sendable {
         try maps.synchronize(services: services, replies: replies, vips: Set(spec.groups.map(\.vip)))
     }
 
-    /// Applies a new configuration without dropping flows: validated first; on error
-    /// nothing changes.
-    public func configure(groups: [GroupSpec], routes: [RouteSpec]) throws {
-        let spec = try state.withLock { s -> BalancerSpec in
+    /// Applies a new configuration without dropping flows. Everything is checked before
+    /// anything is touched (the data plane's limits, the groups' conflicts, a trial
+    /// `Balancer`); if writing the maps then fails, they are put back as they were. On
+    /// any error the running tables, maps and status stay exactly as they were.
+    /// - Returns: the generation of the new layout.
+    @discardableResult
+    public func configure(groups: [GroupSpec], routes: [RouteSpec]) throws -> UInt64 {
+        for r in routes where r.interface < 0 || r.interface >= ifindexes.count {
+            throw BalancerSpecError.badInterface(group: "route \(r.prefix)/\(r.prefixLength)", interface: r.interface)
+        }
+        return try state.withLock { s -> UInt64 in
             var next = s
             next.groups = groups
             next.routes = routes
+            next.generation = s.generation &+ 1
             let spec = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: next)
+            try DataplaneLimits.check(spec)
             _ = try Balancer(spec)
+            do {
+                try programMaps(spec)
+            } catch {
+                do { try programMaps(s.spec) } catch {
+                    logger.critical("could not restore the BPF maps after a failed change", metadata: ["error": "\(error)"])
+                }
+                throw error
+            }
+            next.spec = spec
             s = next
-            s.spec = spec
-            return spec
+            for w in workers { w.send(.reload(spec)) }
+            return spec.generation
         }
-        try programMaps(spec)
-        for w in workers { w.send(.reload(spec)) }
     }
+
+    /// The generation every worker has applied (the lowest of them).
+    public var appliedGeneration: UInt64 { workers.map(\.appliedGeneration).min() ?? 0 }
 
     /// Re-reads the neighbour table; asks the kernel to resolve what is missing; pushes
     /// changed MACs to the workers. Call periodically (the daemon does, every second).
     public func refreshNeighbors() {
-        let table = Self.readNeighbors()
+        // A failed or timed-out dump says nothing about the neighbours: keep the last
+        // known MACs rather than take it as an empty table.
+        let table: [NeighborKey: MACAddress]
+        do {
+            table = Self.table(try Neighbors.dump())
+        } catch {
+            logger.warning("neighbour table unreadable; keeping the last known MACs", metadata: ["error": "\(error)"])
+            return
+        }
         var missing: [(IPAddress, Int32)] = []
         var nodeChanges: [WorkerCommand] = []
         var routesChanged = false
-        let spec: BalancerSpec? = state.withLock { s in
+        var learnt: [(group: String, address: IPAddress, mac: MACAddress?)] = []
+        state.withLock { s in
             s.neighbors = table
-            let next = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: s)
+            var next = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: s)
+            let generation = s.spec.generation
             for (g, group) in next.groups.enumerated() {
                 let ifindex = ifindexes[group.interface]
                 for (n, node) in group.nodes.enumerated() {
                     if node.mac == nil { missing.append((node.address, ifindex)) }
-                    if node.mac != s.spec.groups[g].nodes[n].mac { nodeChanges.append(.nodeMAC(group: g, node: n, mac: node.mac)) }
+                    if node.mac != s.spec.groups[g].nodes[n].mac {
+                        nodeChanges.append(.nodeMAC(generation: generation, group: g, node: n, mac: node.mac))
+                        learnt.append((group.name, node.address, node.mac))
+                    }
                 }
                 if let sorry = group.sorry {
                     if sorry.mac == nil { missing.append((sorry.address, ifindex)) }
-                    if sorry.mac != s.spec.groups[g].sorry?.mac { nodeChanges.append(.sorryMAC(group: g, mac: sorry.mac)) }
+                    if sorry.mac != s.spec.groups[g].sorry?.mac {
+                        nodeChanges.append(.sorryMAC(generation: generation, group: g, mac: sorry.mac))
+                    }
                 }
             }
             for r in s.routes where table[NeighborKey(ifindex: ifindexes[r.interface], address: r.via)] == nil {
                 missing.append((r.via, ifindexes[r.interface]))
             }
             routesChanged = next.returnRoutes != s.spec.returnRoutes
-            s.spec = next
-            return routesChanged ? next : nil
+            if routesChanged {
+                // Routes are a layout change for the workers: a new generation.
+                s.generation &+= 1
+                next.generation = s.generation
+                s.spec = next
+                for w in workers { w.send(.reload(next)) }
+            } else {
+                s.spec = next
+                for w in workers { for c in nodeChanges { w.send(c) } }
+            }
         }
         for (address, ifindex) in missing {
             do { try Neighbors.resolve(address, ifindex: ifindex) } catch {
                 logger.debug("neighbour resolution request failed", metadata: ["address": "\(address)", "error": "\(error)"])
             }
         }
-        if let spec {
-            for w in workers { w.send(.reload(spec)) }
-        } else {
-            for w in workers { for c in nodeChanges { w.send(c) } }
-        }
-        for case let .nodeMAC(g, n, mac) in nodeChanges {
-            logger.info("node MAC \(mac.map { "\($0)" } ?? "lost")", metadata: ["group": "\(g)", "node": "\(n)"])
+        for (group, address, mac) in learnt {
+            logger.info("node MAC \(mac.map { "\($0)" } ?? "lost")", metadata: ["group": "\(group)", "node": "\(address)"])
         }
     }
 
     /// Health: node up or down in every worker.
     public func setNodeUp(group: Int, node: Int, _ up: Bool) {
-        for w in workers { w.send(.nodeUp(group: group, node: node, up: up)) }
+        state.withLock { s in
+            for w in workers { w.send(.nodeUp(generation: s.spec.generation, group: group, node: node, up: up)) }
+        }
     }
 
     public func setWeights(group: Int, _ weights: [Int]) {
-        for w in workers { w.send(.weights(group: group, weights)) }
+        state.withLock { s in
+            for w in workers { w.send(.weights(generation: s.spec.generation, group: group, weights)) }
+        }
     }
 
     public var currentSpec: BalancerSpec { state.withLock { $0.spec } }

@@ -7,13 +7,16 @@ import Glibc
 #endif
 
 /// A change for a worker, applied on its thread between batches.
+/// Commands that name a node by index carry the generation of the layout they were
+/// computed for; a worker holding another generation ignores them (the reload that
+/// changed the layout carried the current state anyway).
 public enum WorkerCommand: Sendable {
     /// A new configuration: flows are kept and renumbered by node identity.
     case reload(BalancerSpec)
-    case nodeUp(group: Int, node: Int, up: Bool)
-    case nodeMAC(group: Int, node: Int, mac: MACAddress?)
-    case sorryMAC(group: Int, mac: MACAddress?)
-    case weights(group: Int, [Int])
+    case nodeUp(generation: UInt64, group: Int, node: Int, up: Bool)
+    case nodeMAC(generation: UInt64, group: Int, node: Int, mac: MACAddress?)
+    case sorryMAC(generation: UInt64, group: Int, mac: MACAddress?)
+    case weights(generation: UInt64, group: Int, [Int])
 }
 
 /// One data-plane worker: a thread pinned to a core that owns the AF_XDP sockets of one
@@ -28,6 +31,7 @@ public final class Worker: @unchecked Sendable {
     private let commands = Mutex<[WorkerCommand]>([])
     private let pendingCommands = Atomic<Int>(0)
     private let running = Atomic<Bool>(false)
+    private let applied: Atomic<UInt64>
     private let published: Mutex<(WorkerCounters, FlowTable, BalancerSpec)>
     private let wakeFD: Int32
     private var thread: pthread_t?
@@ -45,6 +49,7 @@ public final class Worker: @unchecked Sendable {
         self.sockets = sockets
         self.balancer = balancer
         published = Mutex((balancer.counters, balancer.flows, balancer.spec))
+        applied = Atomic(balancer.spec.generation)
         wakeFD = try SystemCall.libbpf("eventfd") { fulcrum_eventfd_nonblocking() }
     }
 
@@ -111,16 +116,21 @@ public final class Worker: @unchecked Sendable {
         }
         pendingCommands.subtract(batch.count, ordering: .relaxed)
         for command in batch {
+            let current = balancer.spec.generation
             switch command {
             case let .reload(spec): reload(spec)
-            case let .nodeUp(g, n, up): if g < balancer.spec.groups.count { balancer.setNodeUp(group: g, node: n, up) }
-            case let .nodeMAC(g, n, mac): if g < balancer.spec.groups.count { balancer.setNodeMAC(group: g, node: n, mac) }
-            case let .sorryMAC(g, mac): if g < balancer.spec.groups.count { balancer.setSorryMAC(group: g, mac) }
-            case let .weights(g, w): if g < balancer.spec.groups.count { balancer.setWeights(group: g, w) }
+            case let .nodeUp(gen, g, n, up): if gen == current { balancer.setNodeUp(group: g, node: n, up) }
+            case let .nodeMAC(gen, g, n, mac): if gen == current { balancer.setNodeMAC(group: g, node: n, mac) }
+            case let .sorryMAC(gen, g, mac): if gen == current { balancer.setSorryMAC(group: g, mac) }
+            case let .weights(gen, g, w): if gen == current { balancer.setWeights(group: g, w) }
             }
         }
         balancer.commitChanges()
+        applied.store(balancer.spec.generation, ordering: .releasing)
     }
+
+    /// The generation of the layout this worker forwards with.
+    public var appliedGeneration: UInt64 { applied.load(ordering: .acquiring) }
 
     /// Swaps in a new configuration and keeps every flow whose node is still there.
     private func reload(_ spec: BalancerSpec) {
@@ -208,7 +218,7 @@ public final class Worker: @unchecked Sendable {
                 batch.verdicts[k] = .transmit(interface: index)
             }
         } else {
-            b.process(batch, count: n, now: now)
+            b.process(batch, count: n, now: now, ingress: index)
         }
         var queuedOn = 0  // bit i: socket i has new TX descriptors
         for k in 0..<n {

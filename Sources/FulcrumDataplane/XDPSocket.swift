@@ -32,6 +32,7 @@ public final class XDPSocket: @unchecked Sendable {
     /// Descriptors reserved on TX in this batch and not yet submitted.
     var pendingTX = 0
     public private(set) var fd: Int32 = -1
+    private var released = false
 
     /// - Parameters:
     ///   - frameCount: UMEM frames; half go to the fill ring, half stay for TX.
@@ -74,9 +75,11 @@ public final class XDPSocket: @unchecked Sendable {
             // The kernel picks zero-copy where the driver has it and copy mode otherwise.
             socketConfig.bind_flags = UInt16(XDP_USE_NEED_WAKEUP)
             var socketPointer: OpaquePointer?
-            try SystemCall.libbpf("create AF_XDP socket on \(interface) queue \(queue)") {
-                xsk_socket__create(&socketPointer, interface, UInt32(queue), umemPointer, rx, tx, &socketConfig)
+            let r = xsk_socket__create(&socketPointer, interface, UInt32(queue), umemPointer, rx, tx, &socketConfig)
+            if r == -EBUSY {
+                throw SystemError("queue \(queue) of \(interface) is already bound to another AF_XDP socket (another fulcrum, or another AF_XDP program, is using it)", errno: EBUSY)
             }
+            try SystemCall.libbpf("create AF_XDP socket on \(interface) queue \(queue)") { r }
             socket = socketPointer
             fd = xsk_socket__fd(socketPointer)
         } catch {
@@ -86,7 +89,12 @@ public final class XDPSocket: @unchecked Sendable {
         refillFillRing()
     }
 
+    /// Frees everything, once: the error path of `init` calls it, and deinit (which
+    /// Swift runs for a class whose init threw after setting every property) calls it
+    /// again — the second call must find nothing to free.
     private func release() {
+        guard !released else { return }
+        released = true
         if let socket { xsk_socket__delete(socket) }
         if let umem { xsk_umem__delete(umem) }
         socket = nil

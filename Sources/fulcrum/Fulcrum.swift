@@ -49,7 +49,7 @@ struct Check: ParsableCommand {
 
     func run() throws {
         do {
-            let c = try ConfigLoader.load(path: config)
+            let c = try HostCheck.load(path: config)
             print("\(config): OK — \(c.groups.count) group(s), \(c.groups.reduce(0) { $0 + $1.nodes.count }) node(s), interfaces \(c.dataplane.interfaces.map(\.name).joined(separator: ", "))")
         } catch let error as ConfigErrors {
             printError(error.description)

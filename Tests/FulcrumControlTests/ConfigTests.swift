@@ -57,12 +57,12 @@ import Testing
         #expect(c.dataplane.flowTableSize == 65536)
         #expect(c.dataplane.timeouts.established == 600 * FlowTimeouts.seconds)
         #expect(c.groups.count == 2)
-        let web = c.groupSpecs[0]
+        let web = try c.groupSpecs[0]
         #expect(web.ports == [80, 443] && web.method == .mat && web.scheduler == .maglev)
         #expect(web.nodes[0].mac == MACAddress("02:00:00:00:02:11") && web.nodes[1].weight == 0)
-        let dns = c.groupSpecs[1]
+        let dns = try c.groupSpecs[1]
         #expect(dns.interface == 1 && dns.nodes[0].port == 5353 && dns.sorry?.address == IPAddress("2001:2:2::99"))
-        #expect(c.routeSpecs == [RouteSpec(prefix: IPAddress("198.18.0.0")!, prefixLength: 24, interface: 0,
+        #expect(try c.routeSpecs == [RouteSpec(prefix: IPAddress("198.18.0.0")!, prefixLength: 24, interface: 0,
                                            via: IPAddress("198.18.0.1")!)])
     }
 
@@ -122,6 +122,100 @@ import Testing
         }
         #expect(error.errors.first?.line != nil)
         #expect(error.description.hasPrefix("bad.yaml:"))
+    }
+
+    /// Refusals the hostile test found `fulcrum check` let through: each names the file,
+    /// a line and the field.
+    static let refusals: [(String, String, Int, String)] = [
+        ("  flow_table_size: 65536", "  flow_table_size: 65536\n  cores: []", 10, "dataplane.cores"),
+        ("    vip: 198.18.1.10", "    vip: 0.0.0.0", 18, "groups[0].vip"),
+        ("    vip: 198.18.1.10", "    vip: 224.0.0.5", 18, "groups[0].vip"),
+        ("    vip: 198.18.1.10", "    vip: 255.255.255.255", 18, "groups[0].vip"),
+        ("    vip: 198.18.1.10", "    vip: 127.0.0.1", 18, "groups[0].vip"),
+        ("    vip: 2001:2:1::53", "    vip: ff02::1", 31, "groups[1].vip"),
+        ("    vip: 2001:2:1::53", "    vip: \"::\"", 31, "groups[1].vip"),
+        ("      - address: 198.18.2.12", "      - address: 198.18.1.10", 28, "groups[0].nodes[1].address"),
+        ("      - address: 198.18.2.12", "      - address: 224.1.1.1", 28, "groups[0].nodes[1].address"),
+        // A missing required key is reported at the line of the mapping that lacks it.
+        ("    nodes:\n      - address: 2001:2:2::11\n        port: 5353\n", "", 30, "groups[1].nodes"),
+        ("    vip: 198.18.1.10\n", "", 17, "groups[0].vip"),
+        // Duplicate keys: the line of the first.
+        ("    protocol: tcp", "    protocol: tcp\n    protocol: udp", 19, "protocol"),
+    ]
+
+    @Test(arguments: refusals.indices)
+    func refusalsNameLineAndField(index: Int) throws {
+        let (old, new, line, field) = Self.refusals[index]
+        #expect(Self.valid.contains(old), "fixture drifted: \(old)")
+        let text = Self.valid.replacingOccurrences(of: old, with: new)
+        let error = try #require(throws: ConfigErrors.self) { try ConfigLoader.parse(text, file: "lb.yaml") }
+        let match = error.errors.first { $0.field == field }
+        #expect(match != nil, "no error for \(field) in:\n\(error)")
+        #expect(match?.line == line, "\(error)")
+    }
+
+    @Test func capacitiesOfTheDataplaneAreCheckedBeforeRunning() throws {
+        // One group with 4,200 ports (and the dns group's one): more services than the BPF map holds.
+        let ports = (1...4200).map(String.init).joined(separator: ", ")
+        let many = Self.valid.replacingOccurrences(of: "    ports: [80, 443]", with: "    ports: [\(ports)]")
+        let error = try #require(throws: ConfigErrors.self) { try ConfigLoader.parse(many, file: "lb.yaml") }
+        #expect(error.description.contains("4201 VIP:port services") && error.description.contains("at most 4096"),
+                "\(error)")
+        // More node slots than max_node_slots.
+        let nodes = (1...20).map { "      - address: 198.18.3.\($0)" }.joined(separator: "\n")
+        let slots = Self.valid.replacingOccurrences(of: "  flow_table_size: 65536", with: "  flow_table_size: 65536\n  max_node_slots: 16")
+            .replacingOccurrences(of: "      - address: 198.18.2.12\n        weight: 0", with: nodes)
+        let slotError = try #require(throws: ConfigErrors.self) { try ConfigLoader.parse(slots, file: "lb.yaml") }
+        #expect(slotError.errors.contains { $0.field == "dataplane.max_node_slots" }, "\(slotError)")
+    }
+
+    @Test func anErrorNeverEchoesTheFile() throws {
+        let huge = String(repeating: "x", count: 5 << 20)
+        let scalar = try #require(throws: ConfigErrors.self) {
+            try ConfigLoader.parse(Self.valid.replacingOccurrences(of: "    method: mat", with: "    method: \(huge)"), file: "lb.yaml")
+        }
+        #expect(scalar.description.utf8.count < 2000, "\(scalar.description.utf8.count) bytes of error")
+        let duplicate = try #require(throws: ConfigErrors.self) {
+            try ConfigLoader.parse("node:\n  name: \(huge)\nnode:\n  name: b\n", file: "lb.yaml")
+        }
+        #expect(duplicate.description.utf8.count < 2000, "\(duplicate.description.utf8.count) bytes of error")
+        #expect(duplicate.errors.first?.line == 1 && duplicate.errors.first?.field == "node", "\(duplicate)")
+        let syntax = try #require(throws: ConfigErrors.self) { try ConfigLoader.parse("groups: [\(huge)", file: "lb.yaml") }
+        #expect(syntax.description.utf8.count < 2000, "\(syntax.description.utf8.count) bytes of error")
+    }
+
+    @Test func aDirectoryGetsASentence() throws {
+        let error = try #require(throws: ConfigErrors.self) { try ConfigLoader.load(path: "/tmp") }
+        #expect(error.description == "/tmp: (file): is a directory; give the configuration file inside it")
+    }
+
+    @Test func reloadNumbersInterfacesAsTheRunningDataplaneDoes() throws {
+        // The running data plane has eth-c, eth-n; the file now lists them the other way round.
+        let swapped = Self.valid.replacingOccurrences(of: "    - name: eth-c\n      queues: 2\n    - name: eth-n\n      queues: 2",
+                                                      with: "    - name: eth-n\n      queues: 2\n    - name: eth-c\n      queues: 2")
+        #expect(swapped != Self.valid)
+        let c = try ConfigLoader.parse(swapped, file: "lb.yaml")
+        let groups = try c.groupSpecs(on: ["eth-c", "eth-n"])
+        #expect(groups.map(\.interface) == [0, 1], "by name, not by the file's order")
+        #expect(try c.routeSpecs(on: ["eth-c", "eth-n"]).map(\.interface) == [0])
+        // A group on an interface the running data plane lacks is refused by name.
+        let error = try #require(throws: ConfigErrors.self) { try c.groupSpecs(on: ["eth-c"]) }
+        #expect(error.errors.first?.field == "groups[1].interface" && error.errors.first?.value == "eth-n", "\(error)")
+        let routeError = try #require(throws: ConfigErrors.self) { try c.routeSpecs(on: ["eth-n"]) }
+        #expect(routeError.errors.first?.field == "routes[0].interface", "\(routeError)")
+    }
+
+    @Test func hostChecksFindWhatRunWouldRefuse() throws {
+        let local = Self.valid.replacingOccurrences(of: "name: eth-c", with: "name: lo")
+            .replacingOccurrences(of: "interface: eth-c", with: "interface: lo")
+            .replacingOccurrences(of: "  flow_table_size: 65536", with: "  flow_table_size: 65536\n  cores: [0, 4000]")
+        let c = try ConfigLoader.parse(local, file: "lb.yaml")
+        let problems = HostCheck.problems(c, allowedCPUs: [0, 1])
+        let fields = Set(problems.map(\.field))
+        #expect(fields.contains("dataplane.interfaces[0].queues"), "lo has one queue, two are asked for: \(problems)")
+        #expect(fields.contains("dataplane.interfaces[1].name"), "no eth-n here: \(problems)")
+        #expect(fields.contains("dataplane.cores[1]") && !fields.contains("dataplane.cores[0]"), "\(problems)")
+        #expect(problems.allSatisfy { $0.line != nil }, "\(problems)")
     }
 
     @Test func missingFileIsExplained() throws {

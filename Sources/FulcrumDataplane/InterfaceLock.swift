@@ -1,0 +1,61 @@
+import FulcrumBPF
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An exclusive claim on a data-plane interface for the life of this process: an
+/// `flock` on /run/fulcrum/<netns>-<interface>.lock, which the kernel drops when the
+/// process exits however it exits. Two `fulcrum run` on one interface, started one after
+/// the other or at the same instant, end with exactly one running and the other told
+/// which process holds the interface, before either touches a queue.
+///
+/// The network namespace's inode is part of the name: interface names repeat across
+/// namespaces (every testbed has an `eth-c`), and /run is shared by them.
+final class InterfaceLock: @unchecked Sendable {
+    let path: String
+    private var fd: Int32
+
+    static var directory: String {
+        if let dir = getenv("FULCRUM_RUN_DIR") { return String(cString: dir) }
+        return "/run/fulcrum"
+    }
+
+    init(interface: String) throws {
+        let dir = InterfaceLock.directory
+        if mkdir(dir, 0o755) != 0 && errno != EEXIST {
+            throw SystemError("create \(dir)", errno: errno)
+        }
+        var ns = stat()
+        let namespace = stat("/proc/self/ns/net", &ns) == 0 ? "\(ns.st_ino)" : "host"
+        let path = "\(dir)/\(namespace)-\(interface).lock"
+        self.path = path
+        let fd = try SystemCall.run("open \(path)") { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
+        self.fd = fd
+        do {
+            try SystemCall.run("lock \(path)") { flock(fd, LOCK_EX | LOCK_NB) }
+        } catch let error as SystemError where error.errno == EWOULDBLOCK {
+            let holder = InterfaceLock.readHolder(fd)
+            close(fd)
+            self.fd = -1
+            throw DataplaneError.interfaceInUse(interface: interface, by: holder.map { "pid \($0)" } ?? "lock \(path)")
+        } catch {
+            close(fd)
+            self.fd = -1
+            throw error
+        }
+        let text = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    }
+
+    static func readHolder(_ fd: Int32) -> Int32? {
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { return nil }
+        return Int32(String(decoding: buffer.prefix(n).filter { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self))
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+}
