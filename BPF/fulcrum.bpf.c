@@ -10,6 +10,10 @@
 
 static __always_inline int to_worker(struct xdp_md *ctx, const struct fulcrum_ifslot *iface)
 {
+    if (ctx->data_end - ctx->data > FULCRUM_MAX_WORKER_FRAME) {
+        count(FULCRUM_CNT_DROP_OVERSIZE);
+        return XDP_DROP;
+    }
     __u32 queue = ctx->rx_queue_index;
     if (queue >= FULCRUM_MAX_QUEUES || iface->slot >= FULCRUM_MAX_INTERFACES) {
         count(FULCRUM_CNT_NO_SOCKET);
@@ -22,6 +26,16 @@ static __always_inline int to_worker(struct xdp_md *ctx, const struct fulcrum_if
     }
     count(FULCRUM_CNT_TO_WORKER);
     return bpf_redirect_map(&fulcrum_xsks, key, XDP_PASS);
+}
+
+static __always_inline int for_this_interface(void *data, void *end, const struct fulcrum_ifslot *iface)
+{
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        return 0;
+    const __u8 *d = eth->h_dest;
+    const __u8 *m = iface->mac;
+    return ((d[0] ^ m[0]) | (d[1] ^ m[1]) | (d[2] ^ m[2]) | (d[3] ^ m[3]) | (d[4] ^ m[4]) | (d[5] ^ m[5])) == 0;
 }
 
 /* Does this IP packet belong to a service, a NAT reply, or an ICMP error about either? */
@@ -39,8 +53,10 @@ static __always_inline int is_ours(void *data, void *end, struct packet *p)
     if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
         struct packet inner = {};
         int r = parse_icmp_inner(data, end, p, &inner);
-        if (r == PARSE_MALFORMED)
+        if (r == PARSE_MALFORMED) {
+            p->reason = FULCRUM_CNT_DROP_MALFORMED_ICMP;
             return -1;
+        }
         if (r != PARSE_IP)
             return 0;
         /* About a packet the VIP sent, or one a NAT node received. */
@@ -68,14 +84,20 @@ int fulcrum_xdp(struct xdp_md *ctx)
     int r = parse_ethernet(data, end, &p);
     if (r == PARSE_MALFORMED)
         goto malformed;
+    if (r == PARSE_VLAN) {
+        count(FULCRUM_CNT_VLAN);
+        return XDP_PASS;
+    }
     if (r == PARSE_OTHER)
         goto pass;
     if (r == PARSE_ARP) {
         if (!is_active())
             goto pass;
         int verdict = answer_arp(data, end, &p, iface);
-        if (verdict == -2)
+        if (verdict == -2) {
+            p.reason = FULCRUM_CNT_DROP_MALFORMED_ARP;
             goto malformed;
+        }
         if (verdict >= 0)
             return verdict;
         goto pass;
@@ -91,8 +113,10 @@ int fulcrum_xdp(struct xdp_md *ctx)
 
     if (p.is_v6 && p.proto == IPPROTO_ICMPV6) {
         __u8 *icmp = data + p.l4;
-        if ((void *)(icmp + 1) > end)
+        if ((void *)(icmp + 1) > end) {
+            p.reason = FULCRUM_CNT_DROP_MALFORMED_ICMP;
             goto malformed;
+        }
         if (*icmp == 135) {
             if (!is_active())
                 goto pass;
@@ -101,6 +125,14 @@ int fulcrum_xdp(struct xdp_md *ctx)
                 return verdict;
             goto pass;
         }
+    }
+
+    /* Only frames for this interface (ARP and NS, above, come to broadcast and
+     * multicast addresses): a frame for another host's MAC, or a broadcast or multicast
+     * one, is never load-balanced. */
+    if (!for_this_interface(data, end, iface)) {
+        count(FULCRUM_CNT_OTHER_MAC);
+        return XDP_PASS;
     }
 
     int ours = is_ours(data, end, &p);
@@ -117,7 +149,7 @@ pass:
     count(FULCRUM_CNT_PASS);
     return XDP_PASS;
 malformed:
-    count(FULCRUM_CNT_MALFORMED);
+    count(p.reason);
     return XDP_DROP;
 }
 

@@ -79,20 +79,56 @@ struct fulcrum_state {
 };
 _Static_assert(sizeof(struct fulcrum_state) == 8, "fulcrum_state");
 
-/* FULCRUM_MAP_COUNTERS: a per-CPU array of __u64 indexed by these. */
+/* The largest frame a worker can take: an AF_XDP socket in copy mode drops (as
+ * rx_dropped) any frame longer than its UMEM chunk (2048) less XDP_PACKET_HEADROOM (256).
+ * The program drops such frames itself, counted, instead of redirecting them to be lost. */
+#define FULCRUM_UMEM_FRAME_SIZE 2048
+#define FULCRUM_MAX_WORKER_FRAME (FULCRUM_UMEM_FRAME_SIZE - 256)
+
+/* FULCRUM_MAP_COUNTERS: a per-CPU array of __u64, one per counter below. This list is
+ * the only definition of the counters: the enum is generated from it, and so are the
+ * names the Swift side shows in status and metrics (fulcrum_counter_label). */
+#define FULCRUM_COUNTERS(X)                                                              \
+    X(RX, "received")                   /* every frame the program saw */                 \
+    X(TO_WORKER, "to_worker")           /* redirected to the queue's AF_XDP socket */     \
+    X(NO_SOCKET, "no_socket")           /* ours, but no socket on this queue: passed */   \
+    X(PASS, "passed")                   /* not ours: to the kernel */                     \
+    X(STANDBY_PASS, "standby_passed")   /* ours, but this LB is standby: to the kernel */ \
+    X(ARP_REPLY, "arp_replies")         /* ARP request for a VIP answered */              \
+    X(NA_REPLY, "neighbor_advertisements") /* NS for a VIP answered */                    \
+    X(FRAGMENT, "fragments")            /* IP fragments: to the kernel */                 \
+    X(NAT_REPLY, "nat_replies")         /* a NAT node's reply steered */                  \
+    X(ICMP_ERROR, "icmp_errors")        /* an ICMP error about a service flow steered */  \
+    X(OTHER_MAC, "other_destination_mac") /* not addressed to this interface: passed */   \
+    X(VLAN, "vlan_tagged_passed")       /* 802.1Q-tagged: passed to the kernel */         \
+    X(DROP_OVERSIZE, "dropped_oversize") /* longer than FULCRUM_MAX_WORKER_FRAME */       \
+    X(DROP_TRUNCATED_ETHERNET, "dropped_truncated_ethernet")                              \
+    X(DROP_TRUNCATED_VLAN, "dropped_truncated_vlan")                                      \
+    X(DROP_MALFORMED_ARP, "dropped_malformed_arp")                                        \
+    X(DROP_TRUNCATED_IP, "dropped_truncated_ip_header")                                   \
+    X(DROP_BAD_IP_HEADER, "dropped_bad_ip_header") /* version or IHL */                   \
+    X(DROP_IPV6_EXTENSIONS, "dropped_ipv6_extension_headers") /* cut short, too many */   \
+    X(DROP_TRUNCATED_PORTS, "dropped_truncated_ports")                                    \
+    X(DROP_MALFORMED_ICMP, "dropped_malformed_icmp")
+
 enum fulcrum_counter {
-    FULCRUM_CNT_RX = 0,
-    FULCRUM_CNT_TO_WORKER,        /* redirected to the queue's AF_XDP socket */
-    FULCRUM_CNT_NO_SOCKET,        /* ours, but no socket on this queue: passed */
-    FULCRUM_CNT_PASS,             /* not ours: to the kernel */
-    FULCRUM_CNT_STANDBY_PASS,     /* ours, but this LB is standby: to the kernel */
-    FULCRUM_CNT_ARP_REPLY,        /* ARP request for a VIP answered with XDP_TX */
-    FULCRUM_CNT_NA_REPLY,         /* neighbour solicitation for a VIP answered */
-    FULCRUM_CNT_MALFORMED,        /* truncated or inconsistent headers: dropped */
-    FULCRUM_CNT_FRAGMENT,         /* IP fragments: to the kernel */
-    FULCRUM_CNT_NAT_REPLY,        /* a NAT node's reply redirected */
-    FULCRUM_CNT_ICMP_ERROR,       /* an ICMP error about a service flow redirected */
+#define FULCRUM_COUNTER_ENUM(name, label) FULCRUM_CNT_##name,
+    FULCRUM_COUNTERS(FULCRUM_COUNTER_ENUM)
+#undef FULCRUM_COUNTER_ENUM
     FULCRUM_CNT_MAX
 };
+
+#ifndef __bpf__
+/* The counter's name as operators see it (userspace only). */
+static inline const char *fulcrum_counter_label(unsigned int index)
+{
+    static const char *const labels[] = {
+#define FULCRUM_COUNTER_LABEL(name, label) label,
+        FULCRUM_COUNTERS(FULCRUM_COUNTER_LABEL)
+#undef FULCRUM_COUNTER_LABEL
+    };
+    return index < FULCRUM_CNT_MAX ? labels[index] : "unknown";
+}
+#endif
 
 #endif

@@ -21,6 +21,7 @@ struct vlan_hdr_ {
 
 /* What the parser found; offsets from the start of the frame. */
 struct packet {
+    __u32 reason; /* the FULCRUM_CNT_DROP_* counter, when a parse says PARSE_MALFORMED */
     __u16 l3;
     __u16 l4;
     __u16 ether_type;
@@ -51,22 +52,27 @@ enum parse_result {
     PARSE_OTHER,
     PARSE_MALFORMED,
     PARSE_FRAGMENT,
+    PARSE_VLAN,
 };
+
+/* PARSE_MALFORMED, with the reason it is counted under. */
+#define MALFORMED(p, why) ((p)->reason = FULCRUM_CNT_DROP_##why, PARSE_MALFORMED)
 
 /* Ethernet and an optional 802.1Q tag. */
 static __always_inline int parse_ethernet(void *data, void *end, struct packet *p)
 {
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end)
-        return PARSE_MALFORMED;
+        return MALFORMED(p, TRUNCATED_ETHERNET);
     __u16 type = bpf_ntohs(eth->h_proto);
     __u16 l3 = sizeof(*eth);
     if (type == ETH_P_8021Q_) {
+        /* Fulcrum does not know which VLANs are its own: a tagged frame is the kernel's
+         * (its VLAN interfaces), never forwarded still tagged to a node. */
         struct vlan_hdr_ *vlan = (void *)(eth + 1);
         if ((void *)(vlan + 1) > end)
-            return PARSE_MALFORMED;
-        type = bpf_ntohs(vlan->encapsulated_proto);
-        l3 += sizeof(*vlan);
+            return MALFORMED(p, TRUNCATED_VLAN);
+        return PARSE_VLAN;
     }
     p->l3 = l3;
     p->ether_type = type;
@@ -84,7 +90,7 @@ static __always_inline int parse_ports(void *data, void *end, __u32 off, struct 
         return PARSE_IP;
     __be16 *ports = data + off;
     if ((void *)(ports + 2) > end)
-        return PARSE_MALFORMED;
+        return MALFORMED(p, TRUNCATED_PORTS);
     p->sport = ports[0];
     p->dport = ports[1];
     return PARSE_IP;
@@ -94,9 +100,9 @@ static __always_inline int parse_ipv4(void *data, void *end, struct packet *p)
 {
     struct iphdr *ip = data + p->l3;
     if ((void *)(ip + 1) > end)
-        return PARSE_MALFORMED;
+        return MALFORMED(p, TRUNCATED_IP);
     if (ip->version != 4 || ip->ihl < 5)
-        return PARSE_MALFORMED;
+        return MALFORMED(p, BAD_IP_HEADER);
     __u32 ihl = ip->ihl * 4;
     if (ip->frag_off & bpf_htons(0x3FFF))
         return PARSE_FRAGMENT;
@@ -117,9 +123,9 @@ static __always_inline int parse_ipv6(void *data, void *end, struct packet *p)
 {
     struct ipv6hdr *ip6 = data + p->l3;
     if ((void *)(ip6 + 1) > end)
-        return PARSE_MALFORMED;
+        return MALFORMED(p, TRUNCATED_IP);
     if (ip6->version != 6)
-        return PARSE_MALFORMED;
+        return MALFORMED(p, BAD_IP_HEADER);
     p->is_v6 = 1;
     addr_from_v6(&p->src, &ip6->saddr);
     addr_from_v6(&p->dst, &ip6->daddr);
@@ -133,14 +139,14 @@ static __always_inline int parse_ipv6(void *data, void *end, struct packet *p)
             break;
         __u8 *ext = data + off;
         if ((void *)(ext + 2) > end)
-            return PARSE_MALFORMED;
+            return MALFORMED(p, IPV6_EXTENSIONS);
         next = ext[0];
         off += ((__u32)ext[1] + 1) * 8;
         if (off > 0xFFFF)
-            return PARSE_MALFORMED;
+            return MALFORMED(p, IPV6_EXTENSIONS);
     }
     if (is_ipv6_extension(next) || next == 44)
-        return PARSE_MALFORMED; /* more than we walk: treat as malformed, as the Swift side does */
+        return MALFORMED(p, IPV6_EXTENSIONS); /* more than we walk, as the Swift side */
     p->proto = next;
     p->l4 = off;
     return parse_ports(data, end, off, p);

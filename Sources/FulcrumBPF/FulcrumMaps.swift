@@ -1,35 +1,42 @@
 import CFulcrumBPF
 import FulcrumCore
 
-/// The XDP program's counters, named as in fulcrum_abi.h.
-public enum XDPCounter: UInt32, CaseIterable, Sendable {
-    case received = 0  // FULCRUM_CNT_RX
-    case toWorker
-    case noSocket
-    case passed
-    case standbyPassed
-    case arpReplies
-    case neighborAdvertisements
-    case malformed
-    case fragments
-    case natReplies
-    case icmpErrors
+/// One of the XDP program's counters. The list, its order and the names are
+/// fulcrum_abi.h's (FULCRUM_COUNTERS): nothing here restates them.
+public struct XDPCounter: Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    public let index: UInt32
 
-    public var label: String {
-        switch self {
-        case .received: return "received"
-        case .toWorker: return "to_worker"
-        case .noSocket: return "no_socket"
-        case .passed: return "passed"
-        case .standbyPassed: return "standby_passed"
-        case .arpReplies: return "arp_replies"
-        case .neighborAdvertisements: return "neighbor_advertisements"
-        case .malformed: return "malformed"
-        case .fragments: return "fragments"
-        case .natReplies: return "nat_replies"
-        case .icmpErrors: return "icmp_errors"
-        }
-    }
+    public init(_ counter: fulcrum_counter) { index = counter.rawValue }
+
+    public static let allCases = (0..<FULCRUM_CNT_MAX.rawValue).map { XDPCounter(fulcrum_counter(rawValue: $0)) }
+
+    /// The name in status and metrics, from the header.
+    public var label: String { String(cString: fulcrum_counter_label(index)) }
+    public var description: String { label }
+    /// True for the counters of frames the program dropped.
+    public var isDrop: Bool { label.hasPrefix("dropped_") }
+
+    public static let received = XDPCounter(FULCRUM_CNT_RX)
+    public static let toWorker = XDPCounter(FULCRUM_CNT_TO_WORKER)
+    public static let noSocket = XDPCounter(FULCRUM_CNT_NO_SOCKET)
+    public static let passed = XDPCounter(FULCRUM_CNT_PASS)
+    public static let standbyPassed = XDPCounter(FULCRUM_CNT_STANDBY_PASS)
+    public static let arpReplies = XDPCounter(FULCRUM_CNT_ARP_REPLY)
+    public static let neighborAdvertisements = XDPCounter(FULCRUM_CNT_NA_REPLY)
+    public static let fragments = XDPCounter(FULCRUM_CNT_FRAGMENT)
+    public static let natReplies = XDPCounter(FULCRUM_CNT_NAT_REPLY)
+    public static let icmpErrors = XDPCounter(FULCRUM_CNT_ICMP_ERROR)
+    public static let otherDestinationMAC = XDPCounter(FULCRUM_CNT_OTHER_MAC)
+    public static let vlanTagged = XDPCounter(FULCRUM_CNT_VLAN)
+    public static let droppedOversize = XDPCounter(FULCRUM_CNT_DROP_OVERSIZE)
+    public static let droppedTruncatedEthernet = XDPCounter(FULCRUM_CNT_DROP_TRUNCATED_ETHERNET)
+    public static let droppedTruncatedVLAN = XDPCounter(FULCRUM_CNT_DROP_TRUNCATED_VLAN)
+    public static let droppedMalformedARP = XDPCounter(FULCRUM_CNT_DROP_MALFORMED_ARP)
+    public static let droppedTruncatedIP = XDPCounter(FULCRUM_CNT_DROP_TRUNCATED_IP)
+    public static let droppedBadIPHeader = XDPCounter(FULCRUM_CNT_DROP_BAD_IP_HEADER)
+    public static let droppedIPv6Extensions = XDPCounter(FULCRUM_CNT_DROP_IPV6_EXTENSIONS)
+    public static let droppedTruncatedPorts = XDPCounter(FULCRUM_CNT_DROP_TRUNCATED_PORTS)
+    public static let droppedMalformedICMP = XDPCounter(FULCRUM_CNT_DROP_MALFORMED_ICMP)
 }
 
 /// Typed access to the XDP program's maps. Keys and values are the structs of
@@ -44,7 +51,6 @@ public struct FulcrumMaps: Sendable {
     public let interfaces: BPFMap
 
     public init(_ object: BPFObject) throws {
-        precondition(XDPCounter.allCases.count == Int(FULCRUM_CNT_MAX.rawValue), "XDPCounter out of step with fulcrum_abi.h")
         services = try object.map(FULCRUM_MAP_SERVICES)
         replies = try object.map(FULCRUM_MAP_REPLIES)
         vips = try object.map(FULCRUM_MAP_VIPS)
@@ -105,7 +111,7 @@ public struct FulcrumMaps: Sendable {
 
     public var isActive: Bool { (state.lookup(UInt32(0), as: fulcrum_state.self)?.active ?? 0) != 0 }
 
-    public func counter(_ c: XDPCounter) -> UInt64 { counters.sumPerCPU(c.rawValue) }
+    public func counter(_ c: XDPCounter) -> UInt64 { counters.sumPerCPU(c.index) }
 
     public func allCounters() -> [XDPCounter: UInt64] {
         Dictionary(uniqueKeysWithValues: XDPCounter.allCases.map { ($0, counter($0)) })

@@ -42,6 +42,8 @@ public final class Balancer {
         @usableFromInline var nodeCount: Int
         @usableFromInline var sorrySlot: Int
         @usableFromInline var interface: Int
+        /// The largest frame the group's interface sends (its MTU plus the Ethernet header).
+        @usableFromInline var maxFrame: Int
     }
 
     @usableFromInline struct SlotState {
@@ -77,6 +79,7 @@ public final class Balancer {
     @usableFromInline let slots: UnsafeMutablePointer<SlotState>
     @usableFromInline let schedulers: ContiguousArray<Scheduler>
     @usableFromInline let interfaceMACs: UnsafeMutablePointer<MACAddress>
+    @usableFromInline let interfaceMaxFrames: UnsafeMutablePointer<Int>
     @usableFromInline let routes: UnsafeMutablePointer<ReturnRoute>
     @usableFromInline let routeCount: Int
     public let slotCount: Int
@@ -103,6 +106,9 @@ public final class Balancer {
         let endpoints = try spec.endpoints()
         var groupStates: [GroupState] = []
         var slotStates: [SlotState] = []
+        let maxFrames = spec.interfaceMACs.indices.map {
+            $0 < spec.interfaceMTUs.count ? spec.interfaceMTUs[$0] &+ 14 : Int.max
+        }
         var schedulers: ContiguousArray<Scheduler> = []
 
         for (g, group) in spec.groups.enumerated() {
@@ -130,7 +136,7 @@ public final class Balancer {
             }
             groupStates.append(GroupState(vip: group.vip, method: group.method, nodeBase: base,
                                           nodeCount: group.nodes.count, sorrySlot: sorrySlot,
-                                          interface: group.interface))
+                                          interface: group.interface, maxFrame: maxFrames[group.interface]))
             let scheduler = Scheduler(kind: group.scheduler,
                                       nodeKeys: group.nodes.map { StableHash.hash($0.address, seed: UInt64($0.port)) },
                                       weights: group.nodes.map(\.weight))
@@ -155,6 +161,8 @@ public final class Balancer {
         self.schedulers = schedulers
         interfaceMACs = .allocate(capacity: max(1, spec.interfaceMACs.count))
         interfaceMACs.initialize(from: spec.interfaceMACs, count: spec.interfaceMACs.count)
+        interfaceMaxFrames = .allocate(capacity: max(1, maxFrames.count))
+        interfaceMaxFrames.initialize(from: maxFrames, count: maxFrames.count)
         let sortedRoutes = spec.returnRoutes.sorted { $0.mappedLength > $1.mappedLength }
         routes = .allocate(capacity: max(1, sortedRoutes.count))
         routes.initialize(from: sortedRoutes, count: sortedRoutes.count)
@@ -166,6 +174,7 @@ public final class Balancer {
         groupStates.deallocate()
         slots.deallocate()
         interfaceMACs.deallocate()
+        interfaceMaxFrames.deallocate()
         routes.deallocate()
     }
 
@@ -392,6 +401,15 @@ public final class Balancer {
         }
     }
 
+    /// Larger than the egress interface's MTU: the driver would drop it unseen, so it is
+    /// dropped here, counted. (Answering with ICMP "fragmentation needed" / "packet too
+    /// big", as a router does, is left for later.)
+    @inlinable @inline(never)
+    func tooBig() -> Verdict {
+        counters.count(.exceedsEgressMTU)
+        return .drop
+    }
+
     /// A frame with a NAT node's address and port as its source that arrived from the
     /// clients' side: translating it would let anyone there speak as the VIP.
     @inlinable @inline(never)
@@ -515,6 +533,7 @@ public final class Balancer {
     /// MAC rewrite toward the node (MAT) or its next hop (NAT), and the counts.
     @inlinable @inline(__always)
     func send(_ frame: UnsafeMutableRawPointer, length: Int, slot: Int, group g: Int, _ state: GroupState) -> Verdict {
+        if length > state.maxFrame { return tooBig() }
         Rewrite.mat(frame, slots[slot].ethernet)
         let bytes = UInt64(length)
         counters.countGroup(g, packets: 1, bytes: bytes)
@@ -538,6 +557,7 @@ public final class Balancer {
     /// A translated NAT reply out toward the client.
     @inlinable @inline(__always)
     func reply(_ frame: UnsafeMutableRawPointer, length: Int, target: ReverseTarget, route: ReturnRoute) -> Verdict {
+        if length > interfaceMaxFrames[route.interface] { return tooBig() }
         Rewrite.mat(frame, destinationMAC: route.nextHopMAC, sourceMAC: interfaceMACs[route.interface])
         counters.count(.natReplies)
         counters.count(.transmitted)

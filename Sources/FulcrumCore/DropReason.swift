@@ -32,6 +32,8 @@ public enum DropReason: Int, CaseIterable, Sendable {
     /// A frame with a NAT node's source address and port that did not arrive on the
     /// interface that node is reached through (a forged reply).
     case natReplyFromWrongSide
+    /// Larger than the egress interface's MTU.
+    case exceedsEgressMTU
 
     /// The metric label: the case name in snake_case.
     public var label: String { MetricLabel.snakeCase(String(describing: self)) }
@@ -47,7 +49,7 @@ public enum MetricLabel {
     public static func snakeCase(_ name: String) -> String {
         var text = name
         for (acronym, word) in [("IPv4", "Ipv4"), ("IPv6", "Ipv6"), ("ICMP", "Icmp"), ("TCP", "Tcp"), ("UDP", "Udp"),
-                                ("ARP", "Arp"), ("VLAN", "Vlan"), ("NAT", "Nat"), ("MAC", "Mac")] {
+                                ("ARP", "Arp"), ("VLAN", "Vlan"), ("NAT", "Nat"), ("MAC", "Mac"), ("MTU", "Mtu")] {
             text = text.replacing(acronym, with: word)
         }
         var out = ""

@@ -88,6 +88,10 @@ public struct BalancerSpec: Sendable, Equatable {
     public var groups: [GroupSpec]
     /// This LB's MAC on each data-plane interface.
     public var interfaceMACs: [MACAddress]
+    /// Each data-plane interface's MTU (the largest IP packet it sends); a missing entry
+    /// means no limit. A frame that would not fit is dropped and counted, not lost
+    /// silently by the driver.
+    public var interfaceMTUs: [Int] = []
     public var returnRoutes: [ReturnRoute]
     public var flowTableCapacity: Int
     public var timeouts: FlowTimeouts

@@ -118,6 +118,7 @@ public final class Dataplane: @unchecked Sendable {
     public let maps: FulcrumMaps
     let ifindexes: [Int32]
     let interfaceMACs: [MACAddress]
+    let interfaceMTUs: [Int]
     private var links: [XDPLink] = []
     private var workers: [Worker] = []
     private let state: Mutex<State>
@@ -155,10 +156,11 @@ public final class Dataplane: @unchecked Sendable {
             if options.queues > has { throw DataplaneError.queuesMissing(interface: name, has: has, wanted: options.queues) }
         }
         interfaceMACs = try options.interfaces.map { try InterfaceFacts.mac(of: $0) }
+        interfaceMTUs = options.interfaces.map { InterfaceFacts.mtu(of: $0) ?? 1500 }
         var initial = State(groups: groups, routes: routes,
                             spec: BalancerSpec(groups: [], interfaceMACs: interfaceMACs), neighbors: [:])
         initial.neighbors = (try? Neighbors.dump()).map(Self.table) ?? [:]
-        initial.spec = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: initial)
+        initial.spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: initial)
         try DataplaneLimits.check(initial.spec)  // validate before touching anything
         _ = try Balancer(initial.spec)
         state = Mutex(initial)
@@ -172,7 +174,7 @@ public final class Dataplane: @unchecked Sendable {
 
     /// Builds the balancer spec: configured groups with MACs filled from the neighbour
     /// table, and the return routes whose next hop is resolved.
-    static func makeSpec(options: DataplaneOptions, macs: [MACAddress], ifindexes: [Int32], state: State) -> BalancerSpec {
+    static func makeSpec(options: DataplaneOptions, macs: [MACAddress], mtus: [Int], ifindexes: [Int32], state: State) -> BalancerSpec {
         var groups = state.groups
         for g in groups.indices {
             let ifindex = ifindexes[groups[g].interface]
@@ -192,6 +194,7 @@ public final class Dataplane: @unchecked Sendable {
                                 flowTableCapacity: options.flowTableSize, timeouts: options.timeouts,
                                 maxNodeSlots: options.maxNodeSlots)
         spec.generation = state.generation
+        spec.interfaceMTUs = mtus
         return spec
     }
 
@@ -273,7 +276,7 @@ public final class Dataplane: @unchecked Sendable {
             next.groups = groups
             next.routes = routes
             next.generation = s.generation &+ 1
-            let spec = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: next)
+            let spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
             try DataplaneLimits.check(spec)
             _ = try Balancer(spec)
             do {
@@ -312,7 +315,7 @@ public final class Dataplane: @unchecked Sendable {
         var learnt: [(group: String, address: IPAddress, mac: MACAddress?)] = []
         state.withLock { s in
             s.neighbors = table
-            var next = Self.makeSpec(options: options, macs: interfaceMACs, ifindexes: ifindexes, state: s)
+            var next = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: s)
             let generation = s.spec.generation
             for (g, group) in next.groups.enumerated() {
                 let ifindex = ifindexes[group.interface]

@@ -148,6 +148,23 @@ public enum InterfaceFacts {
         return mac
     }
 
+    /// The interface's MTU, from sysfs; nil when it cannot be read.
+    public static func mtu(of name: String) -> Int? {
+        guard let file = fopen("/sys/class/net/\(name)/mtu", "r") else { return nil }
+        defer { fclose(file) }
+        var value: Int32 = 0
+        return fscanf_int(file, &value) ? Int(value) : nil
+    }
+
+    static func fscanf_int(_ file: UnsafeMutablePointer<FILE>, _ value: inout Int32) -> Bool {
+        var line = [CChar](repeating: 0, count: 32)
+        guard fgets(&line, 32, file) != nil else { return false }
+        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let v = Int32(text) else { return false }
+        value = v
+        return true
+    }
+
     /// How many RX queues the interface has.
     public static func rxQueues(of name: String) -> Int {
         guard let dir = opendir("/sys/class/net/\(name)/queues") else { return 1 }

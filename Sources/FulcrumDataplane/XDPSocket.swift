@@ -8,7 +8,7 @@ import Glibc
 /// frame memory, and a free-frame stack. Owned and touched by one worker thread; the
 /// rings are reached only through libxdp's inline helpers.
 public final class XDPSocket: @unchecked Sendable {
-    public static let frameSize = 2048
+    public static let frameSize = Int(FULCRUM_UMEM_FRAME_SIZE)
     public static let batchSize = 64
 
     public let interface: String

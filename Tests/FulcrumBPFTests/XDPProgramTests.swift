@@ -99,9 +99,25 @@ struct XDPFixture: CustomStringConvertible, Sendable {
             XDPFixture(description: "VIP TCP/443 over IPv6 is steered",
                        frame: PacketBuilder.tcpFrame(source: c6, destination: v6, sourcePort: 40000, destinationPort: 443),
                        verdict: pass, counter: .noSocket),
-            XDPFixture(description: "VLAN-tagged VIP traffic is steered",
+            XDPFixture(description: "VLAN-tagged VIP traffic goes to the kernel, never to a node still tagged",
                        frame: PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 40000, destinationPort: 80, vlan: 5),
-                       verdict: pass, counter: .noSocket),
+                       verdict: pass, counter: .vlanTagged),
+            XDPFixture(description: "VIP traffic addressed to another host's MAC passes",
+                       frame: PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 40000, destinationPort: 80,
+                                                     ethernetDestination: MACAddress("02:00:00:00:00:99")!),
+                       verdict: pass, counter: .otherDestinationMAC),
+            XDPFixture(description: "VIP traffic to the broadcast MAC passes",
+                       frame: PacketBuilder.udpFrame(source: c4, destination: natVIP, sourcePort: 40000, destinationPort: 53,
+                                                     ethernetDestination: .broadcast),
+                       verdict: pass, counter: .otherDestinationMAC),
+            XDPFixture(description: "a NAT reply to a multicast MAC passes",
+                       frame: PacketBuilder.udpFrame(source: natNode, destination: c4, sourcePort: 5353, destinationPort: 40000,
+                                                     ethernetDestination: MACAddress("01:00:5e:00:00:01")!),
+                       verdict: pass, counter: .otherDestinationMAC),
+            XDPFixture(description: "a frame longer than a worker's UMEM frame is dropped, counted",
+                       frame: PacketBuilder.udpFrame(source: c4, destination: natVIP, sourcePort: 40000, destinationPort: 53,
+                                                     payload: [UInt8](repeating: 7, count: 1800)),
+                       verdict: ProgramTestRun.drop, counter: .droppedOversize),
             XDPFixture(description: "NAT node reply is steered",
                        frame: PacketBuilder.udpFrame(source: natNode, destination: c4, sourcePort: 5353, destinationPort: 40000),
                        verdict: pass, counter: .natReplies),
@@ -133,14 +149,31 @@ struct XDPFixture: CustomStringConvertible, Sendable {
                        frame: solicitation(for: v6), active: false, verdict: pass, counter: .passed),
             XDPFixture(description: "truncated IPv4 header is dropped",
                        frame: Array(PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 1, destinationPort: 80).prefix(24)),
-                       verdict: ProgramTestRun.drop, counter: .malformed),
-            XDPFixture(description: "IPv4 IHL 3 is dropped", frame: ihl3, verdict: ProgramTestRun.drop, counter: .malformed),
+                       verdict: ProgramTestRun.drop, counter: .droppedTruncatedIP),
+            XDPFixture(description: "IPv4 IHL 3 is dropped", frame: ihl3, verdict: ProgramTestRun.drop, counter: .droppedBadIPHeader),
             XDPFixture(description: "truncated TCP ports are dropped",
                        frame: Array(PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 1, destinationPort: 80).prefix(36)),
-                       verdict: ProgramTestRun.drop, counter: .malformed),
+                       verdict: ProgramTestRun.drop, counter: .droppedTruncatedPorts),
             XDPFixture(description: "IP fragment goes to the kernel", frame: fragment, verdict: pass, counter: .fragments),
             XDPFixture(description: "truncated ARP is dropped", frame: Array(arpRequest(for: v4).prefix(30)),
-                       verdict: ProgramTestRun.drop, counter: .malformed),
+                       verdict: ProgramTestRun.drop, counter: .droppedMalformedARP),
+            // (A frame shorter than an Ethernet header cannot be fed to BPF_PROG_TEST_RUN,
+            // which refuses it, as drivers never deliver one; the program counts it as
+            // dropped_truncated_ethernet all the same.)
+            XDPFixture(description: "a VLAN tag cut short is dropped",
+                       frame: Array(PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 1, destinationPort: 80,
+                                                           vlan: 5).prefix(16)),
+                       verdict: ProgramTestRun.drop, counter: .droppedTruncatedVLAN),
+            XDPFixture(description: "more IPv6 extension headers than are walked is dropped",
+                       frame: PacketBuilder.ethernet(etherType: 0x86DD, payload: PacketBuilder.ipv6(
+                           source: c6, destination: v6, nextHeader: 6,
+                           payload: PacketBuilder.tcp(source: c6, destination: v6, sourcePort: 1, destinationPort: 443),
+                           extensions: (0..<5).map { _ in (60, [0, 1, 4, 0, 0, 0, 0]) })),
+                       verdict: ProgramTestRun.drop, counter: .droppedIPv6Extensions),
+            XDPFixture(description: "an ICMP error whose quoted header is cut short is dropped",
+                       frame: PacketBuilder.icmpErrorFrame(reporter: Fixtures.router4, destination: v4,
+                                                           quoted: Array(quoted.prefix(12))),
+                       verdict: ProgramTestRun.drop, counter: .droppedMalformedICMP),
         ]
     }
 
@@ -187,5 +220,15 @@ struct XDPFixture: CustomStringConvertible, Sendable {
             #expect(Privileged.available, "FULCRUM_REQUIRE_PRIVILEGED=1 but: \(Privileged.reason ?? "")")
         }
         #expect(XDPCounter.allCases.count == Int(FULCRUM_CNT_MAX.rawValue))
+    }
+
+    /// The names come from fulcrum_abi.h: each counter has its own, every drop is
+    /// counted under a reason, and the program has no catch-all "malformed".
+    @Test func counterNamesComeFromTheABIHeader() {
+        let labels = XDPCounter.allCases.map(\.label)
+        #expect(Set(labels).count == labels.count, "\(labels)")
+        #expect(!labels.contains("unknown") && !labels.contains("malformed"))
+        #expect(XDPCounter.received.label == "received" && XDPCounter.droppedOversize.label == "dropped_oversize")
+        #expect(XDPCounter.allCases.filter(\.isDrop).count == 9)
     }
 }

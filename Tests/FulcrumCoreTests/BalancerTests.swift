@@ -317,6 +317,30 @@ import Testing
         #expect(b.counters[.natReplyFromWrongSide] == 2)
     }
 
+    @Test func aFrameLargerThanTheEgressMTUIsDroppedAndCounted() throws {
+        // NAT nodes behind an interface with MTU 1400; clients on one with 1500.
+        var nat = Self.natGroup()
+        nat.interface = 1
+        var spec = BalancerSpec(groups: [nat], interfaceMACs: [Self.lbMAC, MACAddress("02:00:00:00:00:1c")!],
+                                returnRoutes: [ReturnRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 24,
+                                                           interface: 0, nextHopMAC: Fixtures.routerMAC)])
+        spec.interfaceMTUs = [1500, 1400]
+        let b = try Balancer(spec)
+        func datagram(_ payload: Int, port: UInt16) -> [UInt8] {
+            PacketBuilder.udpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: port,
+                                   destinationPort: 53, payload: [UInt8](repeating: 1, count: payload))
+        }
+        // IP packet = 20 + 8 + payload: 1400 fits exactly, 1401 does not.
+        #expect(datagram(1372, port: 1).mutatingFrame { b.process($0, length: $1, now: 1) }.1 == .transmit(interface: 1))
+        #expect(datagram(1373, port: 2).mutatingFrame { b.process($0, length: $1, now: 1) }.1 == .drop)
+        #expect(b.counters[.exceedsEgressMTU] == 1)
+        // Replies toward the client side (MTU 1500) are held to that interface's MTU.
+        let big = PacketBuilder.udpFrame(source: Fixtures.node4a, destination: Fixtures.client4, sourcePort: 5353,
+                                         destinationPort: 40000, payload: [UInt8](repeating: 1, count: 1473))
+        #expect(big.mutatingFrame { b.process($0, length: $1, now: 1, ingress: 1) }.1 == .drop)
+        #expect(b.counters[.exceedsEgressMTU] == 2)
+    }
+
     @Test func commandsForAnotherLayoutAreRefused() throws {
         let b = try Self.balancer([Self.matGroup()])
         // Indices a command computed for a larger layout could carry.
