@@ -38,15 +38,18 @@ static __always_inline int for_this_interface(void *data, void *end, const struc
     return ((d[0] ^ m[0]) | (d[1] ^ m[1]) | (d[2] ^ m[2]) | (d[3] ^ m[3]) | (d[4] ^ m[4]) | (d[5] ^ m[5])) == 0;
 }
 
+#define OURS_SERVICE 1
+#define OURS_OTHER 2 /* a NAT reply, or an ICMP error about a service flow */
+
 /* Does this IP packet belong to a service, a NAT reply, or an ICMP error about either? */
 static __always_inline int is_ours(void *data, void *end, struct packet *p)
 {
     if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
         if (lookup_endpoint(&fulcrum_services, &p->dst, p->dport, p->proto))
-            return 1;
+            return OURS_SERVICE;
         if (lookup_endpoint(&fulcrum_replies, &p->src, p->sport, p->proto)) {
             count(FULCRUM_CNT_NAT_REPLY);
-            return 1;
+            return OURS_OTHER;
         }
         return 0;
     }
@@ -63,10 +66,22 @@ static __always_inline int is_ours(void *data, void *end, struct packet *p)
         if (lookup_endpoint(&fulcrum_services, &inner.src, inner.sport, inner.proto) ||
             lookup_endpoint(&fulcrum_replies, &inner.dst, inner.dport, inner.proto)) {
             count(FULCRUM_CNT_ICMP_ERROR);
-            return 1;
+            return OURS_OTHER;
         }
     }
     return 0;
+}
+
+/* A TCP SYN without ACK: the first packet of a connection. (A segment cut short
+ * before its flags is not one; the worker drops it as truncated.) */
+static __always_inline int opens_connection(void *data, void *end, const struct packet *p)
+{
+    if (p->proto != IPPROTO_TCP)
+        return 0;
+    __u8 *flags = data + p->l4 + 13;
+    if ((void *)(flags + 1) > end)
+        return 0;
+    return (*flags & 0x12) == 0x02;
 }
 
 SEC("xdp")
@@ -139,9 +154,14 @@ int fulcrum_xdp(struct xdp_md *ctx)
     if (ours < 0)
         goto malformed;
     if (ours) {
-        if (!is_active()) {
+        struct fulcrum_state *s = state();
+        if (!s || !s->active) {
             count(FULCRUM_CNT_STANDBY_PASS);
             return XDP_PASS;
+        }
+        if (ours == OURS_SERVICE && opens_connection(data, end, &p) && !admit_new_connection(s)) {
+            count(FULCRUM_CNT_DROP_OVER_BUDGET);
+            return XDP_DROP;
         }
         return to_worker(ctx, iface);
     }

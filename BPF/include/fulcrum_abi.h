@@ -15,6 +15,7 @@
 #define FULCRUM_MAP_COUNTERS "fulcrum_counters"
 #define FULCRUM_MAP_XSKS     "fulcrum_xsks"
 #define FULCRUM_MAP_IFSLOTS  "fulcrum_ifslots"
+#define FULCRUM_MAP_ADMISSION "fulcrum_admission"
 #define FULCRUM_PROG_MAIN    "fulcrum_xdp"
 
 #define FULCRUM_MAX_SERVICES 4096
@@ -76,8 +77,22 @@ _Static_assert(sizeof(struct fulcrum_ifslot) == 12, "fulcrum_ifslot");
 struct fulcrum_state {
     __u32 active;   /* 1: answer for VIPs and steer their traffic; 0: standby, pass all */
     __u32 pad;
+    /* The admission budget for new TCP connections (a SYN without ACK to a service), per
+     * CPU that runs the program: a token bucket of `new_flow_burst` tokens refilled at
+     * `new_flow_rate` a second. An opening over budget is dropped in XDP, counted, so that
+     * a flood of new flows cannot crowd known flows out of the workers. 0 = no limit. */
+    __u64 new_flow_rate;
+    __u64 new_flow_burst;
 };
-_Static_assert(sizeof(struct fulcrum_state) == 8, "fulcrum_state");
+_Static_assert(sizeof(struct fulcrum_state) == 24, "fulcrum_state");
+
+/* FULCRUM_MAP_ADMISSION: per-CPU array of one, the bucket's state. `credit` is in
+ * token-nanoseconds (one token = 1e9), so the refill is exact in integers. */
+struct fulcrum_admission {
+    __u64 credit;
+    __u64 last_ns;
+};
+_Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
 
 /* The largest frame a worker can take: an AF_XDP socket in copy mode drops (as
  * rx_dropped) any frame longer than its UMEM chunk (2048) less XDP_PACKET_HEADROOM (256).
@@ -102,6 +117,7 @@ _Static_assert(sizeof(struct fulcrum_state) == 8, "fulcrum_state");
     X(OTHER_MAC, "other_destination_mac") /* not addressed to this interface: passed */   \
     X(VLAN, "vlan_tagged_passed")       /* 802.1Q-tagged: passed to the kernel */         \
     X(DROP_OVERSIZE, "dropped_oversize") /* longer than FULCRUM_MAX_WORKER_FRAME */       \
+    X(DROP_OVER_BUDGET, "dropped_new_connections_over_budget") /* admission budget */     \
     X(DROP_TRUNCATED_ETHERNET, "dropped_truncated_ethernet")                              \
     X(DROP_TRUNCATED_VLAN, "dropped_truncated_vlan")                                      \
     X(DROP_MALFORMED_ARP, "dropped_malformed_arp")                                        \

@@ -55,6 +55,13 @@ struct {
     __type(value, struct fulcrum_ifslot);
 } fulcrum_ifslots SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct fulcrum_admission);
+} fulcrum_admission SEC(".maps");
+
 static __always_inline void count(__u32 index)
 {
     __u64 *value = bpf_map_lookup_elem(&fulcrum_counters, &index);
@@ -62,11 +69,46 @@ static __always_inline void count(__u32 index)
         *value += 1;
 }
 
-static __always_inline int is_active(void)
+static __always_inline struct fulcrum_state *state(void)
 {
     __u32 zero = 0;
-    struct fulcrum_state *state = bpf_map_lookup_elem(&fulcrum_state, &zero);
-    return state && state->active;
+    return bpf_map_lookup_elem(&fulcrum_state, &zero);
+}
+
+static __always_inline int is_active(void)
+{
+    struct fulcrum_state *s = state();
+    return s && s->active;
+}
+
+#define NS_PER_SECOND 1000000000ULL
+
+/* One token from this CPU's bucket for a new connection, or 0 when it is empty. */
+static __always_inline int admit_new_connection(const struct fulcrum_state *s)
+{
+    if (!s->new_flow_rate)
+        return 1;
+    __u32 zero = 0;
+    struct fulcrum_admission *a = bpf_map_lookup_elem(&fulcrum_admission, &zero);
+    if (!a)
+        return 1;
+    __u64 now = bpf_ktime_get_ns();
+    __u64 cap = s->new_flow_burst * NS_PER_SECOND;
+    if (a->last_ns == 0) /* a bucket starts full */
+        a->credit = cap;
+    __u64 elapsed = now - a->last_ns;
+    if (elapsed > NS_PER_SECOND) /* a full bucket refills within a second at most rates; */
+        elapsed = NS_PER_SECOND; /* and the product below stays within 64 bits */
+    a->last_ns = now;
+    __u64 credit = a->credit + elapsed * s->new_flow_rate;
+    if (credit > cap)
+        credit = cap;
+    if (credit < NS_PER_SECOND) {
+        a->credit = credit;
+        return 0;
+    }
+    a->credit = credit - NS_PER_SECOND;
+    return 1;
 }
 
 static __always_inline struct fulcrum_service_value *

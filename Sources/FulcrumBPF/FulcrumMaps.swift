@@ -29,6 +29,7 @@ public struct XDPCounter: Hashable, Sendable, CaseIterable, CustomStringConverti
     public static let otherDestinationMAC = XDPCounter(FULCRUM_CNT_OTHER_MAC)
     public static let vlanTagged = XDPCounter(FULCRUM_CNT_VLAN)
     public static let droppedOversize = XDPCounter(FULCRUM_CNT_DROP_OVERSIZE)
+    public static let droppedOverBudget = XDPCounter(FULCRUM_CNT_DROP_OVER_BUDGET)
     public static let droppedTruncatedEthernet = XDPCounter(FULCRUM_CNT_DROP_TRUNCATED_ETHERNET)
     public static let droppedTruncatedVLAN = XDPCounter(FULCRUM_CNT_DROP_TRUNCATED_VLAN)
     public static let droppedMalformedARP = XDPCounter(FULCRUM_CNT_DROP_MALFORMED_ARP)
@@ -105,8 +106,24 @@ public struct FulcrumMaps: Sendable {
     public func removeVIP(_ address: IPAddress) throws { try vips.delete(Self.address(address)) }
 
     /// Active: answer ARP/NS for VIPs and steer their traffic. Standby: pass everything.
+    /// The admission budget is kept.
     public func setActive(_ active: Bool) throws {
-        try state.update(UInt32(0), fulcrum_state(active: active ? 1 : 0, pad: 0))
+        var s = currentState
+        s.active = active ? 1 : 0
+        try state.update(UInt32(0), s)
+    }
+
+    /// The admission budget for new TCP connections, per CPU (fulcrum_state).
+    /// `perSecond` 0 = no limit.
+    public func setAdmission(perSecond: UInt64, burst: UInt64) throws {
+        var s = currentState
+        s.new_flow_rate = perSecond
+        s.new_flow_burst = max(1, burst)
+        try state.update(UInt32(0), s)
+    }
+
+    var currentState: fulcrum_state {
+        state.lookup(UInt32(0), as: fulcrum_state.self) ?? fulcrum_state(active: 0, pad: 0, new_flow_rate: 0, new_flow_burst: 1)
     }
 
     public var isActive: Bool { (state.lookup(UInt32(0), as: fulcrum_state.self)?.active ?? 0) != 0 }

@@ -16,8 +16,16 @@ public struct FulcrumConfig: Sendable, Equatable {
         case auto
     }
 
+    /// The admission budget for new TCP connections (fulcrum_state in the ABI header).
+    public struct Admission: Sendable, Equatable {
+        /// Per CPU that runs the XDP program (about one per receive queue); 0 = no limit.
+        public var newConnectionsPerSecond: Int = 100_000
+        public var burst: Int = 20_000
+    }
+
     public struct Dataplane: Sendable, Equatable {
         public var interfaces: [Interface]
+        public var admission = Admission()
         public var cores: [Int]?
         public var flowTableSize = 1 << 20
         public var maxNodeSlots = 4096
@@ -106,6 +114,7 @@ public struct FulcrumConfig: Sendable, Equatable {
                          cores: dataplane.cores, flowTableSize: dataplane.flowTableSize,
                          maxNodeSlots: dataplane.maxNodeSlots, timeouts: dataplane.timeouts,
                          framesPerSocket: dataplane.framesPerSocket, ringSize: dataplane.ringSize,
-                         allowGenericXDP: dataplane.xdpMode == .auto, bpfObject: bpfObject, hugePages: dataplane.hugePages)
+                         allowGenericXDP: dataplane.xdpMode == .auto, bpfObject: bpfObject, hugePages: dataplane.hugePages,
+                         admission: (UInt64(dataplane.admission.newConnectionsPerSecond), UInt64(dataplane.admission.burst)))
     }
 }

@@ -185,7 +185,8 @@ struct Reader {
         if let node { enclosing.append(node) }
         defer { if node != nil { enclosing.removeLast() } }
         let m = mapping(node, "dataplane", allowed: ["interfaces", "cores", "flow_table_size", "max_node_slots",
-                                                     "hugepages", "xdp_mode", "timeouts", "frames_per_socket", "ring_size"])
+                                                     "hugepages", "xdp_mode", "timeouts", "frames_per_socket", "ring_size",
+                                                     "admission"])
         var dp = FulcrumConfig.Dataplane(interfaces: [])
         var seen = Set<String>()
         for (i, n) in sequence(m["interfaces"], "dataplane.interfaces").enumerated() {
@@ -224,6 +225,15 @@ struct Reader {
         if dp.framesPerSocket < dp.ringSize {
             fail(m["frames_per_socket"] ?? node, "dataplane.frames_per_socket", "must be at least ring_size (\(dp.ringSize))",
                  value: "\(dp.framesPerSocket)")
+        }
+        if let a = m["admission"] {
+            let am = mapping(a, "dataplane.admission", allowed: ["new_connections_per_second", "burst"])
+            if let v = am["new_connections_per_second"].flatMap({ int($0, "dataplane.admission.new_connections_per_second", in: 0...100_000_000) }) {
+                dp.admission.newConnectionsPerSecond = v
+            }
+            if let v = am["burst"].flatMap({ int($0, "dataplane.admission.burst", in: 1...10_000_000) }) {
+                dp.admission.burst = v
+            }
         }
         if let t = m["timeouts"] {
             let tm = mapping(t, "dataplane.timeouts", allowed: ["syn", "established", "closing", "udp", "other"])

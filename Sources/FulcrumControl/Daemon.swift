@@ -59,7 +59,13 @@ public final class Daemon {
                     // Interfaces by name, as the running data plane numbers them.
                     let running = dataplane.options.interfaces
                     try dataplane.configure(groups: next.groupSpecs(on: running), routes: next.routeSpecs(on: running))
-                    if next.dataplane != config.dataplane {
+                    if next.dataplane.admission != config.dataplane.admission {
+                        let a = next.dataplane.admission
+                        try dataplane.setAdmission(perSecond: UInt64(a.newConnectionsPerSecond), burst: UInt64(a.burst))
+                    }
+                    var restartOnly = next.dataplane
+                    restartOnly.admission = config.dataplane.admission
+                    if restartOnly != config.dataplane {
                         logger.warning("dataplane settings changed; they take effect at the next restart")
                     }
                     config = next

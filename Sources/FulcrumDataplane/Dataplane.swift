@@ -22,10 +22,14 @@ public struct DataplaneOptions: Sendable {
     public var hugePages: Bool
     /// Benchmark reference only: workers swap MACs and send frames back, deciding nothing.
     public var reflectOnly = false
+    /// New TCP connections admitted per second per CPU, and the burst; 0 = no limit.
+    public var admission: (perSecond: UInt64, burst: UInt64)
 
     public init(interfaces: [String], queues: Int = 1, cores: [Int]? = nil, flowTableSize: Int = 1 << 20,
                 maxNodeSlots: Int = 4096, timeouts: FlowTimeouts = FlowTimeouts(), framesPerSocket: Int = 4096,
-                ringSize: Int = 2048, allowGenericXDP: Bool = true, bpfObject: String? = nil, hugePages: Bool = true) {
+                ringSize: Int = 2048, allowGenericXDP: Bool = true, bpfObject: String? = nil, hugePages: Bool = true,
+                admission: (perSecond: UInt64, burst: UInt64) = (0, 1)) {
+        self.admission = admission
         self.interfaces = interfaces
         self.queues = queues
         self.cores = cores
@@ -213,6 +217,7 @@ public final class Dataplane: @unchecked Sendable {
         try programMaps(spec)
         // Passive until told: a standby that boots must not answer for the VIPs.
         try maps.setActive(false)
+        try setAdmission(perSecond: options.admission.perSecond, burst: options.admission.burst)
         let cpus = options.cores ?? CPUAffinity.allowedCPUs()
         let memory = options.hugePages ? HugePageMemory.table : TableMemory.heap
         for queue in 0..<options.queues {
@@ -251,6 +256,12 @@ public final class Dataplane: @unchecked Sendable {
     }
 
     public var isActive: Bool { maps.isActive }
+
+    /// The admission budget for new TCP connections (per CPU); 0 = no limit. Takes effect
+    /// at once, on a reload too.
+    public func setAdmission(perSecond: UInt64, burst: UInt64) throws {
+        try maps.setAdmission(perSecond: perSecond, burst: burst)
+    }
 
     private func programMaps(_ spec: BalancerSpec) throws {
         let endpoints = try DataplaneLimits.check(spec)

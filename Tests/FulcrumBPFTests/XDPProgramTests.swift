@@ -1,4 +1,5 @@
 import CFulcrumBPF
+import Foundation
 import FulcrumBPF
 import FulcrumCore
 import FulcrumTestSupport
@@ -205,6 +206,57 @@ struct XDPFixture: CustomStringConvertible, Sendable {
         #expect(maps.counter(.passed) == 2 && maps.counter(.noSocket) == 0 && maps.counter(.arpReplies) == 0)
     }
 
+    /// Overload: openings over the budget are dropped in XDP; segments of known flows
+    /// and other protocols never wait behind them.
+    @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
+    func newConnectionsOverTheBudgetAreDroppedAndKnownFlowsAreNot() throws {
+        let (object, maps, program) = try Self.program()
+        defer { withExtendedLifetime(object) {} }
+        try maps.setActive(true)
+        // One a second, a burst of three: within this test nothing refills.
+        try maps.setAdmission(perSecond: 1, burst: 3)
+        // The buckets are per CPU: every frame is run from one pinned thread.
+        let outcome = Self.onOneCPU { Self.budgetCase(program: program) }
+        let pass = ProgramTestRun.pass, drop = ProgramTestRun.drop
+        // (Without an AF_XDP socket, a steered frame is passed and counted no_socket.)
+        #expect(outcome.openings == [pass, pass, pass, drop, drop, drop])
+        #expect(outcome.others == [pass, pass, pass, pass], "established segments, a SYN-ACK and UDP")
+        #expect(maps.counter(.droppedOverBudget) == 3 && maps.counter(.noSocket) == 7)
+        // No limit: every opening passes.
+        try maps.setAdmission(perSecond: 0, burst: 1)
+        #expect(try ProgramTestRun.run(programFD: program, frame: Self.opening(3000)).verdict == pass)
+        #expect(maps.counter(.droppedOverBudget) == 3)
+    }
+
+    static func opening(_ port: UInt16, flags: UInt8 = TCPFlags.syn) -> [UInt8] {
+        PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: port, destinationPort: 80,
+                               flags: flags)
+    }
+
+    static func budgetCase(program: Int32) -> (openings: [UInt32], others: [UInt32]) {
+        func verdict(_ frame: [UInt8]) -> UInt32 { (try? ProgramTestRun.run(programFD: program, frame: frame).verdict) ?? 99 }
+        let openings = (UInt16(1000)..<1006).map { verdict(opening($0)) }
+        let others = [opening(2000, flags: TCPFlags.ack), opening(2001, flags: TCPFlags.ack | 0x08 /* PSH */),
+                      opening(2002, flags: TCPFlags.syn | TCPFlags.ack),
+                      PacketBuilder.udpFrame(source: Fixtures.client4, destination: natVIP, sourcePort: 1, destinationPort: 53)]
+            .map(verdict)
+        return (openings, others)
+    }
+
+    /// Runs `body` on a thread of its own pinned to one CPU, and waits for its result.
+    static func onOneCPU<T: Sendable>(_ body: @escaping @Sendable () -> T) -> T {
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var result: T?
+        let thread = Thread {
+            _ = fulcrum_pin_current_thread(0)
+            result = body()
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        return result!
+    }
+
     @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
     func mapsAreReplacedWithoutLosingWhatStays() throws {
         let (_, maps, _) = try Self.program()
@@ -229,6 +281,6 @@ struct XDPFixture: CustomStringConvertible, Sendable {
         #expect(Set(labels).count == labels.count, "\(labels)")
         #expect(!labels.contains("unknown") && !labels.contains("malformed"))
         #expect(XDPCounter.received.label == "received" && XDPCounter.droppedOversize.label == "dropped_oversize")
-        #expect(XDPCounter.allCases.filter(\.isDrop).count == 9)
+        #expect(XDPCounter.allCases.filter(\.isDrop).count == 10)
     }
 }
