@@ -72,6 +72,16 @@ static __always_inline int is_ours(void *data, void *end, struct packet *p)
     return 0;
 }
 
+/* A fragment of a TCP or UDP datagram to a VIP, or from a NAT node (its reply): the
+ * worker keeps every fragment of a datagram on one path. Only the first fragment has
+ * ports, so a VIP and a node are matched by address. */
+static __always_inline int fragment_is_ours(const struct packet *p)
+{
+    if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+        return 0;
+    return bpf_map_lookup_elem(&fulcrum_vips, &p->dst) || lookup_endpoint(&fulcrum_replies, &p->src, 0, p->proto);
+}
+
 /* A TCP SYN without ACK: the first packet of a connection. (A segment cut short
  * before its flags is not one; the worker drops it as truncated.) */
 static __always_inline int opens_connection(void *data, void *end, const struct packet *p)
@@ -122,8 +132,21 @@ int fulcrum_xdp(struct xdp_md *ctx)
     if (r == PARSE_MALFORMED)
         goto malformed;
     if (r == PARSE_FRAGMENT) {
-        count(FULCRUM_CNT_FRAGMENT);
-        return XDP_PASS;
+        if (!for_this_interface(data, end, iface)) {
+            count(FULCRUM_CNT_OTHER_MAC);
+            return XDP_PASS;
+        }
+        if (!fragment_is_ours(&p)) {
+            count(FULCRUM_CNT_FRAGMENT);
+            return XDP_PASS;
+        }
+        struct fulcrum_state *s = state();
+        if (!s || !s->active) {
+            count(FULCRUM_CNT_STANDBY_PASS);
+            return XDP_PASS;
+        }
+        count(FULCRUM_CNT_FRAGMENT_TO_WORKER);
+        return to_worker(ctx, iface);
     }
 
     if (p.is_v6 && p.proto == IPPROTO_ICMPV6) {

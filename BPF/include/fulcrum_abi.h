@@ -35,8 +35,9 @@ struct fulcrum_addr {
 _Static_assert(sizeof(struct fulcrum_addr) == 16, "fulcrum_addr");
 
 /* Key of FULCRUM_MAP_SERVICES (VIP, protocol, port) and of FULCRUM_MAP_REPLIES (a NAT
- * node's address, protocol and port, whose replies come back through the LB).
- * port is in network byte order. */
+ * node's address, protocol and port, whose replies come back through the LB; and the
+ * node's address and protocol with port 0, for its replies' later fragments, which
+ * carry no port). port is in network byte order. */
 struct fulcrum_service_key {
     struct fulcrum_addr addr;
     __u16 port;
@@ -111,7 +112,8 @@ _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
     X(STANDBY_PASS, "standby_passed")   /* ours, but this LB is standby: to the kernel */ \
     X(ARP_REPLY, "arp_replies")         /* ARP request for a VIP answered */              \
     X(NA_REPLY, "neighbor_advertisements") /* NS for a VIP answered */                    \
-    X(FRAGMENT, "fragments")            /* IP fragments: to the kernel */                 \
+    X(FRAGMENT, "fragments_passed")     /* IP fragments not for a service: to the kernel */ \
+    X(FRAGMENT_TO_WORKER, "fragments_to_worker") /* TCP/UDP fragments to a VIP or from a NAT node */ \
     X(NAT_REPLY, "nat_replies")         /* a NAT node's reply steered */                  \
     X(ICMP_ERROR, "icmp_errors")        /* an ICMP error about a service flow steered */  \
     X(OTHER_MAC, "other_destination_mac") /* not addressed to this interface: passed */   \

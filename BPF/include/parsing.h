@@ -104,19 +104,19 @@ static __always_inline int parse_ipv4(void *data, void *end, struct packet *p)
     if (ip->version != 4 || ip->ihl < 5)
         return MALFORMED(p, BAD_IP_HEADER);
     __u32 ihl = ip->ihl * 4;
-    if (ip->frag_off & bpf_htons(0x3FFF))
-        return PARSE_FRAGMENT;
     p->is_v6 = 0;
     p->proto = ip->protocol;
     addr_from_v4(&p->src, ip->saddr);
     addr_from_v4(&p->dst, ip->daddr);
+    if (ip->frag_off & bpf_htons(0x3FFF))
+        return PARSE_FRAGMENT;
     p->l4 = p->l3 + ihl;
     return parse_ports(data, end, p->l4, p);
 }
 
 static __always_inline int is_ipv6_extension(__u8 next)
 {
-    return next == 0 /* hop-by-hop */ || next == 43 /* routing */ || next == 60 /* dest opts */;
+    return next == 0 /* hop-by-hop */ || next == 43 /* routing */ || next == 60 /* dest opts */ || next == 44;
 }
 
 static __always_inline int parse_ipv6(void *data, void *end, struct packet *p)
@@ -133,8 +133,19 @@ static __always_inline int parse_ipv6(void *data, void *end, struct packet *p)
     __u32 off = p->l3 + sizeof(*ip6);
 #pragma unroll
     for (int i = 0; i < IPV6_EXT_MAX; i++) {
-        if (next == 44 /* fragment */)
-            return PARSE_FRAGMENT;
+        if (next == 44 /* fragment */) {
+            __u8 *frag = data + off;
+            if ((void *)(frag + 8) > end)
+                return MALFORMED(p, IPV6_EXTENSIONS);
+            next = frag[0];
+            off += 8;
+            /* Offset 0 and no more fragments: atomic (RFC 6946), a whole packet. */
+            if ((frag[2] | (frag[3] & 0xF9)) != 0) {
+                p->proto = next; /* the first header of the fragmentable part */
+                return PARSE_FRAGMENT;
+            }
+            continue;
+        }
         if (!is_ipv6_extension(next))
             break;
         __u8 *ext = data + off;

@@ -74,6 +74,13 @@ public final class Balancer {
     public let counters: WorkerCounters
     @usableFromInline let services: ServiceTable
     @usableFromInline let natReplies: ServiceTable
+    /// (VIP, protocol, port 0) → the group, where only one group serves that VIP and
+    /// protocol: the group of a later fragment, which has no port.
+    @usableFromInline let groupsByVIP: ServiceTable
+    /// (NAT node, protocol, port 0) → a reverse target, where all of that node's targets
+    /// share one VIP: the way back for a reply's later fragments.
+    @usableFromInline let repliesByNode: ServiceTable
+    public let fragments = FragmentTable()
     @usableFromInline let reverseTargets: UnsafeMutablePointer<ReverseTarget>
     @usableFromInline let groupStates: UnsafeMutablePointer<GroupState>
     @usableFromInline let slots: UnsafeMutablePointer<SlotState>
@@ -149,6 +156,13 @@ public final class Balancer {
 
         services = ServiceTable(endpoints.services.map { ($0.key, $0.group) })
         natReplies = ServiceTable(endpoints.replies.enumerated().map { ($0.element.key, $0.offset) })
+        groupsByVIP = ServiceTable(Self.unambiguous(spec.groups.enumerated().map {
+            (ServiceKey(address: $0.element.vip, proto: $0.element.proto, port: 0), $0.offset, $0.offset)
+        }))
+        repliesByNode = ServiceTable(Self.unambiguous(endpoints.replies.enumerated().map {
+            (ServiceKey(address: $0.element.key.address, proto: $0.element.key.proto, port: 0), $0.offset,
+             Int(truncatingIfNeeded: $0.element.vip.low ^ $0.element.vip.high))
+        }))
         let targets = endpoints.replies.map {
             ReverseTarget(group: $0.group, vip: $0.vip, vipPort: $0.vipPort, nodeInterface: spec.groups[$0.group].interface)
         }
@@ -167,6 +181,21 @@ public final class Balancer {
         routes = .allocate(capacity: max(1, sortedRoutes.count))
         routes.initialize(from: sortedRoutes, count: sortedRoutes.count)
         routeCount = sortedRoutes.count
+    }
+
+    /// The (key, value) pairs whose key has one identity among them (`same`): a key
+    /// shared by pairs of different identities is left out.
+    static func unambiguous(_ pairs: [(ServiceKey, Int, Int)]) -> [(ServiceKey, Int)] {
+        var seen: [ServiceKey: (value: Int, identity: Int)] = [:]
+        var ambiguous = Set<ServiceKey>()
+        for (key, value, identity) in pairs {
+            if let other = seen[key] {
+                if other.identity != identity { ambiguous.insert(key) }
+            } else {
+                seen[key] = (value, identity)
+            }
+        }
+        return seen.filter { !ambiguous.contains($0.key) }.map { ($0.key, $0.value.value) }
     }
 
     deinit {
@@ -367,6 +396,8 @@ public final class Balancer {
         case .arp, .other:
             counters.count(.passedToKernel)
             return (.pass, nil)
+        case .fragment:
+            return (fragment(frame, length: length, p, now: now, ingress: ingress), nil)
         case .drop(let reason):
             counters.count(reason)
             return (.drop, nil)
@@ -472,6 +503,84 @@ public final class Balancer {
         counters.count(.icmpErrorsTranslated)
         Rewrite.natReverse(frame, p, vip: t.vip, vipPort: t.vipPort)
         return reply(frame, length: length, target: t, route: route)
+    }
+
+    /// A fragment of a TCP or UDP datagram. Every fragment of a datagram takes the path
+    /// the first of them to arrive was given (`FragmentTable`): the first fragment, which
+    /// has the ports, follows its flow like any packet; a later fragment that comes first
+    /// gets the group's consistent decision for the datagram. NAT rewrites the address in
+    /// every fragment and the port and L4 checksum in the first. Rare, so out of line.
+    @inlinable @inline(never)
+    func fragment(_ frame: UnsafeMutableRawPointer, length: Int, _ p: ParsedPacket, now: UInt64,
+                  ingress: Int) -> Verdict {
+        let hash = FragmentTable.hash(p)
+        var decision = fragments.find(p, hash: hash, now: now)
+        if decision == nil {
+            decision = decideFragment(p, hash: hash, now: now)
+            guard let decision else { return .drop }
+            fragments.insert(p, hash: hash, now: now, decision)
+        }
+        counters.count(.fragments)
+        switch decision! {
+        case let .node(g, remembered):
+            var slot = remembered
+            let state = groupStates[g]
+            if !slotUsable(slot, group: g) {
+                slot = consistentChoice(g, state, hash: hash, source: p.source)
+                if slot < 0 { counters.count(.noLiveNode); return .drop }
+                fragments.insert(p, hash: hash, now: now, .node(group: g, slot: slot))
+            }
+            if state.method == .nat {
+                let node = slots[slot]
+                if p.isFirstFragment {
+                    Rewrite.translate(frame, TransportHeaders(p), isSource: false, from: p.destination, to: node.address,
+                                      port: node.port == 0 ? p.destinationPort : node.port)
+                } else {
+                    Rewrite.translateAddress(frame, family: p.family, l3: p.l3Offset, isSource: false,
+                                             from: p.destination, to: node.address)
+                }
+            }
+            return send(frame, length: length, slot: slot, group: g, state)
+        case let .reply(target):
+            let t = reverseTargets[target]
+            guard t.nodeInterface == ingress else { return forgedReply() }
+            guard let route = route(to: p.destination) else { return .drop }
+            if p.isFirstFragment {
+                Rewrite.translate(frame, TransportHeaders(p), isSource: true, from: p.source, to: t.vip, port: t.vipPort)
+            } else {
+                Rewrite.translateAddress(frame, family: p.family, l3: p.l3Offset, isSource: true, from: p.source, to: t.vip)
+            }
+            return reply(frame, length: length, target: t, route: route)
+        }
+    }
+
+    /// The path of a datagram none of whose fragments was seen yet; nil when dropped
+    /// (counted).
+    @inlinable
+    func decideFragment(_ p: ParsedPacket, hash: UInt64, now: UInt64) -> FragmentTable.Decision? {
+        if p.isFirstFragment {
+            let g = services.lookup(ServiceKey(address: p.destination, proto: p.proto, port: p.destinationPort))
+            if g >= 0 {
+                let key = p.flowKey
+                let slot = flowSlot(key, hash: key.stableHash(), group: g, tcpFlags: p.tcpFlags, isICMPError: false,
+                                    now: now)
+                return slot >= 0 ? .node(group: g, slot: slot) : nil
+            }
+            let target = natReplies.lookup(ServiceKey(address: p.source, proto: p.proto, port: p.sourcePort))
+            if target >= 0 { return .reply(target: target) }
+            counters.count(.notForService)
+            return nil
+        }
+        let g = groupsByVIP.lookup(ServiceKey(address: p.destination, proto: p.proto, port: 0))
+        if g >= 0 {
+            let slot = consistentChoice(g, groupStates[g], hash: hash, source: p.source)
+            if slot < 0 { counters.count(.noLiveNode); return nil }
+            return .node(group: g, slot: slot)
+        }
+        let target = repliesByNode.lookup(ServiceKey(address: p.source, proto: p.proto, port: 0))
+        if target >= 0 { return .reply(target: target) }
+        counters.count(.fragmentBeforeFirst)
+        return nil
     }
 
     /// The node of a flow: the one it has, or for a new flow the scheduler's pick (then

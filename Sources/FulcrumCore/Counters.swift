@@ -10,6 +10,8 @@ public enum GlobalCounter: Int, CaseIterable, Sendable {
     case flowsMoved
     case natReplies
     case icmpErrorsTranslated
+    /// Fragments of TCP/UDP datagrams forwarded (each fragment of a datagram on one path).
+    case fragments
 
     public var label: String { MetricLabel.snakeCase(String(describing: self)) }
 }

@@ -34,6 +34,10 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case natReplyFromWrongSide
     /// Larger than the egress interface's MTU.
     case exceedsEgressMTU
+    /// A later fragment that arrived before its datagram's first, of a VIP with several
+    /// groups for its protocol (or a NAT node serving several VIPs): its path cannot be
+    /// told without the ports.
+    case fragmentBeforeFirst
 
     /// The metric label: the case name in snake_case.
     public var label: String { MetricLabel.snakeCase(String(describing: self)) }

@@ -140,6 +140,9 @@ public struct Endpoints: Sendable {
 
     public var services: [Service] = []
     public var replies: [NATReply] = []
+    /// Each NAT node's address and protocol (port 0): the source of its replies'
+    /// later fragments, which carry no port.
+    public var replyNodes: [ServiceKey] = []
 }
 
 extension BalancerSpec {
@@ -172,6 +175,10 @@ extension BalancerSpec {
                     out.replies.append(.init(key: key, group: g, vip: group.vip, vipPort: port))
                 }
             }
+        }
+        var nodes = Set<ServiceKey>()
+        for r in out.replies where nodes.insert(ServiceKey(address: r.key.address, proto: r.key.proto, port: 0)).inserted {
+            out.replyNodes.append(ServiceKey(address: r.key.address, proto: r.key.proto, port: 0))
         }
         return out
     }

@@ -58,6 +58,11 @@ public struct ParsedPacket: Sendable {
     public var innerSourcePort: UInt16 = 0
     public var innerDestinationPort: UInt16 = 0
 
+    /// For `ParseResult.fragment`: the datagram's identification (IPv4's 16 bits or
+    /// IPv6's 32), and whether this is its first fragment, the one with the ports.
+    public var fragmentID: UInt32 = 0
+    public var isFirstFragment: Bool = false
+
     @inlinable public init() {}
 
     /// The flow in the client-to-service direction, as the LB would have seen its packets
@@ -135,6 +140,9 @@ public enum ParseResult: Equatable, Sendable {
     case arp
     /// A frame of another EtherType: not ours, for the kernel.
     case other
+    /// A fragment of a TCP or UDP datagram: addresses, protocol, `fragmentID`,
+    /// `isFirstFragment`, and in the first fragment the ports (and TCP flags).
+    case fragment
     /// A malformed or unhandled frame.
     case drop(DropReason)
 }
@@ -307,8 +315,6 @@ public enum PacketParser {
         guard totalLength >= headerLength, totalLength <= length - l3 else {
             return .drop(.badIPv4TotalLength)
         }
-        // More-fragments set or a non-zero offset: the ports are missing or unreliable.
-        guard RawBytes.load16(f, l3 + 6) & 0x3FFF == 0 else { return .drop(.fragment) }
         p.family = .ipv4
         p.l3Offset = l3
         p.l4Offset = l3 + headerLength
@@ -316,6 +322,11 @@ public enum PacketParser {
         p.proto = RawBytes.load8(f, l3 + 9)
         p.source = RawBytes.loadIPv4(f, l3 + 12)
         p.destination = RawBytes.loadIPv4(f, l3 + 16)
+        // More-fragments set or a non-zero offset: a fragment; only the first has ports.
+        let fragment = RawBytes.load16(f, l3 + 6) & 0x3FFF
+        if fragment != 0 {
+            return parseFragment(f, into: &p, id: UInt32(RawBytes.load16(f, l3 + 4)), first: fragment & 0x1FFF == 0)
+        }
         return parseTransport(f, into: &p)
     }
 
@@ -336,14 +347,17 @@ public enum PacketParser {
         p.destination = RawBytes.loadIPv6(f, l3 + 24)
         var next = RawBytes.load8(f, l3 + 6)
         var offset = l3 + 40
+        var fragment: IPv6Fragment?
         if isExtensionHeader(next) {
             let walk = walkExtensionHeaders(f, end: p.ipEnd, next: next, offset: offset)
             guard case .ip = walk.result else { return walk.result }
             next = walk.next
             offset = walk.offset
+            fragment = walk.fragment
         }
         p.proto = next
         p.l4Offset = offset
+        if let fragment { return parseFragment(f, into: &p, id: fragment.id, first: fragment.first) }
         return parseTransport(f, into: &p)
     }
 
@@ -353,36 +367,86 @@ public enum PacketParser {
             || next == IPProtocol.destinationOptions
     }
 
+    /// An IPv6 Fragment header that is not atomic.
+    @usableFromInline struct IPv6Fragment {
+        @usableFromInline var id: UInt32
+        @usableFromInline var first: Bool
+        @inlinable init(id: UInt32, first: Bool) {
+            self.id = id
+            self.first = first
+        }
+    }
+
     /// Skips hop-by-hop, routing, destination-options and atomic-fragment headers; returns
-    /// the upper-layer protocol and where its header starts.
+    /// the upper-layer protocol and where its header starts. At a real fragment's header
+    /// it notes the fragment; a later fragment ends the walk there (what follows is the
+    /// middle of the datagram), a first one goes on to the upper-layer header.
     @inlinable @inline(never)
-    static func walkExtensionHeaders(_ f: UnsafeRawPointer, end: Int, next start: UInt8,
-                                     offset begin: Int) -> (result: ParseResult, next: UInt8, offset: Int) {
+    static func walkExtensionHeaders(_ f: UnsafeRawPointer, end: Int, next start: UInt8, offset begin: Int)
+        -> (result: ParseResult, next: UInt8, offset: Int, fragment: IPv6Fragment?) {
         var next = start
         var offset = begin
         var count = 0
+        var fragment: IPv6Fragment?
         while true {
             switch next {
             case IPProtocol.hopByHop, IPProtocol.routing, IPProtocol.destinationOptions:
-                guard end - offset >= 8 else { return (.drop(.truncatedIPv6ExtensionHeader), next, offset) }
+                guard end - offset >= 8 else { return (.drop(.truncatedIPv6ExtensionHeader), next, offset, nil) }
                 let headerLength = (Int(RawBytes.load8(f, offset + 1)) + 1) &* 8
                 guard headerLength <= end - offset else {
-                    return (.drop(.truncatedIPv6ExtensionHeader), next, offset)
+                    return (.drop(.truncatedIPv6ExtensionHeader), next, offset, nil)
                 }
                 next = RawBytes.load8(f, offset)
                 offset += headerLength
             case IPProtocol.fragment:
-                guard end - offset >= 8 else { return (.drop(.truncatedIPv6ExtensionHeader), next, offset) }
-                // Only an atomic fragment (offset 0, no more fragments; RFC 6946) is whole.
-                guard RawBytes.load16(f, offset + 2) & 0xFFF9 == 0 else { return (.drop(.fragment), next, offset) }
+                guard end - offset >= 8, fragment == nil else {
+                    return (.drop(.truncatedIPv6ExtensionHeader), next, offset, nil)
+                }
+                let field = RawBytes.load16(f, offset + 2)
                 next = RawBytes.load8(f, offset)
+                // An atomic fragment (offset 0, no more fragments; RFC 6946) is whole.
+                if field & 0xFFF9 != 0 {
+                    fragment = IPv6Fragment(id: RawBytes.load32(f, offset + 4), first: field & 0xFFF8 == 0)
+                }
                 offset += 8
+                if let fragment, !fragment.first { return (.ip, next, offset, fragment) }
             default:
-                return (.ip, next, offset)
+                return (.ip, next, offset, fragment)
             }
             count += 1
-            if count > maxExtensionHeaders { return (.drop(.tooManyIPv6ExtensionHeaders), next, offset) }
+            if count > maxExtensionHeaders { return (.drop(.tooManyIPv6ExtensionHeaders), next, offset, nil) }
         }
+    }
+
+    /// A fragment of a TCP or UDP datagram. The first must hold the whole TCP or UDP
+    /// header (RFC 1858's tiny fragments are refused); its UDP length is the datagram's,
+    /// so it may exceed what this fragment carries. Fragments of anything else are not
+    /// a service's: dropped, as `fragment`.
+    @inlinable @inline(never)
+    static func parseFragment(_ f: UnsafeRawPointer, into p: inout ParsedPacket, id: UInt32, first: Bool) -> ParseResult {
+        guard p.proto == IPProtocol.tcp || p.proto == IPProtocol.udp else { return .drop(.fragment) }
+        p.fragmentID = id
+        p.isFirstFragment = first
+        p.isICMPError = false
+        p.tcpFlags = 0
+        p.sourcePort = 0
+        p.destinationPort = 0
+        guard first else { return .fragment }
+        let l4 = p.l4Offset
+        let available = p.ipEnd - l4
+        if p.proto == IPProtocol.tcp {
+            guard available >= 20 else { return .drop(.truncatedTCP) }
+            let dataOffset = Int(RawBytes.load8(f, l4 + 12) >> 4) &* 4
+            guard dataOffset >= 20, dataOffset <= available else { return .drop(.badTCPDataOffset) }
+            p.tcpFlags = RawBytes.load8(f, l4 + 13)
+        } else {
+            guard available >= 8 else { return .drop(.truncatedUDP) }
+            guard Int(RawBytes.load16(f, l4 + 4)) > available else { return .drop(.badUDPLength) }
+            if p.family == .ipv6 && RawBytes.load16(f, l4 + 6) == 0 { return .drop(.udpZeroChecksumIPv6) }
+        }
+        p.sourcePort = RawBytes.load16(f, l4)
+        p.destinationPort = RawBytes.load16(f, l4 + 2)
+        return .fragment
     }
 
     @inlinable @inline(__always)
@@ -528,7 +592,7 @@ public enum PacketParser {
             source = RawBytes.loadIPv6(f, inner + 8)
             destination = RawBytes.loadIPv6(f, inner + 24)
             let walk = walkExtensionHeaders(f, end: end, next: proto, offset: l4)
-            guard case .ip = walk.result else { return (.drop(.malformedICMPInnerPacket), nil) }
+            guard case .ip = walk.result, walk.fragment == nil else { return (.drop(.malformedICMPInnerPacket), nil) }
             proto = walk.next
             l4 = walk.offset
         }

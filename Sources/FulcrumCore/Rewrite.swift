@@ -170,6 +170,20 @@ public enum Rewrite {
         }
     }
 
+    /// Rewrites one address of a fragment that carries no TCP or UDP header (a later
+    /// fragment): the IPv4 header checksum follows; IPv6 has none. (The L4 checksum,
+    /// which covers the addresses too, is in the first fragment and fixed there.)
+    @inlinable
+    public static func translateAddress(_ f: UnsafeMutableRawPointer, family: IPFamily, l3: Int, isSource: Bool,
+                                        from old: IPAddress, to address: IPAddress) {
+        writeAddress(f, family, at: addressOffset(family, l3: l3, isSource: isSource), address)
+        if family == .ipv4 {
+            var delta = ChecksumDelta()
+            delta.replaceAddress(old, address)
+            delta.apply(f, at: l3 + 10)
+        }
+    }
+
     /// Rewrites the outer address of an ICMP error. ICMPv6's checksum covers the
     /// pseudo-header, ICMPv4's does not.
     @inlinable

@@ -269,6 +269,7 @@ public final class Dataplane: @unchecked Sendable {
         for s in endpoints.services { services[s.key] = (s.group, s.nat) }
         var replies: [ServiceKey: Int] = [:]
         for r in endpoints.replies { replies[r.key] = r.group }
+        for node in endpoints.replyNodes { replies[node] = 0 }  // any port: for reply fragments
         try maps.synchronize(services: services, replies: replies, vips: Set(spec.groups.map(\.vip)))
     }
 

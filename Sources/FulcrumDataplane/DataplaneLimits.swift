@@ -26,7 +26,7 @@ public enum DataplaneLimits {
             case let .services(n, l):
                 return "\(n) VIP:port services (each port of each group is one); the data plane holds at most \(l)"
             case let .natReplies(n, l):
-                return "\(n) NAT node:port reply entries (each NAT node and sorry server, per port); the data plane holds at most \(l)"
+                return "\(n) NAT reply entries (each NAT node and sorry server once per port, and once more for fragments); the data plane holds at most \(l)"
             case let .vips(n, l):
                 return "\(n) distinct VIPs; the data plane answers for at most \(l)"
             case let .nodeSlots(n, l):
@@ -49,8 +49,9 @@ public enum DataplaneLimits {
         if endpoints.services.count > services {
             throw Exceeded.services(needed: endpoints.services.count, limit: services)
         }
-        if endpoints.replies.count > natReplies {
-            throw Exceeded.natReplies(needed: endpoints.replies.count, limit: natReplies)
+        let replyEntries = endpoints.replies.count + endpoints.replyNodes.count
+        if replyEntries > natReplies {
+            throw Exceeded.natReplies(needed: replyEntries, limit: natReplies)
         }
         let vipCount = Set(spec.groups.map(\.vip)).count
         if vipCount > vips { throw Exceeded.vips(needed: vipCount, limit: vips) }

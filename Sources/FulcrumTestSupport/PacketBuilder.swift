@@ -114,6 +114,84 @@ public enum PacketBuilder {
             + chain + payload
     }
 
+    // MARK: - Fragments
+
+    /// A whole TCP or UDP segment (header and payload, checksum set) sent as IPv4
+    /// fragments of at most `size` bytes of it each (a multiple of 8), as frames.
+    public static func ipv4Fragments(source: IPAddress, destination: IPAddress, proto: UInt8, segment: [UInt8],
+                                     size: Int, identification: UInt16 = 0x2222,
+                                     ethernetDestination: MACAddress = lbMAC,
+                                     ethernetSource: MACAddress = clientMAC) -> [[UInt8]] {
+        precondition(size % 8 == 0)
+        return stride(from: 0, to: segment.count, by: size).map { offset in
+            let piece = Array(segment[offset..<min(offset + size, segment.count)])
+            let more: UInt16 = offset + size < segment.count ? 0x2000 : 0
+            return ethernet(destination: ethernetDestination, source: ethernetSource, etherType: 0x0800, payload:
+                ipv4(source: source, destination: destination, proto: proto, payload: piece, identification: identification,
+                     flagsAndFragment: more | UInt16(offset / 8)))
+        }
+    }
+
+    /// The same for IPv6: a Fragment header (RFC 8200 §4.5) in each piece.
+    public static func ipv6Fragments(source: IPAddress, destination: IPAddress, nextHeader: UInt8, segment: [UInt8],
+                                     size: Int, identification: UInt32 = 0x2222_2222,
+                                     ethernetDestination: MACAddress = lbMAC,
+                                     ethernetSource: MACAddress = clientMAC) -> [[UInt8]] {
+        precondition(size % 8 == 0)
+        return stride(from: 0, to: segment.count, by: size).map { offset in
+            let piece = Array(segment[offset..<min(offset + size, segment.count)])
+            let more: UInt16 = offset + size < segment.count ? 1 : 0
+            let header = [0] + be16(UInt16(offset / 8) << 3 | more) + be32(identification)
+            return ethernet(destination: ethernetDestination, source: ethernetSource, etherType: 0x86DD, payload:
+                ipv6(source: source, destination: destination, nextHeader: nextHeader, payload: piece,
+                     extensions: [(44, header)]))
+        }
+    }
+
+    /// Puts fragments (frames, in any order) back together: the first fragment's
+    /// addresses and the segment, as one unfragmented frame whose checksums
+    /// `ChecksumCheck` can verify. nil if a piece is missing.
+    public static func reassemble(_ frames: [[UInt8]]) -> [UInt8]? {
+        var pieces: [(offset: Int, bytes: [UInt8], more: Bool)] = []
+        var head: (source: IPAddress, destination: IPAddress, proto: UInt8, v6: Bool)?
+        for f in frames {
+            if f[12] == 0x08 && f[13] == 0x00 {
+                let ihl = Int(f[14] & 0x0F) * 4
+                let total = Int(f[16]) << 8 | Int(f[17])
+                let field = Int(f[20]) << 8 | Int(f[21])
+                pieces.append(((field & 0x1FFF) * 8, Array(f[(14 + ihl)..<(14 + total)]), field & 0x2000 != 0))
+                if field & 0x1FFF == 0 {
+                    head = (IPAddress(ipv4: UInt32(f[26]) << 24 | UInt32(f[27]) << 16 | UInt32(f[28]) << 8 | UInt32(f[29])),
+                            IPAddress(ipv4: UInt32(f[30]) << 24 | UInt32(f[31]) << 16 | UInt32(f[32]) << 8 | UInt32(f[33])),
+                            f[23], false)
+                }
+            } else {
+                let length = Int(f[18]) << 8 | Int(f[19])
+                let field = Int(f[56]) << 8 | Int(f[57])
+                pieces.append((field >> 3 * 8, Array(f[62..<(54 + length)]), field & 1 != 0))
+                if field >> 3 == 0 {
+                    func address(_ b: ArraySlice<UInt8>) -> IPAddress {
+                        IPAddress(high: b.prefix(8).reduce(0) { $0 << 8 | UInt64($1) },
+                                  low: b.suffix(8).reduce(0) { $0 << 8 | UInt64($1) })
+                    }
+                    head = (address(f[22..<38]), address(f[38..<54]), f[54], true)
+                }
+            }
+        }
+        guard let head else { return nil }
+        pieces.sort { $0.offset < $1.offset }
+        var segment: [UInt8] = []
+        for p in pieces {
+            guard p.offset == segment.count else { return nil }
+            segment += p.bytes
+        }
+        guard pieces.last?.more == false else { return nil }
+        return head.v6 ? ethernet(etherType: 0x86DD, payload: ipv6(source: head.source, destination: head.destination,
+                                                                  nextHeader: head.proto, payload: segment))
+                       : ethernet(etherType: 0x0800, payload: ipv4(source: head.source, destination: head.destination,
+                                                                  proto: head.proto, payload: segment))
+    }
+
     // MARK: - Whole frames
 
     public static func tcpFrame(source: IPAddress, destination: IPAddress, sourcePort: UInt16, destinationPort: UInt16,

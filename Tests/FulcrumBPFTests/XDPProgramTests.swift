@@ -32,6 +32,7 @@ struct XDPFixture: CustomStringConvertible, Sendable {
         }
         try maps.setService(ServiceKey(address: natVIP, proto: IPProtocol.udp, port: 53), group: 1, nat: true)
         try maps.setReply(ServiceKey(address: natNode, proto: IPProtocol.udp, port: 5353), group: 1)
+        try maps.setReply(ServiceKey(address: natNode, proto: IPProtocol.udp, port: 0), group: 1)  // its fragments
         try maps.setService(ServiceKey(address: Fixtures.vip6, proto: IPProtocol.tcp, port: 443), group: 2, nat: false)
         try maps.setVIP(Fixtures.vip4)
         try maps.setVIP(natVIP)
@@ -155,7 +156,30 @@ struct XDPFixture: CustomStringConvertible, Sendable {
             XDPFixture(description: "truncated TCP ports are dropped",
                        frame: Array(PacketBuilder.tcpFrame(source: c4, destination: v4, sourcePort: 1, destinationPort: 80).prefix(36)),
                        verdict: ProgramTestRun.drop, counter: .droppedTruncatedPorts),
-            XDPFixture(description: "IP fragment goes to the kernel", frame: fragment, verdict: pass, counter: .fragments),
+            XDPFixture(description: "a TCP fragment to a VIP goes to a worker", frame: fragment, verdict: pass,
+                       counter: .fragmentsToWorker),
+            XDPFixture(description: "a later fragment of a NAT node's reply goes to a worker",
+                       frame: PacketBuilder.ethernet(etherType: 0x0800, payload: PacketBuilder.ipv4(
+                           source: natNode, destination: c4, proto: 17, payload: [UInt8](repeating: 1, count: 64),
+                           flagsAndFragment: 0x00B9)),
+                       verdict: pass, counter: .fragmentsToWorker),
+            XDPFixture(description: "a fragment for another address goes to the kernel",
+                       frame: PacketBuilder.ethernet(etherType: 0x0800, payload: PacketBuilder.ipv4(
+                           source: c4, destination: Fixtures.router4, proto: 17, payload: [UInt8](repeating: 1, count: 64),
+                           flagsAndFragment: 0x2000)),
+                       verdict: pass, counter: .fragmentsPassed),
+            XDPFixture(description: "an IPv6 fragment of a VIP's TCP goes to a worker",
+                       frame: PacketBuilder.ipv6Fragments(
+                           source: c6, destination: v6, nextHeader: 6,
+                           segment: PacketBuilder.tcp(source: c6, destination: v6, sourcePort: 1, destinationPort: 443,
+                                                      payload: [UInt8](repeating: 1, count: 100)), size: 64)[1],
+                       verdict: pass, counter: .fragmentsToWorker),
+            XDPFixture(description: "an IPv6 atomic fragment is a whole packet, steered by its ports",
+                       frame: PacketBuilder.ethernet(etherType: 0x86DD, payload: PacketBuilder.ipv6(
+                           source: c6, destination: v6, nextHeader: 6,
+                           payload: PacketBuilder.tcp(source: c6, destination: v6, sourcePort: 1, destinationPort: 443),
+                           extensions: [(44, [0, 0, 0, 0, 0, 0, 1])])),
+                       verdict: pass, counter: .noSocket),
             XDPFixture(description: "truncated ARP is dropped", frame: Array(arpRequest(for: v4).prefix(30)),
                        verdict: ProgramTestRun.drop, counter: .droppedMalformedARP),
             // (A frame shorter than an Ethernet header cannot be fed to BPF_PROG_TEST_RUN,

@@ -341,6 +341,102 @@ import Testing
         #expect(b.counters[.exceedsEgressMTU] == 2)
     }
 
+    // MARK: - Fragments
+
+    static func udpGroup(method: ForwardingMethod, vip: IPAddress = Fixtures.vip4, nodes: [IPAddress], port: UInt16 = 0,
+                         scheduler: SchedulerKind = .wrr) -> GroupSpec {
+        GroupSpec(name: "big", vip: vip, proto: IPProtocol.udp, ports: [53], method: method, scheduler: scheduler,
+                  nodes: nodes.enumerated().map { NodeSpec(address: $0.element, port: port, weight: 3 - $0.offset,
+                                                           mac: macs[$0.offset]) })
+    }
+
+    @Test func everyFragmentOfADatagramReachesOneNodeInAnyOrder() throws {
+        let b = try Self.balancer([Self.udpGroup(method: .mat, nodes: [Fixtures.node4a, Fixtures.node4b, Fixtures.node4c])])
+        for i in 0..<60 {
+            let client = IPAddress(ipv4: 0xC612_0000 | UInt32(i + 2))
+            let segment = PacketBuilder.udp(source: client, destination: Fixtures.vip4, sourcePort: UInt16(20000 + i),
+                                            destinationPort: 53, payload: [UInt8](repeating: UInt8(i), count: 3000))
+            var pieces = PacketBuilder.ipv4Fragments(source: client, destination: Fixtures.vip4, proto: 17, segment: segment,
+                                                     size: 1480, identification: UInt16(i))
+            if i % 2 == 1 { pieces.reverse() }  // the first fragment last
+            let nodes = Set(pieces.map { nodeIndex(run(b, $0).1) })
+            #expect(nodes.count == 1 && nodes.first! != nil, "datagram \(i) went to \(nodes)")
+            // A datagram whose first fragment came first follows its flow.
+            if i % 2 == 0 {
+                let small = PacketBuilder.udpFrame(source: client, destination: Fixtures.vip4, sourcePort: UInt16(20000 + i),
+                                                   destinationPort: 53)
+                #expect(nodeIndex(run(b, small).1) == nodes.first!, "datagram \(i) and its flow")
+            }
+        }
+        #expect(b.counters[.fragments] == 180)
+        #expect(b.counters[.dropped] == 0)
+    }
+
+    @Test(arguments: [false, true])
+    func natRewritesEveryFragmentBothWays(ipv6: Bool) throws {
+        let (client, vip, node) = ipv6 ? (Fixtures.client6, Fixtures.vip6, Fixtures.node6a)
+                                       : (Fixtures.client4, Fixtures.vip4, Fixtures.node4a)
+        var group = Self.udpGroup(method: .nat, vip: vip, nodes: [node], port: 5353)
+        group.interface = 1
+        let b = try Balancer(BalancerSpec(
+            groups: [group], interfaceMACs: [Self.lbMAC, MACAddress("02:00:00:00:00:1c")!],
+            returnRoutes: [ReturnRoute(prefix: ipv6 ? IPAddress("2001:2::")! : IPAddress("198.18.0.0")!,
+                                       prefixLength: ipv6 ? 64 : 24, interface: 0, nextHopMAC: Fixtures.routerMAC)]))
+        func fragments(_ from: IPAddress, _ to: IPAddress, _ sport: UInt16, _ dport: UInt16) -> [[UInt8]] {
+            let segment = PacketBuilder.udp(source: from, destination: to, sourcePort: sport, destinationPort: dport,
+                                            payload: (0..<3000).map { UInt8($0 & 0xFF) })
+            return ipv6 ? PacketBuilder.ipv6Fragments(source: from, destination: to, nextHeader: 17, segment: segment, size: 1448)
+                        : PacketBuilder.ipv4Fragments(source: from, destination: to, proto: 17, segment: segment, size: 1480)
+        }
+        // Toward the node: every fragment addressed to it, the port and checksum in the first.
+        let out = fragments(client, vip, 40000, 53).map { f in f.mutatingFrame { b.process($0, length: $1, now: 1, ingress: 0) } }
+        #expect(out.allSatisfy { $0.1 == .transmit(interface: 1) })
+        let toNode = try #require(PacketBuilder.reassemble(out.map(\.0)))
+        let whole = PacketBuilder.udpFrame(source: client, destination: node, sourcePort: 40000, destinationPort: 5353,
+                                           payload: (0..<3000).map { UInt8($0 & 0xFF) })
+        #expect(Array(toNode[14...]) == Array(whole[14...]), "the reassembled datagram is the node's")
+        // The reply's fragments, from the node side, come back as the VIP's.
+        let back = fragments(node, client, 5353, 40000).reversed().map { f in
+            f.mutatingFrame { b.process($0, length: $1, now: 1, ingress: 1) }
+        }
+        #expect(back.allSatisfy { $0.1 == .transmit(interface: 0) })
+        let toClient = try #require(PacketBuilder.reassemble(back.map(\.0)))
+        let reply = PacketBuilder.udpFrame(source: vip, destination: client, sourcePort: 53, destinationPort: 40000,
+                                           payload: (0..<3000).map { UInt8($0 & 0xFF) })
+        #expect(Array(toClient[14...]) == Array(reply[14...]), "the reassembled reply is the VIP's")
+        #expect(ChecksumCheck.problems(in: toClient).isEmpty && ChecksumCheck.problems(in: toNode).isEmpty)
+        #expect(b.counters[.fragments] == UInt64(out.count + back.count))
+    }
+
+    @Test func aLaterFragmentThatCannotBeToldApartBeforeItsFirstIsDroppedAndCounted() throws {
+        // Two UDP groups on one VIP: a later fragment, without ports, could be either's.
+        var other = Self.udpGroup(method: .mat, nodes: [Fixtures.node4c])
+        other.name = "other"
+        other.ports = [54]
+        other.nodes[0].mac = Self.macs[2]
+        let b = try Self.balancer([Self.udpGroup(method: .mat, nodes: [Fixtures.node4a, Fixtures.node4b]), other])
+        let segment = PacketBuilder.udp(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 1, destinationPort: 54,
+                                        payload: [UInt8](repeating: 1, count: 2000))
+        let pieces = PacketBuilder.ipv4Fragments(source: Fixtures.client4, destination: Fixtures.vip4, proto: 17,
+                                                 segment: segment, size: 1480)
+        #expect(run(b, pieces[1]).0 == .drop)
+        #expect(b.counters[.fragmentBeforeFirst] == 1)
+        // In order, the first fragment names the group, and the later one follows it.
+        #expect(nodeIndex(run(b, pieces[0]).1) == 2 && nodeIndex(run(b, pieces[1]).1) == 2)
+    }
+
+    @Test func aFragmentFloodKeepsTheTableItsSize() throws {
+        let b = try Self.balancer([Self.udpGroup(method: .mat, nodes: [Fixtures.node4a, Fixtures.node4b])])
+        for i in 0..<50_000 {
+            let later = PacketBuilder.ethernet(etherType: 0x0800, payload: PacketBuilder.ipv4(
+                source: IPAddress(ipv4: 0xC612_0000 | UInt32(i & 0xFFFF)), destination: Fixtures.vip4, proto: 17,
+                payload: [UInt8](repeating: 0, count: 64), identification: UInt16(truncatingIfNeeded: i), flagsAndFragment: 0x0100))
+            _ = run(b, later)
+        }
+        #expect(b.fragments.count(now: 1_000_000_000) <= b.fragments.capacity)
+        #expect(b.counters[.fragments] == 50_000)
+    }
+
     @Test func commandsForAnotherLayoutAreRefused() throws {
         let b = try Self.balancer([Self.matGroup()])
         // Indices a command computed for a larger layout could carry.

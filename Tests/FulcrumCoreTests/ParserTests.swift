@@ -156,8 +156,6 @@ import Testing
         version[0] = 0x55
         let totalTooBig = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg, totalLengthOverride: 200)
         let totalTooSmall = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg, totalLengthOverride: 12)
-        let firstFragment = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg, flagsAndFragment: 0x2000)
-        let laterFragment = PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: seg, flagsAndFragment: 0x0010)
         var dataOffset = seg
         dataOffset[12] = 0x30
         var dataOffsetBig = seg
@@ -195,8 +193,11 @@ import Testing
             ("IP version 5 in an IPv4 frame", v4(version), .badIPv4Version),
             ("total length past the frame", v4(totalTooBig), .badIPv4TotalLength),
             ("total length below the header", v4(totalTooSmall), .badIPv4TotalLength),
-            ("first fragment", v4(firstFragment), .fragment),
-            ("later fragment", v4(laterFragment), .fragment),
+            ("first fragment too short for its TCP header (RFC 1858)",
+             v4(PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: Array(seg.prefix(16)), flagsAndFragment: 0x2000)),
+             .truncatedTCP),
+            ("ICMP fragment", v4(PacketBuilder.ipv4(source: c, destination: v, proto: 1, payload: seg, flagsAndFragment: 0x2000)),
+             .fragment),
             ("TCP data offset 3", v4(PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: dataOffset)), .badTCPDataOffset),
             ("TCP data offset past the end", v4(PacketBuilder.ipv4(source: c, destination: v, proto: 6, payload: dataOffsetBig)), .badTCPDataOffset),
             ("UDP length past the datagram", v4(PacketBuilder.ipv4(source: c, destination: v, proto: 17, payload: udpLength)), .badUDPLength),
@@ -205,7 +206,7 @@ import Testing
             ("IPv6 jumbogram", v6(jumbo), .badIPv6PayloadLength),
             ("IPv6 extension header length past the end", v6(extLie), .truncatedIPv6ExtensionHeader),
             ("nine IPv6 extension headers", v6(loop), .tooManyIPv6ExtensionHeaders),
-            ("IPv6 non-atomic fragment", v6(frag6), .fragment),
+            ("IPv6 first fragment whose UDP length is only its own", v6(frag6), .badUDPLength),
             ("UDP over IPv6 without checksum", v6(zeroSum6), .udpZeroChecksumIPv6),
             ("ICMP error quoting 3 bytes", v4(icmpBadInner), .malformedICMPInnerPacket),
             ("ICMP error quoting no ports", v4(icmpShortInner), .malformedICMPInnerPacket),
@@ -217,6 +218,35 @@ import Testing
     @Test(arguments: zip(lies.map { Fixtures.Frame($0.0, $0.1) }, lies.map(\.2)))
     func headerLiesAreDropReasons(frame: Fixtures.Frame, reason: DropReason) {
         #expect(parse(frame.bytes).0 == .drop(reason))
+    }
+
+    @Test func fragmentsOfTCPAndUDPAreParsedWithTheirIdentity() throws {
+        let c = Fixtures.client4, v = Fixtures.vip4
+        let segment = PacketBuilder.udp(source: c, destination: v, sourcePort: 40000, destinationPort: 53,
+                                        payload: [UInt8](repeating: 9, count: 3000))
+        let pieces = PacketBuilder.ipv4Fragments(source: c, destination: v, proto: 17, segment: segment, size: 1480,
+                                                 identification: 0xBEEF)
+        #expect(pieces.count == 3)
+        for (i, frame) in pieces.enumerated() {
+            let (r, p, _) = parse(frame)
+            #expect(r == .fragment)
+            #expect(p.fragmentID == 0xBEEF && p.isFirstFragment == (i == 0) && p.proto == 17)
+            #expect(p.source == c && p.destination == v)
+            #expect(p.sourcePort == (i == 0 ? 40000 : 0) && p.destinationPort == (i == 0 ? 53 : 0))
+        }
+        let c6 = Fixtures.client6, v6 = Fixtures.vip6
+        let segment6 = PacketBuilder.tcp(source: c6, destination: v6, sourcePort: 40001, destinationPort: 443,
+                                         flags: TCPFlags.ack, payload: [UInt8](repeating: 7, count: 3000))
+        let pieces6 = PacketBuilder.ipv6Fragments(source: c6, destination: v6, nextHeader: 6, segment: segment6, size: 1448,
+                                                  identification: 0xDEAD_BEEF)
+        for (i, frame) in pieces6.enumerated() {
+            let (r, p, _) = parse(frame)
+            #expect(r == .fragment)
+            #expect(p.fragmentID == 0xDEAD_BEEF && p.isFirstFragment == (i == 0) && p.proto == 6)
+            #expect(p.destinationPort == (i == 0 ? 443 : 0) && p.tcpFlags == (i == 0 ? TCPFlags.ack : 0))
+        }
+        #expect(PacketBuilder.reassemble(pieces.reversed()).map(ChecksumCheck.problems) == [])
+        #expect(PacketBuilder.reassemble(pieces6).map(ChecksumCheck.problems) == [])
     }
 
     /// Every well-formed frame cut at every byte offset parses to a verdict without
@@ -232,6 +262,8 @@ import Testing
                 continue
             case .ip:
                 // A cut can land in Ethernet padding only if the IP datagram is intact.
+                #expect(p.ipEnd <= cut, "cut \(cut) parsed past the end")
+            case .fragment:
                 #expect(p.ipEnd <= cut, "cut \(cut) parsed past the end")
             case .arp, .other:
                 #expect(cut >= 14)
