@@ -61,11 +61,11 @@ let package = Package(
         ),
         .executableTarget(
             name: "fulcrum-bench",
-            dependencies: ["BenchScenarios", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["BenchScenarios", "FulcrumCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumBPFTests", dependencies: ["FulcrumBPF", "CFulcrumBPF", "FulcrumTestSupport"]),
-        .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport"]),
+        .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore"]),
         .testTarget(name: "FulcrumControlTests", dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumTestSupport"]),
     ]
 )

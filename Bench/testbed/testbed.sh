@@ -11,6 +11,7 @@
 #  m1..m3 ─┤ front 198.18.0.0/24     │  n2 198.18.2.12
 #  (MAT)   ├── eth-c [ LB ] eth-n ───┤  n3 198.18.2.13
 #          │   198.18.0.1   198.18.2.1  back 198.18.2.0/24
+#                     eth-f 198.18.3.1 ── flood 198.18.3.2 (flood generators, a plain veth)
 set -euo pipefail
 cmd=${1:?usage: testbed.sh up|down PREFIX [DIR]}
 P=${2:?prefix}
@@ -87,9 +88,25 @@ ip -n "$P-lb" addr add 198.18.2.1/24 dev eth-n
 ip -n "$P-lb" -6 addr add 2001:2:2::1/64 dev eth-n nodad
 # No kernel forwarding: a reply that reaches the client went through Fulcrum.
 x "$P-lb" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
+# The flood host (fulcrum-bench flood) is wired to the LB's third data-plane interface by
+# a plain veth, as an attacker on another port of the LB: its frames share neither the
+# client's veth (whose ring a flood would fill, losing the client's packets before they
+# reach the LB) nor the bridge (whose skb path would cap the flood below what one LB
+# worker can take). The LB's XDP program receives them directly.
+ns flood
+ip -n "$P-flood" link add eth0 type veth peer name eth-f netns "$P-lb"
+ip -n "$P-flood" link set eth0 up
+ip -n "$P-lb" link set eth-f up
+x "$P-flood" ethtool -K eth0 tx off >/dev/null
+ip -n "$P-flood" addr add 198.18.3.2/24 dev eth0
+ip -n "$P-lb" addr add 198.18.3.1/24 dev eth-f
 # veth drops frames sent with XDP_TX/XDP_REDIRECT unless the receiving end runs XDP.
+# And the switch's ports toward the LB put 802.1Q tags on the wire, in the frame's bytes,
+# as a physical switch does: with TX VLAN offload on, veth would hand the tag over as
+# metadata that XDP never sees (as a NIC with rx-vlan-offload on does; OPERATIONS.md).
 for end in p-lb-eth-c p-lb-eth-n; do
     ip -n "$P-sw" link set dev "$end" xdpdrv obj "$PASS_OBJ" sec xdp
+    x "$P-sw" ethtool -K "$end" txvlan off >/dev/null
 done
 x "$P-lb" mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 
@@ -143,6 +160,8 @@ dataplane:
     - name: eth-c
       queues: 1
     - name: eth-n
+      queues: 1
+    - name: eth-f
       queues: 1
   flow_table_size: 65536
 routes:

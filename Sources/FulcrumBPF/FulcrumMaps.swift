@@ -131,6 +131,14 @@ public struct FulcrumMaps: Sendable {
 
     public func counter(_ c: XDPCounter) -> UInt64 { counters.sumPerCPU(c.index) }
 
+    /// Entries in the service, reply and VIP maps, as the kernel holds them (one system
+    /// call per entry: for status once a second, not per packet).
+    public func entryCounts() -> [String: Int] {
+        ["services": services.keys(as: fulcrum_service_key.self).count,
+         "replies": replies.keys(as: fulcrum_service_key.self).count,
+         "vips": vips.keys(as: fulcrum_addr.self).count]
+    }
+
     public func allCounters() -> [XDPCounter: UInt64] {
         Dictionary(uniqueKeysWithValues: XDPCounter.allCases.map { ($0, counter($0)) })
     }

@@ -19,8 +19,12 @@ public struct FulcrumConfig: Sendable, Equatable {
     /// The admission budget for new TCP connections (fulcrum_state in the ABI header).
     public struct Admission: Sendable, Equatable {
         /// Per CPU that runs the XDP program (about one per receive queue); 0 = no limit.
+        /// Set it below what one worker can take (`fulcrum-bench`), with room for the
+        /// known flows' packets.
         public var newConnectionsPerSecond: Int = 100_000
-        public var burst: Int = 20_000
+        /// Openings admitted at once after a quiet spell: at most the RX ring's size, or a
+        /// burst could fill the ring and cost known flows their packets.
+        public var burst: Int = 1_000
     }
 
     public struct Dataplane: Sendable, Equatable {

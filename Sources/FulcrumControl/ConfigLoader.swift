@@ -235,6 +235,11 @@ struct Reader {
                 dp.admission.burst = v
             }
         }
+        if dp.admission.burst > dp.ringSize {
+            fail(m["admission"], "dataplane.admission.burst",
+                 "must be at most ring_size (\(dp.ringSize)): a larger burst of openings can fill the ring and cost known flows their packets",
+                 value: "\(dp.admission.burst)")
+        }
         if let t = m["timeouts"] {
             let tm = mapping(t, "dataplane.timeouts", allowed: ["syn", "established", "closing", "udp", "other"])
             let s = FlowTimeouts.seconds

@@ -14,6 +14,9 @@ public final class Daemon {
     let bpfObject: String?
     var logger: Logger
     var generation = 1
+    var statusWrites = 0
+    var reloadsRejected = 0
+    var lastMapEntries: [String: Int] = [:]
 
     public init(configPath: String, statusFile: String?, bpfObject: String? = nil, logger: Logger) {
         self.configPath = configPath
@@ -54,6 +57,7 @@ public final class Daemon {
                 break
             }
             if signal == SIGHUP {
+                statusWrites = 0  // the next status shows the maps as the reload left them
                 do {
                     let next = try ConfigLoader.load(path: configPath)
                     // Interfaces by name, as the running data plane numbers them.
@@ -73,6 +77,7 @@ public final class Daemon {
                     fastRefreshes = 10
                     logger.info("configuration reloaded", metadata: ["generation": "\(generation)"])
                 } catch {
+                    reloadsRejected += 1
                     logger.error("reload rejected; the running configuration is unchanged\n\(error)")
                 }
             }
@@ -96,7 +101,14 @@ public final class Daemon {
     func writeStatus(_ dataplane: Dataplane, host: String) {
         guard let statusFile else { return }
         do {
-            try StatusReport(host: host, generation: generation, snapshot: dataplane.snapshot()).write(to: statusFile)
+            // The map sizes cost a system call per entry: read them once a second.
+            statusWrites &+= 1
+            if statusWrites % 5 == 1 { lastMapEntries = dataplane.maps.entryCounts() }
+            var snapshot = dataplane.snapshot()
+            snapshot.mapEntries = lastMapEntries
+            var report = StatusReport(host: host, generation: generation, snapshot: snapshot)
+            report.reloadsRejected = reloadsRejected
+            try report.write(to: statusFile)
         } catch {
             logger.warning("cannot write status file", metadata: ["path": "\(statusFile)", "error": "\(error)"])
         }

@@ -28,6 +28,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
 
     public var host: String
     public var configGeneration: Int
+    /// Reloads refused since start (the running configuration stayed as it was).
+    public var reloadsRejected: Int = 0
     public var groups: [Group]
     public var counters: [String: UInt64]
     public var drops: [String: UInt64]
@@ -36,6 +38,11 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var flows: Int
     public var flowCapacity: Int
     public var attachModes: [String: String]
+    /// BPF map entries (services, replies, vips) as the kernel holds them.
+    public var mapEntries: [String: Int]
+    /// The data plane's layout generation, and the one every worker has applied.
+    public var layoutGeneration: UInt64
+    public var appliedLayoutGeneration: UInt64
 
     public init(host: String, generation: Int, snapshot s: DataplaneSnapshot) {
         self.host = host
@@ -54,6 +61,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         flows = s.flows
         flowCapacity = s.flowCapacity
         attachModes = s.attachModes.mapValues(\.rawValue)
+        mapEntries = s.mapEntries
+        layoutGeneration = s.generation
+        appliedLayoutGeneration = s.appliedGeneration
     }
 
     public func write(to path: String) throws {

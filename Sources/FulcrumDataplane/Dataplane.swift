@@ -91,6 +91,11 @@ public struct DataplaneSnapshot: Sendable {
     public var flows: Int
     public var flowCapacity: Int
     public var attachModes: [String: XDPMode]
+    /// BPF map entries by map (services, replies, vips), when asked for.
+    public var mapEntries: [String: Int] = [:]
+    /// The generation of the layout in force, and the one every worker has applied.
+    public var generation: UInt64 = 0
+    public var appliedGeneration: UInt64 = 0
 }
 
 public enum DataplaneError: Error, CustomStringConvertible {
@@ -400,7 +405,7 @@ public final class Dataplane: @unchecked Sendable {
 
     deinit { stop() }
 
-    public func snapshot() -> DataplaneSnapshot {
+    public func snapshot(mapEntries: Bool = false) -> DataplaneSnapshot {
         let views = workers.map(\.current)
         let spec = state.withLock { $0.spec }
         var global: [GlobalCounter: UInt64] = [:]
@@ -433,9 +438,13 @@ public final class Dataplane: @unchecked Sendable {
         }
         var sockets: [String: UInt64] = [:]
         for w in workers { sockets.merge(w.socketStatistics(), uniquingKeysWith: +) }
-        return DataplaneSnapshot(groups: groups, global: global, drops: drops, xdp: maps.allCounters(), sockets: sockets,
-                                 flows: views.reduce(0) { $0 + $1.flows.count },
-                                 flowCapacity: views.reduce(0) { $0 + $1.flows.capacity },
-                                 attachModes: Dictionary(uniqueKeysWithValues: links.map { ($0.interface, $0.mode) }))
+        var out = DataplaneSnapshot(groups: groups, global: global, drops: drops, xdp: maps.allCounters(), sockets: sockets,
+                                    flows: views.reduce(0) { $0 + $1.flows.count },
+                                    flowCapacity: views.reduce(0) { $0 + $1.flows.capacity },
+                                    attachModes: Dictionary(uniqueKeysWithValues: links.map { ($0.interface, $0.mode) }))
+        if mapEntries { out.mapEntries = maps.entryCounts() }
+        out.generation = spec.generation
+        out.appliedGeneration = appliedGeneration
+        return out
     }
 }

@@ -70,16 +70,17 @@ public final class Testbed: @unchecked Sendable {
         }
     }
 
-    public func status() throws -> StatusView {
-        let data = try Data(contentsOf: URL(fileURLWithPath: statusPath))
+    public func status(path: String? = nil) throws -> StatusView {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path ?? statusPath))
         return try JSONDecoder().decode(StatusView.self, from: data)
     }
 
     /// Polls the status file until `condition` holds; fails with the daemon log if not.
-    public func waitFor(_ what: String, timeout: Double, _ condition: (StatusView) -> Bool) throws {
+    public func waitFor(_ what: String, timeout: Double, statusPath path: String? = nil,
+                        _ condition: (StatusView) -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let s = try? status(), condition(s) { return }
+            if let s = try? status(path: path), condition(s) { return }
             if let d = daemon, !d.isRunning { break }
             usleep(100_000)
         }
@@ -116,9 +117,10 @@ public final class Testbed: @unchecked Sendable {
     }
 
     /// `count` requests from the client to VIP:port, each on a new connection or source port.
-    public func client(_ target: String, port: Int, proto: String = "tcp", count: Int = 300) throws -> ClientResult {
+    public func client(_ target: String, port: Int, proto: String = "tcp", count: Int = 300,
+                       size: Int = 0) throws -> ClientResult {
         let (status, output) = try exec("client", [testpeer, "client", "--target", target, "--port", "\(port)",
-                                                   "--proto", proto, "--count", "\(count)"])
+                                                   "--proto", proto, "--count", "\(count)", "--size", "\(size)"])
         guard status == 0, let line = output.split(separator: "\n").last,
               let r = try? JSONDecoder().decode(ClientResult.self, from: Data(line.utf8)) else {
             throw Failure(description: "client failed (\(status)): \(output)")
@@ -164,6 +166,148 @@ public final class Testbed: @unchecked Sendable {
 
     public func readConfig() throws -> String { try String(contentsOfFile: configPath, encoding: .utf8) }
 
+    // MARK: - Hardening and flood tests
+
+    public var fulcrumBench: String { root + "/.build/debug/fulcrum-bench" }
+
+    /// The daemon's process id (`ip netns exec` execs it).
+    public var daemonPID: pid_t? { daemon?.pid }
+
+    /// Resident memory of the daemon, in KiB, from /proc.
+    public func daemonRSS() -> Int? {
+        guard let pid = daemonPID,
+              let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return nil }
+        return Int(line.split(separator: " ").dropFirst().first ?? "")
+    }
+
+    /// The MAC of one of the LB's interfaces.
+    public func lbMAC(_ interface: String) throws -> String {
+        let (_, out) = try exec("lb", ["cat", "/sys/class/net/\(interface)/address"])
+        return out.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// `fulcrum check` in the LB's namespace, where the interfaces are.
+    public func check(configPath: String) throws -> (Int32, String) {
+        try exec("lb", [fulcrum, "check", "--config", configPath])
+    }
+
+    /// `fulcrum run` in the LB's namespace in the foreground, bounded by `timeout`
+    /// seconds (exit 124 if it was still running): for runs that must be refused.
+    public func runToCompletion(configPath: String, timeout: Int = 20) throws -> (Int32, String) {
+        try Testbed.run("/usr/bin/timeout", ["\(timeout)", "/usr/sbin/ip", "netns", "exec", "\(prefix)-lb", fulcrum, "run",
+                                             "--config", configPath])
+    }
+
+    /// A second daemon in the background, logging to its own file.
+    public func startAnotherDaemon(configPath: String, log: String, status: String) throws -> ChildProcess {
+        try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-lb", fulcrum, "run", "--config", configPath,
+                          "--status-file", status], outputPath: log)
+    }
+
+    /// Whether an XDP program is attached to one of the LB's interfaces.
+    public func xdpAttached(_ interface: String) throws -> Bool {
+        try exec("lb", ["ip", "link", "show", "dev", interface]).1.contains("prog/xdp")
+    }
+
+    /// Sends a raw frame out of the client's interface, `count` times.
+    public func sendFrame(_ bytes: [UInt8], count: Int = 1) throws {
+        let hex = bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        let (status, out) = try exec("client", [testpeer, "send-frame", "--interface", "eth0", "--hex", hex,
+                                                "--count", "\(count)"])
+        guard status == 0 else { throw Failure(description: "send-frame: \(out)") }
+    }
+
+    public struct ChatReport: Decodable, Sendable, CustomStringConvertible {
+        /// Connections open when the loop started.
+        public var ready: Int = 0
+        public var opened: Int
+        public var failedNew: Int
+        public var broken: Int
+        public var exchanges: Int
+        public var maxGapMs: Int
+        public var errors: [String]
+
+        enum CodingKeys: String, CodingKey { case opened, failedNew, broken, exchanges, maxGapMs, errors }
+
+        public var description: String {
+            "opened \(opened), broken \(broken), failed new \(failedNew), \(exchanges) exchanges, longest gap \(maxGapMs) ms"
+        }
+    }
+
+    /// Connections held from the client while something else happens; `finish()` waits
+    /// for the report.
+    public final class Chat: @unchecked Sendable {
+        let process: ChildProcess
+        /// Connections open when the loop started.
+        public let ready: Int
+
+        /// Waits for the chat's first connections before returning.
+        init(_ process: ChildProcess) throws {
+            self.process = process
+            guard let line = process.readLine(), line.hasPrefix("{\"ready\":"),
+                  let n = Int(line.dropFirst(9).dropLast()) else {
+                throw Failure(description: "chat did not start")
+            }
+            ready = n
+        }
+        public func finish() throws -> ChatReport {
+            let out = process.readAll()
+            process.wait()
+            guard let line = out.split(separator: "\n").last,
+                  var r = try? JSONDecoder().decode(ChatReport.self, from: Data(line.utf8)) else {
+                throw Failure(description: "chat: no report in \(out)")
+            }
+            r.ready = ready
+            return r
+        }
+    }
+
+    public func chat(_ target: String, port: Int, held: Int, seconds: Double, interval: Double = 0.1,
+                     newEvery: Double = 0.5) throws -> Chat {
+        try Chat(try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-client", testpeer, "chat", "--target", target,
+                               "--port", "\(port)", "--held", "\(held)", "--seconds", "\(seconds)",
+                               "--interval", "\(interval)", "--new-every", "\(newEvery)"], capture: true))
+    }
+
+    public struct FloodResult: Decodable, Sendable {
+        public var offered: UInt64
+        public var seconds: Double
+        public var rate: Double { Double(offered) / seconds }
+    }
+
+    /// A SYN flood from the testbed's flood host toward `target`:`port` (fulcrum-bench
+    /// flood), in the foreground. `rate` 0: as fast as the generator goes. `offered`
+    /// counts frames generated; what reached the LB is its XDP `received` counter.
+    public func flood(_ target: String, port: Int, rate: Double, seconds: Double, cpu: Int? = nil) throws -> FloodResult {
+        var argv = [fulcrumBench, "flood", "--interface", "eth0", "--destination-mac", try lbMAC("eth-f"),
+                    "--target", target, "--port", "\(port)", "--rate", "\(rate)", "--seconds", "\(seconds)",
+                    "--root", root]
+        if let cpu { argv += ["--cpu", "\(cpu)"] }
+        let (status, out) = try exec("flood", argv)
+        guard status == 0, let line = out.split(separator: "\n").last,
+              let r = try? JSONDecoder().decode(FloodResult.self, from: Data(line.utf8)) else {
+            throw Failure(description: "flood failed (\(status)): \(out)")
+        }
+        return r
+    }
+
+    /// The status once the data plane's counters have stopped moving (two reads 300 ms
+    /// apart agree): after a flood, the last frames are counted.
+    public func settledStatus(timeout: Double = 10) throws -> StatusView {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last = try status()
+        while Date() < deadline {
+            usleep(300_000)
+            let next = try status()
+            if next.xdp["received"] == last.xdp["received"] && next.counters["received"] == last.counters["received"] {
+                return next
+            }
+            last = next
+        }
+        throw Failure(description: "the counters did not settle in \(timeout) s")
+    }
+
     public func tearDown() {
         killDaemonIfRunning()
         _ = try? Testbed.run(root + "/Bench/testbed/testbed.sh", ["down", prefix])
@@ -198,6 +342,10 @@ public struct StatusView: Decodable, Sendable {
     }
 
     public var configGeneration: Int
+    public var reloadsRejected: Int
+    public var layoutGeneration: UInt64
+    public var mapEntries: [String: Int]
+    public var flows: Int
     public var groups: [Group]
     public var counters: [String: UInt64]
     public var drops: [String: UInt64]

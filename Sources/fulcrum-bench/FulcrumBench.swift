@@ -1,12 +1,13 @@
 import ArgumentParser
 import BenchScenarios
+import FulcrumCore
 
 @main
 struct FulcrumBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum-bench",
         abstract: "Fulcrum's benchmark runner. Figures are printed beside a reference measured in the same run.",
-        subcommands: [Core.self, Forward.self])
+        subcommands: [Core.self, Forward.self, Flood.self])
 }
 
 struct Core: ParsableCommand {
@@ -96,6 +97,35 @@ struct Forward: ParsableCommand {
         }
         printTable(table)
         if rows.dropFirst().contains(where: { ($0.mallocsPerPacket ?? 0) > 0 }) { throw ExitCode(1) }
+    }
+}
+
+struct Flood: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "A SYN flood (every frame a new connection) out of an interface of this namespace, for flood tests.",
+        discussion: "Run it inside a test namespace (ip netns exec); it sends only to the target given, from 198.19.0.0/16, and stops after --seconds. Prints JSON: frames offered and seconds.")
+
+    @Option(help: "Interface to send from (its veth peer must run an XDP program).") var interface: String
+    @Option(help: "Destination MAC (the LB's).") var destinationMAC: String
+    @Option(help: "Target address (a VIP in 198.18.0.0/15).") var target: String
+    @Option var port: UInt16 = 80
+    @Option(help: "Frames a second; 0 = as fast as the generator goes.") var rate: Double = 30_000
+    @Option var seconds: Double = 10
+    @Option(help: "CPU to pin the generator to.") var cpu: Int?
+    @Option(help: "The repository root (for the BPF object).") var root = "."
+
+    func validate() throws {
+        guard let address = IPAddress(target), address.isIPv4, address.ipv4 >> 17 == 0xC612 >> 1 else {
+            throw ValidationError("--target must be an IPv4 address in 198.18.0.0/15")
+        }
+        guard MACAddress(destinationMAC) != nil else { throw ValidationError("--destination-mac: not a MAC address") }
+        guard seconds > 0 && seconds <= 300, rate >= 0 else { throw ValidationError("seconds in (0, 300], rate ≥ 0") }
+    }
+
+    func run() throws {
+        let result = try SYNFlood(interface: interface, destinationMAC: MACAddress(destinationMAC)!, target: IPAddress(target)!,
+                                  port: port, rate: rate, seconds: seconds, cpu: cpu, root: root).run()
+        print("{\"offered\":\(result.offered),\"seconds\":\(result.seconds)}")
     }
 }
 

@@ -62,7 +62,7 @@ struct ForwardingTests {
         #expect(s.counters["nat_replies", default: 0] > 0)
         #expect(s.xdp["to_worker"] == s.counters["received"], "every steered frame reached a worker")
         #expect(s.sockets["rx_dropped", default: 0] == 0 && s.sockets["rx_ring_full", default: 0] == 0)
-        #expect(s.attachModes == ["eth-c": "native", "eth-n": "native"])
+        #expect(s.attachModes == ["eth-c": "native", "eth-n": "native", "eth-f": "native"])
         #expect(s.drops.isEmpty, "drops: \(s.drops)")
     }
 

@@ -8,6 +8,12 @@
 //          opens connections and answers one request on each, prints which node served
 //          each, waits for a line on stdin, then sends a second request on each and
 //          prints the result (for drain and reload tests).
+//   chat   --target VIP --port 80 --held 20 --interval 0.1 --seconds 60 --new-every 0.5
+//          holds connections that exchange a message every interval, opens new ones as
+//          it goes, and prints JSON with broken connections, failed new ones and the
+//          longest gap between two answers on any connection (for flood tests).
+//   send-frame --interface eth0 --hex 0200…  [--count N]
+//          sends a raw Ethernet frame (AF_PACKET), for forged and odd frames.
 import ArgumentParser
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +22,8 @@ import Glibc
 @main
 struct TestPeer: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "fulcrum-testpeer",
-                                                    subcommands: [Serve.self, Client.self, Hold.self])
+                                                    subcommands: [Serve.self, Client.self, Hold.self, Chat.self,
+                                                                   SendFrame.self])
 }
 
 enum Socket {
@@ -166,8 +173,9 @@ func connectTo(_ target: String, _ port: UInt16, tcp: Bool) -> Int32? {
     return fd
 }
 
-func payload(_ i: Int, _ tag: String) -> [UInt8] {
-    Array("fulcrum \(tag) request \(i) \(UInt64.random(in: 0...UInt64.max))\n".utf8)
+func payload(_ i: Int, _ tag: String, size: Int = 0) -> [UInt8] {
+    let text = "fulcrum \(tag) request \(i) \(UInt64.random(in: 0...UInt64.max)) "
+    return Array((text + String(repeating: "x", count: max(0, size - text.utf8.count - 1)) + "\n").utf8)
 }
 
 struct Client: ParsableCommand {
@@ -175,6 +183,7 @@ struct Client: ParsableCommand {
     @Option var port: UInt16
     @Option var proto: String = "tcp"
     @Option var count: Int = 300
+    @Option(help: "Bytes per request (a UDP datagram over the MTU is fragmented).") var size: Int = 0
     @Flag(help: "A line for people instead of JSON.") var text = false
 
     func run() throws {
@@ -189,7 +198,7 @@ struct Client: ParsableCommand {
                 break
             }
             let tcp = proto == "tcp"
-            let p = payload(i, proto)
+            let p = payload(i, proto, size: size)
             var outcome: Result?
             if let fd = connectTo(target, port, tcp: tcp) {
                 outcome = exchange(fd, payload: p, datagram: !tcp)
@@ -336,5 +345,124 @@ enum Datagram {
         out += data
         while out.count % 8 != 0 { out.append(0) }
         return out
+    }
+}
+
+/// Connections held through a flood: each exchanges a message every `interval`; new ones
+/// are opened every `newEvery`. A held connection breaks on a reset, a timeout, a wrong
+/// answer or an answer from another node.
+struct Chat: ParsableCommand {
+    @Option var target: String
+    @Option var port: UInt16
+    @Option(help: "Connections opened before the loop starts.") var held: Int = 20
+    @Option(help: "Seconds between two messages on a connection.") var interval: Double = 0.1
+    @Option var seconds: Double = 10
+    @Option(help: "Seconds between new connections (0: none).") var newEvery: Double = 0.5
+    @Option(help: "At most this many connections are held.") var maxHeld: Int = 200
+
+    struct Report {
+        var opened = 0
+        var failedNew = 0
+        var broken = 0
+        var exchanges = 0
+        var maxGapMs = 0.0
+        var errors: [String] = []
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    func run() throws {
+        var report = Report()
+        var connections: [(fd: Int32, node: String, last: Double)] = []
+        var sequence = 0
+        func open() {
+            sequence += 1
+            guard let fd = connectTo(target, port, tcp: true), let r = exchange(fd, payload: payload(sequence, "chat")) else {
+                report.failedNew += 1
+                report.errors.append("new connection \(sequence): \(String(cString: strerror(errno)))")
+                return
+            }
+            connections.append((fd, r.perNode.keys.first!, Self.now()))
+            report.opened += 1
+        }
+        for _ in 0..<held { open() }
+        print("{\"ready\":\(connections.count)}")  // the caller may start what it tests now
+        fflush(nil)
+        let end = Self.now() + seconds
+        var nextNew = Self.now() + newEvery
+        var nextRound = Self.now()
+        while Self.now() < end {
+            if newEvery > 0 && Self.now() >= nextNew && connections.count < maxHeld {
+                open()
+                nextNew += newEvery
+            }
+            if Self.now() >= nextRound {
+                nextRound += interval
+                var i = 0
+                while i < connections.count {
+                    sequence += 1
+                    let c = connections[i]
+                    if let r = exchange(c.fd, payload: payload(sequence, "chat")), r.perNode[c.node] == 1 {
+                        let t = Self.now()
+                        report.maxGapMs = max(report.maxGapMs, (t - c.last) * 1000)
+                        connections[i].last = t
+                        report.exchanges += 1
+                        i += 1
+                    } else {
+                        report.broken += 1
+                        report.errors.append("connection to \(c.node) broke: \(String(cString: strerror(errno)))")
+                        close(c.fd)
+                        connections.remove(at: i)
+                    }
+                }
+            }
+            usleep(2000)
+        }
+        for c in connections { close(c.fd) }
+        let errors = report.errors.prefix(5).map { "\"\(String($0.map { $0 == "\"" ? "'" : $0 }))\"" }.joined(separator: ",")
+        print("{\"opened\":\(report.opened),\"failedNew\":\(report.failedNew),\"broken\":\(report.broken),"
+              + "\"exchanges\":\(report.exchanges),\"maxGapMs\":\(Int(report.maxGapMs.rounded(.up))),\"errors\":[\(errors)]}")
+        fflush(nil)
+    }
+}
+
+/// One raw Ethernet frame out of an interface, `count` times.
+struct SendFrame: ParsableCommand {
+    @Option var interface: String
+    @Option(help: "The frame, as hex digits.") var hex: String
+    @Option var count: Int = 1
+
+    func run() throws {
+        var bytes: [UInt8] = []
+        var digits = Array(hex.utf8)
+        if digits.count % 2 == 1 { digits.append(0x30) }
+        for i in stride(from: 0, to: digits.count, by: 2) {
+            guard let b = UInt8(String(decoding: digits[i..<(i + 2)], as: UTF8.self), radix: 16) else {
+                throw ValidationError("--hex: not hex at \(i)")
+            }
+            bytes.append(b)
+        }
+        let index = if_nametoindex(interface)
+        guard index > 0 else { throw ValidationError("no interface \(interface)") }
+        let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), 0)
+        guard fd >= 0 else { throw ValidationError("AF_PACKET socket: errno \(errno)") }
+        defer { close(fd) }
+        // struct sockaddr_ll: family, protocol, ifindex, hatype, pkttype, halen, addr[8].
+        var address = [UInt8](repeating: 0, count: 20)
+        withUnsafeBytes(of: UInt16(AF_PACKET)) { address.replaceSubrange(0..<2, with: $0) }
+        withUnsafeBytes(of: Int32(index)) { address.replaceSubrange(4..<8, with: $0) }
+        address[11] = 6
+        address.replaceSubrange(12..<18, with: bytes[0..<6])
+        for _ in 0..<count {
+            let sent = bytes.withUnsafeBytes { frame in
+                address.withUnsafeBytes { sendto(fd, frame.baseAddress, frame.count, 0,
+                                                 $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), 20) }
+            }
+            guard sent == bytes.count else { throw ValidationError("sendto: errno \(errno)") }
+        }
     }
 }
