@@ -66,6 +66,7 @@ let package = Package(
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumBPFTests", dependencies: ["FulcrumBPF", "CFulcrumBPF", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore"]),
-        .testTarget(name: "FulcrumControlTests", dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumTestSupport"]),
+        .testTarget(name: "FulcrumControlTests",
+                    dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumBPF", "FulcrumCore", "FulcrumTestSupport"]),
     ]
 )
