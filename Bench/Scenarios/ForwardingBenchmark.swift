@@ -205,6 +205,7 @@ public struct ForwardingBenchmark {
             let dataplane = try Namespace.run("\(prefix)-lb") { () -> Dataplane in
                 let d = try Dataplane(options: options, groups: [group], routes: [], logger: logger)
                 try d.start()
+                try d.setActive(true)  // it starts passive
                 return d
             }
             defer { dataplane.stop() }

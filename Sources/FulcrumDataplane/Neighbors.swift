@@ -135,38 +135,58 @@ public enum Neighbors {
     }
 }
 
-/// Facts about a network interface from sysfs.
+/// Facts about a network interface, asked of the kernel in the calling thread's network
+/// namespace (ioctl on a socket made there). Not sysfs: a thread that entered another
+/// namespace with setns still sees the sysfs of the namespace the process mounted, and
+/// would read another interface of the same name.
 public enum InterfaceFacts {
+    static let SIOCGIFMTU: UInt = 0x8921
+    static let SIOCGIFHWADDR: UInt = 0x8927
+    static let SIOCETHTOOL: UInt = 0x8946
+    static let ETHTOOL_GCHANNELS: UInt32 = 0x3C
+
+    /// An ioctl on a `struct ifreq` naming `name`; `fill` and `read` see its 24 bytes of union.
+    static func interfaceRequest(_ name: String, _ request: UInt, _ operation: String,
+                                 fill: (UnsafeMutableRawBufferPointer) -> Void = { _ in }) throws -> [UInt8] {
+        let fd = try SystemCall.run("open a socket for \(operation)") { socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0) }
+        defer { close(fd) }
+        // struct ifreq: char ifr_name[16]; then a 24-byte union.
+        var req = [UInt8](repeating: 0, count: 40)
+        let bytes = Array(name.utf8)
+        guard bytes.count < 16 else { throw SystemError("\(operation) of \(name)", errno: ENAMETOOLONG) }
+        req.replaceSubrange(0..<bytes.count, with: bytes)
+        req.withUnsafeMutableBytes { fill(UnsafeMutableRawBufferPointer(rebasing: $0[16...])) }
+        try req.withUnsafeMutableBytes { raw in
+            try SystemCall.run("\(operation) of \(name)") { ioctl(fd, request, raw.baseAddress!) }
+        }
+        return Array(req[16...])
+    }
+
     public static func mac(of name: String) throws -> MACAddress {
-        let path = "/sys/class/net/\(name)/address"
-        guard let file = fopen(path, "r") else { throw SystemError("read \(path)", errno: errno) }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 64)
-        guard fgets(&line, 64, file) != nil else { throw SystemError("read \(path)", errno: errno) }
-        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let mac = MACAddress(text) else { throw SystemError("parse MAC \(text) in \(path)", errno: EINVAL) }
-        return mac
+        // struct sockaddr: sa_family, then the address bytes.
+        let union = try interfaceRequest(name, SIOCGIFHWADDR, "read the MAC address")
+        return MACAddress(value: union[2..<8].reduce(0) { $0 << 8 | UInt64($1) })
     }
 
-    /// The interface's MTU, from sysfs; nil when it cannot be read.
+    /// The interface's MTU; nil when it cannot be read.
     public static func mtu(of name: String) -> Int? {
-        guard let file = fopen("/sys/class/net/\(name)/mtu", "r") else { return nil }
-        defer { fclose(file) }
-        var value: Int32 = 0
-        return fscanf_int(file, &value) ? Int(value) : nil
+        guard let union = try? interfaceRequest(name, SIOCGIFMTU, "read the MTU") else { return nil }
+        return Int(union.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) })
     }
 
-    static func fscanf_int(_ file: UnsafeMutablePointer<FILE>, _ value: inout Int32) -> Bool {
-        var line = [CChar](repeating: 0, count: 32)
-        guard fgets(&line, 32, file) != nil else { return false }
-        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let v = Int32(text) else { return false }
-        value = v
-        return true
-    }
-
-    /// How many RX queues the interface has.
+    /// How many receive queues the interface has: its RX plus combined channels
+    /// (ETHTOOL_GCHANNELS), or, for a driver without channels, what sysfs lists.
     public static func rxQueues(of name: String) -> Int {
+        // struct ethtool_channels: cmd, max_rx, max_tx, max_other, max_combined,
+        // rx_count, tx_count, other_count, combined_count (nine __u32).
+        var channels = [UInt32](repeating: 0, count: 9)
+        channels[0] = ETHTOOL_GCHANNELS
+        let ok: Bool = channels.withUnsafeMutableBytes { raw in
+            (try? interfaceRequest(name, SIOCETHTOOL, "read the channels") { union in
+                union.storeBytes(of: UInt(bitPattern: raw.baseAddress!), as: UInt.self)
+            }) != nil
+        }
+        if ok, channels[5] + channels[8] > 0 { return Int(channels[5] + channels[8]) }
         guard let dir = opendir("/sys/class/net/\(name)/queues") else { return 1 }
         defer { closedir(dir) }
         var count = 0
