@@ -95,6 +95,11 @@ struct fulcrum_admission {
 };
 _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
 
+/* IPv6 extension headers walked before the upper-layer header, by the XDP program and
+ * by the Swift parser alike (PacketParser.maxExtensionHeaders; a test holds them equal).
+ * A packet with more is dropped as malformed. */
+#define FULCRUM_IPV6_MAX_EXTENSION_HEADERS 4
+
 /* The largest frame a worker can take: an AF_XDP socket in copy mode drops (as
  * rx_dropped) any frame longer than its UMEM chunk (2048) less XDP_PACKET_HEADROOM (256).
  * The program drops such frames itself, counted, instead of redirecting them to be lost. */

@@ -12,7 +12,7 @@
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_ARP_ 0x0806
-#define IPV6_EXT_MAX 4
+#define IPV6_EXT_MAX FULCRUM_IPV6_MAX_EXTENSION_HEADERS
 
 struct vlan_hdr_ {
     __be16 tci;

@@ -157,7 +157,9 @@ public enum ParseResult: Equatable, Sendable {
 public enum PacketParser {
     /// IPv6 extension headers walked before giving up (RFC 7045 sets no limit; 8 matches
     /// what common routers and Katran accept).
-    public static let maxExtensionHeaders = 8
+    /// The same limit as the XDP program's (FULCRUM_IPV6_MAX_EXTENSION_HEADERS in
+    /// fulcrum_abi.h; FulcrumCore imports no C, so a test holds the two equal).
+    public static let maxExtensionHeaders = 4
 
     /// Parses a frame; ARP packets are decoded into `arp`.
     @inlinable

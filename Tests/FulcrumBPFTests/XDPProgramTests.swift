@@ -298,6 +298,10 @@ struct XDPFixture: CustomStringConvertible, Sendable {
         #expect(XDPCounter.allCases.count == Int(FULCRUM_CNT_MAX.rawValue))
     }
 
+    @Test func theParserWalksAsManyExtensionHeadersAsTheXDPProgram() {
+        #expect(PacketParser.maxExtensionHeaders == Int(FULCRUM_IPV6_MAX_EXTENSION_HEADERS))
+    }
+
     /// The names come from fulcrum_abi.h: each counter has its own, every drop is
     /// counted under a reason, and the program has no catch-all "malformed".
     @Test func counterNamesComeFromTheABIHeader() {
