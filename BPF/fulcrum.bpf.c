@@ -8,6 +8,16 @@
 #include "include/neighbor.h"
 #include "include/icmp.h"
 
+/* Whether the receiving queue has a worker's socket. */
+static __always_inline int has_worker(struct xdp_md *ctx, const struct fulcrum_ifslot *iface)
+{
+    __u32 queue = ctx->rx_queue_index;
+    if (queue >= FULCRUM_MAX_QUEUES || iface->slot >= FULCRUM_MAX_INTERFACES)
+        return 0;
+    __u32 key = FULCRUM_XSK_KEY(iface->slot, queue);
+    return bpf_map_lookup_elem(&fulcrum_xsks, &key) != 0;
+}
+
 static __always_inline int to_worker(struct xdp_md *ctx, const struct fulcrum_ifslot *iface)
 {
     if (ctx->data_end - ctx->data > FULCRUM_MAX_WORKER_FRAME) {
@@ -118,10 +128,14 @@ int fulcrum_xdp(struct xdp_md *ctx)
     if (r == PARSE_ARP) {
         if (!is_active())
             goto pass;
-        int verdict = answer_arp(data, end, &p, iface);
+        int verdict = answer_arp(data, end, &p, iface, has_worker(ctx, iface));
         if (verdict == -2) {
             p.reason = FULCRUM_CNT_DROP_MALFORMED_ARP;
             goto malformed;
+        }
+        if (verdict == ANSWER_IN_WORKER) {
+            count(FULCRUM_CNT_NEIGH_TO_WORKER);
+            return to_worker(ctx, iface);
         }
         if (verdict >= 0)
             return verdict;
@@ -158,7 +172,11 @@ int fulcrum_xdp(struct xdp_md *ctx)
         if (*icmp == 135) {
             if (!is_active())
                 goto pass;
-            int verdict = answer_ns(ctx, &p, iface);
+            int verdict = answer_ns(ctx, &p, iface, has_worker(ctx, iface));
+            if (verdict == ANSWER_IN_WORKER) {
+                count(FULCRUM_CNT_NEIGH_TO_WORKER);
+                return to_worker(ctx, iface);
+            }
             if (verdict >= 0)
                 return verdict;
             goto pass;

@@ -115,8 +115,9 @@ _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
     X(NO_SOCKET, "no_socket")           /* ours, but no socket on this queue: passed */   \
     X(PASS, "passed")                   /* not ours: to the kernel */                     \
     X(STANDBY_PASS, "standby_passed")   /* ours, but this LB is standby: to the kernel */ \
-    X(ARP_REPLY, "arp_replies")         /* ARP request for a VIP answered */              \
-    X(NA_REPLY, "neighbor_advertisements") /* NS for a VIP answered */                    \
+    X(ARP_REPLY, "arp_replies")         /* ARP request for a VIP answered with XDP_TX */  \
+    X(NA_REPLY, "neighbor_advertisements") /* NS for a VIP answered with XDP_TX */        \
+    X(NEIGH_TO_WORKER, "neighbor_requests_to_worker") /* ARP/NS for a VIP, to the worker */ \
     X(FRAGMENT, "fragments_passed")     /* IP fragments not for a service: to the kernel */ \
     X(FRAGMENT_TO_WORKER, "fragments_to_worker") /* TCP/UDP fragments to a VIP or from a NAT node */ \
     X(NAT_REPLY, "nat_replies")         /* a NAT node's reply steered */                  \

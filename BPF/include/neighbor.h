@@ -1,5 +1,8 @@
-/* Answering ARP requests and IPv6 neighbour solicitations for our VIPs, in place, with
- * XDP_TX. Only called while this LB is active. */
+/* ARP requests and IPv6 neighbour solicitations for our VIPs. Only while this LB is
+ * active. When the receiving queue has a worker, the request goes to it, and it answers
+ * through its AF_XDP TX ring: that path delivers to any peer, where a frame sent with
+ * XDP_TX is dropped by a veth peer that runs no XDP program. Without a worker on the
+ * queue, the program answers itself, in place, with XDP_TX. */
 #ifndef FULCRUM_NEIGHBOR_H
 #define FULCRUM_NEIGHBOR_H
 
@@ -23,9 +26,13 @@ struct arp_ipv4 {
     __be32 tpa;
 } __attribute__((packed));
 
-/* Returns XDP_TX with the frame turned into a reply, or -1 when not ours to answer. */
+/* A request ours to answer, for the worker to answer. */
+#define ANSWER_IN_WORKER -3
+
+/* Returns XDP_TX with the frame turned into a reply, ANSWER_IN_WORKER, -1 when not ours
+ * to answer, or -2 when malformed. */
 static __always_inline int answer_arp(void *data, void *end, const struct packet *p,
-                                      const struct fulcrum_ifslot *iface)
+                                      const struct fulcrum_ifslot *iface, int worker)
 {
     struct ethhdr *eth = data;
     struct arp_ipv4 *arp = data + p->l3;
@@ -39,6 +46,8 @@ static __always_inline int answer_arp(void *data, void *end, const struct packet
     addr_from_v4(&target, arp->tpa);
     if (!bpf_map_lookup_elem(&fulcrum_vips, &target))
         return -1;
+    if (worker)
+        return ANSWER_IN_WORKER;
     __be32 asker = arp->spa;
     __builtin_memcpy(eth->h_dest, arp->sha, 6);
     __builtin_memcpy(eth->h_source, iface->mac, 6);
@@ -72,7 +81,7 @@ static __always_inline __u16 csum_fold(__u64 sum)
 /* A solicitation (RFC 4861 §7.1.1 checks) for a VIP becomes a solicited advertisement
  * (to the all-nodes group when the asker is doing DAD from ::). */
 static __always_inline int answer_ns(struct xdp_md *ctx, const struct packet *p,
-                                     const struct fulcrum_ifslot *iface_ptr)
+                                     const struct fulcrum_ifslot *iface_ptr, int worker)
 {
     struct fulcrum_ifslot iface = *iface_ptr;
     void *data = (void *)(long)ctx->data;
@@ -91,6 +100,8 @@ static __always_inline int answer_ns(struct xdp_md *ctx, const struct packet *p,
     struct fulcrum_vip_value *vip_ptr = bpf_map_lookup_elem(&fulcrum_vips, &target);
     if (!vip_ptr)
         return -1;
+    if (worker)
+        return ANSWER_IN_WORKER;
     struct fulcrum_vip_value vip = *vip_ptr;
     struct in6_addr asker = ip6->saddr;
     __u8 asker_mac[6];

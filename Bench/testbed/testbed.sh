@@ -88,8 +88,10 @@ ip -n "$P-lb" addr add 198.18.2.1/24 dev eth-n
 ip -n "$P-lb" -6 addr add 2001:2:2::1/64 dev eth-n nodad
 # No kernel forwarding: a reply that reaches the client went through Fulcrum.
 x "$P-lb" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
-# The flood host (fulcrum-bench flood) is wired to the LB's third data-plane interface by
-# a plain veth, as an attacker on another port of the LB: its frames share neither the
+# The flood host is wired to the LB's third data-plane interface by a plain veth with no
+# XDP program on its end: a client the LB must answer ARP/NS for through a path that
+# reaches such a peer, and the flood generators' host (fulcrum-bench flood), as an
+# attacker on another port of the LB. A flood from there shares neither the
 # client's veth (whose ring a flood would fill, losing the client's packets before they
 # reach the LB) nor the bridge (whose skb path would cap the flood below what one LB
 # worker can take). The LB's XDP program receives them directly.
@@ -99,7 +101,12 @@ ip -n "$P-flood" link set eth0 up
 ip -n "$P-lb" link set eth-f up
 x "$P-flood" ethtool -K eth0 tx off >/dev/null
 ip -n "$P-flood" addr add 198.18.3.2/24 dev eth0
+ip -n "$P-flood" -6 addr add 2001:2:3::2/64 dev eth0 nodad
 ip -n "$P-lb" addr add 198.18.3.1/24 dev eth-f
+ip -n "$P-lb" -6 addr add 2001:2:3::1/64 dev eth-f nodad
+# Its VIPs are on the link, as for the client.
+ip -n "$P-flood" route add 198.18.1.0/24 dev eth0
+ip -n "$P-flood" -6 route add 2001:2:1::/64 dev eth0
 # veth drops frames sent with XDP_TX/XDP_REDIRECT unless the receiving end runs XDP.
 # And the switch's ports toward the LB put 802.1Q tags on the wire, in the frame's bytes,
 # as a physical switch does: with TX VLAN offload on, veth would hand the tag over as
@@ -127,6 +134,10 @@ table ip fulcrum_mat {
 }
 NFT
     x "$P-$m" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+    # MAT replies to the flood host go through the LB's kernel (when a test turns on its
+    # forwarding): that host's only link is to the LB.
+    ip -n "$P-$m" route add 198.18.3.0/24 via 198.18.0.1
+    ip -n "$P-$m" -6 route add 2001:2:3::/64 via 2001:2::1
     # Started as plain commands (not through a function) so no subshell keeps the
     # caller's stdout open.
     ip netns exec "$P-$m" "$PEER" serve --name $m --tcp 80,443 --udp 53 </dev/null >"$DIR/$m.log" 2>&1 &
@@ -171,6 +182,12 @@ routes:
   - prefix: "2001:2::/64"
     interface: eth-c
     via: "2001:2::2"
+  - prefix: 198.18.3.0/24
+    interface: eth-f
+    via: 198.18.3.2
+  - prefix: "2001:2:3::/64"
+    interface: eth-f
+    via: "2001:2:3::2"
 groups:
 YAML
     group web-mat  $MAT_VIP  tcp "80, 443" mat eth-c 198.18.0.1

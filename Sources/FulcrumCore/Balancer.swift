@@ -2,6 +2,9 @@
 public enum Verdict: Equatable, Sendable {
     /// Send the (rewritten) frame out of this data-plane interface.
     case transmit(interface: Int)
+    /// The frame was turned into an answer of `length` bytes (an ARP reply or a neighbour
+    /// advertisement for a VIP): send it out of `interface`, the one it came in on.
+    case answer(interface: Int, length: Int)
     /// Not ours: give it to the kernel.
     case pass
     /// Counted and dropped.
@@ -80,6 +83,11 @@ public final class Balancer {
     /// (NAT node, protocol, port 0) → a reverse target, where all of that node's targets
     /// share one VIP: the way back for a reply's later fragments.
     @usableFromInline let repliesByNode: ServiceTable
+    /// (VIP, 0, 0) for every VIP: the addresses ARP and NS are answered for.
+    @usableFromInline let vips: ServiceTable
+    /// How many bytes the frames of the batch being processed may grow to (an answer can
+    /// be longer than the request it replaces).
+    @usableFromInline var frameCapacity = 0
     public let fragments = FragmentTable()
     @usableFromInline let reverseTargets: UnsafeMutablePointer<ReverseTarget>
     @usableFromInline let groupStates: UnsafeMutablePointer<GroupState>
@@ -156,6 +164,7 @@ public final class Balancer {
 
         services = ServiceTable(endpoints.services.map { ($0.key, $0.group) })
         natReplies = ServiceTable(endpoints.replies.enumerated().map { ($0.element.key, $0.offset) })
+        vips = ServiceTable(Array(Set(spec.groups.map(\.vip))).map { (ServiceKey(address: $0, proto: 0, port: 0), 0) })
         groupsByVIP = ServiceTable(Self.unambiguous(spec.groups.enumerated().map {
             (ServiceKey(address: $0.element.vip, proto: $0.element.proto, port: 0), $0.offset, $0.offset)
         }))
@@ -277,9 +286,11 @@ public final class Balancer {
     /// Decides what to do with one frame and rewrites it in place when it is forwarded.
     /// The worker uses `process(_:count:now:)`, which does the same for a whole batch.
     /// (A batch of one: there is one per-packet path, and tests of either use it.)
-    public func process(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, ingress: Int = 0) -> Verdict {
+    public func process(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, ingress: Int = 0,
+                        capacity: Int? = nil) -> Verdict {
         single.frames[0] = frame
         single.lengths[0] = length
+        single.frameCapacity = capacity ?? length
         process(single, count: 1, now: now, ingress: ingress)
         return single.verdicts[0]
     }
@@ -296,6 +307,7 @@ public final class Balancer {
     public func process(_ batch: PacketBatch, count: Int, now: UInt64, ingress: Int) {
         precondition(count <= batch.capacity, "a batch of \(count) frames in a PacketBatch of \(batch.capacity)")
         counters.count(.received, UInt64(count))
+        frameCapacity = batch.frameCapacity
         let frames = batch.frames
         let lengths = batch.lengths
         let verdicts = batch.verdicts
@@ -390,10 +402,13 @@ public final class Balancer {
     func classifyOther(_ frame: UnsafeMutableRawPointer, length: Int, now: UInt64, ingress: Int)
         -> (verdict: Verdict, flow: TransportFlow?) {
         var p = ParsedPacket()
-        switch PacketParser.parse(frame, length: length, into: &p) {
+        var arp = ARPPacket()
+        switch PacketParser.parse(frame, length: length, into: &p, arp: &arp) {
         case .ip:
             break
-        case .arp, .other:
+        case .arp:
+            return (answerARP(frame, arp, ingress: ingress), nil)
+        case .other:
             counters.count(.passedToKernel)
             return (.pass, nil)
         case .fragment:
@@ -403,6 +418,9 @@ public final class Balancer {
             return (.drop, nil)
         }
         if p.isICMPError { return (icmpError(frame, length: length, p, now: now, ingress: ingress), nil) }
+        if p.proto == IPProtocol.icmpv6 && p.icmpType == 135 {
+            return (answerSolicitation(frame, p, ingress: ingress), nil)
+        }
         guard p.proto == IPProtocol.tcp || p.proto == IPProtocol.udp else { return (notOurs(), nil) }
         return (.pass, TransportFlow(key: FlowKey(source: p.source, destination: p.destination,
                                                   sourcePort: p.sourcePort, destinationPort: p.destinationPort,
@@ -581,6 +599,38 @@ public final class Balancer {
         if target >= 0 { return .reply(target: target) }
         counters.count(.fragmentBeforeFirst)
         return nil
+    }
+
+    /// An ARP request for a VIP (the XDP program sends only those, and only while this LB
+    /// is active), answered in place with this interface's MAC.
+    @inlinable @inline(never)
+    func answerARP(_ frame: UnsafeMutableRawPointer, _ request: ARPPacket, ingress: Int) -> Verdict {
+        guard request.operation == ARPPacket.request,
+              vips.lookup(ServiceKey(address: request.targetIP, proto: 0, port: 0)) >= 0,
+              ingress >= 0 && ingress < spec.interfaceMACs.count else {
+            counters.count(.passedToKernel)
+            return .pass
+        }
+        let n = FrameBuilder.arpReply(frame, capacity: frameCapacity, to: request, mac: interfaceMACs[ingress])
+        guard n > 0 else { counters.count(.passedToKernel); return .pass }
+        counters.count(.arpReplies)
+        return .answer(interface: ingress, length: n)
+    }
+
+    /// A neighbour solicitation for an IPv6 VIP, answered in place with a solicited
+    /// advertisement carrying this interface's MAC.
+    @inlinable @inline(never)
+    func answerSolicitation(_ frame: UnsafeMutableRawPointer, _ p: ParsedPacket, ingress: Int) -> Verdict {
+        guard let ns = NeighborSolicitation.parse(frame, p),
+              vips.lookup(ServiceKey(address: ns.target, proto: 0, port: 0)) >= 0,
+              ingress >= 0 && ingress < spec.interfaceMACs.count else { return notOurs() }
+        let n = FrameBuilder.solicitedNeighborAdvertisement(frame, capacity: frameCapacity, mac: interfaceMACs[ingress],
+                                                            target: ns.target, solicitor: ns.source,
+                                                            solicitorMAC: ns.sourceMAC,
+                                                            vlan: p.hasVLAN ? p.vlanTag : nil)
+        guard n > 0 else { return notOurs() }
+        counters.count(.neighborAdvertisements)
+        return .answer(interface: ingress, length: n)
     }
 
     /// The node of a flow: the one it has, or for a new flow the scheduler's pick (then

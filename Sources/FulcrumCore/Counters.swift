@@ -12,6 +12,9 @@ public enum GlobalCounter: Int, CaseIterable, Sendable {
     case icmpErrorsTranslated
     /// Fragments of TCP/UDP datagrams forwarded (each fragment of a datagram on one path).
     case fragments
+    /// ARP requests and neighbour solicitations for VIPs answered by a worker.
+    case arpReplies
+    case neighborAdvertisements
 
     public var label: String { MetricLabel.snakeCase(String(describing: self)) }
 }

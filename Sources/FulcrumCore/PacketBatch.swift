@@ -6,6 +6,9 @@ public final class PacketBatch: @unchecked Sendable {
     public let frames: UnsafeMutablePointer<UnsafeMutableRawPointer>
     public let lengths: UnsafeMutablePointer<Int>
     public let verdicts: UnsafeMutablePointer<Verdict>
+    /// How many bytes each frame's buffer holds from the frame's start; 0: no more than
+    /// the frame's own length (an answer longer than its request is then not built).
+    public var frameCapacity = 0
     /// The balancer's scratch between its passes.
     @usableFromInline let pending: UnsafeMutablePointer<FlowPacket>
 

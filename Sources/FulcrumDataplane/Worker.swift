@@ -40,7 +40,12 @@ public final class Worker: @unchecked Sendable {
     /// Benchmark reference only: swap MACs and send back, no decision (xdpsock's l2fwd).
     let reflectOnly: Bool
     /// The frames of one RX batch, handed to the balancer together.
-    let batch = PacketBatch(capacity: XDPSocket.batchSize)
+    let batch: PacketBatch = {
+        let b = PacketBatch(capacity: XDPSocket.batchSize)
+        // A frame starts XDP_PACKET_HEADROOM into its 2 KiB UMEM chunk.
+        b.frameCapacity = Int(FULCRUM_MAX_WORKER_FRAME)
+        return b
+    }()
 
     init(queue: Int, cpu: Int, sockets: [XDPSocket], balancer: Balancer, reflectOnly: Bool = false) throws {
         self.reflectOnly = reflectOnly
@@ -225,18 +230,26 @@ public final class Worker: @unchecked Sendable {
             let desc = xsk_ring_cons__rx_desc(s.rx, rxIndex &+ UInt32(k)).pointee
             let frame = batch.frames[k]
             let length = batch.lengths[k]
-            switch batch.verdicts[k] {
+            var verdict = batch.verdicts[k]
+            var outLength = desc.len
+            if case let .answer(egress, answerLength) = verdict {
+                verdict = .transmit(interface: egress)
+                outLength = UInt32(answerLength)
+            }
+            switch verdict {
+            case .answer:
+                s.recycle(desc.addr)  // (made a transmit above)
             case .transmit(let egress):
                 if egress == index {
-                    if transmit(on: s, address: desc.addr, length: desc.len) {
+                    if transmit(on: s, address: desc.addr, length: outLength) {
                         queuedOn |= 1 << index
                     } else {
                         s.recycle(desc.addr)
                     }
                 } else if egress < sockets.count, let copy = sockets[egress].takeFreeFrame() {
                     let out = sockets[egress]
-                    out.frame(copy).copyMemory(from: frame, byteCount: length)
-                    if transmit(on: out, address: copy, length: desc.len) {
+                    out.frame(copy).copyMemory(from: frame, byteCount: Int(outLength))
+                    if transmit(on: out, address: copy, length: outLength) {
                         queuedOn |= 1 << egress
                     } else {
                         out.recycle(copy)

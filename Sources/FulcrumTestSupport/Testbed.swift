@@ -118,8 +118,8 @@ public final class Testbed: @unchecked Sendable {
 
     /// `count` requests from the client to VIP:port, each on a new connection or source port.
     public func client(_ target: String, port: Int, proto: String = "tcp", count: Int = 300,
-                       size: Int = 0) throws -> ClientResult {
-        let (status, output) = try exec("client", [testpeer, "client", "--target", target, "--port", "\(port)",
+                       size: Int = 0, from host: String = "client") throws -> ClientResult {
+        let (status, output) = try exec(host, [testpeer, "client", "--target", target, "--port", "\(port)",
                                                    "--proto", proto, "--count", "\(count)", "--size", "\(size)"])
         guard status == 0, let line = output.split(separator: "\n").last,
               let r = try? JSONDecoder().decode(ClientResult.self, from: Data(line.utf8)) else {

@@ -437,6 +437,46 @@ import Testing
         #expect(b.counters[.fragments] == 50_000)
     }
 
+    // MARK: - ARP and NS, answered by the worker
+
+    @Test func aWorkerAnswersARPAndNSForItsVIPs() throws {
+        let v6 = GroupSpec(name: "web6", vip: Fixtures.vip6, proto: IPProtocol.tcp, ports: [443], method: .mat,
+                           scheduler: .rr, nodes: [NodeSpec(address: Fixtures.node6a, mac: Fixtures.nodeMACa)])
+        let b = try Self.balancer([Self.matGroup(), v6])
+        func arpRequest(for target: IPAddress) -> [UInt8] {
+            PacketBuilder.ethernet(destination: .broadcast, etherType: 0x0806, payload:
+                [0, 1, 8, 0, 6, 4, 0, 1] + [2, 0, 0, 0, 0, 0xc1] + Array(Fixtures.client4.bytes[12...])
+                + [0, 0, 0, 0, 0, 0] + Array(target.bytes[12...]))
+        }
+        var request = ARPPacket()
+        request.senderMAC = PacketBuilder.clientMAC
+        request.senderIP = Fixtures.client4
+        request.targetIP = Fixtures.vip4
+        var expected = [UInt8](repeating: 0, count: 64)
+        let n = expected.withUnsafeMutableBytes { FrameBuilder.arpReply($0.baseAddress!, capacity: 64, to: request, mac: Self.lbMAC) }
+        let (out, verdict) = arpRequest(for: Fixtures.vip4).mutatingFrame { b.process($0, length: $1, now: 1, ingress: 0) }
+        #expect(verdict == .answer(interface: 0, length: n))
+        #expect(Array(out.prefix(n)) == Array(expected.prefix(n)))
+        #expect(arpRequest(for: Fixtures.router4).mutatingFrame { b.process($0, length: $1, now: 1) }.1 == .pass)
+        #expect(b.counters[.arpReplies] == 1)
+
+        let group = IPAddress(high: 0xFF02_0000_0000_0000, low: 0x0000_0001_FF00_0000 | (Fixtures.vip6.low & 0xFF_FFFF))
+        let solicitation = PacketBuilder.ethernet(destination: MACAddress.ipv6Multicast(group), etherType: 0x86DD, payload:
+            PacketBuilder.ipv6(source: Fixtures.client6, destination: group, nextHeader: 58, payload:
+                PacketBuilder.icmpv6(source: Fixtures.client6, destination: group, type: 135, code: 0,
+                                     body: Fixtures.vip6.bytes + [1, 1, 2, 0, 0, 0, 0, 0xc1]), hopLimit: 255))
+        var advertisement = [UInt8](repeating: 0, count: 128)
+        let m = advertisement.withUnsafeMutableBytes {
+            FrameBuilder.solicitedNeighborAdvertisement($0.baseAddress!, capacity: 128, mac: Self.lbMAC, target: Fixtures.vip6,
+                                                        solicitor: Fixtures.client6, solicitorMAC: PacketBuilder.clientMAC)
+        }
+        let (na, naVerdict) = solicitation.mutatingFrame { b.process($0, length: $1, now: 1, ingress: 0) }
+        #expect(naVerdict == .answer(interface: 0, length: m))
+        #expect(Array(na.prefix(m)) == Array(advertisement.prefix(m)))
+        #expect(ChecksumCheck.problems(in: Array(na.prefix(m))).isEmpty)
+        #expect(b.counters[.neighborAdvertisements] == 1)
+    }
+
     @Test func commandsForAnotherLayoutAreRefused() throws {
         let b = try Self.balancer([Self.matGroup()])
         // Indices a command computed for a larger layout could carry.

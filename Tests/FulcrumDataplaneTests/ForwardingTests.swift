@@ -140,6 +140,34 @@ extension OnTheTestbed {
             #expect(r.perNode == ["m1": 30, "m2": 20, "m3": 10], "still weighted 3:2:1 by the old config")
         }
 
+        /// A host wired to the LB by a plain veth, with no bridge and no XDP program on its
+        /// end, where a frame sent with XDP_TX would be dropped: it resolves the VIPs (the
+        /// worker answers ARP and NS through its TX ring) and is served, NAT and MAT.
+        @Test func aClientOnAPlainVethResolvesTheVIPsAndIsServed() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            try bed.startDaemon()
+            #expect(try !bed.exec("flood", ["ip", "link", "show", "dev", "eth0"]).1.contains("xdp"))
+            for vip in ["198.18.1.20", "2001:2:1::20"] {
+                let r = try bed.client(vip, port: 80, count: 60, from: "flood")
+                #expect(r.ok == 60 && r.failed == 0, "NAT \(vip): \(r.errors)")
+            }
+            // MAT: the node answers the host straight, routed by the LB's kernel.
+            try bed.exec("lb", ["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])
+            for vip in ["198.18.1.10", "2001:2:1::10"] {
+                let r = try bed.client(vip, port: 80, count: 60, from: "flood")
+                #expect(r.ok == 60 && r.failed == 0, "MAT \(vip): \(r.errors)")
+            }
+            let neighbors = try bed.exec("flood", ["ip", "neigh", "show"]).1
+            let lbMAC = try bed.lbMAC("eth-f")
+            #expect(neighbors.contains("198.18.1.20 dev eth0 lladdr \(lbMAC)"), "\(neighbors)")
+            #expect(neighbors.contains("2001:2:1::20 dev eth0 lladdr \(lbMAC)"), "\(neighbors)")
+            try bed.waitFor("the workers' answers counted", timeout: 5) { s in
+                s.counters["arp_replies", default: 0] >= 2 && s.counters["neighbor_advertisements", default: 0] >= 2
+                    && s.xdp["neighbor_requests_to_worker", default: 0] >= 4
+            }
+        }
+
         @Test func stopAndCrashBothLeaveNoProgramAttached() throws {
             let bed = try Testbed()
             defer { bed.tearDown() }
