@@ -138,6 +138,9 @@ NFT
     # forwarding): that host's only link is to the LB.
     ip -n "$P-$m" route add 198.18.3.0/24 via 198.18.0.1
     ip -n "$P-$m" -6 route add 2001:2:3::/64 via 2001:2::1
+    # And to the far client, through the router.
+    ip -n "$P-$m" route add 198.18.4.0/24 via 198.18.0.254
+    ip -n "$P-$m" -6 route add 2001:2:4::/64 via 2001:2::fe
     # Started as plain commands (not through a function) so no subshell keeps the
     # caller's stdout open.
     ip netns exec "$P-$m" "$PEER" serve --name $m --tcp 80,443 --udp 53 </dev/null >"$DIR/$m.log" 2>&1 &
@@ -150,6 +153,32 @@ NFT
     ip -n "$P-$n" -6 route add default via 2001:2:2::1
     ip netns exec "$P-$n" "$PEER" serve --name $n --tcp 8080 --udp 5353 </dev/null >"$DIR/$n.log" 2>&1 &
 done
+
+# A router on the front segment, and a client behind it on the far segment. NAT replies
+# to it follow the LB's default route (no `routes:` in the config): the kernel's
+# routing table is where Fulcrum takes its next hops from.
+#
+#   far 198.18.4.2 ── [198.18.4.1 rt 198.18.0.254] ── front
+ns rt; plug rt front eth0
+ip -n "$P-rt" addr add 198.18.0.254/24 dev eth0
+ip -n "$P-rt" -6 addr add 2001:2::fe/64 dev eth0 nodad
+x "$P-rt" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+ip -n "$P-rt" route add 198.18.1.0/24 dev eth0
+ip -n "$P-rt" -6 route add 2001:2:1::/64 dev eth0
+ns far
+ip -n "$P-far" link add eth0 type veth peer name eth1 netns "$P-rt"
+ip -n "$P-far" link set eth0 up
+ip -n "$P-rt" link set eth1 up
+x "$P-far" ethtool -K eth0 tx off >/dev/null
+x "$P-rt" ethtool -K eth1 tx off >/dev/null
+ip -n "$P-far" addr add 198.18.4.2/24 dev eth0
+ip -n "$P-far" -6 addr add 2001:2:4::2/64 dev eth0 nodad
+ip -n "$P-rt" addr add 198.18.4.1/24 dev eth1
+ip -n "$P-rt" -6 addr add 2001:2:4::1/64 dev eth1 nodad
+ip -n "$P-far" route add default via 198.18.4.1
+ip -n "$P-far" -6 route add default via 2001:2:4::1
+ip -n "$P-lb" route add default via 198.18.0.254
+ip -n "$P-lb" -6 route add default via 2001:2::fe
 
 # group NAME VIP PROTOCOL PORTS METHOD INTERFACE NODE-PREFIX [NODE-PORT]: nodes PREFIX1..3, weights 3:2:1
 group() {
@@ -175,19 +204,6 @@ dataplane:
     - name: eth-f
       queues: 1
   flow_table_size: 65536
-routes:
-  - prefix: 198.18.0.0/24
-    interface: eth-c
-    via: 198.18.0.2
-  - prefix: "2001:2::/64"
-    interface: eth-c
-    via: "2001:2::2"
-  - prefix: 198.18.3.0/24
-    interface: eth-f
-    via: 198.18.3.2
-  - prefix: "2001:2:3::/64"
-    interface: eth-f
-    via: "2001:2:3::2"
 groups:
 YAML
     group web-mat  $MAT_VIP  tcp "80, 443" mat eth-c 198.18.0.1

@@ -40,11 +40,13 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var ringSize = 2048
     }
 
+    /// A `routes:` override. Without it, NAT replies follow the kernel's routing table.
     public struct Route: Sendable, Equatable {
         public var prefix: IPAddress
         public var prefixLength: Int
         public var interface: String
-        public var via: IPAddress
+        /// nil: the clients of the prefix are on the link.
+        public var via: IPAddress?
     }
 
     /// A node (or sorry server) of a group: exactly what the data plane takes.

@@ -275,11 +275,11 @@ struct Reader {
         if let iface, !interfaces.contains(iface) {
             fail(m["interface"], "\(field).interface", "is not a data-plane interface (dataplane.interfaces)")
         }
-        let via = address(m["via"], "\(field).via")
+        let via = m["via"].flatMap { address($0, "\(field).via") }
         if let p, let via, p.0.isIPv4 != via.isIPv4 {
             fail(m["via"], "\(field).via", "is not of the prefix's address family")
         }
-        guard let p, let iface, let via else { return nil }
+        guard let p, let iface else { return nil }
         return FulcrumConfig.Route(prefix: p.0, prefixLength: p.1, interface: iface, via: via)
     }
 

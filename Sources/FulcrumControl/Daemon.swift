@@ -42,7 +42,12 @@ public final class Daemon {
         // Standalone: this LB answers for its VIPs as soon as it forwards. (The pair's
         // cluster service will decide this instead.)
         try dataplane.setActive(true)
-        dataplane.refreshNeighbors()
+        let watch: RoutingWatch?
+        do { watch = try RoutingWatch() } catch {
+            logger.warning("no subscription to routing changes; they are read every second", metadata: ["error": "\(error)"])
+            watch = nil
+        }
+        dataplane.refreshRouting()
         logger.info("fulcrum running", metadata: ["groups": "\(config.groups.count)", "config": "\(configPath)"])
         writeStatus(dataplane, host: config.nodeName)
 
@@ -82,8 +87,9 @@ public final class Daemon {
                 }
             }
             let now = monotonicSeconds()
-            if fastRefreshes > 0 || now - lastNeighborRefresh >= 1 {
-                dataplane.refreshNeighbors()
+            let changed = (watch?.drain() ?? false) || dataplane.hasUnrouted
+            if changed || fastRefreshes > 0 || now - lastNeighborRefresh >= 1 {
+                dataplane.refreshRouting()
                 lastNeighborRefresh = now
                 fastRefreshes = max(0, fastRefreshes - 1)
             }
@@ -106,7 +112,8 @@ public final class Daemon {
             if statusWrites % 5 == 1 { lastMapEntries = dataplane.maps.entryCounts() }
             var snapshot = dataplane.snapshot()
             snapshot.mapEntries = lastMapEntries
-            var report = StatusReport(host: host, generation: generation, snapshot: snapshot)
+            var report = StatusReport(host: host, generation: generation, snapshot: snapshot,
+                                      interfaces: dataplane.options.interfaces)
             report.reloadsRejected = reloadsRejected
             try report.write(to: statusFile)
         } catch {

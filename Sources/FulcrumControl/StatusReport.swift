@@ -44,7 +44,29 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var layoutGeneration: UInt64
     public var appliedLayoutGeneration: UInt64
 
-    public init(host: String, generation: Int, snapshot s: DataplaneSnapshot) {
+    /// A destination NAT replies could not be sent to.
+    public struct Unrouted: Codable, Sendable, Equatable {
+        public var destination: String
+        public var reason: String
+        public var interface: String?
+        public var reports: Int
+    }
+
+    /// A route NAT replies follow (an override from `routes:`, or the kernel's).
+    public struct Route: Codable, Sendable, Equatable {
+        public var prefix: String
+        public var interface: String
+        public var via: String?
+        public var mac: String?
+        public var override: Bool
+    }
+
+    public var unroutedReplies: [Unrouted]
+    public var routes: [Route]
+    public var routingVersion: UInt64
+    public var appliedRoutingVersion: UInt64
+
+    public init(host: String, generation: Int, snapshot s: DataplaneSnapshot, interfaces: [String] = []) {
         self.host = host
         configGeneration = generation
         groups = s.groups.map { g in
@@ -64,6 +86,15 @@ public struct StatusReport: Codable, Sendable, Equatable {
         mapEntries = s.mapEntries
         layoutGeneration = s.generation
         appliedLayoutGeneration = s.appliedGeneration
+        unroutedReplies = s.unrouted.map {
+            Unrouted(destination: "\($0.destination)", reason: $0.reason.rawValue, interface: $0.interface, reports: $0.reports)
+        }
+        routes = s.routes.map {
+            Route(prefix: "\($0.prefix)/\($0.prefixLength)", interface: interfaces.indices.contains($0.interface) ? interfaces[$0.interface] : "\($0.interface)",
+                  via: $0.gateway.map { "\($0)" }, mac: $0.gatewayMAC.map { "\($0)" }, override: $0.isOverride)
+        }
+        routingVersion = s.routingVersion
+        appliedRoutingVersion = s.appliedRoutingVersion
     }
 
     public func write(to path: String) throws {

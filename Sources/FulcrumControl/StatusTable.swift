@@ -20,6 +20,12 @@ public enum StatusTable {
         let kernel = s.sockets.sorted { $0.key < $1.key }.filter { $0.value > 0 && $0.key != "tx_ring_empty" }
             .map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         out += "\nAF_XDP:      " + kernel + "\n"
+        if !s.unroutedReplies.isEmpty {
+            out += "\nNAT replies not sent (most recent first):\n"
+            for u in s.unroutedReplies {
+                out += "  \(u.destination)  \(u.reason)\(u.interface.map { " on \($0)" } ?? "")  ×\(u.reports)\n"
+            }
+        }
         return out
     }
 

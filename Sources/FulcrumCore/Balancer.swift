@@ -95,16 +95,34 @@ public final class Balancer {
     @usableFromInline let schedulers: ContiguousArray<Scheduler>
     @usableFromInline let interfaceMACs: UnsafeMutablePointer<MACAddress>
     @usableFromInline let interfaceMaxFrames: UnsafeMutablePointer<Int>
-    @usableFromInline let routes: UnsafeMutablePointer<ReturnRoute>
-    @usableFromInline let routeCount: Int
+    /// Where NAT replies go (the kernel's routes and neighbours, and `routes:`
+    /// overrides). Swapped between batches by `setRouting`; read per reply through an
+    /// unretained reference (`routingOwner` keeps it alive), so no ARC traffic per packet.
+    @usableFromInline unowned(unsafe) var routing: RoutingTable
+    var routingOwner: RoutingTable
+    /// Clients learnt from their ARP and NS for the VIPs.
+    public let learned = LearnedNeighbors()
+    /// Destinations replies could not be sent to since the worker last took them.
+    @usableFromInline let unrouted: UnsafeMutablePointer<UnroutedReply>
+    @usableFromInline static let unroutedCapacity = 16
+    public private(set) var unroutedCount = 0
     public let slotCount: Int
     let single = PacketBatch(capacity: 1)
 
     /// - Parameter flows: an existing table to keep (a reload); its node slots must have
     ///   been remapped to this spec's numbering by the caller.
+    /// - Parameter routing: where NAT replies go; by default the spec's `returnRoutes`.
     public init(_ spec: BalancerSpec, flows existing: FlowTable? = nil,
-                counters existingCounters: WorkerCounters? = nil) throws {
+                counters existingCounters: WorkerCounters? = nil, routing: RoutingTable? = nil) throws {
         self.spec = spec
+        let table = routing ?? RoutingTable(
+            routes: spec.returnRoutes.map {
+                ClientRoute(prefix: $0.prefix, prefixLength: $0.prefixLength, interface: $0.interface,
+                            gateway: .zero, gatewayMAC: $0.nextHopMAC, isOverride: true)
+            }, neighbors: [:], version: 0)
+        routingOwner = table
+        self.routing = table
+        unrouted = .allocate(capacity: Balancer.unroutedCapacity)
         let slotCount = spec.nodeSlotCount
         guard slotCount <= spec.maxNodeSlots else {
             throw BalancerSpecError.tooManyNodeSlots(needed: slotCount, limit: spec.maxNodeSlots)
@@ -186,10 +204,6 @@ public final class Balancer {
         interfaceMACs.initialize(from: spec.interfaceMACs, count: spec.interfaceMACs.count)
         interfaceMaxFrames = .allocate(capacity: max(1, maxFrames.count))
         interfaceMaxFrames.initialize(from: maxFrames, count: maxFrames.count)
-        let sortedRoutes = spec.returnRoutes.sorted { $0.mappedLength > $1.mappedLength }
-        routes = .allocate(capacity: max(1, sortedRoutes.count))
-        routes.initialize(from: sortedRoutes, count: sortedRoutes.count)
-        routeCount = sortedRoutes.count
     }
 
     /// The (key, value) pairs whose key has one identity among them (`same`): a key
@@ -213,7 +227,7 @@ public final class Balancer {
         slots.deallocate()
         interfaceMACs.deallocate()
         interfaceMaxFrames.deallocate()
-        routes.deallocate()
+        unrouted.deallocate()
     }
 
     // MARK: - Control (worker thread, between batches)
@@ -374,7 +388,7 @@ public final class Balancer {
         if target >= 0 {
             let t = reverseTargets[target]
             guard t.nodeInterface == ingress else { return (forgedReply(), false) }
-            guard let route = route(to: key.destination) else { return (.drop, false) }
+            guard let route = nextHop(to: key.destination) else { return (.drop, false) }
             Rewrite.translate(frame, flow.headers, isSource: true, from: key.source, to: t.vip, port: t.vipPort)
             return (reply(frame, length: length, target: t, route: route), false)
         }
@@ -517,7 +531,7 @@ public final class Balancer {
         guard target >= 0 else { return notOurs() }
         let t = reverseTargets[target]
         guard t.nodeInterface == ingress else { return forgedReply() }
-        guard let route = route(to: p.destination) else { return .drop }
+        guard let route = nextHop(to: p.destination) else { return .drop }
         counters.count(.icmpErrorsTranslated)
         Rewrite.natReverse(frame, p, vip: t.vip, vipPort: t.vipPort)
         return reply(frame, length: length, target: t, route: route)
@@ -562,7 +576,7 @@ public final class Balancer {
         case let .reply(target):
             let t = reverseTargets[target]
             guard t.nodeInterface == ingress else { return forgedReply() }
-            guard let route = route(to: p.destination) else { return .drop }
+            guard let route = nextHop(to: p.destination) else { return .drop }
             if p.isFirstFragment {
                 Rewrite.translate(frame, TransportHeaders(p), isSource: true, from: p.source, to: t.vip, port: t.vipPort)
             } else {
@@ -611,6 +625,9 @@ public final class Balancer {
             counters.count(.passedToKernel)
             return .pass
         }
+        if request.senderIP != .zero && request.senderIP != IPAddress(ipv4: 0) {
+            learned.learn(NeighborKey(interface: ingress, address: request.senderIP), request.senderMAC)
+        }
         let n = FrameBuilder.arpReply(frame, capacity: frameCapacity, to: request, mac: interfaceMACs[ingress])
         guard n > 0 else { counters.count(.passedToKernel); return .pass }
         counters.count(.arpReplies)
@@ -624,6 +641,9 @@ public final class Balancer {
         guard let ns = NeighborSolicitation.parse(frame, p),
               vips.lookup(ServiceKey(address: ns.target, proto: 0, port: 0)) >= 0,
               ingress >= 0 && ingress < spec.interfaceMACs.count else { return notOurs() }
+        if ns.source != .zero {
+            learned.learn(NeighborKey(interface: ingress, address: ns.source), ns.sourceMAC)
+        }
         let n = FrameBuilder.solicitedNeighborAdvertisement(frame, capacity: frameCapacity, mac: interfaceMACs[ingress],
                                                             target: ns.target, solicitor: ns.source,
                                                             solicitorMAC: ns.sourceMAC,
@@ -701,23 +721,70 @@ public final class Balancer {
         return .transmit(interface: state.interface)
     }
 
-    /// The return route to a client, longest prefix first; nil (counted) when none.
+    /// Where a reply to `client` goes, as the kernel would send it: the longest-prefix
+    /// route (`routes:` overrides first), and the MAC of its next hop — the client's own
+    /// on-link (learnt from its ARP/NS, else the kernel's neighbour table), else the
+    /// gateway's. nil (counted, and noted for the control plane to resolve) when none.
     @inlinable @inline(__always)
-    func route(to client: IPAddress) -> ReturnRoute? {
-        var r = 0
-        while r < routeCount {
-            if routes[r].contains(client) { return routes[r] }
-            r &+= 1
+    func nextHop(to client: IPAddress) -> NextHop? {
+        guard let route = routing.route(to: client) else {
+            counters.count(.noRouteToClient)
+            noteUnrouted(UnroutedReply(destination: client, nextHop: client, interface: -1, reason: .noRoute))
+            return nil
         }
-        counters.count(.noRouteToClient)
+        if let gateway = route.gateway {
+            if let mac = route.gatewayMAC { return NextHop(interface: route.interface, mac: mac) }
+            counters.count(.nextHopUnresolved)
+            noteUnrouted(UnroutedReply(destination: client, nextHop: gateway, interface: route.interface, reason: .unresolved))
+            return nil
+        }
+        let key = NeighborKey(interface: route.interface, address: client)
+        if let mac = learned.lookup(key) ?? routing.neighbor(client, interface: route.interface) {
+            return NextHop(interface: route.interface, mac: mac)
+        }
+        counters.count(.nextHopUnresolved)
+        noteUnrouted(UnroutedReply(destination: client, nextHop: client, interface: route.interface, reason: .unresolved))
         return nil
     }
 
+    @usableFromInline @inline(never)
+    func noteUnrouted(_ u: UnroutedReply) {
+        var i = 0
+        while i < unroutedCount {
+            if unrouted[i].destination == u.destination { return }
+            i &+= 1
+        }
+        guard unroutedCount < Balancer.unroutedCapacity else { return }
+        (unrouted + unroutedCount).initialize(to: u)
+        unroutedCount &+= 1
+    }
+
+    /// Hands the destinations replies could not be sent to since the last call (each
+    /// once) to `body`, and forgets them. The worker calls it between batches. No
+    /// allocation: `body` copies into storage of its own.
+    public func drainUnrouted(_ body: (UnroutedReply) -> Void) {
+        for i in 0..<unroutedCount { body(unrouted[i]) }
+        unrouted.deinitialize(count: unroutedCount)
+        unroutedCount = 0
+    }
+
+    /// The routing table in force (a reload hands it to the new balancer).
+    public var currentRouting: RoutingTable { routingOwner }
+
+    /// A new routing table (the kernel's routes or neighbours changed). Worker thread,
+    /// between batches.
+    public func setRouting(_ table: RoutingTable) {
+        routingOwner = table
+        routing = table
+    }
+
+    public var routingVersion: UInt64 { routing.version }
+
     /// A translated NAT reply out toward the client.
     @inlinable @inline(__always)
-    func reply(_ frame: UnsafeMutableRawPointer, length: Int, target: ReverseTarget, route: ReturnRoute) -> Verdict {
+    func reply(_ frame: UnsafeMutableRawPointer, length: Int, target: ReverseTarget, route: NextHop) -> Verdict {
         if length > interfaceMaxFrames[route.interface] { return tooBig() }
-        Rewrite.mat(frame, destinationMAC: route.nextHopMAC, sourceMAC: interfaceMACs[route.interface])
+        Rewrite.mat(frame, destinationMAC: route.mac, sourceMAC: interfaceMACs[route.interface])
         counters.count(.natReplies)
         counters.count(.transmitted)
         counters.countGroup(target.group, .bytes, UInt64(length))

@@ -28,6 +28,9 @@ public enum DropReason: Int, CaseIterable, Sendable {
     case noLiveNode
     case icmpErrorWithoutFlow
     case noRouteToClient
+    /// A NAT reply whose next hop (the client itself on-link, or the route's gateway) has
+    /// no MAC yet: resolution is asked for, and status lists the destination.
+    case nextHopUnresolved
     case transmitRingFull
     /// A frame with a NAT node's source address and port that did not arrive on the
     /// interface that node is reached through (a forged reply).

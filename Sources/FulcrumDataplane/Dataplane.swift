@@ -44,15 +44,16 @@ public struct DataplaneOptions: Sendable {
     }
 }
 
-/// Where NAT replies to a client prefix go: out of `interface`, to `via` (a router, or
-/// the client itself when it is on the link), whose MAC the kernel resolves.
+/// A `routes:` override: NAT replies to a client prefix go out of `interface`, to `via`
+/// (a router), or, without `via`, to the client itself on the link. Without overrides,
+/// replies follow the kernel's routing table.
 public struct RouteSpec: Sendable, Equatable {
     public var prefix: IPAddress
     public var prefixLength: Int
     public var interface: Int
-    public var via: IPAddress
+    public var via: IPAddress?
 
-    public init(prefix: IPAddress, prefixLength: Int, interface: Int, via: IPAddress) {
+    public init(prefix: IPAddress, prefixLength: Int, interface: Int, via: IPAddress?) {
         self.prefix = prefix
         self.prefixLength = prefixLength
         self.interface = interface
@@ -96,6 +97,21 @@ public struct DataplaneSnapshot: Sendable {
     /// The generation of the layout in force, and the one every worker has applied.
     public var generation: UInt64 = 0
     public var appliedGeneration: UInt64 = 0
+    /// Destinations NAT replies could not be sent to, most recent first.
+    public var unrouted: [UnroutedStatus] = []
+    /// The routing table in force and the version every worker has applied.
+    public var routingVersion: UInt64 = 0
+    public var appliedRoutingVersion: UInt64 = 0
+    public var routes: [ClientRoute] = []
+}
+
+/// A destination NAT replies could not be sent to: why, on which interface, and how many
+/// times a worker reported it.
+public struct UnroutedStatus: Sendable, Equatable {
+    public var destination: IPAddress
+    public var reason: UnroutedReply.Reason
+    public var interface: String?
+    public var reports: Int
 }
 
 public enum DataplaneError: Error, CustomStringConvertible {
@@ -139,12 +155,24 @@ public final class Dataplane: @unchecked Sendable {
         var groups: [GroupSpec]
         var routes: [RouteSpec]
         var spec: BalancerSpec
-        var neighbors: [NeighborKey: MACAddress]
-        /// Bumped by every change of layout (groups, nodes, routes).
+        var neighbors: [KernelNeighborKey: MACAddress]
+        /// Bumped by every change of layout (groups, nodes).
         var generation: UInt64 = 1
+        /// The kernel's routes, as last read.
+        var kernelRoutes: [Routes.Entry] = []
+        /// What the workers' routing table was built from, and the table.
+        var routingInput = RoutingInput()
+        var routing = RoutingTable.empty
+        /// Destinations NAT replies could not be sent to, most recent first.
+        var unrouted: [UnroutedStatus] = []
     }
 
-    struct NeighborKey: Hashable {
+    struct RoutingInput: Equatable {
+        var routes: [ClientRoute] = []
+        var neighbors: [NeighborKey: MACAddress] = [:]
+    }
+
+    struct KernelNeighborKey: Hashable {
         var ifindex: Int32
         var address: IPAddress
     }
@@ -188,18 +216,15 @@ public final class Dataplane: @unchecked Sendable {
         for g in groups.indices {
             let ifindex = ifindexes[groups[g].interface]
             for n in groups[g].nodes.indices where groups[g].nodes[n].mac == nil {
-                groups[g].nodes[n].mac = state.neighbors[NeighborKey(ifindex: ifindex, address: groups[g].nodes[n].address)]
+                groups[g].nodes[n].mac = state.neighbors[KernelNeighborKey(ifindex: ifindex, address: groups[g].nodes[n].address)]
             }
             if var sorry = groups[g].sorry, sorry.mac == nil {
-                sorry.mac = state.neighbors[NeighborKey(ifindex: ifindex, address: sorry.address)]
+                sorry.mac = state.neighbors[KernelNeighborKey(ifindex: ifindex, address: sorry.address)]
                 groups[g].sorry = sorry
             }
         }
-        let routes = state.routes.compactMap { r -> ReturnRoute? in
-            guard let mac = state.neighbors[NeighborKey(ifindex: ifindexes[r.interface], address: r.via)] else { return nil }
-            return ReturnRoute(prefix: r.prefix, prefixLength: r.prefixLength, interface: r.interface, nextHopMAC: mac)
-        }
-        var spec = BalancerSpec(groups: groups, interfaceMACs: macs, returnRoutes: routes,
+        // Return routes are the workers' RoutingTable (`routingInput`), not the spec's.
+        var spec = BalancerSpec(groups: groups, interfaceMACs: macs, returnRoutes: [],
                                 flowTableCapacity: options.flowTableSize, timeouts: options.timeouts,
                                 maxNodeSlots: options.maxNodeSlots)
         spec.generation = state.generation
@@ -207,15 +232,21 @@ public final class Dataplane: @unchecked Sendable {
         return spec
     }
 
-    static func table(_ entries: [Neighbors.Entry]) -> [NeighborKey: MACAddress] {
-        var out: [NeighborKey: MACAddress] = [:]
-        for e in entries { out[NeighborKey(ifindex: e.ifindex, address: e.address)] = e.mac }
+    static func table(_ entries: [Neighbors.Entry]) -> [KernelNeighborKey: MACAddress] {
+        var out: [KernelNeighborKey: MACAddress] = [:]
+        for e in entries { out[KernelNeighborKey(ifindex: e.ifindex, address: e.address)] = e.mac }
         return out
     }
 
     /// Programs the maps, opens the sockets, starts the workers, then attaches XDP.
     public func start() throws {
-        let spec = state.withLock { $0.spec }
+        let kernelRoutes = (try? Routes.dump()) ?? []
+        let (spec, routing) = state.withLock { s -> (BalancerSpec, RoutingTable) in
+            s.kernelRoutes = kernelRoutes
+            s.routingInput = routingInput(s)
+            s.routing = RoutingTable(routes: s.routingInput.routes, neighbors: s.routingInput.neighbors, version: 1)
+            return (s.spec, s.routing)
+        }
         for (slot, ifindex) in ifindexes.enumerated() {
             try maps.setInterface(ifindex: ifindex, slot: slot, mac: interfaceMACs[slot])
         }
@@ -235,7 +266,8 @@ public final class Dataplane: @unchecked Sendable {
             let flows = FlowTable(capacity: spec.flowTableCapacity, nodeSlots: spec.maxNodeSlots,
                                   timeouts: spec.timeouts, memory: memory)
             let worker = try Worker(queue: queue, cpu: cpus[queue % cpus.count], sockets: sockets,
-                                    balancer: try Balancer(spec, flows: flows), reflectOnly: options.reflectOnly)
+                                    balancer: try Balancer(spec, flows: flows, routing: routing),
+                                    reflectOnly: options.reflectOnly)
             try worker.start()
             workers.append(worker)
             logger.info("worker started", metadata: ["queue": "\(queue)", "cpu": "\(worker.cpu)",
@@ -314,25 +346,58 @@ public final class Dataplane: @unchecked Sendable {
     /// The generation every worker has applied (the lowest of them).
     public var appliedGeneration: UInt64 { workers.map(\.appliedGeneration).min() ?? 0 }
 
-    /// Re-reads the neighbour table; asks the kernel to resolve what is missing; pushes
-    /// changed MACs to the workers. Call periodically (the daemon does, every second).
-    public func refreshNeighbors() {
-        // A failed or timed-out dump says nothing about the neighbours: keep the last
-        // known MACs rather than take it as an empty table.
-        let table: [NeighborKey: MACAddress]
+    /// What the workers' routing table is built from: the `routes:` overrides, then every
+    /// kernel route out of a data-plane interface (the lowest metric per prefix), with
+    /// the MACs of their gateways; and every neighbour on a data-plane interface, for
+    /// on-link next hops.
+    func routingInput(_ s: State) -> RoutingInput {
+        var input = RoutingInput()
+        for (key, mac) in s.neighbors {
+            if let i = ifindexes.firstIndex(of: key.ifindex) { input.neighbors[NeighborKey(interface: i, address: key.address)] = mac }
+        }
+        for r in s.routes {
+            input.routes.append(ClientRoute(prefix: r.prefix, prefixLength: r.prefixLength, interface: r.interface,
+                                            gateway: r.via,
+                                            gatewayMAC: r.via.flatMap { s.neighbors[KernelNeighborKey(ifindex: ifindexes[r.interface], address: $0)] },
+                                            isOverride: true))
+        }
+        var seen = Set<String>()
+        for e in s.kernelRoutes.sorted(by: { $0.metric < $1.metric }) {
+            guard let i = ifindexes.firstIndex(of: e.ifindex), seen.insert("\(e.prefix)/\(e.prefixLength)").inserted else { continue }
+            input.routes.append(ClientRoute(prefix: e.prefix, prefixLength: e.prefixLength, interface: i, gateway: e.gateway,
+                                            gatewayMAC: e.gateway.flatMap { s.neighbors[KernelNeighborKey(ifindex: e.ifindex, address: $0)] }))
+        }
+        return input
+    }
+
+    /// Re-reads the kernel's neighbour and routing tables; asks the kernel to resolve what
+    /// is missing (nodes, gateways, and the destinations workers could not reply to);
+    /// pushes changed node MACs and a new routing table to the workers. The daemon calls
+    /// it every second and whenever the kernel announces a change (`RoutingWatch`).
+    public func refreshRouting() {
+        // A failed or timed-out dump says nothing about the tables: keep the last known
+        // ones rather than take it as empty.
+        let table: [KernelNeighborKey: MACAddress]
         do {
             table = Self.table(try Neighbors.dump())
         } catch {
             logger.warning("neighbour table unreadable; keeping the last known MACs", metadata: ["error": "\(error)"])
             return
         }
+        let kernelRoutes: [Routes.Entry]?
+        do { kernelRoutes = try Routes.dump() } catch {
+            logger.warning("routing table unreadable; keeping the last known routes", metadata: ["error": "\(error)"])
+            kernelRoutes = nil
+        }
+        var unrouted: [UnroutedReply] = []
+        for w in workers { unrouted += w.takeUnrouted() }
         var missing: [(IPAddress, Int32)] = []
         var nodeChanges: [WorkerCommand] = []
-        var routesChanged = false
         var learnt: [(group: String, address: IPAddress, mac: MACAddress?)] = []
         state.withLock { s in
             s.neighbors = table
-            var next = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: s)
+            if let kernelRoutes { s.kernelRoutes = kernelRoutes }
+            let next = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: s)
             let generation = s.spec.generation
             for (g, group) in next.groups.enumerated() {
                 let ifindex = ifindexes[group.interface]
@@ -350,19 +415,30 @@ public final class Dataplane: @unchecked Sendable {
                     }
                 }
             }
-            for r in s.routes where table[NeighborKey(ifindex: ifindexes[r.interface], address: r.via)] == nil {
-                missing.append((r.via, ifindexes[r.interface]))
+            s.spec = next
+            for w in workers { for c in nodeChanges { w.send(c) } }
+
+            let input = routingInput(s)
+            for r in input.routes where r.gateway != nil && r.gatewayMAC == nil && r.gateway != .zero {
+                missing.append((r.gateway!, ifindexes[r.interface]))
             }
-            routesChanged = next.returnRoutes != s.spec.returnRoutes
-            if routesChanged {
-                // Routes are a layout change for the workers: a new generation.
-                s.generation &+= 1
-                next.generation = s.generation
-                s.spec = next
-                for w in workers { w.send(.reload(next)) }
-            } else {
-                s.spec = next
-                for w in workers { for c in nodeChanges { w.send(c) } }
+            if input != s.routingInput {
+                s.routingInput = input
+                s.routing = RoutingTable(routes: input.routes, neighbors: input.neighbors, version: s.routing.version &+ 1)
+                for w in workers { w.send(.routing(s.routing)) }
+            }
+            for u in unrouted {
+                if u.reason == .unresolved, u.interface >= 0 { missing.append((u.nextHop, ifindexes[u.interface])) }
+                if let i = s.unrouted.firstIndex(where: { $0.destination == u.destination }) {
+                    s.unrouted[i].reports += 1
+                    s.unrouted[i].reason = u.reason
+                    s.unrouted.insert(s.unrouted.remove(at: i), at: 0)
+                } else {
+                    s.unrouted.insert(UnroutedStatus(destination: u.destination, reason: u.reason,
+                                                     interface: u.interface >= 0 ? options.interfaces[u.interface] : nil,
+                                                     reports: 1), at: 0)
+                    if s.unrouted.count > 32 { s.unrouted.removeLast() }
+                }
             }
         }
         for (address, ifindex) in missing {
@@ -370,10 +446,20 @@ public final class Dataplane: @unchecked Sendable {
                 logger.debug("neighbour resolution request failed", metadata: ["address": "\(address)", "error": "\(error)"])
             }
         }
+        for u in unrouted {
+            logger.notice("a NAT reply could not be sent", metadata: ["destination": "\(u.destination)", "reason": "\(u.reason.rawValue)"])
+        }
         for (group, address, mac) in learnt {
             logger.info("node MAC \(mac.map { "\($0)" } ?? "lost")", metadata: ["group": "\(group)", "node": "\(address)"])
         }
     }
+
+    /// Whether a worker could not send a reply somewhere since the last refresh: the
+    /// daemon refreshes at once, to resolve it.
+    public var hasUnrouted: Bool { workers.contains { $0.hasUnrouted } }
+
+    /// The version of the routing table every worker has applied (the lowest).
+    public var appliedRoutingVersion: UInt64 { workers.map(\.routingVersion).min() ?? 0 }
 
     /// Health: node up or down in every worker.
     public func setNodeUp(group: Int, node: Int, _ up: Bool) {
@@ -445,6 +531,12 @@ public final class Dataplane: @unchecked Sendable {
         if mapEntries { out.mapEntries = maps.entryCounts() }
         out.generation = spec.generation
         out.appliedGeneration = appliedGeneration
+        state.withLock { s in
+            out.unrouted = s.unrouted
+            out.routingVersion = s.routing.version
+            out.routes = s.routing.routes
+        }
+        out.appliedRoutingVersion = appliedRoutingVersion
         return out
     }
 }

@@ -17,6 +17,19 @@ public enum WorkerCommand: Sendable {
     case nodeMAC(generation: UInt64, group: Int, node: Int, mac: MACAddress?)
     case sorryMAC(generation: UInt64, group: Int, mac: MACAddress?)
     case weights(generation: UInt64, group: Int, [Int])
+    /// Where NAT replies go now (the kernel's routes or neighbours changed).
+    case routing(RoutingTable)
+}
+
+/// Destinations a worker's NAT replies could not be sent to, for the control plane:
+/// storage reserved once, so the worker's appends never allocate.
+struct UnroutedLog: ~Copyable {
+    static let capacity = 64
+    var entries: [UnroutedReply]
+    init() {
+        entries = []
+        entries.reserveCapacity(Self.capacity)
+    }
 }
 
 /// One data-plane worker: a thread pinned to a core that owns the AF_XDP sockets of one
@@ -32,6 +45,8 @@ public final class Worker: @unchecked Sendable {
     private let pendingCommands = Atomic<Int>(0)
     private let running = Atomic<Bool>(false)
     private let applied: Atomic<UInt64>
+    private let unrouted = Mutex(UnroutedLog())
+    private let routingApplied = Atomic<UInt64>(0)
     private let published: Mutex<(WorkerCounters, FlowTable, BalancerSpec)>
     private let wakeFD: Int32
     private var thread: pthread_t?
@@ -128,11 +143,38 @@ public final class Worker: @unchecked Sendable {
             case let .nodeMAC(gen, g, n, mac): if gen == current { balancer.setNodeMAC(group: g, node: n, mac) }
             case let .sorryMAC(gen, g, mac): if gen == current { balancer.setSorryMAC(group: g, mac) }
             case let .weights(gen, g, w): if gen == current { balancer.setWeights(group: g, w) }
+            case let .routing(table): balancer.setRouting(table)
             }
         }
         balancer.commitChanges()
         applied.store(balancer.spec.generation, ordering: .releasing)
+        routingApplied.store(balancer.routingVersion, ordering: .releasing)
     }
+
+    /// Moves the balancer's unrouted destinations to where the control plane reads them.
+    /// Never blocks the worker: if the control plane holds the lock, they wait a loop.
+    private func publishUnrouted() {
+        let b = balancer
+        _ = unrouted.withLockIfAvailable { log in
+            b.drainUnrouted { u in
+                if log.entries.count < UnroutedLog.capacity && !log.entries.contains(u) { log.entries.append(u) }
+            }
+        }
+    }
+
+    /// Whether replies could not be sent somewhere since the last `takeUnrouted`.
+    public var hasUnrouted: Bool { unrouted.withLock { !$0.entries.isEmpty } }
+
+    /// The destinations replies could not be sent to since the last call.
+    public func takeUnrouted() -> [UnroutedReply] {
+        unrouted.withLock { log in
+            defer { log.entries.removeAll(keepingCapacity: true) }
+            return log.entries
+        }
+    }
+
+    /// The version of the routing table this worker sends replies by.
+    public var routingVersion: UInt64 { routingApplied.load(ordering: .acquiring) }
 
     /// The generation of the layout this worker forwards with.
     public var appliedGeneration: UInt64 { applied.load(ordering: .acquiring) }
@@ -165,7 +207,7 @@ public final class Worker: @unchecked Sendable {
         }
         let counters = WorkerCounters(groups: spec.groups.count, nodeSlots: spec.maxNodeSlots)
         counters.carryOver(from: old.counters)
-        guard let next = try? Balancer(spec, flows: old.flows, counters: counters) else { return }
+        guard let next = try? Balancer(spec, flows: old.flows, counters: counters, routing: old.currentRouting) else { return }
         old.flows.remap { oldSlot in oldIdentity[oldSlot].flatMap { newSlots[$0] }.map { (slot: $0.0, group: $0.1) } }
         balancer = next
         published.withLock { $0 = (next.counters, next.flows, next.spec) }
@@ -187,6 +229,7 @@ public final class Worker: @unchecked Sendable {
                 s.refillFillRing()
             }
             balancer.maintain(now: now)
+            if balancer.unroutedCount > 0 { publishUnrouted() }
             if received == 0 {
                 // Idle: sleep until a frame, a command or 10 ms (for expiry sweeps).
                 _ = poll(&pollSet, nfds_t(pollSet.count), 10)

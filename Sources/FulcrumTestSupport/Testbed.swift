@@ -344,6 +344,21 @@ public struct StatusView: Decodable, Sendable {
     public var configGeneration: Int
     public var reloadsRejected: Int
     public var layoutGeneration: UInt64
+    public struct Unrouted: Decodable, Sendable {
+        public var destination: String
+        public var reason: String
+        public var reports: Int
+    }
+    public var unroutedReplies: [Unrouted]
+    public var routingVersion: UInt64
+    public var appliedRoutingVersion: UInt64
+    public struct Route: Decodable, Sendable {
+        public var prefix: String
+        public var interface: String
+        public var via: String?
+        public var mac: String?
+    }
+    public var routes: [Route]
     public var mapEntries: [String: Int]
     public var flows: Int
     public var groups: [Group]

@@ -477,6 +477,58 @@ import Testing
         #expect(b.counters[.neighborAdvertisements] == 1)
     }
 
+    // MARK: - Where NAT replies go
+
+    @Test func natRepliesTakeTheirNextHopFromTheRoutingTable() throws {
+        let b = try Self.balancer([Self.natGroup()])
+        let gateway = MACAddress("02:00:00:00:00:fe")!
+        let clientMAC = MACAddress("02:00:00:00:00:c2")!
+        // Kernel routes: the clients' segment on-link, a default via a router; an IPv6
+        // default route, which must not catch IPv4 destinations.
+        b.setRouting(RoutingTable(routes: [
+            ClientRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 24, interface: 0),
+            ClientRoute(prefix: IPAddress(ipv4: 0), prefixLength: 0, interface: 0, gateway: IPAddress("198.18.0.254")!,
+                        gatewayMAC: gateway),
+            ClientRoute(prefix: .zero, prefixLength: 0, interface: 0, gateway: IPAddress("2001:2::fe")!),
+        ], neighbors: [NeighborKey(interface: 0, address: IPAddress("198.18.0.3")!): clientMAC], version: 2))
+        func reply(to client: IPAddress) -> ([UInt8], Verdict) {
+            PacketBuilder.udpFrame(source: Fixtures.node4a, destination: client, sourcePort: 5353, destinationPort: 40000)
+                .mutatingFrame { b.process($0, length: $1, now: 1, ingress: 0) }
+        }
+        func destinationMAC(_ frame: [UInt8]) -> MACAddress { MACAddress(value: frame.prefix(6).reduce(0) { $0 << 8 | UInt64($1) }) }
+        // On-link, in the kernel's neighbour table.
+        let (known, v1) = reply(to: IPAddress("198.18.0.3")!)
+        #expect(v1 == .transmit(interface: 0) && destinationMAC(known) == clientMAC)
+        // On-link, unknown: counted, handed to the control plane to resolve.
+        #expect(reply(to: IPAddress("198.18.0.9")!).1 == .drop)
+        #expect(b.counters[.nextHopUnresolved] == 1)
+        var unrouted: [UnroutedReply] = []
+        b.drainUnrouted { unrouted.append($0) }
+        #expect(unrouted == [UnroutedReply(destination: IPAddress("198.18.0.9")!, nextHop: IPAddress("198.18.0.9")!,
+                                           interface: 0, reason: .unresolved)])
+        // Learnt from its ARP request for the VIP: the first reply needs no resolution.
+        let arp = PacketBuilder.ethernet(destination: .broadcast, source: MACAddress("02:00:00:00:00:c9")!, etherType: 0x0806,
+                                         payload: [0, 1, 8, 0, 6, 4, 0, 1] + [2, 0, 0, 0, 0, 0xc9] + [198, 18, 0, 9]
+                                             + [0, 0, 0, 0, 0, 0] + Array(Fixtures.vip4.bytes[12...]))
+        #expect(arp.mutatingFrame { b.process($0, length: $1, now: 1, ingress: 0, capacity: 64) }.1 != .pass)
+        let (learnt, v2) = reply(to: IPAddress("198.18.0.9")!)
+        #expect(v2 == .transmit(interface: 0) && destinationMAC(learnt) == MACAddress("02:00:00:00:00:c9")!)
+        // Off-link: the default route's gateway.
+        let (far, v3) = reply(to: IPAddress("198.18.4.2")!)
+        #expect(v3 == .transmit(interface: 0) && destinationMAC(far) == gateway)
+        #expect(b.counters[.noRouteToClient] == 0)
+        // An override comes first, whatever its prefix length.
+        b.setRouting(RoutingTable(routes: [
+            ClientRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 24, interface: 0),
+            ClientRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 16, interface: 0, gateway: IPAddress("198.18.0.254")!,
+                        gatewayMAC: gateway, isOverride: true),
+        ], neighbors: [NeighborKey(interface: 0, address: IPAddress("198.18.0.3")!): clientMAC], version: 3))
+        #expect(destinationMAC(reply(to: IPAddress("198.18.0.3")!).0) == gateway)
+        // No route at all.
+        #expect(reply(to: IPAddress("198.19.7.7")!).1 == .drop)
+        #expect(b.counters[.noRouteToClient] == 1)
+    }
+
     @Test func commandsForAnotherLayoutAreRefused() throws {
         let b = try Self.balancer([Self.matGroup()])
         // Indices a command computed for a larger layout could carry.

@@ -1,0 +1,217 @@
+/// Where a NAT reply goes: the egress interface and the next hop's MAC.
+public struct NextHop: Sendable, Equatable {
+    public var interface: Int
+    public var mac: MACAddress
+
+    @inlinable
+    public init(interface: Int, mac: MACAddress) {
+        self.interface = interface
+        self.mac = mac
+    }
+}
+
+/// A route toward clients, as the kernel's FIB (or a `routes:` override) gives it.
+public struct ClientRoute: Sendable, Equatable {
+    public var prefix: IPAddress
+    public var prefixLength: Int
+    public var interface: Int
+    /// A gateway's MAC; nil for an on-link route (the destination is its own next hop),
+    /// or for a gateway not resolved yet (`gateway` is then set).
+    public var gatewayMAC: MACAddress?
+    public var gateway: IPAddress?
+    /// A `routes:` override: looked at before every route of the kernel's.
+    public var isOverride: Bool
+
+    public init(prefix: IPAddress, prefixLength: Int, interface: Int, gateway: IPAddress? = nil,
+                gatewayMAC: MACAddress? = nil, isOverride: Bool = false) {
+        self.prefix = prefix
+        self.prefixLength = prefixLength
+        self.interface = interface
+        self.gateway = gateway
+        self.gatewayMAC = gatewayMAC
+        self.isOverride = isOverride
+    }
+
+    @inlinable public var isOnLink: Bool { gateway == nil }
+
+    /// Prefix length counted in the 128-bit (IPv4-mapped) space.
+    @inlinable
+    public var mappedLength: Int { prefix.isIPv4 ? prefixLength + 96 : prefixLength }
+
+    /// Whether the route covers `a`, of the same address family (an IPv6 default route
+    /// covers no IPv4 address).
+    @inlinable
+    public func contains(_ a: IPAddress) -> Bool {
+        guard a.isIPv4 == prefix.isIPv4 else { return false }
+        return ReturnRoute(prefix: prefix, prefixLength: prefixLength, interface: interface, nextHopMAC: .zero).contains(a)
+    }
+}
+
+/// What a worker needs to send NAT replies the way the kernel would: the routes toward
+/// clients on data-plane interfaces (longest prefix first) and the MACs of on-link
+/// neighbours. Immutable; the control plane builds a new one when the kernel's routes or
+/// neighbours change, and each worker swaps it in between batches. The per-packet
+/// lookup is a scan of the (few) routes and a hash probe, no system call and no lock.
+public final class RoutingTable: @unchecked Sendable {
+    public let routes: [ClientRoute]
+    @usableFromInline let routeStorage: UnsafeMutablePointer<ClientRoute>
+    @usableFromInline let routeCount: Int
+    @usableFromInline let neighbors: NeighborTable
+    /// Bumped by the control plane with every new table.
+    public let version: UInt64
+
+    public static let empty = RoutingTable(routes: [], neighbors: [:], version: 0)
+
+    /// - Parameter neighbors: (interface, address) → MAC, for on-link next hops.
+    public init(routes: [ClientRoute], neighbors: [NeighborKey: MACAddress], version: UInt64) {
+        // Overrides first, then the longest prefix.
+        let sorted = routes.sorted {
+            $0.isOverride != $1.isOverride ? $0.isOverride : $0.mappedLength > $1.mappedLength
+        }
+        self.routes = sorted
+        routeCount = sorted.count
+        routeStorage = .allocate(capacity: max(1, sorted.count))
+        routeStorage.initialize(from: sorted, count: sorted.count)
+        self.neighbors = NeighborTable(neighbors)
+        self.version = version
+    }
+
+    deinit { routeStorage.deallocate() }
+
+    /// The longest-prefix route to `destination`, or nil.
+    @inlinable
+    public func route(to destination: IPAddress) -> ClientRoute? {
+        var r = 0
+        while r < routeCount {
+            if routeStorage[r].contains(destination) { return routeStorage[r] }
+            r &+= 1
+        }
+        return nil
+    }
+
+    @inlinable
+    public func neighbor(_ address: IPAddress, interface: Int) -> MACAddress? {
+        neighbors.lookup(NeighborKey(interface: interface, address: address))
+    }
+}
+
+/// A neighbour on a data-plane interface.
+public struct NeighborKey: Hashable, Sendable {
+    public var interface: Int
+    public var address: IPAddress
+
+    @inlinable
+    public init(interface: Int, address: IPAddress) {
+        self.interface = interface
+        self.address = address
+    }
+
+    @inlinable @inline(__always)
+    var hash: UInt64 {
+        let h = (address.low ^ address.high &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(interface)) &* 0xC2B2_AE3D_27D4_EB4F
+        return h ^ (h >> 29)
+    }
+}
+
+/// An immutable open-addressing map from a neighbour to its MAC.
+@usableFromInline final class NeighborTable {
+    @usableFromInline let keys: UnsafeMutablePointer<NeighborKey>
+    @usableFromInline let macs: UnsafeMutablePointer<UInt64>  // MAC + 1 << 48 when used
+    @usableFromInline let mask: Int
+
+    init(_ entries: [NeighborKey: MACAddress]) {
+        var size = 8
+        while size < entries.count * 2 { size <<= 1 }
+        mask = size - 1
+        keys = .allocate(capacity: size)
+        keys.initialize(repeating: NeighborKey(interface: -1, address: .zero), count: size)
+        macs = .allocate(capacity: size)
+        macs.initialize(repeating: 0, count: size)
+        for (key, mac) in entries {
+            var i = Int(truncatingIfNeeded: key.hash) & mask
+            while macs[i] != 0 { i = (i + 1) & mask }
+            keys[i] = key
+            macs[i] = mac.value | 1 << 48
+        }
+    }
+
+    deinit {
+        keys.deallocate()
+        macs.deallocate()
+    }
+
+    @inlinable
+    func lookup(_ key: NeighborKey) -> MACAddress? {
+        var i = Int(truncatingIfNeeded: key.hash) & mask
+        while true {
+            let v = macs[i]
+            if v == 0 { return nil }
+            if keys[i] == key { return MACAddress(value: v) }
+            i = (i &+ 1) & mask
+        }
+    }
+}
+
+/// What a worker learnt itself, from ARP requests and neighbour solicitations for its
+/// VIPs (as the kernel learns from requests for its own addresses): the clients on its
+/// links, which the kernel never sees, since their frames go to the workers. So the first
+/// reply to a new on-link client needs no resolution. Fixed size, written and read by
+/// one worker; a newer entry replaces the one in its slot.
+public final class LearnedNeighbors {
+    @usableFromInline let keys: UnsafeMutablePointer<NeighborKey>
+    @usableFromInline let macs: UnsafeMutablePointer<UInt64>
+    @usableFromInline let mask: Int
+
+    public init(capacity: Int = 4096) {
+        var size = 8
+        while size < capacity { size <<= 1 }
+        mask = size - 1
+        keys = .allocate(capacity: size)
+        keys.initialize(repeating: NeighborKey(interface: -1, address: .zero), count: size)
+        macs = .allocate(capacity: size)
+        macs.initialize(repeating: 0, count: size)
+    }
+
+    deinit {
+        keys.deallocate()
+        macs.deallocate()
+    }
+
+    @inlinable
+    public func learn(_ key: NeighborKey, _ mac: MACAddress) {
+        let i = Int(truncatingIfNeeded: key.hash) & mask
+        keys[i] = key
+        macs[i] = mac.value | 1 << 48
+    }
+
+    @inlinable
+    public func lookup(_ key: NeighborKey) -> MACAddress? {
+        let i = Int(truncatingIfNeeded: key.hash) & mask
+        guard macs[i] != 0, keys[i] == key else { return nil }
+        return MACAddress(value: macs[i])
+    }
+}
+
+/// A destination a NAT reply could not be sent to, and why: for the control plane to
+/// resolve, and for status.
+public struct UnroutedReply: Sendable, Equatable {
+    public enum Reason: String, Sendable {
+        /// No route covers the destination.
+        case noRoute = "no route"
+        /// The route's next hop (the destination itself, on-link, or a gateway) has no MAC yet.
+        case unresolved = "next hop unresolved"
+    }
+
+    public var destination: IPAddress
+    /// The next hop to resolve (the destination on-link, else the gateway).
+    public var nextHop: IPAddress
+    public var interface: Int
+    public var reason: Reason
+
+    public init(destination: IPAddress, nextHop: IPAddress, interface: Int, reason: Reason) {
+        self.destination = destination
+        self.nextHop = nextHop
+        self.interface = interface
+        self.reason = reason
+    }
+}

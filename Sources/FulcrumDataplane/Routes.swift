@@ -1,0 +1,156 @@
+import FulcrumBPF
+import FulcrumCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The kernel's routing table over rtnetlink: the unicast routes of the main table,
+/// which is where NAT replies are sent from (as the kernel would send them).
+public enum Routes {
+    public struct Entry: Hashable, Sendable {
+        public var prefix: IPAddress
+        public var prefixLength: Int
+        public var ifindex: Int32
+        /// nil: on-link (the destination is its own next hop).
+        public var gateway: IPAddress?
+        public var metric: UInt32
+    }
+
+    static let RTM_NEWROUTE: UInt16 = 24
+    static let RTM_GETROUTE: UInt16 = 26
+    static let RTA_DST: UInt16 = 1
+    static let RTA_OIF: UInt16 = 4
+    static let RTA_GATEWAY: UInt16 = 5
+    static let RTA_PRIORITY: UInt16 = 6
+    static let RTA_TABLE: UInt16 = 15
+    static let RTN_UNICAST: UInt8 = 1
+    static let RT_TABLE_MAIN: UInt32 = 254
+
+    /// Every unicast route of the main table that names an output interface.
+    public static func dump() throws -> [Entry] {
+        let fd = try Neighbors.openSocket()
+        defer { close(fd) }
+        // nlmsghdr + struct rtmsg (family, dst_len, src_len, tos, table, protocol, scope,
+        // type, flags): all zero asks for every family.
+        var request: [UInt8] = []
+        Neighbors.append32(&request, 16 + 12)
+        Neighbors.append16(&request, RTM_GETROUTE)
+        Neighbors.append16(&request, 0x01 | 0x300)  // REQUEST | DUMP
+        Neighbors.append32(&request, 1)
+        Neighbors.append32(&request, 0)
+        request += [UInt8](repeating: 0, count: 12)
+        _ = try request.withUnsafeBytes { raw in
+            try SystemCall.run("send RTM_GETROUTE") { Int32(send(fd, raw.baseAddress, raw.count, 0)) }
+        }
+        var entries: [Entry] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { throw SystemError("receive RTM_GETROUTE dump", errno: errno) }
+            var offset = 0
+            while offset + 16 <= n {
+                let length = Int(Neighbors.load32(buffer, offset))
+                let type = Neighbors.load16(buffer, offset + 4)
+                guard length >= 16, offset + length <= n else { break }
+                if type == Neighbors.NLMSG_DONE { return entries }
+                if type == Neighbors.NLMSG_ERROR {
+                    throw SystemError("RTM_GETROUTE", errno: -Int32(bitPattern: Neighbors.load32(buffer, offset + 16)))
+                }
+                if type == RTM_NEWROUTE, length >= 28, let e = parse(buffer, offset + 16, end: offset + length) {
+                    entries.append(e)
+                }
+                offset += (length + 3) & ~3
+            }
+        }
+    }
+
+    static func address(_ payload: ArraySlice<UInt8>, family: UInt8) -> IPAddress? {
+        if family == UInt8(AF_INET) && payload.count == 4 {
+            return IPAddress(ipv4: payload.reduce(0) { $0 << 8 | UInt32($1) })
+        }
+        if family == UInt8(AF_INET6) && payload.count == 16 {
+            return IPAddress(high: payload.prefix(8).reduce(0) { $0 << 8 | UInt64($1) },
+                             low: payload.suffix(8).reduce(0) { $0 << 8 | UInt64($1) })
+        }
+        return nil
+    }
+
+    static func parse(_ b: [UInt8], _ o: Int, end: Int) -> Entry? {
+        let family = b[o]
+        let length = Int(b[o + 1])
+        var table = UInt32(b[o + 4])
+        guard b[o + 7] == RTN_UNICAST, family == UInt8(AF_INET) || family == UInt8(AF_INET6) else { return nil }
+        var destination: IPAddress?
+        var gateway: IPAddress?
+        var ifindex: Int32?
+        var metric: UInt32 = 0
+        var a = o + 12
+        while a + 4 <= end {
+            let attributeLength = Int(Neighbors.load16(b, a))
+            let type = Neighbors.load16(b, a + 2)
+            guard attributeLength >= 4, a + attributeLength <= end else { break }
+            let payload = b[(a + 4)..<(a + attributeLength)]
+            switch type {
+            case RTA_DST: destination = address(payload, family: family)
+            case RTA_GATEWAY: gateway = address(payload, family: family)
+            case RTA_OIF where payload.count == 4: ifindex = Int32(bitPattern: Neighbors.load32(b, a + 4))
+            case RTA_PRIORITY where payload.count == 4: metric = Neighbors.load32(b, a + 4)
+            case RTA_TABLE where payload.count == 4: table = Neighbors.load32(b, a + 4)
+            default: break
+            }
+            a += (attributeLength + 3) & ~3
+        }
+        guard table == RT_TABLE_MAIN, let ifindex else { return nil }
+        let zero = family == UInt8(AF_INET) ? IPAddress(ipv4: 0) : IPAddress.zero
+        return Entry(prefix: destination ?? zero, prefixLength: length, ifindex: ifindex, gateway: gateway, metric: metric)
+    }
+}
+
+/// A subscription to the kernel's route and neighbour changes (rtnetlink multicast
+/// groups): the control plane drains it every tick and rebuilds the workers' routing at
+/// once when anything changed, instead of waiting for its periodic refresh.
+public final class RoutingWatch: @unchecked Sendable {
+    private let fd: Int32
+    static let RTMGRP_NEIGH: UInt32 = 0x4
+    static let RTMGRP_IPV4_ROUTE: UInt32 = 0x40
+    static let RTMGRP_IPV6_ROUTE: UInt32 = 0x400
+
+    public init() throws {
+        let fd = try SystemCall.run("open rtnetlink watch") {
+            socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        // struct sockaddr_nl: family, pad, pid (0: the kernel picks), groups.
+        var address = [UInt8](repeating: 0, count: 12)
+        withUnsafeBytes(of: UInt16(AF_NETLINK)) { address.replaceSubrange(0..<2, with: $0) }
+        withUnsafeBytes(of: Self.RTMGRP_NEIGH | Self.RTMGRP_IPV4_ROUTE | Self.RTMGRP_IPV6_ROUTE) {
+            address.replaceSubrange(8..<12, with: $0)
+        }
+        do {
+            try address.withUnsafeBytes { raw in
+                try SystemCall.run("bind rtnetlink watch") {
+                    bind(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
+                }
+            }
+        } catch {
+            close(fd)
+            throw error
+        }
+        self.fd = fd
+    }
+
+    /// Reads everything waiting; true if the kernel said anything (a change, or that
+    /// messages were lost, which also calls for a fresh dump).
+    public func drain() -> Bool {
+        var changed = false
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n > 0 { changed = true; continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == ENOBUFS { changed = true; continue }
+            return changed
+        }
+    }
+
+    deinit { close(fd) }
+}
