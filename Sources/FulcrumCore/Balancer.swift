@@ -96,10 +96,23 @@ public final class Balancer {
     @usableFromInline let interfaceMACs: UnsafeMutablePointer<MACAddress>
     @usableFromInline let interfaceMaxFrames: UnsafeMutablePointer<Int>
     /// Where NAT replies go (the kernel's routes and neighbours, and `routes:`
-    /// overrides). Swapped between batches by `setRouting`; read per reply through an
-    /// unretained reference (`routingOwner` keeps it alive), so no ARC traffic per packet.
-    @usableFromInline unowned(unsafe) var routing: RoutingTable
+    /// overrides), as the per-reply lookup reads it: behind a `let` pointer, so a reply
+    /// pays neither ARC nor a dynamic exclusivity check (a `var` on a class would).
+    /// Swapped between batches by `setRouting`; `routingOwner` keeps the table alive.
+    @usableFromInline let routingView: UnsafeMutablePointer<RoutingView>
     var routingOwner: RoutingTable
+
+    @usableFromInline struct RoutingView {
+        @usableFromInline var hot: UnsafeMutablePointer<HotRoute>
+        @usableFromInline var count: Int
+        @usableFromInline unowned(unsafe) var table: RoutingTable
+
+        init(_ table: RoutingTable) {
+            hot = table.hot
+            count = table.routeCount
+            self.table = table
+        }
+    }
     /// Clients learnt from their ARP and NS for the VIPs.
     public let learned = LearnedNeighbors()
     /// Destinations replies could not be sent to since the worker last took them.
@@ -119,9 +132,10 @@ public final class Balancer {
             routes: spec.returnRoutes.map {
                 ClientRoute(prefix: $0.prefix, prefixLength: $0.prefixLength, interface: $0.interface,
                             gateway: .zero, gatewayMAC: $0.nextHopMAC, isOverride: true)
-            }, neighbors: [:], version: 0)
+            }, neighbors: [:], version: 0, interfaceMACs: spec.interfaceMACs)
         routingOwner = table
-        self.routing = table
+        routingView = .allocate(capacity: 1)
+        routingView.initialize(to: RoutingView(table))
         unrouted = .allocate(capacity: Balancer.unroutedCapacity)
         let slotCount = spec.nodeSlotCount
         guard slotCount <= spec.maxNodeSlots else {
@@ -228,6 +242,7 @@ public final class Balancer {
         interfaceMACs.deallocate()
         interfaceMaxFrames.deallocate()
         unrouted.deallocate()
+        routingView.deallocate()
     }
 
     // MARK: - Control (worker thread, between batches)
@@ -726,24 +741,49 @@ public final class Balancer {
     /// on-link (learnt from its ARP/NS, else the kernel's neighbour table), else the
     /// gateway's. nil (counted, and noted for the control plane to resolve) when none.
     @inlinable @inline(__always)
-    func nextHop(to client: IPAddress) -> NextHop? {
-        guard let route = routing.route(to: client) else {
+    func nextHop(to client: IPAddress) -> ReplyHop? {
+        let view = routingView.pointee
+        let isIPv4 = client.isIPv4
+        var r = 0
+        while r < view.count {
+            let h = view.hot[r]
+            if client.high & h.highMask == h.high && client.low & h.lowMask == h.low && h.isIPv4 == isIPv4 { break }
+            r &+= 1
+        }
+        guard r < view.count else { return unrouted(client, route: -1) }
+        let h = view.hot[r]
+        if h.kind == HotRoute.resolved { return ReplyHop(interface: h.interface, ethernet: h.ethernet) }
+        if h.kind == HotRoute.unresolved { return unrouted(client, route: r) }
+        let key = NeighborKey(interface: h.interface, address: client)
+        if let mac = learned.lookup(key) ?? view.table.neighbor(client, interface: h.interface) {
+            return ReplyHop(interface: h.interface, ethernet: EthernetAddresses(destination: mac, source: interfaceMACs[h.interface]))
+        }
+        return unrouted(client, route: r)
+    }
+
+    /// Where a reply goes: the interface and the Ethernet addresses to write.
+    @usableFromInline struct ReplyHop {
+        @usableFromInline var interface: Int
+        @usableFromInline var ethernet: EthernetAddresses
+        @inlinable init(interface: Int, ethernet: EthernetAddresses) {
+            self.interface = interface
+            self.ethernet = ethernet
+        }
+    }
+
+    /// A reply with no route (`route` -1) or no MAC for its next hop: counted, and noted
+    /// for the control plane.
+    @usableFromInline @inline(never)
+    func unrouted(_ client: IPAddress, route r: Int) -> ReplyHop? {
+        guard r >= 0 else {
             counters.count(.noRouteToClient)
             noteUnrouted(UnroutedReply(destination: client, nextHop: client, interface: -1, reason: .noRoute))
             return nil
         }
-        if let gateway = route.gateway {
-            if let mac = route.gatewayMAC { return NextHop(interface: route.interface, mac: mac) }
-            counters.count(.nextHopUnresolved)
-            noteUnrouted(UnroutedReply(destination: client, nextHop: gateway, interface: route.interface, reason: .unresolved))
-            return nil
-        }
-        let key = NeighborKey(interface: route.interface, address: client)
-        if let mac = learned.lookup(key) ?? routing.neighbor(client, interface: route.interface) {
-            return NextHop(interface: route.interface, mac: mac)
-        }
+        let route = routingOwner.routeStorage[r]
         counters.count(.nextHopUnresolved)
-        noteUnrouted(UnroutedReply(destination: client, nextHop: client, interface: route.interface, reason: .unresolved))
+        noteUnrouted(UnroutedReply(destination: client, nextHop: route.gateway ?? client, interface: route.interface,
+                                   reason: .unresolved))
         return nil
     }
 
@@ -774,17 +814,17 @@ public final class Balancer {
     /// A new routing table (the kernel's routes or neighbours changed). Worker thread,
     /// between batches.
     public func setRouting(_ table: RoutingTable) {
+        routingView.pointee = RoutingView(table)
         routingOwner = table
-        routing = table
     }
 
-    public var routingVersion: UInt64 { routing.version }
+    public var routingVersion: UInt64 { routingOwner.version }
 
     /// A translated NAT reply out toward the client.
     @inlinable @inline(__always)
-    func reply(_ frame: UnsafeMutableRawPointer, length: Int, target: ReverseTarget, route: NextHop) -> Verdict {
+    func reply(_ frame: UnsafeMutableRawPointer, length: Int, target: ReverseTarget, route: ReplyHop) -> Verdict {
         if length > interfaceMaxFrames[route.interface] { return tooBig() }
-        Rewrite.mat(frame, destinationMAC: route.mac, sourceMAC: interfaceMACs[route.interface])
+        Rewrite.mat(frame, route.ethernet)
         counters.count(.natReplies)
         counters.count(.transmitted)
         counters.countGroup(target.group, .bytes, UInt64(length))

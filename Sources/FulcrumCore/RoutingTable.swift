@@ -1,13 +1,19 @@
-/// Where a NAT reply goes: the egress interface and the next hop's MAC.
-public struct NextHop: Sendable, Equatable {
-    public var interface: Int
-    public var mac: MACAddress
+/// A route as the per-reply scan reads it: the prefix as masks over the 128-bit
+/// address, and for a resolved gateway the Ethernet addresses ready to store.
+@usableFromInline struct HotRoute {
+    @usableFromInline var highMask: UInt64
+    @usableFromInline var lowMask: UInt64
+    @usableFromInline var high: UInt64
+    @usableFromInline var low: UInt64
+    @usableFromInline var interface: Int
+    /// `onLink`, `resolved` (a gateway with a MAC) or `unresolved` (a gateway without).
+    @usableFromInline var kind: UInt8
+    @usableFromInline var isIPv4: Bool
+    @usableFromInline var ethernet: EthernetAddresses
 
-    @inlinable
-    public init(interface: Int, mac: MACAddress) {
-        self.interface = interface
-        self.mac = mac
-    }
+    @usableFromInline static let onLink: UInt8 = 0
+    @usableFromInline static let resolved: UInt8 = 1
+    @usableFromInline static let unresolved: UInt8 = 2
 }
 
 /// A route toward clients, as the kernel's FIB (or a `routes:` override) gives it.
@@ -62,8 +68,14 @@ public final class RoutingTable: @unchecked Sendable {
 
     public static let empty = RoutingTable(routes: [], neighbors: [:], version: 0)
 
-    /// - Parameter neighbors: (interface, address) → MAC, for on-link next hops.
-    public init(routes: [ClientRoute], neighbors: [NeighborKey: MACAddress], version: UInt64) {
+    @usableFromInline let hot: UnsafeMutablePointer<HotRoute>
+
+    /// - Parameters:
+    ///   - neighbors: (interface, address) → MAC, for on-link next hops.
+    ///   - interfaceMACs: this LB's MAC per interface, the Ethernet source of replies
+    ///     (prepared with each gateway's MAC once here, rather than per reply).
+    public init(routes: [ClientRoute], neighbors: [NeighborKey: MACAddress], version: UInt64,
+                interfaceMACs: [MACAddress] = []) {
         // Overrides first, then the longest prefix.
         let sorted = routes.sorted {
             $0.isOverride != $1.isOverride ? $0.isOverride : $0.mappedLength > $1.mappedLength
@@ -72,21 +84,47 @@ public final class RoutingTable: @unchecked Sendable {
         routeCount = sorted.count
         routeStorage = .allocate(capacity: max(1, sorted.count))
         routeStorage.initialize(from: sorted, count: sorted.count)
+        hot = .allocate(capacity: max(1, sorted.count))
+        hot.initialize(from: sorted.map { r in
+            let bits = r.mappedLength
+            let highMask: UInt64 = bits <= 0 ? 0 : bits >= 64 ? ~0 : ~(~0 >> UInt64(bits))
+            let lowBits = bits - 64
+            let lowMask: UInt64 = lowBits <= 0 ? 0 : lowBits >= 64 ? ~0 : ~(~0 >> UInt64(lowBits))
+            let source = r.interface < interfaceMACs.count ? interfaceMACs[r.interface] : .zero
+            return HotRoute(highMask: highMask, lowMask: lowMask, high: r.prefix.high & highMask, low: r.prefix.low & lowMask,
+                            interface: r.interface,
+                            kind: r.gateway == nil ? HotRoute.onLink : r.gatewayMAC == nil ? HotRoute.unresolved : HotRoute.resolved,
+                            isIPv4: r.prefix.isIPv4,
+                            ethernet: EthernetAddresses(toward: r.gatewayMAC, from: source))
+        }, count: sorted.count)
         self.neighbors = NeighborTable(neighbors)
         self.version = version
     }
 
-    deinit { routeStorage.deallocate() }
+    deinit {
+        routeStorage.deallocate()
+        hot.deallocate()
+    }
 
     /// The longest-prefix route to `destination`, or nil.
     @inlinable
     public func route(to destination: IPAddress) -> ClientRoute? {
+        let r = routeIndex(to: destination)
+        return r < 0 ? nil : routeStorage[r]
+    }
+
+    /// The index of the first route (overrides, then the longest prefix) that covers
+    /// `a`, of its address family; -1 if none.
+    @inlinable @inline(__always)
+    func routeIndex(to a: IPAddress) -> Int {
+        let isIPv4 = a.isIPv4
         var r = 0
         while r < routeCount {
-            if routeStorage[r].contains(destination) { return routeStorage[r] }
+            let h = hot[r]
+            if a.high & h.highMask == h.high && a.low & h.lowMask == h.low && h.isIPv4 == isIPv4 { return r }
             r &+= 1
         }
-        return nil
+        return -1
     }
 
     @inlinable

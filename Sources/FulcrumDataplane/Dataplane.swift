@@ -244,7 +244,8 @@ public final class Dataplane: @unchecked Sendable {
         let (spec, routing) = state.withLock { s -> (BalancerSpec, RoutingTable) in
             s.kernelRoutes = kernelRoutes
             s.routingInput = routingInput(s)
-            s.routing = RoutingTable(routes: s.routingInput.routes, neighbors: s.routingInput.neighbors, version: 1)
+            s.routing = RoutingTable(routes: s.routingInput.routes, neighbors: s.routingInput.neighbors, version: 1,
+                                     interfaceMACs: interfaceMACs)
             return (s.spec, s.routing)
         }
         for (slot, ifindex) in ifindexes.enumerated() {
@@ -424,7 +425,8 @@ public final class Dataplane: @unchecked Sendable {
             }
             if input != s.routingInput {
                 s.routingInput = input
-                s.routing = RoutingTable(routes: input.routes, neighbors: input.neighbors, version: s.routing.version &+ 1)
+                s.routing = RoutingTable(routes: input.routes, neighbors: input.neighbors, version: s.routing.version &+ 1,
+                                         interfaceMACs: interfaceMACs)
                 for w in workers { w.send(.routing(s.routing)) }
             }
             for u in unrouted {

@@ -490,7 +490,8 @@ import Testing
             ClientRoute(prefix: IPAddress(ipv4: 0), prefixLength: 0, interface: 0, gateway: IPAddress("198.18.0.254")!,
                         gatewayMAC: gateway),
             ClientRoute(prefix: .zero, prefixLength: 0, interface: 0, gateway: IPAddress("2001:2::fe")!),
-        ], neighbors: [NeighborKey(interface: 0, address: IPAddress("198.18.0.3")!): clientMAC], version: 2))
+        ], neighbors: [NeighborKey(interface: 0, address: IPAddress("198.18.0.3")!): clientMAC], version: 2,
+           interfaceMACs: [Self.lbMAC]))
         func reply(to client: IPAddress) -> ([UInt8], Verdict) {
             PacketBuilder.udpFrame(source: Fixtures.node4a, destination: client, sourcePort: 5353, destinationPort: 40000)
                 .mutatingFrame { b.process($0, length: $1, now: 1, ingress: 0) }
@@ -522,7 +523,8 @@ import Testing
             ClientRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 24, interface: 0),
             ClientRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 16, interface: 0, gateway: IPAddress("198.18.0.254")!,
                         gatewayMAC: gateway, isOverride: true),
-        ], neighbors: [NeighborKey(interface: 0, address: IPAddress("198.18.0.3")!): clientMAC], version: 3))
+        ], neighbors: [NeighborKey(interface: 0, address: IPAddress("198.18.0.3")!): clientMAC], version: 3,
+           interfaceMACs: [Self.lbMAC]))
         #expect(destinationMAC(reply(to: IPAddress("198.18.0.3")!).0) == gateway)
         // No route at all.
         #expect(reply(to: IPAddress("198.19.7.7")!).1 == .drop)
