@@ -18,7 +18,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Testbed: client + 3 MAT nodes on the front segment, 3 NAT nodes behind the LB"
 "$root/Bench/testbed/testbed.sh" up "$P" "$DIR"
-"$FULCRUM" check --config "$DIR/lb.yaml"
+ip netns exec "$P-lb" "$FULCRUM" check --config "$DIR/lb.yaml"   # where it will run: interfaces, queues, cores
 
 step "Starting fulcrum in the LB namespace (log: $DIR/lb.log)"
 ip netns exec "$P-lb" "$FULCRUM" run --config "$DIR/lb.yaml" --status-file "$DIR/status.json" >"$DIR/lb.log" 2>&1 &

@@ -646,6 +646,7 @@ public final class Balancer {
         let n = FrameBuilder.arpReply(frame, capacity: frameCapacity, to: request, mac: interfaceMACs[ingress])
         guard n > 0 else { counters.count(.passedToKernel); return .pass }
         counters.count(.arpReplies)
+        counters.count(.transmitted)
         return .answer(interface: ingress, length: n)
     }
 
@@ -665,6 +666,7 @@ public final class Balancer {
                                                             vlan: p.hasVLAN ? p.vlanTag : nil)
         guard n > 0 else { return notOurs() }
         counters.count(.neighborAdvertisements)
+        counters.count(.transmitted)
         return .answer(interface: ingress, length: n)
     }
 

@@ -43,13 +43,16 @@ struct Run: ParsableCommand {
 }
 
 struct Check: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Validate a configuration file without running anything.")
+    static let configuration = CommandConfiguration(
+        abstract: "Validate a configuration file without running anything.",
+        discussion: "By default the file is checked as `fulcrum run` would check it on this host: its interfaces must exist here with the queues asked for, and its cores must be ones this process may use. --offline checks the file alone (on a build machine, say).")
 
     @Option(name: .shortAndLong, help: "The YAML configuration file.") var config: String
+    @Flag(help: "Check the file alone, not against this host's interfaces and cores.") var offline = false
 
     func run() throws {
         do {
-            let c = try HostCheck.load(path: config)
+            let c = offline ? try ConfigLoader.load(path: config) : try HostCheck.load(path: config)
             print("\(config): OK — \(c.groups.count) group(s), \(c.groups.reduce(0) { $0 + $1.nodes.count }) node(s), interfaces \(c.dataplane.interfaces.map(\.name).joined(separator: ", "))")
         } catch let error as ConfigErrors {
             printError(error.description)
