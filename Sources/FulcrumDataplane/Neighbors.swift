@@ -57,28 +57,35 @@ public enum Neighbors {
 
     /// Every resolved entry (REACHABLE, STALE, DELAY, PROBE, NOARP, PERMANENT).
     public static func dump() throws -> [Entry] {
-        let fd = try openSocket()
-        defer { close(fd) }
         let request = message(type: RTM_GETNEIGH, flags: 0x01 | 0x300 /* REQUEST|DUMP */, family: UInt8(AF_UNSPEC),
                               ifindex: 0, ndmFlags: 0, state: 0, destination: nil)
-        _ = try request.withUnsafeBytes { raw in
-            try SystemCall.run("send RTM_GETNEIGH") { Int32(send(fd, raw.baseAddress, raw.count, 0)) }
+        return try dump(request, operation: "RTM_GETNEIGH", type: RTM_NEWNEIGH, minimum: 28) { b, start, end in
+            parseNeighbor(b, start, end: end)
         }
-        var entries: [Entry] = []
+    }
+
+    /// Sends an rtnetlink dump request and parses every message of `type` in the answer
+    /// (`parse` gets the buffer and where the message's body starts and ends).
+    static func dump<T>(_ request: [UInt8], operation: String, type wanted: UInt16, minimum: Int,
+                        parse: ([UInt8], Int, Int) -> T?) throws -> [T] {
+        let fd = try openSocket()
+        defer { close(fd) }
+        _ = try request.withUnsafeBytes { raw in
+            try SystemCall.run("send \(operation)") { Int32(send(fd, raw.baseAddress, raw.count, 0)) }
+        }
+        var out: [T] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { throw SystemError("receive RTM_GETNEIGH dump", errno: errno) }
+            if n <= 0 { throw SystemError("receive \(operation) dump", errno: errno) }
             var offset = 0
             while offset + 16 <= n {
                 let length = Int(load32(buffer, offset))
                 let type = load16(buffer, offset + 4)
                 guard length >= 16, offset + length <= n else { break }
-                if type == NLMSG_DONE { return entries }
-                if type == NLMSG_ERROR { throw SystemError("RTM_GETNEIGH", errno: -Int32(bitPattern: load32(buffer, offset + 16))) }
-                if type == RTM_NEWNEIGH, length >= 28 {
-                    if let e = parseNeighbor(buffer, offset + 16, end: offset + length) { entries.append(e) }
-                }
+                if type == NLMSG_DONE { return out }
+                if type == NLMSG_ERROR { throw SystemError(operation, errno: -Int32(bitPattern: load32(buffer, offset + 16))) }
+                if type == wanted, length >= minimum, let e = parse(buffer, offset + 16, offset + length) { out.append(e) }
                 offset += (length + 3) & ~3
             }
         }

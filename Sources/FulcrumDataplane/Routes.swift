@@ -28,8 +28,6 @@ public enum Routes {
 
     /// Every unicast route of the main table that names an output interface.
     public static func dump() throws -> [Entry] {
-        let fd = try Neighbors.openSocket()
-        defer { close(fd) }
         // nlmsghdr + struct rtmsg (family, dst_len, src_len, tos, table, protocol, scope,
         // type, flags): all zero asks for every family.
         var request: [UInt8] = []
@@ -39,28 +37,8 @@ public enum Routes {
         Neighbors.append32(&request, 1)
         Neighbors.append32(&request, 0)
         request += [UInt8](repeating: 0, count: 12)
-        _ = try request.withUnsafeBytes { raw in
-            try SystemCall.run("send RTM_GETROUTE") { Int32(send(fd, raw.baseAddress, raw.count, 0)) }
-        }
-        var entries: [Entry] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { throw SystemError("receive RTM_GETROUTE dump", errno: errno) }
-            var offset = 0
-            while offset + 16 <= n {
-                let length = Int(Neighbors.load32(buffer, offset))
-                let type = Neighbors.load16(buffer, offset + 4)
-                guard length >= 16, offset + length <= n else { break }
-                if type == Neighbors.NLMSG_DONE { return entries }
-                if type == Neighbors.NLMSG_ERROR {
-                    throw SystemError("RTM_GETROUTE", errno: -Int32(bitPattern: Neighbors.load32(buffer, offset + 16)))
-                }
-                if type == RTM_NEWROUTE, length >= 28, let e = parse(buffer, offset + 16, end: offset + length) {
-                    entries.append(e)
-                }
-                offset += (length + 3) & ~3
-            }
+        return try Neighbors.dump(request, operation: "RTM_GETROUTE", type: RTM_NEWROUTE, minimum: 28) { b, start, end in
+            parse(b, start, end: end)
         }
     }
 
