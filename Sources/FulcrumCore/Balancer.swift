@@ -134,9 +134,6 @@ public final class Balancer {
                             gateway: .zero, gatewayMAC: $0.nextHopMAC, isOverride: true)
             }, neighbors: [:], version: 0, interfaceMACs: spec.interfaceMACs)
         routingOwner = table
-        routingView = .allocate(capacity: 1)
-        routingView.initialize(to: RoutingView(table))
-        unrouted = .allocate(capacity: Balancer.unroutedCapacity)
         let slotCount = spec.nodeSlotCount
         guard slotCount <= spec.maxNodeSlots else {
             throw BalancerSpecError.tooManyNodeSlots(needed: slotCount, limit: spec.maxNodeSlots)
@@ -218,6 +215,11 @@ public final class Balancer {
         interfaceMACs.initialize(from: spec.interfaceMACs, count: spec.interfaceMACs.count)
         interfaceMaxFrames = .allocate(capacity: max(1, maxFrames.count))
         interfaceMaxFrames.initialize(from: maxFrames, count: maxFrames.count)
+        // Raw allocations come after the last `throw`: a class whose init throws never
+        // runs its deinit, so anything allocated before would leak.
+        routingView = .allocate(capacity: 1)
+        routingView.initialize(to: RoutingView(table))
+        unrouted = .allocate(capacity: Balancer.unroutedCapacity)
     }
 
     /// The (key, value) pairs whose key has one identity among them (`same`): a key
