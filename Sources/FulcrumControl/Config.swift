@@ -66,8 +66,18 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var line: Int?
     }
 
+    /// The event log (Docs/OPERATIONS.md).
+    public struct Events: Sendable, Equatable {
+        /// The JSON-lines file; nil keeps events in memory only.
+        public var file: String?
+        public var maxBytes = 10 << 20
+        public var keep = 3
+        public var memory = 1000
+    }
+
     public var file: String
     public var nodeName: String
+    public var events = Events()
     public var dataplane: Dataplane
     public var routes: [Route]
     public var groups: [Group]

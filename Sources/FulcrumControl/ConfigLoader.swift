@@ -160,7 +160,7 @@ struct Reader {
 
     mutating func config(_ root: Node?) -> FulcrumConfig? {
         if let root { enclosing.append(root) }
-        let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups"])
+        let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups", "events"])
         var name = "fulcrum"
         if let section = top["node"] {
             name = string(mapping(section, "node", allowed: ["name"])["name"], "node.name") ?? name
@@ -178,7 +178,22 @@ struct Reader {
             if let g = group(n, "groups[\(i)]", interfaces: dp.interfaces.map(\.name)) { groups.append(g) }
         }
         crossCheck(groups, top["groups"], dataplane: dp)
-        return FulcrumConfig(file: file, nodeName: name, dataplane: dp, routes: routes, groups: groups, lines: lines)
+        var events = FulcrumConfig.Events()
+        if let e = top["events"] {
+            let em = mapping(e, "events", allowed: ["file", "max_bytes", "keep", "memory"])
+            if let f = em["file"] {
+                events.file = string(f, "events.file")
+                if let path = events.file, !path.hasPrefix("/") {
+                    fail(f, "events.file", "must be an absolute path")
+                }
+            }
+            if let v = em["max_bytes"].flatMap({ int($0, "events.max_bytes", in: 4096...(1 << 30)) }) { events.maxBytes = v }
+            if let v = em["keep"].flatMap({ int($0, "events.keep", in: 0...100) }) { events.keep = v }
+            if let v = em["memory"].flatMap({ int($0, "events.memory", in: 10...1_000_000) }) { events.memory = v }
+        }
+        var config = FulcrumConfig(file: file, nodeName: name, dataplane: dp, routes: routes, groups: groups, lines: lines)
+        config.events = events
+        return config
     }
 
     mutating func dataplane(_ node: Node?) -> FulcrumConfig.Dataplane {

@@ -16,6 +16,25 @@ public final class Daemon {
     var generation = 1
     var statusWrites = 0
     var reloadsRejected = 0
+    var events: EventLog?
+
+    /// Node MACs learnt or lost, and destinations newly unroutable, as events.
+    func record(_ refresh: Dataplane.RoutingRefresh) {
+        guard let events else { return }
+        for (group, address, mac) in refresh.nodeMACs {
+            if let mac {
+                events.record(.info, "node.mac.learned", "\(group): node \(address) is at \(mac)",
+                              ["group": group, "node": "\(address)", "mac": "\(mac)"])
+            } else {
+                events.record(.warning, "node.mac.lost", "\(group): node \(address) has no MAC; it gets no new flows",
+                              ["group": group, "node": "\(address)"])
+            }
+        }
+        for u in refresh.newlyUnrouted {
+            events.record(.warning, "reply.unroutable", "NAT replies to \(u.destination) cannot be sent: \(u.reason.rawValue)",
+                          ["destination": "\(u.destination)", "reason": u.reason.rawValue])
+        }
+    }
     var lastMapEntries: [String: Int] = [:]
 
     public init(configPath: String, statusFile: String?, bpfObject: String? = nil, logger: Logger) {
@@ -36,6 +55,9 @@ public final class Daemon {
 
         var config = try HostCheck.load(path: configPath)
         logger[metadataKey: "host"] = "\(config.nodeName)"
+        let events = try EventLog(file: config.events.file, capacity: config.events.memory,
+                                  maxFileBytes: config.events.maxBytes, keep: config.events.keep)
+        self.events = events
         let dataplane = try Dataplane(options: config.dataplaneOptions(bpfObject: bpfObject), groups: config.groupSpecs,
                                       routes: config.routeSpecs, logger: logger)
         try dataplane.start()
@@ -47,8 +69,11 @@ public final class Daemon {
             logger.warning("no subscription to routing changes; they are read every second", metadata: ["error": "\(error)"])
             watch = nil
         }
-        dataplane.refreshRouting()
+        record(dataplane.refreshRouting())
         logger.info("fulcrum running", metadata: ["groups": "\(config.groups.count)", "config": "\(configPath)"])
+        events.record(.notice, "daemon.started",
+                      "fulcrum started on \(config.dataplane.interfaces.map(\.name).joined(separator: ", ")) with \(config.groups.count) groups",
+                      ["config": configPath, "generation": "\(generation)", "pid": "\(getpid())"])
         writeStatus(dataplane, host: config.nodeName)
 
         var lastNeighborRefresh = monotonicSeconds()
@@ -59,6 +84,7 @@ public final class Daemon {
             let signal = sigtimedwait(&signals, &info, &timeout)
             if signal == SIGTERM || signal == SIGINT {
                 logger.info("stopping", metadata: ["signal": "\(signal == SIGTERM ? "SIGTERM" : "SIGINT")"])
+                events.record(.notice, "daemon.stopping", "fulcrum stopping on \(signal == SIGTERM ? "SIGTERM" : "SIGINT")")
                 break
             }
             if signal == SIGHUP {
@@ -81,15 +107,22 @@ public final class Daemon {
                     generation += 1
                     fastRefreshes = 10
                     logger.info("configuration reloaded", metadata: ["generation": "\(generation)"])
+                    events.record(.notice, "config.applied", "configuration \(generation) applied (\(next.groups.count) groups)",
+                                  ["generation": "\(generation)", "file": configPath])
                 } catch {
                     reloadsRejected += 1
                     logger.error("reload rejected; the running configuration is unchanged\n\(error)")
+                    let lines = "\(error)".split(separator: "\n")
+                    events.record(.warning, "config.rejected",
+                                  "reload rejected, configuration \(generation) kept: \(lines.first ?? "")"
+                                      + (lines.count > 1 ? " (and \(lines.count - 1) more)" : ""),
+                                  ["generation": "\(generation)", "file": configPath, "errors": "\(lines.count)"])
                 }
             }
             let now = monotonicSeconds()
             let changed = (watch?.drain() ?? false) || dataplane.hasUnrouted
             if changed || fastRefreshes > 0 || now - lastNeighborRefresh >= 1 {
-                dataplane.refreshRouting()
+                record(dataplane.refreshRouting())
                 lastNeighborRefresh = now
                 fastRefreshes = max(0, fastRefreshes - 1)
             }
@@ -114,6 +147,7 @@ public final class Daemon {
             snapshot.mapEntries = lastMapEntries
             var report = StatusReport(host: host, generation: generation, snapshot: snapshot,
                                       interfaces: dataplane.options.interfaces)
+            report.events = events?.events(limit: 10) ?? []
             report.reloadsRejected = reloadsRejected
             try report.write(to: statusFile)
         } catch {

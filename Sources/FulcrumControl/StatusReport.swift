@@ -30,6 +30,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var configGeneration: Int
     /// Reloads refused since start (the running configuration stayed as it was).
     public var reloadsRejected: Int = 0
+    /// The latest events, oldest first.
+    public var events: [Event] = []
     public var groups: [Group]
     public var counters: [String: UInt64]
     public var drops: [String: UInt64]
@@ -100,10 +102,13 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public func write(to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
         try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 
     public static func read(from path: String) throws -> StatusReport {
-        try JSONDecoder().decode(StatusReport.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(StatusReport.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 }

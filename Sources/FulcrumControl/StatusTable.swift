@@ -20,6 +20,9 @@ public enum StatusTable {
         let kernel = s.sockets.sorted { $0.key < $1.key }.filter { $0.value > 0 && $0.key != "tx_ring_empty" }
             .map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         out += "\nAF_XDP:      " + kernel + "\n"
+        if !s.events.isEmpty {
+            out += "\nRecent events:\n" + s.events.map { "  " + EventText.line($0) }.joined(separator: "\n") + "\n"
+        }
         if !s.unroutedReplies.isEmpty {
             out += "\nNAT replies not sent (most recent first):\n"
             for u in s.unroutedReplies {

@@ -375,7 +375,16 @@ public final class Dataplane: @unchecked Sendable {
     /// is missing (nodes, gateways, and the destinations workers could not reply to);
     /// pushes changed node MACs and a new routing table to the workers. The daemon calls
     /// it every second and whenever the kernel announces a change (`RoutingWatch`).
-    public func refreshRouting() {
+    /// What a refresh found that an operator would want in the event log.
+    public struct RoutingRefresh: Sendable {
+        /// Node MACs learnt (or lost: nil), by group name and address.
+        public var nodeMACs: [(group: String, address: IPAddress, mac: MACAddress?)] = []
+        /// Destinations NAT replies could not be sent to, first seen in this refresh.
+        public var newlyUnrouted: [UnroutedStatus] = []
+    }
+
+    @discardableResult
+    public func refreshRouting() -> RoutingRefresh {
         // A failed or timed-out dump says nothing about the tables: keep the last known
         // ones rather than take it as empty.
         let table: [KernelNeighborKey: MACAddress]
@@ -383,8 +392,9 @@ public final class Dataplane: @unchecked Sendable {
             table = Self.table(try Neighbors.dump())
         } catch {
             logger.warning("neighbour table unreadable; keeping the last known MACs", metadata: ["error": "\(error)"])
-            return
+            return RoutingRefresh()
         }
+        var refresh = RoutingRefresh()
         let kernelRoutes: [Routes.Entry]?
         do { kernelRoutes = try Routes.dump() } catch {
             logger.warning("routing table unreadable; keeping the last known routes", metadata: ["error": "\(error)"])
@@ -436,9 +446,10 @@ public final class Dataplane: @unchecked Sendable {
                     s.unrouted[i].reason = u.reason
                     s.unrouted.insert(s.unrouted.remove(at: i), at: 0)
                 } else {
-                    s.unrouted.insert(UnroutedStatus(destination: u.destination, reason: u.reason,
-                                                     interface: u.interface >= 0 ? options.interfaces[u.interface] : nil,
-                                                     reports: 1), at: 0)
+                    let status = UnroutedStatus(destination: u.destination, reason: u.reason,
+                                                interface: u.interface >= 0 ? options.interfaces[u.interface] : nil, reports: 1)
+                    s.unrouted.insert(status, at: 0)
+                    refresh.newlyUnrouted.append(status)
                     if s.unrouted.count > 32 { s.unrouted.removeLast() }
                 }
             }
@@ -454,6 +465,8 @@ public final class Dataplane: @unchecked Sendable {
         for (group, address, mac) in learnt {
             logger.info("node MAC \(mac.map { "\($0)" } ?? "lost")", metadata: ["group": "\(group)", "node": "\(address)"])
         }
+        refresh.nodeMACs = learnt
+        return refresh
     }
 
     /// Whether a worker could not send a reply somewhere since the last refresh: the

@@ -7,7 +7,7 @@ struct Fulcrum: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum",
         abstract: "Fulcrum L4 load balancer: XDP steering, AF_XDP workers, MAT and NAT forwarding.",
-        subcommands: [Run.self, Check.self, Status.self])
+        subcommands: [Run.self, Check.self, Status.self, Events.self])
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
@@ -76,6 +76,31 @@ struct Status: ParsableCommand {
             throw ExitCode(1)
         }
         print(StatusTable.render(s))
+    }
+}
+
+extension Event.Severity: ExpressibleByArgument {}
+
+struct Events: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the event log (events.file of the configuration), oldest first.",
+        discussion: "Reads the file and its rotated copies; the daemon need not be running.")
+
+    @Option(help: "The event log file (events.file).") var file: String
+    @Option(help: "Only events with a sequence number after this one.") var since: UInt64 = 0
+    @Option(help: "Only events of at least this severity: info, notice, warning or error.") var severity: Event.Severity = .info
+    @Option(help: "Rotated files kept (events.keep).") var keep = 3
+    @Flag(help: "One JSON object per line, as in the file.") var json = false
+
+    func run() throws {
+        let events = EventLog.read(file: file, keep: keep).filter { $0.sequence > since && $0.severity >= severity }
+        for e in events {
+            if json {
+                print(String(decoding: try EventLog.encoder.encode(e), as: UTF8.self))
+            } else {
+                print(EventText.line(e))
+            }
+        }
     }
 }
 

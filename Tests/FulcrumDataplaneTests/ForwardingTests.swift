@@ -168,6 +168,42 @@ extension OnTheTestbed {
             }
         }
 
+        /// The daemon's events go to the file the configuration names, survive a restart,
+        /// and show in status and in `fulcrum events`.
+        @Test func theEventLogRecordsStartReloadsAndStopAcrossARestart() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            let file = bed.directory + "/events/events.jsonl"
+            let good = try bed.readConfig() + "events:\n  file: \(file)\n"
+            try bed.writeConfig(good)
+            try bed.startDaemon()
+            try bed.writeConfig(good.replacingOccurrences(of: "scheduler: wrr", with: "scheduler: fastest"))
+            bed.signalDaemon(SIGHUP)
+            try bed.waitFor("the rejection", timeout: 10) { $0.reloadsRejected == 1 }
+            try bed.writeConfig(good.replacingOccurrences(of: "weight: 3", with: "weight: 4"))
+            bed.signalDaemon(SIGHUP)
+            try bed.waitFor("the reload", timeout: 10) { $0.configGeneration == 2 }
+            #expect(bed.stopDaemon() == 0)
+            let (_, text) = try Testbed.run(bed.fulcrum, ["events", "--file", file])
+            let kinds = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true)[2] }
+            #expect(kinds.first == "daemon.started" && kinds.last == "daemon.stopping", "\(text)")
+            #expect(kinds.contains("node.mac.learned") && kinds.firstIndex(of: "config.rejected")! < kinds.firstIndex(of: "config.applied")!,
+                    "\(text)")
+            #expect(text.contains("scheduler: must be one of"), "the rejection says why: \(text)")
+            let (_, warnings) = try Testbed.run(bed.fulcrum, ["events", "--file", file, "--severity", "warning", "--json"])
+            #expect(warnings.split(separator: "\n").count == 1 && warnings.contains("\"kind\":\"config.rejected\""), "\(warnings)")
+            // After a restart, the sequence goes on and the old events are still there.
+            let before = text.split(separator: "\n").count
+            try bed.startDaemon()
+            try bed.waitFor("events in status", timeout: 5) { _ in
+                (try? String(contentsOfFile: bed.statusPath, encoding: .utf8))?.contains("config.rejected") == true
+            }
+            let (_, table) = try bed.exec("lb", [bed.fulcrum, "status", "--status-file", bed.statusPath])
+            #expect(table.contains("Recent events:") && table.contains("daemon.started"), "\(table)")
+            let all = EventLogReader.sequences(file)
+            #expect(all.count > before && all == Array(1...UInt64(all.count)), "\(all)")
+        }
+
         @Test func stopAndCrashBothLeaveNoProgramAttached() throws {
             let bed = try Testbed()
             defer { bed.tearDown() }
@@ -196,6 +232,18 @@ extension OnTheTestbed {
     @Test func privilegedTestsRunWhenRequired() {
         if Privileged.required {
             #expect(Privileged.available, "FULCRUM_REQUIRE_PRIVILEGED=1 but: \(Privileged.reason ?? "")")
+        }
+    }
+}
+
+/// Reads sequence numbers from an event log file without the FulcrumControl module (the
+/// data-plane tests see the daemon from outside, as an operator would).
+enum EventLogReader {
+    static func sequences(_ file: String) -> [UInt64] {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            guard let range = line.range(of: "\"sequence\":") else { return nil }
+            return UInt64(line[range.upperBound...].prefix { $0.isNumber })
         }
     }
 }
