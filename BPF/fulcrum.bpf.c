@@ -57,7 +57,8 @@ static __always_inline int is_ours(void *data, void *end, struct packet *p)
     if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
         if (lookup_endpoint(&fulcrum_services, &p->dst, p->dport, p->proto))
             return OURS_SERVICE;
-        if (lookup_endpoint(&fulcrum_replies, &p->src, p->sport, p->proto)) {
+        if (!bpf_map_lookup_elem(&fulcrum_local, &p->dst) &&
+            lookup_endpoint(&fulcrum_replies, &p->src, p->sport, p->proto)) {
             count(FULCRUM_CNT_NAT_REPLY);
             return OURS_OTHER;
         }
@@ -89,7 +90,8 @@ static __always_inline int fragment_is_ours(const struct packet *p)
 {
     if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
         return 0;
-    return bpf_map_lookup_elem(&fulcrum_vips, &p->dst) || lookup_endpoint(&fulcrum_replies, &p->src, 0, p->proto);
+    return bpf_map_lookup_elem(&fulcrum_vips, &p->dst) ||
+           (!bpf_map_lookup_elem(&fulcrum_local, &p->dst) && lookup_endpoint(&fulcrum_replies, &p->src, 0, p->proto));
 }
 
 /* A TCP SYN without ACK: the first packet of a connection. (A segment cut short
@@ -98,7 +100,13 @@ static __always_inline int opens_connection(void *data, void *end, const struct 
 {
     if (p->proto != IPPROTO_TCP)
         return 0;
-    __u8 *flags = data + p->l4 + 13;
+    /* Bounded, so that the verifier can prove the check below (an offset it only knows
+     * to be under 64 KiB, plus 14, may be past any packet). A frame whose TCP header
+     * starts this far in is dropped as oversize before a worker sees it anyway. */
+    __u32 l4 = p->l4;
+    if (!header_offset_ok(l4))
+        return 0;
+    __u8 *flags = data + l4 + 13;
     if ((void *)(flags + 1) > end)
         return 0;
     return (*flags & 0x12) == 0x02;
@@ -164,8 +172,9 @@ int fulcrum_xdp(struct xdp_md *ctx)
     }
 
     if (p.is_v6 && p.proto == IPPROTO_ICMPV6) {
-        __u8 *icmp = data + p.l4;
-        if ((void *)(icmp + 1) > end) {
+        __u32 l4 = p.l4;
+        __u8 *icmp = data + (header_offset_ok(l4) ? l4 : FULCRUM_MAX_HEADER_OFFSET);
+        if (!header_offset_ok(l4) || (void *)(icmp + 1) > end) {
             p.reason = FULCRUM_CNT_DROP_MALFORMED_ICMP;
             goto malformed;
         }

@@ -16,6 +16,11 @@
 #define FULCRUM_MAP_XSKS     "fulcrum_xsks"
 #define FULCRUM_MAP_IFSLOTS  "fulcrum_ifslots"
 #define FULCRUM_MAP_ADMISSION "fulcrum_admission"
+/* The LB's own addresses (any interface): a frame to one of them is the LB's, never a NAT
+ * reply to translate (a node's answer to the LB's health check comes from node:port
+ * like a reply). Value unused. */
+#define FULCRUM_MAP_LOCAL "fulcrum_local"
+#define FULCRUM_MAX_LOCAL 256
 #define FULCRUM_PROG_MAIN    "fulcrum_xdp"
 
 #define FULCRUM_MAX_SERVICES 4096

@@ -18,12 +18,15 @@ static __always_inline int icmp_is_error(__u8 type, int is_v6)
 /* Fills `inner` with the quoted packet's addresses and ports. */
 static __always_inline int parse_icmp_inner(void *data, void *end, const struct packet *p, struct packet *inner)
 {
-    __u8 *icmp = data + p->l4;
+    __u32 l4 = p->l4;
+    if (!header_offset_ok(l4))
+        return PARSE_MALFORMED;
+    __u8 *icmp = data + l4;
     if ((void *)(icmp + 8) > end)
         return PARSE_MALFORMED;
     if (!icmp_is_error(icmp[0], p->is_v6))
         return PARSE_OTHER;
-    __u32 off = p->l4 + 8;
+    __u32 off = l4 + 8;
     if (!p->is_v6) {
         struct iphdr *ip = data + off;
         if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)

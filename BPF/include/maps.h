@@ -62,6 +62,13 @@ struct {
     __type(value, struct fulcrum_admission);
 } fulcrum_admission SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, FULCRUM_MAX_LOCAL);
+    __type(key, struct fulcrum_addr);
+    __type(value, __u32);
+} fulcrum_local SEC(".maps");
+
 static __always_inline void count(__u32 index)
 {
     __u64 *value = bpf_map_lookup_elem(&fulcrum_counters, &index);

@@ -35,7 +35,10 @@ static __always_inline int answer_arp(void *data, void *end, const struct packet
                                       const struct fulcrum_ifslot *iface, int worker)
 {
     struct ethhdr *eth = data;
-    struct arp_ipv4 *arp = data + p->l3;
+    __u32 l3 = p->l3;
+    if (!header_offset_ok(l3))
+        return -2;
+    struct arp_ipv4 *arp = data + l3;
     if ((void *)(arp + 1) > end || (void *)(eth + 1) > end)
         return -2;
     if (arp->htype != bpf_htons(1) || arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != 6 || arp->plen != 4)

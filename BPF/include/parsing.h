@@ -55,6 +55,18 @@ enum parse_result {
     PARSE_VLAN,
 };
 
+/* The verifier checks a packet pointer against data_end only while its variable offset
+ * is known to stay under 64 KiB. An offset read back from `struct packet` (spilled to the
+ * stack as 16 bits) is known only to be under 64 KiB itself, so adding a header's size
+ * to it defeats the check. Every such offset goes through here first, in the same block
+ * as the pointer it makes. No header of a frame the program handles starts this far in
+ * (a worker's frame is at most FULCRUM_MAX_WORKER_FRAME bytes). */
+#define FULCRUM_MAX_HEADER_OFFSET 2048
+static __always_inline int header_offset_ok(__u32 off)
+{
+    return off <= FULCRUM_MAX_HEADER_OFFSET;
+}
+
 /* PARSE_MALFORMED, with the reason it is counted under. */
 #define MALFORMED(p, why) ((p)->reason = FULCRUM_CNT_DROP_##why, PARSE_MALFORMED)
 
@@ -98,7 +110,10 @@ static __always_inline int parse_ports(void *data, void *end, __u32 off, struct 
 
 static __always_inline int parse_ipv4(void *data, void *end, struct packet *p)
 {
-    struct iphdr *ip = data + p->l3;
+    __u32 l3 = p->l3;
+    if (!header_offset_ok(l3))
+        return MALFORMED(p, TRUNCATED_IP);
+    struct iphdr *ip = data + l3;
     if ((void *)(ip + 1) > end)
         return MALFORMED(p, TRUNCATED_IP);
     if (ip->version != 4 || ip->ihl < 5)
@@ -110,8 +125,8 @@ static __always_inline int parse_ipv4(void *data, void *end, struct packet *p)
     addr_from_v4(&p->dst, ip->daddr);
     if (ip->frag_off & bpf_htons(0x3FFF))
         return PARSE_FRAGMENT;
-    p->l4 = p->l3 + ihl;
-    return parse_ports(data, end, p->l4, p);
+    p->l4 = l3 + ihl;
+    return parse_ports(data, end, l3 + ihl, p);
 }
 
 static __always_inline int is_ipv6_extension(__u8 next)
@@ -121,7 +136,10 @@ static __always_inline int is_ipv6_extension(__u8 next)
 
 static __always_inline int parse_ipv6(void *data, void *end, struct packet *p)
 {
-    struct ipv6hdr *ip6 = data + p->l3;
+    __u32 l3 = p->l3;
+    if (!header_offset_ok(l3))
+        return MALFORMED(p, TRUNCATED_IP);
+    struct ipv6hdr *ip6 = data + l3;
     if ((void *)(ip6 + 1) > end)
         return MALFORMED(p, TRUNCATED_IP);
     if (ip6->version != 6)
@@ -130,10 +148,12 @@ static __always_inline int parse_ipv6(void *data, void *end, struct packet *p)
     addr_from_v6(&p->src, &ip6->saddr);
     addr_from_v6(&p->dst, &ip6->daddr);
     __u8 next = ip6->nexthdr;
-    __u32 off = p->l3 + sizeof(*ip6);
+    __u32 off = l3 + sizeof(*ip6);
 #pragma unroll
     for (int i = 0; i < IPV6_EXT_MAX; i++) {
         if (next == 44 /* fragment */) {
+            if (!header_offset_ok(off))
+                return MALFORMED(p, IPV6_EXTENSIONS);
             __u8 *frag = data + off;
             if ((void *)(frag + 8) > end)
                 return MALFORMED(p, IPV6_EXTENSIONS);
@@ -148,12 +168,14 @@ static __always_inline int parse_ipv6(void *data, void *end, struct packet *p)
         }
         if (!is_ipv6_extension(next))
             break;
+        if (!header_offset_ok(off))
+            return MALFORMED(p, IPV6_EXTENSIONS);
         __u8 *ext = data + off;
         if ((void *)(ext + 2) > end)
             return MALFORMED(p, IPV6_EXTENSIONS);
         next = ext[0];
         off += ((__u32)ext[1] + 1) * 8;
-        if (off > 0xFFFF)
+        if (!header_offset_ok(off))
             return MALFORMED(p, IPV6_EXTENSIONS);
     }
     if (is_ipv6_extension(next) || next == 44)

@@ -151,8 +151,16 @@ NFT
     ip -n "$P-$n" -6 addr add 2001:2:2::1$i/64 dev eth0 nodad
     ip -n "$P-$n" route add default via 198.18.2.1
     ip -n "$P-$n" -6 route add default via 2001:2:2::1
-    ip netns exec "$P-$n" "$PEER" serve --name $n --tcp 8080 --udp 5353 </dev/null >"$DIR/$n.log" 2>&1 &
+    # HTTP health checks ask port 8081; its status is what $DIR/$n.http-status says (200 if absent).
+    ip netns exec "$P-$n" "$PEER" serve --name $n --tcp 8080 --udp 5353 --http 8081 --http-status-file "$DIR/$n.http-status" \
+        </dev/null >"$DIR/$n.log" 2>&1 &
 done
+
+# The sorry server of web-nat, on the back segment: it answers as "sorry".
+ns s1; plug s1 back eth0
+ip -n "$P-s1" addr add 198.18.2.99/24 dev eth0
+ip -n "$P-s1" route add default via 198.18.2.1
+ip netns exec "$P-s1" "$PEER" serve --name sorry --tcp 8080 --udp 5353 </dev/null >"$DIR/s1.log" 2>&1 &
 
 # A router on the front segment, and a client behind it on the far segment. NAT replies
 # to it follow the LB's default route (no `routes:` in the config): the kernel's
@@ -209,6 +217,7 @@ YAML
     group web-mat  $MAT_VIP  tcp "80, 443" mat eth-c 198.18.0.1
     group dns-mat  $MAT_VIP  udp 53        mat eth-c 198.18.0.1
     group web-nat  $NAT_VIP  tcp 80        nat eth-n 198.18.2.1 8080
+    printf '    sorry:\n      address: "198.18.2.99"\n      port: 8080\n'
     group dns-nat  $NAT_VIP  udp 53        nat eth-n 198.18.2.1 5353
     group web6-mat $MAT_VIP6 tcp 80        mat eth-c 2001:2::1
     group dns6-mat $MAT_VIP6 udp 53        mat eth-c 2001:2::1

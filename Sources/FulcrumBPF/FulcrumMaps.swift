@@ -51,6 +51,7 @@ public struct FulcrumMaps: Sendable {
     public let counters: BPFMap
     public let sockets: BPFMap
     public let interfaces: BPFMap
+    public let local: BPFMap
 
     public init(_ object: BPFObject) throws {
         services = try object.map(FULCRUM_MAP_SERVICES)
@@ -60,6 +61,7 @@ public struct FulcrumMaps: Sendable {
         counters = try object.map(FULCRUM_MAP_COUNTERS)
         sockets = try object.map(FULCRUM_MAP_XSKS)
         interfaces = try object.map(FULCRUM_MAP_IFSLOTS)
+        local = try object.map(FULCRUM_MAP_LOCAL)
     }
 
     static func macBytes(_ mac: MACAddress) -> (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) {
@@ -155,6 +157,13 @@ public struct FulcrumMaps: Sendable {
     }
 
     public func removeSocket(slot: Int, queue: Int) throws { try sockets.delete(Self.socketKey(slot: slot, queue: queue)) }
+
+    /// Makes `fulcrum_local` hold exactly these addresses (the LB's own).
+    public func synchronizeLocal(_ addresses: Set<IPAddress>) throws {
+        for a in addresses.prefix(Int(FULCRUM_MAX_LOCAL)) { try local.update(Self.address(a), UInt32(1)) }
+        let wanted = Set(addresses.map { Self.address($0).bytesKey })
+        for k in local.keys(as: fulcrum_addr.self) where !wanted.contains(k.bytesKey) { try local.delete(k) }
+    }
 
     /// Replaces the service, reply and VIP maps with exactly these entries: new ones are
     /// written first, then stale ones deleted, so a service that stays never disappears.

@@ -52,6 +52,28 @@ public struct FulcrumConfig: Sendable, Equatable {
     /// A node (or sorry server) of a group: exactly what the data plane takes.
     public typealias Node = NodeSpec
 
+    /// A group's health check (Docs/CONFIG.md).
+    public struct HealthCheck: Sendable, Equatable {
+        public enum Kind: String, Sendable, Equatable, CaseIterable {
+            case tcp, http, udp
+        }
+        public var kind: Kind
+        /// Seconds between checks of a node, and how long one may take.
+        public var interval: Double = 1
+        public var timeout: Double = 0.5
+        public var rise = 2
+        public var fall = 2
+        /// The port checked; nil: the node's port (NAT), else the group's first port.
+        public var port: UInt16?
+        /// HTTP: the path, the Host header (default: the node's address), the status
+        /// codes that count as up.
+        public var path = "/"
+        public var host: String?
+        public var expect: [Int] = [200]
+        /// UDP: what to send; any answer counts as up.
+        public var send = "fulcrum health check\n"
+    }
+
     public struct Group: Sendable, Equatable {
         public var name: String
         public var vip: IPAddress
@@ -62,6 +84,7 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var interface: String
         public var nodes: [Node]
         public var sorry: Node?
+        public var healthCheck: HealthCheck?
         /// Where the group starts in the file, for errors found later.
         public var line: Int?
     }

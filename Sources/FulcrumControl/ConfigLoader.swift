@@ -334,7 +334,7 @@ struct Reader {
         enclosing.append(node)
         defer { enclosing.removeLast() }
         let m = mapping(node, field, allowed: ["name", "vip", "protocol", "ports", "method", "scheduler", "interface",
-                                               "nodes", "sorry"])
+                                               "nodes", "sorry", "health_check"])
         let name = string(m["name"], "\(field).name")
         let vip = address(m["vip"], "\(field).vip")
         if let vip, !vip.isHostUnicast {
@@ -387,9 +387,58 @@ struct Reader {
         if let s = m["sorry"] {
             sorry = endpoint(s, "\(field).sorry", method: method, multiPort: ports.count > 1, sorry: true)
         }
+        let check = m["health_check"].flatMap { healthCheck($0, "\(field).health_check") }
         guard let name, let vip, let proto, let method, let scheduler else { return nil }
         return FulcrumConfig.Group(name: name, vip: vip, proto: proto, ports: ports, method: method, scheduler: scheduler,
-                                   interface: interface, nodes: nodes, sorry: sorry, line: node.mark?.line)
+                                   interface: interface, nodes: nodes, sorry: sorry, healthCheck: check, line: node.mark?.line)
+    }
+
+    mutating func seconds(_ node: Node?, _ field: String, in range: ClosedRange<Double>) -> Double? {
+        guard let text = string(node, field) else { return nil }
+        guard let v = Double(text), range.contains(v) else {
+            fail(node, field, "must be a number of seconds from \(range.lowerBound) to \(range.upperBound)")
+            return nil
+        }
+        return v
+    }
+
+    mutating func healthCheck(_ node: Node, _ field: String) -> FulcrumConfig.HealthCheck? {
+        enclosing.append(node)
+        defer { enclosing.removeLast() }
+        let m = mapping(node, field, allowed: ["type", "interval", "timeout", "rise", "fall", "port", "path", "host",
+                                               "expect", "send"])
+        guard let kind = choice(m["type"], "\(field).type", FulcrumConfig.HealthCheck.Kind.self) else { return nil }
+        var c = FulcrumConfig.HealthCheck(kind: kind)
+        if let v = m["interval"].flatMap({ seconds($0, "\(field).interval", in: 0.05...3600) }) { c.interval = v }
+        if let v = m["timeout"].flatMap({ seconds($0, "\(field).timeout", in: 0.01...60) }) { c.timeout = v }
+        if c.timeout > c.interval {
+            fail(m["timeout"] ?? node, "\(field).timeout", "must be at most the interval (\(c.interval) s)", value: "\(c.timeout)")
+        }
+        if let v = m["rise"].flatMap({ int($0, "\(field).rise", in: 1...100) }) { c.rise = v }
+        if let v = m["fall"].flatMap({ int($0, "\(field).fall", in: 1...100) }) { c.fall = v }
+        if let v = m["port"].flatMap({ int($0, "\(field).port", in: 1...65535) }) { c.port = UInt16(v) }
+        if let p = m["path"], let v = string(p, "\(field).path") {
+            if kind != .http { fail(p, "\(field).path", "applies to type http only") }
+            if !v.hasPrefix("/") || v.contains(" ") || v.contains("\r") || v.contains("\n") {
+                fail(p, "\(field).path", "must start with / and hold no spaces or line breaks")
+            } else {
+                c.path = v
+            }
+        }
+        if let h = m["host"], let v = string(h, "\(field).host") {
+            if kind != .http { fail(h, "\(field).host", "applies to type http only") }
+            if v.contains(" ") || v.contains("\r") || v.contains("\n") { fail(h, "\(field).host", "must be a host name") } else { c.host = v }
+        }
+        if let e = m["expect"] {
+            if kind != .http { fail(e, "\(field).expect", "applies to type http only") }
+            let codes = sequence(e, "\(field).expect").enumerated().compactMap { int($0.element, "\(field).expect[\($0.offset)]", in: 100...599) }
+            if !codes.isEmpty { c.expect = codes }
+        }
+        if let s = m["send"], let v = string(s, "\(field).send") {
+            if kind != .udp { fail(s, "\(field).send", "applies to type udp only") }
+            c.send = v
+        }
+        return c
     }
 
     /// Checks across groups: unique names here; one group per VIP:port and NAT replies

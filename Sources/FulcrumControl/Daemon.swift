@@ -2,6 +2,7 @@ import FulcrumBPF
 import FulcrumCore
 import FulcrumDataplane
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,6 +18,7 @@ public final class Daemon {
     var statusWrites = 0
     var reloadsRejected = 0
     var events: EventLog?
+    var checker: HealthChecker?
 
     /// Node MACs learnt or lost, and destinations newly unroutable, as events.
     func record(_ refresh: Dataplane.RoutingRefresh) {
@@ -70,6 +72,12 @@ public final class Daemon {
             watch = nil
         }
         record(dataplane.refreshRouting())
+        let reactor = HealthReactor(dataplane: dataplane, events: events, logger: logger)
+        reactor.groups.withLock { $0 = config.groups }
+        let checker = HealthChecker(groups: config.groups) { reactor.changed($0) }
+        reactor.checker.withLock { $0 = checker }
+        checker.start()
+        self.checker = checker
         logger.info("fulcrum running", metadata: ["groups": "\(config.groups.count)", "config": "\(configPath)"])
         events.record(.notice, "daemon.started",
                       "fulcrum started on \(config.dataplane.interfaces.map(\.name).joined(separator: ", ")) with \(config.groups.count) groups",
@@ -107,6 +115,8 @@ public final class Daemon {
                     generation += 1
                     fastRefreshes = 10
                     logger.info("configuration reloaded", metadata: ["generation": "\(generation)"])
+                    reactor.groups.withLock { $0 = next.groups }
+                    checker.update(groups: next.groups)
                     events.record(.notice, "config.applied", "configuration \(generation) applied (\(next.groups.count) groups)",
                                   ["generation": "\(generation)", "file": configPath])
                 } catch {
@@ -128,6 +138,7 @@ public final class Daemon {
             }
             writeStatus(dataplane, host: config.nodeName)
         }
+        checker.stop()
         dataplane.stop()
     }
 
@@ -148,10 +159,72 @@ public final class Daemon {
             var report = StatusReport(host: host, generation: generation, snapshot: snapshot,
                                       interfaces: dataplane.options.interfaces)
             report.events = events?.events(limit: 10) ?? []
+            if let states = checker?.states {
+                for g in report.groups.indices {
+                    for k in report.groups[g].nodes.indices {
+                        let node = report.groups[g].nodes[k]
+                        guard let address = IPAddress(node.address),
+                              let state = states[NodeIdentity(group: report.groups[g].name, address: address,
+                                                              port: UInt16(node.port))] else { continue }
+                        report.groups[g].nodes[k].health = state.up ? "up" : "down: \(state.lastFailure ?? "failed")"
+                    }
+                }
+            }
             report.reloadsRejected = reloadsRejected
             try report.write(to: statusFile)
         } catch {
             logger.warning("cannot write status file", metadata: ["path": "\(statusFile)", "error": "\(error)"])
+        }
+    }
+}
+
+/// What a change of a node's health does, on the health checker's thread: the data plane
+/// learns it by identity (so it holds across reloads), and it is an event, as is a group
+/// left with no live node and its return.
+final class HealthReactor: Sendable {
+    let dataplane: Dataplane
+    let events: EventLog
+    let logger: Logger
+    /// The running groups (the daemon replaces them on reload).
+    let groups = Mutex<[FulcrumConfig.Group]>([])
+    let groupsDown = Mutex<Set<String>>([])
+    let checker = Mutex<HealthChecker?>(nil)
+
+    init(dataplane: Dataplane, events: EventLog, logger: Logger) {
+        self.dataplane = dataplane
+        self.events = events
+        self.logger = logger
+    }
+
+    func changed(_ change: HealthChecker.Change) {
+        let n = change.node
+        dataplane.setHealth(Dataplane.HealthKey(group: n.group, address: n.address, port: n.port), up: change.up)
+        let fields = ["group": n.group, "node": "\(n.address)", "port": "\(n.port)"]
+        if change.up {
+            logger.notice("node up", metadata: ["node": "\(n)"])
+            events.record(.notice, "node.up", "\(n.group): node \(n.address) is up", fields)
+        } else {
+            let why = change.reason ?? "failed"
+            logger.warning("node down", metadata: ["node": "\(n)", "reason": "\(why)"])
+            events.record(.warning, "node.down", "\(n.group): node \(n.address) is down (\(why))",
+                          fields.merging(["reason": why]) { a, _ in a })
+        }
+        // A group whose every node is down sends new flows to its sorry server, if it
+        // has one that is up.
+        guard let group = groups.withLock({ $0.first { $0.name == n.group } }),
+              let states = checker.withLock({ $0?.states }) else { return }
+        let allDown = !group.nodes.isEmpty && group.nodes.allSatisfy {
+            states[NodeIdentity(group: group.name, address: $0.address, port: $0.port)]?.up == false
+        }
+        let was = groupsDown.withLock { down in allDown ? !down.insert(group.name).inserted : down.remove(group.name) != nil }
+        if allDown && !was {
+            events.record(.error, "group.no_live_node",
+                          "\(group.name): no node is up; new flows go to "
+                              + (group.sorry.map { "the sorry server \($0.address)" } ?? "nowhere (no sorry server)"),
+                          ["group": group.name])
+        } else if !allDown && was {
+            events.record(.notice, "group.back", "\(group.name): a node is up again; new flows go to the nodes",
+                          ["group": group.name])
         }
     }
 }

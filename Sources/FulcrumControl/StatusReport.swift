@@ -15,6 +15,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var packets: UInt64
         public var bytes: UInt64
         public var newFlows: UInt64
+        /// "up", "down: <reason>", or nil when the group is not health-checked.
+        public var health: String?
     }
 
     public struct Group: Codable, Sendable, Equatable {

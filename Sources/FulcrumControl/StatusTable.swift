@@ -3,12 +3,12 @@ public enum StatusTable {
     public static func render(_ s: StatusReport) -> String {
         var out = "host \(s.host)   config generation \(s.configGeneration)   flows \(s.flows) of \(s.flowCapacity)\n"
         out += "XDP: " + s.attachModes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n\n"
-        var rows = [["group", "node", "weight", "mac", "active flows", "new flows", "packets", "bytes"]]
+        var rows = [["group", "node", "weight", "health", "mac", "active flows", "new flows", "packets", "bytes"]]
         for g in s.groups {
-            rows.append([g.name, "(all)", "", "", "", "\(g.newFlows)", "\(g.packets)", "\(g.bytes)"])
+            rows.append([g.name, "(all)", "", "", "", "", "\(g.newFlows)", "\(g.packets)", "\(g.bytes)"])
             for n in g.nodes {
                 let address = n.port == 0 ? n.address : (n.address.contains(":") ? "[\(n.address)]:\(n.port)" : "\(n.address):\(n.port)")
-                rows.append(["", address, "\(n.weight)", n.mac ?? "unresolved", "\(n.activeFlows)", "\(n.newFlows)",
+                rows.append(["", address, "\(n.weight)", n.health ?? "-", n.mac ?? "unresolved", "\(n.activeFlows)", "\(n.newFlows)",
                              "\(n.packets)", "\(n.bytes)"])
             }
         }
@@ -37,7 +37,7 @@ public enum StatusTable {
         var out = ""
         for (i, row) in rows.enumerated() {
             out += row.enumerated().map { c, cell in
-                c < 4 ? cell + String(repeating: " ", count: widths[c] - cell.count)
+                c < 5 ? cell + String(repeating: " ", count: widths[c] - cell.count)
                       : String(repeating: " ", count: widths[c] - cell.count) + cell
             }.joined(separator: "  ") + "\n"
             if i == 0 { out += widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ") + "\n" }

@@ -258,6 +258,15 @@ public final class Balancer {
         slots[slot].usable = schedulers[group].isEligible(node)
     }
 
+    /// Health of the sorry server: a down one takes no new flows either.
+    public func setSorryUp(group: Int, _ up: Bool) {
+        guard group >= 0 && group < spec.groups.count else { return }
+        let slot = groupStates[group].sorrySlot
+        guard slot >= 0 else { return }
+        slots[slot].up = up
+        slots[slot].usable = up && slots[slot].hasMAC
+    }
+
     /// MAT: the node's MAC; NAT: the next hop's. nil = unknown: the node is not chosen.
     public func setNodeMAC(group: Int, node: Int, _ mac: MACAddress?) {
         guard isNode(group: group, node: node) else { return }
@@ -279,6 +288,10 @@ public final class Balancer {
         slots[slot].ethernet = ethernet(toward: mac, group: group)
         slots[slot].hasMAC = mac != nil
         slots[slot].usable = mac != nil && slots[slot].up
+    }
+
+    public func isUp(group: Int, node: Int) -> Bool {
+        isNode(group: group, node: node) && slots[groupStates[group].nodeBase + node].up
     }
 
     /// Weights (static or dynamic). Established flows stay where they are.
@@ -847,7 +860,7 @@ public final class Balancer {
     func consistentChoice(_ g: Int, _ state: GroupState, hash: UInt64, source: IPAddress) -> Int {
         let pick = schedulers[g].consistentPick(flowHash: hash, sourceHash: StableHash.hash(source))
         if pick >= 0 { return state.nodeBase &+ pick }
-        if state.sorrySlot >= 0 && slots[state.sorrySlot].hasMAC { return state.sorrySlot }
+        if state.sorrySlot >= 0 && slots[state.sorrySlot].usable { return state.sorrySlot }
         return -1
     }
 
@@ -857,7 +870,7 @@ public final class Balancer {
         let pick = schedulers[g].pick(flowHash: hash, sourceHash: StableHash.hash(source),
                                       activeFlows: flows.activeCounts + state.nodeBase)
         if pick >= 0 { return state.nodeBase &+ pick }
-        if state.sorrySlot >= 0 && slots[state.sorrySlot].hasMAC { return state.sorrySlot }
+        if state.sorrySlot >= 0 && slots[state.sorrySlot].usable { return state.sorrySlot }
         return -1
     }
 

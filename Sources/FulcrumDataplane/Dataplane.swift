@@ -165,6 +165,56 @@ public final class Dataplane: @unchecked Sendable {
         var routing = RoutingTable.empty
         /// Destinations NAT replies could not be sent to, most recent first.
         var unrouted: [UnroutedStatus] = []
+        /// Nodes (and sorry servers) health checks found down, by identity: re-applied to
+        /// every new layout, so a reload never brings a dead node back.
+        var down: Set<HealthKey> = []
+    }
+
+    /// A node or sorry server by identity: group name, address, port.
+    public struct HealthKey: Hashable, Sendable {
+        public var group: String
+        public var address: IPAddress
+        public var port: UInt16
+        public init(group: String, address: IPAddress, port: UInt16) {
+            self.group = group
+            self.address = address
+            self.port = port
+        }
+    }
+
+    /// The commands that tell workers of `spec`'s generation which nodes are down.
+    static func healthCommands(_ down: Set<HealthKey>, in spec: BalancerSpec) -> [WorkerCommand] {
+        var out: [WorkerCommand] = []
+        for key in down {
+            guard let g = spec.groups.firstIndex(where: { $0.name == key.group }) else { continue }
+            let group = spec.groups[g]
+            if let n = group.nodes.firstIndex(where: { $0.address == key.address && $0.port == key.port }) {
+                out.append(.nodeUp(generation: spec.generation, group: g, node: n, up: false))
+            } else if let sorry = group.sorry, sorry.address == key.address && sorry.port == key.port {
+                out.append(.sorryUp(generation: spec.generation, group: g, up: false))
+            }
+        }
+        return out
+    }
+
+    /// Health: a node (or sorry server), by identity, up or down in every worker. Down, it
+    /// takes no new flows and its flows move on their next packet; it stays down across
+    /// reloads until it is reported up.
+    public func setHealth(_ key: HealthKey, up: Bool) {
+        state.withLock { s in
+            if up { s.down.remove(key) } else { s.down.insert(key) }
+            guard let g = s.spec.groups.firstIndex(where: { $0.name == key.group }) else { return }
+            let group = s.spec.groups[g]
+            let command: WorkerCommand
+            if let n = group.nodes.firstIndex(where: { $0.address == key.address && $0.port == key.port }) {
+                command = .nodeUp(generation: s.spec.generation, group: g, node: n, up: up)
+            } else if let sorry = group.sorry, sorry.address == key.address && sorry.port == key.port {
+                command = .sorryUp(generation: s.spec.generation, group: g, up: up)
+            } else {
+                return
+            }
+            for w in workers { w.send(command) }
+        }
     }
 
     struct RoutingInput: Equatable {
@@ -252,6 +302,7 @@ public final class Dataplane: @unchecked Sendable {
             try maps.setInterface(ifindex: ifindex, slot: slot, mac: interfaceMACs[slot])
         }
         try programMaps(spec)
+        try maps.synchronizeLocal(LocalAddresses.all())
         // Passive until told: a standby that boots must not answer for the VIPs.
         try maps.setActive(false)
         try setAdmission(perSecond: options.admission.perSecond, burst: options.admission.burst)
@@ -339,7 +390,11 @@ public final class Dataplane: @unchecked Sendable {
             }
             next.spec = spec
             s = next
-            for w in workers { w.send(.reload(spec)) }
+            let health = Self.healthCommands(s.down, in: spec)
+            for w in workers {
+                w.send(.reload(spec))
+                for c in health { w.send(c) }
+            }
             return spec.generation
         }
     }
@@ -402,6 +457,9 @@ public final class Dataplane: @unchecked Sendable {
         }
         var unrouted: [UnroutedReply] = []
         for w in workers { unrouted += w.takeUnrouted() }
+        do { try maps.synchronizeLocal(LocalAddresses.all()) } catch {
+            logger.warning("cannot update the local addresses map", metadata: ["error": "\(error)"])
+        }
         var missing: [(IPAddress, Int32)] = []
         var nodeChanges: [WorkerCommand] = []
         var learnt: [(group: String, address: IPAddress, mac: MACAddress?)] = []

@@ -204,3 +204,31 @@ public enum InterfaceFacts {
         return max(count, 1)
     }
 }
+
+/// The addresses this host holds, on every interface of the namespace (getifaddrs).
+public enum LocalAddresses {
+    public static func all() -> Set<IPAddress> {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0, let first = list else { return [] }
+        defer { freeifaddrs(first) }
+        var out = Set<IPAddress>()
+        var cursor: UnsafeMutablePointer<ifaddrs>? = first
+        while let entry = cursor {
+            if let sa = entry.pointee.ifa_addr {
+                if Int32(sa.pointee.sa_family) == AF_INET {
+                    sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                        out.insert(IPAddress(ipv4: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)))
+                    }
+                } else if Int32(sa.pointee.sa_family) == AF_INET6 {
+                    sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                        let b = withUnsafeBytes(of: sin6.pointee.sin6_addr) { Array($0) }
+                        out.insert(IPAddress(high: b[0..<8].reduce(0) { $0 << 8 | UInt64($1) },
+                                             low: b[8..<16].reduce(0) { $0 << 8 | UInt64($1) }))
+                    }
+                }
+            }
+            cursor = entry.pointee.ifa_next
+        }
+        return out
+    }
+}

@@ -308,6 +308,34 @@ public final class Testbed: @unchecked Sendable {
         throw Failure(description: "the counters did not settle in \(timeout) s")
     }
 
+    // MARK: - Health tests
+
+    /// Kills every process in one of the testbed's hosts (its servers).
+    public func stopServers(_ host: String) throws {
+        let (_, pids) = try Testbed.run("/usr/sbin/ip", ["netns", "pids", "\(prefix)-\(host)"])
+        for pid in pids.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+        for _ in 0..<50 where !(try Testbed.run("/usr/sbin/ip", ["netns", "pids", "\(prefix)-\(host)"]).1.isEmpty) {
+            usleep(20_000)
+        }
+    }
+
+    /// Starts a node's servers again, as testbed.sh does.
+    @discardableResult
+    public func startServers(_ host: String) throws -> ChildProcess {
+        try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-\(host)", testpeer, "serve", "--name", host,
+                          "--tcp", "8080", "--udp", "5353", "--http", "8081",
+                          "--http-status-file", directory + "/\(host).http-status"],
+                         outputPath: directory + "/\(host)-again.log")
+    }
+
+    /// What the HTTP health check of a node is answered with.
+    public func setHTTPStatus(_ host: String, _ status: Int?) throws {
+        let path = directory + "/\(host).http-status"
+        if let status { try "\(status)\n".write(toFile: path, atomically: true, encoding: .utf8) } else {
+            try? FileManager.default.removeItem(atPath: path)
+        }
+    }
+
     public func tearDown() {
         killDaemonIfRunning()
         _ = try? Testbed.run(root + "/Bench/testbed/testbed.sh", ["down", prefix])
@@ -327,6 +355,7 @@ public final class Testbed: @unchecked Sendable {
 public struct StatusView: Decodable, Sendable {
     public struct Node: Decodable, Sendable {
         public var address: String
+        public var health: String?
         public var weight: Int
         public var mac: String?
         public var activeFlows: Int

@@ -133,3 +133,21 @@ import Testing
         #expect(counts.min()! >= 640 && counts.max()! <= 672, "\(counts.min()!)…\(counts.max()!)")
     }
 }
+
+@Suite struct HealthTrackerTests {
+    /// (results in order, the transitions expected after each)
+    @Test func riseAndFallCountResultsInARow() {
+        var t = HealthTracker(rise: 2, fall: 3)
+        let script: [(Bool, HealthTracker.Transition?)] = [
+            (false, nil), (false, nil), (true, nil),            // a success resets the failures
+            (false, nil), (false, nil), (false, .wentDown(reason: "timeout")),
+            (false, nil),                                       // already down
+            (true, nil), (false, nil), (true, nil), (true, .wentUp),
+            (true, nil),
+        ]
+        for (i, (success, expected)) in script.enumerated() {
+            #expect(t.record(success: success, reason: success ? nil : "timeout") == expected, "step \(i)")
+        }
+        #expect(t.isUp && t.lastFailure == nil)
+    }
+}

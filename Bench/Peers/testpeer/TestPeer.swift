@@ -83,6 +83,9 @@ struct Serve: ParsableCommand {
     @Option var name: String
     @Option(help: "Comma-separated TCP ports.") var tcp: String = ""
     @Option(help: "Comma-separated UDP ports.") var udp: String = ""
+    @Option(help: "A TCP port answering HTTP requests (for health checks).") var http: UInt16?
+    @Option(help: "The HTTP status to answer is read from this file on each request (200 when it is absent).")
+    var httpStatusFile: String?
 
     func run() throws {
         var fds: [(Int32, Bool)] = []
@@ -101,6 +104,8 @@ struct Serve: ParsableCommand {
         }
         for p in tcp.split(separator: ",").compactMap({ UInt16($0) }) { try listenOn(p, tcp: true) }
         for p in udp.split(separator: ",").compactMap({ UInt16($0) }) { try listenOn(p, tcp: false) }
+        let httpIndex = fds.count
+        if let http { try listenOn(http, tcp: true) }
         let prefix = Array("\(name):".utf8)
         var open: [Int32] = []
         while true {
@@ -110,7 +115,10 @@ struct Serve: ParsableCommand {
             for (i, p) in polls.enumerated() where p.revents != 0 {
                 if i < fds.count {
                     let (fd, isTCP) = fds[i]
-                    if isTCP {
+                    if isTCP && http != nil && i == httpIndex {
+                        let c = accept(fd, nil, nil)
+                        if c >= 0 { answerHTTP(c) }
+                    } else if isTCP {
                         let c = accept(fd, nil, nil)
                         if c >= 0 { Socket.setTimeout(c, seconds: 5); open.append(c) }
                     } else {
@@ -124,6 +132,24 @@ struct Serve: ParsableCommand {
                 }
             }
         }
+    }
+}
+
+extension Serve {
+    /// Reads the request's first line and answers with the status the file says.
+    func answerHTTP(_ c: Int32) {
+        Socket.setTimeout(c, seconds: 2)
+        _ = Socket.readLine(c)
+        var status = 200
+        if let path = httpStatusFile, let f = fopen(path, "r") {
+            var line = [CChar](repeating: 0, count: 16)
+            if fgets(&line, 16, f) != nil {
+                status = Int(String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)) ?? 200
+            }
+            fclose(f)
+        }
+        _ = Socket.sendAll(c, Array("HTTP/1.0 \(status) \(status == 200 ? "OK" : "Unavailable")\r\nContent-Length: 0\r\n\r\n".utf8))
+        close(c)
     }
 }
 

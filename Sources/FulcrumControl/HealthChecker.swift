@@ -1,0 +1,272 @@
+import FulcrumBPF
+import FulcrumCore
+import Foundation
+import Synchronization
+
+/// A node as health checks know it: by identity, not by index, so its state survives
+/// reloads that renumber the groups.
+public struct NodeIdentity: Hashable, Sendable, CustomStringConvertible {
+    public var group: String
+    public var address: IPAddress
+    public var port: UInt16
+
+    public init(group: String, address: IPAddress, port: UInt16) {
+        self.group = group
+        self.address = address
+        self.port = port
+    }
+
+    public var description: String { port == 0 ? "\(group)/\(address)" : "\(group)/\(address):\(port)" }
+}
+
+/// Runs every group's health checks on one thread, with non-blocking sockets and poll:
+/// TCP connect, HTTP GET (expected status), UDP request and any answer. Each node has a
+/// `HealthTracker` (rise/fall); a change of state is handed to `onChange`. The thread
+/// never touches the data plane itself.
+public final class HealthChecker: @unchecked Sendable {
+    public struct Change: Sendable {
+        public var node: NodeIdentity
+        public var up: Bool
+        public var reason: String?
+    }
+
+    /// What status shows for a checked node.
+    public struct State: Sendable, Equatable {
+        public var up: Bool
+        public var lastFailure: String?
+    }
+
+    struct Target {
+        var id: NodeIdentity
+        var address: IPAddress
+        var port: UInt16
+        var check: FulcrumConfig.HealthCheck
+        var tracker: HealthTracker
+        var nextDue: Double
+        var probe: Probe?
+    }
+
+    struct Probe {
+        var fd: Int32
+        var deadline: Double
+        var phase: Phase
+        var received: [UInt8] = []
+        enum Phase { case connecting, awaitingReply }
+    }
+
+    private let onChange: @Sendable (Change) -> Void
+    private let pending = Mutex<[FulcrumConfig.Group]?>(nil)
+    private let published = Mutex<[NodeIdentity: State]>([:])
+    private let running = Atomic<Bool>(true)
+    private var thread: Thread?
+    /// Owned by the checker thread.
+    private var targets: [Target] = []
+
+    public init(groups: [FulcrumConfig.Group], onChange: @escaping @Sendable (Change) -> Void) {
+        self.onChange = onChange
+        pending.withLock { $0 = groups }
+    }
+
+    public func start() {
+        let t = Thread { [self] in loop() }
+        t.name = "fulcrum-health"
+        thread = t
+        t.start()
+    }
+
+    public func stop() { running.store(false, ordering: .releasing) }
+
+    /// A new configuration: targets are rebuilt, and a node keeps its state when its
+    /// identity and check stay the same.
+    public func update(groups: [FulcrumConfig.Group]) { pending.withLock { $0 = groups } }
+
+    /// Every checked node's state.
+    public var states: [NodeIdentity: State] { published.withLock { $0 } }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// The port a node is checked on: the check's, the node's (NAT), or the service's.
+    static func checkPort(_ g: FulcrumConfig.Group, _ node: FulcrumConfig.Node, _ check: FulcrumConfig.HealthCheck) -> UInt16 {
+        check.port ?? (node.port != 0 ? node.port : g.ports.first ?? 0)
+    }
+
+    func rebuild(_ groups: [FulcrumConfig.Group]) {
+        var old: [NodeIdentity: Target] = [:]
+        for t in targets {
+            if let p = t.probe { close(p.fd) }
+            old[t.id] = t
+        }
+        targets = []
+        let now = Self.now()
+        for g in groups {
+            guard let check = g.healthCheck else { continue }
+            let members = g.nodes + (g.sorry.map { [$0] } ?? [])
+            for (i, node) in members.enumerated() {
+                let id = NodeIdentity(group: g.name, address: node.address, port: node.port)
+                var target = Target(id: id, address: node.address, port: Self.checkPort(g, node, check), check: check,
+                                    tracker: HealthTracker(rise: check.rise, fall: check.fall),
+                                    nextDue: now + check.interval * Double(i) / Double(max(1, members.count)), probe: nil)
+                if let previous = old.removeValue(forKey: id), previous.check == check {
+                    target.tracker = previous.tracker
+                }
+                targets.append(target)
+            }
+        }
+        // Nodes that left a checked group, or whose group stopped checking, are up again
+        // as far as health goes (the data plane starts a node up).
+        for (id, t) in old where !t.tracker.isUp { onChange(Change(node: id, up: true, reason: "no longer checked")) }
+        publish()
+    }
+
+    func publish() {
+        let snapshot = Dictionary(targets.map { ($0.id, State(up: $0.tracker.isUp, lastFailure: $0.tracker.lastFailure)) },
+                                  uniquingKeysWith: { a, _ in a })
+        published.withLock { $0 = snapshot }
+    }
+
+    private func loop() {
+        while running.load(ordering: .acquiring) {
+            if let groups = pending.withLock({ p -> [FulcrumConfig.Group]? in defer { p = nil }; return p }) {
+                rebuild(groups)
+            }
+            let now = Self.now()
+            for i in targets.indices where targets[i].probe == nil && targets[i].nextDue <= now {
+                targets[i].nextDue = now + targets[i].check.interval
+                startProbe(i, now: now)
+            }
+            var fds: [pollfd] = []
+            var owners: [Int] = []
+            var wait = 0.1
+            for (i, t) in targets.enumerated() {
+                if let p = t.probe {
+                    fds.append(pollfd(fd: p.fd, events: Int16(p.phase == .connecting ? POLLOUT : POLLIN), revents: 0))
+                    owners.append(i)
+                    wait = min(wait, p.deadline - now)
+                } else {
+                    wait = min(wait, t.nextDue - now)
+                }
+            }
+            _ = poll(&fds, nfds_t(fds.count), Int32(max(0, wait) * 1000) + 1)
+            let after = Self.now()
+            for (k, pfd) in fds.enumerated() {
+                let i = owners[k]
+                if pfd.revents != 0 { advance(i) } else if let p = targets[i].probe, after >= p.deadline { finish(i, false, "timeout") }
+            }
+        }
+        for t in targets { if let p = t.probe { close(p.fd) } }
+    }
+
+    private func startProbe(_ i: Int, now: Double) {
+        let t = targets[i]
+        let family = t.address.isIPv4 ? AF_INET : AF_INET6
+        let type = t.check.kind == .udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)
+        let fd = socket(family, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return record(i, false, "socket: \(String(cString: strerror(errno)))") }
+        targets[i].probe = Probe(fd: fd, deadline: now + t.check.timeout, phase: .connecting)
+        let r = Self.withSocketAddress(t.address, t.port) { connect(fd, $0, $1) }
+        if r == 0 || errno == EINPROGRESS {
+            if t.check.kind == .udp { sendRequest(i) }  // a UDP "connect" completes at once
+            return
+        }
+        finish(i, false, Self.reason(errno))
+    }
+
+    /// Progress on a probe's socket.
+    private func advance(_ i: Int) {
+        guard let p = targets[i].probe else { return }
+        let kind = targets[i].check.kind
+        if p.phase == .connecting {
+            var error: Int32 = 0
+            var length = socklen_t(4)
+            getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &error, &length)
+            if error != 0 { return finish(i, false, Self.reason(error)) }
+            if kind == .tcp { return finish(i, true, nil) }
+            return sendRequest(i)
+        }
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        let n = recv(p.fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+        if n < 0 {
+            if errno == EAGAIN || errno == EINTR { return }
+            return finish(i, false, Self.reason(errno))
+        }
+        if kind == .udp { return finish(i, n > 0, n > 0 ? nil : "empty answer") }
+        targets[i].probe!.received += buffer.prefix(n)
+        let received = targets[i].probe!.received
+        if let end = received.firstIndex(of: UInt8(ascii: "\n")) {
+            // "HTTP/1.x 200 OK"
+            let line = String(decoding: received[..<end], as: UTF8.self)
+            let parts = line.split(separator: " ")
+            guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), let code = Int(parts[1]) else {
+                return finish(i, false, "not an HTTP answer")
+            }
+            return finish(i, targets[i].check.expect.contains(code), "status \(code)")
+        }
+        if n == 0 || received.count > 8192 { finish(i, false, "no HTTP status line") }
+    }
+
+    private func sendRequest(_ i: Int) {
+        let t = targets[i]
+        let request: [UInt8]
+        if t.check.kind == .http {
+            let host = t.check.host ?? (t.address.isIPv4 ? "\(t.address)" : "[\(t.address)]")
+            request = Array("GET \(t.check.path) HTTP/1.0\r\nHost: \(host)\r\nUser-Agent: fulcrum-health-check\r\nConnection: close\r\n\r\n".utf8)
+        } else {
+            request = Array(t.check.send.utf8)
+        }
+        let sent = request.withUnsafeBytes { send(t.probe!.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == request.count else { return finish(i, false, Self.reason(errno)) }
+        targets[i].probe!.phase = .awaitingReply
+    }
+
+    private func finish(_ i: Int, _ success: Bool, _ reason: String?) {
+        if let p = targets[i].probe { close(p.fd) }
+        targets[i].probe = nil
+        record(i, success, reason)
+    }
+
+    private func record(_ i: Int, _ success: Bool, _ reason: String?) {
+        let change = targets[i].tracker.record(success: success, reason: reason)
+        publish()  // before onChange, which may read `states`
+        switch change {
+        case .wentUp: onChange(Change(node: targets[i].id, up: true, reason: nil))
+        case let .wentDown(why): onChange(Change(node: targets[i].id, up: false, reason: why))
+        case nil: break
+        }
+    }
+
+    static func reason(_ code: Int32) -> String {
+        switch code {
+        case ECONNREFUSED: return "refused"
+        case ETIMEDOUT: return "timeout"
+        case EHOSTUNREACH, ENETUNREACH: return "unreachable"
+        case ECONNRESET: return "reset"
+        default: return String(cString: strerror(code))
+        }
+    }
+
+    /// Calls `body` with a sockaddr for address:port.
+    static func withSocketAddress(_ a: IPAddress, _ port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
+        if a.isIPv4 {
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = port.bigEndian
+            sin.sin_addr = in_addr(s_addr: a.ipv4.bigEndian)
+            return withUnsafePointer(to: &sin) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        var sin6 = sockaddr_in6()
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = port.bigEndian
+        withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
+            for (k, b) in a.bytes.enumerated() { raw[k] = b }
+        }
+        return withUnsafePointer(to: &sin6) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        }
+    }
+}

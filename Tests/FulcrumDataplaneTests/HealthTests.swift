@@ -1,0 +1,102 @@
+import Foundation
+import FulcrumTestSupport
+import Testing
+
+extension OnTheTestbed {
+    /// Health checks against the testbed's real servers: a node whose server stops is
+    /// taken out of scheduling, one that recovers comes back, and a group with no live
+    /// node sends new flows to its sorry server.
+    @Suite struct HealthTests {
+        static let webNAT = "  - name: web-nat\n    vip: \"198.18.1.20\"\n    protocol: tcp\n    ports: [80]\n    method: nat\n    scheduler: wrr\n    interface: eth-n\n"
+        static let dnsNAT = "  - name: dns-nat\n    vip: \"198.18.1.20\"\n    protocol: udp\n    ports: [53]\n    method: nat\n    scheduler: wrr\n    interface: eth-n\n"
+
+        /// The testbed's config with health checks on web-nat (and, if given, dns-nat).
+        static func config(_ bed: Testbed, web: String, dns: String? = nil) throws -> String {
+            var text = try bed.readConfig()
+            #expect(text.contains(webNAT) && text.contains(dnsNAT), "fixture drifted")
+            text = text.replacingOccurrences(of: webNAT, with: webNAT + "    health_check:\n" + web)
+            if let dns { text = text.replacingOccurrences(of: dnsNAT, with: dnsNAT + "    health_check:\n" + dns) }
+            return text + "events:\n  file: \(bed.directory)/events.jsonl\n"
+        }
+
+        static let tcpCheck = "      type: tcp\n      interval: 0.5\n      timeout: 0.25\n      rise: 2\n      fall: 2\n"
+
+        func health(_ s: StatusView, _ group: String, _ address: String) -> String? {
+            s.group(group)?.nodes.first { $0.address == address }?.health
+        }
+
+        @Test func aNodeWhoseServerStopsIsTakenOutAndComesBack() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            try bed.writeConfig(try Self.config(bed, web: Self.tcpCheck))
+            try bed.startDaemon()
+            try bed.waitFor("every node up", timeout: 5) { s in s.group("web-nat")!.nodes.allSatisfy { $0.health == "up" } }
+            let stopped = Date()
+            try bed.stopServers("n1")
+            try bed.waitFor("n1 down", timeout: 5) { self.health($0, "web-nat", "198.18.2.11")?.hasPrefix("down") == true }
+            let detection = Date().timeIntervalSince(stopped)
+            print("detected in \(Int(detection * 1000)) ms; fall × interval + timeout = 1250 ms")
+            // fall × interval + timeout, plus the status file's 0.2 s and polling.
+            #expect(detection < 1.25 + 0.5, "detected after \(detection) s")
+            #expect(health(try bed.status(), "web-nat", "198.18.2.11") == "down: refused")
+            let after = try bed.client("198.18.1.20", port: 80, count: 60)
+            #expect(after.ok == 60 && after.perNode["n1"] == nil, "no new connection fails or reaches n1: \(after.perNode) \(after.errors)")
+            // A reload renumbers nothing that matters: n1 stays down.
+            try bed.writeConfig(try bed.readConfig().replacingOccurrences(of: "weight: 2", with: "weight: 3"))
+            bed.signalDaemon(SIGHUP)
+            try bed.waitFor("the reload", timeout: 10) { $0.configGeneration == 2 }
+            #expect(try bed.client("198.18.1.20", port: 80, count: 30).perNode["n1"] == nil, "n1 came back with the reload")
+            let restarted = Date()
+            try bed.startServers("n1")
+            try bed.waitFor("n1 up", timeout: 5) { self.health($0, "web-nat", "198.18.2.11") == "up" }
+            let recovery = Date().timeIntervalSince(restarted)
+            print("back in \(Int(recovery * 1000)) ms; rise × interval = 1000 ms")
+            #expect(recovery < 1.0 + 0.75, "back after \(recovery) s")
+            #expect((try bed.client("198.18.1.20", port: 80, count: 60).perNode["n1"] ?? 0) > 0)
+            let events = try String(contentsOfFile: bed.directory + "/events.jsonl", encoding: .utf8)
+            #expect(events.contains("\"kind\":\"node.down\"") && events.contains("\"reason\":\"refused\"") && events.contains("\"kind\":\"node.up\""))
+        }
+
+        @Test func anHTTP503AndASilentUDPServerCountAsDown() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            let http = "      type: http\n      port: 8081\n      path: /health\n      expect: [200]\n      interval: 0.5\n      timeout: 0.25\n      rise: 2\n      fall: 2\n"
+            let udp = "      type: udp\n      interval: 0.5\n      timeout: 0.25\n      rise: 2\n      fall: 2\n"
+            try bed.writeConfig(try Self.config(bed, web: http, dns: udp))
+            try bed.startDaemon()
+            try bed.waitFor("every node up", timeout: 5) { s in
+                s.group("web-nat")!.nodes.allSatisfy { $0.health == "up" } && s.group("dns-nat")!.nodes.allSatisfy { $0.health == "up" }
+            }
+            try bed.setHTTPStatus("n2", 503)
+            try bed.waitFor("n2 down by HTTP", timeout: 5) { self.health($0, "web-nat", "198.18.2.12") == "down: status 503" }
+            let web = try bed.client("198.18.1.20", port: 80, count: 60)
+            #expect(web.ok == 60 && web.perNode["n2"] == nil, "\(web.perNode)")
+            try bed.setHTTPStatus("n2", nil)
+            try bed.waitFor("n2 up", timeout: 5) { self.health($0, "web-nat", "198.18.2.12") == "up" }
+            try bed.stopServers("n3")
+            try bed.waitFor("n3 down by UDP", timeout: 5) { self.health($0, "dns-nat", "198.18.2.13")?.hasPrefix("down") == true }
+            let dns = try bed.client("198.18.1.20", port: 53, proto: "udp", count: 60)
+            #expect(dns.ok == 60 && dns.perNode["n3"] == nil, "\(dns.perNode) \(dns.errors)")
+        }
+
+        @Test func aGroupWithNoLiveNodeSendsNewFlowsToItsSorryServer() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            try bed.writeConfig(try Self.config(bed, web: Self.tcpCheck))
+            try bed.startDaemon()
+            try bed.waitFor("every node up", timeout: 5) { s in s.group("web-nat")!.nodes.allSatisfy { $0.health == "up" } }
+            for n in ["n1", "n2", "n3"] { try bed.stopServers(n) }
+            try bed.waitFor("every node down", timeout: 5) { s in
+                s.group("web-nat")!.nodes.allSatisfy { $0.health?.hasPrefix("down") == true }
+            }
+            let sorry = try bed.client("198.18.1.20", port: 80, count: 30)
+            #expect(sorry.ok == 30 && sorry.perNode == ["sorry": 30], "\(sorry.perNode) \(sorry.errors)")
+            try bed.startServers("n2")
+            try bed.waitFor("n2 up", timeout: 5) { self.health($0, "web-nat", "198.18.2.12") == "up" }
+            let back = try bed.client("198.18.1.20", port: 80, count: 30)
+            #expect(back.ok == 30 && back.perNode == ["n2": 30], "\(back.perNode)")
+            let events = try String(contentsOfFile: bed.directory + "/events.jsonl", encoding: .utf8)
+            #expect(events.contains("\"kind\":\"group.no_live_node\"") && events.contains("\"kind\":\"group.back\""), "\(events)")
+        }
+    }
+}
