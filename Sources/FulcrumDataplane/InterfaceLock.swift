@@ -34,7 +34,12 @@ final class InterfaceLock: @unchecked Sendable {
         do {
             try SystemCall.run("lock \(path)") { flock(fd, LOCK_EX | LOCK_NB) }
         } catch let error as SystemError where error.errno == EWOULDBLOCK {
-            let holder = InterfaceLock.readHolder(fd)
+            // The holder writes its pid just after it takes the lock: give it a moment.
+            var holder = InterfaceLock.readHolder(fd)
+            for _ in 0..<50 where holder == nil {
+                usleep(2_000)
+                holder = InterfaceLock.readHolder(fd)
+            }
             close(fd)
             self.fd = -1
             throw DataplaneError.interfaceInUse(interface: interface, by: holder.map { "pid \($0)" } ?? "lock \(path)")
