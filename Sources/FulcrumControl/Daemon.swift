@@ -198,7 +198,7 @@ final class HealthReactor: Sendable {
 
     func changed(_ change: HealthChecker.Change) {
         let n = change.node
-        dataplane.setHealth(Dataplane.HealthKey(group: n.group, address: n.address, port: n.port), up: change.up)
+        dataplane.setHealth(n, up: change.up)
         let fields = ["group": n.group, "node": "\(n.address)", "port": "\(n.port)"]
         if change.up {
             logger.notice("node up", metadata: ["node": "\(n)"])

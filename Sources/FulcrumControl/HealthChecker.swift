@@ -3,22 +3,6 @@ import FulcrumCore
 import Foundation
 import Synchronization
 
-/// A node as health checks know it: by identity, not by index, so its state survives
-/// reloads that renumber the groups.
-public struct NodeIdentity: Hashable, Sendable, CustomStringConvertible {
-    public var group: String
-    public var address: IPAddress
-    public var port: UInt16
-
-    public init(group: String, address: IPAddress, port: UInt16) {
-        self.group = group
-        self.address = address
-        self.port = port
-    }
-
-    public var description: String { port == 0 ? "\(group)/\(address)" : "\(group)/\(address):\(port)" }
-}
-
 /// Runs every group's health checks on one thread, with non-blocking sockets and poll:
 /// TCP connect, HTTP GET (expected status), UDP request and any answer. Each node has a
 /// `HealthTracker` (rise/fall); a change of state is handed to `onChange`. The thread

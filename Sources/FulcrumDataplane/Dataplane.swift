@@ -167,23 +167,11 @@ public final class Dataplane: @unchecked Sendable {
         var unrouted: [UnroutedStatus] = []
         /// Nodes (and sorry servers) health checks found down, by identity: re-applied to
         /// every new layout, so a reload never brings a dead node back.
-        var down: Set<HealthKey> = []
-    }
-
-    /// A node or sorry server by identity: group name, address, port.
-    public struct HealthKey: Hashable, Sendable {
-        public var group: String
-        public var address: IPAddress
-        public var port: UInt16
-        public init(group: String, address: IPAddress, port: UInt16) {
-            self.group = group
-            self.address = address
-            self.port = port
-        }
+        var down: Set<NodeIdentity> = []
     }
 
     /// The commands that tell workers of `spec`'s generation which nodes are down.
-    static func healthCommands(_ down: Set<HealthKey>, in spec: BalancerSpec) -> [WorkerCommand] {
+    static func healthCommands(_ down: Set<NodeIdentity>, in spec: BalancerSpec) -> [WorkerCommand] {
         var out: [WorkerCommand] = []
         for key in down {
             guard let g = spec.groups.firstIndex(where: { $0.name == key.group }) else { continue }
@@ -200,7 +188,7 @@ public final class Dataplane: @unchecked Sendable {
     /// Health: a node (or sorry server), by identity, up or down in every worker. Down, it
     /// takes no new flows and its flows move on their next packet; it stays down across
     /// reloads until it is reported up.
-    public func setHealth(_ key: HealthKey, up: Bool) {
+    public func setHealth(_ key: NodeIdentity, up: Bool) {
         state.withLock { s in
             if up { s.down.remove(key) } else { s.down.insert(key) }
             guard let g = s.spec.groups.firstIndex(where: { $0.name == key.group }) else { return }
