@@ -18,6 +18,17 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Testbed: client + 3 MAT nodes on the front segment, 3 NAT nodes behind the LB"
 "$root/Bench/testbed/testbed.sh" up "$P" "$DIR"
+# Health checks on web-nat (TCP, every 0.5 s), and an event log.
+python3 - "$DIR/lb.yaml" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+group = "  - name: web-nat\n"
+head, rest = text.split(group, 1)
+rest = rest.replace("    nodes:\n", "    health_check:\n      type: tcp\n      interval: 0.5\n      timeout: 0.25\n"
+                    "      rise: 2\n      fall: 2\n    nodes:\n", 1)
+open(path, "w").write(head + group + rest + "events:\n  file: " + path.rsplit("/", 1)[0] + "/events.jsonl\n")
+PY
 ip netns exec "$P-lb" "$FULCRUM" check --config "$DIR/lb.yaml"   # where it will run: interfaces, queues, cores
 
 step "Starting fulcrum in the LB namespace (log: $DIR/lb.log)"
@@ -48,6 +59,21 @@ step "Drain n1 in web-nat (weight 0) and reload with SIGHUP: no new flows reach 
 sed -i '/name: web-nat/,/name: dns-nat/ s/        weight: 3/        weight: 0/' "$DIR/lb.yaml"
 kill -HUP "$daemon"
 for _ in $(seq 1 50); do grep -q '"configGeneration" : 2' "$DIR/status.json" && break; sleep 0.2; done
+client 198.18.1.20 80 tcp
+
+# wait_status TEXT: until the status file says TEXT (at most 10 s)
+wait_status() { for _ in $(seq 1 50); do grep -q "$1" "$DIR/status.json" && return 0; sleep 0.2; done; return 1; }
+
+step "Health: n2's server is killed; its checks fail twice and it is taken out"
+kill $(ip netns pids "$P-n2")
+wait_status '"health" : "down: refused"'
+"$FULCRUM" events --file "$DIR/events.jsonl" --severity warning | tail -n 1 | sed 's/^/  /'
+client 198.18.1.20 80 tcp      # n1 drained, n2 down: every new connection to n3, none fails
+
+step "Every node down: the sorry server answers"
+kill $(ip netns pids "$P-n1") $(ip netns pids "$P-n3")
+for _ in $(seq 1 50); do [ "$(grep -c '"health" : "down' "$DIR/status.json")" -ge 3 ] && break; sleep 0.2; done
+"$FULCRUM" events --file "$DIR/events.jsonl" --severity error | sed 's/^/  /'
 client 198.18.1.20 80 tcp
 
 step "Stopping (SIGTERM): XDP detached, the interfaces are plain again"

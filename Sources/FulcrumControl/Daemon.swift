@@ -158,7 +158,8 @@ public final class Daemon {
             snapshot.mapEntries = lastMapEntries
             var report = StatusReport(host: host, generation: generation, snapshot: snapshot,
                                       interfaces: dataplane.options.interfaces)
-            report.events = events?.events(limit: 10) ?? []
+            // Status shows the alerts (notice and above); the file keeps everything.
+            report.events = Array((events?.events() ?? []).filter { $0.severity >= .notice }.suffix(10))
             if let states = checker?.states {
                 for g in report.groups.indices {
                     for k in report.groups[g].nodes.indices {
