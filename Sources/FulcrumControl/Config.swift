@@ -55,7 +55,7 @@ public struct FulcrumConfig: Sendable, Equatable {
     /// A group's health check (Docs/CONFIG.md).
     public struct HealthCheck: Sendable, Equatable {
         public enum Kind: String, Sendable, Equatable, CaseIterable {
-            case tcp, http, udp
+            case tcp, http, udp, icmp
         }
         public var kind: Kind
         /// Seconds between checks of a node, and how long one may take.

@@ -35,6 +35,8 @@ public final class HealthChecker: @unchecked Sendable {
         var deadline: Double
         var phase: Phase
         var received: [UInt8] = []
+        /// ICMP: the echo's identifier and sequence.
+        var echo: (id: UInt16, sequence: UInt16) = (0, 0)
         enum Phase { case connecting, awaitingReply }
     }
 
@@ -147,13 +149,24 @@ public final class HealthChecker: @unchecked Sendable {
     private func startProbe(_ i: Int, now: Double) {
         let t = targets[i]
         let family = t.address.isIPv4 ? AF_INET : AF_INET6
-        let type = t.check.kind == .udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)
-        let fd = socket(family, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let type: Int32
+        var proto: Int32 = 0
+        switch t.check.kind {
+        case .udp: type = Int32(SOCK_DGRAM.rawValue)
+        case .tcp, .http: type = Int32(SOCK_STREAM.rawValue)
+        case .icmp:
+            // A raw socket (CAP_NET_RAW): ping sockets are off for root by default.
+            type = Int32(SOCK_RAW.rawValue)
+            proto = t.address.isIPv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6)
+        }
+        let fd = socket(family, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), proto)
         guard fd >= 0 else { return record(i, false, "socket: \(String(cString: strerror(errno)))") }
         targets[i].probe = Probe(fd: fd, deadline: now + t.check.timeout, phase: .connecting)
-        let r = Self.withSocketAddress(t.address, t.port) { connect(fd, $0, $1) }
+        // (A connected raw socket receives only what comes from the node.)
+        let r = Self.withSocketAddress(t.address, t.check.kind == .icmp ? 0 : t.port) { connect(fd, $0, $1) }
         if r == 0 || errno == EINPROGRESS {
-            if t.check.kind == .udp { sendRequest(i) }  // a UDP "connect" completes at once
+            // A UDP or raw "connect" completes at once.
+            if t.check.kind == .udp || t.check.kind == .icmp { sendRequest(i) }
             return
         }
         finish(i, false, Self.reason(errno))
@@ -177,6 +190,17 @@ public final class HealthChecker: @unchecked Sendable {
             if errno == EAGAIN || errno == EINTR { return }
             return finish(i, false, Self.reason(errno))
         }
+        if kind == .icmp {
+            // IPv4 raw sockets deliver the IP header too; ICMPv6 ones do not.
+            let v4 = targets[i].address.isIPv4
+            let start = v4 ? Int(buffer[0] & 0x0F) * 4 : 0
+            guard n >= start + 8 else { return }
+            let reply: UInt8 = v4 ? 0 : 129
+            let id = UInt16(buffer[start + 4]) << 8 | UInt16(buffer[start + 5])
+            let sequence = UInt16(buffer[start + 6]) << 8 | UInt16(buffer[start + 7])
+            if buffer[start] == reply && id == p.echo.id && sequence == p.echo.sequence { finish(i, true, nil) }
+            return  // someone else's echo: keep waiting until the timeout
+        }
         if kind == .udp { return finish(i, n > 0, n > 0 ? nil : "empty answer") }
         targets[i].probe!.received += buffer.prefix(n)
         let received = targets[i].probe!.received
@@ -195,7 +219,23 @@ public final class HealthChecker: @unchecked Sendable {
     private func sendRequest(_ i: Int) {
         let t = targets[i]
         let request: [UInt8]
-        if t.check.kind == .http {
+        if t.check.kind == .icmp {
+            let id = UInt16.random(in: 1...UInt16.max)
+            let sequence = UInt16.random(in: 0...UInt16.max)
+            targets[i].probe!.echo = (id, sequence)
+            var echo: [UInt8] = [t.address.isIPv4 ? 8 : 128, 0, 0, 0, UInt8(id >> 8), UInt8(id & 0xFF),
+                                 UInt8(sequence >> 8), UInt8(sequence & 0xFF)] + Array("fulcrum health".utf8)
+            if t.address.isIPv4 {  // (the kernel sums ICMPv6 itself)
+                var sum: UInt32 = 0
+                for k in stride(from: 0, to: echo.count, by: 2) {
+                    sum += UInt32(echo[k]) << 8 | UInt32(k + 1 < echo.count ? echo[k + 1] : 0)
+                }
+                while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
+                echo[2] = UInt8(~sum >> 8 & 0xFF)
+                echo[3] = UInt8(~sum & 0xFF)
+            }
+            request = echo
+        } else if t.check.kind == .http {
             let host = t.check.host ?? (t.address.isIPv4 ? "\(t.address)" : "[\(t.address)]")
             request = Array("GET \(t.check.path) HTTP/1.0\r\nHost: \(host)\r\nUser-Agent: fulcrum-health-check\r\nConnection: close\r\n\r\n".utf8)
         } else {

@@ -79,6 +79,37 @@ extension OnTheTestbed {
             #expect(dns.ok == 60 && dns.perNode["n3"] == nil, "\(dns.perNode) \(dns.errors)")
         }
 
+        /// ICMP echo, IPv4 and IPv6: a node whose interface goes down stops answering.
+        @Test func anICMPCheckFindsANodeWhoseInterfaceIsDown() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            let icmp = "      type: icmp\n      interval: 0.5\n      timeout: 0.25\n      rise: 2\n      fall: 2\n"
+            var text = try Self.config(bed, web: icmp)
+            let web6 = "  - name: web6-nat\n    vip: \"2001:2:1::20\"\n    protocol: tcp\n    ports: [80]\n    method: nat\n    scheduler: wrr\n    interface: eth-n\n"
+            #expect(text.contains(web6), "fixture drifted")
+            text = text.replacingOccurrences(of: web6, with: web6 + "    health_check:\n" + icmp)
+            try bed.writeConfig(text)
+            try bed.startDaemon()
+            try bed.waitFor("every node up", timeout: 5) { s in
+                s.group("web-nat")!.nodes.allSatisfy { $0.health == "up" } && s.group("web6-nat")!.nodes.allSatisfy { $0.health == "up" }
+            }
+            try bed.exec("n3", ["ip", "link", "set", "dev", "eth0", "down"])
+            try bed.waitFor("n3 down, both families", timeout: 5) { s in
+                self.health(s, "web-nat", "198.18.2.13") == "down: timeout" && self.health(s, "web6-nat", "2001:2:2::13") == "down: timeout"
+            }
+            #expect(self.health(try bed.status(), "web-nat", "198.18.2.11") == "up")
+            let r = try bed.client("198.18.1.20", port: 80, count: 30)
+            #expect(r.ok == 30 && r.perNode["n3"] == nil, "\(r.perNode)")
+            try bed.exec("n3", ["ip", "link", "set", "dev", "eth0", "up"])
+            // (Its global IPv6 address went with the link, as Linux does without keep_addr_on_down.)
+            try bed.exec("n3", ["ip", "-6", "addr", "add", "2001:2:2::13/64", "dev", "eth0", "nodad"])
+            try bed.exec("n3", ["ip", "route", "replace", "default", "via", "198.18.2.1"])
+            try bed.exec("n3", ["ip", "-6", "route", "replace", "default", "via", "2001:2:2::1"])
+            try bed.waitFor("n3 up again", timeout: 10) { s in
+                self.health(s, "web-nat", "198.18.2.13") == "up" && self.health(s, "web6-nat", "2001:2:2::13") == "up"
+            }
+        }
+
         @Test func aGroupWithNoLiveNodeSendsNewFlowsToItsSorryServer() throws {
             let bed = try Testbed()
             defer { bed.tearDown() }
