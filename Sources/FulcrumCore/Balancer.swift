@@ -2,13 +2,25 @@
 public enum Verdict: Equatable, Sendable {
     /// Send the (rewritten) frame out of this data-plane interface.
     case transmit(interface: Int)
-    /// The frame was turned into an answer of `length` bytes (an ARP reply or a neighbour
-    /// advertisement for a VIP): send it out of `interface`, the one it came in on.
-    case answer(interface: Int, length: Int)
+    /// The frame was turned into an answer (an ARP reply or a neighbour advertisement
+    /// for a VIP): send it, at its new length, out of the interface it came in on.
+    case answer(AnswerFrame)
     /// Not ours: give it to the kernel.
     case pass
     /// Counted and dropped.
     case drop
+}
+
+/// Where an answer goes and how long it is, in one word, so that a `Verdict` stays a
+/// word and a tag: the worker writes one per packet.
+public struct AnswerFrame: Equatable, Sendable {
+    @usableFromInline let packed: Int
+
+    @inlinable
+    public init(interface: Int, length: Int) { packed = length << 8 | interface & 0xFF }
+
+    @inlinable public var interface: Int { packed & 0xFF }
+    @inlinable public var length: Int { packed >> 8 }
 }
 
 public enum BalancerSpecError: Error, Equatable, CustomStringConvertible {
@@ -662,7 +674,7 @@ public final class Balancer {
         guard n > 0 else { counters.count(.passedToKernel); return .pass }
         counters.count(.arpReplies)
         counters.count(.transmitted)
-        return .answer(interface: ingress, length: n)
+        return .answer(AnswerFrame(interface: ingress, length: n))
     }
 
     /// A neighbour solicitation for an IPv6 VIP, answered in place with a solicited
@@ -682,7 +694,7 @@ public final class Balancer {
         guard n > 0 else { return notOurs() }
         counters.count(.neighborAdvertisements)
         counters.count(.transmitted)
-        return .answer(interface: ingress, length: n)
+        return .answer(AnswerFrame(interface: ingress, length: n))
     }
 
     /// The node of a flow: the one it has, or for a new flow the scheduler's pick (then

@@ -277,9 +277,9 @@ public final class Worker: @unchecked Sendable {
             let length = batch.lengths[k]
             var verdict = batch.verdicts[k]
             var outLength = desc.len
-            if case let .answer(egress, answerLength) = verdict {
-                verdict = .transmit(interface: egress)
-                outLength = UInt32(answerLength)
+            if case let .answer(answer) = verdict {
+                verdict = .transmit(interface: answer.interface)
+                outLength = UInt32(answer.length)
             }
             switch verdict {
             case .answer:

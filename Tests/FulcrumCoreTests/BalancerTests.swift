@@ -455,7 +455,7 @@ import Testing
         var expected = [UInt8](repeating: 0, count: 64)
         let n = expected.withUnsafeMutableBytes { FrameBuilder.arpReply($0.baseAddress!, capacity: 64, to: request, mac: Self.lbMAC) }
         let (out, verdict) = arpRequest(for: Fixtures.vip4).mutatingFrame { b.process($0, length: $1, now: 1, ingress: 0) }
-        #expect(verdict == .answer(interface: 0, length: n))
+        #expect(verdict == .answer(AnswerFrame(interface: 0, length: n)))
         #expect(Array(out.prefix(n)) == Array(expected.prefix(n)))
         #expect(arpRequest(for: Fixtures.router4).mutatingFrame { b.process($0, length: $1, now: 1) }.1 == .pass)
         #expect(b.counters[.arpReplies] == 1)
@@ -471,7 +471,7 @@ import Testing
                                                         solicitor: Fixtures.client6, solicitorMAC: PacketBuilder.clientMAC)
         }
         let (na, naVerdict) = solicitation.mutatingFrame { b.process($0, length: $1, now: 1, ingress: 0) }
-        #expect(naVerdict == .answer(interface: 0, length: m))
+        #expect(naVerdict == .answer(AnswerFrame(interface: 0, length: m)))
         #expect(Array(na.prefix(m)) == Array(advertisement.prefix(m)))
         #expect(ChecksumCheck.problems(in: Array(na.prefix(m))).isEmpty)
         #expect(b.counters[.neighborAdvertisements] == 1)
@@ -529,6 +529,11 @@ import Testing
         // No route at all.
         #expect(reply(to: IPAddress("198.19.7.7")!).1 == .drop)
         #expect(b.counters[.noRouteToClient] == 1)
+    }
+
+    /// The worker writes a verdict per packet: it stays a word and a tag.
+    @Test func aVerdictIsAWordAndATag() {
+        #expect(MemoryLayout<Verdict>.size <= 9)
     }
 
     @Test func commandsForAnotherLayoutAreRefused() throws {
