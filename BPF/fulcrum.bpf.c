@@ -173,8 +173,12 @@ int fulcrum_xdp(struct xdp_md *ctx)
 
     if (p.is_v6 && p.proto == IPPROTO_ICMPV6) {
         __u32 l4 = p.l4;
-        __u8 *icmp = data + (header_offset_ok(l4) ? l4 : FULCRUM_MAX_HEADER_OFFSET);
-        if (!header_offset_ok(l4) || (void *)(icmp + 1) > end) {
+        if (!header_offset_ok(l4)) {
+            p.reason = FULCRUM_CNT_DROP_MALFORMED_ICMP;
+            goto malformed;
+        }
+        __u8 *icmp = data + l4;
+        if ((void *)(icmp + 1) > end) {
             p.reason = FULCRUM_CNT_DROP_MALFORMED_ICMP;
             goto malformed;
         }
