@@ -302,9 +302,6 @@ public final class Balancer {
         slots[slot].usable = mac != nil && slots[slot].up
     }
 
-    public func isUp(group: Int, node: Int) -> Bool {
-        isNode(group: group, node: node) && slots[groupStates[group].nodeBase + node].up
-    }
 
     /// Weights (static or dynamic). Established flows stay where they are.
     public func setWeights(group: Int, _ weights: [Int]) {
@@ -809,7 +806,7 @@ public final class Balancer {
             noteUnrouted(UnroutedReply(destination: client, nextHop: client, interface: -1, reason: .noRoute))
             return nil
         }
-        let route = routingOwner.routeStorage[r]
+        let route = routingOwner.routes[r]
         counters.count(.nextHopUnresolved)
         noteUnrouted(UnroutedReply(destination: client, nextHop: route.gateway ?? client, interface: route.interface,
                                    reason: .unresolved))

@@ -43,24 +43,17 @@ public struct ClientRoute: Sendable, Equatable {
     /// Prefix length counted in the 128-bit (IPv4-mapped) space.
     @inlinable
     public var mappedLength: Int { prefix.isIPv4 ? prefixLength + 96 : prefixLength }
-
-    /// Whether the route covers `a`, of the same address family (an IPv6 default route
-    /// covers no IPv4 address).
-    @inlinable
-    public func contains(_ a: IPAddress) -> Bool {
-        guard a.isIPv4 == prefix.isIPv4 else { return false }
-        return ReturnRoute(prefix: prefix, prefixLength: prefixLength, interface: interface, nextHopMAC: .zero).contains(a)
-    }
 }
 
 /// What a worker needs to send NAT replies the way the kernel would: the routes toward
 /// clients on data-plane interfaces (longest prefix first) and the MACs of on-link
 /// neighbours. Immutable; the control plane builds a new one when the kernel's routes or
-/// neighbours change, and each worker swaps it in between batches. The per-packet
-/// lookup is a scan of the (few) routes and a hash probe, no system call and no lock.
+/// neighbours change, and each worker swaps it in between batches. The per-reply lookup
+/// (`Balancer.nextHop`) scans the (few) `hot` routes and probes a hash: no system call,
+/// no lock. A route covers only addresses of its own family.
 public final class RoutingTable: @unchecked Sendable {
+    /// Overrides first, then the longest prefix; `hot` holds the same, as the scan reads it.
     public let routes: [ClientRoute]
-    @usableFromInline let routeStorage: UnsafeMutablePointer<ClientRoute>
     @usableFromInline let routeCount: Int
     @usableFromInline let neighbors: NeighborTable
     /// Bumped by the control plane with every new table.
@@ -82,8 +75,6 @@ public final class RoutingTable: @unchecked Sendable {
         }
         self.routes = sorted
         routeCount = sorted.count
-        routeStorage = .allocate(capacity: max(1, sorted.count))
-        routeStorage.initialize(from: sorted, count: sorted.count)
         hot = .allocate(capacity: max(1, sorted.count))
         hot.initialize(from: sorted.map { r in
             let bits = r.mappedLength
@@ -101,31 +92,7 @@ public final class RoutingTable: @unchecked Sendable {
         self.version = version
     }
 
-    deinit {
-        routeStorage.deallocate()
-        hot.deallocate()
-    }
-
-    /// The longest-prefix route to `destination`, or nil.
-    @inlinable
-    public func route(to destination: IPAddress) -> ClientRoute? {
-        let r = routeIndex(to: destination)
-        return r < 0 ? nil : routeStorage[r]
-    }
-
-    /// The index of the first route (overrides, then the longest prefix) that covers
-    /// `a`, of its address family; -1 if none.
-    @inlinable @inline(__always)
-    func routeIndex(to a: IPAddress) -> Int {
-        let isIPv4 = a.isIPv4
-        var r = 0
-        while r < routeCount {
-            let h = hot[r]
-            if a.high & h.highMask == h.high && a.low & h.lowMask == h.low && h.isIPv4 == isIPv4 { return r }
-            r &+= 1
-        }
-        return -1
-    }
+    deinit { hot.deallocate() }
 
     @inlinable
     public func neighbor(_ address: IPAddress, interface: Int) -> MACAddress? {

@@ -92,7 +92,7 @@ public struct DataplaneSnapshot: Sendable {
     public var flows: Int
     public var flowCapacity: Int
     public var attachModes: [String: XDPMode]
-    /// BPF map entries by map (services, replies, vips), when asked for.
+    /// BPF map entries by map (services, replies, vips); the caller fills it (`FulcrumMaps.entryCounts`).
     public var mapEntries: [String: Int] = [:]
     /// The generation of the layout in force, and the one every worker has applied.
     public var generation: UInt64 = 0
@@ -552,7 +552,7 @@ public final class Dataplane: @unchecked Sendable {
 
     deinit { stop() }
 
-    public func snapshot(mapEntries: Bool = false) -> DataplaneSnapshot {
+    public func snapshot() -> DataplaneSnapshot {
         let views = workers.map(\.current)
         let spec = state.withLock { $0.spec }
         var global: [GlobalCounter: UInt64] = [:]
@@ -589,7 +589,6 @@ public final class Dataplane: @unchecked Sendable {
                                     flows: views.reduce(0) { $0 + $1.flows.count },
                                     flowCapacity: views.reduce(0) { $0 + $1.flows.capacity },
                                     attachModes: Dictionary(uniqueKeysWithValues: links.map { ($0.interface, $0.mode) }))
-        if mapEntries { out.mapEntries = maps.entryCounts() }
         out.generation = spec.generation
         out.appliedGeneration = appliedGeneration
         state.withLock { s in

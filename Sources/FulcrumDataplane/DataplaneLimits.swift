@@ -10,7 +10,6 @@ public enum DataplaneLimits {
     public static let natReplies = Int(FULCRUM_MAX_REPLIES)
     public static let vips = Int(FULCRUM_MAX_VIPS)
     public static let interfaces = Int(FULCRUM_MAX_INTERFACES)
-    public static let queues = Int(FULCRUM_MAX_QUEUES)
     /// Flow entries and the batch scratch hold a group number in 16 bits.
     public static let groups = Int(UInt16.max)
 

@@ -274,7 +274,6 @@ public final class Worker: @unchecked Sendable {
         for k in 0..<n {
             let desc = xsk_ring_cons__rx_desc(s.rx, rxIndex &+ UInt32(k)).pointee
             let frame = batch.frames[k]
-            let length = batch.lengths[k]
             var verdict = batch.verdicts[k]
             var outLength = desc.len
             if case let .answer(answer) = verdict {
