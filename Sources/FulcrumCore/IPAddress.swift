@@ -30,6 +30,16 @@ public struct IPAddress: Hashable, Sendable, Comparable {
 
     public static let zero = IPAddress(high: 0, low: 0)
 
+    /// From an address as it lies on the wire or in a socket address: 4 bytes (IPv4) or
+    /// 16 (IPv6), network order. nil for any other count.
+    public init?<Bytes: Collection>(networkBytes b: Bytes) where Bytes.Element == UInt8 {
+        switch b.count {
+        case 4: self.init(ipv4: b.reduce(0) { $0 << 8 | UInt32($1) })
+        case 16: self.init(high: b.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }, low: b.suffix(8).reduce(0) { $0 << 8 | UInt64($1) })
+        default: return nil
+        }
+    }
+
     /// An address a single host can own and answer for: not unspecified (0.0.0.0, ::),
     /// "this network" (0/8), loopback, multicast, or the IPv4 limited broadcast. A VIP or
     /// a node must be one.

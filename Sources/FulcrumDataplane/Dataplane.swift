@@ -424,6 +424,8 @@ public final class Dataplane: @unchecked Sendable {
         public var nodeMACs: [(group: String, address: IPAddress, mac: MACAddress?)] = []
         /// Destinations NAT replies could not be sent to, first seen in this refresh.
         public var newlyUnrouted: [UnroutedStatus] = []
+        /// Route gateways without a MAC, which the kernel was asked to resolve.
+        public var unresolvedGateways: Set<IPAddress> = []
     }
 
     @discardableResult
@@ -478,6 +480,7 @@ public final class Dataplane: @unchecked Sendable {
             let input = routingInput(s)
             for r in input.routes where r.gateway != nil && r.gatewayMAC == nil && r.gateway != .zero {
                 missing.append((r.gateway!, ifindexes[r.interface]))
+                refresh.unresolvedGateways.insert(r.gateway!)
             }
             if input != s.routingInput {
                 s.routingInput = input

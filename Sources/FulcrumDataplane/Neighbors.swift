@@ -108,12 +108,7 @@ public enum Neighbors {
             guard length >= 4, a + length <= end else { break }
             let payload = Array(b[(a + 4)..<(a + length)])
             if type == NDA_DST {
-                if family == AF_INET && payload.count == 4 {
-                    address = IPAddress(ipv4: payload.reduce(0) { $0 << 8 | UInt32($1) })
-                } else if family == AF_INET6 && payload.count == 16 {
-                    address = IPAddress(high: payload[0..<8].reduce(0) { $0 << 8 | UInt64($1) },
-                                        low: payload[8..<16].reduce(0) { $0 << 8 | UInt64($1) })
-                }
+                address = Routes.address(payload[...], family: UInt8(family))
             } else if type == NDA_LLADDR && payload.count == 6 {
                 mac = MACAddress(value: payload.reduce(0) { $0 << 8 | UInt64($1) })
             }
@@ -221,9 +216,9 @@ public enum LocalAddresses {
                     }
                 } else if Int32(sa.pointee.sa_family) == AF_INET6 {
                     sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                        let b = withUnsafeBytes(of: sin6.pointee.sin6_addr) { Array($0) }
-                        out.insert(IPAddress(high: b[0..<8].reduce(0) { $0 << 8 | UInt64($1) },
-                                             low: b[8..<16].reduce(0) { $0 << 8 | UInt64($1) }))
+                        if let a = withUnsafeBytes(of: sin6.pointee.sin6_addr, { IPAddress(networkBytes: $0) }) {
+                            out.insert(a)
+                        }
                     }
                 }
             }

@@ -43,14 +43,8 @@ public enum Routes {
     }
 
     static func address(_ payload: ArraySlice<UInt8>, family: UInt8) -> IPAddress? {
-        if family == UInt8(AF_INET) && payload.count == 4 {
-            return IPAddress(ipv4: payload.reduce(0) { $0 << 8 | UInt32($1) })
-        }
-        if family == UInt8(AF_INET6) && payload.count == 16 {
-            return IPAddress(high: payload.prefix(8).reduce(0) { $0 << 8 | UInt64($1) },
-                             low: payload.suffix(8).reduce(0) { $0 << 8 | UInt64($1) })
-        }
-        return nil
+        guard payload.count == (family == UInt8(AF_INET) ? 4 : 16) else { return nil }
+        return IPAddress(networkBytes: payload)
     }
 
     static func parse(_ b: [UInt8], _ o: Int, end: Int) -> Entry? {

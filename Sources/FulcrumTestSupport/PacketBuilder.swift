@@ -161,20 +161,14 @@ public enum PacketBuilder {
                 let field = Int(f[20]) << 8 | Int(f[21])
                 pieces.append(((field & 0x1FFF) * 8, Array(f[(14 + ihl)..<(14 + total)]), field & 0x2000 != 0))
                 if field & 0x1FFF == 0 {
-                    head = (IPAddress(ipv4: UInt32(f[26]) << 24 | UInt32(f[27]) << 16 | UInt32(f[28]) << 8 | UInt32(f[29])),
-                            IPAddress(ipv4: UInt32(f[30]) << 24 | UInt32(f[31]) << 16 | UInt32(f[32]) << 8 | UInt32(f[33])),
-                            f[23], false)
+                    head = (IPAddress(networkBytes: f[26..<30])!, IPAddress(networkBytes: f[30..<34])!, f[23], false)
                 }
             } else {
                 let length = Int(f[18]) << 8 | Int(f[19])
                 let field = Int(f[56]) << 8 | Int(f[57])
                 pieces.append((field >> 3 * 8, Array(f[62..<(54 + length)]), field & 1 != 0))
                 if field >> 3 == 0 {
-                    func address(_ b: ArraySlice<UInt8>) -> IPAddress {
-                        IPAddress(high: b.prefix(8).reduce(0) { $0 << 8 | UInt64($1) },
-                                  low: b.suffix(8).reduce(0) { $0 << 8 | UInt64($1) })
-                    }
-                    head = (address(f[22..<38]), address(f[38..<54]), f[54], true)
+                    head = (IPAddress(networkBytes: f[22..<38])!, IPAddress(networkBytes: f[38..<54])!, f[54], true)
                 }
             }
         }

@@ -41,3 +41,13 @@ import Testing
         #expect(!m.isMulticast)
     }
 }
+
+@Suite struct NetworkBytesTests {
+    @Test func addressesFromTheirWireBytes() {
+        #expect(IPAddress(networkBytes: [198, 18, 0, 2]) == IPAddress("198.18.0.2"))
+        let v6 = IPAddress("2001:2::1:2")!
+        #expect(IPAddress(networkBytes: v6.bytes) == v6)
+        #expect(IPAddress(networkBytes: IPAddress("198.18.0.2")!.bytes) == IPAddress("198.18.0.2"), "IPv4-mapped, 16 bytes")
+        #expect(IPAddress(networkBytes: [1, 2, 3]) == nil && IPAddress(networkBytes: [UInt8](repeating: 0, count: 8)) == nil)
+    }
+}
