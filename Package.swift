@@ -11,12 +11,22 @@ let package = Package(
         .library(name: "FulcrumCore", targets: ["FulcrumCore"]),
         .executable(name: "fulcrum", targets: ["fulcrum"]),
         .executable(name: "fulcrum-bench", targets: ["fulcrum-bench"]),
+        .executable(name: "fulcrumctl", targets: ["fulcrumctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.29.0"),
     ],
     targets: [
         .target(name: "FulcrumCore"),
@@ -45,13 +55,42 @@ let package = Package(
             ],
             path: "Bench/Scenarios"
         ),
+        // The request and response bodies of the control API, shared by the server and fulcrumctl.
+        .target(name: "FulcrumAPIModels"),
         .target(
             name: "FulcrumControl",
-            dependencies: ["FulcrumCore", "FulcrumDataplane", "FulcrumBPF", "Yams", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["FulcrumCore", "FulcrumDataplane", "FulcrumBPF", "FulcrumAPIModels", "Yams",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "UnixSignals", package: "swift-service-lifecycle")]
+        ),
+        // The control API: Hummingbird router, token middleware, metrics, the status page.
+        .target(
+            name: "FulcrumAPI",
+            dependencies: ["FulcrumControl", "FulcrumAPIModels", "FulcrumCore",
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "HummingbirdTLS", package: "hummingbird"),
+                           .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                           .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         .executableTarget(
             name: "fulcrum",
-            dependencies: ["FulcrumControl", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["FulcrumControl", "FulcrumAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+        ),
+        .executableTarget(
+            name: "fulcrumctl",
+            dependencies: ["FulcrumAPIModels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "NIOFoundationCompat", package: "swift-nio")]
         ),
         // The testbed's servers and clients (Bench/Peers): real sockets, payloads checked.
         .executableTarget(
@@ -68,5 +107,8 @@ let package = Package(
         .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore"]),
         .testTarget(name: "FulcrumControlTests",
                     dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumBPF", "FulcrumCore", "FulcrumTestSupport"]),
+        .testTarget(name: "FulcrumAPITests",
+                    dependencies: ["FulcrumAPI", "FulcrumAPIModels", "FulcrumControl", "FulcrumCore", "FulcrumTestSupport",
+                                   .product(name: "HummingbirdTesting", package: "hummingbird")]),
     ]
 )

@@ -199,10 +199,23 @@ group() {
     done
 }
 
+# The control API's tokens: the full one and the read-only one.
+for t in api api-ro; do
+    (umask 077; head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$DIR/$t.token")
+done
+
 {
     cat <<YAML
 node:
   name: lb1
+state_file: $DIR/state.json
+events:
+  file: $DIR/events.jsonl
+api:
+  listen: ["127.0.0.1:9180"]
+  unix_socket: $DIR/api.sock
+  token_file: $DIR/api.token
+  readonly_token_file: $DIR/api-ro.token
 dataplane:
   interfaces:
     - name: eth-c

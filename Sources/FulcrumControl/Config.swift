@@ -98,9 +98,28 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var memory = 1000
     }
 
+    /// The control API (Docs/OPERATIONS.md). No `api:` section: no API.
+    public struct API: Sendable, Equatable {
+        /// host:port pairs; IPv6 as [addr]:port.
+        public var listen: [String] = ["127.0.0.1:9180"]
+        public var unixSocket: String?
+        /// The full-access bearer token is the file's content (trimmed); never in the YAML.
+        public var tokenFile: String
+        /// Optional: a token for GET only.
+        public var readonlyTokenFile: String?
+        /// Optional TLS: PEM certificate chain and private key.
+        public var tlsCertificate: String?
+        public var tlsKey: String?
+        /// Largest request body accepted.
+        public var maxBodyBytes = 1 << 20
+    }
+
     public var file: String
     public var nodeName: String
     public var events = Events()
+    public var api: API?
+    /// Where changes made through the API are kept (Docs/OPERATIONS.md: which wins at start).
+    public var stateFile = "/var/lib/fulcrum/state.json"
     public var dataplane: Dataplane
     public var routes: [Route]
     public var groups: [Group]

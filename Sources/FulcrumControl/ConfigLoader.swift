@@ -36,16 +36,71 @@ public enum ConfigLoader {
     }
 
     public static func parse(_ text: String, file: String) throws -> FulcrumConfig {
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            throw ConfigErrors(errors: [yamlError(error, file: file)])
-        }
+        let root = try compose(text, source: file)
         var reader = Reader(file: file)
         let config = reader.config(root)
         if !reader.errors.isEmpty { throw ConfigErrors(errors: reader.errors) }
         return config!
+    }
+
+    /// The load-balancing part alone, `{groups: [...]}`, as the API and the state file give
+    /// it (JSON is YAML): every group read and cross-checked as in a file, with errors
+    /// naming `source`.
+    public static func parseBalancing(_ text: String, source: String, local: FulcrumConfig) throws -> [FulcrumConfig.Group] {
+        var reader = Reader(file: source)
+        let root = try compose(text, source: source)
+        if let root { reader.enclosing.append(root) }
+        let top = reader.mapping(root, "", allowed: ["groups"])
+        var groups: [FulcrumConfig.Group] = []
+        let interfaces = local.dataplane.interfaces.map(\.name)
+        for (i, n) in reader.sequence(top["groups"], "groups").enumerated() {
+            if let g = reader.group(n, "groups[\(i)]", interfaces: interfaces) { groups.append(g) }
+        }
+        if reader.errors.isEmpty { reader.crossCheck(groups, top["groups"], dataplane: local.dataplane) }
+        if !reader.errors.isEmpty { throw ConfigErrors(errors: reader.errors) }
+        return groups
+    }
+
+    /// One group, as `POST /v1/groups` gives it.
+    public static func parseGroup(_ text: String, source: String, local: FulcrumConfig) throws -> FulcrumConfig.Group {
+        var reader = Reader(file: source)
+        let root = try compose(text, source: source)
+        guard let root else { throw ConfigErrors(errors: [ConfigError(file: source, line: nil, field: "(body)", value: nil, message: "is empty; send a group as JSON")]) }
+        let group = reader.group(root, "group", interfaces: local.dataplane.interfaces.map(\.name))
+        if !reader.errors.isEmpty { throw ConfigErrors(errors: reader.errors) }
+        return group!
+    }
+
+    /// One node of a group, as `POST /v1/groups/{group}/nodes` gives it.
+    public static func parseNode(_ text: String, source: String, in group: FulcrumConfig.Group) throws -> FulcrumConfig.Node {
+        var reader = Reader(file: source)
+        let root = try compose(text, source: source)
+        guard let root else { throw ConfigErrors(errors: [ConfigError(file: source, line: nil, field: "(body)", value: nil, message: "is empty; send a node as JSON")]) }
+        let node = reader.endpoint(root, "node", method: group.method, multiPort: group.ports.count > 1, sorry: false)
+        if let node, group.method == .nat, node.address.isIPv4 != group.vip.isIPv4 {
+            reader.fail(root, "node.address", "must be of the VIP's address family for NAT", value: "\(node.address)")
+        }
+        if let node, node.address == group.vip {
+            reader.fail(root, "node.address", "is the group's VIP; a node is a real server's own address", value: "\(node.address)")
+        }
+        if !reader.errors.isEmpty { throw ConfigErrors(errors: reader.errors) }
+        return node!
+    }
+
+    /// A whole list of groups checked together (names, services, NAT replies, limits), as
+    /// after a change made piece by piece.
+    public static func check(_ groups: [FulcrumConfig.Group], source: String, local: FulcrumConfig) throws {
+        var reader = Reader(file: source)
+        reader.crossCheck(groups, nil, dataplane: local.dataplane)
+        if !reader.errors.isEmpty { throw ConfigErrors(errors: reader.errors) }
+    }
+
+    static func compose(_ text: String, source: String) throws -> Node? {
+        do {
+            return try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigErrors(errors: [yamlError(error, file: source)])
+        }
     }
 
     /// A YAML error with its line and the problem only: Yams' own description quotes
@@ -160,7 +215,7 @@ struct Reader {
 
     mutating func config(_ root: Node?) -> FulcrumConfig? {
         if let root { enclosing.append(root) }
-        let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups", "events"])
+        let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups", "events", "api", "state_file"])
         var name = "fulcrum"
         if let section = top["node"] {
             name = string(mapping(section, "node", allowed: ["name"])["name"], "node.name") ?? name
@@ -193,7 +248,52 @@ struct Reader {
         }
         var config = FulcrumConfig(file: file, nodeName: name, dataplane: dp, routes: routes, groups: groups, lines: lines)
         config.events = events
+        if let a = top["api"] { config.api = api(a) }
+        if let f = top["state_file"], let path = string(f, "state_file") {
+            if path.hasPrefix("/") { config.stateFile = path } else { fail(f, "state_file", "must be an absolute path") }
+        }
         return config
+    }
+
+    mutating func absolutePath(_ node: Node?, _ field: String) -> String? {
+        guard let path = string(node, field) else { return nil }
+        guard path.hasPrefix("/") else {
+            fail(node, field, "must be an absolute path")
+            return nil
+        }
+        return path
+    }
+
+    mutating func api(_ node: Node) -> FulcrumConfig.API? {
+        enclosing.append(node)
+        defer { enclosing.removeLast() }
+        let m = mapping(node, "api", allowed: ["listen", "unix_socket", "token_file", "readonly_token_file", "tls",
+                                              "max_body_bytes"])
+        guard let token = absolutePath(m["token_file"], "api.token_file") else { return nil }
+        var api = FulcrumConfig.API(tokenFile: token)
+        if let l = m["listen"] {
+            api.listen = []
+            for (i, item) in sequence(l, "api.listen").enumerated() {
+                guard let text = string(item, "api.listen[\(i)]") else { continue }
+                if APIListenAddress(text) == nil {
+                    fail(item, "api.listen[\(i)]", "must be address:port, e.g. 127.0.0.1:9180 or [::1]:9180")
+                } else {
+                    api.listen.append(text)
+                }
+            }
+        }
+        if let u = m["unix_socket"] { api.unixSocket = absolutePath(u, "api.unix_socket") }
+        if let r = m["readonly_token_file"] { api.readonlyTokenFile = absolutePath(r, "api.readonly_token_file") }
+        if let t = m["tls"] {
+            let tm = mapping(t, "api.tls", allowed: ["certificate", "key"])
+            api.tlsCertificate = absolutePath(tm["certificate"], "api.tls.certificate")
+            api.tlsKey = absolutePath(tm["key"], "api.tls.key")
+        }
+        if let v = m["max_body_bytes"].flatMap({ int($0, "api.max_body_bytes", in: 1024...(64 << 20)) }) { api.maxBodyBytes = v }
+        if api.listen.isEmpty && api.unixSocket == nil {
+            fail(m["listen"] ?? node, "api.listen", "is empty and there is no unix_socket: the API would not be reachable")
+        }
+        return api
     }
 
     mutating func dataplane(_ node: Node?) -> FulcrumConfig.Dataplane {
@@ -302,7 +402,7 @@ struct Reader {
                            sorry: Bool) -> FulcrumConfig.Node? {
         enclosing.append(node)
         defer { enclosing.removeLast() }
-        let m = mapping(node, field, allowed: sorry ? ["address", "port", "mac"] : ["address", "port", "weight", "mac"])
+        let m = mapping(node, field, allowed: sorry ? ["address", "port", "mac"] : ["address", "port", "weight", "mac", "enabled"])
         let address = address(m["address"], "\(field).address")
         var port: UInt16 = 0
         if let p = m["port"] {
@@ -314,7 +414,8 @@ struct Reader {
                 port = UInt16(v)
             }
         }
-        let weight = m["weight"].flatMap { int($0, "\(field).weight", in: 0...1_000_000) } ?? 1
+        let weight = m["weight"].flatMap { int($0, "\(field).weight", in: 0...NodeLimits.maxWeight) } ?? 1
+        let enabled = m["enabled"].flatMap { bool($0, "\(field).enabled") } ?? true
         var mac: MACAddress?
         if let macNode = m["mac"], let text = string(macNode, "\(field).mac") {
             mac = MACAddress(text)
@@ -327,7 +428,7 @@ struct Reader {
         if !address.isHostUnicast {
             fail(m["address"], "\(field).address", "must be a host's unicast address (not unspecified, loopback, multicast or broadcast)")
         }
-        return FulcrumConfig.Node(address: address, port: port, weight: weight, mac: mac)
+        return FulcrumConfig.Node(address: address, port: port, weight: weight, mac: mac, enabled: enabled)
     }
 
     mutating func group(_ node: Node, _ field: String, interfaces: [String]) -> FulcrumConfig.Group? {

@@ -1,28 +1,218 @@
 import FulcrumBPF
 import FulcrumCore
 import FulcrumDataplane
+import Foundation
 import Logging
+import ServiceLifecycle
+import UnixSignals
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The forwarding service: loads the configuration, runs the data plane, reloads on
-/// SIGHUP, stops cleanly on SIGTERM/SIGINT.
-public final class Daemon {
+/// What the services of a running daemon share: the data plane, the controller (the one
+/// owner of the configuration), the event log and the health checker. The API is built
+/// on it (FulcrumAPI), so the daemon's executable adds it as one more service.
+public final class Runtime: Sendable {
+    public let local: FulcrumConfig
+    public let dataplane: Dataplane
+    public let controller: Controller
+    public let events: EventLog
+    public let checker: HealthChecker
+    public let started = Date()
+    /// The committed configuration as last applied, readable without awaiting the
+    /// controller (status, metrics, the forwarding loop).
+    public let committed: CommittedView
+
+    init(local: FulcrumConfig, dataplane: Dataplane, controller: Controller, events: EventLog, checker: HealthChecker,
+         committed: CommittedView) {
+        self.local = local
+        self.dataplane = dataplane
+        self.controller = controller
+        self.events = events
+        self.checker = checker
+        self.committed = committed
+    }
+}
+
+/// The committed configuration, as the controller last published it.
+public final class CommittedView: Sendable {
+    private let current: Mutex<Controller.Committed>
+    init(_ c: Controller.Committed) { current = Mutex(c) }
+    public var value: Controller.Committed { current.withLock { $0 } }
+    func set(_ c: Controller.Committed) { current.withLock { $0 = c } }
+}
+
+/// `fulcrum run`: a swift-service-lifecycle `ServiceGroup` of the forwarding loop, the
+/// SIGHUP reload, and what the caller adds (the API). SIGTERM and SIGINT shut it down
+/// gracefully: the forwarding service goes first, detaching XDP.
+public final class Daemon: Sendable {
     let configPath: String
     let statusFile: String?
     let bpfObject: String?
-    var logger: Logger
-    var generation = 1
+    let logger: Logger
+
+    public init(configPath: String, statusFile: String?, bpfObject: String? = nil, logger: Logger) {
+        self.configPath = configPath
+        self.statusFile = statusFile
+        self.bpfObject = bpfObject
+        self.logger = logger
+    }
+
+    /// Starts the data plane (throws on a start-up failure, before anything is served),
+    /// then runs until SIGTERM or SIGINT.
+    public func run(services extra: (Runtime) throws -> [any Service] = { _ in [] }) async throws {
+        // Block the signals before any thread exists, so every thread inherits the mask and
+        // the service group's signal handling (a signalfd) alone receives them.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        var logger = self.logger
+        let config = try HostCheck.load(path: configPath)
+        logger[metadataKey: "host"] = "\(config.nodeName)"
+        let events = try EventLog(file: config.events.file, capacity: config.events.memory,
+                                  maxFileBytes: config.events.maxBytes, keep: config.events.keep)
+        let (committed, note) = try Controller.initialState(config)
+        logger.info("\(note)")
+        var starting = config
+        starting.groups = committed.groups
+        let dataplane = try Dataplane(options: config.dataplaneOptions(bpfObject: bpfObject), groups: starting.groupSpecs,
+                                      routes: config.routeSpecs, logger: logger)
+        try dataplane.start()
+        try Controller.persist(committed, to: config.stateFile)
+        // Standalone: this LB answers for its VIPs as soon as it forwards. (The pair's
+        // cluster service will decide this instead.)
+        try dataplane.setActive(true)
+        let reactor = HealthReactor(dataplane: dataplane, events: events, logger: logger)
+        reactor.groups.withLock { $0 = committed.groups }
+        let checker = HealthChecker(groups: committed.groups) { reactor.changed($0) }
+        reactor.checker.withLock { $0 = checker }
+        let view = CommittedView(committed)
+        let controller = Controller(local: config, committed: committed, driver: DataplaneDriver(dataplane: dataplane, local: config),
+                                    events: events, logger: logger) { c in
+            view.set(c)
+            reactor.groups.withLock { $0 = c.groups }
+            checker.update(groups: c.groups)
+        }
+        let runtime = Runtime(local: config, dataplane: dataplane, controller: controller, events: events, checker: checker,
+                              committed: view)
+        let forwarding = ForwardingService(runtime: runtime, statusFile: statusFile, logger: logger)
+        let added: [any Service]
+        do { added = try extra(runtime) } catch {
+            dataplane.stop()
+            throw error
+        }
+        checker.start()
+        logger.info("fulcrum running", metadata: ["groups": "\(committed.groups.count)", "config": "\(configPath)",
+                                                   "version": "\(committed.version)"])
+        events.record(.notice, "daemon.started",
+                      "fulcrum started on \(config.dataplane.interfaces.map(\.name).joined(separator: ", ")) with \(committed.groups.count) groups, \(note)",
+                      ["config": configPath, "version": "\(committed.version)", "pid": "\(getpid())"])
+        let reload = ReloadService(runtime: runtime, logger: logger)
+        // Shut down in reverse: the forwarding service (last) detaches XDP first.
+        let group = ServiceGroup(configuration: .init(
+            services: (added + [reload, forwarding]).map {
+                .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup)
+            },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+}
+
+/// SIGHUP: the configuration file's groups become the configuration (through the
+/// controller, like any change); a changed admission budget applies at once; other
+/// node-local settings wait for a restart.
+final class ReloadService: Service {
+    let runtime: Runtime
+    let logger: Logger
+
+    init(runtime: Runtime, logger: Logger) {
+        self.runtime = runtime
+        self.logger = logger
+    }
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            do {
+                _ = try await runtime.controller.change(.reloadFile, origin: "SIGHUP")
+            } catch {
+                continue  // logged and recorded as an event by the controller
+            }
+            guard let next = try? ConfigLoader.load(path: runtime.local.file) else { continue }
+            let running = runtime.local.dataplane
+            if next.dataplane.admission != running.admission {
+                let a = next.dataplane.admission
+                do {
+                    try runtime.dataplane.setAdmission(perSecond: UInt64(a.newConnectionsPerSecond), burst: UInt64(a.burst))
+                } catch {
+                    logger.error("cannot set the admission budget", metadata: ["error": "\(error)"])
+                }
+            }
+            var restartOnly = next.dataplane
+            restartOnly.admission = running.admission
+            if restartOnly != running || next.api != runtime.local.api || next.events != runtime.local.events {
+                logger.warning("node-local settings changed (dataplane, api or events); they take effect at the next restart")
+            }
+        }
+    }
+}
+
+/// The forwarding loop's control side, on a thread of its own (its netlink I/O blocks):
+/// follows the kernel's routes and neighbours, and writes the status file. On shutdown
+/// it stops the health checks and detaches the data plane.
+final class ForwardingService: Service, @unchecked Sendable {
+    let runtime: Runtime
+    let statusFile: String?
+    let logger: Logger
+    let stopping = Atomic<Bool>(false)
+    /// A pipe: a byte written to `wake[1]` ends the loop's current pause.
+    let wake: [Int32]
+    // Touched by the loop's thread only.
     var statusWrites = 0
-    var reloadsRejected = 0
-    var events: EventLog?
-    var checker: HealthChecker?
+    var lastMapEntries: [String: Int] = [:]
+
+    init(runtime: Runtime, statusFile: String?, logger: Logger) {
+        self.runtime = runtime
+        self.statusFile = statusFile
+        self.logger = logger
+        var fds: [Int32] = [-1, -1]
+        _ = pipe(&fds)
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        wake = fds
+    }
+
+    deinit { wake.forEach { close($0) } }
+
+    func run() async throws {
+        await withTaskCancellationOrGracefulShutdownHandler {
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                let thread = Thread { [self] in
+                    loop()
+                    done.resume()
+                }
+                thread.name = "fulcrum-control"
+                thread.start()
+            }
+        } onCancelOrGracefulShutdown: { [self] in
+            stopping.store(true, ordering: .releasing)
+            var one: UInt8 = 1
+            _ = write(wake[1], &one, 1)
+        }
+    }
+
+    /// Sleeps up to `milliseconds`, or until shutdown.
+    func pause(_ milliseconds: Int32) {
+        var p = pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0)
+        _ = poll(&p, 1, milliseconds)
+    }
 
     /// Node MACs learnt or lost, and destinations newly unroutable, as events.
     func record(_ refresh: Dataplane.RoutingRefresh) {
-        guard let events else { return }
+        let events = runtime.events
         for (group, address, mac) in refresh.nodeMACs {
             if let mac {
                 events.record(.info, "node.mac.learned", "\(group): node \(address) is at \(mac)",
@@ -37,103 +227,33 @@ public final class Daemon {
                           ["destination": "\(u.destination)", "reason": u.reason.rawValue])
         }
     }
-    var lastMapEntries: [String: Int] = [:]
 
-    public init(configPath: String, statusFile: String?, bpfObject: String? = nil, logger: Logger) {
-        self.configPath = configPath
-        self.statusFile = statusFile
-        self.bpfObject = bpfObject
-        self.logger = logger
-    }
-
-    /// Runs until SIGTERM or SIGINT. Throws only on start-up failure.
-    public func run() throws {
-        // Block the signals in this thread before any worker exists, so every thread
-        // inherits the mask and only sigtimedwait below sees them.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
-
-        var config = try HostCheck.load(path: configPath)
-        logger[metadataKey: "host"] = "\(config.nodeName)"
-        let events = try EventLog(file: config.events.file, capacity: config.events.memory,
-                                  maxFileBytes: config.events.maxBytes, keep: config.events.keep)
-        self.events = events
-        let dataplane = try Dataplane(options: config.dataplaneOptions(bpfObject: bpfObject), groups: config.groupSpecs,
-                                      routes: config.routeSpecs, logger: logger)
-        try dataplane.start()
-        // Standalone: this LB answers for its VIPs as soon as it forwards. (The pair's
-        // cluster service will decide this instead.)
-        try dataplane.setActive(true)
+    func loop() {
+        let dataplane = runtime.dataplane
         let watch: RoutingWatch?
         do { watch = try RoutingWatch() } catch {
             logger.warning("no subscription to routing changes; they are read every second", metadata: ["error": "\(error)"])
             watch = nil
         }
         record(dataplane.refreshRouting())
-        let reactor = HealthReactor(dataplane: dataplane, events: events, logger: logger)
-        reactor.groups.withLock { $0 = config.groups }
-        let checker = HealthChecker(groups: config.groups) { reactor.changed($0) }
-        reactor.checker.withLock { $0 = checker }
-        checker.start()
-        self.checker = checker
-        logger.info("fulcrum running", metadata: ["groups": "\(config.groups.count)", "config": "\(configPath)"])
-        events.record(.notice, "daemon.started",
-                      "fulcrum started on \(config.dataplane.interfaces.map(\.name).joined(separator: ", ")) with \(config.groups.count) groups",
-                      ["config": configPath, "generation": "\(generation)", "pid": "\(getpid())"])
-        writeStatus(dataplane, host: config.nodeName)
-
+        writeStatus()
         var lastNeighborRefresh = monotonicSeconds()
-        var fastRefreshes = 10  // resolve quickly right after start and reload
+        var fastRefreshes = 10  // resolve quickly right after start and after a change
+        var seenVersion = runtime.committed.value.version
         // A gateway newly without a MAC (a new route, a router that moved): wake every
         // 50 ms for a second, so the kernel's answer reaches the workers in one short
         // wait instead of two of the usual 200 ms. Only a new one: a gateway that stays
         // unresolved must not keep the loop dumping the tables 20 times a second.
         var unresolvedGateways = Set<IPAddress>()
         var quickTicks = 0
-        while true {
-            var info = siginfo_t()
-            var timeout = timespec(tv_sec: 0, tv_nsec: quickTicks > 0 ? 50_000_000 : 200_000_000)
-            let signal = sigtimedwait(&signals, &info, &timeout)
-            if signal == SIGTERM || signal == SIGINT {
-                logger.info("stopping", metadata: ["signal": "\(signal == SIGTERM ? "SIGTERM" : "SIGINT")"])
-                events.record(.notice, "daemon.stopping", "fulcrum stopping on \(signal == SIGTERM ? "SIGTERM" : "SIGINT")")
-                break
-            }
-            if signal == SIGHUP {
-                statusWrites = 0  // the next status shows the maps as the reload left them
-                do {
-                    let next = try ConfigLoader.load(path: configPath)
-                    // Interfaces by name, as the running data plane numbers them.
-                    let running = dataplane.options.interfaces
-                    try dataplane.configure(groups: next.groupSpecs(on: running), routes: next.routeSpecs(on: running))
-                    if next.dataplane.admission != config.dataplane.admission {
-                        let a = next.dataplane.admission
-                        try dataplane.setAdmission(perSecond: UInt64(a.newConnectionsPerSecond), burst: UInt64(a.burst))
-                    }
-                    var restartOnly = next.dataplane
-                    restartOnly.admission = config.dataplane.admission
-                    if restartOnly != config.dataplane {
-                        logger.warning("dataplane settings changed; they take effect at the next restart")
-                    }
-                    config = next
-                    generation += 1
-                    fastRefreshes = 10
-                    logger.info("configuration reloaded", metadata: ["generation": "\(generation)"])
-                    reactor.groups.withLock { $0 = next.groups }
-                    checker.update(groups: next.groups)
-                    events.record(.notice, "config.applied", "configuration \(generation) applied (\(next.groups.count) groups)",
-                                  ["generation": "\(generation)", "file": configPath])
-                } catch {
-                    reloadsRejected += 1
-                    logger.error("reload rejected; the running configuration is unchanged\n\(error)")
-                    let lines = "\(error)".split(separator: "\n")
-                    events.record(.warning, "config.rejected",
-                                  "reload rejected, configuration \(generation) kept: \(lines.first ?? "")"
-                                      + (lines.count > 1 ? " (and \(lines.count - 1) more)" : ""),
-                                  ["generation": "\(generation)", "file": configPath, "errors": "\(lines.count)"])
-                }
+        while !stopping.load(ordering: .acquiring) {
+            pause(quickTicks > 0 ? 50 : 200)
+            if stopping.load(ordering: .acquiring) { break }
+            let version = runtime.committed.value.version
+            if version != seenVersion {
+                seenVersion = version
+                fastRefreshes = 10
+                statusWrites = 0  // the next status shows the maps as the change left them
             }
             let now = monotonicSeconds()
             let changed = (watch?.drain() ?? false) || dataplane.hasUnrouted
@@ -146,9 +266,11 @@ public final class Daemon {
                 fastRefreshes = max(0, fastRefreshes - 1)
                 quickTicks = max(0, quickTicks - 1)
             }
-            writeStatus(dataplane, host: config.nodeName)
+            writeStatus()
         }
-        checker.stop()
+        logger.info("stopping")
+        runtime.events.record(.notice, "daemon.stopping", "fulcrum stopping")
+        runtime.checker.stop()
         dataplane.stop()
     }
 
@@ -158,34 +280,41 @@ public final class Daemon {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    func writeStatus(_ dataplane: Dataplane, host: String) {
+    func writeStatus() {
         guard let statusFile else { return }
         do {
             // The map sizes cost a system call per entry: read them once a second.
             statusWrites &+= 1
-            if statusWrites % 5 == 1 { lastMapEntries = dataplane.maps.entryCounts() }
-            var snapshot = dataplane.snapshot()
-            snapshot.mapEntries = lastMapEntries
-            var report = StatusReport(host: host, generation: generation, snapshot: snapshot,
-                                      interfaces: dataplane.options.interfaces)
-            // Status shows the alerts (notice and above); the file keeps everything.
-            report.events = Array((events?.events() ?? []).filter { $0.severity >= .notice }.suffix(10))
-            if let states = checker?.states {
-                for g in report.groups.indices {
-                    for k in report.groups[g].nodes.indices {
-                        let node = report.groups[g].nodes[k]
-                        guard let address = IPAddress(node.address),
-                              let state = states[NodeIdentity(group: report.groups[g].name, address: address,
-                                                              port: UInt16(node.port))] else { continue }
-                        report.groups[g].nodes[k].health = state.up ? "up" : "down: \(state.lastFailure ?? "failed")"
-                    }
-                }
-            }
-            report.reloadsRejected = reloadsRejected
+            if statusWrites % 5 == 1 { lastMapEntries = runtime.dataplane.maps.entryCounts() }
+            var report = runtime.statusReport()
+            report.mapEntries = lastMapEntries
             try report.write(to: statusFile)
         } catch {
             logger.warning("cannot write status file", metadata: ["path": "\(statusFile)", "error": "\(error)"])
         }
+    }
+}
+
+extension Runtime {
+    /// The status file's document: counters, health, the latest alerts.
+    public func statusReport() -> StatusReport {
+        let c = committed.value
+        var report = StatusReport(host: local.nodeName, generation: c.version, snapshot: dataplane.snapshot(),
+                                  interfaces: dataplane.options.interfaces)
+        // Status shows the alerts (notice and above); the file keeps everything.
+        report.reloadsRejected = controller.rejected.load(ordering: .relaxed)
+        report.events = Array(events.events().filter { $0.severity >= .notice }.suffix(10))
+        let states = checker.states
+        for g in report.groups.indices {
+            for k in report.groups[g].nodes.indices {
+                let node = report.groups[g].nodes[k]
+                guard let address = IPAddress(node.address),
+                      let state = states[NodeIdentity(group: report.groups[g].name, address: address,
+                                                      port: UInt16(node.port))] else { continue }
+                report.groups[g].nodes[k].health = state.up ? "up" : "down: \(state.lastFailure ?? "failed")"
+            }
+        }
+        return report
     }
 }
 

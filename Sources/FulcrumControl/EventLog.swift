@@ -156,6 +156,9 @@ public final class EventLog: Sendable {
 
     /// The events in memory with a sequence after `after`, oldest first (the latest
     /// `limit` of them).
+    /// The sequence number of the latest event (0: none yet).
+    public var lastSequence: UInt64 { state.withLock { $0.next - 1 } }
+
     public func events(after: UInt64 = 0, limit: Int = .max) -> [Event] {
         state.withLock { s in Array(s.ring.filter { $0.sequence > after }.suffix(limit)) }
     }

@@ -68,7 +68,9 @@ public final class Balancer {
         @usableFromInline var ethernet: EthernetAddresses
         @usableFromInline var hasMAC: Bool
         @usableFromInline var up: Bool
-        /// May carry flows: up, MAC known, and (for nodes) eligible in the scheduler.
+        /// Not disabled by the operator (`NodeSpec.enabled`).
+        @usableFromInline var enabled: Bool
+        /// May carry flows: up, enabled, MAC known, and (for nodes) eligible in the scheduler.
         /// Kept here so a flow-table hit touches no scheduler.
         @usableFromInline var usable: Bool
         @usableFromInline var group: Int
@@ -176,19 +178,21 @@ public final class Balancer {
             for (i, node) in group.nodes.enumerated() {
                 slotStates.append(SlotState(address: node.address, port: node.port,
                                             ethernet: EthernetAddresses(toward: node.mac, from: interfaceMAC),
-                                            hasMAC: node.mac != nil, up: true, usable: node.mac != nil, group: g, local: i))
+                                            hasMAC: node.mac != nil, up: true, enabled: node.enabled,
+                                            usable: node.mac != nil && node.enabled, group: g, local: i))
             }
             var sorrySlot = -1
             if let sorry = group.sorry {
                 sorrySlot = slotStates.count
                 slotStates.append(SlotState(address: sorry.address, port: sorry.port,
                                             ethernet: EthernetAddresses(toward: sorry.mac, from: interfaceMAC),
-                                            hasMAC: sorry.mac != nil, up: true, usable: sorry.mac != nil, group: g, local: -1))
+                                            hasMAC: sorry.mac != nil, up: true, enabled: true, usable: sorry.mac != nil,
+                                            group: g, local: -1))
             } else {
                 // Keep one slot per group reserved so numbering is stable when a sorry
                 // server is added by a reload.
                 slotStates.append(SlotState(address: .zero, port: 0, ethernet: .zero, hasMAC: false, up: false,
-                                            usable: false, group: g, local: -1))
+                                            enabled: true, usable: false, group: g, local: -1))
             }
             groupStates.append(GroupState(vip: group.vip, method: group.method, nodeBase: base,
                                           nodeCount: group.nodes.count, sorrySlot: sorrySlot,
@@ -196,7 +200,7 @@ public final class Balancer {
             let scheduler = Scheduler(kind: group.scheduler,
                                       nodeKeys: group.nodes.map { StableHash.hash($0.address, seed: UInt64($0.port)) },
                                       weights: group.nodes.map(\.weight))
-            for (i, node) in group.nodes.enumerated() where node.mac == nil {
+            for (i, node) in group.nodes.enumerated() where node.mac == nil || !node.enabled {
                 scheduler.setEligible(i, false)
             }
             scheduler.commit()
@@ -266,7 +270,16 @@ public final class Balancer {
         guard isNode(group: group, node: node) else { return }
         let slot = groupStates[group].nodeBase + node
         slots[slot].up = up
-        schedulers[group].setEligible(node, up && slots[slot].hasMAC)
+        schedulers[group].setEligible(node, up && slots[slot].hasMAC && slots[slot].enabled)
+        slots[slot].usable = schedulers[group].isEligible(node)
+    }
+
+    /// The operator's switch: disabled, a node is treated as down whatever its health.
+    public func setNodeEnabled(group: Int, node: Int, _ enabled: Bool) {
+        guard isNode(group: group, node: node) else { return }
+        let slot = groupStates[group].nodeBase + node
+        slots[slot].enabled = enabled
+        schedulers[group].setEligible(node, slots[slot].up && slots[slot].hasMAC && enabled)
         slots[slot].usable = schedulers[group].isEligible(node)
     }
 
@@ -285,7 +298,7 @@ public final class Balancer {
         let slot = groupStates[group].nodeBase + node
         slots[slot].ethernet = ethernet(toward: mac, group: group)
         slots[slot].hasMAC = mac != nil
-        schedulers[group].setEligible(node, slots[slot].up && mac != nil)
+        schedulers[group].setEligible(node, slots[slot].up && mac != nil && slots[slot].enabled)
         slots[slot].usable = schedulers[group].isEligible(node)
     }
 

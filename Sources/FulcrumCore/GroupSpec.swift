@@ -14,12 +14,16 @@ public struct NodeSpec: Sendable, Equatable {
     public var weight: Int
     /// MAT: the node's MAC; NAT: the next hop's MAC toward the node. nil until resolved.
     public var mac: MACAddress?
+    /// An operator's switch: a disabled node takes no new flows and its flows move, as
+    /// if it were down, whatever its health says.
+    public var enabled: Bool
 
-    public init(address: IPAddress, port: UInt16 = 0, weight: Int = 1, mac: MACAddress? = nil) {
+    public init(address: IPAddress, port: UInt16 = 0, weight: Int = 1, mac: MACAddress? = nil, enabled: Bool = true) {
         self.address = address
         self.port = port
         self.weight = weight
         self.mac = mac
+        self.enabled = enabled
     }
 }
 
@@ -182,4 +186,9 @@ extension BalancerSpec {
         }
         return out
     }
+}
+
+public enum NodeLimits {
+    /// The largest weight a node may have (0 drains it).
+    public static let maxWeight = 1_000_000
 }

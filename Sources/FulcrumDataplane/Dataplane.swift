@@ -364,6 +364,15 @@ public final class Dataplane: @unchecked Sendable {
             var next = s
             next.groups = groups
             next.routes = routes
+            // Only weights or enabled switches changed: the layout stays, and the workers
+            // are told the new values (one scheduler rebuild per changed group) instead
+            // of building new tables.
+            if routes == s.routes, let commands = Self.adjustments(from: s.groups, to: groups, generation: s.generation) {
+                next.spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
+                s = next
+                for w in workers { for c in commands { w.send(c) } }
+                return s.generation
+            }
             next.generation = s.generation &+ 1
             let spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
             try DataplaneLimits.check(spec)
@@ -385,6 +394,44 @@ public final class Dataplane: @unchecked Sendable {
             }
             return spec.generation
         }
+    }
+
+    /// Checks a configuration as `configure` would, and changes nothing (a dry run).
+    public func validate(groups: [GroupSpec], routes: [RouteSpec]) throws {
+        for r in routes where r.interface < 0 || r.interface >= ifindexes.count {
+            throw BalancerSpecError.badInterface(group: "route \(r.prefix)/\(r.prefixLength)", interface: r.interface)
+        }
+        var next = state.withLock { $0 }
+        next.groups = groups
+        next.routes = routes
+        let spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
+        try DataplaneLimits.check(spec)
+        _ = try Balancer(spec)
+    }
+
+    /// The commands that take the workers from `old` to `new` when the two differ only in
+    /// nodes' weights and enabled switches; nil when the layout itself changes.
+    static func adjustments(from old: [GroupSpec], to new: [GroupSpec], generation: UInt64) -> [WorkerCommand]? {
+        guard old.count == new.count else { return nil }
+        func layout(_ g: GroupSpec) -> GroupSpec {
+            var g = g
+            for i in g.nodes.indices {
+                g.nodes[i].weight = 0
+                g.nodes[i].enabled = true
+            }
+            return g
+        }
+        var commands: [WorkerCommand] = []
+        for (gi, (a, b)) in zip(old, new).enumerated() {
+            guard layout(a) == layout(b) else { return nil }
+            if a.nodes.map(\.weight) != b.nodes.map(\.weight) {
+                commands.append(.weights(generation: generation, group: gi, b.nodes.map(\.weight)))
+            }
+            for (ni, (x, y)) in zip(a.nodes, b.nodes).enumerated() where x.enabled != y.enabled {
+                commands.append(.nodeEnabled(generation: generation, group: gi, node: ni, enabled: y.enabled))
+            }
+        }
+        return commands
     }
 
     /// The generation every worker has applied (the lowest of them).

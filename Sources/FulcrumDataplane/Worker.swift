@@ -17,6 +17,7 @@ public enum WorkerCommand: Sendable {
     case nodeMAC(generation: UInt64, group: Int, node: Int, mac: MACAddress?)
     case sorryMAC(generation: UInt64, group: Int, mac: MACAddress?)
     case weights(generation: UInt64, group: Int, [Int])
+    case nodeEnabled(generation: UInt64, group: Int, node: Int, enabled: Bool)
     case sorryUp(generation: UInt64, group: Int, up: Bool)
     /// Where NAT replies go now (the kernel's routes or neighbours changed).
     case routing(RoutingTable)
@@ -144,6 +145,7 @@ public final class Worker: @unchecked Sendable {
             case let .nodeMAC(gen, g, n, mac): if gen == current { balancer.setNodeMAC(group: g, node: n, mac) }
             case let .sorryMAC(gen, g, mac): if gen == current { balancer.setSorryMAC(group: g, mac) }
             case let .weights(gen, g, w): if gen == current { balancer.setWeights(group: g, w) }
+            case let .nodeEnabled(gen, g, n, on): if gen == current { balancer.setNodeEnabled(group: g, node: n, on) }
             case let .routing(table): balancer.setRouting(table)
             case let .sorryUp(gen, g, up): if gen == current { balancer.setSorryUp(group: g, up) }
             }

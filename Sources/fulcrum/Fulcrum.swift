@@ -1,9 +1,12 @@
 import ArgumentParser
+import FulcrumAPI
 import FulcrumControl
 import Logging
+import Metrics
+import Prometheus
 
 @main
-struct Fulcrum: ParsableCommand {
+struct Fulcrum: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum",
         abstract: "Fulcrum L4 load balancer: XDP steering, AF_XDP workers, MAT and NAT forwarding.",
@@ -12,17 +15,17 @@ struct Fulcrum: ParsableCommand {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-struct Run: ParsableCommand {
+struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the data plane for the groups in a configuration file.",
-        discussion: "SIGHUP reloads the file (a bad file is logged and the running configuration kept); SIGTERM or SIGINT stop cleanly.")
+        discussion: "SIGHUP reloads the file (a bad file is logged and the running configuration kept); SIGTERM or SIGINT stop cleanly. With an `api:` section, the control API, /metrics and the status page are served (Docs/OPERATIONS.md).")
 
     @Option(name: .shortAndLong, help: "The YAML configuration file.") var config: String
     @Option(help: "Write counters as JSON to this file every 0.5 s.") var statusFile: String?
     @Option(help: "The XDP object (default: found beside the executable or in the build tree).") var bpfObject: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel: Logger.Level = .info
 
-    func run() throws {
+    func run() async throws {
         let level = logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -30,8 +33,13 @@ struct Run: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "fulcrum")
+        // One registry: the API's request metrics (swift-metrics) and the data plane's.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         do {
-            try Daemon(configPath: config, statusFile: statusFile, bpfObject: bpfObject, logger: logger).run()
+            try await Daemon(configPath: config, statusFile: statusFile, bpfObject: bpfObject, logger: logger).run { runtime in
+                try ControlAPI.services(runtime: runtime, metrics: Metrics(runtime: runtime, registry: registry), logger: logger)
+            }
         } catch let error as ConfigErrors {
             printError(error.description)
             throw ExitCode(2)

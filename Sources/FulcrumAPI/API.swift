@@ -1,0 +1,391 @@
+import Crypto
+import FulcrumAPIModels
+import FulcrumControl
+import Foundation
+import FulcrumCore
+import Hummingbird
+import HummingbirdCore
+import HummingbirdAuth
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOSSL
+import ServiceLifecycle
+
+/// The control API (Docs/openapi.yaml): HTTP+JSON under /v1, `/metrics`, and the status
+/// page at `/`, on every `api.listen` address and the optional Unix socket.
+public enum ControlAPI {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// One Hummingbird application per listening address, all with the same router.
+    public static func services(runtime: Runtime, metrics: Metrics, logger: Logger) throws -> [any Service] {
+        guard let config = runtime.local.api else { return [] }
+        let tokens = try Tokens(config)
+        let router = makeRouter(api: APIHandlers(runtime: runtime, maxBody: config.maxBodyBytes), tokens: tokens,
+                                metrics: metrics)
+        let responder = router.buildResponder()
+        var server = HTTPServerBuilder.http1()
+        if let certificate = config.tlsCertificate, let key = config.tlsKey {
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+                let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .file(key))
+                server = try .tls(.http1(), tlsConfiguration: tls)
+            } catch {
+                throw Failure(description: "api.tls: cannot use \(certificate) and \(key): \(error)")
+            }
+        }
+        var services: [any Service] = []
+        for text in config.listen {
+            guard let a = APIListenAddress(text) else { throw Failure(description: "api.listen: \(text) is not address:port") }
+            services.append(Application(responder: responder, server: server,
+                                        configuration: .init(address: .hostname(a.host, port: a.port), serverName: "fulcrum"),
+                                        logger: logger))
+        }
+        if let path = config.unixSocket {
+            // A socket left by a process that died: nothing listens on it any more.
+            unlink(path)
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                    withIntermediateDirectories: true)
+            services.append(Application(responder: responder, server: .http1(),
+                                        configuration: .init(address: .unixDomainSocket(path: path), serverName: "fulcrum"),
+                                        onServerRunning: { _ in chmod(path, 0o600) }, logger: logger))
+        }
+        return services
+    }
+
+    /// The router: every path behind the token middleware but the page's shell.
+    public static func makeRouter(api: APIHandlers, tokens: Tokens, metrics: Metrics) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: TokenMiddleware(tokens: tokens))
+        router.add(middleware: MetricsMiddleware())
+        router.get("/") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                     body: .init(byteBuffer: ByteBuffer(string: StatusPage.html)))
+        }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: metrics.scrape())))
+        }
+        router.get("/v1/status") { _, _ in api.json(api.runtime.statusModel()) }
+        router.get("/v1/events") { request, _ in api.events(request) }
+        router.get("/v1/config") { _, _ in api.json(await api.runtime.controller.document) }
+        router.put("/v1/config") { request, _ in
+            await api.mutate(request) { .replace($0) }
+        }
+        router.post("/v1/config/reload") { request, _ in
+            await api.mutate(request, body: false) { _ in .reloadFile }
+        }
+        router.get("/v1/groups") { _, _ in api.json(await api.runtime.controller.document) }
+        router.post("/v1/groups") { request, _ in
+            await api.mutate(request, created: true) { .addGroup($0) }
+        }
+        router.get("/v1/groups/:group") { _, context in
+            await api.group(context.parameters.get("group") ?? "") { api.json(BalancingConfig.model($0)) }
+        }
+        router.put("/v1/groups/:group") { request, context in
+            let name = context.parameters.get("group") ?? ""
+            return await api.mutate(request) { .replaceGroup(name: name, $0) }
+        }
+        router.delete("/v1/groups/:group") { request, context in
+            let name = context.parameters.get("group") ?? ""
+            return await api.mutate(request, body: false) { _ in .removeGroup(name: name) }
+        }
+        router.get("/v1/groups/:group/nodes") { _, context in
+            await api.group(context.parameters.get("group") ?? "") { g in
+                api.json(g.nodes.map { BalancingConfig.model($0, sorry: false) })
+            }
+        }
+        router.post("/v1/groups/:group/nodes") { request, context in
+            let name = context.parameters.get("group") ?? ""
+            return await api.mutate(request, created: true) { .addNode(group: name, $0) }
+        }
+        router.get("/v1/groups/:group/nodes/:node") { _, context in
+            let node = context.parameters.get("node") ?? ""
+            return await api.group(context.parameters.get("group") ?? "") { g in
+                guard let n = g.nodes.first(where: { api.matches($0, node) }) else {
+                    return api.error(.notFound, ErrorModel(error: "\(g.name) has no node \(node)"))
+                }
+                return api.json(BalancingConfig.model(n, sorry: false))
+            }
+        }
+        router.patch("/v1/groups/:group/nodes/:node") { request, context in
+            let name = context.parameters.get("group") ?? ""
+            let node = context.parameters.get("node") ?? ""
+            return await api.patchNode(request, group: name, node: node)
+        }
+        router.delete("/v1/groups/:group/nodes/:node") { request, context in
+            let name = context.parameters.get("group") ?? ""
+            let node = context.parameters.get("node") ?? ""
+            return await api.mutate(request, body: false) { _ in .removeNode(group: name, node: node) }
+        }
+        return router
+    }
+}
+
+/// The bearer tokens, read from their files at start. Only their SHA-256 digests are
+/// kept, and a presented token is compared digest to digest in constant time.
+public struct Tokens: Sendable {
+    public enum Access: Sendable { case full, readOnly }
+    let full: [UInt8]
+    let readOnly: [UInt8]?
+
+    public init(full: String, readOnly: String?) {
+        self.full = Self.digest(full)
+        self.readOnly = readOnly.map(Self.digest)
+    }
+
+    init(_ config: FulcrumConfig.API) throws {
+        func read(_ path: String, _ field: String) throws -> String {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ControlAPI.Failure(description: "\(field): cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard token.utf8.count >= 16 else {
+                throw ControlAPI.Failure(description: "\(field): the token in \(path) is shorter than 16 characters; make one with `head -c 32 /dev/urandom | base64`")
+            }
+            return token
+        }
+        let full = try read(config.tokenFile, "api.token_file")
+        let ro = try config.readonlyTokenFile.map { try read($0, "api.readonly_token_file") }
+        if let ro, ro == full {
+            throw ControlAPI.Failure(description: "api.readonly_token_file holds the full-access token; give it a token of its own")
+        }
+        self.init(full: full, readOnly: ro)
+    }
+
+    static func digest(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
+
+    static func same(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for i in a.indices { difference |= a[i] ^ b[i] }
+        return difference == 0
+    }
+
+    public func access(_ presented: String) -> Access? {
+        let d = Self.digest(presented)
+        // Both compared every time: how long it takes says nothing about which matched.
+        let isFull = Self.same(d, full)
+        let isReadOnly = readOnly.map { Self.same(d, $0) } ?? false
+        return isFull ? .full : isReadOnly ? .readOnly : nil
+    }
+}
+
+/// 401 without a valid token, 403 for a read-only token on anything but GET and HEAD.
+/// The status page's shell (`GET /`) holds no data and needs none: it asks for a token.
+struct TokenMiddleware<Context: RequestContext>: RouterMiddleware {
+    let tokens: Tokens
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.method == .get && request.uri.path == "/" { return try await next(request, context) }
+        guard let bearer = request.headers.bearer, let access = tokens.access(bearer.token) else {
+            return APIHandlers.errorResponse(.unauthorized,
+                                             ErrorModel(error: "a valid token is required: send Authorization: Bearer <token> (api.token_file or api.readonly_token_file)"),
+                                             headers: [.wwwAuthenticate: "Bearer realm=\"fulcrum\""])
+        }
+        if access == .readOnly && request.method != .get && request.method != .head {
+            return APIHandlers.errorResponse(.forbidden, ErrorModel(error: "the read-only token may only read; use the full-access token to change anything"))
+        }
+        return try await next(request, context)
+    }
+}
+
+/// The handlers: small functions from a request to a typed response.
+public struct APIHandlers: Sendable {
+    let runtime: Runtime
+    let maxBody: Int
+
+    public init(runtime: Runtime, maxBody: Int) {
+        self.runtime = runtime
+        self.maxBody = maxBody
+    }
+
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
+    func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        Self.json(value, status: status)
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        var fields = headers
+        fields[.contentType] = "application/json"
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    func error(_ status: HTTPResponse.Status, _ model: ErrorModel) -> Response { Self.errorResponse(status, model) }
+
+    static func errorResponse(_ status: HTTPResponse.Status, _ model: ErrorModel, headers: HTTPFields = [:]) -> Response {
+        json(model, status: status, headers: headers)
+    }
+
+    func matches(_ n: FulcrumConfig.Node, _ ref: String) -> Bool {
+        "\(n.address)" == ref || "\(n.address):\(n.port)" == ref || "[\(n.address)]:\(n.port)" == ref
+    }
+
+    func group(_ name: String, _ body: (FulcrumConfig.Group) -> Response) async -> Response {
+        let groups = runtime.committed.value.groups
+        guard let g = groups.first(where: { $0.name == name }) else {
+            return error(.notFound, ErrorModel(error: "there is no group \(name)"))
+        }
+        return body(g)
+    }
+
+    func events(_ request: Request) -> Response {
+        let q = request.uri.queryParameters
+        var problems: [ErrorModel.FieldError] = []
+        let since = q.get("since").map { Int($0) } ?? 0
+        let limit = q.get("limit").map { Int($0) } ?? 1000
+        let severity = q.get("severity").map { Event.Severity(rawValue: $0) } ?? .info
+        if since == nil || since! < 0 { problems.append(.init(field: "since", value: q.get("since"), message: "must be a whole number ≥ 0")) }
+        if limit == nil || !(1...10000).contains(limit!) { problems.append(.init(field: "limit", value: q.get("limit"), message: "must be a whole number from 1 to 10000")) }
+        if severity == nil { problems.append(.init(field: "severity", value: q.get("severity"), message: "must be one of info, notice, warning, error")) }
+        guard problems.isEmpty, let since, let limit, let severity else {
+            return error(.badRequest, ErrorModel(error: "invalid query", errors: problems))
+        }
+        let all = runtime.events.events(after: UInt64(since)).filter { $0.severity >= severity }
+        let page = all.prefix(limit)
+        let next = page.last.map { Int($0.sequence) } ?? max(since, Int(runtime.events.lastSequence))
+        return json(EventsModel(events: page.map(EventModels.model), next: next))
+    }
+
+    /// Reads the body, runs the change through the controller, maps its verdict to HTTP.
+    func mutate(_ request: Request, body: Bool = true, created: Bool = false,
+                _ make: (String) -> Controller.Mutation) async -> Response {
+        let version = runtime.committed.value.version
+        let q = request.uri.queryParameters
+        var problems: [ErrorModel.FieldError] = []
+        var dryRun = false
+        if let d = q.get("dry_run") {
+            switch d.lowercased() {
+            case "true", "1": dryRun = true
+            case "false", "0": dryRun = false
+            default: problems.append(.init(field: "dry_run", value: d, message: "must be true or false"))
+            }
+        }
+        var expected: Int?
+        if let e = q.get("expected_version") {
+            expected = Int(e)
+            if expected == nil { problems.append(.init(field: "expected_version", value: e, message: "must be a whole number")) }
+        }
+        if !problems.isEmpty { return error(.badRequest, ErrorModel(error: "invalid query", errors: problems, version: version)) }
+        var text = ""
+        if body {
+            switch await read(request) {
+            case let .success(t): text = t
+            case let .failure(response): return response
+            }
+        }
+        do {
+            let result = try await runtime.controller.change(make(text), dryRun: dryRun, expectedVersion: expected,
+                                                              origin: "api")
+            return json(result, status: created && !dryRun ? .created : .ok)
+        } catch {
+            return Self.response(for: error)
+        }
+    }
+
+    enum Body {
+        case success(String)
+        case failure(Response)
+    }
+
+    func read(_ request: Request) async -> Body {
+        let version = runtime.committed.value.version
+        do {
+            let buffer = try await request.body.collect(upTo: maxBody)
+            return .success(String(buffer: buffer))
+        } catch {
+            return .failure(self.error(.contentTooLarge, ErrorModel(
+                error: "the body is larger than api.max_body_bytes (\(maxBody) bytes)",
+                errors: [.init(field: "(body)", value: nil, message: "is over \(maxBody) bytes")], version: version)))
+        }
+    }
+
+    static func response(for error: ChangeError) -> Response {
+        let fields = error.errors.map { ErrorModel.FieldError(field: $0.field, value: $0.value, message: $0.message, line: $0.line) }
+        let model = ErrorModel(error: error.message, errors: fields.isEmpty ? nil : fields, version: error.version)
+        switch error.kind {
+        case .invalid:
+            let syntax = error.errors.contains { $0.field == "(syntax)" || $0.field == "(body)" }
+            return errorResponse(syntax ? .badRequest : .unprocessableContent, model)
+        case .notFound: return errorResponse(.notFound, model)
+        case .conflict: return errorResponse(.conflict, model)
+        case .failed: return errorResponse(.internalServerError, model)
+        }
+    }
+
+    /// `{"weight": N, "enabled": B}`, either or both; anything else is named and refused.
+    func patchNode(_ request: Request, group: String, node: String) async -> Response {
+        let version = runtime.committed.value.version
+        let text: String
+        switch await read(request) {
+        case let .success(t): text = t
+        case let .failure(response): return response
+        }
+        let fields: [String: JSONScalar]
+        do {
+            fields = try JSONDecoder().decode([String: JSONScalar].self, from: Data(text.utf8))
+        } catch DecodingError.dataCorrupted {
+            return error(.badRequest, ErrorModel(error: "the body is not JSON",
+                                                 errors: [.init(field: "(syntax)", value: nil, message: "send {\"weight\": N} and/or {\"enabled\": true|false}")],
+                                                 version: version))
+        } catch {
+            return self.error(.unprocessableContent, ErrorModel(error: "the body must be a JSON object",
+                                                           errors: [.init(field: "(body)", value: nil, message: "must be an object with weight and/or enabled")],
+                                                           version: version))
+        }
+        var patch = NodePatchModel()
+        var problems: [ErrorModel.FieldError] = []
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+            switch (key, value) {
+            case let ("weight", .int(w)): patch.weight = w
+            case ("weight", _):
+                problems.append(.init(field: "weight", value: "\(value)", message: "must be a whole number from 0 to \(NodeLimits.maxWeight)"))
+            case let ("enabled", .bool(b)): patch.enabled = b
+            case ("enabled", _):
+                problems.append(.init(field: "enabled", value: "\(value)", message: "must be true or false"))
+            default:
+                problems.append(.init(field: key, value: nil, message: "unknown field; expected enabled, weight"))
+            }
+        }
+        if patch.weight == nil && patch.enabled == nil && problems.isEmpty {
+            problems.append(.init(field: "(body)", value: nil, message: "names nothing to change; give weight and/or enabled"))
+        }
+        if !problems.isEmpty {
+            return error(.unprocessableContent, ErrorModel(error: "the change is invalid", errors: problems, version: version))
+        }
+        return await mutate(request, body: false) { _ in .patchNode(group: group, node: node, patch) }
+    }
+}
+
+/// A JSON value as the patch reads it: true and 1 are told apart.
+enum JSONScalar: Decodable, CustomStringConvertible {
+    case bool(Bool)
+    case int(Int)
+    case other(String)
+
+    var description: String {
+        switch self {
+        case let .bool(b): "\(b)"
+        case let .int(i): "\(i)"
+        case let .other(s): s
+        }
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int.self) { self = .int(i) }
+        else if let d = try? c.decode(Double.self) { self = .other("\(d)") }
+        else if let s = try? c.decode(String.self) { self = .other("\"\(s)\"") }
+        else if c.decodeNil() { self = .other("null") }
+        else { self = .other("(a list or an object)") }
+    }
+}

@@ -1,0 +1,125 @@
+import FulcrumControl
+import FulcrumCore
+import Prometheus
+import Synchronization
+
+/// `/metrics`: the workers' own per-worker counters (summed by `Dataplane.snapshot`), the
+/// XDP program's, and the configuration's state, read at scrape time into a swift-prometheus
+/// registry. Nothing is counted twice on the packet path: a counter here grows by what
+/// its source grew since the previous scrape (a source that went back, a node removed and
+/// added again, starts a new series).
+public final class Metrics: Sendable {
+    let runtime: Runtime?
+    public let registry: PrometheusCollectorRegistry
+    private let state = Mutex(State())
+
+    struct State {
+        var counters: [String: (Counter, UInt64)] = [:]
+        var gauges: [String: Gauge] = [:]
+    }
+
+    /// `registry`: shared with swift-metrics' `MetricsSystem` so that the API's own request
+    /// metrics (Hummingbird's MetricsMiddleware) come out of the same scrape.
+    public init(runtime: Runtime?, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.runtime = runtime
+        self.registry = registry
+    }
+
+    struct Scrape {
+        var counters: [(name: String, labels: [(String, String)], help: String, value: UInt64)] = []
+        var gauges: [(name: String, labels: [(String, String)], help: String, value: Double)] = []
+
+        mutating func counter(_ name: String, _ labels: [(String, String)], _ help: String, _ value: UInt64) {
+            counters.append((name, labels, help, value))
+        }
+
+        mutating func gauge(_ name: String, _ labels: [(String, String)], _ help: String, _ value: Double) {
+            gauges.append((name, labels, help, value))
+        }
+    }
+
+    func collect() -> Scrape {
+        var out = Scrape()
+        guard let runtime else { return out }
+        let status = runtime.statusModel()
+        let snapshot = runtime.dataplane.snapshot()
+        out.gauge("fulcrum_config_version", [], "The version of the configuration in force.", Double(status.version))
+        out.gauge("fulcrum_uptime_seconds", [], "Seconds since the daemon started.", status.uptimeSeconds)
+        out.gauge("fulcrum_flows", [], "Flows in the workers' flow tables.", Double(status.flows))
+        out.gauge("fulcrum_flow_capacity", [], "Flows the workers' flow tables can hold.", Double(status.flowCapacity))
+        out.gauge("fulcrum_active", [], "1 while this LB answers for its VIPs.", runtime.dataplane.isActive ? 1 : 0)
+        for g in status.groups {
+            let l = [("group", g.name)]
+            out.counter("fulcrum_group_packets_total", l, "Packets forwarded for the group.", g.packets)
+            out.counter("fulcrum_group_bytes_total", l, "Bytes forwarded for the group.", g.bytes)
+            out.counter("fulcrum_group_new_flows_total", l, "New flows the group scheduled.", g.newFlows)
+            out.counter("fulcrum_group_sorry_flows_total", l, "New flows sent to the group's sorry server.", g.sorryFlows)
+            for n in g.nodes {
+                let node = n.port == 0 ? n.address : n.address.contains(":") ? "[\(n.address)]:\(n.port)" : "\(n.address):\(n.port)"
+                let nl = [("group", g.name), ("node", node)]
+                out.counter("fulcrum_node_packets_total", nl, "Packets forwarded to the node.", n.packets)
+                out.counter("fulcrum_node_bytes_total", nl, "Bytes forwarded to the node.", n.bytes)
+                out.counter("fulcrum_node_new_flows_total", nl, "New flows scheduled to the node.", n.newFlows)
+                out.gauge("fulcrum_node_active_flows", nl, "Flows held for the node now.", Double(n.activeFlows))
+                out.gauge("fulcrum_node_weight", nl, "The node's configured weight (0: drained).", Double(n.weight))
+                out.gauge("fulcrum_node_up", nl, "1 if the node may take new flows (enabled, healthy, MAC known).",
+                          n.state == "up" ? 1 : 0)
+            }
+        }
+        for (reason, value) in snapshot.drops {
+            out.counter("fulcrum_drops_total", [("reason", reason.label)], "Packets the workers dropped, by reason.", value)
+        }
+        for (counter, value) in snapshot.global {
+            out.counter("fulcrum_worker_packets_total", [("counter", counter.label)], "The workers' packet counters.", value)
+        }
+        for (counter, value) in snapshot.xdp {
+            out.counter("fulcrum_xdp_packets_total", [("counter", counter.label)], "The XDP program's counters.", value)
+        }
+        for (stat, value) in snapshot.sockets {
+            out.counter("fulcrum_afxdp_socket_total", [("stat", stat)], "The AF_XDP sockets' statistics (summed).", value)
+        }
+        return out
+    }
+
+    static func key(_ name: String, _ labels: [(String, String)]) -> String {
+        name + "{" + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",") + "}"
+    }
+
+    /// Brings the registry up to date and renders it.
+    public func scrape() -> [UInt8] {
+        let now = collect()
+        state.withLock { s in
+            var seenCounters = Set<String>()
+            for c in now.counters {
+                let key = Self.key(c.name, c.labels)
+                seenCounters.insert(key)
+                if let (counter, last) = s.counters[key], c.value >= last {
+                    if c.value > last { counter.increment(by: Int64(clamping: c.value - last)) }
+                    s.counters[key] = (counter, c.value)
+                } else {
+                    if let (old, _) = s.counters[key] { registry.unregisterCounter(old) }
+                    let counter = registry.makeCounter(name: c.name, labels: c.labels, help: c.help)
+                    if c.value > 0 { counter.increment(by: Int64(clamping: c.value)) }
+                    s.counters[key] = (counter, c.value)
+                }
+            }
+            for (key, (counter, _)) in s.counters where !seenCounters.contains(key) {
+                registry.unregisterCounter(counter)
+                s.counters[key] = nil
+            }
+            var seenGauges = Set<String>()
+            for g in now.gauges {
+                let key = Self.key(g.name, g.labels)
+                seenGauges.insert(key)
+                let gauge = s.gauges[key] ?? registry.makeGauge(name: g.name, labels: g.labels, help: g.help)
+                gauge.set(g.value)
+                s.gauges[key] = gauge
+            }
+            for (key, gauge) in s.gauges where !seenGauges.contains(key) {
+                registry.unregisterGauge(gauge)
+                s.gauges[key] = nil
+            }
+        }
+        return registry.emitToBuffer()
+    }
+}

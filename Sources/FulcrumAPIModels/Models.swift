@@ -1,0 +1,307 @@
+// The bodies of the control API (/v1/…), shared by the server and `fulcrumctl`.
+// Docs/openapi.yaml is the contract; `OpenAPIContractTests` holds these types and the
+// handlers to it. Field names are the configuration file's (snake_case), so a group
+// read from the API can be pasted into the file and back.
+
+/// A node or sorry server, as configured.
+public struct NodeModel: Codable, Sendable, Equatable {
+    public var address: String
+    /// NAT: the node's port; nil keeps the client's destination port.
+    public var port: Int?
+    public var weight: Int?
+    public var mac: String?
+    /// false: the node takes no new flows and its flows move (an operator's choice, kept
+    /// in the configuration; health is separate).
+    public var enabled: Bool?
+
+    public init(address: String, port: Int? = nil, weight: Int? = nil, mac: String? = nil, enabled: Bool? = nil) {
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.mac = mac
+        self.enabled = enabled
+    }
+}
+
+public struct HealthCheckModel: Codable, Sendable, Equatable {
+    public var type: String
+    public var interval: Double?
+    public var timeout: Double?
+    public var rise: Int?
+    public var fall: Int?
+    public var port: Int?
+    public var path: String?
+    public var host: String?
+    public var expect: [Int]?
+    public var send: String?
+
+    public init(type: String) { self.type = type }
+}
+
+/// A group (virtual service): a VIP, a protocol, ports, a method and its nodes.
+public struct GroupModel: Codable, Sendable, Equatable {
+    public var name: String
+    public var vip: String
+    public var `protocol`: String
+    public var ports: [Int]
+    public var method: String
+    public var scheduler: String?
+    public var interface: String?
+    public var nodes: [NodeModel]
+    public var sorry: NodeModel?
+    public var healthCheck: HealthCheckModel?
+
+    enum CodingKeys: String, CodingKey {
+        case name, vip, `protocol`, ports, method, scheduler, interface, nodes, sorry
+        case healthCheck = "health_check"
+    }
+
+    public init(name: String, vip: String, protocol: String, ports: [Int], method: String, scheduler: String? = nil,
+                interface: String? = nil, nodes: [NodeModel], sorry: NodeModel? = nil, healthCheck: HealthCheckModel? = nil) {
+        self.name = name
+        self.vip = vip
+        self.protocol = `protocol`
+        self.ports = ports
+        self.method = method
+        self.scheduler = scheduler
+        self.interface = interface
+        self.nodes = nodes
+        self.sorry = sorry
+        self.healthCheck = healthCheck
+    }
+}
+
+/// The load-balancing configuration: what the API changes, what the state file keeps,
+/// and (later) what the pair syncs. Node-local settings (interfaces, API, keys) are not in it.
+public struct BalancingConfigModel: Codable, Sendable, Equatable {
+    public var groups: [GroupModel]
+    public init(groups: [GroupModel]) { self.groups = groups }
+}
+
+/// The committed configuration: its version and content hash, and the groups.
+public struct ConfigDocument: Codable, Sendable, Equatable {
+    public var version: Int
+    public var hash: String
+    public var groups: [GroupModel]
+    public init(version: Int, hash: String, groups: [GroupModel]) {
+        self.version = version
+        self.hash = hash
+        self.groups = groups
+    }
+}
+
+/// One difference between two configurations.
+public struct ChangeModel: Codable, Sendable, Equatable {
+    /// add, remove or change.
+    public var op: String
+    /// What changed: `groups/web`, `groups/web/nodes/198.18.0.11:0`, `…/weight`.
+    public var path: String
+    public var from: String?
+    public var to: String?
+    public init(op: String, path: String, from: String? = nil, to: String? = nil) {
+        self.op = op
+        self.path = path
+        self.from = from
+        self.to = to
+    }
+}
+
+/// What a change did (or, with dry_run, would do).
+public struct ChangeResultModel: Codable, Sendable, Equatable {
+    public var dryRun: Bool
+    /// The version now in force (dry run: the version it would become).
+    public var version: Int
+    public var hash: String
+    public var changes: [ChangeModel]
+
+    enum CodingKeys: String, CodingKey {
+        case dryRun = "dry_run"
+        case version, hash, changes
+    }
+
+    public init(dryRun: Bool, version: Int, hash: String, changes: [ChangeModel]) {
+        self.dryRun = dryRun
+        self.version = version
+        self.hash = hash
+        self.changes = changes
+    }
+}
+
+/// `PATCH /v1/groups/{group}/nodes/{node}`: what to change; absent fields stay.
+public struct NodePatchModel: Codable, Sendable, Equatable {
+    public var weight: Int?
+    public var enabled: Bool?
+    public init(weight: Int? = nil, enabled: Bool? = nil) {
+        self.weight = weight
+        self.enabled = enabled
+    }
+}
+
+/// Every 4xx and 5xx body.
+public struct ErrorModel: Codable, Sendable, Equatable, Error {
+    public struct FieldError: Codable, Sendable, Equatable {
+        public var field: String
+        public var value: String?
+        public var message: String
+        public var line: Int?
+        public init(field: String, value: String?, message: String, line: Int? = nil) {
+            self.field = field
+            self.value = value
+            self.message = message
+            self.line = line
+        }
+    }
+
+    /// A sentence: what is wrong and what to do.
+    public var error: String
+    public var errors: [FieldError]?
+    /// The version still in force.
+    public var version: Int?
+
+    public init(error: String, errors: [FieldError]? = nil, version: Int? = nil) {
+        self.error = error
+        self.errors = errors
+        self.version = version
+    }
+}
+
+// MARK: - Status
+
+public struct NodeStatusModel: Codable, Sendable, Equatable {
+    public var address: String
+    public var port: Int
+    public var weight: Int
+    public var enabled: Bool
+    /// up, down (health check failed; `health_detail` says why), disabled, no_mac, unchecked.
+    public var state: String
+    public var healthDetail: String?
+    public var mac: String?
+    public var activeFlows: Int
+    public var newFlows: UInt64
+    public var packets: UInt64
+    public var bytes: UInt64
+
+    enum CodingKeys: String, CodingKey {
+        case address, port, weight, enabled, state, mac, packets, bytes
+        case healthDetail = "health_detail"
+        case activeFlows = "active_flows"
+        case newFlows = "new_flows"
+    }
+
+    public init(address: String, port: Int, weight: Int, enabled: Bool, state: String, healthDetail: String?, mac: String?,
+                activeFlows: Int, newFlows: UInt64, packets: UInt64, bytes: UInt64) {
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.enabled = enabled
+        self.state = state
+        self.healthDetail = healthDetail
+        self.mac = mac
+        self.activeFlows = activeFlows
+        self.newFlows = newFlows
+        self.packets = packets
+        self.bytes = bytes
+    }
+}
+
+public struct GroupStatusModel: Codable, Sendable, Equatable {
+    public var name: String
+    public var vip: String
+    public var `protocol`: String
+    public var ports: [Int]
+    public var method: String
+    public var scheduler: String
+    public var packets: UInt64
+    public var bytes: UInt64
+    public var newFlows: UInt64
+    public var sorryFlows: UInt64
+    public var nodes: [NodeStatusModel]
+    public var sorry: NodeStatusModel?
+
+    enum CodingKeys: String, CodingKey {
+        case name, vip, `protocol`, ports, method, scheduler, packets, bytes, nodes, sorry
+        case newFlows = "new_flows"
+        case sorryFlows = "sorry_flows"
+    }
+
+    public init(name: String, vip: String, protocol: String, ports: [Int], method: String, scheduler: String,
+                packets: UInt64, bytes: UInt64, newFlows: UInt64, sorryFlows: UInt64, nodes: [NodeStatusModel],
+                sorry: NodeStatusModel?) {
+        self.name = name
+        self.vip = vip
+        self.protocol = `protocol`
+        self.ports = ports
+        self.method = method
+        self.scheduler = scheduler
+        self.packets = packets
+        self.bytes = bytes
+        self.newFlows = newFlows
+        self.sorryFlows = sorryFlows
+        self.nodes = nodes
+        self.sorry = sorry
+    }
+}
+
+public struct EventModel: Codable, Sendable, Equatable {
+    /// RFC 3339, UTC, with milliseconds.
+    public var time: String
+    /// Monotonic across restarts.
+    public var sequence: Int
+    public var severity: String
+    public var kind: String
+    public var message: String
+    public var fields: [String: String]
+
+    public init(time: String, sequence: Int, severity: String, kind: String, message: String, fields: [String: String]) {
+        self.time = time
+        self.sequence = sequence
+        self.severity = severity
+        self.kind = kind
+        self.message = message
+        self.fields = fields
+    }
+}
+
+public struct StatusModel: Codable, Sendable, Equatable {
+    public var host: String
+    /// standalone (until the pair exists), active or standby.
+    public var role: String
+    public var version: Int
+    public var hash: String
+    public var uptimeSeconds: Double
+    public var flows: Int
+    public var flowCapacity: Int
+    public var groups: [GroupStatusModel]
+    public var drops: [String: UInt64]
+    public var events: [EventModel]
+
+    enum CodingKeys: String, CodingKey {
+        case host, role, version, hash, flows, groups, drops, events
+        case uptimeSeconds = "uptime_seconds"
+        case flowCapacity = "flow_capacity"
+    }
+
+    public init(host: String, role: String, version: Int, hash: String, uptimeSeconds: Double, flows: Int,
+                flowCapacity: Int, groups: [GroupStatusModel], drops: [String: UInt64], events: [EventModel]) {
+        self.host = host
+        self.role = role
+        self.version = version
+        self.hash = hash
+        self.uptimeSeconds = uptimeSeconds
+        self.flows = flows
+        self.flowCapacity = flowCapacity
+        self.groups = groups
+        self.drops = drops
+        self.events = events
+    }
+}
+
+public struct EventsModel: Codable, Sendable, Equatable {
+    public var events: [EventModel]
+    /// Pass as `since` to get only what follows.
+    public var next: Int
+    public init(events: [EventModel], next: Int) {
+        self.events = events
+        self.next = next
+    }
+}

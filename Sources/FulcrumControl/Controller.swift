@@ -1,0 +1,324 @@
+import FulcrumAPIModels
+import FulcrumCore
+import FulcrumDataplane
+import Foundation
+import Logging
+import Synchronization
+
+/// What forwards: the data plane in `fulcrum run`, a recorder in tests.
+public protocol ForwardingDriver: Sendable {
+    /// Throws what `apply` would, and changes nothing.
+    func validate(_ groups: [FulcrumConfig.Group]) throws
+    /// Applies all of it or none of it.
+    func apply(_ groups: [FulcrumConfig.Group]) throws
+}
+
+/// The data plane as the controller drives it: groups on the interfaces it runs on.
+public struct DataplaneDriver: ForwardingDriver {
+    let dataplane: Dataplane
+    let local: FulcrumConfig
+
+    public init(dataplane: Dataplane, local: FulcrumConfig) {
+        self.dataplane = dataplane
+        self.local = local
+    }
+
+    func specs(_ groups: [FulcrumConfig.Group]) throws -> ([GroupSpec], [RouteSpec]) {
+        var config = local
+        config.groups = groups
+        let running = dataplane.options.interfaces
+        return (try config.groupSpecs(on: running), try config.routeSpecs(on: running))
+    }
+
+    public func validate(_ groups: [FulcrumConfig.Group]) throws {
+        let (g, r) = try specs(groups)
+        try dataplane.validate(groups: g, routes: r)
+    }
+
+    public func apply(_ groups: [FulcrumConfig.Group]) throws {
+        let (g, r) = try specs(groups)
+        try dataplane.configure(groups: g, routes: r)
+    }
+}
+
+/// A change refused: why, in a sentence and field by field; the version still in force.
+public struct ChangeError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable {
+        /// The request or the configuration it would make is invalid (422; 400 when the
+        /// body is not JSON at all).
+        case invalid
+        case notFound
+        /// The name is taken, or `expected_version` is not the version in force.
+        case conflict
+        /// Valid, but the data plane or the disk refused it (500).
+        case failed
+    }
+
+    public var kind: Kind
+    public var message: String
+    public var errors: [ConfigError] = []
+    public var version: Int
+
+    public var description: String {
+        ([message] + errors.map(\.description)).joined(separator: "\n")
+    }
+}
+
+/// The one owner of the running load-balancing configuration. Every change (a file
+/// reload, an API call; later health, agents and the peer) comes here, is validated,
+/// diffed, applied to the data plane and persisted, then committed with the next version;
+/// or it is refused with field-level errors and nothing changes. Changes are serial (an
+/// actor), so versions strictly increase and the state is always some serial order of
+/// the changes made.
+public actor Controller {
+    public struct Committed: Sendable {
+        public var version: Int
+        public var hash: String
+        public var groups: [FulcrumConfig.Group]
+        /// The hash of the configuration file's groups this state began from.
+        public var sourceHash: String
+    }
+
+    public enum Mutation: Sendable {
+        /// A whole `{groups: [...]}` document (JSON or YAML).
+        case replace(String)
+        case addGroup(String)
+        case replaceGroup(name: String, String)
+        case removeGroup(name: String)
+        case addNode(group: String, String)
+        /// `node`: an address, or address:port ([v6]:port) where one address has several ports.
+        case removeNode(group: String, node: String)
+        case patchNode(group: String, node: String, NodePatchModel)
+        /// Read the configuration file again; its groups become the configuration.
+        case reloadFile
+    }
+
+    public let local: FulcrumConfig
+    let driver: any ForwardingDriver
+    let events: EventLog?
+    let logger: Logger
+    public private(set) var committed: Committed
+    /// Changes refused since start (status: `reloadsRejected`).
+    public nonisolated let rejected = Atomic<Int>(0)
+    let onCommit: @Sendable (Committed) -> Void
+    /// Where the changes' errors say they come from.
+    static let body = "request body"
+
+    public init(local: FulcrumConfig, committed: Committed, driver: any ForwardingDriver, events: EventLog?,
+                logger: Logger, onCommit: @escaping @Sendable (Committed) -> Void = { _ in }) {
+        self.local = local
+        self.committed = committed
+        self.driver = driver
+        self.events = events
+        self.logger = logger
+        self.onCommit = onCommit
+    }
+
+    /// The configuration to start with: the state file's, unless the configuration file's
+    /// groups changed since the state began from them (then the file's, at the next
+    /// version). `note` says which won, for the log and events. The caller persists it
+    /// (`persist`) once it holds the interfaces, so a daemon refused at start writes nothing.
+    public static func initialState(_ config: FulcrumConfig) throws -> (Committed, note: String) {
+        let fileHash = BalancingConfig.hash(config.groups)
+        let saved = try StateFile.read(config.stateFile)
+        var committed = Committed(version: 1, hash: fileHash, groups: config.groups, sourceHash: fileHash)
+        var note = "configuration 1 from \(config.file)"
+        if let saved {
+            if saved.sourceHash == fileHash {
+                let groups = try ConfigLoader.parseBalancing(saved.groupsDocument, source: config.stateFile, local: config)
+                committed = Committed(version: saved.version, hash: BalancingConfig.hash(groups), groups: groups,
+                                      sourceHash: fileHash)
+                note = "configuration \(saved.version) from \(config.stateFile) (changes made through the API)"
+            } else {
+                committed.version = saved.version + 1
+                note = "configuration \(committed.version) from \(config.file): its groups changed since \(config.stateFile) was written, so the file wins"
+            }
+        }
+        return (committed, note)
+    }
+
+    public static func persist(_ c: Committed, to path: String) throws {
+        try StateFile(version: c.version, hash: c.hash, sourceHash: c.sourceHash,
+                      groups: BalancingConfig.model(c.groups).groups).write(to: path)
+    }
+
+    public var document: ConfigDocument {
+        ConfigDocument(version: committed.version, hash: committed.hash, groups: BalancingConfig.model(committed.groups).groups)
+    }
+
+    /// Validates, applies, persists and commits a change; with `dryRun`, only says what
+    /// it would do. `expectedVersion`: refuse unless that version is in force.
+    public func change(_ mutation: Mutation, dryRun: Bool = false, expectedVersion: Int? = nil,
+                       origin: String) throws(ChangeError) -> ChangeResultModel {
+        do {
+            return try attempt(mutation, dryRun: dryRun, expectedVersion: expectedVersion, origin: origin)
+        } catch {
+            if !dryRun {
+                rejected.add(1, ordering: .relaxed)
+                let first = error.errors.first.map(\.description) ?? error.message
+                let more = error.errors.count > 1 ? " (and \(error.errors.count - 1) more)" : ""
+                logger.warning("change rejected; configuration \(committed.version) kept\n\(error)")
+                events?.record(.warning, "config.rejected",
+                               "\(origin): change rejected, configuration \(committed.version) kept: \(first)\(more)",
+                               ["version": "\(committed.version)", "origin": origin, "errors": "\(max(1, error.errors.count))"])
+            }
+            throw error
+        }
+    }
+
+    func attempt(_ mutation: Mutation, dryRun: Bool, expectedVersion: Int?, origin: String) throws(ChangeError) -> ChangeResultModel {
+        let version = committed.version
+        if let expectedVersion, expectedVersion != version {
+            throw ChangeError(kind: .conflict, message: "configuration \(version) is in force, not \(expectedVersion); read it again and retry",
+                              version: version)
+        }
+        var sourceHash = committed.sourceHash
+        let next: [FulcrumConfig.Group]
+        do {
+            if case .reloadFile = mutation {
+                let file = try ConfigLoader.load(path: local.file)
+                next = file.groups
+                sourceHash = BalancingConfig.hash(file.groups)
+            } else {
+                next = try candidate(mutation)
+                try ConfigLoader.check(next, source: Self.body, local: local)
+            }
+            try driver.validate(next)
+        } catch let e as ChangeError {
+            throw e
+        } catch let e as ConfigErrors {
+            throw ChangeError(kind: .invalid, message: "the change is invalid", errors: e.errors, version: version)
+        } catch {
+            throw ChangeError(kind: .invalid, message: "the data plane refuses the change: \(error)", version: version)
+        }
+        let changes = BalancingConfig.diff(committed.groups, next)
+        let hash = BalancingConfig.hash(next)
+        if dryRun {
+            return ChangeResultModel(dryRun: true, version: version + 1, hash: hash, changes: changes)
+        }
+        let previous = committed
+        let proposed = Committed(version: version + 1, hash: hash, groups: next, sourceHash: sourceHash)
+        do {
+            try driver.apply(next)
+        } catch {
+            throw ChangeError(kind: .failed, message: "the data plane refused the change and keeps configuration \(version): \(error)",
+                              version: version)
+        }
+        do {
+            try Self.persist(proposed, to: local.stateFile)
+        } catch {
+            // Not on disk, so not committed: put the data plane back.
+            try? driver.apply(previous.groups)
+            throw ChangeError(kind: .failed, message: "cannot save the change, configuration \(version) kept: \(error)", version: version)
+        }
+        committed = proposed
+        logger.info("configuration applied", metadata: ["version": "\(proposed.version)", "origin": "\(origin)",
+                                                         "changes": "\(changes.count)"])
+        let summary = changes.prefix(3).map { "\($0.op) \($0.path)" + ($0.to.map { " → \($0)" } ?? "") }.joined(separator: "; ")
+            + (changes.count > 3 ? "; and \(changes.count - 3) more" : "")
+        events?.record(.notice, "config.applied",
+                       "configuration \(proposed.version) applied by \(origin)" + (changes.isEmpty ? " (no change)" : ": \(summary)"),
+                       ["version": "\(proposed.version)", "hash": proposed.hash, "origin": origin, "changes": "\(changes.count)"])
+        onCommit(proposed)
+        return ChangeResultModel(dryRun: false, version: proposed.version, hash: hash, changes: changes)
+    }
+
+    /// The groups a mutation would leave, before the checks across them.
+    func candidate(_ mutation: Mutation) throws -> [FulcrumConfig.Group] {
+        var groups = committed.groups
+        let version = committed.version
+        func index(of name: String) throws -> Int {
+            guard let i = groups.firstIndex(where: { $0.name == name }) else {
+                throw ChangeError(kind: .notFound, message: "there is no group \(name)", version: version)
+            }
+            return i
+        }
+        switch mutation {
+        case let .replace(text):
+            return try ConfigLoader.parseBalancing(text, source: Self.body, local: local)
+        case let .addGroup(text):
+            let g = try ConfigLoader.parseGroup(text, source: Self.body, local: local)
+            if groups.contains(where: { $0.name == g.name }) {
+                throw ChangeError(kind: .conflict, message: "a group named \(g.name) exists; change it with PUT /v1/groups/\(g.name)",
+                                  version: version)
+            }
+            groups.append(g)
+        case let .replaceGroup(name, text):
+            let i = try index(of: name)
+            let g = try ConfigLoader.parseGroup(text, source: Self.body, local: local)
+            guard g.name == name else {
+                throw ChangeError(kind: .invalid, message: "the body names group \(g.name), the path \(name)",
+                                  errors: [ConfigError(file: Self.body, line: nil, field: "group.name", value: g.name,
+                                                       message: "must be the group's name in the path (\(name)); to rename, add the new group and remove the old")],
+                                  version: version)
+            }
+            groups[i] = g
+        case let .removeGroup(name):
+            groups.remove(at: try index(of: name))
+        case let .addNode(group, text):
+            let g = try index(of: group)
+            let node = try ConfigLoader.parseNode(text, source: Self.body, in: groups[g])
+            if groups[g].nodes.contains(where: { $0.address == node.address && $0.port == node.port }) {
+                throw ChangeError(kind: .conflict, message: "\(group) already has node \(node.address)"
+                                      + (node.port == 0 ? "" : ":\(node.port)"), version: version)
+            }
+            groups[g].nodes.append(node)
+        case let .removeNode(group, ref):
+            let g = try index(of: group)
+            groups[g].nodes.remove(at: try nodeIndex(ref, in: groups[g]))
+            if groups[g].nodes.isEmpty && groups[g].sorry == nil {
+                throw ChangeError(kind: .invalid, message: "\(group) would have no node and no sorry server; remove the group instead",
+                                  errors: [ConfigError(file: Self.body, line: nil, field: "groups.\(group).nodes", value: ref,
+                                                       message: "is the group's last node")],
+                                  version: version)
+            }
+        case let .patchNode(group, ref, patch):
+            let g = try index(of: group)
+            let n = try nodeIndex(ref, in: groups[g])
+            if let w = patch.weight {
+                guard (0...NodeLimits.maxWeight).contains(w) else {
+                    throw ChangeError(kind: .invalid, message: "the change is invalid",
+                                      errors: [ConfigError(file: Self.body, line: nil, field: "weight", value: "\(w)",
+                                                           message: "must be a whole number from 0 to \(NodeLimits.maxWeight)")],
+                                      version: version)
+                }
+                groups[g].nodes[n].weight = w
+            }
+            if let e = patch.enabled { groups[g].nodes[n].enabled = e }
+        case .reloadFile:
+            break
+        }
+        return groups
+    }
+
+    /// A node by address, or address:port where one address has several ports.
+    func nodeIndex(_ ref: String, in group: FulcrumConfig.Group) throws -> Int {
+        let version = committed.version
+        var address = IPAddress(ref)
+        var port: UInt16?
+        if address == nil, let colon = ref.lastIndex(of: ":") {
+            var host = ref[..<colon]
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+            address = IPAddress(host)
+            port = UInt16(ref[ref.index(after: colon)...])
+            if port == nil { address = nil }
+        }
+        guard let address else {
+            throw ChangeError(kind: .invalid, message: "\(ref) is not a node address (address, or address:port)",
+                              errors: [ConfigError(file: "request path", line: nil, field: "node", value: ref,
+                                                   message: "must be an IPv4 or IPv6 address, or address:port")],
+                              version: version)
+        }
+        let matches = group.nodes.indices.filter {
+            group.nodes[$0].address == address && (port == nil || group.nodes[$0].port == port)
+        }
+        guard !matches.isEmpty else {
+            throw ChangeError(kind: .notFound, message: "\(group.name) has no node \(ref)", version: version)
+        }
+        guard matches.count == 1 else {
+            throw ChangeError(kind: .conflict, message: "\(group.name) has \(matches.count) nodes at \(address); give address:port",
+                              version: version)
+        }
+        return matches[0]
+    }
+}

@@ -1,0 +1,56 @@
+import FulcrumAPIModels
+import FulcrumCore
+import FulcrumDataplane
+import Foundation
+
+/// Events as the API shows them.
+public enum EventModels {
+    static let time = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    public static func model(_ e: Event) -> EventModel {
+        EventModel(time: time.format(e.time), sequence: Int(e.sequence), severity: e.severity.rawValue, kind: e.kind,
+                   message: e.message, fields: e.fields)
+    }
+}
+
+extension Runtime {
+    /// `GET /v1/status`: the configuration in force with each group's and node's live
+    /// counters and state, the drops, and the latest alerts.
+    public func statusModel() -> StatusModel {
+        let c = committed.value
+        let snapshot = dataplane.snapshot()
+        let health = checker.states
+        let byName = Dictionary(snapshot.groups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        func node(_ g: FulcrumConfig.Group, _ n: FulcrumConfig.Node, live: DataplaneSnapshot.Node?) -> NodeStatusModel {
+            let h = health[NodeIdentity(group: g.name, address: n.address, port: n.port)]
+            let mac = live?.mac ?? n.mac
+            let state: String
+            if !n.enabled { state = "disabled" }
+            else if let h, !h.up { state = "down" }
+            else if mac == nil { state = "no_mac" }
+            else if h == nil && g.healthCheck != nil { state = "pending" }
+            else { state = "up" }
+            return NodeStatusModel(address: "\(n.address)", port: Int(n.port), weight: n.weight, enabled: n.enabled, state: state,
+                                   healthDetail: h.flatMap { $0.up ? nil : $0.lastFailure }, mac: mac.map { "\($0)" },
+                                   activeFlows: live?.activeFlows ?? 0, newFlows: live?.newFlows ?? 0,
+                                   packets: live?.packets ?? 0, bytes: live?.bytes ?? 0)
+        }
+        let groups = c.groups.map { g -> GroupStatusModel in
+            let live = byName[g.name]
+            let nodes = g.nodes.map { n in
+                node(g, n, live: live?.nodes.first { $0.address == n.address && $0.port == n.port })
+            }
+            return GroupStatusModel(name: g.name, vip: "\(g.vip)", protocol: g.proto == IPProtocol.tcp ? "tcp" : "udp",
+                                    ports: g.ports.map(Int.init), method: g.method.rawValue, scheduler: g.scheduler.rawValue,
+                                    packets: live?.packets ?? 0, bytes: live?.bytes ?? 0, newFlows: live?.newFlows ?? 0,
+                                    sorryFlows: live?.sorryFlows ?? 0, nodes: nodes,
+                                    sorry: g.sorry.map { node(g, $0, live: nil) })
+        }
+        let alerts = events.events().filter { $0.severity >= .notice }.suffix(20)
+        return StatusModel(host: local.nodeName, role: "standalone", version: c.version, hash: c.hash,
+                           uptimeSeconds: Date().timeIntervalSince(started), flows: snapshot.flows,
+                           flowCapacity: snapshot.flowCapacity, groups: groups,
+                           drops: Dictionary(uniqueKeysWithValues: snapshot.drops.filter { $0.value > 0 }.map { ($0.key.label, $0.value) }),
+                           events: alerts.map(EventModels.model))
+    }
+}
