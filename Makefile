@@ -5,11 +5,14 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
 SWIFT        ?= swift
-DEB_PACKAGES := libbpf-dev libxdp-dev libelf-dev clang llvm iproute2 nftables pkg-config ethtool iputils-ping
+DEB_PACKAGES := libbpf-dev libxdp-dev libelf-dev clang llvm iproute2 nftables pkg-config ethtool iputils-ping \
+                curl prometheus chromium python3-venv
+# From PyPI, in a virtualenv of the build tree: the API contract test's schemathesis.
+VENV         := .build/venv
 FUZZ_SECONDS ?= 60
 BENCH_ARGS   ?=
 
-.PHONY: all setup bpf build release demo test test-unit test-asan fuzz bench clean
+.PHONY: all setup tools bpf build release demo test test-unit test-asan fuzz bench clean install
 
 all: build
 
@@ -35,11 +38,27 @@ setup:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+## tools: schemathesis (PyPI) in $(VENV), for the API contract test
+tools: setup
+	@[ -x $(VENV)/bin/st ] || { python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check schemathesis; }
+
 build: setup bpf
 	$(SWIFT) build
 
 release: setup bpf
 	$(SWIFT) build -c release
+
+## install: release binaries, the XDP object, the systemd unit and the docs (PREFIX=/usr/local)
+PREFIX ?= /usr/local
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/fulcrum $(DESTDIR)$(PREFIX)/share/doc/fulcrum \
+	  $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/fulcrum
+	install -m 755 .build/release/fulcrum .build/release/fulcrumctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 .build/bpf/fulcrum.bpf.o $(DESTDIR)$(PREFIX)/lib/fulcrum/
+	install -m 644 Sources/fulcrum/fulcrum.service $(DESTDIR)/etc/systemd/system/
+	install -m 644 Docs/*.md Docs/openapi.yaml $(DESTDIR)$(PREFIX)/share/doc/fulcrum/
+	@[ -n "$(DESTDIR)" ] || systemctl daemon-reload 2>/dev/null || true
+	@echo "installed; next: /etc/fulcrum/fulcrum.yaml and its api token (see the unit's header), then systemctl enable --now fulcrum"
 
 ## demo: the README's first command — real traffic through MAT and NAT on a namespace testbed
 demo: build
@@ -48,7 +67,7 @@ demo: build
 
 ## test: everything CI runs — unit tests, the core suite under AddressSanitizer, a short
 ## fuzz run. Privileged tests skip without root unless FULCRUM_REQUIRE_PRIVILEGED=1.
-test: setup bpf test-unit test-asan
+test: setup tools bpf test-unit test-asan
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
 
 test-unit:
@@ -56,8 +75,8 @@ test-unit:
 	$(SWIFT) test --skip-build
 
 test-asan:
-	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan-suppressions.txt \
+	FULCRUM_CORE_ONLY=1 $(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	FULCRUM_CORE_ONLY=1 LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan-suppressions.txt \
 	  $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan --filter FulcrumCoreTests
 
 ## fuzz: libFuzzer over the packet path for FUZZ_SECONDS (corpus kept in fuzz-corpus/)

@@ -22,7 +22,6 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
-        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -75,14 +74,14 @@ let package = Package(
                            .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "NIOSSL", package: "swift-nio-ssl"),
                            .product(name: "Prometheus", package: "swift-prometheus"),
-                           .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         .executableTarget(
             name: "fulcrum",
             dependencies: ["FulcrumControl", "FulcrumAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            exclude: ["fulcrum.service"]  // installed by `make install`
         ),
         .executableTarget(
             name: "fulcrumctl",
@@ -104,7 +103,7 @@ let package = Package(
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumBPFTests", dependencies: ["FulcrumBPF", "CFulcrumBPF", "FulcrumTestSupport"]),
-        .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore"]),
+        .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore", "FulcrumAPIModels"]),
         .testTarget(name: "FulcrumControlTests",
                     dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumBPF", "FulcrumCore", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumAPITests",
@@ -112,3 +111,13 @@ let package = Package(
                                    .product(name: "HummingbirdTesting", package: "hummingbird")]),
     ]
 )
+
+// `make test-asan` builds the pure core and its tests alone under AddressSanitizer: the
+// server packages (NIO, Hummingbird) would triple the time and are not what it checks.
+import Foundation
+if ProcessInfo.processInfo.environment["FULCRUM_CORE_ONLY"] != nil {
+    let core: Set<String> = ["FulcrumCore", "FulcrumTestSupport", "FulcrumCoreTests"]
+    package.targets = package.targets.filter { core.contains($0.name) }
+    package.products = package.products.filter { $0.name == "FulcrumCore" }
+    package.dependencies = []
+}

@@ -209,8 +209,6 @@ done
 node:
   name: lb1
 state_file: $DIR/state.json
-events:
-  file: $DIR/events.jsonl
 api:
   listen: ["127.0.0.1:9180"]
   unix_socket: $DIR/api.sock

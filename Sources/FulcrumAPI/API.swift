@@ -59,7 +59,7 @@ public enum ControlAPI {
     public static func makeRouter(api: APIHandlers, tokens: Tokens, metrics: Metrics) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: TokenMiddleware(tokens: tokens))
-        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: RequestCounter(metrics: metrics))
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
                      body: .init(byteBuffer: ByteBuffer(string: StatusPage.html)))
@@ -72,21 +72,21 @@ public enum ControlAPI {
         router.get("/v1/events") { request, _ in api.events(request) }
         router.get("/v1/config") { _, _ in api.json(await api.runtime.controller.document) }
         router.put("/v1/config") { request, _ in
-            await api.mutate(request) { .replace($0) }
+            await api.mutate(request, schema: BalancingConfigModel.self) { .replace($0) }
         }
         router.post("/v1/config/reload") { request, _ in
             await api.mutate(request, body: false) { _ in .reloadFile }
         }
         router.get("/v1/groups") { _, _ in api.json(await api.runtime.controller.document) }
         router.post("/v1/groups") { request, _ in
-            await api.mutate(request, created: true) { .addGroup($0) }
+            await api.mutate(request, created: true, schema: GroupModel.self) { .addGroup($0) }
         }
         router.get("/v1/groups/:group") { _, context in
             await api.group(context.parameters.get("group") ?? "") { api.json(BalancingConfig.model($0)) }
         }
         router.put("/v1/groups/:group") { request, context in
             let name = context.parameters.get("group") ?? ""
-            return await api.mutate(request) { .replaceGroup(name: name, $0) }
+            return await api.mutate(request, schema: GroupModel.self) { .replaceGroup(name: name, $0) }
         }
         router.delete("/v1/groups/:group") { request, context in
             let name = context.parameters.get("group") ?? ""
@@ -99,7 +99,7 @@ public enum ControlAPI {
         }
         router.post("/v1/groups/:group/nodes") { request, context in
             let name = context.parameters.get("group") ?? ""
-            return await api.mutate(request, created: true) { .addNode(group: name, $0) }
+            return await api.mutate(request, created: true, schema: NodeModel.self) { .addNode(group: name, $0) }
         }
         router.get("/v1/groups/:group/nodes/:node") { _, context in
             let node = context.parameters.get("node") ?? ""
@@ -256,7 +256,7 @@ public struct APIHandlers: Sendable {
     }
 
     /// Reads the body, runs the change through the controller, maps its verdict to HTTP.
-    func mutate(_ request: Request, body: Bool = true, created: Bool = false,
+    func mutate(_ request: Request, body: Bool = true, created: Bool = false, schema: (any Decodable.Type)? = nil,
                 _ make: (String) -> Controller.Mutation) async -> Response {
         let version = runtime.committed.value.version
         let q = request.uri.queryParameters
@@ -281,6 +281,7 @@ public struct APIHandlers: Sendable {
             case let .success(t): text = t
             case let .failure(response): return response
             }
+            if let schema, let refusal = Self.strict(schema, text, version: version) { return refusal }
         }
         do {
             let result = try await runtime.controller.change(make(text), dryRun: dryRun, expectedVersion: expected,
@@ -288,6 +289,46 @@ public struct APIHandlers: Sendable {
             return json(result, status: created && !dryRun ? .created : .ok)
         } catch {
             return Self.response(for: error)
+        }
+    }
+
+    /// JSON of the documented types, exactly: a string where a number belongs, or a
+    /// number where text belongs, is refused here (the configuration reader, which also
+    /// reads YAML, would take "8080" for 8080). The reader then checks the values.
+    static func strict(_ type: any Decodable.Type, _ text: String, version: Int) -> Response? {
+        do {
+            _ = try JSONDecoder().decode(type, from: Data(text.utf8))
+            return nil
+        } catch let DecodingError.dataCorrupted(context) where context.codingPath.isEmpty {
+            return errorResponse(.badRequest, ErrorModel(error: "the body is not JSON",
+                                                         errors: [.init(field: "(syntax)", value: nil, message: "send a JSON object (Docs/openapi.yaml)")],
+                                                         version: version))
+        } catch let e as DecodingError {
+            let (path, message): ([any CodingKey], String)
+            switch e {
+            case let .typeMismatch(t, c): (path, message) = (c.codingPath, "must be \(describe(t))")
+            case let .valueNotFound(t, c): (path, message) = (c.codingPath, "must be \(describe(t)), not null")
+            case let .keyNotFound(k, c): (path, message) = (c.codingPath + [k], "is required")
+            case let .dataCorrupted(c): (path, message) = (c.codingPath, c.debugDescription)
+            @unknown default: (path, message) = ([], "\(e)")
+            }
+            let field = path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+                .trimmingCharacters(in: CharacterSet(charactersIn: "."))
+            return errorResponse(.unprocessableContent, ErrorModel(error: "the body does not match the API's types",
+                                                                   errors: [.init(field: field.isEmpty ? "(body)" : field, value: nil, message: message)],
+                                                                   version: version))
+        } catch {
+            return errorResponse(.badRequest, ErrorModel(error: "the body cannot be read: \(error)", version: version))
+        }
+    }
+
+    static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type: "a whole number"
+        case is Double.Type: "a number"
+        case is Bool.Type: "true or false"
+        case is String.Type: "text"
+        default: "a \(type)".replacingOccurrences(of: "Model", with: "").lowercased()
         }
     }
 
@@ -387,5 +428,16 @@ enum JSONScalar: Decodable, CustomStringConvertible {
         else if let s = try? c.decode(String.self) { self = .other("\"\(s)\"") }
         else if c.decodeNil() { self = .other("null") }
         else { self = .other("(a list or an object)") }
+    }
+}
+
+/// `fulcrum_api_requests_total{method, status}`: what the API answered (past the token check).
+struct RequestCounter<Context: RequestContext>: RouterMiddleware {
+    let metrics: Metrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let response = try await next(request, context)
+        metrics.countRequest(method: request.method.rawValue, status: Int(response.status.code))
+        return response
     }
 }

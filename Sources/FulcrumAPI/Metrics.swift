@@ -16,10 +16,21 @@ public final class Metrics: Sendable {
     struct State {
         var counters: [String: (Counter, UInt64)] = [:]
         var gauges: [String: Gauge] = [:]
+        var requests: [String: Counter] = [:]
     }
 
-    /// `registry`: shared with swift-metrics' `MetricsSystem` so that the API's own request
-    /// metrics (Hummingbird's MetricsMiddleware) come out of the same scrape.
+    /// One API request answered.
+    func countRequest(method: String, status: Int) {
+        let key = "\(method) \(status)"
+        state.withLock { s in
+            let counter = s.requests[key] ?? registry.makeCounter(
+                name: "fulcrum_api_requests_total", labels: [("method", method), ("status", "\(status)")],
+                help: "Requests the control API answered, by method and status.")
+            s.requests[key] = counter
+            counter.increment()
+        }
+    }
+
     public init(runtime: Runtime?, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.runtime = runtime
         self.registry = registry

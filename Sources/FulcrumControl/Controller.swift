@@ -8,9 +8,9 @@ import Synchronization
 /// What forwards: the data plane in `fulcrum run`, a recorder in tests.
 public protocol ForwardingDriver: Sendable {
     /// Throws what `apply` would, and changes nothing.
-    func validate(_ groups: [FulcrumConfig.Group]) throws
+    func validate(_ groups: [FulcrumConfig.Group], routes: [FulcrumConfig.Route]) throws
     /// Applies all of it or none of it.
-    func apply(_ groups: [FulcrumConfig.Group]) throws
+    func apply(_ groups: [FulcrumConfig.Group], routes: [FulcrumConfig.Route]) throws
 }
 
 /// The data plane as the controller drives it: groups on the interfaces it runs on.
@@ -23,20 +23,21 @@ public struct DataplaneDriver: ForwardingDriver {
         self.local = local
     }
 
-    func specs(_ groups: [FulcrumConfig.Group]) throws -> ([GroupSpec], [RouteSpec]) {
+    func specs(_ groups: [FulcrumConfig.Group], _ routes: [FulcrumConfig.Route]) throws -> ([GroupSpec], [RouteSpec]) {
         var config = local
         config.groups = groups
+        config.routes = routes
         let running = dataplane.options.interfaces
         return (try config.groupSpecs(on: running), try config.routeSpecs(on: running))
     }
 
-    public func validate(_ groups: [FulcrumConfig.Group]) throws {
-        let (g, r) = try specs(groups)
+    public func validate(_ groups: [FulcrumConfig.Group], routes: [FulcrumConfig.Route]) throws {
+        let (g, r) = try specs(groups, routes)
         try dataplane.validate(groups: g, routes: r)
     }
 
-    public func apply(_ groups: [FulcrumConfig.Group]) throws {
-        let (g, r) = try specs(groups)
+    public func apply(_ groups: [FulcrumConfig.Group], routes: [FulcrumConfig.Route]) throws {
+        let (g, r) = try specs(groups, routes)
         try dataplane.configure(groups: g, routes: r)
     }
 }
@@ -93,7 +94,8 @@ public actor Controller {
         case reloadFile
     }
 
-    public let local: FulcrumConfig
+    /// The node-local settings; of them, only `routes:` follow a reload of the file.
+    public private(set) var local: FulcrumConfig
     let driver: any ForwardingDriver
     let events: EventLog?
     let logger: Logger
@@ -157,7 +159,7 @@ public actor Controller {
                 rejected.add(1, ordering: .relaxed)
                 let first = error.errors.first.map(\.description) ?? error.message
                 let more = error.errors.count > 1 ? " (and \(error.errors.count - 1) more)" : ""
-                logger.warning("change rejected; configuration \(committed.version) kept\n\(error)")
+                logger.warning("\(origin == "SIGHUP" ? "reload" : "change") rejected; configuration \(committed.version) kept\n\(error)")
                 events?.record(.warning, "config.rejected",
                                "\(origin): change rejected, configuration \(committed.version) kept: \(first)\(more)",
                                ["version": "\(committed.version)", "origin": origin, "errors": "\(max(1, error.errors.count))"])
@@ -173,17 +175,19 @@ public actor Controller {
                               version: version)
         }
         var sourceHash = committed.sourceHash
+        var routes = local.routes
         let next: [FulcrumConfig.Group]
         do {
             if case .reloadFile = mutation {
                 let file = try ConfigLoader.load(path: local.file)
                 next = file.groups
+                routes = file.routes
                 sourceHash = BalancingConfig.hash(file.groups)
             } else {
                 next = try candidate(mutation)
                 try ConfigLoader.check(next, source: Self.body, local: local)
             }
-            try driver.validate(next)
+            try driver.validate(next, routes: routes)
         } catch let e as ChangeError {
             throw e
         } catch let e as ConfigErrors {
@@ -191,7 +195,8 @@ public actor Controller {
         } catch {
             throw ChangeError(kind: .invalid, message: "the data plane refuses the change: \(error)", version: version)
         }
-        let changes = BalancingConfig.diff(committed.groups, next)
+        var changes = BalancingConfig.diff(committed.groups, next)
+        if routes != local.routes { changes.append(ChangeModel(op: "change", path: "routes", to: "\(routes.count) route(s) from \(local.file)")) }
         let hash = BalancingConfig.hash(next)
         if dryRun {
             return ChangeResultModel(dryRun: true, version: version + 1, hash: hash, changes: changes)
@@ -199,7 +204,7 @@ public actor Controller {
         let previous = committed
         let proposed = Committed(version: version + 1, hash: hash, groups: next, sourceHash: sourceHash)
         do {
-            try driver.apply(next)
+            try driver.apply(next, routes: routes)
         } catch {
             throw ChangeError(kind: .failed, message: "the data plane refused the change and keeps configuration \(version): \(error)",
                               version: version)
@@ -208,10 +213,11 @@ public actor Controller {
             try Self.persist(proposed, to: local.stateFile)
         } catch {
             // Not on disk, so not committed: put the data plane back.
-            try? driver.apply(previous.groups)
+            try? driver.apply(previous.groups, routes: local.routes)
             throw ChangeError(kind: .failed, message: "cannot save the change, configuration \(version) kept: \(error)", version: version)
         }
         committed = proposed
+        local.routes = routes
         logger.info("configuration applied", metadata: ["version": "\(proposed.version)", "origin": "\(origin)",
                                                          "changes": "\(changes.count)"])
         let summary = changes.prefix(3).map { "\($0.op) \($0.path)" + ($0.to.map { " → \($0)" } ?? "") }.joined(separator: "; ")

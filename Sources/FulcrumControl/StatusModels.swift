@@ -21,13 +21,14 @@ extension Runtime {
         let snapshot = dataplane.snapshot()
         let health = checker.states
         let byName = Dictionary(snapshot.groups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        func node(_ g: FulcrumConfig.Group, _ n: FulcrumConfig.Node, live: DataplaneSnapshot.Node?) -> NodeStatusModel {
+        // (The snapshot has no sorry server's MAC: its state is its health alone.)
+        func node(_ g: FulcrumConfig.Group, _ n: FulcrumConfig.Node, live: DataplaneSnapshot.Node?, sorry: Bool = false) -> NodeStatusModel {
             let h = health[NodeIdentity(group: g.name, address: n.address, port: n.port)]
             let mac = live?.mac ?? n.mac
             let state: String
             if !n.enabled { state = "disabled" }
             else if let h, !h.up { state = "down" }
-            else if mac == nil { state = "no_mac" }
+            else if mac == nil && !sorry { state = "no_mac" }
             else if h == nil && g.healthCheck != nil { state = "pending" }
             else { state = "up" }
             return NodeStatusModel(address: "\(n.address)", port: Int(n.port), weight: n.weight, enabled: n.enabled, state: state,
@@ -44,7 +45,7 @@ extension Runtime {
                                     ports: g.ports.map(Int.init), method: g.method.rawValue, scheduler: g.scheduler.rawValue,
                                     packets: live?.packets ?? 0, bytes: live?.bytes ?? 0, newFlows: live?.newFlows ?? 0,
                                     sorryFlows: live?.sorryFlows ?? 0, nodes: nodes,
-                                    sorry: g.sorry.map { node(g, $0, live: nil) })
+                                    sorry: g.sorry.map { node(g, $0, live: nil, sorry: true) })
         }
         let alerts = events.events().filter { $0.severity >= .notice }.suffix(20)
         return StatusModel(host: local.nodeName, role: "standalone", version: c.version, hash: c.hash,

@@ -160,6 +160,57 @@ public final class Testbed: @unchecked Sendable {
                                        capture: true, stdinPipe: true))
     }
 
+    // MARK: - Control API
+
+    /// The API's Unix socket, reachable from the test's own namespace.
+    public var apiSocket: String { directory + "/api.sock" }
+
+    public func token(readOnly: Bool = false) throws -> String {
+        try String(contentsOfFile: directory + (readOnly ? "/api-ro.token" : "/api.token"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    public struct APIReply: Sendable {
+        public var status: Int
+        public var body: String
+        public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+            try JSONDecoder().decode(T.self, from: Data(body.utf8))
+        }
+    }
+
+    /// One request with curl over the Unix socket. `token`: nil sends none; the default
+    /// is the full-access token.
+    public func api(_ method: String, _ path: String, body: String? = nil, token: String?? = .none) throws -> APIReply {
+        let bearer: String? = try token ?? self.token()
+        var argv = ["/usr/bin/curl", "-sS", "--max-time", "20", "--unix-socket", apiSocket, "-X", method,
+                    "-w", "\n%{http_code}"]
+        if let bearer { argv += ["-H", "Authorization: Bearer \(bearer)"] }
+        if let body {
+            let file = directory + "/request-\(UUID().uuidString).json"
+            try body.write(toFile: file, atomically: true, encoding: .utf8)
+            argv += ["-H", "Content-Type: application/json", "--data-binary", "@" + file]
+        }
+        argv.append("http://fulcrum" + path)
+        let (status, output) = try ChildProcess.run(argv)
+        guard status == 0, let newline = output.lastIndex(of: "\n"), let code = Int(output[output.index(after: newline)...]) else {
+            throw Failure(description: "curl \(method) \(path) failed (exit \(status)): \(output.prefix(500))")
+        }
+        return APIReply(status: code, body: String(output[..<newline]))
+    }
+
+    public var fulcrumctlPath: String { root + "/.build/debug/fulcrumctl" }
+
+    /// `fulcrumctl` over the Unix socket with the full-access token; its exit status and
+    /// its output (stdout and stderr).
+    @discardableResult
+    public func ctl(_ arguments: [String]) throws -> (Int32, String) {
+        guard let sub = arguments.first else { return (2, "") }
+        // Options go after the (sub)subcommand that declares them.
+        let split = sub == "node" || sub == "group" || sub == "config" ? 2 : 1
+        let head = Array(arguments.prefix(split)), tail = Array(arguments.dropFirst(split))
+        return try ChildProcess.run([fulcrumctlPath] + head + ["--api", "unix:" + apiSocket, "--token-file", directory + "/api.token"] + tail)
+    }
+
     public func writeConfig(_ text: String) throws {
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
     }

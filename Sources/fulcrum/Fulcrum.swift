@@ -2,8 +2,6 @@ import ArgumentParser
 import FulcrumAPI
 import FulcrumControl
 import Logging
-import Metrics
-import Prometheus
 
 @main
 struct Fulcrum: AsyncParsableCommand {
@@ -33,12 +31,9 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "fulcrum")
-        // One registry: the API's request metrics (swift-metrics) and the data plane's.
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         do {
             try await Daemon(configPath: config, statusFile: statusFile, bpfObject: bpfObject, logger: logger).run { runtime in
-                try ControlAPI.services(runtime: runtime, metrics: Metrics(runtime: runtime, registry: registry), logger: logger)
+                try ControlAPI.services(runtime: runtime, metrics: Metrics(runtime: runtime), logger: logger)
             }
         } catch let error as ConfigErrors {
             printError(error.description)
