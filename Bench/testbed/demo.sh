@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: Fulcrum forwarding real TCP and UDP through MAT and NAT groups, IPv4 and
-# IPv6, on a namespace testbed; then a live drain by reload. Cleans up on exit.
+# IPv6, on a namespace testbed; then a live drain by reload, changes through the control
+# API with fulcrumctl, health checks and the sorry server. Cleans up on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 P=flcdemo$$
@@ -60,6 +61,15 @@ sed -i '/name: web-nat/,/name: dns-nat/ s/        weight: 3/        weight: 0/' 
 kill -HUP "$daemon"
 for _ in $(seq 1 50); do grep -q '"configGeneration" : 2' "$DIR/status.json" && break; sleep 0.2; done
 client 198.18.1.20 80 tcp
+
+step "The control API: fulcrumctl sets m1's weight to 1 and drains m3 in web-mat, under no reload"
+export FULCRUM_API="unix:$DIR/api.sock" FULCRUM_TOKEN_FILE="$DIR/api.token"
+CTL=$root/.build/debug/fulcrumctl
+"$CTL" node set-weight web-mat 198.18.0.11 1 | sed 's/^/  /'
+"$CTL" node drain web-mat 198.18.0.13 | sed 's/^/  /'
+client 198.18.1.10 80 tcp      # m1:m2 = 1:2 now, m3 drained
+"$CTL" status | sed -n '1,8p' | sed 's/^/  /'
+"$CTL" events --severity notice | tail -n 3 | sed 's/^/  /'
 
 # wait_status TEXT: until the status file says TEXT (at most 10 s)
 wait_status() { for _ in $(seq 1 50); do grep -q "$1" "$DIR/status.json" && return 0; sleep 0.2; done; return 1; }
