@@ -1,3 +1,4 @@
+import Synchronization
 /// The lifecycle of a flow as seen from the client side.
 public enum FlowState: UInt8, Sendable {
     /// A SYN was seen and nothing after it yet.
@@ -115,7 +116,9 @@ public final class FlowTable: @unchecked Sendable {
     public let bucketCount: Int
     @usableFromInline let bucketMask: Int
     @usableFromInline let entries: UnsafeMutablePointer<FlowEntry>
-    @usableFromInline let active: UnsafeMutablePointer<Int32>
+    /// Flows per node slot. Written by the worker only, read by the control plane
+    /// (status): relaxed atomics, a plain load and store each.
+    @usableFromInline let active: UnsafeMutablePointer<Atomic<Int32>>
     /// Per bucket: until when it counts as overflowed (an insert found it full of live
     /// flows). Flows first seen meanwhile were decided by the stateless fallback, so new
     /// flows of that bucket keep that decision until the last of them would have expired.
@@ -132,12 +135,12 @@ public final class FlowTable: @unchecked Sendable {
     /// `now` at the last paced expiry, and the bucket-nanoseconds owed since.
     @usableFromInline var expiredUpTo: UInt64 = 0
     @usableFromInline var expiryCredit: UInt64 = 0
-    @usableFromInline var liveCount = 0
+    @usableFromInline let live = Atomic<Int>(0)
     /// Where `bucketHead` results go, so that the loads are not optimised away.
     @usableFromInline var touched: UInt64 = 0
 
     /// Live entries (dead ones not yet reclaimed are counted until they are).
-    public var count: Int { liveCount }
+    public var count: Int { live.load(ordering: .relaxed) }
     public var capacity: Int { bucketCount * FlowTable.ways }
     /// Bytes of entry storage, fixed at start.
     public var memoryBytes: Int { storageBytes }
@@ -163,7 +166,7 @@ public final class FlowTable: @unchecked Sendable {
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: storageBytes)
         entries = raw.bindMemory(to: FlowEntry.self, capacity: slots)
         active = .allocate(capacity: nodeSlots)
-        active.initialize(repeating: 0, count: nodeSlots)
+        for i in 0..<nodeSlots { (active + i).initialize(to: Atomic(0)) }
         overflowUntil = .allocate(capacity: buckets)
         overflowUntil.initialize(repeating: 0, count: buckets)
         nodeSlotCount = nodeSlots
@@ -177,7 +180,7 @@ public final class FlowTable: @unchecked Sendable {
 
     deinit {
         memory.deallocate(UnsafeMutableRawPointer(entries), storageBytes)
-        active.deallocate()
+        active.deinitialize(count: nodeSlotCount).deallocate()
         overflowUntil.deallocate()
         timeoutByState.deallocate()
     }
@@ -191,10 +194,20 @@ public final class FlowTable: @unchecked Sendable {
 
     /// Flows currently held for a node slot (for least-connection scheduling).
     @inlinable @inline(__always)
-    public func activeFlows(slot: Int) -> Int32 { active[slot] }
+    public func activeFlows(slot: Int) -> Int32 { (active + slot).pointee.load(ordering: .relaxed) }
 
     /// A pointer to the per-slot counts, for schedulers that read many of them.
-    @inlinable public var activeCounts: UnsafePointer<Int32> { UnsafePointer(active) }
+    @inlinable public var activeCounts: UnsafePointer<Atomic<Int32>> { UnsafePointer(active) }
+
+    /// The worker's change of a slot's count (it is the only writer).
+    @inlinable @inline(__always)
+    func addActive(_ slot: Int, _ n: Int32) {
+        let p = active + slot
+        p.pointee.store(p.pointee.load(ordering: .relaxed) &+ n, ordering: .relaxed)
+    }
+
+    @inlinable @inline(__always)
+    func addLive(_ n: Int) { live.store(live.load(ordering: .relaxed) &+ n, ordering: .relaxed) }
 
     @inlinable @inline(__always)
     func bucketBase(_ hash: UInt64) -> Int {
@@ -253,8 +266,8 @@ public final class FlowTable: @unchecked Sendable {
         }
         entries[slot] = FlowEntry(key: key, deadline: deadline(now, state),
                                   nodeSlot: nodeSlot, group: group, state: state)
-        active[Int(nodeSlot)] &+= 1
-        liveCount &+= 1
+        addActive(Int(nodeSlot), 1)
+        addLive(1)
         return slot
     }
 
@@ -286,18 +299,18 @@ public final class FlowTable: @unchecked Sendable {
     /// Moves a flow to another node (its node went down).
     @inlinable
     public func reassign(_ slot: Int, nodeSlot: UInt32, group: UInt16) {
-        active[Int(entries[slot].nodeSlot)] &-= 1
+        addActive(Int(entries[slot].nodeSlot), -1)
         entries[slot].nodeSlot = nodeSlot
         entries[slot].group = group
-        active[Int(nodeSlot)] &+= 1
+        addActive(Int(nodeSlot), 1)
     }
 
     /// Frees a slot and keeps the bucket's occupied entries a prefix.
     @inlinable
     public func remove(_ slot: Int) {
         guard entries[slot].deadline != 0 else { return }
-        active[Int(entries[slot].nodeSlot)] &-= 1
-        liveCount &-= 1
+        addActive(Int(entries[slot].nodeSlot), -1)
+        addLive(-1)
         let base = slot & ~(FlowTable.ways &- 1)
         var last = base &+ FlowTable.ways &- 1
         while last > slot && entries[last].deadline == 0 { last &-= 1 }
@@ -367,17 +380,17 @@ extension FlowTable {
     /// new (slot, group), or nil when the node is gone (its flows are dropped and get a
     /// new node on their next packet). Walks the whole table; a control-path operation.
     public func remap(_ map: (UInt32) -> (slot: UInt32, group: UInt16)?) {
-        active.update(repeating: 0, count: nodeSlotCount)
+        for i in 0..<nodeSlotCount { (active + i).pointee.store(0, ordering: .relaxed) }
         var slot = capacity - 1
         while slot >= 0 {
             if entries[slot].deadline != 0 {
                 if let target = map(entries[slot].nodeSlot), Int(target.slot) < nodeSlotCount {
                     entries[slot].nodeSlot = target.slot
                     entries[slot].group = target.group
-                    active[Int(target.slot)] &+= 1
+                    addActive(Int(target.slot), 1)
                 } else {
                     // Remove without touching counts (already zeroed): compact by hand.
-                    active[Int(entries[slot].nodeSlot) % nodeSlotCount] &+= 1
+                    addActive(Int(entries[slot].nodeSlot) % nodeSlotCount, 1)
                     remove(slot)
                 }
             }

@@ -1,3 +1,4 @@
+import Synchronization
 /// The scheduling methods of a distribution group.
 public enum SchedulerKind: String, CaseIterable, Sendable {
     /// Round robin over eligible nodes, ignoring weights.
@@ -107,7 +108,7 @@ public final class Scheduler {
     ///   - sourceHash: `StableHash.hash(source address)`.
     ///   - activeFlows: per-node flow counts for this group (index = node index).
     @inlinable
-    public func pick(flowHash: UInt64, sourceHash: UInt64, activeFlows: UnsafePointer<Int32>) -> Int {
+    public func pick(flowHash: UInt64, sourceHash: UInt64, activeFlows: UnsafePointer<Atomic<Int32>>) -> Int {
         switch kind {
         case .rr: return pickRoundRobin()
         case .wrr: return pickSmoothWeighted()
@@ -160,7 +161,7 @@ public final class Scheduler {
     /// Fewest flows (per weight when `weighted`); ties go round-robin from a moving start
     /// so that an idle group still spreads its first flows.
     @inlinable
-    func pickLeast(_ active: UnsafePointer<Int32>, weighted: Bool) -> Int {
+    func pickLeast(_ active: UnsafePointer<Atomic<Int32>>, weighted: Bool) -> Int {
         var best = -1
         var n = 0
         let start = cursor
@@ -174,11 +175,13 @@ public final class Scheduler {
                 continue
             }
             let better: Bool
+            let ai = Int((active + i).pointee.load(ordering: .relaxed))
+            let ab = Int((active + best).pointee.load(ordering: .relaxed))
             if weighted {
                 // active_i / w_i < active_best / w_best, without division.
-                better = Int(active[i]) &* weights[best] < Int(active[best]) &* weights[i]
+                better = ai &* weights[best] < ab &* weights[i]
             } else {
-                better = active[i] < active[best]
+                better = ai < ab
             }
             if better { best = i }
         }

@@ -1,5 +1,6 @@
 import FulcrumCore
 import FulcrumTestSupport
+import Synchronization
 import Testing
 
 @Suite struct SchedulerTests {
@@ -14,13 +15,11 @@ import Testing
 
     func pickCounts(_ s: Scheduler, picks: Int, active: [Int32]? = nil) -> [Int] {
         var counts = Array(repeating: 0, count: s.nodeCount)
-        let zeros = active ?? Array(repeating: 0, count: s.nodeCount)
-        zeros.withUnsafeBufferPointer { a in
-            for i in 0..<picks {
-                let h = flowHash(i)
-                let n = s.pick(flowHash: h, sourceHash: h, activeFlows: a.baseAddress!)
-                if n >= 0 { counts[n] += 1 }
-            }
+        let a = ActiveCounts(active ?? Array(repeating: 0, count: s.nodeCount))
+        for i in 0..<picks {
+            let h = flowHash(i)
+            let n = s.pick(flowHash: h, sourceHash: h, activeFlows: a.pointer)
+            if n >= 0 { counts[n] += 1 }
         }
         return counts
     }
@@ -42,9 +41,8 @@ import Testing
     @Test func smoothWRRInterleaves() {
         let s = Scheduler(kind: .wrr, nodeKeys: Self.keys(3), weights: [5, 1, 1])
         var seq: [Int] = []
-        [Int32](repeating: 0, count: 3).withUnsafeBufferPointer { a in
-            for _ in 0..<7 { seq.append(s.pick(flowHash: 0, sourceHash: 0, activeFlows: a.baseAddress!)) }
-        }
+        let a = ActiveCounts([0, 0, 0])
+        for _ in 0..<7 { seq.append(s.pick(flowHash: 0, sourceHash: 0, activeFlows: a.pointer)) }
         // nginx's documented sequence for weights 5,1,1.
         #expect(seq == [0, 0, 1, 0, 2, 0, 0])
     }
@@ -92,9 +90,10 @@ import Testing
     @Test func sourceHashKeepsAClientOnOneNode() {
         let s = Scheduler(kind: .sh, nodeKeys: Self.keys(5), weights: [1, 1, 1, 1, 1])
         let client = StableHash.hash(Fixtures.client4)
-        let first = s.pick(flowHash: 1, sourceHash: client, activeFlows: [Int32](repeating: 0, count: 5))
+        let a = ActiveCounts([0, 0, 0, 0, 0])
+        let first = s.pick(flowHash: 1, sourceHash: client, activeFlows: a.pointer)
         for i in 0..<100 {
-            #expect(s.pick(flowHash: UInt64(i), sourceHash: client, activeFlows: [Int32](repeating: 0, count: 5)) == first)
+            #expect(s.pick(flowHash: UInt64(i), sourceHash: client, activeFlows: a.pointer) == first)
         }
     }
 
@@ -150,4 +149,18 @@ import Testing
         }
         #expect(t.isUp && t.lastFailure == nil)
     }
+}
+
+/// Per-node flow counts as the flow table keeps them (relaxed atomics).
+final class ActiveCounts {
+    let pointer: UnsafeMutablePointer<Atomic<Int32>>
+    let count: Int
+
+    init(_ values: [Int32]) {
+        count = values.count
+        pointer = .allocate(capacity: max(1, values.count))
+        for (i, v) in values.enumerated() { (pointer + i).initialize(to: Atomic(v)) }
+    }
+
+    deinit { pointer.deinitialize(count: count).deallocate() }
 }
