@@ -237,7 +237,7 @@ public final class Dataplane: @unchecked Sendable {
         initial.neighbors = (try? Neighbors.dump()).map(Self.table) ?? [:]
         initial.spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: initial)
         try DataplaneLimits.check(initial.spec)  // validate before touching anything
-        _ = try Balancer(initial.spec)
+        try Self.trial(initial.spec)
         state = Mutex(initial)
         locks = try options.interfaces.map { try InterfaceLock(interface: $0) }
 
@@ -376,7 +376,18 @@ public final class Dataplane: @unchecked Sendable {
             next.generation = s.generation &+ 1
             let spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
             try DataplaneLimits.check(spec)
-            _ = try Balancer(spec)
+            // Each worker's new tables, built here rather than on its packet thread (a
+            // Maglev table is 1–2 ms); building them is also the last check.
+            let remap = Self.slotRemap(from: s.spec, to: spec)
+            var handoffs: [LayoutHandoff] = []
+            for w in workers {
+                let flows = w.current.flows
+                let balancer = try Balancer(spec, flows: flows,
+                                            counters: WorkerCounters(groups: spec.groups.count, nodeSlots: spec.maxNodeSlots),
+                                            routing: s.routing)
+                handoffs.append(LayoutHandoff(balancer: balancer, remap: remap))
+            }
+            if workers.isEmpty { try Self.trial(spec) }
             do {
                 try programMaps(spec)
             } catch {
@@ -388,8 +399,8 @@ public final class Dataplane: @unchecked Sendable {
             next.spec = spec
             s = next
             let health = Self.healthCommands(s.down, in: spec)
-            for w in workers {
-                w.send(.reload(spec))
+            for (w, handoff) in zip(workers, handoffs) {
+                w.send(.install(handoff))
                 for c in health { w.send(c) }
             }
             return spec.generation
@@ -406,7 +417,43 @@ public final class Dataplane: @unchecked Sendable {
         next.routes = routes
         let spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
         try DataplaneLimits.check(spec)
-        _ = try Balancer(spec)
+        try Self.trial(spec)
+    }
+
+    /// Builds a spec's tables once to see that they can be built, with a small flow
+    /// table (the real one is the workers').
+    static func trial(_ spec: BalancerSpec) throws {
+        _ = try Balancer(spec, flows: FlowTable(capacity: 64, nodeSlots: max(1, spec.maxNodeSlots), timeouts: spec.timeouts))
+    }
+
+    /// Where each node slot of `old` goes in `new`, by identity (group name, address,
+    /// port; a sorry server as such): the flows of a node that stays keep it.
+    static func slotRemap(from old: BalancerSpec, to new: BalancerSpec) -> [SlotTarget] {
+        struct Key: Hashable {
+            var group: String
+            var address: IPAddress
+            var port: UInt16
+            var sorry: Bool
+        }
+        var targets: [Key: SlotTarget] = [:]
+        var slot: UInt32 = 0
+        for (gi, g) in new.groups.enumerated() {
+            for n in g.nodes {
+                targets[Key(group: g.name, address: n.address, port: n.port, sorry: false)] = SlotTarget(slot: slot, group: UInt16(gi))
+                slot += 1
+            }
+            if let sorry = g.sorry {
+                targets[Key(group: g.name, address: sorry.address, port: sorry.port, sorry: true)] = SlotTarget(slot: slot, group: UInt16(gi))
+            }
+            slot += 1  // the sorry server's, or reserved
+        }
+        var out: [SlotTarget] = []
+        out.reserveCapacity(old.nodeSlotCount)
+        for g in old.groups {
+            for n in g.nodes { out.append(targets[Key(group: g.name, address: n.address, port: n.port, sorry: false)] ?? .gone) }
+            out.append(g.sorry.flatMap { targets[Key(group: g.name, address: $0.address, port: $0.port, sorry: true)] } ?? .gone)
+        }
+        return out
     }
 
     /// The commands that take the workers from `old` to `new` when the two differ only in

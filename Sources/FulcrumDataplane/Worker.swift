@@ -11,8 +11,9 @@ import Glibc
 /// computed for; a worker holding another generation ignores them (the reload that
 /// changed the layout carried the current state anyway).
 public enum WorkerCommand: Sendable {
-    /// A new configuration: flows are kept and renumbered by node identity.
-    case reload(BalancerSpec)
+    /// A new layout, its tables built off the packet thread: the worker renumbers its
+    /// flows through the handoff's slot map and swaps the balancer in.
+    case install(LayoutHandoff)
     case nodeUp(generation: UInt64, group: Int, node: Int, up: Bool)
     case nodeMAC(generation: UInt64, group: Int, node: Int, mac: MACAddress?)
     case sorryMAC(generation: UInt64, group: Int, mac: MACAddress?)
@@ -21,6 +22,27 @@ public enum WorkerCommand: Sendable {
     case sorryUp(generation: UInt64, group: Int, up: Bool)
     /// Where NAT replies go now (the kernel's routes or neighbours changed).
     case routing(RoutingTable)
+}
+
+/// Where an old layout's node slot goes in a new one.
+public struct SlotTarget: Sendable {
+    public var slot: UInt32
+    public var group: UInt16
+    public static let gone = SlotTarget(slot: .max, group: 0)
+}
+
+/// A new layout's `Balancer`, built by the control thread for one worker (its schedulers,
+/// Maglev tables and service tables: the costly part), with the old-slot → new-slot map.
+/// `@unchecked Sendable`: ownership moves to the worker with the command; the control
+/// thread never touches it after sending.
+public final class LayoutHandoff: @unchecked Sendable {
+    let balancer: Balancer
+    let remap: [SlotTarget]
+
+    init(balancer: Balancer, remap: [SlotTarget]) {
+        self.balancer = balancer
+        self.remap = remap
+    }
 }
 
 /// Destinations a worker's NAT replies could not be sent to, for the control plane:
@@ -140,7 +162,7 @@ public final class Worker: @unchecked Sendable {
         for command in batch {
             let current = balancer.spec.generation
             switch command {
-            case let .reload(spec): reload(spec)
+            case let .install(handoff): install(handoff)
             case let .nodeUp(gen, g, n, up): if gen == current { balancer.setNodeUp(group: g, node: n, up) }
             case let .nodeMAC(gen, g, n, mac): if gen == current { balancer.setNodeMAC(group: g, node: n, mac) }
             case let .sorryMAC(gen, g, mac): if gen == current { balancer.setSorryMAC(group: g, mac) }
@@ -183,36 +205,19 @@ public final class Worker: @unchecked Sendable {
     /// The generation of the layout this worker forwards with.
     public var appliedGeneration: UInt64 { applied.load(ordering: .acquiring) }
 
-    /// Swaps in a new configuration and keeps every flow whose node is still there.
-    private func reload(_ spec: BalancerSpec) {
+    /// Swaps in a new layout and keeps every flow whose node is still there. The tables
+    /// were built off this thread; here the flows are renumbered (one walk of the table
+    /// through an array) and the counters that outlive a layout carried over.
+    private func install(_ handoff: LayoutHandoff) {
         let old = balancer
-        var newSlots: [String: (UInt32, UInt16)] = [:]
-        func identity(_ g: GroupSpec, _ n: NodeSpec?, sorry: Bool) -> String {
-            "\(g.name)|\(sorry ? "sorry" : "node")|\(n.map { "\($0.address)|\($0.port)" } ?? "")"
+        let next = handoff.balancer
+        next.counters.carryOver(from: old.counters)
+        let remap = handoff.remap
+        old.flows.remap { oldSlot in
+            let i = Int(oldSlot)
+            guard i < remap.count, remap[i].slot != SlotTarget.gone.slot else { return nil }
+            return (slot: remap[i].slot, group: remap[i].group)
         }
-        var slot = 0
-        for (gi, g) in spec.groups.enumerated() {
-            for n in g.nodes {
-                newSlots[identity(g, n, sorry: false)] = (UInt32(slot), UInt16(gi))
-                slot += 1
-            }
-            newSlots[identity(g, g.sorry, sorry: true)] = (UInt32(slot), UInt16(gi))
-            slot += 1
-        }
-        var oldIdentity: [UInt32: String] = [:]
-        slot = 0
-        for g in old.spec.groups {
-            for n in g.nodes {
-                oldIdentity[UInt32(slot)] = identity(g, n, sorry: false)
-                slot += 1
-            }
-            oldIdentity[UInt32(slot)] = identity(g, g.sorry, sorry: true)
-            slot += 1
-        }
-        let counters = WorkerCounters(groups: spec.groups.count, nodeSlots: spec.maxNodeSlots)
-        counters.carryOver(from: old.counters)
-        guard let next = try? Balancer(spec, flows: old.flows, counters: counters, routing: old.currentRouting) else { return }
-        old.flows.remap { oldSlot in oldIdentity[oldSlot].flatMap { newSlots[$0] }.map { (slot: $0.0, group: $0.1) } }
         balancer = next
         published.withLock { $0 = (next.counters, next.flows, next.spec) }
     }
