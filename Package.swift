@@ -49,6 +49,8 @@ let package = Package(
                 "FulcrumBPF",
                 "CFulcrumBPF",
                 "FulcrumTestSupport",
+                "FulcrumControl",
+                "FulcrumAPIModels",
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -47,13 +47,27 @@ public enum BalancingConfig {
     }()
 
     /// The canonical text: sorted keys, no spaces. Equal configurations have equal texts.
-    public static func canonical(_ groups: [FulcrumConfig.Group]) -> Data {
-        (try? encoder.encode(model(groups))) ?? Data()
+    /// (`{"groups":[` the groups' own canonical texts `]}`, which is what JSONEncoder
+    /// writes for the whole document, so a cache may keep each group's.)
+    public static func canonical(_ groups: [FulcrumConfig.Group], cache: CanonicalCache? = nil) -> Data {
+        var out = Data("{\"groups\":[".utf8)
+        for (i, g) in groups.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(cache?.text(g) ?? text(g))
+        }
+        out.append(contentsOf: Array("]}".utf8))
+        return out
     }
 
+    static func text(_ g: FulcrumConfig.Group) -> Data { (try? encoder.encode(model(g))) ?? Data() }
+
     /// `sha256:` and the hex digest of the canonical text.
-    public static func hash(_ groups: [FulcrumConfig.Group]) -> String {
-        "sha256:" + SHA256.hash(data: canonical(groups)).map { String(format: "%02x", $0) }.joined()
+    public static func hash(_ groups: [FulcrumConfig.Group], cache: CanonicalCache? = nil) -> String {
+        hash(canonical(groups, cache: cache))
+    }
+
+    public static func hash(_ canonical: Data) -> String {
+        "sha256:" + SHA256.hash(data: canonical).map { String(format: "%02x", $0) }.joined()
     }
 
     /// What differs from `old` to `new`, group by group and node by node, in `new`'s order.
@@ -104,6 +118,27 @@ public enum BalancingConfig {
         let check = g.healthCheck.map { ", \($0.kind.rawValue) check" } ?? ""
         return "\(g.vip) \(proto) \(g.ports.map(String.init).joined(separator: ",")) \(g.method.rawValue) "
             + "\(g.scheduler.rawValue) on \(g.interface), \(g.nodes.count) nodes\(sorry)\(check)"
+    }
+}
+
+/// Each group's canonical text, kept while the group is unchanged: a change to one node of
+/// a large configuration encodes one group, not all of them. One owner (the controller).
+public final class CanonicalCache {
+    var texts: [String: (group: FulcrumConfig.Group, text: Data)] = [:]
+
+    public init() {}
+
+    func text(_ g: FulcrumConfig.Group) -> Data {
+        if let hit = texts[g.name], hit.group == g { return hit.text }
+        let t = BalancingConfig.text(g)
+        texts[g.name] = (g, t)
+        return t
+    }
+
+    /// Forgets groups no longer configured.
+    func keep(_ groups: [FulcrumConfig.Group]) {
+        let names = Set(groups.map(\.name))
+        texts = texts.filter { names.contains($0.key) }
     }
 }
 

@@ -123,7 +123,9 @@ public actor Controller {
     public static func initialState(_ config: FulcrumConfig) throws -> (Committed, note: String) {
         let fileHash = BalancingConfig.hash(config.groups)
         let saved = try StateFile.read(config.stateFile)
-        var committed = Committed(version: 1, hash: fileHash, groups: config.groups, sourceHash: fileHash)
+        var fileGroups = config.groups
+        for i in fileGroups.indices { fileGroups[i].line = nil }
+        var committed = Committed(version: 1, hash: fileHash, groups: fileGroups, sourceHash: fileHash)
         var note = "configuration 1 from \(config.file)"
         if let saved {
             if saved.sourceHash == fileHash {
@@ -140,9 +142,12 @@ public actor Controller {
     }
 
     public static func persist(_ c: Committed, to path: String) throws {
-        try StateFile(version: c.version, hash: c.hash, sourceHash: c.sourceHash,
-                      groups: BalancingConfig.model(c.groups).groups).write(to: path)
+        try StateFile.write(version: c.version, hash: c.hash, sourceHash: c.sourceHash,
+                            canonicalGroups: BalancingConfig.canonical(c.groups), to: path)
     }
+
+    /// Each group's canonical text, kept between changes.
+    let texts = CanonicalCache()
 
     public var document: ConfigDocument {
         ConfigDocument(version: committed.version, hash: committed.hash, groups: BalancingConfig.model(committed.groups).groups)
@@ -176,7 +181,7 @@ public actor Controller {
         }
         var sourceHash = committed.sourceHash
         var routes = local.routes
-        let next: [FulcrumConfig.Group]
+        var next: [FulcrumConfig.Group]
         do {
             if case .reloadFile = mutation {
                 let file = try ConfigLoader.load(path: local.file)
@@ -187,7 +192,9 @@ public actor Controller {
                 next = try candidate(mutation)
                 try ConfigLoader.check(next, source: Self.body, local: local)
             }
-            try driver.validate(next, routes: routes)
+            // A dry run asks the data plane; a change is checked by the data plane as it is
+            // applied (all or nothing), so its tables are built once.
+            if dryRun { try driver.validate(next, routes: routes) }
         } catch let e as ChangeError {
             throw e
         } catch let e as ConfigErrors {
@@ -195,9 +202,13 @@ public actor Controller {
         } catch {
             throw ChangeError(kind: .invalid, message: "the data plane refuses the change: \(error)", version: version)
         }
+        // Lines locate a file's errors; once it is read they mean nothing, and committed
+        // groups compare by content alone.
+        for i in next.indices { next[i].line = nil }
         var changes = BalancingConfig.diff(committed.groups, next)
         if routes != local.routes { changes.append(ChangeModel(op: "change", path: "routes", to: "\(routes.count) route(s) from \(local.file)")) }
-        let hash = BalancingConfig.hash(next)
+        let canonical = BalancingConfig.canonical(next, cache: texts)
+        let hash = BalancingConfig.hash(canonical)
         if dryRun {
             return ChangeResultModel(dryRun: true, version: version + 1, hash: hash, changes: changes)
         }
@@ -205,18 +216,26 @@ public actor Controller {
         let proposed = Committed(version: version + 1, hash: hash, groups: next, sourceHash: sourceHash)
         do {
             try driver.apply(next, routes: routes)
+        } catch let e as ConfigErrors {
+            throw ChangeError(kind: .invalid, message: "the change is invalid", errors: e.errors, version: version)
+        } catch let e as BalancerSpecError {
+            throw ChangeError(kind: .invalid, message: "the data plane refuses the change: \(e)", version: version)
+        } catch let e as DataplaneLimits.Exceeded {
+            throw ChangeError(kind: .invalid, message: "the data plane refuses the change: \(e)", version: version)
         } catch {
             throw ChangeError(kind: .failed, message: "the data plane refused the change and keeps configuration \(version): \(error)",
                               version: version)
         }
         do {
-            try Self.persist(proposed, to: local.stateFile)
+            try StateFile.write(version: proposed.version, hash: hash, sourceHash: sourceHash, canonicalGroups: canonical,
+                                to: local.stateFile)
         } catch {
             // Not on disk, so not committed: put the data plane back.
             try? driver.apply(previous.groups, routes: local.routes)
             throw ChangeError(kind: .failed, message: "cannot save the change, configuration \(version) kept: \(error)", version: version)
         }
         committed = proposed
+        texts.keep(next)
         local.routes = routes
         logger.info("configuration applied", metadata: ["version": "\(proposed.version)", "origin": "\(origin)",
                                                          "changes": "\(changes.count)"])

@@ -54,6 +54,14 @@ public struct StateFile: Codable, Sendable, Equatable {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// The file written around the groups' canonical text (no second encoding of them).
+    static func write(version: Int, hash: String, sourceHash: String, canonicalGroups: Data, to path: String) throws {
+        // canonicalGroups is {"groups":[…]}: its members go in as they are.
+        var out = Data(#"{"hash":"\#(hash)","source_hash":"\#(sourceHash)","version":\#(version),"#.utf8)
+        out.append(canonicalGroups.dropFirst())
+        try writeAtomically(out, to: path)
+    }
+
     public func write(to path: String) throws {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]

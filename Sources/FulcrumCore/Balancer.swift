@@ -198,7 +198,7 @@ public final class Balancer {
                                           nodeCount: group.nodes.count, sorrySlot: sorrySlot,
                                           interface: group.interface, maxFrame: maxFrames[group.interface]))
             let scheduler = Scheduler(kind: group.scheduler,
-                                      nodeKeys: group.nodes.map { StableHash.hash($0.address, seed: UInt64($0.port)) },
+                                      nodeKeys: Balancer.nodeKeys(group),
                                       weights: group.nodes.map(\.weight))
             for (i, node) in group.nodes.enumerated() where node.mac == nil || !node.enabled {
                 scheduler.setEligible(i, false)
@@ -317,10 +317,18 @@ public final class Balancer {
 
 
     /// Weights (static or dynamic). Established flows stay where they are.
-    public func setWeights(group: Int, _ weights: [Int]) {
+    /// - Parameter table: the group's Maglev table for these weights, built by the caller
+    ///   off the packet thread (`MaglevTable(keys: Balancer.nodeKeys(group), weights:)`);
+    ///   nil builds it here.
+    public func setWeights(group: Int, _ weights: [Int], table: MaglevTable? = nil) {
         guard group >= 0 && group < spec.groups.count, weights.count == schedulers[group].nodeCount,
               weights.allSatisfy({ $0 >= 0 }) else { return }
-        schedulers[group].setWeights(weights)
+        schedulers[group].setWeights(weights, table: table)
+    }
+
+    /// A group's nodes' stable identities, as its scheduler and Maglev table key them.
+    public static func nodeKeys(_ group: GroupSpec) -> [UInt64] {
+        group.nodes.map { StableHash.hash($0.address, seed: UInt64($0.port)) }
     }
 
     /// Whether (group, node) names a node of this layout: a command built for another

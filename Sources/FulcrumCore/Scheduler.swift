@@ -86,7 +86,9 @@ public final class Scheduler {
 
     /// Changes weights at run time. Flows in the flow table keep their node; the
     /// stateless table is rebuilt for the new proportions.
-    public func setWeights(_ newWeights: [Int]) {
+    /// - Parameter prebuilt: the Maglev table for `newWeights` (same keys and size), built
+    ///   off the packet thread; nil builds it here (1–2 ms).
+    public func setWeights(_ newWeights: [Int], table prebuilt: MaglevTable? = nil) {
         precondition(newWeights.count == nodeCount && newWeights.allSatisfy { $0 >= 0 })
         let unchanged = (0..<nodeCount).allSatisfy { weights[$0] == newWeights[$0] }
         if unchanged { return }
@@ -94,7 +96,11 @@ public final class Scheduler {
             weights[i] = newWeights[i]
             currentWeights[i] = 0
         }
-        table = MaglevTable(keys: keys, weights: newWeights, size: table.size)
+        if let prebuilt, prebuilt.size == table.size, prebuilt.nodeCount == nodeCount {
+            table = prebuilt
+        } else {
+            table = MaglevTable(keys: keys, weights: newWeights, size: table.size)
+        }
         tableIsStale = true
     }
 

@@ -367,10 +367,12 @@ public final class Dataplane: @unchecked Sendable {
             // Only weights or enabled switches changed: the layout stays, and the workers
             // are told the new values (one scheduler rebuild per changed group) instead
             // of building new tables.
-            if routes == s.routes, let commands = Self.adjustments(from: s.groups, to: groups, generation: s.generation) {
+            if routes == s.routes, let adjustments = Self.adjustments(from: s.groups, to: groups) {
                 next.spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
                 s = next
-                for w in workers { for c in commands { w.send(c) } }
+                for w in workers {
+                    for c in Self.commands(adjustments, groups: groups, generation: s.generation) { w.send(c) }
+                }
                 return s.generation
             }
             next.generation = s.generation &+ 1
@@ -413,6 +415,8 @@ public final class Dataplane: @unchecked Sendable {
             throw BalancerSpecError.badInterface(group: "route \(r.prefix)/\(r.prefixLength)", interface: r.interface)
         }
         var next = state.withLock { $0 }
+        // Weights and enabled switches only: the layout, already built, stays.
+        if routes == next.routes, Self.adjustments(from: next.groups, to: groups) != nil { return }
         next.groups = groups
         next.routes = routes
         let spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
@@ -456,9 +460,14 @@ public final class Dataplane: @unchecked Sendable {
         return out
     }
 
-    /// The commands that take the workers from `old` to `new` when the two differ only in
-    /// nodes' weights and enabled switches; nil when the layout itself changes.
-    static func adjustments(from old: [GroupSpec], to new: [GroupSpec], generation: UInt64) -> [WorkerCommand]? {
+    /// What differs between `old` and `new` when only nodes' weights and enabled switches
+    /// do; nil when the layout itself changes.
+    enum Adjustment {
+        case weights(group: Int, [Int])
+        case enabled(group: Int, node: Int, Bool)
+    }
+
+    static func adjustments(from old: [GroupSpec], to new: [GroupSpec]) -> [Adjustment]? {
         guard old.count == new.count else { return nil }
         func layout(_ g: GroupSpec) -> GroupSpec {
             var g = g
@@ -468,21 +477,37 @@ public final class Dataplane: @unchecked Sendable {
             }
             return g
         }
-        var commands: [WorkerCommand] = []
+        var out: [Adjustment] = []
         for (gi, (a, b)) in zip(old, new).enumerated() {
             guard layout(a) == layout(b) else { return nil }
-            if a.nodes.map(\.weight) != b.nodes.map(\.weight) {
-                commands.append(.weights(generation: generation, group: gi, b.nodes.map(\.weight)))
-            }
+            if a.nodes.map(\.weight) != b.nodes.map(\.weight) { out.append(.weights(group: gi, b.nodes.map(\.weight))) }
             for (ni, (x, y)) in zip(a.nodes, b.nodes).enumerated() where x.enabled != y.enabled {
-                commands.append(.nodeEnabled(generation: generation, group: gi, node: ni, enabled: y.enabled))
+                out.append(.enabled(group: gi, node: ni, y.enabled))
             }
         }
-        return commands
+        return out
+    }
+
+    /// One worker's commands for `adjustments`: new weights come with their Maglev table,
+    /// built here, off the worker's thread.
+    static func commands(_ adjustments: [Adjustment], groups: [GroupSpec], generation: UInt64) -> [WorkerCommand] {
+        adjustments.map {
+            switch $0 {
+            case let .weights(g, w):
+                let table = MaglevTable(keys: Balancer.nodeKeys(groups[g]), weights: w)
+                return .weights(generation: generation, group: g, w, MaglevHandoff(table))
+            case let .enabled(g, n, on):
+                return .nodeEnabled(generation: generation, group: g, node: n, enabled: on)
+            }
+        }
     }
 
     /// The generation every worker has applied (the lowest of them).
     public var appliedGeneration: UInt64 { workers.map(\.appliedGeneration).min() ?? 0 }
+
+    /// Per worker: commands sent to it and applied by it since start (a change has reached
+    /// every worker when each has applied what had been sent when the change returned).
+    public var commandCounts: [(sent: Int, applied: Int)] { workers.map(\.commandCounts) }
 
     /// What the workers' routing table is built from: the `routes:` overrides, then every
     /// kernel route out of a data-plane interface (the lowest metric per prefix), with
@@ -618,19 +643,6 @@ public final class Dataplane: @unchecked Sendable {
 
     /// The version of the routing table every worker has applied (the lowest).
     public var appliedRoutingVersion: UInt64 { workers.map(\.routingVersion).min() ?? 0 }
-
-    /// Health: node up or down in every worker.
-    public func setNodeUp(group: Int, node: Int, _ up: Bool) {
-        state.withLock { s in
-            for w in workers { w.send(.nodeUp(generation: s.spec.generation, group: group, node: node, up: up)) }
-        }
-    }
-
-    public func setWeights(group: Int, _ weights: [Int]) {
-        state.withLock { s in
-            for w in workers { w.send(.weights(generation: s.spec.generation, group: group, weights)) }
-        }
-    }
 
     public var currentSpec: BalancerSpec { state.withLock { $0.spec } }
 

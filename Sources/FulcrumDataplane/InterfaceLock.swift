@@ -34,11 +34,12 @@ final class InterfaceLock: @unchecked Sendable {
         do {
             try SystemCall.run("lock \(path)") { flock(fd, LOCK_EX | LOCK_NB) }
         } catch let error as SystemError where error.errno == EWOULDBLOCK {
-            // The holder writes its pid just after it takes the lock: give it a moment.
-            var holder = InterfaceLock.readHolder(fd)
+            // The kernel says who holds the lock (/proc/locks); the pid in the file may be
+            // a previous holder's until the new one has written its own.
+            var holder = InterfaceLock.lockHolder(fd)
             for _ in 0..<50 where holder == nil {
                 usleep(2_000)
-                holder = InterfaceLock.readHolder(fd)
+                holder = InterfaceLock.lockHolder(fd) ?? InterfaceLock.readHolder(fd)
             }
             close(fd)
             self.fd = -1
@@ -51,6 +52,23 @@ final class InterfaceLock: @unchecked Sendable {
         let text = Array("\(getpid())\n".utf8)
         _ = ftruncate(fd, 0)
         _ = text.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    }
+
+    /// The pid holding an flock on `fd`'s file, from /proc/locks
+    /// (`1: FLOCK  ADVISORY  WRITE 1234 00:19:5678 0 EOF`).
+    static func lockHolder(_ fd: Int32) -> Int32? {
+        var st = stat()
+        guard fstat(fd, &st) == 0, let f = fopen("/proc/locks", "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 512)
+        while fgets(&line, 512, f) != nil {
+            let fields = String(cString: line).split(separator: " ")
+            guard fields.count >= 6, fields[1] == "FLOCK" else { continue }
+            let device = fields[5].split(separator: ":")
+            guard device.count == 3, UInt64(device[2]) == UInt64(st.st_ino) else { continue }
+            return Int32(fields[4])
+        }
+        return nil
     }
 
     static func readHolder(_ fd: Int32) -> Int32? {

@@ -17,7 +17,8 @@ public enum WorkerCommand: Sendable {
     case nodeUp(generation: UInt64, group: Int, node: Int, up: Bool)
     case nodeMAC(generation: UInt64, group: Int, node: Int, mac: MACAddress?)
     case sorryMAC(generation: UInt64, group: Int, mac: MACAddress?)
-    case weights(generation: UInt64, group: Int, [Int])
+    /// New weights for a group, with its Maglev table for them built off the packet thread.
+    case weights(generation: UInt64, group: Int, [Int], MaglevHandoff)
     case nodeEnabled(generation: UInt64, group: Int, node: Int, enabled: Bool)
     case sorryUp(generation: UInt64, group: Int, up: Bool)
     /// Where NAT replies go now (the kernel's routes or neighbours changed).
@@ -43,6 +44,13 @@ public final class LayoutHandoff: @unchecked Sendable {
         self.balancer = balancer
         self.remap = remap
     }
+}
+
+/// A Maglev table built by the control thread for one worker's scheduler; ownership
+/// moves with the command.
+public final class MaglevHandoff: @unchecked Sendable {
+    let table: MaglevTable
+    init(_ table: MaglevTable) { self.table = table }
 }
 
 /// Destinations a worker's NAT replies could not be sent to, for the control plane:
@@ -122,8 +130,16 @@ public final class Worker: @unchecked Sendable {
         return out
     }
 
+    /// Commands sent to this worker, and applied by it, since start.
+    private let sentCount = Atomic<Int>(0)
+    private let appliedCount = Atomic<Int>(0)
+    public var commandCounts: (sent: Int, applied: Int) {
+        (sentCount.load(ordering: .acquiring), appliedCount.load(ordering: .acquiring))
+    }
+
     public func send(_ command: WorkerCommand) {
         commands.withLock { $0.append(command) }
+        sentCount.add(1, ordering: .relaxed)
         pendingCommands.add(1, ordering: .releasing)
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
@@ -166,13 +182,14 @@ public final class Worker: @unchecked Sendable {
             case let .nodeUp(gen, g, n, up): if gen == current { balancer.setNodeUp(group: g, node: n, up) }
             case let .nodeMAC(gen, g, n, mac): if gen == current { balancer.setNodeMAC(group: g, node: n, mac) }
             case let .sorryMAC(gen, g, mac): if gen == current { balancer.setSorryMAC(group: g, mac) }
-            case let .weights(gen, g, w): if gen == current { balancer.setWeights(group: g, w) }
+            case let .weights(gen, g, w, t): if gen == current { balancer.setWeights(group: g, w, table: t.table) }
             case let .nodeEnabled(gen, g, n, on): if gen == current { balancer.setNodeEnabled(group: g, node: n, on) }
             case let .routing(table): balancer.setRouting(table)
             case let .sorryUp(gen, g, up): if gen == current { balancer.setSorryUp(group: g, up) }
             }
         }
         balancer.commitChanges()
+        appliedCount.add(batch.count, ordering: .releasing)
         applied.store(balancer.spec.generation, ordering: .releasing)
         routingApplied.store(balancer.routingVersion, ordering: .releasing)
     }

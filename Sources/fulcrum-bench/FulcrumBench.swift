@@ -7,7 +7,7 @@ struct FulcrumBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum-bench",
         abstract: "Fulcrum's benchmark runner. Figures are printed beside a reference measured in the same run.",
-        subcommands: [Core.self, Forward.self, Flood.self])
+        subcommands: [Core.self, Forward.self, Control.self, Flood.self])
 }
 
 struct Core: ParsableCommand {
@@ -97,6 +97,31 @@ struct Forward: ParsableCommand {
         }
         printTable(table)
         if rows.dropFirst().contains(where: { ($0.mallocsPerPacket ?? 0) > 0 }) { throw ExitCode(1) }
+    }
+}
+
+struct Control: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "How long a change takes to reach every worker with 100 groups × 100 nodes: one node's weight, and a full replace.",
+        discussion: "Needs root: a data plane on a veth in a namespace of its own (198.18.0.0/24), removed on exit. Each change is timed until every worker has applied it; the reference is the same change as a dry run (parse and validate only).")
+
+    @Option var groups = 100
+    @Option var nodes = 100
+    @Option(help: "One-node changes measured.") var changes = 200
+    @Option(help: "Full replaces measured.") var replaces = 10
+    @Option(help: "Workers (queues); veth has one queue.") var queues = 1
+    @Option(help: "The repository root (for scripts and BPF objects).") var root = "."
+
+    func run() throws {
+        let rows = try ControlBenchmark(groups: groups, nodes: nodes, changes: changes, replaces: replaces, queues: queues,
+                                        root: root).run()
+        print("Changes through the controller with \(groups) groups × \(nodes) nodes, \(queues) worker(s); ms, until every worker applied it")
+        var table = [["change", "p50 ms", "p99 ms", "max ms", "dry run p50", "dry run p99", "p99 / dry run p99"]]
+        for r in rows {
+            table.append([r.name, fmt(r.p50), fmt(r.p99), fmt(r.max), fmt(r.referenceP50), fmt(r.referenceP99),
+                          fmt(r.p99 / r.referenceP99) + "x"])
+        }
+        printTable(table)
     }
 }
 
