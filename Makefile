@@ -98,10 +98,13 @@ fuzz: setup
 ## each beside a reference measured in the same run, with a malloc counter
 INTERPOSER = $$(find -L .build/release -name 'libMallocInterposerSwift.so' | head -1)
 bench: release .build/bench/xsk_forward
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || true
 	LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench core $(BENCH_ARGS)
 	@if [ "$$(id -u)" = 0 ]; then \
-	  LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench forward --root $(CURDIR) $(FORWARD_ARGS); \
-	else echo "bench: forwarding benchmark skipped: needs root (namespaces, XDP)"; fi
+	  LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench forward --root $(CURDIR) $(FORWARD_ARGS) && \
+	  .build/release/fulcrum-bench control --root $(CURDIR) && \
+	  .build/release/fulcrum-bench api --root $(CURDIR); \
+	else echo "bench: forwarding, control and API benchmarks skipped: need root (namespaces, XDP)"; fi
 
 clean:
 	rm -rf .build .build-asan .build-fuzz

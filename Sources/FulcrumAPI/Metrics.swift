@@ -12,21 +12,25 @@ public final class Metrics: Sendable {
     let runtime: Runtime?
     public let registry: PrometheusCollectorRegistry
     private let state = Mutex(State())
+    private let requests = Mutex<[String: Counter]>([:])
 
     struct State {
         var counters: [String: (Counter, UInt64)] = [:]
         var gauges: [String: Gauge] = [:]
-        var requests: [String: Counter] = [:]
+        /// The series of the last scrape in the order `collect` produces them, valid
+        /// while the configuration version and the series count stay the same: then a
+        /// scrape updates them by position, with no key built or hashed.
+        var ordered: (version: Int, counters: [(Counter, UInt64)], gauges: [Gauge])?
     }
 
     /// One API request answered.
     func countRequest(method: String, status: Int) {
         let key = "\(method) \(status)"
-        state.withLock { s in
-            let counter = s.requests[key] ?? registry.makeCounter(
+        requests.withLock { s in
+            let counter = s[key] ?? registry.makeCounter(
                 name: "fulcrum_api_requests_total", labels: [("method", method), ("status", "\(status)")],
                 help: "Requests the control API answered, by method and status.")
-            s.requests[key] = counter
+            s[key] = counter
             counter.increment()
         }
     }
@@ -37,6 +41,7 @@ public final class Metrics: Sendable {
     }
 
     struct Scrape {
+        var version = 0
         var counters: [(name: String, labels: [(String, String)], help: String, value: UInt64)] = []
         var gauges: [(name: String, labels: [(String, String)], help: String, value: Double)] = []
 
@@ -52,8 +57,9 @@ public final class Metrics: Sendable {
     func collect() -> Scrape {
         var out = Scrape()
         guard let runtime else { return out }
-        let status = runtime.statusModel()
         let snapshot = runtime.dataplane.snapshot()
+        let status = runtime.statusModel(snapshot: snapshot, events: false)
+        out.version = status.version
         out.gauge("fulcrum_config_version", [], "The version of the configuration in force.", Double(status.version))
         out.gauge("fulcrum_uptime_seconds", [], "Seconds since the daemon started.", status.uptimeSeconds)
         out.gauge("fulcrum_flows", [], "Flows in the workers' flow tables.", Double(status.flows))
@@ -77,16 +83,19 @@ public final class Metrics: Sendable {
                           n.state == "up" ? 1 : 0)
             }
         }
-        for (reason, value) in snapshot.drops {
-            out.counter("fulcrum_drops_total", [("reason", reason.label)], "Packets the workers dropped, by reason.", value)
+        // In a fixed order: a scrape's series line up with the previous one's.
+        for reason in DropReason.allCases {
+            out.counter("fulcrum_drops_total", [("reason", reason.label)], "Packets the workers dropped, by reason.",
+                        snapshot.drops[reason] ?? 0)
         }
-        for (counter, value) in snapshot.global {
-            out.counter("fulcrum_worker_packets_total", [("counter", counter.label)], "The workers' packet counters.", value)
+        for counter in GlobalCounter.allCases {
+            out.counter("fulcrum_worker_packets_total", [("counter", counter.label)], "The workers' packet counters.",
+                        snapshot.global[counter] ?? 0)
         }
-        for (counter, value) in snapshot.xdp {
+        for (counter, value) in snapshot.xdp.sorted(by: { $0.key.label < $1.key.label }) {
             out.counter("fulcrum_xdp_packets_total", [("counter", counter.label)], "The XDP program's counters.", value)
         }
-        for (stat, value) in snapshot.sockets {
+        for (stat, value) in snapshot.sockets.sorted(by: { $0.key < $1.key }) {
             out.counter("fulcrum_afxdp_socket_total", [("stat", stat)], "The AF_XDP sockets' statistics (summed).", value)
         }
         return out
@@ -100,6 +109,21 @@ public final class Metrics: Sendable {
     public func scrape() -> [UInt8] {
         let now = collect()
         state.withLock { s in
+            if let o = s.ordered, o.version == now.version, o.counters.count == now.counters.count,
+               o.gauges.count == now.gauges.count {
+                var counters = o.counters
+                for i in now.counters.indices {
+                    let (counter, last) = counters[i]
+                    let value = now.counters[i].value
+                    if value > last { counter.increment(by: Int64(clamping: value - last)) }
+                    if value != last { counters[i].1 = value }
+                }
+                for i in now.gauges.indices { o.gauges[i].set(now.gauges[i].value) }
+                s.ordered = (o.version, counters, o.gauges)
+                // A counter that went back (a node removed and added again) needs a new
+                // series: the slow path below makes it.
+                if !zip(counters, now.counters).contains(where: { $0.1 > $1.value }) { return }
+            }
             var seenCounters = Set<String>()
             for c in now.counters {
                 let key = Self.key(c.name, c.labels)
@@ -130,6 +154,9 @@ public final class Metrics: Sendable {
                 registry.unregisterGauge(gauge)
                 s.gauges[key] = nil
             }
+            s.ordered = (now.version,
+                         now.counters.map { s.counters[Self.key($0.name, $0.labels)]! },
+                         now.gauges.map { s.gauges[Self.key($0.name, $0.labels)]! })
         }
         return registry.emitToBuffer()
     }

@@ -16,9 +16,9 @@ public enum EventModels {
 extension Runtime {
     /// `GET /v1/status`: the configuration in force with each group's and node's live
     /// counters and state, the drops, and the latest alerts.
-    public func statusModel() -> StatusModel {
+    public func statusModel(snapshot given: DataplaneSnapshot? = nil, events withEvents: Bool = true) -> StatusModel {
         let c = committed.value
-        let snapshot = dataplane.snapshot()
+        let snapshot = given ?? dataplane.snapshot()
         let health = checker.states
         let byName = Dictionary(snapshot.groups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         // (The snapshot has no sorry server's MAC: its state is its health alone.)
@@ -47,7 +47,7 @@ extension Runtime {
                                     sorryFlows: live?.sorryFlows ?? 0, nodes: nodes,
                                     sorry: g.sorry.map { node(g, $0, live: nil, sorry: true) })
         }
-        let alerts = events.events().filter { $0.severity >= .notice }.suffix(20)
+        let alerts = withEvents ? events.events().filter { $0.severity >= .notice }.suffix(20) : []
         return StatusModel(host: local.nodeName, role: "standalone", version: c.version, hash: c.hash,
                            uptimeSeconds: Date().timeIntervalSince(started), flows: snapshot.flows,
                            flowCapacity: snapshot.flowCapacity, groups: groups,

@@ -18,7 +18,8 @@ public enum GlobalCounter: Int, CaseIterable, Sendable {
     case arpReplies
     case neighborAdvertisements
 
-    public var label: String { MetricLabel.snakeCase(String(describing: self)) }
+    public var label: String { Self.labels[rawValue] }
+    static let labels = allCases.map { MetricLabel.snakeCase(String(describing: $0)) }
 }
 
 /// Per-group and per-node counter kinds.

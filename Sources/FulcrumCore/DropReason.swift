@@ -42,8 +42,9 @@ public enum DropReason: Int, CaseIterable, Sendable {
     /// told without the ports.
     case fragmentBeforeFirst
 
-    /// The metric label: the case name in snake_case.
-    public var label: String { MetricLabel.snakeCase(String(describing: self)) }
+    /// The metric label: the case name in snake_case (computed once).
+    public var label: String { Self.labels[rawValue] }
+    static let labels = allCases.map { MetricLabel.snakeCase(String(describing: $0)) }
 
     /// True for reasons that mean the frame itself was bad (as opposed to a policy drop).
     public var isMalformed: Bool { rawValue <= DropReason.malformedICMPInnerPacket.rawValue }

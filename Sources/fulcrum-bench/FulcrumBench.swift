@@ -7,7 +7,7 @@ struct FulcrumBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum-bench",
         abstract: "Fulcrum's benchmark runner. Figures are printed beside a reference measured in the same run.",
-        subcommands: [Core.self, Forward.self, Control.self, Flood.self])
+        subcommands: [Core.self, Forward.self, Control.self, API.self, Flood.self])
 }
 
 struct Core: ParsableCommand {
@@ -122,6 +122,32 @@ struct Control: ParsableCommand {
                           fmt(r.p99 / r.referenceP99) + "x"])
         }
         printTable(table)
+    }
+}
+
+struct API: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "api",
+        abstract: "The control API under wrk (status page shell as the reference, /v1/status, /metrics), and forwarding with and without a scraper.",
+        discussion: "Needs root, wrk and a release build of fulcrum (make release): the daemon runs on CPU 1 in a namespace of its own (198.18.0.0/24), wrk and the generator on CPU 0.")
+
+    @Option var seconds: Double = 5
+    @Option var groups = 10
+    @Option var nodes = 10
+    @Option(help: "wrk connections.") var connections = 8
+    @Option(help: "The repository root (for scripts, BPF objects and the release build).") var root = "."
+
+    func run() throws {
+        let r = try APIBenchmark(seconds: seconds, groups: groups, nodes: nodes, connections: connections, root: root).run()
+        print("Control API on one core (the daemon pinned to CPU 1), wrk -t1 -c\(connections) for \(Int(seconds)) s; \(groups + 1) groups, \(groups * nodes + 1) nodes")
+        let reference = r.rates[0].requestsPerSecond
+        var table = [["path", "requests/s", "p99 ms", "vs static page"]]
+        for (path, rate, p99) in r.rates {
+            table.append([path + (path == "/" ? " (static, reference)" : ""), fmt(rate), fmt(p99), fmt(rate / reference) + "x"])
+        }
+        printTable(table)
+        print("")
+        print("Forwarding (one worker, 60-byte UDP, \(Int(seconds)) s): alone \(fmt(r.forwardingAlone)) Mpps; with /metrics scraped \(r.scrapes) times (10/s): \(fmt(r.forwardingScraped)) Mpps; ratio \(fmt(r.forwardingScraped / r.forwardingAlone))x")
     }
 }
 
