@@ -75,7 +75,16 @@ public final class XDPSocket: @unchecked Sendable {
             // The kernel picks zero-copy where the driver has it and copy mode otherwise.
             socketConfig.bind_flags = UInt16(XDP_USE_NEED_WAKEUP)
             var socketPointer: OpaquePointer?
-            let r = xsk_socket__create(&socketPointer, interface, UInt32(queue), umemPointer, rx, tx, &socketConfig)
+            var r = xsk_socket__create(&socketPointer, interface, UInt32(queue), umemPointer, rx, tx, &socketConfig)
+            // A socket closed a moment ago (a restart, a data plane stopped and started
+            // again) gives its queue back from a kernel work queue, not at close: EBUSY
+            // for a little while. A queue still in use stays busy past this.
+            var waited = 0
+            while r == -EBUSY && waited < 1000 {
+                usleep(20_000)
+                waited += 20
+                r = xsk_socket__create(&socketPointer, interface, UInt32(queue), umemPointer, rx, tx, &socketConfig)
+            }
             if r == -EBUSY {
                 throw SystemError("queue \(queue) of \(interface) is already bound to another AF_XDP socket (another fulcrum, or another AF_XDP program, is using it)", errno: EBUSY)
             }
