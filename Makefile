@@ -53,7 +53,7 @@ PREFIX ?= /usr/local
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/fulcrum $(DESTDIR)$(PREFIX)/share/doc/fulcrum \
 	  $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/fulcrum
-	install -m 755 .build/release/fulcrum .build/release/fulcrumctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 .build/release/fulcrum .build/release/fulcrumctl .build/release/fulcrum-agent $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 .build/bpf/fulcrum.bpf.o $(DESTDIR)$(PREFIX)/lib/fulcrum/
 	install -m 644 Sources/fulcrum/fulcrum.service $(DESTDIR)/etc/systemd/system/
 	install -m 644 Docs/*.md Docs/openapi.yaml $(DESTDIR)$(PREFIX)/share/doc/fulcrum/

@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "fulcrum", targets: ["fulcrum"]),
         .executable(name: "fulcrum-bench", targets: ["fulcrum-bench"]),
         .executable(name: "fulcrumctl", targets: ["fulcrumctl"]),
+        .executable(name: "fulcrum-agent", targets: ["fulcrum-agent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -85,6 +86,14 @@ let package = Package(
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             exclude: ["fulcrum.service"]  // installed by `make install`
         ),
+        // The node agent: on the real servers, reports their load for dynamic weights.
+        .executableTarget(
+            name: "fulcrum-agent",
+            dependencies: ["FulcrumCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "Logging", package: "swift-log")],
+            exclude: ["fulcrum-agent.service"]
+        ),
         .executableTarget(
             name: "fulcrumctl",
             dependencies: ["FulcrumAPIModels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -105,7 +114,8 @@ let package = Package(
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumBPFTests", dependencies: ["FulcrumBPF", "CFulcrumBPF", "FulcrumTestSupport"]),
-        .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore", "FulcrumAPIModels"]),
+        .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore", "FulcrumAPIModels",
+                                                                 .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FulcrumControlTests",
                     dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumBPF", "FulcrumCore", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumAPITests",

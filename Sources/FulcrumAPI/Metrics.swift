@@ -81,7 +81,22 @@ public final class Metrics: Sendable {
                 out.gauge("fulcrum_node_weight", nl, "The node's configured weight (0: drained).", Double(n.weight))
                 out.gauge("fulcrum_node_up", nl, "1 if the node may take new flows (enabled, healthy, MAC known).",
                           n.state == "up" ? 1 : 0)
+                if let w = n.effectiveWeight {
+                    out.gauge("fulcrum_node_effective_weight", nl, "Dynamic weights: the weight in force (static × 100, scaled by load).", Double(w))
+                }
+                if let load = n.load {
+                    out.gauge("fulcrum_node_agent_load", nl, "Dynamic weights: the smoothed load the node's agent reports (0-1).", load)
+                }
             }
+        }
+        if let agents = runtime.agents {
+            let counts = agents.counts.withLock { $0 }
+            for outcome in ["accepted"] + AgentReport.Rejection.allCases.map(\.rawValue) {
+                out.counter("fulcrum_agent_reports_total", [("outcome", outcome)],
+                            "Node agents' reports, accepted or why not.", counts[outcome] ?? 0)
+            }
+            out.counter("fulcrum_agent_reports_total", [("outcome", "queue_full")],
+                        "Node agents' reports, accepted or why not.", agents.queueDrops)
         }
         // In a fixed order: a scrape's series line up with the previous one's.
         for reason in DropReason.allCases {

@@ -50,10 +50,13 @@ public struct GroupModel: Codable, Sendable, Equatable {
     public var nodes: [NodeModel]
     public var sorry: NodeModel?
     public var healthCheck: HealthCheckModel?
+    /// "cpu": weights follow the nodes' agents' load reports.
+    public var dynamicWeights: String?
 
     enum CodingKeys: String, CodingKey {
         case name, vip, `protocol`, ports, method, scheduler, interface, nodes, sorry
         case healthCheck = "health_check"
+        case dynamicWeights = "dynamic_weights"
     }
 
     public init(name: String, vip: String, protocol: String, ports: [Int], method: String, scheduler: String? = nil,
@@ -180,9 +183,14 @@ public struct NodeStatusModel: Codable, Sendable, Equatable {
     public var newFlows: UInt64
     public var packets: UInt64
     public var bytes: UInt64
+    /// With dynamic weights: the weight in force (static × 100 scaled by load) and the
+    /// smoothed load the node's agent reports (0–1; absent while it is silent).
+    public var effectiveWeight: Int?
+    public var load: Double?
 
     enum CodingKeys: String, CodingKey {
-        case address, port, weight, enabled, state, mac, packets, bytes
+        case address, port, weight, enabled, state, mac, packets, bytes, load
+        case effectiveWeight = "effective_weight"
         case healthDetail = "health_detail"
         case activeFlows = "active_flows"
         case newFlows = "new_flows"

@@ -32,6 +32,7 @@ public enum BalancingConfig {
             if c.kind == .udp { h.send = c.send }
             m.healthCheck = h
         }
+        if g.dynamicWeights { m.dynamicWeights = "cpu" }
         return m
     }
 

@@ -85,6 +85,8 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var nodes: [Node]
         public var sorry: Node?
         public var healthCheck: HealthCheck?
+        /// Weights from the nodes' agents' load reports (`dynamic_weights: cpu`).
+        public var dynamicWeights = false
         /// Where the group starts in the file, for errors found later.
         public var line: Int?
     }
@@ -118,6 +120,21 @@ public struct FulcrumConfig: Sendable, Equatable {
     public var nodeName: String
     public var events = Events()
     public var api: API?
+    /// The node agents' listener (Docs/OPERATIONS.md). No `agent:` section: none.
+    public var agent: Agent?
+
+    public struct Agent: Sendable, Equatable {
+        public var port: UInt16 = 65002
+        /// The shared HMAC key is this file's content (at least 16 bytes).
+        public var keyFile: String
+        /// Reporting intervals without a report after which a node's static weight applies.
+        public var silence = 3
+        /// Each report's share in the smoothed load; the least share of its weight a loaded
+        /// node keeps; the least change applied (as a share of the static weight).
+        public var smoothing = 0.3
+        public var floor = 0.1
+        public var hysteresis = 0.1
+    }
     /// Where changes made through the API are kept (Docs/OPERATIONS.md: which wins at start).
     public var stateFile = "/var/lib/fulcrum/state.json"
     public var dataplane: Dataplane

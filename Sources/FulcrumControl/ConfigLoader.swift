@@ -215,7 +215,7 @@ struct Reader {
 
     mutating func config(_ root: Node?) -> FulcrumConfig? {
         if let root { enclosing.append(root) }
-        let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups", "events", "api", "state_file"])
+        let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups", "events", "api", "state_file", "agent"])
         var name = "fulcrum"
         if let section = top["node"] {
             name = string(mapping(section, "node", allowed: ["name"])["name"], "node.name") ?? name
@@ -249,6 +249,7 @@ struct Reader {
         var config = FulcrumConfig(file: file, nodeName: name, dataplane: dp, routes: routes, groups: groups, lines: lines)
         config.events = events
         if let a = top["api"] { config.api = api(a) }
+        if let a = top["agent"] { config.agent = agent(a) }
         if let f = top["state_file"], let path = string(f, "state_file") {
             if path.hasPrefix("/") { config.stateFile = path } else { fail(f, "state_file", "must be an absolute path") }
         }
@@ -262,6 +263,29 @@ struct Reader {
             return nil
         }
         return path
+    }
+
+    mutating func agent(_ node: Node) -> FulcrumConfig.Agent? {
+        enclosing.append(node)
+        defer { enclosing.removeLast() }
+        let m = mapping(node, "agent", allowed: ["port", "key_file", "silence", "smoothing", "floor", "hysteresis"])
+        guard let key = absolutePath(m["key_file"], "agent.key_file") else { return nil }
+        var a = FulcrumConfig.Agent(keyFile: key)
+        if let v = m["port"].flatMap({ int($0, "agent.port", in: 1...65535) }) { a.port = UInt16(v) }
+        if let v = m["silence"].flatMap({ int($0, "agent.silence", in: 1...100) }) { a.silence = v }
+        if let v = m["smoothing"].flatMap({ fraction($0, "agent.smoothing", in: 0.01...1) }) { a.smoothing = v }
+        if let v = m["floor"].flatMap({ fraction($0, "agent.floor", in: 0.01...1) }) { a.floor = v }
+        if let v = m["hysteresis"].flatMap({ fraction($0, "agent.hysteresis", in: 0...0.5) }) { a.hysteresis = v }
+        return a
+    }
+
+    mutating func fraction(_ node: Node?, _ field: String, in range: ClosedRange<Double>) -> Double? {
+        guard let text = string(node, field) else { return nil }
+        guard let v = Double(text), range.contains(v) else {
+            fail(node, field, "must be a number from \(range.lowerBound) to \(range.upperBound)")
+            return nil
+        }
+        return v
     }
 
     mutating func api(_ node: Node) -> FulcrumConfig.API? {
@@ -435,7 +459,7 @@ struct Reader {
         enclosing.append(node)
         defer { enclosing.removeLast() }
         let m = mapping(node, field, allowed: ["name", "vip", "protocol", "ports", "method", "scheduler", "interface",
-                                               "nodes", "sorry", "health_check"])
+                                               "nodes", "sorry", "health_check", "dynamic_weights"])
         let name = string(m["name"], "\(field).name")
         let vip = address(m["vip"], "\(field).vip")
         if let vip, !vip.isHostUnicast {
@@ -489,9 +513,17 @@ struct Reader {
             sorry = endpoint(s, "\(field).sorry", method: method, multiPort: ports.count > 1, sorry: true)
         }
         let check = m["health_check"].flatMap { healthCheck($0, "\(field).health_check") }
+        var dynamic = false
+        if let d = m["dynamic_weights"], let text = string(d, "\(field).dynamic_weights") {
+            if text == "cpu" { dynamic = true } else if text != "none" {
+                fail(d, "\(field).dynamic_weights", "must be cpu (weights from the nodes' agents) or none")
+            }
+        }
         guard let name, let vip, let proto, let method, let scheduler else { return nil }
-        return FulcrumConfig.Group(name: name, vip: vip, proto: proto, ports: ports, method: method, scheduler: scheduler,
-                                   interface: interface, nodes: nodes, sorry: sorry, healthCheck: check, line: node.mark?.line)
+        var group = FulcrumConfig.Group(name: name, vip: vip, proto: proto, ports: ports, method: method, scheduler: scheduler,
+                                        interface: interface, nodes: nodes, sorry: sorry, healthCheck: check, line: node.mark?.line)
+        group.dynamicWeights = dynamic
+        return group
     }
 
     mutating func seconds(_ node: Node?, _ field: String, in range: ClosedRange<Double>) -> Double? {

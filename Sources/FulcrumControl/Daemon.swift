@@ -19,18 +19,21 @@ public final class Runtime: Sendable {
     public let controller: Controller
     public let events: EventLog
     public let checker: HealthChecker
+    /// The node agents' listener, with an `agent:` section.
+    public let agents: AgentService?
     public let started = Date()
     /// The committed configuration as last applied, readable without awaiting the
     /// controller (status, metrics, the forwarding loop).
     public let committed: CommittedView
 
     init(local: FulcrumConfig, dataplane: Dataplane, controller: Controller, events: EventLog, checker: HealthChecker,
-         committed: CommittedView) {
+         agents: AgentService?, committed: CommittedView) {
         self.local = local
         self.dataplane = dataplane
         self.controller = controller
         self.events = events
         self.checker = checker
+        self.agents = agents
         self.committed = committed
     }
 }
@@ -90,14 +93,24 @@ public final class Daemon: Sendable {
         let checker = HealthChecker(groups: committed.groups) { reactor.changed($0) }
         reactor.checker.withLock { $0 = checker }
         let view = CommittedView(committed)
+        let agents: AgentService?
+        do {
+            agents = try config.agent.map {
+                try AgentService(config: $0, groups: committed.groups, dataplane: dataplane, events: events, logger: logger)
+            }
+        } catch {
+            dataplane.stop()
+            throw error
+        }
         let controller = Controller(local: config, committed: committed, driver: DataplaneDriver(dataplane: dataplane, local: config),
                                     events: events, logger: logger) { c in
             view.set(c)
             reactor.groups.withLock { $0 = c.groups }
             checker.update(groups: c.groups)
+            agents?.update(groups: c.groups)
         }
         let runtime = Runtime(local: config, dataplane: dataplane, controller: controller, events: events, checker: checker,
-                              committed: view)
+                              agents: agents, committed: view)
         let forwarding = ForwardingService(runtime: runtime, statusFile: statusFile, logger: logger)
         let added: [any Service]
         do { added = try extra(runtime) } catch {
@@ -105,6 +118,7 @@ public final class Daemon: Sendable {
             throw error
         }
         checker.start()
+        agents?.start()
         logger.info("fulcrum running", metadata: ["groups": "\(committed.groups.count)", "config": "\(configPath)",
                                                    "version": "\(committed.version)"])
         events.record(.notice, "daemon.started",
@@ -271,6 +285,7 @@ final class ForwardingService: Service, @unchecked Sendable {
         logger.info("stopping")
         runtime.events.record(.notice, "daemon.stopping", "fulcrum stopping")
         runtime.checker.stop()
+        runtime.agents?.stop()
         dataplane.stop()
     }
 

@@ -20,6 +20,9 @@ extension Runtime {
         let c = committed.value
         let snapshot = given ?? dataplane.snapshot()
         let health = checker.states
+        let dynamic = c.groups.contains(where: \.dynamicWeights)
+        let inForce = dynamic ? dataplane.weightsInForce : [:]
+        let loads = dynamic ? (agents?.loads.withLock { $0 } ?? [:]) : [:]
         let byName = Dictionary(snapshot.groups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         // (The snapshot has no sorry server's MAC: its state is its health alone.)
         func node(_ g: FulcrumConfig.Group, _ n: FulcrumConfig.Node, live: DataplaneSnapshot.Node?, sorry: Bool = false) -> NodeStatusModel {
@@ -31,10 +34,16 @@ extension Runtime {
             else if mac == nil && !sorry { state = "no_mac" }
             else if h == nil && g.healthCheck != nil { state = "pending" }
             else { state = "up" }
-            return NodeStatusModel(address: "\(n.address)", port: Int(n.port), weight: n.weight, enabled: n.enabled, state: state,
-                                   healthDetail: h.flatMap { $0.up ? nil : $0.lastFailure }, mac: mac.map { "\($0)" },
-                                   activeFlows: live?.activeFlows ?? 0, newFlows: live?.newFlows ?? 0,
-                                   packets: live?.packets ?? 0, bytes: live?.bytes ?? 0)
+            var model = NodeStatusModel(address: "\(n.address)", port: Int(n.port), weight: n.weight, enabled: n.enabled, state: state,
+                                        healthDetail: h.flatMap { $0.up ? nil : $0.lastFailure }, mac: mac.map { "\($0)" },
+                                        activeFlows: live?.activeFlows ?? 0, newFlows: live?.newFlows ?? 0,
+                                        packets: live?.packets ?? 0, bytes: live?.bytes ?? 0)
+            if g.dynamicWeights && !sorry {
+                let id = NodeIdentity(group: g.name, address: n.address, port: n.port)
+                model.effectiveWeight = inForce[id]
+                model.load = loads[id]
+            }
+            return model
         }
         let groups = c.groups.map { g -> GroupStatusModel in
             let live = byName[g.name]

@@ -168,6 +168,9 @@ public final class Dataplane: @unchecked Sendable {
         /// Nodes (and sorry servers) health checks found down, by identity: re-applied to
         /// every new layout, so a reload never brings a dead node back.
         var down: Set<NodeIdentity> = []
+        /// Weights from the nodes' agents (dynamic weights), by identity: they replace the
+        /// configured weight of those nodes in every layout until withdrawn.
+        var weights: [NodeIdentity: Int] = [:]
     }
 
     /// The commands that tell workers of `spec`'s generation which nodes are down.
@@ -252,6 +255,15 @@ public final class Dataplane: @unchecked Sendable {
     static func makeSpec(options: DataplaneOptions, macs: [MACAddress], mtus: [Int], ifindexes: [Int32], state: State) -> BalancerSpec {
         var groups = state.groups
         for g in groups.indices {
+            if !state.weights.isEmpty {
+                for n in groups[g].nodes.indices {
+                    let node = groups[g].nodes[n]
+                    if let w = state.weights[NodeIdentity(group: groups[g].name, address: node.address, port: node.port)],
+                       node.weight > 0 {
+                        groups[g].nodes[n].weight = w
+                    }
+                }
+            }
             let ifindex = ifindexes[groups[g].interface]
             for n in groups[g].nodes.indices where groups[g].nodes[n].mac == nil {
                 groups[g].nodes[n].mac = state.neighbors[KernelNeighborKey(ifindex: ifindex, address: groups[g].nodes[n].address)]
@@ -367,13 +379,18 @@ public final class Dataplane: @unchecked Sendable {
             // Only weights or enabled switches changed: the layout stays, and the workers
             // are told the new values (one scheduler rebuild per changed group) instead
             // of building new tables.
-            if routes == s.routes, let adjustments = Self.adjustments(from: s.groups, to: groups) {
-                next.spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
-                s = next
-                for w in workers {
-                    for c in Self.commands(adjustments, groups: groups, generation: s.generation) { w.send(c) }
+            if routes == s.routes, Self.adjustments(from: s.groups, to: groups) != nil {
+                var spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
+                spec.generation = s.generation
+                // The weights in force (the agents' where they report) decide the commands.
+                if let adjustments = Self.adjustments(from: s.spec.groups, to: spec.groups) {
+                    next.spec = spec
+                    s = next
+                    for w in workers {
+                        for c in Self.commands(adjustments, groups: spec.groups, generation: s.generation) { w.send(c) }
+                    }
+                    return s.generation
                 }
-                return s.generation
             }
             next.generation = s.generation &+ 1
             let spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
@@ -458,6 +475,36 @@ public final class Dataplane: @unchecked Sendable {
             out.append(g.sorry.flatMap { targets[Key(group: g.name, address: $0.address, port: $0.port, sorry: true)] } ?? .gone)
         }
         return out
+    }
+
+    /// Weights from the nodes' agents, by identity, replacing the whole overlay: each
+    /// worker gets the changed groups' weights (with their Maglev tables, built here). A
+    /// node not in `weights` has its configured weight. A drained node (weight 0) stays 0.
+    public func setAgentWeights(_ weights: [NodeIdentity: Int]) {
+        state.withLock { s in
+            guard s.weights != weights else { return }
+            var next = s
+            next.weights = weights
+            var spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
+            spec.generation = s.generation
+            guard let adjustments = Self.adjustments(from: s.spec.groups, to: spec.groups) else { return }
+            next.spec = spec
+            s = next
+            for w in workers {
+                for c in Self.commands(adjustments, groups: spec.groups, generation: s.generation) { w.send(c) }
+            }
+        }
+    }
+
+    /// The weight each node has in the layout in force (the agents' where they report).
+    public var weightsInForce: [NodeIdentity: Int] {
+        state.withLock { s in
+            var out: [NodeIdentity: Int] = [:]
+            for g in s.spec.groups {
+                for n in g.nodes { out[NodeIdentity(group: g.name, address: n.address, port: n.port)] = n.weight }
+            }
+            return out
+        }
     }
 
     /// What differs between `old` and `new` when only nodes' weights and enabled switches

@@ -23,7 +23,7 @@ import Glibc
 struct TestPeer: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "fulcrum-testpeer",
                                                     subcommands: [Serve.self, Client.self, Hold.self, Chat.self,
-                                                                   SendFrame.self])
+                                                                   SendFrame.self, SendDatagrams.self])
 }
 
 enum Socket {
@@ -490,5 +490,51 @@ struct SendFrame: ParsableCommand {
             }
             guard sent == bytes.count else { throw ValidationError("sendto: errno \(errno)") }
         }
+    }
+}
+
+/// UDP datagrams with the given payloads, each `count` times, as fast as they go (bad
+/// agent reports, floods). Only to the target given.
+struct SendDatagrams: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "datagrams")
+    @Option var target: String
+    @Option var port: UInt16
+    @Option(help: "A payload as hex digits (repeatable: sent in turn).") var hex: [String] = []
+    @Option(help: "Random payloads of this many bytes instead.") var randomBytes: Int?
+    @Option var count: Int = 1
+
+    func run() throws {
+        var payloads: [[UInt8]] = []
+        for h in hex {
+            var bytes: [UInt8] = []
+            var digits = Array(h.utf8)
+            if digits.count % 2 == 1 { digits.append(0x30) }
+            for i in stride(from: 0, to: digits.count, by: 2) {
+                guard let b = UInt8(String(decoding: digits[i..<(i + 2)], as: UTF8.self), radix: 16) else {
+                    throw ValidationError("--hex: not hex at \(i)")
+                }
+                bytes.append(b)
+            }
+            payloads.append(bytes)
+        }
+        guard let (address, length) = Socket.address(target, port: port) else { throw ValidationError("--target: not an address") }
+        let fd = socket(Int32(address.ss_family), Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { throw ValidationError("socket: errno \(errno)") }
+        defer { close(fd) }
+        var sent = 0
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<count {
+            let batch = randomBytes.map { n in [(0..<n).map { _ in UInt8.random(in: 0...255, using: &random) }] } ?? payloads
+            for payload in batch {
+                var a = address
+                let r = payload.withUnsafeBytes { b in
+                    withUnsafePointer(to: &a) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, b.baseAddress, b.count, 0, $0, length) }
+                    }
+                }
+                if r >= 0 { sent += 1 }
+            }
+        }
+        print("{\"sent\":\(sent)}")
     }
 }

@@ -1,0 +1,266 @@
+import Crypto
+import FulcrumCore
+import FulcrumDataplane
+import Foundation
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The LB's end of the node agents (`fulcrum-agent`): a UDP socket (`agent.port`) on a
+/// thread of its own. Each datagram is checked (size, layout, HMAC-SHA256 with the shared
+/// key, the sender is the node it names, the node is in a group with `dynamic_weights:
+/// cpu`, newer than anything seen from it) and counted by what became of it; memory is
+/// one entry per configured node whatever arrives. Accepted loads go into each group's
+/// `DynamicWeights`; every 200 ms the weights in force go to the data plane, and a node
+/// whose agent falls silent returns to its static weight, with an event.
+public final class AgentService: @unchecked Sendable {
+    let config: FulcrumConfig.Agent
+    let key: SymmetricKey
+    let dataplane: Dataplane
+    let events: EventLog
+    let logger: Logger
+    let fd: Int32
+    let wake: [Int32]
+    let stopping = Atomic<Bool>(false)
+    private var thread: Thread?
+
+    /// Reports by outcome: `accepted` and each `AgentReport.Rejection`.
+    public let counts = Mutex<[String: UInt64]>([:])
+    /// The groups with dynamic weights, as last configured (the thread picks them up).
+    let pending = Mutex<[FulcrumConfig.Group]?>(nil)
+    /// Per node identity: the smoothed load, for status.
+    public let loads = Mutex<[NodeIdentity: Double]>([:])
+
+    // The thread's own state.
+    var groups: [FulcrumConfig.Group] = []
+    var weights: [String: DynamicWeights] = [:]
+    var guardian = ReplayGuard()
+    var reporting = Set<IPAddress>()
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(config: FulcrumConfig.Agent, groups: [FulcrumConfig.Group], dataplane: Dataplane, events: EventLog,
+                logger: Logger) throws {
+        guard let data = FileManager.default.contents(atPath: config.keyFile) else {
+            throw Failure(description: "agent.key_file: cannot read \(config.keyFile): \(String(cString: strerror(errno)))")
+        }
+        let keyBytes = Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+        guard keyBytes.count >= 16 else {
+            throw Failure(description: "agent.key_file: the key in \(config.keyFile) is shorter than 16 bytes; make one with `head -c 32 /dev/urandom | base64`")
+        }
+        self.config = config
+        key = SymmetricKey(data: keyBytes)
+        self.dataplane = dataplane
+        self.events = events
+        self.logger = logger
+        // One dual-stack socket: IPv4 agents arrive as IPv4-mapped addresses.
+        let s = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw Failure(description: "agent: socket: \(String(cString: strerror(errno)))") }
+        var off: Int32 = 0
+        setsockopt(s, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)
+        // Room for a burst (a flood is read and counted, not left to the kernel to drop);
+        // what the kernel drops anyway is counted too (`queue_full`, from SO_MEMINFO).
+        var bufferBytes: Int32 = 8 << 20
+        if setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &bufferBytes, 4) != 0 {
+            setsockopt(s, SOL_SOCKET, SO_RCVBUF, &bufferBytes, 4)
+        }
+        var address = sockaddr_in6()
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_port = config.port.bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        }
+        guard bound == 0 else {
+            let e = errno
+            close(s)
+            throw Failure(description: "agent.port: cannot listen on UDP \(config.port): \(String(cString: strerror(e)))")
+        }
+        fd = s
+        var fds: [Int32] = [-1, -1]
+        _ = pipe(&fds)
+        for f in fds { _ = fcntl(f, F_SETFD, FD_CLOEXEC) }
+        wake = fds
+        update(groups: groups)
+    }
+
+    deinit {
+        close(fd)
+        wake.forEach { close($0) }
+    }
+
+    /// The configuration changed: the groups with dynamic weights are taken up.
+    public func update(groups: [FulcrumConfig.Group]) {
+        pending.withLock { $0 = groups.filter(\.dynamicWeights) }
+    }
+
+    public func start() {
+        let t = Thread { [self] in loop() }
+        t.name = "fulcrum-agents"
+        thread = t
+        t.start()
+    }
+
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        var one: UInt8 = 1
+        _ = write(wake[1], &one, 1)
+    }
+
+    /// Datagrams the kernel dropped because the socket's queue was full.
+    public var queueDrops: UInt64 {
+        var info = [UInt32](repeating: 0, count: 9)  // SK_MEMINFO_VARS
+        var length = socklen_t(36)
+        guard getsockopt(fd, SOL_SOCKET, 55 /* SO_MEMINFO */, &info, &length) == 0 else { return 0 }
+        return UInt64(info[8])  // SK_MEMINFO_DROPS
+    }
+
+    func count(_ outcome: String) {
+        counts.withLock { $0[outcome, default: 0] += 1 }
+    }
+
+    func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Takes up new groups, keeping what is known of nodes that stay.
+    func adopt(_ next: [FulcrumConfig.Group]) {
+        var rebuilt: [String: DynamicWeights] = [:]
+        let parameters = DynamicWeights.Parameters(alpha: config.smoothing, floor: config.floor, hysteresis: config.hysteresis,
+                                                   silence: config.silence)
+        for g in next {
+            var w = DynamicWeights(staticWeights: g.nodes.map(\.weight), parameters: parameters)
+            if let old = weights[g.name], let previous = groups.first(where: { $0.name == g.name }) {
+                for (i, n) in g.nodes.enumerated() {
+                    guard let j = previous.nodes.firstIndex(where: { $0.address == n.address && $0.port == n.port }),
+                          let load = old.nodes[j].load else { continue }
+                    w.report(i, load: load, interval: old.nodes[j].interval, now: old.nodes[j].lastReport)
+                }
+            }
+            rebuilt[g.name] = w
+        }
+        groups = next
+        weights = rebuilt
+        guardian.keep(Set(next.flatMap { $0.nodes.map(\.address) }))
+        publish(force: true)
+    }
+
+    func loop() {
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        var lastTick = now()
+        while !stopping.load(ordering: .acquiring) {
+            if let next = pending.withLock({ p -> [FulcrumConfig.Group]? in defer { p = nil }; return p }) { adopt(next) }
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0)]
+            _ = poll(&fds, 2, 200)
+            if fds[0].revents & Int16(POLLIN) != 0 {
+                // Drain what is queued, a bounded batch at a time.
+                for _ in 0..<256 {
+                    var from = sockaddr_in6()
+                    var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+                    let n = buffer.withUnsafeMutableBytes { b in
+                        withUnsafeMutablePointer(to: &from) {
+                            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                                recvfrom(fd, b.baseAddress, b.count, Int32(MSG_DONTWAIT) | Int32(MSG_TRUNC), $0, &length)
+                            }
+                        }
+                    }
+                    if n < 0 { break }
+                    let source = withUnsafeBytes(of: from.sin6_addr) { IPAddress(networkBytes: $0) }
+                    buffer.withUnsafeBytes { b in handle(UnsafeRawBufferPointer(rebasing: b[0..<min(n, b.count)]), size: n, from: source) }
+                }
+            }
+            let t = now()
+            if t &- lastTick >= 200_000_000 {
+                lastTick = t
+                tick(t)
+            }
+        }
+    }
+
+    /// One datagram: counted as accepted or by why it was not.
+    func handle(_ bytes: UnsafeRawBufferPointer, size: Int, from source: IPAddress?) {
+        if size > AgentReport.size {
+            count(AgentReport.Rejection.oversize.rawValue)
+            return
+        }
+        let report: AgentReport
+        switch AgentReport.decode(bytes) {
+        case let .failure(why):
+            count(why.rawValue)
+            return
+        case let .success(r):
+            report = r
+        }
+        let signed = UnsafeRawBufferPointer(rebasing: bytes[0..<AgentReport.signedBytes])
+        let mac = UnsafeRawBufferPointer(rebasing: bytes[AgentReport.signedBytes..<AgentReport.size])
+        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: signed, using: key) else {
+            count(AgentReport.Rejection.badMAC.rawValue)
+            return
+        }
+        guard let source, source == report.address else {
+            count(AgentReport.Rejection.sourceMismatch.rawValue)
+            return
+        }
+        let members = groups.compactMap { g -> (String, Int)? in
+            g.nodes.firstIndex { $0.address == report.address }.map { (g.name, $0) }
+        }
+        guard !members.isEmpty else {
+            count(AgentReport.Rejection.unknownNode.rawValue)
+            return
+        }
+        if let why = guardian.admit(report) {
+            count(why.rawValue)
+            return
+        }
+        count("accepted")
+        let t = now()
+        let interval = UInt64(max(50, report.intervalMilliseconds)) * 1_000_000
+        for (group, i) in members {
+            weights[group]?.report(i, load: Double(report.load) / 1000, interval: interval, now: t)
+        }
+        if reporting.insert(report.address).inserted {
+            events.record(.notice, "node.agent.reporting", "node \(report.address): its agent reports (load \(Double(report.load) / 10)%); its weight follows its load",
+                          ["node": "\(report.address)"])
+        }
+    }
+
+    func tick(_ t: UInt64) {
+        var changed = false
+        for g in groups {
+            guard var w = weights[g.name] else { continue }
+            let (moved, silenced) = w.tick(now: t)
+            weights[g.name] = w
+            changed = changed || moved
+            for i in silenced where reporting.remove(g.nodes[i].address) != nil {
+                let address = g.nodes[i].address
+                logger.warning("node agent silent", metadata: ["node": "\(address)"])
+                events.record(.warning, "node.agent.silent",
+                              "node \(address): no report for \(config.silence) intervals; its static weight applies again",
+                              ["node": "\(address)"])
+            }
+        }
+        _ = changed
+        publish(force: false)
+    }
+
+    /// The weights in force to the data plane, and the loads for status.
+    func publish(force: Bool) {
+        var overlay: [NodeIdentity: Int] = [:]
+        var loads: [NodeIdentity: Double] = [:]
+        for g in groups {
+            guard let w = weights[g.name] else { continue }
+            for (i, n) in g.nodes.enumerated() {
+                let id = NodeIdentity(group: g.name, address: n.address, port: n.port)
+                overlay[id] = w.nodes[i].weight
+                if let load = w.nodes[i].load { loads[id] = load }
+            }
+        }
+        dataplane.setAgentWeights(overlay)
+        self.loads.withLock { $0 = loads }
+    }
+}

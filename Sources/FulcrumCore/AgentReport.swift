@@ -1,0 +1,122 @@
+/// A node agent's report (`fulcrum-agent`): its load, who it is, and when. 80 bytes, fixed:
+///
+/// ```
+///  0  "FLCA"          magic
+///  4  1               version
+///  5  kind            1 = report
+///  6  interval ms     u16, how often the agent reports
+///  8  epoch           u64, the agent's start (Unix seconds): grows across restarts
+/// 16  sequence        u64, from 1 within an epoch
+/// 24  load            u16, per mille of the node's CPU busy (0–1000)
+/// 26  family          u8, 4 or 6
+/// 27  reserved        u8 × 5, zero
+/// 32  address         16 bytes, the node's address (IPv4 in the first 4)
+/// 48  HMAC-SHA256     32 bytes over bytes 0..<48, keyed by the shared key file
+/// ```
+/// All integers big-endian. The HMAC is swift-crypto's, outside this module; this is the
+/// layout and the checks that need no key.
+public struct AgentReport: Sendable, Equatable {
+    public static let size = 80
+    public static let signedBytes = 48
+    public static let magic: [UInt8] = Array("FLCA".utf8)
+    public static let version: UInt8 = 1
+
+    public var intervalMilliseconds: UInt16
+    public var epoch: UInt64
+    public var sequence: UInt64
+    /// Per mille (0–1000).
+    public var load: UInt16
+    public var address: IPAddress
+
+    public init(intervalMilliseconds: UInt16, epoch: UInt64, sequence: UInt64, load: UInt16, address: IPAddress) {
+        self.intervalMilliseconds = intervalMilliseconds
+        self.epoch = epoch
+        self.sequence = sequence
+        self.load = load
+        self.address = address
+    }
+
+    /// Why a datagram is not a usable report, as counted by the LB.
+    public enum Rejection: String, CaseIterable, Sendable, Error {
+        case truncated, oversize, garbage
+        case badMAC = "bad_mac"
+        case oldEpoch = "old_epoch"
+        case replayed
+        case unknownNode = "unknown_node"
+        case sourceMismatch = "source_mismatch"
+    }
+
+    /// The 48 signed bytes (the caller appends the HMAC).
+    public func encodeSigned() -> [UInt8] {
+        var out = AgentReport.magic
+        out.append(AgentReport.version)
+        out.append(1)
+        Self.append(UInt64(intervalMilliseconds), bytes: 2, to: &out)
+        Self.append(epoch, bytes: 8, to: &out)
+        Self.append(sequence, bytes: 8, to: &out)
+        Self.append(UInt64(min(load, 1000)), bytes: 2, to: &out)
+        out.append(address.isIPv4 ? 4 : 6)
+        out.append(contentsOf: [0, 0, 0, 0, 0])
+        let bytes = address.isIPv4 ? Array(address.bytes[12..<16]) : address.bytes
+        out.append(contentsOf: bytes)
+        out.append(contentsOf: [UInt8](repeating: 0, count: 16 - bytes.count))
+        return out
+    }
+
+    static func append(_ v: UInt64, bytes: Int, to out: inout [UInt8]) {
+        for i in stride(from: bytes - 1, through: 0, by: -1) { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
+    }
+
+    static func read(_ b: UnsafeRawBufferPointer, _ offset: Int, _ count: Int) -> UInt64 {
+        var v: UInt64 = 0
+        for i in 0..<count { v = v << 8 | UInt64(b[offset + i]) }
+        return v
+    }
+
+    /// Checks size and layout (not the HMAC: `verify` is the caller's, with the key).
+    public static func decode(_ datagram: UnsafeRawBufferPointer) -> Result<AgentReport, Rejection> {
+        if datagram.count < size { return .failure(.truncated) }
+        if datagram.count > size { return .failure(.oversize) }
+        guard datagram[0] == magic[0], datagram[1] == magic[1], datagram[2] == magic[2], datagram[3] == magic[3],
+              datagram[4] == version, datagram[5] == 1 else { return .failure(.garbage) }
+        let family = datagram[26]
+        guard family == 4 || family == 6, (27..<32).allSatisfy({ datagram[$0] == 0 }) else { return .failure(.garbage) }
+        let address: IPAddress?
+        if family == 4 {
+            guard (36..<48).allSatisfy({ datagram[$0] == 0 }) else { return .failure(.garbage) }
+            address = IPAddress(networkBytes: datagram[32..<36])
+        } else {
+            address = IPAddress(networkBytes: datagram[32..<48])
+        }
+        let load = read(datagram, 24, 2)
+        guard let address, load <= 1000 else { return .failure(.garbage) }
+        return .success(AgentReport(intervalMilliseconds: UInt16(read(datagram, 6, 2)), epoch: read(datagram, 8, 8),
+                                    sequence: read(datagram, 16, 8), load: UInt16(load), address: address))
+    }
+}
+
+/// Per node: the newest (epoch, sequence) seen. A report must be newer: a later epoch (the
+/// agent restarted), or the same epoch with a higher sequence. Bounded: one entry per node
+/// the LB knows.
+public struct ReplayGuard: Sendable {
+    var newest: [IPAddress: (epoch: UInt64, sequence: UInt64)] = [:]
+
+    public init() {}
+
+    /// Accepts and remembers the report, or says why not.
+    public mutating func admit(_ r: AgentReport) -> AgentReport.Rejection? {
+        if let seen = newest[r.address] {
+            if r.epoch < seen.epoch { return .oldEpoch }
+            if r.epoch == seen.epoch && r.sequence <= seen.sequence { return .replayed }
+        }
+        newest[r.address] = (r.epoch, r.sequence)
+        return nil
+    }
+
+    /// Forgets nodes no longer configured.
+    public mutating func keep(_ addresses: Set<IPAddress>) {
+        newest = newest.filter { addresses.contains($0.key) }
+    }
+
+    public var count: Int { newest.count }
+}

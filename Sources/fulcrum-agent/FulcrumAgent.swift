@@ -1,0 +1,225 @@
+import ArgumentParser
+import Crypto
+import FulcrumCore
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The node agent: runs on a real server, measures its CPU load and reports it to the LB
+/// every interval, signed with the shared key (Docs/OPERATIONS.md, "Node agents").
+@main
+struct FulcrumAgent: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fulcrum-agent",
+        abstract: "Report this server's CPU load to Fulcrum, for dynamic weights.",
+        discussion: """
+        Sends an 80-byte report (HMAC-SHA256 with the key file's content) to each --lb \
+        every --interval, from the address of --interface, which is this node's identity \
+        in the LB's configuration. The load is the share of the CPUs busy, from /proc/stat; \
+        or a cgroup's CPU time (--cgroup, v1 cpuacct or v2), over --cpus CPUs; or the first \
+        number a --load-command prints (0–100). SIGTERM or SIGINT stop it.
+        """)
+
+    @Option(help: "The LB's address on this node's segment (repeatable: both LBs of a pair).") var lb: [String]
+    @Option(help: "The interface whose address identifies this node.") var interface: String
+    @Option(help: "The file holding the shared key (the LB's agent.key_file).") var keyFile: String
+    @Option(help: "The LB's agent port (agent.port).") var port: UInt16 = 65002
+    @Option(help: "Seconds between reports.") var interval: Double = 1
+    @Option(help: "Measure this cgroup's CPU time instead of the whole machine's.") var cgroup: String?
+    @Option(help: "CPUs the cgroup may use (its load is its CPU time over this many).") var cpus: Double = 1
+    @Option(help: "A command whose first number (0–100) is the load, instead of measuring.") var loadCommand: String?
+    @Option(help: "Use IPv6 (the interface's global IPv6 address).") var ipv6 = false
+    @Option(help: "trace, debug, info, notice, warning or error.") var logLevel: String = "info"
+
+    func validate() throws {
+        guard interval >= 0.05 && interval <= 60 else { throw ValidationError("--interval must be 0.05 to 60 seconds") }
+        guard !lb.isEmpty, lb.allSatisfy({ IPAddress($0) != nil }) else { throw ValidationError("--lb: give the LB's IPv4 or IPv6 address") }
+        guard cpus > 0 else { throw ValidationError("--cpus must be positive") }
+    }
+
+    func run() throws {
+        var logger = Logger(label: "fulcrum-agent")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        guard let data = FileManager.default.contents(atPath: keyFile) else {
+            throw ValidationError("cannot read the key file \(keyFile)")
+        }
+        let key = SymmetricKey(data: Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8))
+        let targets = lb.compactMap(IPAddress.init)
+        guard let me = try Self.address(of: interface, ipv6: ipv6 || !(targets.first?.isIPv4 ?? true)) else {
+            throw ValidationError("\(interface) has no \(ipv6 ? "global IPv6" : "IPv4") address")
+        }
+        let socket = try Sender(from: me)
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGTERM, SIGINT] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        // The epoch: when this agent started (milliseconds), so a restart's reports are newer.
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let epoch = UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+        var meter = LoadMeter(cgroup: cgroup, cpus: cpus, command: loadCommand)
+        _ = meter.sample()
+        logger.info("reporting", metadata: ["node": "\(me)", "lb": "\(lb.joined(separator: ","))", "port": "\(port)"])
+        var sequence: UInt64 = 0
+        while true {
+            var info = siginfo_t()
+            var wait = timespec(tv_sec: Int(interval), tv_nsec: Int((interval - interval.rounded(.down)) * 1e9))
+            let signal = sigtimedwait(&signals, &info, &wait)
+            if signal == SIGTERM || signal == SIGINT {
+                logger.info("stopping")
+                return
+            }
+            let load = meter.sample()
+            sequence += 1
+            let report = AgentReport(intervalMilliseconds: UInt16(min(65535, interval * 1000)), epoch: epoch,
+                                     sequence: sequence, load: UInt16((load * 1000).rounded()), address: me)
+            var bytes = report.encodeSigned()
+            bytes.append(contentsOf: HMAC<SHA256>.authenticationCode(for: bytes, using: key))
+            for target in targets {
+                if let error = socket.send(bytes, to: target, port: port) {
+                    logger.warning("cannot send", metadata: ["lb": "\(target)", "error": "\(error)"])
+                }
+            }
+            logger.debug("report", metadata: ["sequence": "\(sequence)", "load": "\(load)"])
+        }
+    }
+
+    /// The interface's address (getifaddrs).
+    static func address(of interface: String, ipv6: Bool) throws -> IPAddress? {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { throw ValidationError("getifaddrs: \(String(cString: strerror(errno)))") }
+        defer { freeifaddrs(list) }
+        var p = list
+        while let entry = p {
+            defer { p = entry.pointee.ifa_next }
+            guard String(cString: entry.pointee.ifa_name) == interface, let sa = entry.pointee.ifa_addr else { continue }
+            if !ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET) {
+                return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    IPAddress(ipv4: UInt32(bigEndian: $0.pointee.sin_addr.s_addr))
+                }
+            }
+            if ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET6) {
+                let a = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { s in
+                    withUnsafeBytes(of: s.pointee.sin6_addr) { IPAddress(networkBytes: $0) }
+                }
+                if let a, a.bytes[0] & 0xE0 == 0x20 { return a }  // global unicast, not link-local
+            }
+        }
+        return nil
+    }
+}
+
+/// A UDP socket bound to the node's address: reports leave from its identity.
+struct Sender {
+    let fd: Int32
+
+    init(from address: IPAddress) throws {
+        fd = socket(address.isIPv4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ValidationError("socket: \(String(cString: strerror(errno)))") }
+        var storage = Self.storage(address, port: 0)
+        let r = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(address.isIPv4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)) }
+        }
+        guard r == 0 else { throw ValidationError("bind to \(address): \(String(cString: strerror(errno)))") }
+    }
+
+    static func storage(_ a: IPAddress, port: UInt16) -> sockaddr_storage {
+        var storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { raw in
+            if a.isIPv4 {
+                var s = sockaddr_in()
+                s.sin_family = sa_family_t(AF_INET)
+                s.sin_port = port.bigEndian
+                s.sin_addr.s_addr = a.ipv4.bigEndian
+                withUnsafeBytes(of: s) { raw.copyMemory(from: $0) }
+            } else {
+                var s = sockaddr_in6()
+                s.sin6_family = sa_family_t(AF_INET6)
+                s.sin6_port = port.bigEndian
+                let bytes = a.bytes
+                withUnsafeMutableBytes(of: &s.sin6_addr) { $0.copyBytes(from: bytes) }
+                withUnsafeBytes(of: s) { raw.copyMemory(from: $0) }
+            }
+        }
+        return storage
+    }
+
+    func send(_ bytes: [UInt8], to target: IPAddress, port: UInt16) -> String? {
+        var storage = Self.storage(target, port: port)
+        let n = bytes.withUnsafeBytes { b in
+            withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) {
+                    sendto(fd, b.baseAddress, b.count, 0, $0,
+                           socklen_t(target.isIPv4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size))
+                }
+            }
+        }
+        return n < 0 ? String(cString: strerror(errno)) : nil
+    }
+}
+
+/// The load, 0…1, since the previous sample.
+struct LoadMeter {
+    let cgroup: String?
+    let cpus: Double
+    let command: String?
+    var last: (busy: Double, total: Double)?
+
+    init(cgroup: String?, cpus: Double, command: String?) {
+        self.cgroup = cgroup
+        self.cpus = cpus
+        self.command = command
+    }
+
+    static func monotonic() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    mutating func sample() -> Double {
+        if let command {
+            let p = popen(command, "r")
+            defer { if p != nil { pclose(p) } }
+            var line = [CChar](repeating: 0, count: 256)
+            guard let p, fgets(&line, 256, p) != nil else { return 0 }
+            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let value = text.split(whereSeparator: { !"0123456789.".contains($0) }).first.flatMap { Double($0) } ?? 0
+            return min(1, max(0, value / 100))
+        }
+        let now: (busy: Double, total: Double)
+        if let cgroup {
+            // cgroup v1: cpuacct.usage (ns); v2: cpu.stat usage_usec.
+            let seconds: Double
+            if let text = try? String(contentsOfFile: cgroup + "/cpuacct.usage", encoding: .utf8), let ns = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                seconds = ns / 1e9
+            } else if let text = try? String(contentsOfFile: cgroup + "/cpu.stat", encoding: .utf8),
+                      let line = text.split(separator: "\n").first(where: { $0.hasPrefix("usage_usec ") }),
+                      let us = Double(line.split(separator: " ")[1]) {
+                seconds = us / 1e6
+            } else {
+                return 0
+            }
+            now = (seconds, Self.monotonic() * cpus)
+        } else {
+            now = Self.procStat() ?? (0, 0)
+        }
+        defer { last = now }
+        guard let last, now.total > last.total else { return 0 }
+        return min(1, max(0, (now.busy - last.busy) / (now.total - last.total)))
+    }
+
+    /// /proc/stat's first line: busy and total jiffies of all CPUs.
+    static func procStat() -> (busy: Double, total: Double)? {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let line = text.split(separator: "\n").first, line.hasPrefix("cpu ") else { return nil }
+        let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard v.count >= 4 else { return nil }
+        let idle = v[3] + (v.count > 4 ? v[4] : 0)  // idle + iowait
+        let total = v.prefix(8).reduce(0, +)          // user…steal
+        return (total - idle, total)
+    }
+}
