@@ -103,7 +103,8 @@ bench: release .build/bench/xsk_forward
 	@if [ "$$(id -u)" = 0 ]; then \
 	  LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench forward --root $(CURDIR) $(FORWARD_ARGS) && \
 	  .build/release/fulcrum-bench control --root $(CURDIR) && \
-	  .build/release/fulcrum-bench api --root $(CURDIR); \
+	  .build/release/fulcrum-bench api --root $(CURDIR) && \
+	  .build/release/fulcrum-bench checks --root $(CURDIR); \
 	else echo "bench: forwarding, control and API benchmarks skipped: need root (namespaces, XDP)"; fi
 
 clean:

@@ -30,7 +30,8 @@ public enum ControlAPI {
         if let certificate = config.tlsCertificate, let key = config.tlsKey {
             do {
                 let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
-                let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .file(key))
+                let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain,
+                                                                   privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
                 server = try .tls(.http1(), tlsConfiguration: tls)
             } catch {
                 throw Failure(description: "api.tls: cannot use \(certificate) and \(key): \(error)")

@@ -60,6 +60,7 @@ public final class Metrics: Sendable {
         let snapshot = runtime.dataplane.snapshot()
         let status = runtime.statusModel(snapshot: snapshot, events: false)
         out.version = status.version
+        let health = runtime.checker.states
         out.gauge("fulcrum_config_version", [], "The version of the configuration in force.", Double(status.version))
         out.gauge("fulcrum_uptime_seconds", [], "Seconds since the daemon started.", status.uptimeSeconds)
         out.gauge("fulcrum_flows", [], "Flows in the workers' flow tables.", Double(status.flows))
@@ -81,6 +82,11 @@ public final class Metrics: Sendable {
                 out.gauge("fulcrum_node_weight", nl, "The node's configured weight (0: drained).", Double(n.weight))
                 out.gauge("fulcrum_node_up", nl, "1 if the node may take new flows (enabled, healthy, MAC known).",
                           n.state == "up" ? 1 : 0)
+                if let address = IPAddress(n.address),
+                   let h = health[NodeIdentity(group: g.name, address: address, port: UInt16(n.port))] {
+                    out.counter("fulcrum_node_health_transitions_total", nl, "Times health checks took the node down or brought it up.",
+                                h.transitions)
+                }
                 if let w = n.effectiveWeight {
                     out.gauge("fulcrum_node_effective_weight", nl, "Dynamic weights: the weight in force (static × 100, scaled by load).", Double(w))
                 }

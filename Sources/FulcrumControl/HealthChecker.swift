@@ -18,6 +18,8 @@ public final class HealthChecker: @unchecked Sendable {
     public struct State: Sendable, Equatable {
         public var up: Bool
         public var lastFailure: String?
+        /// Times the node went down or up since it was first checked.
+        public var transitions: UInt64 = 0
     }
 
     struct Target {
@@ -28,6 +30,7 @@ public final class HealthChecker: @unchecked Sendable {
         var tracker: HealthTracker
         var nextDue: Double
         var probe: Probe?
+        var transitions: UInt64 = 0
     }
 
     struct Probe {
@@ -98,6 +101,7 @@ public final class HealthChecker: @unchecked Sendable {
                                     nextDue: now + check.interval * Double(i) / Double(max(1, members.count)), probe: nil)
                 if let previous = old.removeValue(forKey: id), previous.check == check {
                     target.tracker = previous.tracker
+                    target.transitions = previous.transitions
                 }
                 targets.append(target)
             }
@@ -109,7 +113,8 @@ public final class HealthChecker: @unchecked Sendable {
     }
 
     func publish() {
-        let snapshot = Dictionary(targets.map { ($0.id, State(up: $0.tracker.isUp, lastFailure: $0.tracker.lastFailure)) },
+        let snapshot = Dictionary(targets.map { ($0.id, State(up: $0.tracker.isUp, lastFailure: $0.tracker.lastFailure,
+                                                              transitions: $0.transitions)) },
                                   uniquingKeysWith: { a, _ in a })
         published.withLock { $0 = snapshot }
     }
@@ -253,8 +258,12 @@ public final class HealthChecker: @unchecked Sendable {
     }
 
     private func record(_ i: Int, _ success: Bool, _ reason: String?) {
+        let failureBefore = targets[i].tracker.lastFailure
         let change = targets[i].tracker.record(success: success, reason: reason)
-        publish()  // before onChange, which may read `states`
+        if change != nil { targets[i].transitions += 1 }
+        // The published states change only with a node's state (or its reason): a check
+        // that changes nothing costs no copy of every node's state.
+        if change != nil || targets[i].tracker.lastFailure != failureBefore { publish() }  // before onChange, which may read `states`
         switch change {
         case .wentUp: onChange(Change(node: targets[i].id, up: true, reason: nil))
         case let .wentDown(why): onChange(Change(node: targets[i].id, up: false, reason: why))
