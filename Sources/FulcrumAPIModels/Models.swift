@@ -34,8 +34,56 @@ public struct HealthCheckModel: Codable, Sendable, Equatable {
     public var host: String?
     public var expect: [Int]?
     public var send: String?
+    /// http/https: text the body must contain.
+    public var expectBody: String?
+    /// udp: text the answer must contain (the file's `expect` for type udp).
+    public var expectText: String?
+
+    enum CodingKeys: String, CodingKey {
+        case type, interval, timeout, rise, fall, port, path, host, expect, send
+        case expectBody = "expect_body"
+        case expectText = "expect_text"
+    }
 
     public init(type: String) { self.type = type }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        type = try c.decode(String.self, forKey: .type)
+        interval = try c.decodeIfPresent(Double.self, forKey: .interval)
+        timeout = try c.decodeIfPresent(Double.self, forKey: .timeout)
+        rise = try c.decodeIfPresent(Int.self, forKey: .rise)
+        fall = try c.decodeIfPresent(Int.self, forKey: .fall)
+        port = try c.decodeIfPresent(Int.self, forKey: .port)
+        path = try c.decodeIfPresent(String.self, forKey: .path)
+        host = try c.decodeIfPresent(String.self, forKey: .host)
+        send = try c.decodeIfPresent(String.self, forKey: .send)
+        expectBody = try c.decodeIfPresent(String.self, forKey: .expectBody)
+        // `expect`: status codes (http, https) or the answer's text (udp).
+        if let codes = try? c.decodeIfPresent([Int].self, forKey: .expect) {
+            expect = codes
+        } else if let text = try? c.decodeIfPresent(String.self, forKey: .expect) {
+            expectText = text
+        } else if c.contains(.expect) {
+            throw DecodingError.typeMismatch([Int].self, .init(codingPath: c.codingPath + [CodingKeys.expect],
+                                                              debugDescription: "expect: status codes, or (udp) text"))
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(type, forKey: .type)
+        try c.encodeIfPresent(interval, forKey: .interval)
+        try c.encodeIfPresent(timeout, forKey: .timeout)
+        try c.encodeIfPresent(rise, forKey: .rise)
+        try c.encodeIfPresent(fall, forKey: .fall)
+        try c.encodeIfPresent(port, forKey: .port)
+        try c.encodeIfPresent(path, forKey: .path)
+        try c.encodeIfPresent(host, forKey: .host)
+        try c.encodeIfPresent(send, forKey: .send)
+        try c.encodeIfPresent(expectBody, forKey: .expectBody)
+        if let expectText { try c.encode(expectText, forKey: .expect) } else { try c.encodeIfPresent(expect, forKey: .expect) }
+    }
 }
 
 /// A group (virtual service): a VIP, a protocol, ports, a method and its nodes.

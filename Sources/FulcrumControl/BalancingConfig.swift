@@ -24,12 +24,16 @@ public enum BalancingConfig {
             h.rise = c.rise
             h.fall = c.fall
             h.port = c.port.map(Int.init)
-            if c.kind == .http {
+            if c.kind == .http || c.kind == .https {
                 h.path = c.path
                 h.host = c.host
                 h.expect = c.expect
+                h.expectBody = c.expectText
             }
-            if c.kind == .udp { h.send = c.send }
+            if c.kind == .udp {
+                h.send = c.send
+                h.expectText = c.expectText
+            }
             m.healthCheck = h
         }
         if g.dynamicWeights { m.dynamicWeights = "cpu" }

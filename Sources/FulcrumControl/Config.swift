@@ -55,7 +55,7 @@ public struct FulcrumConfig: Sendable, Equatable {
     /// A group's health check (Docs/CONFIG.md).
     public struct HealthCheck: Sendable, Equatable {
         public enum Kind: String, Sendable, Equatable, CaseIterable {
-            case tcp, http, udp, icmp
+            case tcp, http, https, udp, icmp
         }
         public var kind: Kind
         /// Seconds between checks of a node, and how long one may take.
@@ -70,6 +70,8 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var path = "/"
         public var host: String?
         public var expect: [Int] = [200]
+        /// HTTP(S): text the answer's body must contain; UDP: text the answer must contain.
+        public var expectText: String?
         /// UDP: what to send; any answer counts as up.
         public var send = "fulcrum health check\n"
     }

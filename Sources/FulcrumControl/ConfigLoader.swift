@@ -539,7 +539,7 @@ struct Reader {
         enclosing.append(node)
         defer { enclosing.removeLast() }
         let m = mapping(node, field, allowed: ["type", "interval", "timeout", "rise", "fall", "port", "path", "host",
-                                               "expect", "send"])
+                                               "expect", "send", "expect_body"])
         guard let kind = choice(m["type"], "\(field).type", FulcrumConfig.HealthCheck.Kind.self) else { return nil }
         var c = FulcrumConfig.HealthCheck(kind: kind)
         if let v = m["interval"].flatMap({ seconds($0, "\(field).interval", in: 0.05...3600) }) { c.interval = v }
@@ -551,7 +551,7 @@ struct Reader {
         if let v = m["fall"].flatMap({ int($0, "\(field).fall", in: 1...100) }) { c.fall = v }
         if let v = m["port"].flatMap({ int($0, "\(field).port", in: 1...65535) }) { c.port = UInt16(v) }
         if let p = m["path"], let v = string(p, "\(field).path") {
-            if kind != .http { fail(p, "\(field).path", "applies to type http only") }
+            if kind != .http && kind != .https { fail(p, "\(field).path", "applies to types http and https only") }
             if !v.hasPrefix("/") || v.contains(" ") || v.contains("\r") || v.contains("\n") {
                 fail(p, "\(field).path", "must start with / and hold no spaces or line breaks")
             } else {
@@ -559,13 +559,23 @@ struct Reader {
             }
         }
         if let h = m["host"], let v = string(h, "\(field).host") {
-            if kind != .http { fail(h, "\(field).host", "applies to type http only") }
+            if kind != .http && kind != .https { fail(h, "\(field).host", "applies to types http and https only") }
             if v.contains(" ") || v.contains("\r") || v.contains("\n") { fail(h, "\(field).host", "must be a host name") } else { c.host = v }
         }
         if let e = m["expect"] {
-            if kind != .http { fail(e, "\(field).expect", "applies to type http only") }
-            let codes = sequence(e, "\(field).expect").enumerated().compactMap { int($0.element, "\(field).expect[\($0.offset)]", in: 100...599) }
-            if !codes.isEmpty { c.expect = codes }
+            switch kind {
+            case .http, .https:
+                let codes = sequence(e, "\(field).expect").enumerated().compactMap { int($0.element, "\(field).expect[\($0.offset)]", in: 100...599) }
+                if !codes.isEmpty { c.expect = codes }
+            case .udp:
+                c.expectText = string(e, "\(field).expect")
+            default:
+                fail(e, "\(field).expect", "applies to types http, https (status codes) and udp (text the answer must contain) only")
+            }
+        }
+        if let b = m["expect_body"], let v = string(b, "\(field).expect_body") {
+            if kind != .http && kind != .https { fail(b, "\(field).expect_body", "applies to types http and https only") }
+            c.expectText = v
         }
         if let s = m["send"], let v = string(s, "\(field).send") {
             if kind != .udp { fail(s, "\(field).send", "applies to type udp only") }

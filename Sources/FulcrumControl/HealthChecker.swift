@@ -1,6 +1,8 @@
+import AsyncHTTPClient
 import FulcrumBPF
 import FulcrumCore
 import Foundation
+import NIOSSL
 import Synchronization
 
 /// Runs every group's health checks on one thread, with non-blocking sockets and poll:
@@ -48,6 +50,29 @@ public final class HealthChecker: @unchecked Sendable {
     private let published = Mutex<[NodeIdentity: State]>([:])
     private let running = Atomic<Bool>(true)
     private var thread: Thread?
+    /// HTTPS checks run on AsyncHTTPClient's event loop; their results come back here,
+    /// with the rebuild they were started in, and a byte on `wake` ends the loop's poll.
+    private struct Outcome { var id: NodeIdentity; var epoch: Int; var success: Bool; var reason: String? }
+    private let outcomes = Mutex<[Outcome]>([])
+    private let wake: [Int32] = {
+        var fds: [Int32] = [-1, -1]
+        _ = pipe(&fds)
+        for f in fds {
+            _ = fcntl(f, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(f, F_SETFL, O_NONBLOCK)
+        }
+        return fds
+    }()
+    private var epoch = 0
+    private lazy var https: HTTPClient = {
+        // A check asks whether the node answers, not who it is: certificates are not
+        // verified (self-signed ones are common on real servers' health ports).
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+        configuration.redirectConfiguration = .disallow
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
     /// Owned by the checker thread.
     private var targets: [Target] = []
 
@@ -56,6 +81,8 @@ public final class HealthChecker: @unchecked Sendable {
         pending.withLock { $0 = groups }
     }
 
+    deinit { wake.forEach { close($0) } }
+
     public func start() {
         let t = Thread { [self] in loop() }
         t.name = "fulcrum-health"
@@ -63,7 +90,11 @@ public final class HealthChecker: @unchecked Sendable {
         t.start()
     }
 
-    public func stop() { running.store(false, ordering: .releasing) }
+    public func stop() {
+        running.store(false, ordering: .releasing)
+        var one: UInt8 = 1
+        _ = write(wake[1], &one, 1)
+    }
 
     /// A new configuration: targets are rebuilt, and a node keeps its state when its
     /// identity and check stay the same.
@@ -84,9 +115,10 @@ public final class HealthChecker: @unchecked Sendable {
     }
 
     func rebuild(_ groups: [FulcrumConfig.Group]) {
+        epoch += 1  // an HTTPS check of the old targets finishing now is ignored
         var old: [NodeIdentity: Target] = [:]
         for t in targets {
-            if let p = t.probe { close(p.fd) }
+            if let p = t.probe, p.fd >= 0 { close(p.fd) }
             old[t.id] = t
         }
         targets = []
@@ -129,13 +161,15 @@ public final class HealthChecker: @unchecked Sendable {
                 targets[i].nextDue = now + targets[i].check.interval
                 startProbe(i, now: now)
             }
-            var fds: [pollfd] = []
-            var owners: [Int] = []
+            var fds: [pollfd] = [pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0)]
+            var owners: [Int] = [-1]
             var wait = 0.1
             for (i, t) in targets.enumerated() {
                 if let p = t.probe {
-                    fds.append(pollfd(fd: p.fd, events: Int16(p.phase == .connecting ? POLLOUT : POLLIN), revents: 0))
-                    owners.append(i)
+                    if p.fd >= 0 {
+                        fds.append(pollfd(fd: p.fd, events: Int16(p.phase == .connecting ? POLLOUT : POLLIN), revents: 0))
+                        owners.append(i)
+                    }
                     wait = min(wait, p.deadline - now)
                 } else {
                     wait = min(wait, t.nextDue - now)
@@ -143,22 +177,80 @@ public final class HealthChecker: @unchecked Sendable {
             }
             _ = poll(&fds, nfds_t(fds.count), Int32(max(0, wait) * 1000) + 1)
             let after = Self.now()
-            for (k, pfd) in fds.enumerated() {
+            if fds[0].revents != 0 {
+                var drain = [UInt8](repeating: 0, count: 64)
+                while read(wake[0], &drain, drain.count) > 0 {}
+            }
+            for (id, success, reason) in takeOutcomes() {
+                if let i = targets.firstIndex(where: { $0.id == id }), targets[i].probe?.fd == -1 { finish(i, success, reason) }
+            }
+            for (k, pfd) in fds.enumerated() where k > 0 {
                 let i = owners[k]
                 if pfd.revents != 0 { advance(i) } else if let p = targets[i].probe, after >= p.deadline { finish(i, false, "timeout") }
             }
+            // HTTPS checks whose answer is overdue (the client's own deadline came first).
+            for i in targets.indices {
+                if let p = targets[i].probe, p.fd == -1, after >= p.deadline + 1 { finish(i, false, "timeout") }
+            }
         }
-        for t in targets { if let p = t.probe { close(p.fd) } }
+        for t in targets { if let p = t.probe, p.fd >= 0 { close(p.fd) } }
+        try? https.syncShutdown()
+    }
+
+    private func takeOutcomes() -> [(NodeIdentity, Bool, String?)] {
+        let current = epoch
+        return outcomes.withLock { o in
+            defer { o.removeAll() }
+            return o.filter { $0.epoch == current }.map { ($0.id, $0.success, $0.reason) }
+        }
+    }
+
+    /// An HTTPS GET on AsyncHTTPClient's event loop; the verdict comes back through
+    /// `outcomes`.
+    private func startHTTPS(_ i: Int, now: Double) {
+        let t = targets[i]
+        targets[i].probe = Probe(fd: -1, deadline: now + t.check.timeout, phase: .awaitingReply)
+        let host = t.address.isIPv4 ? "\(t.address)" : "[\(t.address)]"
+        var request = HTTPClientRequest(url: "https://\(host):\(t.port)\(t.check.path)")
+        request.headers.add(name: "Host", value: t.check.host ?? host)
+        request.headers.add(name: "User-Agent", value: "fulcrum-health-check")
+        let id = t.id, started = epoch, check = t.check, client = https
+        let wake = self.wake[1]
+        Task { [self] in
+            var success = false
+            var reason: String?
+            do {
+                let response = try await client.execute(request, timeout: .milliseconds(Int64(check.timeout * 1000)))
+                let code = Int(response.status.code)
+                if !check.expect.contains(code) {
+                    reason = "status \(code)"
+                } else if let text = check.expectText {
+                    let body = try await response.body.collect(upTo: 65536)
+                    success = String(buffer: body).contains(text)
+                    if !success { reason = "body lacks \"\(text.prefix(40))\"" }
+                } else {
+                    success = true
+                }
+            } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout {
+                reason = "timeout"
+            } catch {
+                reason = "\(error)".contains("refused") ? "refused" : "TLS or HTTP error: \("\(error)".prefix(80))"
+            }
+            outcomes.withLock { $0.append(Outcome(id: id, epoch: started, success: success, reason: reason)) }
+            var one: UInt8 = 1
+            _ = write(wake, &one, 1)
+        }
     }
 
     private func startProbe(_ i: Int, now: Double) {
         let t = targets[i]
+        if t.check.kind == .https { return startHTTPS(i, now: now) }
         let family = t.address.isIPv4 ? AF_INET : AF_INET6
         let type: Int32
         var proto: Int32 = 0
         switch t.check.kind {
         case .udp: type = Int32(SOCK_DGRAM.rawValue)
-        case .tcp, .http: type = Int32(SOCK_STREAM.rawValue)
+        case .tcp, .http, .https: type = Int32(SOCK_STREAM.rawValue)
         case .icmp:
             // A raw socket (CAP_NET_RAW): ping sockets are off for root by default.
             type = Int32(SOCK_RAW.rawValue)
@@ -175,6 +267,16 @@ public final class HealthChecker: @unchecked Sendable {
             return
         }
         finish(i, false, Self.reason(errno))
+    }
+
+    static func contains(_ bytes: some Collection<UInt8>, _ text: String) -> Bool {
+        let needle = Array(text.utf8)
+        let hay = Array(bytes)
+        guard !needle.isEmpty, hay.count >= needle.count else { return needle.isEmpty }
+        for start in 0...(hay.count - needle.count) where hay[start] == needle[0] {
+            if hay[start..<(start + needle.count)].elementsEqual(needle) { return true }
+        }
+        return false
     }
 
     /// Progress on a probe's socket.
@@ -206,7 +308,13 @@ public final class HealthChecker: @unchecked Sendable {
             if buffer[start] == reply && id == p.echo.id && sequence == p.echo.sequence { finish(i, true, nil) }
             return  // someone else's echo: keep waiting until the timeout
         }
-        if kind == .udp { return finish(i, n > 0, n > 0 ? nil : "empty answer") }
+        if kind == .udp {
+            guard n > 0 else { return finish(i, false, "empty answer") }
+            if let text = targets[i].check.expectText, !Self.contains(buffer.prefix(n), text) {
+                return finish(i, false, "answer lacks \"\(text.prefix(40))\"")
+            }
+            return finish(i, true, nil)
+        }
         targets[i].probe!.received += buffer.prefix(n)
         let received = targets[i].probe!.received
         if let end = received.firstIndex(of: UInt8(ascii: "\n")) {
@@ -216,7 +324,12 @@ public final class HealthChecker: @unchecked Sendable {
             guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), let code = Int(parts[1]) else {
                 return finish(i, false, "not an HTTP answer")
             }
-            return finish(i, targets[i].check.expect.contains(code), "status \(code)")
+            guard targets[i].check.expect.contains(code) else { return finish(i, false, "status \(code)") }
+            guard let text = targets[i].check.expectText else { return finish(i, true, nil) }
+            // The body must hold the text: read until it does, or the answer ends.
+            if Self.contains(received, text) { return finish(i, true, nil) }
+            if n == 0 || received.count > 65536 { return finish(i, false, "body lacks \"\(text.prefix(40))\"") }
+            return
         }
         if n == 0 || received.count > 8192 { finish(i, false, "no HTTP status line") }
     }
@@ -252,7 +365,7 @@ public final class HealthChecker: @unchecked Sendable {
     }
 
     private func finish(_ i: Int, _ success: Bool, _ reason: String?) {
-        if let p = targets[i].probe { close(p.fd) }
+        if let p = targets[i].probe, p.fd >= 0 { close(p.fd) }
         targets[i].probe = nil
         record(i, success, reason)
     }

@@ -129,5 +129,50 @@ extension OnTheTestbed {
             let events = try String(contentsOfFile: bed.directory + "/events.jsonl", encoding: .utf8)
             #expect(events.contains("\"kind\":\"group.no_live_node\"") && events.contains("\"kind\":\"group.back\""), "\(events)")
         }
+
+        /// HTTPS checks (a real TLS server, openssl s_server, on each NAT node) with a body
+        /// that must contain a text, and a UDP check whose answer must contain one.
+        @Test func httpsAndTextExpectations() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            let key = bed.directory + "/tls.key", cert = bed.directory + "/tls.crt"
+            let (made, out) = try ChildProcess.run(["/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                                                    "-subj", "/CN=node", "-keyout", key, "-out", cert])
+            #expect(made == 0, "\(out)")
+            func tlsServer(_ node: String) throws -> ChildProcess {
+                try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(bed.prefix)-\(node)", "/usr/bin/openssl", "s_server", "-quiet",
+                                  "-accept", "8443", "-www", "-cert", cert, "-key", key], outputPath: bed.directory + "/tls-\(node).log")
+            }
+            var servers = try ["n1", "n2", "n3"].map(tlsServer)
+            defer { for s in servers where s.isRunning { s.signal(SIGKILL); s.wait() } }
+            let https = "      type: https\n      port: 8443\n      path: /\n      expect: [200]\n      expect_body: s_server\n"
+                + "      interval: 0.5\n      timeout: 0.4\n      rise: 2\n      fall: 2\n"
+            // dns-nat: the nodes echo the datagram with their name; n2's answer is "n2 …".
+            let udp = "      type: udp\n      send: ping\n      expect: n\n      interval: 0.5\n      timeout: 0.25\n      rise: 2\n      fall: 2\n"
+            let first = try Self.config(bed, web: https, dns: udp)
+            let second = try Self.config(bed, web: https.replacingOccurrences(of: "s_server", with: "no-such-text"), dns: udp)
+            try bed.writeConfig(first)
+            try bed.startDaemon()
+            try bed.waitFor("every node up over HTTPS and UDP", timeout: 10) { s in
+                s.group("web-nat")!.nodes.allSatisfy { $0.health == "up" } && s.group("dns-nat")!.nodes.allSatisfy { $0.health == "up" }
+            }
+            let stopped = Date()
+            servers[0].signal(SIGKILL)
+            servers[0].wait()
+            try bed.waitFor("n1 down over HTTPS", timeout: 5) { self.health($0, "web-nat", "198.18.2.11")?.hasPrefix("down") == true }
+            let detection = Date().timeIntervalSince(stopped)
+            print("HTTPS: n1 down after \(Int(detection * 1000)) ms (\(health(try bed.status(), "web-nat", "198.18.2.11") ?? "")); bound 1400 ms")
+            #expect(detection < 1.4 + 0.5)
+            let r = try bed.client("198.18.1.20", port: 80, count: 60)
+            #expect(r.ok == 60 && r.perNode["n1"] == nil, "\(r.perNode)")
+            servers[0] = try tlsServer("n1")
+            try bed.waitFor("n1 back over HTTPS", timeout: 5) { self.health($0, "web-nat", "198.18.2.11") == "up" }
+            // A body without the text: down, and the reason says so.
+            try bed.writeConfig(second)
+            bed.signalDaemon(SIGHUP)
+            try bed.waitFor("every node down for its body", timeout: 5) { s in
+                s.group("web-nat")!.nodes.allSatisfy { $0.health?.contains("body lacks") == true }
+            }
+        }
     }
 }
