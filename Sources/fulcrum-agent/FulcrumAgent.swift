@@ -30,13 +30,18 @@ struct FulcrumAgent: ParsableCommand {
     @Option(help: "Measure this cgroup's CPU time instead of the whole machine's.") var cgroup: String?
     @Option(help: "CPUs the cgroup may use (its load is its CPU time over this many).") var cpus: Double = 1
     @Option(help: "A command whose first number (0–100) is the load, instead of measuring.") var loadCommand: String?
-    @Option(help: "Use IPv6 (the interface's global IPv6 address).") var ipv6 = false
+    @Flag(help: "Identify by the interface's global IPv6 address.") var ipv6 = false
+    @Flag(help: "Make this node accept the VIPs for MAT (nftables table fulcrum_agent, IPv6 VIPs on lo); undone on exit.")
+    var configureMat = false
+    @Option(help: "A VIP this node serves by MAT (repeatable), for --configure-mat.") var vip: [String] = []
     @Option(help: "trace, debug, info, notice, warning or error.") var logLevel: String = "info"
 
     func validate() throws {
         guard interval >= 0.05 && interval <= 60 else { throw ValidationError("--interval must be 0.05 to 60 seconds") }
         guard !lb.isEmpty, lb.allSatisfy({ IPAddress($0) != nil }) else { throw ValidationError("--lb: give the LB's IPv4 or IPv6 address") }
         guard cpus > 0 else { throw ValidationError("--cpus must be positive") }
+        guard vip.allSatisfy({ IPAddress($0) != nil }) else { throw ValidationError("--vip: give IPv4 or IPv6 addresses") }
+        guard !configureMat || !vip.isEmpty else { throw ValidationError("--configure-mat needs the VIPs: --vip ADDRESS (repeatable)") }
     }
 
     func run() throws {
@@ -55,6 +60,13 @@ struct FulcrumAgent: ParsableCommand {
         sigemptyset(&signals)
         for s in [SIGTERM, SIGINT] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
+        var mat: MATSetup?
+        if configureMat {
+            var setup = MATSetup(vips: vip.compactMap(IPAddress.init))
+            try setup.install(logger: logger)
+            mat = setup
+        }
+        defer { mat?.remove(logger: logger) }
 
         // The epoch: when this agent started (milliseconds), so a restart's reports are newer.
         var ts = timespec()
@@ -221,5 +233,95 @@ struct LoadMeter {
         let idle = v[3] + (v.count > 4 ? v[4] : 0)  // idle + iowait
         let total = v.prefix(8).reduce(0, +)          // user…steal
         return (total - idle, total)
+    }
+}
+
+/// What a Linux node needs to serve a VIP by MAT (PRODUCT.md §1.2), installed with
+/// nftables in tables of its own (`ip fulcrum_agent`, `arp fulcrum_agent`) and undone
+/// exactly on exit: IPv4 VIPs redirected to the node itself (the kernel accepts them, and
+/// conntrack answers from the VIP), ARP requests for them dropped, IPv6 VIPs on lo
+/// (removed on exit only if this agent added them). A leftover of an agent that was
+/// killed is replaced at the next start.
+struct MATSetup {
+    let vips: [IPAddress]
+    var addedIPv6: [IPAddress] = []
+    static let table = "fulcrum_agent"
+
+    init(vips: [IPAddress]) { self.vips = vips }
+
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    @discardableResult
+    static func run(_ argv: [String], input: String? = nil) -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: argv[0])
+        p.arguments = Array(argv.dropFirst())
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        let inPipe = Pipe()
+        if input != nil { p.standardInput = inPipe }
+        do { try p.run() } catch { return (127, "\(error)") }
+        if let input {
+            inPipe.fileHandleForWriting.write(Data(input.utf8))
+            try? inPipe.fileHandleForWriting.close()
+        }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    static func tool(_ name: String) -> String {
+        for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+            return "\(dir)/\(name)"
+        }
+        return name
+    }
+
+    mutating func install(logger: Logger) throws {
+        let nft = Self.tool("nft"), ip = Self.tool("ip")
+        // A previous run's tables (it was killed): replaced.
+        for family in ["ip", "arp"] { Self.run([nft, "delete", "table", family, Self.table]) }
+        let v4 = vips.filter(\.isIPv4).map { "\($0)" }
+        if !v4.isEmpty {
+            let set = v4.joined(separator: ", ")
+            let rules = """
+            table ip \(Self.table) {
+                chain prerouting {
+                    type nat hook prerouting priority dstnat; policy accept;
+                    ip daddr { \(set) } redirect
+                }
+            }
+            table arp \(Self.table) {
+                chain input {
+                    type filter hook input priority filter; policy accept;
+                    arp operation request arp daddr ip { \(set) } drop
+                }
+            }
+
+            """
+            let (status, out) = Self.run([nft, "-f", "-"], input: rules)
+            guard status == 0 else { throw Failure(description: "nft: \(out)") }
+            logger.info("MAT: IPv4 VIPs redirected to this node, ARP for them dropped (nftables tables ip/arp \(Self.table))",
+                        metadata: ["vips": "\(set)"])
+        }
+        for v in vips where !v.isIPv4 {
+            let (_, present) = Self.run([ip, "-6", "addr", "show", "dev", "lo"])
+            if present.contains(" \(v)/128 ") { continue }
+            let (status, out) = Self.run([ip, "-6", "addr", "add", "\(v)/128", "dev", "lo"])
+            guard status == 0 else { throw Failure(description: "ip -6 addr add \(v)/128 dev lo: \(out)") }
+            addedIPv6.append(v)
+            logger.info("MAT: IPv6 VIP on lo", metadata: ["vip": "\(v)"])
+        }
+    }
+
+    func remove(logger: Logger) {
+        let nft = Self.tool("nft"), ip = Self.tool("ip")
+        if vips.contains(where: \.isIPv4) {
+            for family in ["ip", "arp"] { Self.run([nft, "delete", "table", family, Self.table]) }
+        }
+        for v in addedIPv6 { Self.run([ip, "-6", "addr", "del", "\(v)/128", "dev", "lo"]) }
+        logger.info("MAT: removed what was installed", metadata: ["tables": "ip/arp \(Self.table)",
+                                                                  "ipv6": "\(addedIPv6.map { "\($0)" }.joined(separator: ","))"])
     }
 }

@@ -195,5 +195,42 @@ extension OnTheTestbed {
             #expect(after["accepted"] == 1, "no random datagram passed")
             #expect(rssAfter - rssBefore < 4096, "RSS grew from \(rssBefore) to \(rssAfter) KiB")
         }
+
+        /// `fulcrum-agent --configure-mat` on a MAT node stripped of the testbed's own
+        /// set-up: MAT traffic works through it over IPv4 and IPv6, and after it exits the
+        /// node's nftables rule set and addresses are exactly what they were.
+        @Test func configureMatServesTheVIPsAndLeavesNoTrace() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            try bed.startDaemon()
+            try bed.exec("m3", ["nft", "delete", "table", "ip", "fulcrum_mat"])
+            try bed.exec("m3", ["ip", "-6", "addr", "del", "2001:2:1::10/128", "dev", "lo"])
+            func snapshot() throws -> String {
+                try bed.exec("m3", ["nft", "list", "ruleset"]).1 + "\n---\n" + bed.exec("m3", ["ip", "addr"]).1
+            }
+            let before = try snapshot()
+            let without = try bed.client("198.18.1.10", port: 80, count: 6)
+            #expect(without.ok == 5 && without.perNode["m3"] == nil, "m3 does not accept the VIP yet: \(without.perNode)")
+
+            for round in 1...2 {
+                let agent = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(bed.prefix)-m3", bed.root + "/.build/debug/fulcrum-agent",
+                                              "--lb", "198.18.0.1", "--interface", "eth0", "--key-file", bed.directory + "/api.token",
+                                              "--configure-mat", "--vip", "198.18.1.10", "--vip", "2001:2:1::10"],
+                                             outputPath: bed.directory + "/mat-agent.log")
+                try bed.waitFor("the agent's MAT set-up", timeout: 5) { _ in
+                    let log = (try? String(contentsOfFile: bed.directory + "/mat-agent.log", encoding: .utf8)) ?? ""
+                    return log.contains("MAT: IPv6 VIP on lo")
+                }
+                let v4 = try bed.client("198.18.1.10", port: 80, count: 60)
+                let v6 = try bed.client("2001:2:1::10", port: 80, count: 60)
+                #expect(v4.ok == 60 && v4.perNode["m3"] == 10, "round \(round), IPv4 through m3: \(v4.perNode) \(v4.errors)")
+                #expect(v6.ok == 60 && v6.perNode["m3"] == 10, "round \(round), IPv6 through m3: \(v6.perNode) \(v6.errors)")
+                agent.signal(SIGTERM)
+                #expect(agent.wait() == 0)
+                #expect(try snapshot() == before, "round \(round): the node's rule set and addresses are as they were")
+            }
+            let log = try String(contentsOfFile: bed.directory + "/mat-agent.log", encoding: .utf8)
+            #expect(log.contains("MAT: removed what was installed"))
+        }
     }
 }
