@@ -100,11 +100,14 @@ public struct GroupModel: Codable, Sendable, Equatable {
     public var healthCheck: HealthCheckModel?
     /// "cpu": weights follow the nodes' agents' load reports.
     public var dynamicWeights: String?
+    /// Nodes whose agents announce themselves on the group's segment are added.
+    public var acceptDiscoveredNodes: Bool?
 
     enum CodingKeys: String, CodingKey {
         case name, vip, `protocol`, ports, method, scheduler, interface, nodes, sorry
         case healthCheck = "health_check"
         case dynamicWeights = "dynamic_weights"
+        case acceptDiscoveredNodes = "accept_discovered_nodes"
     }
 
     public init(name: String, vip: String, protocol: String, ports: [Int], method: String, scheduler: String? = nil,

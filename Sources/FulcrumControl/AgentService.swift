@@ -33,6 +33,20 @@ public final class AgentService: @unchecked Sendable {
     /// Per node identity: the smoothed load, for status.
     public let loads = Mutex<[NodeIdentity: Double]>([:])
 
+    /// Nodes found by their agents' announcements, for groups with
+    /// `accept_discovered_nodes` (the daemon turns them into controller changes).
+    public enum Discovery: Sendable {
+        case add(group: String, address: IPAddress, port: UInt16)
+        case remove(group: String, address: IPAddress, port: UInt16)
+        case disable(group: String, address: IPAddress, port: UInt16)
+    }
+    let onDiscovery: @Sendable (Discovery) -> Void
+    /// Addresses heard from that are no configured node: reports seen, and when last.
+    var candidates: [IPAddress: (reports: Int, lastSeen: UInt64)] = [:]
+    /// Nodes this service added, by group, with when their agent was last heard.
+    var discovered: [IPAddress: (groups: [String: UInt16], lastSeen: UInt64)] = [:]
+    static let candidateLimit = 1024
+
     // The thread's own state.
     var groups: [FulcrumConfig.Group] = []
     var weights: [String: DynamicWeights] = [:]
@@ -44,7 +58,8 @@ public final class AgentService: @unchecked Sendable {
     }
 
     public init(config: FulcrumConfig.Agent, groups: [FulcrumConfig.Group], dataplane: Dataplane, events: EventLog,
-                logger: Logger) throws {
+                logger: Logger, onDiscovery: @escaping @Sendable (Discovery) -> Void = { _ in }) throws {
+        self.onDiscovery = onDiscovery
         guard let data = FileManager.default.contents(atPath: config.keyFile) else {
             throw Failure(description: "agent.key_file: cannot read \(config.keyFile): \(String(cString: strerror(errno)))")
         }
@@ -94,7 +109,7 @@ public final class AgentService: @unchecked Sendable {
 
     /// The configuration changed: the groups with dynamic weights are taken up.
     public func update(groups: [FulcrumConfig.Group]) {
-        pending.withLock { $0 = groups.filter(\.dynamicWeights) }
+        pending.withLock { $0 = groups.filter { $0.dynamicWeights || $0.acceptDiscoveredNodes } }
     }
 
     public func start() {
@@ -133,7 +148,7 @@ public final class AgentService: @unchecked Sendable {
         var rebuilt: [String: DynamicWeights] = [:]
         let parameters = DynamicWeights.Parameters(alpha: config.smoothing, floor: config.floor, hysteresis: config.hysteresis,
                                                    silence: config.silence)
-        for g in next {
+        for g in next where g.dynamicWeights {
             var w = DynamicWeights(staticWeights: g.nodes.map(\.weight), parameters: parameters)
             if let old = weights[g.name], let previous = groups.first(where: { $0.name == g.name }) {
                 for (i, n) in g.nodes.enumerated() {
@@ -146,7 +161,7 @@ public final class AgentService: @unchecked Sendable {
         }
         groups = next
         weights = rebuilt
-        guardian.keep(Set(next.flatMap { $0.nodes.map(\.address) }))
+        guardian.keep(Set(next.flatMap { $0.nodes.map(\.address) }).union(candidates.keys).union(discovered.keys))
         publish(force: true)
     }
 
@@ -206,10 +221,18 @@ public final class AgentService: @unchecked Sendable {
             count(AgentReport.Rejection.sourceMismatch.rawValue)
             return
         }
-        let members = groups.compactMap { g -> (String, Int)? in
+        let members = groups.filter(\.dynamicWeights).compactMap { g -> (String, Int)? in
             g.nodes.firstIndex { $0.address == report.address }.map { (g.name, $0) }
         }
-        guard !members.isEmpty else {
+        let accepting = groups.filter { g in
+            g.acceptDiscoveredNodes && g.vip.isIPv4 == report.address.isIPv4 && !g.nodes.contains { $0.address == report.address }
+        }
+        let isDiscovered = discovered[report.address] != nil
+        guard !members.isEmpty || !accepting.isEmpty || isDiscovered else {
+            count(AgentReport.Rejection.unknownNode.rawValue)
+            return
+        }
+        if members.isEmpty && !isDiscovered && candidates[report.address] == nil && candidates.count >= Self.candidateLimit {
             count(AgentReport.Rejection.unknownNode.rawValue)
             return
         }
@@ -219,6 +242,26 @@ public final class AgentService: @unchecked Sendable {
         }
         count("accepted")
         let t = now()
+        if isDiscovered { discovered[report.address]?.lastSeen = t }
+        if !accepting.isEmpty && !isDiscovered {
+            // Two good reports in a row from a new address: it is an agent, alive.
+            var c = candidates[report.address] ?? (0, t)
+            c.reports += 1
+            c.lastSeen = t
+            candidates[report.address] = c
+            if c.reports >= 2 {
+                candidates[report.address] = nil
+                var added: [String: UInt16] = [:]
+                for g in accepting {
+                    let port = g.nodes.first?.port ?? 0
+                    added[g.name] = port
+                    onDiscovery(.add(group: g.name, address: report.address, port: port))
+                }
+                discovered[report.address] = (added, t)
+                events.record(.notice, "node.discovered", "node \(report.address) announced itself; added to \(added.keys.sorted().joined(separator: ", "))",
+                              ["node": "\(report.address)", "groups": added.keys.sorted().joined(separator: ",")])
+            }
+        }
         let interval = UInt64(max(50, report.intervalMilliseconds)) * 1_000_000
         for (group, i) in members {
             weights[group]?.report(i, load: Double(report.load) / 1000, interval: interval, now: t)
@@ -230,6 +273,19 @@ public final class AgentService: @unchecked Sendable {
     }
 
     func tick(_ t: UInt64) {
+        let timeout = UInt64(config.discoveredTimeout * 1e9)
+        for (address, d) in discovered where t &- d.lastSeen > timeout {
+            discovered[address] = nil
+            for (group, port) in d.groups {
+                onDiscovery(config.discoveredExpiry == .remove ? .remove(group: group, address: address, port: port)
+                                                               : .disable(group: group, address: address, port: port))
+            }
+            events.record(.warning, "node.discovered.gone",
+                          "node \(address): its agent has been silent \(Int(config.discoveredTimeout)) s; "
+                              + (config.discoveredExpiry == .remove ? "removed" : "disabled"),
+                          ["node": "\(address)"])
+        }
+        candidates = candidates.filter { t &- $0.value.lastSeen <= timeout }
         var changed = false
         for g in groups {
             guard var w = weights[g.name] else { continue }

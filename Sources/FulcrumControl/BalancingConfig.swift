@@ -37,6 +37,7 @@ public enum BalancingConfig {
             m.healthCheck = h
         }
         if g.dynamicWeights { m.dynamicWeights = "cpu" }
+        if g.acceptDiscoveredNodes { m.acceptDiscoveredNodes = true }
         return m
     }
 

@@ -89,6 +89,8 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var healthCheck: HealthCheck?
         /// Weights from the nodes' agents' load reports (`dynamic_weights: cpu`).
         public var dynamicWeights = false
+        /// Nodes whose agents announce themselves on the group's segment are added.
+        public var acceptDiscoveredNodes = false
         /// Where the group starts in the file, for errors found later.
         public var line: Int?
     }
@@ -136,6 +138,14 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var smoothing = 0.3
         public var floor = 0.1
         public var hysteresis = 0.1
+        /// A discovered node whose agent is silent this long (seconds) is removed, or
+        /// disabled (`discoveredExpiry`).
+        public var discoveredTimeout = 10.0
+        public var discoveredExpiry = DiscoveredExpiry.remove
+
+        public enum DiscoveredExpiry: String, Sendable, Equatable, CaseIterable {
+            case remove, disable
+        }
     }
     /// Where changes made through the API are kept (Docs/OPERATIONS.md: which wins at start).
     public var stateFile = "/var/lib/fulcrum/state.json"

@@ -268,7 +268,8 @@ struct Reader {
     mutating func agent(_ node: Node) -> FulcrumConfig.Agent? {
         enclosing.append(node)
         defer { enclosing.removeLast() }
-        let m = mapping(node, "agent", allowed: ["port", "key_file", "silence", "smoothing", "floor", "hysteresis"])
+        let m = mapping(node, "agent", allowed: ["port", "key_file", "silence", "smoothing", "floor", "hysteresis",
+                                                "discovered_timeout", "discovered_expiry"])
         guard let key = absolutePath(m["key_file"], "agent.key_file") else { return nil }
         var a = FulcrumConfig.Agent(keyFile: key)
         if let v = m["port"].flatMap({ int($0, "agent.port", in: 1...65535) }) { a.port = UInt16(v) }
@@ -276,6 +277,10 @@ struct Reader {
         if let v = m["smoothing"].flatMap({ fraction($0, "agent.smoothing", in: 0.01...1) }) { a.smoothing = v }
         if let v = m["floor"].flatMap({ fraction($0, "agent.floor", in: 0.01...1) }) { a.floor = v }
         if let v = m["hysteresis"].flatMap({ fraction($0, "agent.hysteresis", in: 0...0.5) }) { a.hysteresis = v }
+        if let v = m["discovered_timeout"].flatMap({ seconds($0, "agent.discovered_timeout", in: 1...86400) }) { a.discoveredTimeout = v }
+        if let v = m["discovered_expiry"].flatMap({ choice($0, "agent.discovered_expiry", FulcrumConfig.Agent.DiscoveredExpiry.self) }) {
+            a.discoveredExpiry = v
+        }
         return a
     }
 
@@ -459,7 +464,7 @@ struct Reader {
         enclosing.append(node)
         defer { enclosing.removeLast() }
         let m = mapping(node, field, allowed: ["name", "vip", "protocol", "ports", "method", "scheduler", "interface",
-                                               "nodes", "sorry", "health_check", "dynamic_weights"])
+                                               "nodes", "sorry", "health_check", "dynamic_weights", "accept_discovered_nodes"])
         let name = string(m["name"], "\(field).name")
         let vip = address(m["vip"], "\(field).vip")
         if let vip, !vip.isHostUnicast {
@@ -523,6 +528,13 @@ struct Reader {
         var group = FulcrumConfig.Group(name: name, vip: vip, proto: proto, ports: ports, method: method, scheduler: scheduler,
                                         interface: interface, nodes: nodes, sorry: sorry, healthCheck: check, line: node.mark?.line)
         group.dynamicWeights = dynamic
+        if let a = m["accept_discovered_nodes"].flatMap({ bool($0, "\(field).accept_discovered_nodes") }) {
+            group.acceptDiscoveredNodes = a
+            if a && group.nodes.isEmpty {
+                fail(m["accept_discovered_nodes"], "\(field).accept_discovered_nodes",
+                     "needs at least one configured node: a discovered node takes its port")
+            }
+        }
         return group
     }
 

@@ -1,3 +1,4 @@
+import FulcrumAPIModels
 import FulcrumBPF
 import FulcrumCore
 import FulcrumDataplane
@@ -94,9 +95,26 @@ public final class Daemon: Sendable {
         reactor.checker.withLock { $0 = checker }
         let view = CommittedView(committed)
         let agents: AgentService?
+        // A discovered node becomes a change like any other; the controller is made below.
+        let controllerBox = Mutex<Controller?>(nil)
         do {
             agents = try config.agent.map {
-                try AgentService(config: $0, groups: committed.groups, dataplane: dataplane, events: events, logger: logger)
+                try AgentService(config: $0, groups: committed.groups, dataplane: dataplane, events: events, logger: logger) { d in
+                    guard let controller = controllerBox.withLock({ $0 }) else { return }
+                    Task {
+                        let mutation: Controller.Mutation
+                        switch d {
+                        case let .add(group, address, port):
+                            mutation = .addNode(group: group, port == 0 ? #"{"address": "\#(address)"}"# : #"{"address": "\#(address)", "port": \#(port)}"#)
+                        case let .remove(group, address, port):
+                            mutation = .removeNode(group: group, node: port == 0 ? "\(address)" : (address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)"))
+                        case let .disable(group, address, port):
+                            mutation = .patchNode(group: group, node: port == 0 ? "\(address)" : (address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)"),
+                                                  NodePatchModel(enabled: false))
+                        }
+                        _ = try? await controller.change(mutation, origin: "discovery")
+                    }
+                }
             }
         } catch {
             dataplane.stop()
@@ -109,6 +127,7 @@ public final class Daemon: Sendable {
             checker.update(groups: c.groups)
             agents?.update(groups: c.groups)
         }
+        controllerBox.withLock { $0 = controller }
         let runtime = Runtime(local: config, dataplane: dataplane, controller: controller, events: events, checker: checker,
                               agents: agents, committed: view)
         let forwarding = ForwardingService(runtime: runtime, statusFile: statusFile, logger: logger)

@@ -22,7 +22,9 @@ struct FulcrumAgent: ParsableCommand {
         number a --load-command prints (0–100). SIGTERM or SIGINT stop it.
         """)
 
-    @Option(help: "The LB's address on this node's segment (repeatable: both LBs of a pair).") var lb: [String]
+    @Option(help: "The LB's address on this node's segment (repeatable: both LBs of a pair).") var lb: [String] = []
+    @Flag(help: "Also announce this node on its segment (IPv4 broadcast, IPv6 all-nodes multicast), for LB groups with accept_discovered_nodes.")
+    var announce = false
     @Option(help: "The interface whose address identifies this node.") var interface: String
     @Option(help: "The file holding the shared key (the LB's agent.key_file).") var keyFile: String
     @Option(help: "The LB's agent port (agent.port).") var port: UInt16 = 65002
@@ -38,7 +40,8 @@ struct FulcrumAgent: ParsableCommand {
 
     func validate() throws {
         guard interval >= 0.05 && interval <= 60 else { throw ValidationError("--interval must be 0.05 to 60 seconds") }
-        guard !lb.isEmpty, lb.allSatisfy({ IPAddress($0) != nil }) else { throw ValidationError("--lb: give the LB's IPv4 or IPv6 address") }
+        guard !lb.isEmpty || announce else { throw ValidationError("give --lb ADDRESS, or --announce to be found on the segment") }
+        guard lb.allSatisfy({ IPAddress($0) != nil }) else { throw ValidationError("--lb: give the LB's IPv4 or IPv6 address") }
         guard cpus > 0 else { throw ValidationError("--cpus must be positive") }
         guard vip.allSatisfy({ IPAddress($0) != nil }) else { throw ValidationError("--vip: give IPv4 or IPv6 addresses") }
         guard !configureMat || !vip.isEmpty else { throw ValidationError("--configure-mat needs the VIPs: --vip ADDRESS (repeatable)") }
@@ -51,11 +54,15 @@ struct FulcrumAgent: ParsableCommand {
             throw ValidationError("cannot read the key file \(keyFile)")
         }
         let key = SymmetricKey(data: Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8))
-        let targets = lb.compactMap(IPAddress.init)
-        guard let me = try Self.address(of: interface, ipv6: ipv6 || !(targets.first?.isIPv4 ?? true)) else {
+        var targets = lb.compactMap(IPAddress.init)
+        let useIPv6 = ipv6 || !(targets.first?.isIPv4 ?? true)
+        guard let me = try Self.address(of: interface, ipv6: useIPv6) else {
             throw ValidationError("\(interface) has no \(ipv6 ? "global IPv6" : "IPv4") address")
         }
-        let socket = try Sender(from: me)
+        let socket = try Sender(from: me, interface: interface)
+        if announce {
+            if useIPv6 { targets.append(IPAddress("ff02::1")!) } else if let b = try Self.broadcast(of: interface) { targets.append(b) }
+        }
         var signals = sigset_t()
         sigemptyset(&signals)
         for s in [SIGTERM, SIGINT] { sigaddset(&signals, s) }
@@ -99,6 +106,24 @@ struct FulcrumAgent: ParsableCommand {
         }
     }
 
+    /// The interface's IPv4 broadcast address (getifaddrs).
+    static func broadcast(of interface: String) throws -> IPAddress? {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { throw ValidationError("getifaddrs: \(String(cString: strerror(errno)))") }
+        defer { freeifaddrs(list) }
+        var p = list
+        while let entry = p {
+            defer { p = entry.pointee.ifa_next }
+            guard String(cString: entry.pointee.ifa_name) == interface, let sa = entry.pointee.ifa_addr,
+                  sa.pointee.sa_family == sa_family_t(AF_INET), let mask = entry.pointee.ifa_netmask else { continue }
+            // The subnet's broadcast address (the interface may have none configured).
+            let address = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+            let netmask = mask.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+            return IPAddress(ipv4: address | ~netmask)
+        }
+        return nil
+    }
+
     /// The interface's address (getifaddrs).
     static func address(of interface: String, ipv6: Bool) throws -> IPAddress? {
         var list: UnsafeMutablePointer<ifaddrs>?
@@ -127,10 +152,18 @@ struct FulcrumAgent: ParsableCommand {
 /// A UDP socket bound to the node's address: reports leave from its identity.
 struct Sender {
     let fd: Int32
+    let scope: UInt32
 
-    init(from address: IPAddress) throws {
+    init(from address: IPAddress, interface: String) throws {
         fd = socket(address.isIPv4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ValidationError("socket: \(String(cString: strerror(errno)))") }
+        scope = if_nametoindex(interface)
+        var on: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &on, 4)  // for --announce
+        if !address.isIPv4 {
+            var index = Int32(scope)
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_MULTICAST_IF, &index, 4)
+        }
         var storage = Self.storage(address, port: 0)
         let r = withUnsafePointer(to: &storage) {
             $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(address.isIPv4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)) }
@@ -138,7 +171,7 @@ struct Sender {
         guard r == 0 else { throw ValidationError("bind to \(address): \(String(cString: strerror(errno)))") }
     }
 
-    static func storage(_ a: IPAddress, port: UInt16) -> sockaddr_storage {
+    static func storage(_ a: IPAddress, port: UInt16, scope: UInt32 = 0) -> sockaddr_storage {
         var storage = sockaddr_storage()
         withUnsafeMutableBytes(of: &storage) { raw in
             if a.isIPv4 {
@@ -153,6 +186,7 @@ struct Sender {
                 s.sin6_port = port.bigEndian
                 let bytes = a.bytes
                 withUnsafeMutableBytes(of: &s.sin6_addr) { $0.copyBytes(from: bytes) }
+                s.sin6_scope_id = scope
                 withUnsafeBytes(of: s) { raw.copyMemory(from: $0) }
             }
         }
@@ -160,7 +194,7 @@ struct Sender {
     }
 
     func send(_ bytes: [UInt8], to target: IPAddress, port: UInt16) -> String? {
-        var storage = Self.storage(target, port: port)
+        var storage = Self.storage(target, port: port, scope: target.bytes[0] == 0xFF ? scope : 0)
         let n = bytes.withUnsafeBytes { b in
             withUnsafePointer(to: &storage) {
                 $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) {

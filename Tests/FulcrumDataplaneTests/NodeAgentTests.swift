@@ -232,5 +232,37 @@ extension OnTheTestbed {
             let log = try String(contentsOfFile: bed.directory + "/mat-agent.log", encoding: .utf8)
             #expect(log.contains("MAT: removed what was installed"))
         }
+
+        /// An agent that announces itself on the back segment joins a group that accepts
+        /// discovered nodes, with no configuration edit, and leaves when it falls silent.
+        @Test func anAnnouncedNodeJoinsAndLeaves() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            try Self.key.write(toFile: bed.directory + "/agent.key", atomically: true, encoding: .utf8)
+            var config = try bed.readConfig()
+            let start = try #require(config.range(of: "  - name: web-nat\n"))
+            let scheduler = try #require(config.range(of: "    scheduler: wrr\n", range: start.upperBound..<config.endIndex))
+            config.insert(contentsOf: "    accept_discovered_nodes: true\n", at: scheduler.upperBound)
+            config += "agent:\n  key_file: \(bed.directory)/agent.key\n  discovered_timeout: 2\n"
+            try bed.writeConfig(config)
+            try bed.startDaemon()
+            // s1 (198.18.2.99, serving TCP 8080 as "sorry") announces itself.
+            let agent = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(bed.prefix)-s1", bed.root + "/.build/debug/fulcrum-agent",
+                                          "--announce", "--interface", "eth0", "--key-file", bed.directory + "/agent.key",
+                                          "--interval", "0.2"], outputPath: bed.directory + "/s1-agent.log")
+            defer { if agent.isRunning { agent.signal(SIGKILL); agent.wait() } }
+            try waitFor("s1 discovered into web-nat", timeout: 10) { try node(bed, "198.18.2.99") != nil }
+            try bed.waitFor("s1's MAC", timeout: 5) { s in s.group("web-nat")!.nodes.allSatisfy { $0.mac != nil } }
+            let joined = try bed.client("198.18.1.20", port: 80, count: 140)
+            #expect(joined.ok == 140 && (joined.perNode["sorry"] ?? 0) > 0, "the discovered node takes new flows: \(joined.perNode)")
+            #expect(!(try bed.readConfig()).contains("198.18.2.99\"\n        port: 8080\n        weight"), "no edit of the file")
+            agent.signal(SIGTERM)
+            agent.wait()
+            try waitFor("s1 removed", timeout: 6) { try node(bed, "198.18.2.99") == nil }
+            let left = try bed.client("198.18.1.20", port: 80, count: 60)
+            #expect(left.ok == 60 && left.perNode["sorry"] == nil, "\(left.perNode)")
+            let (_, events) = try bed.ctl(["events"])
+            #expect(events.contains("node.discovered") && events.contains("node.discovered.gone"), "\(events.suffix(800))")
+        }
     }
 }
