@@ -13,13 +13,22 @@ public struct NodeModel: Codable, Sendable, Equatable {
     /// false: the node takes no new flows and its flows move (an operator's choice, kept
     /// in the configuration; health is separate).
     public var enabled: Bool?
+    /// This node's own check, in place of its group's.
+    public var healthCheck: HealthCheckModel?
 
-    public init(address: String, port: Int? = nil, weight: Int? = nil, mac: String? = nil, enabled: Bool? = nil) {
+    enum CodingKeys: String, CodingKey {
+        case address, port, weight, mac, enabled
+        case healthCheck = "health_check"
+    }
+
+    public init(address: String, port: Int? = nil, weight: Int? = nil, mac: String? = nil, enabled: Bool? = nil,
+                healthCheck: HealthCheckModel? = nil) {
         self.address = address
         self.port = port
         self.weight = weight
         self.mac = mac
         self.enabled = enabled
+        self.healthCheck = healthCheck
     }
 }
 

@@ -17,28 +17,33 @@ public enum BalancingConfig {
                            ports: g.ports.map(Int.init), method: g.method.rawValue, scheduler: g.scheduler.rawValue,
                            interface: g.interface, nodes: g.nodes.map { model($0, sorry: false) },
                            sorry: g.sorry.map { model($0, sorry: true) })
-        if let c = g.healthCheck {
-            var h = HealthCheckModel(type: c.kind.rawValue)
-            h.interval = c.interval
-            h.timeout = c.timeout
-            h.rise = c.rise
-            h.fall = c.fall
-            h.port = c.port.map(Int.init)
-            if c.kind == .http || c.kind == .https {
-                h.path = c.path
-                h.host = c.host
-                h.expect = c.expect
-                h.expectBody = c.expectText
-            }
-            if c.kind == .udp {
-                h.send = c.send
-                h.expectText = c.expectText
-            }
-            m.healthCheck = h
+        for (i, n) in g.nodes.enumerated() {
+            if let c = g.nodeHealthChecks[FulcrumConfig.NodeCheckKey(address: n.address, port: n.port)] { m.nodes[i].healthCheck = model(c) }
         }
+        m.healthCheck = g.healthCheck.map(model)
         if g.dynamicWeights { m.dynamicWeights = "cpu" }
         if g.acceptDiscoveredNodes { m.acceptDiscoveredNodes = true }
         return m
+    }
+
+    public static func model(_ c: FulcrumConfig.HealthCheck) -> HealthCheckModel {
+        var h = HealthCheckModel(type: c.kind.rawValue)
+        h.interval = c.interval
+        h.timeout = c.timeout
+        h.rise = c.rise
+        h.fall = c.fall
+        h.port = c.port.map(Int.init)
+        if c.kind == .http || c.kind == .https {
+            h.path = c.path
+            h.host = c.host
+            h.expect = c.expect
+            h.expectBody = c.expectText
+        }
+        if c.kind == .udp {
+            h.send = c.send
+            h.expectText = c.expectText
+        }
+        return h
     }
 
     public static func model(_ n: FulcrumConfig.Node, sorry: Bool) -> NodeModel {

@@ -91,8 +91,24 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var dynamicWeights = false
         /// Nodes whose agents announce themselves on the group's segment are added.
         public var acceptDiscoveredNodes = false
+        /// Nodes with a check of their own, in place of `healthCheck` (by address and port).
+        public var nodeHealthChecks: [NodeCheckKey: HealthCheck] = [:]
+
+        /// The check a node gets: its own, else the group's.
+        public func check(for node: Node) -> HealthCheck? {
+            nodeHealthChecks[NodeCheckKey(address: node.address, port: node.port)] ?? healthCheck
+        }
         /// Where the group starts in the file, for errors found later.
         public var line: Int?
+    }
+
+    public struct NodeCheckKey: Hashable, Sendable {
+        public var address: IPAddress
+        public var port: UInt16
+        public init(address: IPAddress, port: UInt16) {
+            self.address = address
+            self.port = port
+        }
     }
 
     /// The event log (Docs/OPERATIONS.md).

@@ -77,6 +77,9 @@ public enum ConfigLoader {
         let root = try compose(text, source: source)
         guard let root else { throw ConfigErrors(errors: [ConfigError(file: source, line: nil, field: "(body)", value: nil, message: "is empty; send a node as JSON")]) }
         let node = reader.endpoint(root, "node", method: group.method, multiPort: group.ports.count > 1, sorry: false)
+        if case let .mapping(nm) = root, nm["health_check"] != nil {
+            reader.fail(root, "node.health_check", "set a node's own check by changing its group (PUT /v1/groups/NAME)")
+        }
         if let node, group.method == .nat, node.address.isIPv4 != group.vip.isIPv4 {
             reader.fail(root, "node.address", "must be of the VIP's address family for NAT", value: "\(node.address)")
         }
@@ -431,7 +434,7 @@ struct Reader {
                            sorry: Bool) -> FulcrumConfig.Node? {
         enclosing.append(node)
         defer { enclosing.removeLast() }
-        let m = mapping(node, field, allowed: sorry ? ["address", "port", "mac"] : ["address", "port", "weight", "mac", "enabled"])
+        let m = mapping(node, field, allowed: sorry ? ["address", "port", "mac"] : ["address", "port", "weight", "mac", "enabled", "health_check"])
         let address = address(m["address"], "\(field).address")
         var port: UInt16 = 0
         if let p = m["port"] {
@@ -496,9 +499,15 @@ struct Reader {
             }
         }
         var nodes: [FulcrumConfig.Node] = []
+        var nodeChecks: [FulcrumConfig.NodeCheckKey: FulcrumConfig.HealthCheck] = [:]
         for (i, n) in sequence(m["nodes"], "\(field).nodes").enumerated() {
             guard let node = endpoint(n, "\(field).nodes[\(i)]", method: method, multiPort: ports.count > 1, sorry: false)
             else { continue }
+            if case let .mapping(nm) = n, let c = nm["health_check"] {
+                if let check = healthCheck(c, "\(field).nodes[\(i)].health_check") {
+                    nodeChecks[FulcrumConfig.NodeCheckKey(address: node.address, port: node.port)] = check
+                }
+            }
             if let vip, method == .nat, node.address.isIPv4 != vip.isIPv4 {
                 fail(n, "\(field).nodes[\(i)].address", "must be of the VIP's address family for NAT", value: "\(node.address)")
             }
@@ -528,6 +537,7 @@ struct Reader {
         var group = FulcrumConfig.Group(name: name, vip: vip, proto: proto, ports: ports, method: method, scheduler: scheduler,
                                         interface: interface, nodes: nodes, sorry: sorry, healthCheck: check, line: node.mark?.line)
         group.dynamicWeights = dynamic
+        group.nodeHealthChecks = nodeChecks
         if let a = m["accept_discovered_nodes"].flatMap({ bool($0, "\(field).accept_discovered_nodes") }) {
             group.acceptDiscoveredNodes = a
             if a && group.nodes.isEmpty {

@@ -124,9 +124,10 @@ public final class HealthChecker: @unchecked Sendable {
         targets = []
         let now = Self.now()
         for g in groups {
-            guard let check = g.healthCheck else { continue }
             let members = g.nodes + (g.sorry.map { [$0] } ?? [])
             for (i, node) in members.enumerated() {
+                // A node's own check, else its group's (the sorry server: the group's).
+                guard let check = i < g.nodes.count ? g.check(for: node) : g.healthCheck else { continue }
                 let id = NodeIdentity(group: g.name, address: node.address, port: node.port)
                 var target = Target(id: id, address: node.address, port: Self.checkPort(g, node, check), check: check,
                                     tracker: HealthTracker(rise: check.rise, fall: check.fall),

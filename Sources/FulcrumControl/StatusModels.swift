@@ -32,7 +32,7 @@ extension Runtime {
             if !n.enabled { state = "disabled" }
             else if let h, !h.up { state = "down" }
             else if mac == nil && !sorry { state = "no_mac" }
-            else if h == nil && g.healthCheck != nil { state = "pending" }
+            else if h == nil && (sorry ? g.healthCheck : g.check(for: n)) != nil { state = "pending" }
             else { state = "up" }
             var model = NodeStatusModel(address: "\(n.address)", port: Int(n.port), weight: n.weight, enabled: n.enabled, state: state,
                                         healthDetail: h.flatMap { $0.up ? nil : $0.lastFailure }, mac: mac.map { "\($0)" },

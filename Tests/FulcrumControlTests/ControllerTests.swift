@@ -247,6 +247,21 @@ final class RecordingDriver: ForwardingDriver {
                 "the reloaded file is the state's source now")
     }
 
+    @Test func aNodesOwnCheckReplacesItsGroupsAndReadsBack() throws {
+        let yaml = Self.yaml.replacingOccurrences(of: "      - address: 198.18.2.12\n        port: 8080",
+                                                  with: "      - address: 198.18.2.12\n        port: 8080\n        health_check: {type: http, port: 8081, path: /ready, expect_body: ok}")
+            .replacingOccurrences(of: "    interface: eth-n\n", with: "    interface: eth-n\n    health_check: {type: tcp}\n")
+        let s = try Setup(yaml: yaml)
+        let app = try #require(s.config.groups.first { $0.name == "app" })
+        #expect(app.check(for: app.nodes[0])?.kind == .tcp, "the group's")
+        let own = try #require(app.check(for: app.nodes[1]))
+        #expect(own.kind == .http && own.port == 8081 && own.path == "/ready" && own.expectText == "ok", "\(own)")
+        let doc = String(decoding: BalancingConfig.canonical(s.config.groups), as: UTF8.self)
+        let back = try ConfigLoader.parseBalancing(doc, source: "doc", local: s.config)
+        #expect(BalancingConfig.hash(back) == BalancingConfig.hash(s.config.groups))
+        #expect(back[1].nodeHealthChecks == app.nodeHealthChecks)
+    }
+
     @Test func theCanonicalDocumentReadsBackToTheSameGroups() throws {
         let s = try Setup()
         let doc = String(decoding: BalancingConfig.canonical(s.config.groups), as: UTF8.self)
