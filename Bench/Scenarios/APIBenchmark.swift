@@ -72,18 +72,9 @@ public struct APIBenchmark {
     }
 
     public func run() throws -> Result {
-        let prefix = "flcbench\(getpid())"
-        let script = root + "/Bench/testbed/forward-bench.sh"
-        ForwardingBenchmark.removeLeftovers(script: script)
-        let (status, output) = try ChildProcess.run([script, "up", prefix])
-        defer { _ = try? ChildProcess.run([script, "down", prefix]) }
-        guard status == 0 else { throw Testbed.Failure(description: "forward-bench.sh up failed: \(output)") }
-        var macs: [String: MACAddress] = [:]
-        for line in output.split(separator: "\n") {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, let mac = MACAddress(parts[1]) { macs[String(parts[0])] = mac }
-        }
-        guard let gMAC = macs["g0"], let lbMAC = macs["eth0"] else { throw Testbed.Failure(description: "no MACs: \(output)") }
+        let pair = try ForwardingBenchmark.Pair(root: root)
+        defer { pair.down() }
+        let prefix = pair.prefix, gMAC = pair.generatorMAC, lbMAC = pair.lbMAC
         let directory = NSTemporaryDirectory() + prefix
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -71,12 +71,9 @@ public struct ControlBenchmark {
     }
 
     public func run() throws -> [Row] {
-        let prefix = "flcbench\(getpid())"
-        let script = root + "/Bench/testbed/forward-bench.sh"
-        ForwardingBenchmark.removeLeftovers(script: script)
-        let (status, output) = try ChildProcess.run([script, "up", prefix])
-        defer { _ = try? ChildProcess.run([script, "down", prefix]) }
-        guard status == 0 else { throw Testbed.Failure(description: "forward-bench.sh up failed: \(output)") }
+        let pair = try ForwardingBenchmark.Pair(root: root)
+        defer { pair.down() }
+        let prefix = pair.prefix
         let directory = NSTemporaryDirectory() + prefix
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }

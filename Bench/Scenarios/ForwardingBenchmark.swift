@@ -86,6 +86,39 @@ public struct ForwardingBenchmark {
         }
     }
 
+    /// The gen/lb veth pair of `forward-bench.sh`, up for the life of the value: its
+    /// namespaces' prefix and the two ends' MACs. `down()` removes it.
+    struct Pair {
+        let prefix: String
+        let script: String
+        let generatorMAC: MACAddress
+        let lbMAC: MACAddress
+
+        init(root: String) throws {
+            prefix = "flcbench\(getpid())"
+            script = root + "/Bench/testbed/forward-bench.sh"
+            ForwardingBenchmark.removeLeftovers(script: script)
+            let (status, output) = try ChildProcess.run([script, "up", prefix])
+            guard status == 0 else {
+                _ = try? ChildProcess.run([script, "down", prefix])
+                throw Testbed.Failure(description: "forward-bench.sh up failed: \(output)")
+            }
+            var macs: [String: MACAddress] = [:]
+            for line in output.split(separator: "\n") {
+                let parts = line.split(separator: " ")
+                if parts.count == 2, let mac = MACAddress(parts[1]) { macs[String(parts[0])] = mac }
+            }
+            guard let g = macs["g0"], let lb = macs["eth0"] else {
+                _ = try? ChildProcess.run([script, "down", prefix])
+                throw Testbed.Failure(description: "no MACs from forward-bench.sh: \(output)")
+            }
+            generatorMAC = g
+            lbMAC = lb
+        }
+
+        func down() { _ = try? ChildProcess.run([script, "down", prefix]) }
+    }
+
     /// Namespaces of earlier runs whose process is gone (a crash skips `defer`).
     static func removeLeftovers(script: String) {
         guard let (_, list) = try? ChildProcess.run(["/usr/sbin/ip", "netns", "list"]) else { return }
@@ -115,20 +148,9 @@ public struct ForwardingBenchmark {
 
     public func run() throws -> [Row] {
         try AllocationCounter.selfTest()
-        let prefix = "flcbench\(getpid())"
-        let script = root + "/Bench/testbed/forward-bench.sh"
-        Self.removeLeftovers(script: script)
-        let (status, output) = try ChildProcess.run([script, "up", prefix])
-        defer { _ = try? ChildProcess.run([script, "down", prefix]) }
-        guard status == 0 else { throw Testbed.Failure(description: "forward-bench.sh up failed: \(output)") }
-        var macs: [String: MACAddress] = [:]
-        for line in output.split(separator: "\n") {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, let mac = MACAddress(parts[1]) { macs[String(parts[0])] = mac }
-        }
-        guard let gMAC = macs["g0"], let lbMAC = macs["eth0"] else {
-            throw Testbed.Failure(description: "no MACs from forward-bench.sh: \(output)")
-        }
+        let pair = try Pair(root: root)
+        defer { pair.down() }
+        let prefix = pair.prefix, gMAC = pair.generatorMAC, lbMAC = pair.lbMAC
         let flows = self.flows
         let root = self.root
         let generator = try Namespace.run("\(prefix)-gen") { try Generator(root: root, flows: flows) }

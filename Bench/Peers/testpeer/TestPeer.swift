@@ -463,15 +463,7 @@ struct SendFrame: ParsableCommand {
     @Option var count: Int = 1
 
     func run() throws {
-        var bytes: [UInt8] = []
-        var digits = Array(hex.utf8)
-        if digits.count % 2 == 1 { digits.append(0x30) }
-        for i in stride(from: 0, to: digits.count, by: 2) {
-            guard let b = UInt8(String(decoding: digits[i..<(i + 2)], as: UTF8.self), radix: 16) else {
-                throw ValidationError("--hex: not hex at \(i)")
-            }
-            bytes.append(b)
-        }
+        let bytes = try hexBytes(hex)
         let index = if_nametoindex(interface)
         guard index > 0 else { throw ValidationError("no interface \(interface)") }
         let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue), 0)
@@ -505,18 +497,7 @@ struct SendDatagrams: ParsableCommand {
 
     func run() throws {
         var payloads: [[UInt8]] = []
-        for h in hex {
-            var bytes: [UInt8] = []
-            var digits = Array(h.utf8)
-            if digits.count % 2 == 1 { digits.append(0x30) }
-            for i in stride(from: 0, to: digits.count, by: 2) {
-                guard let b = UInt8(String(decoding: digits[i..<(i + 2)], as: UTF8.self), radix: 16) else {
-                    throw ValidationError("--hex: not hex at \(i)")
-                }
-                bytes.append(b)
-            }
-            payloads.append(bytes)
-        }
+        for h in hex { payloads.append(try hexBytes(h)) }
         guard let (address, length) = Socket.address(target, port: port) else { throw ValidationError("--target: not an address") }
         let fd = socket(Int32(address.ss_family), Int32(SOCK_DGRAM.rawValue), 0)
         guard fd >= 0 else { throw ValidationError("socket: errno \(errno)") }
@@ -537,4 +518,18 @@ struct SendDatagrams: ParsableCommand {
         }
         print("{\"sent\":\(sent)}")
     }
+}
+
+/// `--hex` digits as bytes (an odd count gets a trailing 0).
+func hexBytes(_ hex: String) throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    var digits = Array(hex.utf8)
+    if digits.count % 2 == 1 { digits.append(0x30) }
+    for i in stride(from: 0, to: digits.count, by: 2) {
+        guard let b = UInt8(String(decoding: digits[i..<(i + 2)], as: UTF8.self), radix: 16) else {
+            throw ValidationError("--hex: not hex at \(i)")
+        }
+        bytes.append(b)
+    }
+    return bytes
 }
