@@ -162,7 +162,7 @@ public final class AgentService: @unchecked Sendable {
         groups = next
         weights = rebuilt
         guardian.keep(Set(next.flatMap { $0.nodes.map(\.address) }).union(candidates.keys).union(discovered.keys))
-        publish(force: true)
+        publish()
     }
 
     func loop() {
@@ -272,6 +272,8 @@ public final class AgentService: @unchecked Sendable {
         }
     }
 
+    /// Every 200 ms: discovered nodes gone silent, agents gone silent, and the weights and
+    /// loads in force published.
     func tick(_ t: UInt64) {
         let timeout = UInt64(config.discoveredTimeout * 1e9)
         for (address, d) in discovered where t &- d.lastSeen > timeout {
@@ -286,12 +288,10 @@ public final class AgentService: @unchecked Sendable {
                           ["node": "\(address)"])
         }
         candidates = candidates.filter { t &- $0.value.lastSeen <= timeout }
-        var changed = false
         for g in groups {
             guard var w = weights[g.name] else { continue }
-            let (moved, silenced) = w.tick(now: t)
+            let silenced = w.tick(now: t).silenced
             weights[g.name] = w
-            changed = changed || moved
             for i in silenced where reporting.remove(g.nodes[i].address) != nil {
                 let address = g.nodes[i].address
                 logger.warning("node agent silent", metadata: ["node": "\(address)"])
@@ -300,12 +300,12 @@ public final class AgentService: @unchecked Sendable {
                               ["node": "\(address)"])
             }
         }
-        _ = changed
-        publish(force: false)
+        // (The data plane ignores an overlay that did not change.)
+        publish()
     }
 
     /// The weights in force to the data plane, and the loads for status.
-    func publish(force: Bool) {
+    func publish() {
         var overlay: [NodeIdentity: Int] = [:]
         var loads: [NodeIdentity: Double] = [:]
         for g in groups {

@@ -64,15 +64,20 @@ public final class HealthChecker: @unchecked Sendable {
         return fds
     }()
     private var epoch = 0
-    private lazy var https: HTTPClient = {
+    /// Made at the first HTTPS check (on the checker thread), shut down when it stops.
+    private var httpsClient: HTTPClient?
+    private var https: HTTPClient {
+        if let httpsClient { return httpsClient }
         // A check asks whether the node answers, not who it is: certificates are not
         // verified (self-signed ones are common on real servers' health ports).
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.certificateVerification = .none
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
         configuration.redirectConfiguration = .disallow
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        httpsClient = client
+        return client
+    }
     /// Owned by the checker thread.
     private var targets: [Target] = []
 
@@ -195,7 +200,7 @@ public final class HealthChecker: @unchecked Sendable {
             }
         }
         for t in targets { if let p = t.probe, p.fd >= 0 { close(p.fd) } }
-        try? https.syncShutdown()
+        try? httpsClient?.syncShutdown()
     }
 
     private func takeOutcomes() -> [(NodeIdentity, Bool, String?)] {
