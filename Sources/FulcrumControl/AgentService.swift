@@ -22,7 +22,7 @@ public final class AgentService: @unchecked Sendable {
     let events: EventLog
     let logger: Logger
     let fd: Int32
-    let wake: [Int32]
+    let wake = WakePipe()
     let stopping = Atomic<Bool>(false)
     private var thread: Thread?
 
@@ -95,17 +95,10 @@ public final class AgentService: @unchecked Sendable {
             throw Failure(description: "agent.port: cannot listen on UDP \(config.port): \(String(cString: strerror(e)))")
         }
         fd = s
-        var fds: [Int32] = [-1, -1]
-        _ = pipe(&fds)
-        for f in fds { _ = fcntl(f, F_SETFD, FD_CLOEXEC) }
-        wake = fds
         update(groups: groups)
     }
 
-    deinit {
-        close(fd)
-        wake.forEach { close($0) }
-    }
+    deinit { close(fd) }
 
     /// The configuration changed: the groups with dynamic weights are taken up.
     public func update(groups: [FulcrumConfig.Group]) {
@@ -121,8 +114,7 @@ public final class AgentService: @unchecked Sendable {
 
     public func stop() {
         stopping.store(true, ordering: .releasing)
-        var one: UInt8 = 1
-        _ = write(wake[1], &one, 1)
+        wake.wake()
     }
 
     /// Datagrams the kernel dropped because the socket's queue was full.
@@ -137,11 +129,7 @@ public final class AgentService: @unchecked Sendable {
         counts.withLock { $0[outcome, default: 0] += 1 }
     }
 
-    func now() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
+    func now() -> UInt64 { monotonicNanoseconds() }
 
     /// Takes up new groups, keeping what is known of nodes that stay.
     func adopt(_ next: [FulcrumConfig.Group]) {
@@ -170,7 +158,7 @@ public final class AgentService: @unchecked Sendable {
         var lastTick = now()
         while !stopping.load(ordering: .acquiring) {
             if let next = pending.withLock({ p -> [FulcrumConfig.Group]? in defer { p = nil }; return p }) { adopt(next) }
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0)]
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.readFD, events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, 2, 200)
             if fds[0].revents & Int16(POLLIN) != 0 {
                 // Drain what is queued, a bounded batch at a time.

@@ -202,8 +202,8 @@ final class ForwardingService: Service, @unchecked Sendable {
     let statusFile: String?
     let logger: Logger
     let stopping = Atomic<Bool>(false)
-    /// A pipe: a byte written to `wake[1]` ends the loop's current pause.
-    let wake: [Int32]
+    /// Ends the loop's current pause.
+    let wake = WakePipe()
     // Touched by the loop's thread only.
     var statusWrites = 0
     var lastMapEntries: [String: Int] = [:]
@@ -212,13 +212,7 @@ final class ForwardingService: Service, @unchecked Sendable {
         self.runtime = runtime
         self.statusFile = statusFile
         self.logger = logger
-        var fds: [Int32] = [-1, -1]
-        _ = pipe(&fds)
-        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        wake = fds
     }
-
-    deinit { wake.forEach { close($0) } }
 
     func run() async throws {
         await withTaskCancellationOrGracefulShutdownHandler {
@@ -232,14 +226,13 @@ final class ForwardingService: Service, @unchecked Sendable {
             }
         } onCancelOrGracefulShutdown: { [self] in
             stopping.store(true, ordering: .releasing)
-            var one: UInt8 = 1
-            _ = write(wake[1], &one, 1)
+            wake.wake()
         }
     }
 
     /// Sleeps up to `milliseconds`, or until shutdown.
     func pause(_ milliseconds: Int32) {
-        var p = pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0)
+        var p = pollfd(fd: wake.readFD, events: Int16(POLLIN), revents: 0)
         _ = poll(&p, 1, milliseconds)
     }
 
@@ -306,12 +299,6 @@ final class ForwardingService: Service, @unchecked Sendable {
         runtime.checker.stop()
         runtime.agents?.stop()
         dataplane.stop()
-    }
-
-    func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     func writeStatus() {

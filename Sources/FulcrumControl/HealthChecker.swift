@@ -54,15 +54,7 @@ public final class HealthChecker: @unchecked Sendable {
     /// with the rebuild they were started in, and a byte on `wake` ends the loop's poll.
     private struct Outcome { var id: NodeIdentity; var epoch: Int; var success: Bool; var reason: String? }
     private let outcomes = Mutex<[Outcome]>([])
-    private let wake: [Int32] = {
-        var fds: [Int32] = [-1, -1]
-        _ = pipe(&fds)
-        for f in fds {
-            _ = fcntl(f, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(f, F_SETFL, O_NONBLOCK)
-        }
-        return fds
-    }()
+    private let wake = WakePipe()
     private var epoch = 0
     /// Made at the first HTTPS check (on the checker thread), shut down when it stops.
     private var httpsClient: HTTPClient?
@@ -86,8 +78,6 @@ public final class HealthChecker: @unchecked Sendable {
         pending.withLock { $0 = groups }
     }
 
-    deinit { wake.forEach { close($0) } }
-
     public func start() {
         let t = Thread { [self] in loop() }
         t.name = "fulcrum-health"
@@ -97,8 +87,7 @@ public final class HealthChecker: @unchecked Sendable {
 
     public func stop() {
         running.store(false, ordering: .releasing)
-        var one: UInt8 = 1
-        _ = write(wake[1], &one, 1)
+        wake.wake()
     }
 
     /// A new configuration: targets are rebuilt, and a node keeps its state when its
@@ -108,11 +97,7 @@ public final class HealthChecker: @unchecked Sendable {
     /// Every checked node's state.
     public var states: [NodeIdentity: State] { published.withLock { $0 } }
 
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    static func now() -> Double { monotonicSeconds() }
 
     /// The port a node is checked on: the check's, the node's (NAT), or the service's.
     static func checkPort(_ g: FulcrumConfig.Group, _ node: FulcrumConfig.Node, _ check: FulcrumConfig.HealthCheck) -> UInt16 {
@@ -167,7 +152,7 @@ public final class HealthChecker: @unchecked Sendable {
                 targets[i].nextDue = now + targets[i].check.interval
                 startProbe(i, now: now)
             }
-            var fds: [pollfd] = [pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0)]
+            var fds: [pollfd] = [pollfd(fd: wake.readFD, events: Int16(POLLIN), revents: 0)]
             var owners: [Int] = [-1]
             var wait = 0.1
             for (i, t) in targets.enumerated() {
@@ -183,10 +168,7 @@ public final class HealthChecker: @unchecked Sendable {
             }
             _ = poll(&fds, nfds_t(fds.count), Int32(max(0, wait) * 1000) + 1)
             let after = Self.now()
-            if fds[0].revents != 0 {
-                var drain = [UInt8](repeating: 0, count: 64)
-                while read(wake[0], &drain, drain.count) > 0 {}
-            }
+            if fds[0].revents != 0 { wake.drain() }
             for (id, success, reason) in takeOutcomes() {
                 if let i = targets.firstIndex(where: { $0.id == id }), targets[i].probe?.fd == -1 { finish(i, success, reason) }
             }
@@ -221,7 +203,6 @@ public final class HealthChecker: @unchecked Sendable {
         request.headers.add(name: "Host", value: t.check.host ?? host)
         request.headers.add(name: "User-Agent", value: "fulcrum-health-check")
         let id = t.id, started = epoch, check = t.check, client = https
-        let wake = self.wake[1]
         Task { [self] in
             var success = false
             var reason: String?
@@ -243,8 +224,7 @@ public final class HealthChecker: @unchecked Sendable {
                 reason = "\(error)".contains("refused") ? "refused" : "TLS or HTTP error: \("\(error)".prefix(80))"
             }
             outcomes.withLock { $0.append(Outcome(id: id, epoch: started, success: success, reason: reason)) }
-            var one: UInt8 = 1
-            _ = write(wake, &one, 1)
+            wake.wake()
         }
     }
 

@@ -74,7 +74,6 @@ public final class Worker: @unchecked Sendable {
     let sockets: [XDPSocket]
     var balancer: Balancer
     private let commands = Mutex<[WorkerCommand]>([])
-    private let pendingCommands = Atomic<Int>(0)
     private let running = Atomic<Bool>(false)
     private let applied: Atomic<UInt64>
     private let unrouted = Mutex(UnroutedLog())
@@ -139,8 +138,7 @@ public final class Worker: @unchecked Sendable {
 
     public func send(_ command: WorkerCommand) {
         commands.withLock { $0.append(command) }
-        sentCount.add(1, ordering: .relaxed)
-        pendingCommands.add(1, ordering: .releasing)
+        sentCount.add(1, ordering: .releasing)
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
     }
@@ -174,7 +172,6 @@ public final class Worker: @unchecked Sendable {
             defer { pending.removeAll(keepingCapacity: true) }
             return pending
         }
-        pendingCommands.subtract(batch.count, ordering: .relaxed)
         for command in batch {
             let current = balancer.spec.generation
             switch command {
@@ -244,7 +241,8 @@ public final class Worker: @unchecked Sendable {
         var pollSet = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
         pollSet.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
         while running.load(ordering: .acquiring) {
-            if pendingCommands.load(ordering: .acquiring) > 0 { applyCommands() }
+            // Commands wait while more were sent than applied (only this thread applies).
+            if sentCount.load(ordering: .acquiring) != appliedCount.load(ordering: .relaxed) { applyCommands() }
             let now = monotonicNanoseconds()
             var received = 0
             for index in 0..<sockets.count {
