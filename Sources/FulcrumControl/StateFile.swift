@@ -62,13 +62,6 @@ public struct StateFile: Codable, Sendable, Equatable {
         try writeAtomically(out, to: path)
     }
 
-    public func write(to path: String) throws {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        let data = try e.encode(self)
-        try Self.writeAtomically(data, to: path)
-    }
-
     /// temp file + fsync + rename + fsync of the directory.
     static func writeAtomically(_ data: Data, to path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent

@@ -691,8 +691,6 @@ public final class Dataplane: @unchecked Sendable {
     /// The version of the routing table every worker has applied (the lowest).
     public var appliedRoutingVersion: UInt64 { workers.map(\.routingVersion).min() ?? 0 }
 
-    public var currentSpec: BalancerSpec { state.withLock { $0.spec } }
-
     /// Detaches XDP first (traffic goes back to the kernel), then stops the workers.
     public func stop() {
         guard !links.isEmpty || !workers.isEmpty else { return }
