@@ -1,28 +1,79 @@
-/* Benchmark programs (Bench/, `make bench`), not part of the product:
- *   bench_generate  run with BPF_F_TEST_XDP_LIVE_FRAMES: varies the UDP source port over
- *                   `flows` values and returns XDP_TX, so the frame really leaves
- *   bench_sink      on the receiving veth: counts and drops
- *   bench_reflect   the in-kernel reference: swap MACs, XDP_TX back */
+/* Benchmark programs (Bench/, `make bench`, `fulcrum-bench`), not part of the product:
+ *   bench_generate  run with BPF_F_TEST_XDP_LIVE_FRAMES: makes each frame one of `flows`
+ *                   flows (source port, and past 32,768 flows the source address in
+ *                   198.19.0.0/16), or with mode 1 a new flow every frame; XDP_TX, so the
+ *                   frame really leaves
+ *   bench_sink      on the client's veth: counts and drops IPv4 UDP, passes the rest
+ *                   (ARP, and TCP for the connection scenarios)
+ *   bench_reply     on the servers' veth: turns a UDP frame to port 9 into its reply
+ *                   (addresses, ports and MACs swapped), counts it, XDP_TX; passes the rest
+ *   bench_reflect   the in-kernel reference for MAT: swap MACs, XDP_TX back
+ *   bench_nat       the in-kernel ceiling for NAT: the same rewrite as Fulcrum's, stateless,
+ *                   both ways, bpf_redirect between the LB's two interfaces */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/udp.h>
+#include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 2); /* 0: generated, 1: sunk */
+    __uint(max_entries, 3); /* 0: generated, 1: sunk at the client, 2: answered by a server */
     __type(key, __u32);
     __type(value, __u64);
 } bench_counts SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, __u32); /* 0: flows, 1: mode (0 = cycle over the flows, 1 = every frame new) */
+} bench_config SEC(".maps");
+
+/* bench_nat's one entry: the VIP, three nodes, ports, and both sides' interfaces and MACs,
+ * addresses and ports in network order. */
+struct bench_nat_config {
+    __u32 vip;
+    __u32 nodes[3];
+    __u16 vport, nport;
+    __u32 ifindex_client, ifindex_nodes;
+    __u8 mac_client[8], mac_lb_client[8], mac_lb_nodes[8], mac_nodes[8];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
-    __type(value, __u32); /* flows */
-} bench_config SEC(".maps");
+    __type(value, struct bench_nat_config);
+} bench_nat_config SEC(".maps");
+
+static __always_inline void ip_checksum(struct iphdr *ip)
+{
+    ip->check = 0;
+    __u16 *words = (void *)ip;
+    __u32 sum = 0;
+#pragma unroll
+    for (int i = 0; i < 10; i++)
+        sum += words[i];
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    ip->check = (__u16)~sum;
+}
+
+/* RFC 1624 incremental update of a UDP checksum for a changed 32-bit word; 0 (none) stays 0. */
+static __always_inline void udp_checksum_replace(struct udphdr *udp, __u32 from, __u32 to)
+{
+    if (!udp->check)
+        return;
+    __u32 sum = (__u16)~udp->check;
+    sum += (__u16)~(from & 0xFFFF) + (__u16)~(from >> 16);
+    sum += (to & 0xFFFF) + (to >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    udp->check = (__u16)~sum ? (__u16)~sum : 0xFFFF;
+}
 
 static __always_inline __u64 bump(__u32 index)
 {
@@ -42,12 +93,20 @@ int bench_generate(struct xdp_md *ctx)
     struct udphdr *udp = (void *)(ip + 1);
     if ((void *)(udp + 1) > end)
         return XDP_DROP;
-    __u32 zero = 0;
+    __u32 zero = 0, one = 1;
     __u32 *flows = bpf_map_lookup_elem(&bench_config, &zero);
+    __u32 *mode = bpf_map_lookup_elem(&bench_config, &one);
     __u64 n = bump(0);
     __u32 f = flows && *flows ? *flows : 1;
-    udp->source = bpf_htons(1024 + (__u16)(n % f));
+    __u32 k = mode && *mode == 1 ? (__u32)(n & 0x7FFFFFFF) : (__u32)(n % f);
+    udp->source = bpf_htons(1024 + (__u16)(k & 0x7FFF));
     udp->check = 0; /* IPv4 allows no UDP checksum; the port can change freely */
+    /* Past 32,768 flows the source address varies too, over 198.19.0.0/16 (the LB
+     * routes it back to the client's namespace). */
+    if (k >> 15) {
+        ip->saddr = bpf_htonl(0xC6130000u | (k >> 15));
+        ip_checksum(ip);
+    }
     return XDP_TX;
 }
 
@@ -69,23 +128,53 @@ int bench_syn_flood(struct xdp_md *ctx)
     __u64 n = bump(0);
     ports[0] = bpf_htons(1024 + (__u16)(n & 0x7FFF));
     ip->saddr = bpf_htonl(0xC6130000u | (__u32)((n >> 15) & 0xFFFF));
-    ip->check = 0;
-    __u16 *words = (void *)ip;
-    __u32 sum = 0;
-#pragma unroll
-    for (int i = 0; i < 10; i++)
-        sum += words[i];
-    sum = (sum & 0xFFFF) + (sum >> 16);
-    sum = (sum & 0xFFFF) + (sum >> 16);
-    ip->check = (__u16)~sum;
+    ip_checksum(ip);
     return XDP_TX;
 }
 
 SEC("xdp")
 int bench_sink(struct xdp_md *ctx)
 {
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != IPPROTO_UDP)
+        return XDP_PASS;
     bump(1);
     return XDP_DROP;
+}
+
+static __always_inline void swap_macs(struct ethhdr *eth)
+{
+    __u8 tmp[6];
+    __builtin_memcpy(tmp, eth->h_dest, 6);
+    __builtin_memcpy(eth->h_dest, eth->h_source, 6);
+    __builtin_memcpy(eth->h_source, tmp, 6);
+}
+
+SEC("xdp")
+int bench_reply(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *udp = (void *)(ip + 1);
+    if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
+        ip->protocol != IPPROTO_UDP || udp->dest != bpf_htons(9))
+        return XDP_PASS;
+    bump(2);
+    swap_macs(eth);
+    __u32 a = ip->saddr;
+    ip->saddr = ip->daddr;
+    ip->daddr = a;
+    __u16 p = udp->source;
+    udp->source = udp->dest;
+    udp->dest = p;
+    ip->ttl = 64;
+    ip_checksum(ip);
+    return XDP_TX;
 }
 
 SEC("xdp")
@@ -96,11 +185,51 @@ int bench_reflect(struct xdp_md *ctx)
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end)
         return XDP_DROP;
-    __u8 tmp[6];
-    __builtin_memcpy(tmp, eth->h_dest, 6);
-    __builtin_memcpy(eth->h_dest, eth->h_source, 6);
-    __builtin_memcpy(eth->h_source, tmp, 6);
+    swap_macs(eth);
     return XDP_TX;
+}
+
+SEC("xdp")
+int bench_nat(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *udp = (void *)(ip + 1);
+    __u32 zero = 0;
+    struct bench_nat_config *c = bpf_map_lookup_elem(&bench_nat_config, &zero);
+    if (!c || (void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
+        ip->protocol != IPPROTO_UDP)
+        return XDP_PASS;
+    if (ctx->ingress_ifindex == c->ifindex_client && ip->daddr == c->vip && udp->dest == c->vport) {
+        /* To a node: the node by a hash of the client's address and port. */
+        __u32 pick = ((ip->saddr * 2654435761u) ^ udp->source) % 3;
+        __u32 node = pick == 0 ? c->nodes[0] : pick == 1 ? c->nodes[1] : c->nodes[2];
+        udp_checksum_replace(udp, ip->daddr, node);
+        udp_checksum_replace(udp, udp->dest, c->nport);
+        ip->daddr = node;
+        udp->dest = c->nport;
+        ip->ttl--;
+        ip_checksum(ip);
+        __builtin_memcpy(eth->h_source, c->mac_lb_nodes, 6);
+        __builtin_memcpy(eth->h_dest, c->mac_nodes, 6);
+        return bpf_redirect(c->ifindex_nodes, 0);
+    }
+    if (ctx->ingress_ifindex == c->ifindex_nodes && udp->source == c->nport &&
+        (ip->saddr == c->nodes[0] || ip->saddr == c->nodes[1] || ip->saddr == c->nodes[2])) {
+        /* A reply: from the VIP again. */
+        udp_checksum_replace(udp, ip->saddr, c->vip);
+        udp_checksum_replace(udp, udp->source, c->vport);
+        ip->saddr = c->vip;
+        udp->source = c->vport;
+        ip->ttl--;
+        ip_checksum(ip);
+        __builtin_memcpy(eth->h_source, c->mac_lb_client, 6);
+        __builtin_memcpy(eth->h_dest, c->mac_client, 6);
+        return bpf_redirect(c->ifindex_client, 0);
+    }
+    return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

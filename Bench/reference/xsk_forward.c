@@ -6,14 +6,16 @@
 //
 //   xsk_forward IFNAME SECONDS CPU
 //
-// Prints "ready" once the socket is bound, then "forwarded N dropped M" after SECONDS
-// (M: frames the kernel could not queue, from XDP_STATISTICS).
+// Prints "ready" once the socket is bound, then "forwarded N dropped M" after SECONDS or
+// at SIGTERM (M: frames the kernel could not queue, from XDP_STATISTICS), and removes its
+// socket and XDP program either way.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/if_link.h>
 #include <linux/if_xdp.h>
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,9 @@
 #define BATCH 64
 
 static struct xsk_ring_prod fill, tx;
+static volatile sig_atomic_t stop;
+
+static void on_term(int sig) { (void)sig; stop = 1; }
 static struct xsk_ring_cons comp, rx;
 
 // Completed transmissions go straight back to the fill ring.
@@ -55,6 +60,7 @@ int main(int argc, char **argv) {
 		return 2;
 	}
 	const char *ifname = argv[1];
+	signal(SIGTERM, on_term);
 	double seconds = atof(argv[2]);
 	cpu_set_t cpus;
 	CPU_ZERO(&cpus);
@@ -87,7 +93,7 @@ int main(int argc, char **argv) {
 	double deadline = now() + seconds;
 	unsigned loops = 0;
 	for (;;) {
-		if ((++loops & 1023) == 0 && now() >= deadline) break;
+		if ((++loops & 1023) == 0 && (stop || now() >= deadline)) break;
 		recycle();
 		__u32 ri;
 		__u32 n = xsk_ring_cons__peek(&rx, BATCH, &ri);

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import ArgumentParser
 import BenchScenarios
 import FulcrumCore
@@ -7,7 +10,105 @@ struct FulcrumBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fulcrum-bench",
         abstract: "Fulcrum's benchmark runner. Figures are printed beside a reference measured in the same run.",
-        subcommands: [Core.self, Forward.self, Control.self, API.self, Checks.self, Flood.self])
+        discussion: """
+            Against the peers (each builds and removes its own namespaces, 198.18.0.0/15 only; needs root):
+              mat, nat, new-flows, connections, latency, and all of them in one run: `all`.
+            Fulcrum's own costs: core (no I/O), forward, control, api, checks.
+            """,
+        subcommands: [All.self, MAT.self, NAT.self, NewFlows.self, Connections.self, Latency.self,
+                      Core.self, Forward.self, Control.self, API.self, Checks.self, Flood.self])
+}
+
+/// What every scenario against the peers takes.
+struct PeerOptions: ParsableArguments {
+    @Flag(help: "Each scenario briefly: one run, short measurements, one point each (the CI smoke run).") var quick = false
+    @Flag(help: "Print the report as JSON (schema fulcrum-bench/1, Docs/BENCHMARKS.md) instead of the table.") var json = false
+    @Option(help: "Runs per system and point, interleaved with the other systems' (default 3; 1 with --quick).") var runs: Int?
+    @Option(help: "Seconds per measurement (default 2; 0.5 with --quick; wrk takes whole seconds).") var seconds: Double?
+    @Option(parsing: .upToNextOption, help: "Flow counts for mat and nat, 1…1,000,000 (default 1000 1000000; 1000 with --quick).")
+    var flows: [Int] = []
+    @Option(parsing: .upToNextOption, help: "Offered request rates for latency, per second (default 1000 5000; 1000 with --quick).")
+    var rates: [Double] = []
+    @Option(help: "Fulcrum's flow table in new-flows (entries).") var newFlowsTable = 65536
+    @Option(help: "CPU for the generator, clients and servers.") var clientCPU = 0
+    @Option(help: "CPU for the load balancer under test (the Fulcrum worker, HAProxy, nftables' softirq).") var lbCPU = 1
+    @Option(help: "Where report.json and the charts go.") var output = ".build/bench-results"
+    @Option(help: "The repository root (scripts, BPF objects, the C forwarder).") var root = "."
+
+    func validate() throws {
+        guard flows.allSatisfy({ $0 >= 1 && $0 <= 1_000_000 }) else { throw ValidationError("--flows: each in 1…1000000") }
+        guard rates.allSatisfy({ $0 > 0 && $0 <= 100_000 }) else { throw ValidationError("--rates: each in (0, 100000]") }
+        guard (runs ?? 1) >= 1 && (runs ?? 1) <= 20, (seconds ?? 1) > 0 && (seconds ?? 1) <= 60 else {
+            throw ValidationError("--runs in 1…20, --seconds in (0, 60]")
+        }
+        guard newFlowsTable >= 1024 else { throw ValidationError("--new-flows-table: at least 1024") }
+        guard getuid() == 0 else { throw ValidationError("needs root: it creates network namespaces and attaches XDP programs") }
+    }
+
+    func run(_ scenarios: [String]) throws {
+        var o = PeerBenchmark.Options()
+        o.quick = quick
+        o.runs = runs ?? (quick ? 1 : 3)
+        o.seconds = seconds ?? (quick ? 0.5 : 2)
+        o.flows = flows.isEmpty ? (quick ? [1000] : [1000, 1_000_000]) : flows
+        o.rates = rates.isEmpty ? (quick ? [1000] : [1000, 5000]) : rates
+        o.newFlowsTable = newFlowsTable
+        o.clientCPU = clientCPU
+        o.lbCPU = lbCPU
+        o.root = root
+        let command = (["fulcrum-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+        var report = try PeerBenchmark(options: o).run(scenarios: scenarios, command: command)
+        try report.write(to: output)
+        if json {
+            print(try report.json())
+        } else {
+            report.printTables()
+            print("")
+            print("report: \(output)/report.json")
+        }
+    }
+}
+
+struct All: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Every scenario against the peers: mat, nat, new-flows, connections, latency (about 6 minutes; --quick: under 1).")
+    @OptionGroup var options: PeerOptions
+    func run() throws { try options.run(PeerBenchmark.scenarioNames) }
+}
+
+struct MAT: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mat", abstract: "MAT forwarding of 60-byte UDP: Fulcrum, the in-kernel XDP_TX ceiling, the plain C AF_XDP forwarder.")
+    @OptionGroup var options: PeerOptions
+    func run() throws { try options.run(["mat"]) }
+}
+
+struct NAT: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nat", abstract: "NAT both ways (replies through the LB): Fulcrum, an in-kernel XDP NAT, nftables DNAT.")
+    @OptionGroup var options: PeerOptions
+    func run() throws { try options.run(["nat"]) }
+}
+
+struct NewFlows: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "new-flows", abstract: "Every frame a new flow, past the flow table's capacity: Fulcrum, XDP NAT, nftables DNAT.")
+    @OptionGroup var options: PeerOptions
+    func run() throws { try options.run(["new-flows"]) }
+}
+
+struct Connections: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "TCP connections a second through the VIP (wrk, Connection: close): Fulcrum NAT, nftables DNAT, HAProxy, direct.")
+    @OptionGroup var options: PeerOptions
+    func run() throws { try options.run(["connections"]) }
+}
+
+struct Latency: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Request round-trip percentiles at fixed offered rates: Fulcrum NAT, nftables DNAT, HAProxy, direct.")
+    @OptionGroup var options: PeerOptions
+    func run() throws { try options.run(["latency"]) }
 }
 
 struct Core: ParsableCommand {
@@ -213,18 +314,4 @@ struct Flood: ParsableCommand {
 func fmt(_ v: Double) -> String {
     let scaled = (v * 100).rounded() / 100
     return String(scaled)
-}
-
-func printTable(_ rows: [[String]]) {
-    let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
-    for (i, row) in rows.enumerated() {
-        print(row.enumerated().map { c, cell in
-            c == 0 ? cell.padding(widths[c]) : String(repeating: " ", count: widths[c] - cell.count) + cell
-        }.joined(separator: "  "))
-        if i == 0 { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
-    }
-}
-
-extension String {
-    func padding(_ width: Int) -> String { self + String(repeating: " ", count: max(0, width - count)) }
 }

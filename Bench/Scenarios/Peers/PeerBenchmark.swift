@@ -1,0 +1,444 @@
+import FulcrumBPF
+import FulcrumCore
+import FulcrumDataplane
+import FulcrumTestSupport
+import Foundation
+import Histogram
+
+/// The scenarios of `fulcrum-bench mat|nat|new-flows|connections|latency|all`: Fulcrum
+/// and the systems a user would pick instead, on one topology (`PeerTopology`), on the
+/// same cores, one at a time, with the runs of all systems interleaved.
+public struct PeerBenchmark {
+    public struct Options: Sendable {
+        public var quick = false
+        public var runs = 3
+        public var seconds = 2.0
+        /// Flow counts for mat and nat.
+        public var flows = [1000, 1_000_000]
+        /// Fulcrum's flow table in new-flows, small enough to fill in the first second.
+        public var newFlowsTable = 65536
+        public var wrkConnections = 32
+        public var latencyConnections = 16
+        public var rates: [Double] = [1000, 5000]
+        public var clientCPU = 0
+        public var lbCPU = 1
+        public var root = "."
+        public init() {}
+    }
+
+    public static let scenarioNames = ["mat", "nat", "new-flows", "connections", "latency"]
+
+    public var options: Options
+    public init(options: Options) { self.options = options }
+
+    /// One system under test: how it goes on the LB and comes off again.
+    struct System {
+        var name: String
+        var label: String
+        var role: String
+        var configuration: String
+        /// Why it does not take part (not-applicable or unavailable), if it does not.
+        var absent: (status: String, reason: String)?
+        var setUp: () throws -> () -> Void = { {} }
+    }
+
+    final class Accumulator {
+        var results: [BenchReport.SystemResult] = []
+
+        func add(_ system: System, parameter: String, run: BenchReport.Run) {
+            if let i = results.firstIndex(where: { $0.system == system.name && $0.parameter == parameter }) {
+                results[i].runs.append(run)
+            } else {
+                var r = result(system, parameter: parameter, status: "ran")
+                r.runs = [run]
+                results.append(r)
+            }
+        }
+
+        func absent(_ system: System, parameter: String) {
+            guard !results.contains(where: { $0.system == system.name && $0.parameter == parameter }) else { return }
+            var r = result(system, parameter: parameter, status: system.absent!.status)
+            r.reason = system.absent!.reason
+            results.append(r)
+        }
+
+        func result(_ s: System, parameter: String, status: String) -> BenchReport.SystemResult {
+            BenchReport.SystemResult(system: s.name, label: s.label, role: s.role, status: status, configuration: s.configuration,
+                                     parameter: parameter)
+        }
+    }
+
+    public func run(scenarios: [String], command: String) throws -> BenchReport {
+        let topology = try PeerTopology(root: options.root, clientCPU: options.clientCPU, lbCPU: options.lbCPU)
+        defer { topology.down() }
+        var report = BenchReport(command: command, started: ISO8601DateFormatter().string(from: Date()),
+                                 machine: .current(clientCPU: options.clientCPU, lbCPU: options.lbCPU),
+                                 quick: options.quick, runs: options.runs)
+        let progress = Progress()
+        progress.total = scenarios.reduce(0) { $0 + steps($1) }
+        for name in scenarios {
+            var scenario: BenchReport.Scenario
+            switch name {
+            case "mat": scenario = try mat(topology, progress)
+            case "nat": scenario = try nat(topology, progress, newFlows: false)
+            case "new-flows": scenario = try nat(topology, progress, newFlows: true)
+            case "connections": scenario = try tcp(topology, progress, latency: false)
+            case "latency": scenario = try tcp(topology, progress, latency: true)
+            default: throw Testbed.Failure(description: "no scenario \(name)")
+            }
+            for i in scenario.results.indices { scenario.results[i].summarize() }
+            report.scenarios.append(scenario)
+        }
+        progress.done()
+        return report
+    }
+
+    func steps(_ scenario: String) -> Int {
+        switch scenario {
+        case "mat", "nat": return options.runs * options.flows.count * 3
+        case "new-flows": return options.runs * 3
+        case "connections": return options.runs * 4
+        default: return options.runs * options.rates.count * 4
+        }
+    }
+
+    /// A warm-up, then the measured offer: flows inserted and pages touched first.
+    func measureUDP(_ t: PeerTopology, _ frame: [UInt8], flows: Int, newFlows: Bool = false) throws -> PeerTopology.Offered {
+        _ = try t.offer(frame, flows: flows, newFlows: newFlows, seconds: min(0.5, options.seconds / 2))
+        return try t.offer(frame, flows: flows, newFlows: newFlows, seconds: options.seconds)
+    }
+
+    static func mpps(_ n: UInt64, _ seconds: Double) -> Double { Double(n) / seconds / 1e6 }
+
+    // MARK: - mat
+
+    func mat(_ t: PeerTopology, _ progress: Progress) throws -> BenchReport.Scenario {
+        var scenario = BenchReport.Scenario(
+            name: "mat", title: "MAT (MAC rewrite, direct server return): 60-byte UDP forwarded, one worker",
+            unit: "Mpps", higherIsBetter: true,
+            topology: "client [c0] ── [eth-c] LB: frames to VIP \(PeerTopology.matVIP):9 go back out of eth-c to the node's MAC (the client's own veth, where an XDP sink counts them)")
+        let forwarder = options.root + "/.build/bench/xsk_forward"
+        let lbCPU = options.lbCPU
+        let systems = [
+            System(name: "xdp", label: "in-kernel XDP_TX, MAC rewrite", role: "ceiling",
+                   configuration: "bench_reflect on eth-c: destination MAC = the node's, XDP_TX; no state") {
+                let links = try t.attachBench("bench_reflect", to: ["eth-c"])
+                return { for l in links { l.detach() } }
+            },
+            System(name: "c-afxdp", label: "plain C AF_XDP forwarder", role: "reference",
+                   configuration: "Bench/reference/xsk_forward.c on eth-c queue 0, CPU \(lbCPU): MAC swap, no decision",
+                   absent: access(forwarder, X_OK) == 0 ? nil : ("unavailable", "\(forwarder) not built (make bench builds it)")) {
+                let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", t.lb, forwarder, "eth-c", "3600", "\(lbCPU)"],
+                                             capture: true)
+                var line = child.readLine()
+                while let l = line, l != "ready" { line = child.readLine() }
+                guard line == "ready" else {
+                    child.signal(SIGKILL)
+                    _ = child.wait()
+                    throw Testbed.Failure(description: "xsk_forward did not start: \(child.readAll())")
+                }
+                return {
+                    // SIGTERM: it removes its XDP program (libxdp's) before it exits.
+                    child.signal(SIGTERM)
+                    _ = child.readAll()
+                    _ = child.wait()
+                }
+            },
+            System(name: "fulcrum", label: "Fulcrum MAT, 1 worker", role: "fulcrum",
+                   configuration: "one group, VIP \(PeerTopology.matVIP) udp/9, Maglev, one node; 1 worker on CPU \(lbCPU), flow table 1M") {
+                let group = GroupSpec(name: "bench-mat", vip: PeerTopology.matVIP, proto: IPProtocol.udp, ports: [9], method: .mat,
+                                      scheduler: .maglev,
+                                      nodes: [NodeSpec(address: PeerTopology.client, weight: 1, mac: t.macs["c0"]!)])
+                let d = try t.fulcrum([group], interfaces: ["eth-c"], flowTable: 1 << 20)
+                return {
+                    d.stop()
+                    t.dataplane = nil
+                }
+            },
+            System(name: "nftables", label: "nftables", role: "peer", configuration: "-",
+                   absent: ("not-applicable", "nftables has no MAC-rewrite (direct server return) forwarding; it is measured in nat")),
+            System(name: "haproxy", label: "HAProxy", role: "peer", configuration: "-",
+                   absent: ("not-applicable", "a proxy terminates connections; it cannot forward with the client's packets untouched")),
+        ]
+        let frame = t.frame(to: PeerTopology.matVIP)
+        let acc = Accumulator()
+        for run in 1...options.runs {
+            for flows in options.flows {
+                for s in systems {
+                    guard s.absent == nil else { acc.absent(s, parameter: "flows=\(flows)"); continue }
+                    progress.say("mat: \(s.name), \(flows) flows, run \(run)/\(options.runs)")
+                    let tearDown = try s.setUp()
+                    defer { tearDown() }
+                    let o = try measureUDP(t, frame, flows: flows)
+                    acc.add(s, parameter: "flows=\(flows)", run: udpRun(o))
+                }
+            }
+        }
+        scenario.results = acc.results
+        scenario.notes = [
+            workersNote(),
+            "the generator's ceiling is its own offered rate (the offered column): BPF_PROG_TEST_RUN live frames from one CPU; a system cannot forward more than is offered",
+            "past 32,768 flows the generator varies the source address as well as the port (198.19.0.0/16)",
+        ]
+        return scenario
+    }
+
+    func workersNote() -> String {
+        let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        return "workers: 1. This machine has \(cpus) CPUs: the generator takes CPU \(options.clientCPU) and the load balancer CPU \(options.lbCPU); a second worker needs a CPU (and a generator) of its own" + (cpus > 2 ? "; multi-worker rows are not implemented in this runner yet" : "")
+    }
+
+    func udpRun(_ o: PeerTopology.Offered, extra: [String: Double] = [:]) -> BenchReport.Run {
+        BenchReport.Run(value: Self.mpps(o.delivered, o.seconds), offered: Self.mpps(o.offered, o.seconds),
+                        delivered: Self.mpps(o.delivered, o.seconds),
+                        dropped: Self.mpps(o.offered > o.delivered ? o.offered - o.delivered : 0, o.seconds), errors: nil,
+                        seconds: o.seconds, extra: extra)
+    }
+
+    // MARK: - nat and new-flows
+
+    func nat(_ t: PeerTopology, _ progress: Progress, newFlows: Bool) throws -> BenchReport.Scenario {
+        let name = newFlows ? "new-flows" : "nat"
+        var scenario = BenchReport.Scenario(
+            name: name,
+            title: newFlows ? "every frame a new flow, NAT both ways: round trips a second (each a new flow set up)"
+                            : "NAT both ways: 60-byte UDP round trips a second (each two frames through the LB), one worker",
+            unit: "M round trips/s", higherIsBetter: true,
+            topology: "client [c0] ── [eth-c] LB [eth-n] ── [s0] servers: VIP \(PeerTopology.vip):9 to three nodes 198.18.2.11-13:9, whose XDP reflector answers each frame; the reply crosses the LB back to the client's XDP sink")
+        let lbCPU = options.lbCPU
+        let table = newFlows ? options.newFlowsTable : 1 << 20
+        let systems = [
+            System(name: "xdp", label: "in-kernel XDP NAT, redirect", role: "ceiling",
+                   configuration: "bench_nat on eth-c and eth-n: the same address and port rewrite with incremental checksums, node by a hash, bpf_redirect; stateless (no flow table)") {
+                try t.configureNATCeiling()
+                let links = try t.attachBench("bench_nat", to: ["eth-c", "eth-n"])
+                return { for l in links { l.detach() } }
+            },
+            System(name: "nftables", label: "nftables DNAT, kernel forwarding", role: "peer",
+                   configuration: "ip daddr VIP udp dport 9 dnat to numgen inc mod 3 map {0: n1, 1: n2, 2: n3}; conntrack; ip_forward=1; RPS to CPU \(lbCPU); xdp_pass on both veths") {
+                let links = try t.attachPass()
+                try t.nftables(true)
+                return {
+                    try? t.nftables(false)
+                    for l in links { l.detach() }
+                }
+            },
+            System(name: "fulcrum", label: "Fulcrum NAT, 1 worker", role: "fulcrum",
+                   configuration: "one group, VIP udp/9, Maglev, three nodes :9; 1 worker on CPU \(lbCPU), flow table \(table)") {
+                let d = try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.udp, port: 9, nodePort: 9),
+                                      interfaces: ["eth-c", "eth-n"], flowTable: table)
+                return {
+                    d.stop()
+                    t.dataplane = nil
+                }
+            },
+            System(name: "c-afxdp", label: "plain C AF_XDP forwarder", role: "reference", configuration: "-",
+                   absent: ("not-applicable", "it swaps MACs on one interface: no NAT and no second interface (its figure is in mat)")),
+            System(name: "haproxy", label: "HAProxy", role: "peer", configuration: "-",
+                   absent: ("not-applicable", "HAProxy proxies TCP and HTTP; it does not forward UDP datagrams")),
+        ]
+        let frame = t.frame(to: PeerTopology.vip)
+        let acc = Accumulator()
+        let flowCounts = newFlows ? [0] : options.flows
+        for run in 1...options.runs {
+            for flows in flowCounts {
+                let parameter = newFlows ? "new flows" : "flows=\(flows)"
+                for s in systems {
+                    guard s.absent == nil else { acc.absent(s, parameter: parameter); continue }
+                    progress.say("\(name): \(s.name)\(newFlows ? "" : ", \(flows) flows"), run \(run)/\(options.runs)")
+                    var extra: [String: Double] = [:]
+                    let tearDown = try s.setUp()
+                    defer { tearDown() }
+                    var o = try measureUDP(t, frame, flows: max(1, flows), newFlows: newFlows)
+                    if newFlows, s.name == "fulcrum", let d = t.dataplane {
+                        // Past capacity: a second measurement, with the table full from the
+                        // first. Memory before and after it, and the fallbacks during it.
+                        let before = (rss: ForwardingBenchmark.rssMiB() ?? 0, full: d.snapshot().global[.flowTableFull] ?? 0)
+                        let more = try t.offer(frame, flows: 1, newFlows: true, seconds: options.seconds)
+                        let after = (rss: ForwardingBenchmark.rssMiB() ?? 0, full: d.snapshot().global[.flowTableFull] ?? 0)
+                        extra["rss_mib_table_full_start"] = before.rss
+                        extra["rss_mib_table_full_end"] = after.rss
+                        extra["fallbacks_while_full"] = Double(after.full - before.full)
+                        o = PeerTopology.Offered(offered: o.offered + more.offered, delivered: o.delivered + more.delivered,
+                                                 answered: o.answered + more.answered, seconds: o.seconds + more.seconds)
+                    }
+                    extra["answered_mpps"] = Self.mpps(o.answered, o.seconds)
+                    if s.name == "nftables", let c = t.conntrackCount { extra["conntrack_entries"] = c }
+                    if s.name == "fulcrum", let snap = t.dataplane?.snapshot() {
+                        extra["flow_table_entries"] = Double(snap.flows)
+                        extra["flow_table_capacity"] = Double(table)
+                        extra["flow_table_full_fallbacks"] = Double(snap.global[.flowTableFull] ?? 0)
+                    }
+                    acc.add(s, parameter: parameter, run: udpRun(o, extra: extra))
+                }
+            }
+        }
+        scenario.results = acc.results
+        scenario.notes = [workersNote(),
+                          "IPVS is not in this kernel (no ip_vs module), so the kernel peer is nftables DNAT, what users reach for without it",
+                          "nftables' work runs in softirq on CPU \(lbCPU) (RPS on both LB veths), the CPU the Fulcrum worker has"]
+        if newFlows {
+            scenario.notes.append("every frame has a new source port and address (2^31 distinct); Fulcrum's flow table holds \(table) entries, so it is full within the first second: past that it forwards by consistent hash and counts flow_table_full_fallbacks. Fulcrum's runs are measured twice over, the second time with the table full from the start: rss_mib_table_full_start/end are the benchmark process's resident memory (it holds the data plane) around that second half, and fallbacks_while_full what it counted meanwhile")
+        } else {
+            scenario.notes.append("the generator's own ceiling is the offered column; the servers' reflector and the client's sink run in softirq on the CPU that sent to them")
+        }
+        return scenario
+    }
+
+    // MARK: - connections and latency
+
+    func tcp(_ t: PeerTopology, _ progress: Progress, latency: Bool) throws -> BenchReport.Scenario {
+        let name = latency ? "latency" : "connections"
+        var scenario = BenchReport.Scenario(
+            name: name,
+            title: latency ? "HTTP request round trips on kept-alive connections at fixed offered rates (HDR histogram)"
+                           : "TCP connections a second: connect, request, response, close (wrk, Connection: close)",
+            unit: latency ? "ms" : "connections/s", higherIsBetter: !latency,
+            topology: "client [c0] ── [eth-c] LB [eth-n] ── [s0] servers: wrk or the latency client on CPU \(options.clientCPU) to VIP \(PeerTopology.vip):80; three HTTP servers (HAProxy answering 200) on 198.18.2.11-13:8080, on CPU \(options.clientCPU)")
+        let lbCPU = options.lbCPU
+        let servers = try t.haproxy(PeerTopology.serversConfig(cpu: options.clientCPU), in: t.sv, name: "servers",
+                                    listening: ":8080")
+        defer {
+            servers.signal(SIGKILL)
+            servers.wait()
+        }
+        let systems = [
+            System(name: "direct", label: "no load balancer (routed)", role: "reference",
+                   configuration: "the client to node 198.18.2.11:8080 directly, routed by the LB's kernel (no balancing, no NAT)") {
+                let links = try t.attachPass()
+                return { for l in links { l.detach() } }
+            },
+            System(name: "nftables", label: "nftables DNAT, kernel forwarding", role: "peer",
+                   configuration: "tcp dport 80 dnat to numgen inc mod 3 map {…} : 8080; conntrack; RPS to CPU \(lbCPU)") {
+                let links = try t.attachPass()
+                try t.nftables(true)
+                return {
+                    try? t.nftables(false)
+                    for l in links { l.detach() }
+                }
+            },
+            System(name: "haproxy", label: "HAProxy, TCP mode", role: "peer",
+                   configuration: "haproxy \(Self.haproxyVersion()) mode tcp, nbthread 1, cpu-map CPU \(lbCPU), balance roundrobin over the three nodes") {
+                let links = try t.attachPass()
+                let child = try t.haproxy(PeerTopology.haproxyConfig(lbCPU: lbCPU), in: t.lb, name: "lb", listening: "198.18.1.20:80")
+                return {
+                    child.signal(SIGKILL)
+                    child.wait()
+                    for l in links { l.detach() }
+                }
+            },
+            System(name: "fulcrum", label: "Fulcrum NAT, 1 worker", role: "fulcrum",
+                   configuration: "one group, VIP tcp/80, Maglev, three nodes :8080; 1 worker on CPU \(lbCPU)") {
+                let d = try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.tcp, port: 80, nodePort: 8080),
+                                      interfaces: ["eth-c", "eth-n"], flowTable: 1 << 20)
+                return {
+                    d.stop()
+                    t.dataplane = nil
+                }
+            },
+        ].map { s -> System in
+            var s = s
+            if s.name == "haproxy" && !Self.haveHAProxy { s.absent = ("unavailable", "haproxy is not installed (make setup installs it)") }
+            return s
+        }
+        let acc = Accumulator()
+        let points: [Double] = latency ? options.rates : [0]
+        for run in 1...options.runs {
+            for rate in points {
+                for s in systems {
+                    let target = s.name == "direct" ? PeerTopology.nodes[0] : PeerTopology.vip
+                    let port: UInt16 = s.name == "direct" ? 8080 : 80
+                    if latency {
+                        for p in ["p50", "p99", "p99.9", "max"] where s.absent != nil {
+                            acc.absent(s, parameter: "\(Int(rate))/s \(p)")
+                        }
+                    } else if s.absent != nil {
+                        acc.absent(s, parameter: "c=\(options.wrkConnections)")
+                    }
+                    guard s.absent == nil else { continue }
+                    progress.say("\(name): \(s.name)\(latency ? " at \(Int(rate))/s" : ""), run \(run)/\(options.runs)")
+                    let tearDown = try s.setUp()
+                    defer { tearDown() }
+                    if latency {
+                        let r = try latencyRun(t, target: target, port: port, rate: rate)
+                        for (p, v) in r.percentiles {
+                            acc.add(s, parameter: "\(Int(rate))/s \(p)", run: BenchReport.Run(
+                                value: v, offered: rate, delivered: Double(r.completed) / r.seconds, dropped: nil,
+                                errors: Double(r.errors), seconds: r.seconds,
+                                extra: ["queued": Double(r.queued), "requests": Double(r.completed)]))
+                        }
+                    } else {
+                        acc.add(s, parameter: "c=\(options.wrkConnections)", run: try wrk(t, target: target, port: port))
+                    }
+                }
+            }
+        }
+        scenario.results = acc.results
+        scenario.notes = [workersNote(),
+                          "the client and the servers share CPU \(options.clientCPU); the direct row is a reference, not a bound: it is routed by the LB's kernel, which is work on CPU \(lbCPU) too",
+                          "MAT is not measured here: its servers answer the client directly, so the LB sees only one direction"]
+        if latency {
+            scenario.notes.append("a round trip is timed from the request's write to the end of its response; requests that waited for a free connection (queued) include the wait")
+        }
+        return scenario
+    }
+
+    static var haveHAProxy: Bool { access("/usr/sbin/haproxy", X_OK) == 0 }
+
+    static func haproxyVersion() -> String {
+        guard let (_, out) = try? ChildProcess.run(["/usr/sbin/haproxy", "-v"]) else { return "?" }
+        return out.split(separator: " ").dropFirst(2).first.map(String.init) ?? "?"
+    }
+
+    func wrk(_ t: PeerTopology, target: IPAddress, port: UInt16) throws -> BenchReport.Run {
+        let seconds = max(1, Int(options.seconds.rounded()))
+        let (status, out) = try ChildProcess.run([
+            "/usr/sbin/ip", "netns", "exec", t.cl, "taskset", "-c", "\(options.clientCPU)", "wrk", "-t1",
+            "-c\(options.wrkConnections)", "-d\(seconds)s", "-H", "Connection: close", "http://\(target):\(port)/",
+        ])
+        guard status == 0 else { throw Testbed.Failure(description: "wrk: \(out)") }
+        return try Self.parseWRK(out, seconds: Double(seconds))
+    }
+
+    /// wrk's summary: "Requests/sec: N", "Socket errors: connect a, read b, write c, timeout d",
+    /// "Non-2xx or 3xx responses: n", "N requests in Xs".
+    static func parseWRK(_ out: String, seconds: Double) throws -> BenchReport.Run {
+        var rate: Double?
+        var errors = 0.0
+        var requests: Double?
+        for line in out.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            if line.hasPrefix("Requests/sec:") { rate = Double(line.dropFirst("Requests/sec:".count).trimmingCharacters(in: .whitespaces)) }
+            if line.hasPrefix("Socket errors:") {
+                errors += line.split(whereSeparator: { !$0.isNumber }).compactMap { Double($0) }.reduce(0, +)
+            }
+            if line.hasPrefix("Non-2xx or 3xx responses:") { errors += Double(line.split(separator: " ").last ?? "") ?? 0 }
+            if line.contains(" requests in ") { requests = Double(line.split(separator: " ").first ?? "") }
+        }
+        guard let rate else { throw Testbed.Failure(description: "wrk printed no Requests/sec: \(out)") }
+        return BenchReport.Run(value: rate, offered: nil, delivered: requests, dropped: nil, errors: errors, seconds: seconds)
+    }
+
+    struct LatencyRun {
+        var percentiles: [(String, Double)]
+        var completed: Int
+        var errors: Int
+        var queued: Int
+        var seconds: Double
+    }
+
+    func latencyRun(_ t: PeerTopology, target: IPAddress, port: UInt16, rate: Double) throws -> LatencyRun {
+        let client = LatencyClient(target: target, port: port, connections: options.latencyConnections, rate: rate,
+                                   seconds: options.seconds)
+        // A short warm-up (connections made, flows in the tables), then the measurement.
+        _ = try Namespace.run(t.cl, cpu: options.clientCPU) {
+            try LatencyClient(target: target, port: port, connections: 4, rate: rate, seconds: 0.2).run()
+        }
+        let r = try Namespace.run(t.cl, cpu: options.clientCPU) { try client.run() }
+        let h = r.histogram
+        func ms(_ v: UInt64) -> Double { Double(v) / 1000 }
+        return LatencyRun(percentiles: [("p50", ms(h.valueAtPercentile(50))), ("p99", ms(h.valueAtPercentile(99))),
+                                        ("p99.9", ms(h.valueAtPercentile(99.9))), ("max", ms(h.max))],
+                          completed: r.completed, errors: r.errors, queued: r.queued, seconds: r.seconds)
+    }
+}
+

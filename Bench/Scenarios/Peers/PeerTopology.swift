@@ -1,0 +1,311 @@
+import CFulcrumBPF
+import FulcrumBPF
+import FulcrumCore
+import FulcrumDataplane
+import FulcrumTestSupport
+import Foundation
+import Logging
+
+/// The three namespaces of `Bench/testbed/peers-bench.sh` (client, load balancer,
+/// servers), the benchmark's BPF programs in them, and how each system under test is put
+/// on the load balancer and taken off again, so that every system runs on the same
+/// topology and cores, one at a time.
+final class PeerTopology: @unchecked Sendable {
+    let prefix: String
+    let script: String
+    let root: String
+    let clientCPU: Int
+    let lbCPU: Int
+    let macs: [String: MACAddress]
+    let lbIfindex: (client: Int32, nodes: Int32)
+    let object: BPFObject
+    let counts: BPFMap
+    let config: BPFMap
+    let generate: Int32
+    let clientIfindex: Int32
+    var links: [XDPLink] = []
+    /// The Fulcrum data plane while one is on the LB.
+    var dataplane: Dataplane?
+
+    static let vip = IPAddress("198.18.1.20")!
+    static let matVIP = IPAddress("198.18.1.10")!
+    static let client = IPAddress("198.18.0.2")!
+    static let nodes = ["198.18.2.11", "198.18.2.12", "198.18.2.13"].map { IPAddress($0)! }
+
+    var cl: String { prefix + "-cl" }
+    var lb: String { prefix + "-lb" }
+    var sv: String { prefix + "-sv" }
+
+    init(root: String, clientCPU: Int, lbCPU: Int) throws {
+        self.root = root
+        self.clientCPU = clientCPU
+        self.lbCPU = lbCPU
+        prefix = "flcpeer\(getpid())"
+        script = root + "/Bench/testbed/peers-bench.sh"
+        Self.removeLeftovers(script: script)
+        let (status, output) = try ChildProcess.run([script, "up", prefix, "\(lbCPU)"])
+        guard status == 0 else {
+            _ = try? ChildProcess.run([script, "down", prefix])
+            throw Testbed.Failure(description: "peers-bench.sh up failed: \(output)")
+        }
+        var macs: [String: MACAddress] = [:]
+        for line in output.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let mac = MACAddress(parts[1]) { macs[String(parts[0])] = mac }
+        }
+        self.macs = macs
+        guard macs.count == 4 else {
+            _ = try? ChildProcess.run([script, "down", prefix])
+            throw Testbed.Failure(description: "no MACs from peers-bench.sh: \(output)")
+        }
+        let prefix = self.prefix
+        do {
+            object = try BPFObject(path: BPFObject.locate(named: "bench.bpf.o", sourceRoot: root))
+            counts = try object.map("bench_counts")
+            config = try object.map("bench_config")
+            generate = try object.programFD("bench_generate")
+            let object = self.object
+            // The client counts what reaches it; the servers answer UDP to port 9.
+            let sink = try Namespace.run(prefix + "-cl") { () -> (XDPLink, Int32) in
+                (try XDPLink(programFD: try object.programFD("bench_sink"), interface: "c0", allowGenericFallback: false),
+                 try InterfaceInfo.index(of: "c0"))
+            }
+            clientIfindex = sink.1
+            links.append(sink.0)
+            links.append(try Namespace.run(prefix + "-sv") {
+                try XDPLink(programFD: try object.programFD("bench_reply"), interface: "s0", allowGenericFallback: false)
+            })
+            lbIfindex = try Namespace.run(prefix + "-lb") { (try InterfaceInfo.index(of: "eth-c"), try InterfaceInfo.index(of: "eth-n")) }
+        } catch {
+            _ = try? ChildProcess.run([script, "down", prefix])
+            throw error
+        }
+        // The LB knows the client's and the nodes' MACs before anything is measured.
+        for target in [Self.client] + Self.nodes {
+            _ = try? ChildProcess.run(["/usr/sbin/ip", "netns", "exec", lb, "ping", "-c1", "-W1", "\(target)"])
+        }
+    }
+
+    func down() {
+        for l in links { l.detach() }
+        links.removeAll()
+        _ = try? ChildProcess.run([script, "down", prefix])
+    }
+
+    static func removeLeftovers(script: String) {
+        guard let (_, list) = try? ChildProcess.run(["/usr/sbin/ip", "netns", "list"]) else { return }
+        var prefixes = Set<String>()
+        for line in list.split(separator: "\n") {
+            let name = line.split(separator: " ").first.map(String.init) ?? ""
+            guard name.hasPrefix("flcpeer"), let dash = name.lastIndex(of: "-") else { continue }
+            let prefix = String(name[..<dash])
+            if let pid = Int32(prefix.dropFirst("flcpeer".count)), kill(pid, 0) != 0 { prefixes.insert(prefix) }
+        }
+        for p in prefixes { _ = try? ChildProcess.run([script, "down", p]) }
+    }
+
+    // MARK: - Traffic
+
+    var generated: UInt64 { counts.sumPerCPU(UInt32(0)) }
+    var sunk: UInt64 { counts.sumPerCPU(UInt32(1)) }
+    var answered: UInt64 { counts.sumPerCPU(UInt32(2)) }
+
+    /// 60-byte UDP frames from the client to `vip`:9, through the LB's client side.
+    func frame(to vip: IPAddress) -> [UInt8] {
+        PacketBuilder.udpFrame(source: Self.client, destination: vip, sourcePort: 1024, destinationPort: 9,
+                               payload: [UInt8](repeating: 0x5A, count: 18), zeroChecksum: true,
+                               ethernetDestination: macs["eth-c"]!, ethernetSource: macs["c0"]!)
+    }
+
+    struct Offered {
+        var offered: UInt64
+        var delivered: UInt64
+        var answered: UInt64
+        var seconds: Double
+    }
+
+    /// Live frames out of the client for `seconds`: `flows` flows, or every frame a new one.
+    func offer(_ frame: [UInt8], flows: Int, newFlows: Bool = false, seconds: Double) throws -> Offered {
+        try config.update(UInt32(0), UInt32(flows))
+        try config.update(UInt32(1), UInt32(newFlows ? 1 : 0))
+        let (g0, s0, a0) = (generated, sunk, answered)
+        let program = generate, ifindex = clientIfindex
+        let elapsed = try Namespace.run(cl, cpu: clientCPU) { () -> Double in
+            let start = monotonic()
+            let deadline = start + seconds
+            var failure: Int32 = 0
+            frame.withUnsafeBytes { bytes in
+                while monotonic() < deadline {
+                    let r = fulcrum_prog_run_live_frames(program, bytes.baseAddress, UInt32(bytes.count), UInt32(ifindex), 50_000, 64)
+                    if r < 0 { failure = r; break }
+                }
+            }
+            if failure < 0 { throw SystemError("live frames", errno: -failure) }
+            return monotonic() - start
+        }
+        usleep(100_000)  // the last frames in flight
+        return Offered(offered: generated - g0, delivered: sunk - s0, answered: answered - a0, seconds: elapsed)
+    }
+
+    // MARK: - Putting systems on the LB
+
+    /// Attaches a program of the benchmark object to LB interfaces; returns the links.
+    func attachBench(_ program: String, to interfaces: [String]) throws -> [XDPLink] {
+        let object = self.object
+        return try Namespace.run(lb) {
+            try interfaces.map { try XDPLink(programFD: try object.programFD(program), interface: $0, allowGenericFallback: false) }
+        }
+    }
+
+    /// xdp_pass on both LB interfaces: the kernel does the work (nftables, HAProxy), and
+    /// veth still takes frames its peer sends with XDP_TX.
+    func attachPass() throws -> [XDPLink] {
+        let path = try BPFObject.locate(named: "xdp_pass.bpf.o", sourceRoot: root)
+        return try Namespace.run(lb) {
+            let object = try BPFObject(path: path)
+            let links = try ["eth-c", "eth-n"].map {
+                try XDPLink(programFD: try object.programFD("xdp_pass"), interface: $0, allowGenericFallback: false)
+            }
+            withExtendedLifetime(object) {}
+            return links
+        }
+    }
+
+    /// bench_nat's configuration: the VIP, the three nodes, ports, interfaces and MACs.
+    func configureNATCeiling() throws {
+        var bytes = [UInt8](repeating: 0, count: 60)
+        func put32(_ v: UInt32, at o: Int) { withUnsafeBytes(of: v) { for i in 0..<4 { bytes[o + i] = $0[i] } } }
+        func ip(_ a: IPAddress) -> UInt32 { UInt32(a.ipv4).bigEndian }
+        put32(ip(Self.vip), at: 0)
+        for (i, n) in Self.nodes.enumerated() { put32(ip(n), at: 4 + 4 * i) }
+        withUnsafeBytes(of: UInt16(9).bigEndian) { bytes[16] = $0[0]; bytes[17] = $0[1] }
+        withUnsafeBytes(of: UInt16(9).bigEndian) { bytes[18] = $0[0]; bytes[19] = $0[1] }
+        put32(UInt32(bitPattern: lbIfindex.client), at: 20)
+        put32(UInt32(bitPattern: lbIfindex.nodes), at: 24)
+        for (name, offset) in [("c0", 28), ("eth-c", 36), ("eth-n", 44), ("s0", 52)] {
+            let mac = macs[name]!.value
+            for i in 0..<6 { bytes[offset + i] = UInt8(truncatingIfNeeded: mac >> (40 - 8 * UInt64(i))) }
+        }
+        var value: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32,
+                    UInt32, UInt32) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &value) { $0.copyBytes(from: bytes) }
+        try object.map("bench_nat_config").update(UInt32(0), value)
+    }
+
+    static let nftablesRules = """
+        table ip fulcrum_bench {
+            chain prerouting {
+                type nat hook prerouting priority dstnat; policy accept;
+                ip daddr 198.18.1.20 udp dport 9 dnat to numgen inc mod 3 map { 0 : 198.18.2.11, 1 : 198.18.2.12, 2 : 198.18.2.13 }
+                ip daddr 198.18.1.20 tcp dport 80 dnat to numgen inc mod 3 map { 0 : 198.18.2.11, 1 : 198.18.2.12, 2 : 198.18.2.13 } : 8080
+            }
+        }
+        """
+
+    func nftables(_ on: Bool) throws {
+        if on {
+            let path = "/tmp/\(prefix)-nftables.conf"
+            try (Self.nftablesRules + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            let (status, output) = try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", lb, "nft", "-f", path])
+            guard status == 0 else { throw Testbed.Failure(description: "nft -f: \(output)") }
+        } else {
+            _ = try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", lb, "nft", "delete", "table", "ip", "fulcrum_bench"])
+        }
+    }
+
+    /// nf_conntrack_count in the LB's namespace.
+    var conntrackCount: Double? {
+        guard let (status, out) = try? ChildProcess.run(["/usr/sbin/ip", "netns", "exec", lb, "sysctl", "-n",
+                                                         "net.netfilter.nf_conntrack_count"]), status == 0 else { return nil }
+        return Double(out.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    static func haproxyConfig(lbCPU: Int) -> String {
+        """
+        global
+            nbthread 1
+            cpu-map 1/1 \(lbCPU)
+            maxconn 4096
+        defaults
+            mode tcp
+            timeout connect 2s
+            timeout client 10s
+            timeout server 10s
+        frontend vip
+            bind 198.18.1.20:80
+            default_backend nodes
+        backend nodes
+            balance roundrobin
+            server n1 198.18.2.11:8080
+            server n2 198.18.2.12:8080
+            server n3 198.18.2.13:8080
+        """
+    }
+
+    /// The real servers: HAProxy answering HTTP 200 on :8080 of the nodes' addresses, on
+    /// the client side's CPU (it is load, not the system under test).
+    static func serversConfig(cpu: Int) -> String {
+        """
+        global
+            nbthread 1
+            cpu-map 1/1 \(cpu)
+            maxconn 4096
+        defaults
+            mode http
+            timeout client 10s
+            timeout connect 2s
+            timeout server 10s
+            timeout http-keep-alive 10s
+        frontend web
+            bind :8080
+            http-request return status 200 content-type text/plain string "fulcrum-bench"
+        """
+    }
+
+    /// Starts HAProxy with `configuration` in namespace `ns`; returns once it listens.
+    func haproxy(_ configuration: String, in ns: String, name: String, listening address: String) throws -> ChildProcess {
+        let path = "/tmp/\(prefix)-\(name).cfg"
+        try (configuration + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", ns, "haproxy", "-db", "-f", path],
+                                     outputPath: "/tmp/\(prefix)-\(name).log")
+        let deadline = monotonic() + 5
+        while monotonic() < deadline {
+            if let (_, out) = try? ChildProcess.run(["/usr/sbin/ip", "netns", "exec", ns, "ss", "-Htln"]),
+               out.contains(address) { return child }
+            guard child.isRunning else { break }
+            usleep(20_000)
+        }
+        child.signal(SIGKILL)
+        _ = child.wait()
+        let log = (try? String(contentsOfFile: "/tmp/\(prefix)-\(name).log", encoding: .utf8)) ?? ""
+        throw Testbed.Failure(description: "haproxy (\(name)) did not listen on \(address): \(log)")
+    }
+
+    /// A Fulcrum data plane in the LB's namespace: MAT one-armed on eth-c, or NAT from eth-c
+    /// to the nodes on eth-n; one worker on the LB's CPU.
+    func fulcrum(_ groups: [GroupSpec], interfaces: [String], flowTable: Int) throws -> Dataplane {
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let options = DataplaneOptions(interfaces: interfaces, queues: 1, cores: [lbCPU], flowTableSize: flowTable)
+        let d = try Namespace.run(lb) { () -> Dataplane in
+            let d = try Dataplane(options: options, groups: groups, routes: [], logger: logger)
+            try d.start()
+            d.refreshRouting()
+            try d.setActive(true)
+            return d
+        }
+        dataplane = d
+        return d
+    }
+
+    static func natGroups(proto: UInt8, port: UInt16, nodePort: UInt16) -> [GroupSpec] {
+        [GroupSpec(name: "bench-nat", vip: vip, proto: proto, ports: [port], method: .nat, scheduler: .maglev,
+                   nodes: nodes.map { NodeSpec(address: $0, port: nodePort, weight: 1) }, interface: 1)]
+    }
+}
+
+func monotonic() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

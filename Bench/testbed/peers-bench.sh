@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Topology of `fulcrum-bench` scenarios mat, nat, new-flows, connections and latency:
+#
+#   PREFIX-cl [c0] ──veth── [eth-c] PREFIX-lb [eth-n] ──veth── [s0] PREFIX-sv
+#   198.18.0.2                198.18.0.1     198.18.2.1          198.18.2.11-13 (nodes)
+#   (the generator, wrk,      VIP 198.18.1.20 on lo for HAProxy;  (the UDP reflector,
+#    the latency client)      198.19.0.0/16 routed to the client) the HTTP servers)
+#
+# Only 198.18.0.0/15, only in these namespaces. The LB's receive processing (RPS) is on
+# LB_CPU, where the Fulcrum worker, HAProxy, and nftables' softirq work all run; the
+# client side runs on the other CPU. `down` removes everything (the caller traps it).
+set -euo pipefail
+cmd=${1:?usage: peers-bench.sh up|down PREFIX [LB_CPU]}
+P=${2:?prefix}
+if [ "$cmd" = down ]; then
+    for ns in "$P-cl" "$P-lb" "$P-sv"; do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    exit 0
+fi
+LB_CPU=${3:-1}
+"$0" down "$P"
+x() { ip netns exec "$@"; }
+for ns in cl lb sv; do
+    ip netns add "$P-$ns"
+    ip -n "$P-$ns" link set lo up
+done
+ip -n "$P-cl" link add c0 type veth peer name eth-c netns "$P-lb"
+ip -n "$P-sv" link add s0 type veth peer name eth-n netns "$P-lb"
+ip -n "$P-cl" addr add 198.18.0.2/24 dev c0
+ip -n "$P-lb" addr add 198.18.0.1/24 dev eth-c
+ip -n "$P-lb" addr add 198.18.2.1/24 dev eth-n
+ip -n "$P-lb" addr add 198.18.1.20/32 dev lo
+for i in 11 12 13; do ip -n "$P-sv" addr add 198.18.2.$i/24 dev s0; done
+ip -n "$P-cl" link set c0 up
+ip -n "$P-sv" link set s0 up
+ip -n "$P-lb" link set eth-c up
+ip -n "$P-lb" link set eth-n up
+# Finished checksums on the wire, as a NIC sends them (AF_XDP hands on raw bytes).
+x "$P-cl" ethtool -K c0 tx off >/dev/null
+x "$P-sv" ethtool -K s0 tx off >/dev/null
+ip -n "$P-cl" route add 198.18.1.0/24 via 198.18.0.1
+ip -n "$P-cl" route add 198.18.2.0/24 via 198.18.0.1
+ip -n "$P-sv" route add default via 198.18.2.1
+ip -n "$P-lb" route add 198.19.0.0/16 via 198.18.0.2
+x "$P-lb" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0
+for ns in cl lb sv; do
+    x "$P-$ns" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="10000 65000"
+done
+mask=$(printf '%x' $((1 << LB_CPU)))
+for i in eth-c eth-n; do x "$P-lb" sh -c "echo $mask > /sys/class/net/$i/queues/rx-0/rps_cpus"; done
+x "$P-lb" mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+for i in c0 s0; do
+    ns=$([ $i = c0 ] && echo cl || echo sv)
+    echo "$i $(ip -n "$P-$ns" -br link show $i | awk '{print $3}')"
+done
+for i in eth-c eth-n; do echo "$i $(ip -n "$P-lb" -br link show $i | awk '{print $3}')"; done
