@@ -6,7 +6,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 
 SWIFT        ?= swift
 DEB_PACKAGES := libbpf-dev libxdp-dev libelf-dev clang llvm iproute2 nftables pkg-config ethtool iputils-ping \
-                curl prometheus chromium python3-venv
+                curl prometheus chromium python3-venv haproxy wrk
 # From PyPI, in a virtualenv of the build tree: the API contract test's schemathesis.
 VENV         := .build/venv
 FUZZ_SECONDS ?= 60
@@ -67,7 +67,7 @@ demo: build
 
 ## test: everything CI runs — unit tests, the core suite under AddressSanitizer, a short
 ## fuzz run. Privileged tests skip without root unless FULCRUM_REQUIRE_PRIVILEGED=1.
-test: setup tools bpf test-unit test-asan
+test: setup tools bpf .build/bench/xsk_forward test-unit test-asan
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
 
 test-unit:
@@ -94,18 +94,19 @@ fuzz: setup
 	@mkdir -p .build/bench
 	clang -O2 -Wall -Werror -o $@ $< -lxdp -lbpf
 
-## bench: release build; FulcrumCore per-packet cost and one worker forwarding on veth,
-## each beside a reference measured in the same run, with a malloc counter
+## bench: release build; every scenario against the peers (table, .build/bench-results/report.json
+## and one SVG chart per scenario), then Fulcrum's own costs: FulcrumCore per packet with a malloc
+## counter, one worker against the C forwarder, the controller, the API, the health checker
 INTERPOSER = $$(find -L .build/release -name 'libMallocInterposerSwift.so' | head -1)
 bench: release .build/bench/xsk_forward
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || true
 	LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench core $(BENCH_ARGS)
 	@if [ "$$(id -u)" = 0 ]; then \
+	  .build/release/fulcrum-bench all --root $(CURDIR) $(PEER_ARGS) && \
 	  LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench forward --root $(CURDIR) $(FORWARD_ARGS) && \
 	  .build/release/fulcrum-bench control --root $(CURDIR) && \
 	  .build/release/fulcrum-bench api --root $(CURDIR) && \
 	  .build/release/fulcrum-bench checks --root $(CURDIR); \
-	else echo "bench: forwarding, control and API benchmarks skipped: need root (namespaces, XDP)"; fi
+	else echo "bench: the scenarios against the peers, forwarding, control and API benchmarks skipped: need root (namespaces, XDP)"; fi
 
 clean:
 	rm -rf .build .build-asan .build-fuzz

@@ -8,9 +8,9 @@
 #
 # Only 198.18.0.0/15, only in these namespaces. The LB's receive processing (RPS) is on
 # LB_CPU, where the Fulcrum worker, HAProxy, and nftables' softirq work all run; the
-# client side runs on the other CPU. `down` removes everything (the caller traps it).
+# client side (generator, wrk, latency client, servers, their TCP stacks) on CLIENT_CPU. `down` removes everything (the caller traps it).
 set -euo pipefail
-cmd=${1:?usage: peers-bench.sh up|down PREFIX [LB_CPU]}
+cmd=${1:?usage: peers-bench.sh up|down PREFIX [LB_CPU CLIENT_CPU]}
 P=${2:?prefix}
 if [ "$cmd" = down ]; then
     for ns in "$P-cl" "$P-lb" "$P-sv"; do
@@ -21,6 +21,7 @@ if [ "$cmd" = down ]; then
     exit 0
 fi
 LB_CPU=${3:-1}
+CLIENT_CPU=${4:-0}
 "$0" down "$P"
 x() { ip netns exec "$@"; }
 for ns in cl lb sv; do
@@ -49,8 +50,15 @@ x "$P-lb" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0
 for ns in cl lb sv; do
     x "$P-$ns" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="10000 65000"
 done
+# On veth the receiver's softirq runs on the CPU that sent the frame. RPS moves the
+# kernel's receive work to a fixed CPU on each side, so that the client's and servers'
+# TCP stacks stay on CLIENT_CPU whichever system transmits to them (XDP programs still
+# run where the frame was sent).
 mask=$(printf '%x' $((1 << LB_CPU)))
 for i in eth-c eth-n; do x "$P-lb" sh -c "echo $mask > /sys/class/net/$i/queues/rx-0/rps_cpus"; done
+mask=$(printf '%x' $((1 << CLIENT_CPU)))
+x "$P-cl" sh -c "echo $mask > /sys/class/net/c0/queues/rx-0/rps_cpus"
+x "$P-sv" sh -c "echo $mask > /sys/class/net/s0/queues/rx-0/rps_cpus"
 x "$P-lb" mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 for i in c0 s0; do
     ns=$([ $i = c0 ] && echo cl || echo sv)

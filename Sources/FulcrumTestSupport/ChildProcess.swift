@@ -45,8 +45,21 @@ public final class ChildProcess: @unchecked Sendable {
         }
         var cArgs = argv.map { strdup($0) } + [nil]
         defer { for p in cArgs { free(p) } }
+        // A child starts with no signal blocked and every handler at its default: a
+        // thread's mask is inherited across exec, and a test runner's or the daemon's
+        // signal handling must not keep SIGTERM from a peer it starts.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var child: pid_t = 0
-        let r = posix_spawnp(&child, argv[0], &actions, nil, &cArgs, environ)
+        let r = posix_spawnp(&child, argv[0], &actions, &attributes, &cArgs, environ)
         if outPipe[1] >= 0 { close(outPipe[1]) }
         if inPipe[0] >= 0 { close(inPipe[0]) }
         guard r == 0 else {

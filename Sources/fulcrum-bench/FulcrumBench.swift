@@ -24,7 +24,7 @@ struct PeerOptions: ParsableArguments {
     @Flag(help: "Each scenario briefly: one run, short measurements, one point each (the CI smoke run).") var quick = false
     @Flag(help: "Print the report as JSON (schema fulcrum-bench/1, Docs/BENCHMARKS.md) instead of the table.") var json = false
     @Option(help: "Runs per system and point, interleaved with the other systems' (default 3; 1 with --quick).") var runs: Int?
-    @Option(help: "Seconds per measurement (default 2; 0.5 with --quick; wrk takes whole seconds).") var seconds: Double?
+    @Option(help: "Seconds per measurement (default 2, and 5 for latency; 0.5 with --quick; wrk takes whole seconds).") var seconds: Double?
     @Option(parsing: .upToNextOption, help: "Flow counts for mat and nat, 1…1,000,000 (default 1000 1000000; 1000 with --quick).")
     var flows: [Int] = []
     @Option(parsing: .upToNextOption, help: "Offered request rates for latency, per second (default 1000 5000; 1000 with --quick).")
@@ -50,6 +50,7 @@ struct PeerOptions: ParsableArguments {
         o.quick = quick
         o.runs = runs ?? (quick ? 1 : 3)
         o.seconds = seconds ?? (quick ? 0.5 : 2)
+        o.latencySeconds = seconds ?? (quick ? 0.5 : 5)
         o.flows = flows.isEmpty ? (quick ? [1000] : [1000, 1_000_000]) : flows
         o.rates = rates.isEmpty ? (quick ? [1000] : [1000, 5000]) : rates
         o.newFlowsTable = newFlowsTable

@@ -8,8 +8,9 @@ enum Chart {
     static let colors = ["fulcrum": "#1f6feb", "peer": "#8b949e", "ceiling": "#3fb950", "reference": "#d29922"]
 
     static func svg(_ s: BenchReport.Scenario, machine: BenchReport.Machine) -> String {
-        let rows = s.results
-        let top = 56.0, rowHeight = 26.0, labelWidth = 330.0, barWidth = 420.0, right = 110.0
+        // Latency: p50, p99 and p99.9 (the maximum, one sample, would set the scale; it is in the JSON).
+        let rows = s.results.filter { !(s.name == "latency" && $0.parameter.hasSuffix(" max")) }
+        let top = 56.0, rowHeight = 26.0, labelWidth = 400.0, barWidth = 420.0, right = 300.0
         let width = labelWidth + barWidth + right
         let height = top + Double(rows.count) * rowHeight + 40
         let maxValue = rows.compactMap { $0.max ?? $0.median }.max() ?? 1
@@ -18,7 +19,7 @@ enum Chart {
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="12">
         <rect width="100%" height="100%" fill="white"/>
         <text x="10" y="20" font-size="15" font-weight="bold">\(escape("fulcrum-bench \(s.name): \(s.title)"))</text>
-        <text x="10" y="38" fill="#555">\(escape("\(s.unit), median of the runs, whiskers min–max; \(s.higherIsBetter ? "longer is better" : "shorter is better"). \(machine.cpus) CPUs, kernel \(machine.kernel)"))</text>
+        <text x="10" y="38" fill="#555">\(escape("\(s.unit), median of the runs, whiskers min–max; \(s.higherIsBetter ? "longer is better" : "shorter is better")\(s.name == "latency" ? " (maxima in the JSON)" : ""). \(machine.cpus) CPUs, kernel \(machine.kernel)"))</text>
 
         """
         for (i, r) in rows.enumerated() {

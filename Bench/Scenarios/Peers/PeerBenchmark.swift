@@ -13,6 +13,8 @@ public struct PeerBenchmark {
         public var quick = false
         public var runs = 3
         public var seconds = 2.0
+        /// Seconds per latency measurement: a p99 needs samples (5 s at 1,000/s is 5,000).
+        public var latencySeconds = 5.0
         /// Flow counts for mat and nat.
         public var flows = [1000, 1_000_000]
         /// Fulcrum's flow table in new-flows, small enough to fill in the first second.
@@ -95,7 +97,8 @@ public struct PeerBenchmark {
 
     func steps(_ scenario: String) -> Int {
         switch scenario {
-        case "mat", "nat": return options.runs * options.flows.count * 3
+        case "mat": return options.runs * options.flows.count * 4
+        case "nat": return options.runs * options.flows.count * 3
         case "new-flows": return options.runs * 3
         case "connections": return options.runs * 4
         default: return options.runs * options.rates.count * 4
@@ -120,6 +123,11 @@ public struct PeerBenchmark {
         let forwarder = options.root + "/.build/bench/xsk_forward"
         let lbCPU = options.lbCPU
         let systems = [
+            System(name: "generator", label: "the generator alone", role: "reference",
+                   configuration: "live frames from CPU \(options.clientCPU), dropped by an XDP sink on eth-c at once: what the generator can offer") {
+                let links = try t.attachBench("bench_sink", to: ["eth-c"])
+                return { for l in links { l.detach() } }
+            },
             System(name: "xdp", label: "in-kernel XDP_TX, MAC rewrite", role: "ceiling",
                    configuration: "bench_reflect on eth-c: destination MAC = the node's, XDP_TX; no state") {
                 let links = try t.attachBench("bench_reflect", to: ["eth-c"])
@@ -138,10 +146,16 @@ public struct PeerBenchmark {
                     throw Testbed.Failure(description: "xsk_forward did not start: \(child.readAll())")
                 }
                 return {
-                    // SIGTERM: it removes its XDP program (libxdp's) before it exits.
+                    // SIGTERM: it removes its XDP program (libxdp's) before it exits. If it
+                    // does not within 5 s, it is killed and the program removed here.
                     child.signal(SIGTERM)
-                    _ = child.readAll()
-                    _ = child.wait()
+                    let deadline = monotonic() + 5
+                    while child.isRunning && monotonic() < deadline { usleep(10_000) }
+                    if child.isRunning {
+                        child.signal(SIGKILL)
+                        child.wait()
+                        _ = try? ChildProcess.run(["/usr/sbin/ip", "-n", t.lb, "link", "set", "dev", "eth-c", "xdp", "off"])
+                    }
                 }
             },
             System(name: "fulcrum", label: "Fulcrum MAT, 1 worker", role: "fulcrum",
@@ -177,7 +191,7 @@ public struct PeerBenchmark {
         scenario.results = acc.results
         scenario.notes = [
             workersNote(),
-            "the generator's ceiling is its own offered rate (the offered column): BPF_PROG_TEST_RUN live frames from one CPU; a system cannot forward more than is offered",
+            "the generator's ceiling is the generator-alone row (BPF_PROG_TEST_RUN live frames from one CPU, dropped on arrival); each row's offered column is what it offered during that row; nothing is forwarded beyond what is offered",
             "past 32,768 flows the generator varies the source address as well as the port (198.19.0.0/16)",
         ]
         return scenario
@@ -428,7 +442,7 @@ public struct PeerBenchmark {
 
     func latencyRun(_ t: PeerTopology, target: IPAddress, port: UInt16, rate: Double) throws -> LatencyRun {
         let client = LatencyClient(target: target, port: port, connections: options.latencyConnections, rate: rate,
-                                   seconds: options.seconds)
+                                   seconds: options.latencySeconds)
         // A short warm-up (connections made, flows in the tables), then the measurement.
         _ = try Namespace.run(t.cl, cpu: options.clientCPU) {
             try LatencyClient(target: target, port: port, connections: 4, rate: rate, seconds: 0.2).run()

@@ -43,7 +43,7 @@ final class PeerTopology: @unchecked Sendable {
         prefix = "flcpeer\(getpid())"
         script = root + "/Bench/testbed/peers-bench.sh"
         Self.removeLeftovers(script: script)
-        let (status, output) = try ChildProcess.run([script, "up", prefix, "\(lbCPU)"])
+        let (status, output) = try ChildProcess.run([script, "up", prefix, "\(lbCPU)", "\(clientCPU)"])
         guard status == 0 else {
             _ = try? ChildProcess.run([script, "down", prefix])
             throw Testbed.Failure(description: "peers-bench.sh up failed: \(output)")
