@@ -38,8 +38,9 @@ extension OnTheTestbed {
                 let name = s["name"] as? String ?? "?"
                 let results = s["results"] as? [[String: Any]] ?? []
                 let ran = results.filter { $0["status"] as? String == "ran" }
-                // Every system present on this machine: nothing "unavailable".
-                for r in results {
+                // Every peer present on this machine: nothing "unavailable" but IPVS, which
+                // this kernel does not have (the report says so).
+                for r in results where r["system"] as? String != "ipvs" {
                     #expect(r["status"] as? String != "unavailable", "\(name): \(r["system"] ?? "?") unavailable: \(r["reason"] ?? "")")
                 }
                 let systems = Set(ran.compactMap { $0["system"] as? String })

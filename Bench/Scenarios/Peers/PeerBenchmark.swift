@@ -246,6 +246,7 @@ public struct PeerBenchmark {
                     t.dataplane = nil
                 }
             },
+            Self.ipvs,
             System(name: "c-afxdp", label: "plain C AF_XDP forwarder", role: "reference", configuration: "-",
                    absent: ("not-applicable", "it swaps MACs on one interface: no NAT and no second interface (its figure is in mat)")),
             System(name: "haproxy", label: "HAProxy", role: "peer", configuration: "-",
@@ -350,6 +351,7 @@ public struct PeerBenchmark {
                     t.dataplane = nil
                 }
             },
+            Self.ipvs,
         ].map { s -> System in
             var s = s
             if s.name == "haproxy" && !Self.haveHAProxy { s.absent = ("unavailable", "haproxy is not installed (make setup installs it)") }
@@ -395,6 +397,15 @@ public struct PeerBenchmark {
             scenario.notes.append("a round trip is timed from the request's write to the end of its response; requests that waited for a free connection (queued) include the wait")
         }
         return scenario
+    }
+
+    /// IPVS, the kernel's own load balancer, where the kernel has it. This runner does not
+    /// drive ipvsadm yet, so it is reported either way rather than left out.
+    static var ipvs: System {
+        System(name: "ipvs", label: "IPVS", role: "peer", configuration: "-",
+               absent: access("/proc/net/ip_vs", F_OK) == 0
+                   ? ("not-applicable", "IPVS is in this kernel, but this runner does not drive ipvsadm yet")
+                   : ("unavailable", "this kernel has no IPVS (no /proc/net/ip_vs, no ip_vs module)"))
     }
 
     static var haveHAProxy: Bool { access("/usr/sbin/haproxy", X_OK) == 0 }
