@@ -67,8 +67,8 @@ public struct ForwardingBenchmark {
             var failure: Int32 = 0
             let mallocs = frame.withUnsafeBytes { bytes in
                 AllocationCounter.count {
-                    let deadline = Self.now() + seconds
-                    while Self.now() < deadline {
+                    let deadline = monotonic() + seconds
+                    while monotonic() < deadline {
                         let r = fulcrum_prog_run_live_frames(generate, bytes.baseAddress, UInt32(bytes.count),
                                                              UInt32(ifindex), 200_000, 64)
                         if r < 0 { failure = r; break }
@@ -77,12 +77,6 @@ public struct ForwardingBenchmark {
             }
             if failure < 0 { throw SystemError("live frames", errno: -failure) }
             return (generated - start, mallocs)
-        }
-
-        static func now() -> Double {
-            var ts = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &ts)
-            return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
         }
     }
 
@@ -103,11 +97,7 @@ public struct ForwardingBenchmark {
                 _ = try? ChildProcess.run([script, "down", prefix])
                 throw Testbed.Failure(description: "forward-bench.sh up failed: \(output)")
             }
-            var macs: [String: MACAddress] = [:]
-            for line in output.split(separator: "\n") {
-                let parts = line.split(separator: " ")
-                if parts.count == 2, let mac = MACAddress(parts[1]) { macs[String(parts[0])] = mac }
-            }
+            let macs = ForwardingBenchmark.macs(in: output)
             guard let g = macs["g0"], let lb = macs["eth0"] else {
                 _ = try? ChildProcess.run([script, "down", prefix])
                 throw Testbed.Failure(description: "no MACs from forward-bench.sh: \(output)")
@@ -119,17 +109,43 @@ public struct ForwardingBenchmark {
         func down() { _ = try? ChildProcess.run([script, "down", prefix]) }
     }
 
-    /// Namespaces of earlier runs whose process is gone (a crash skips `defer`).
-    static func removeLeftovers(script: String) {
+    /// "IFNAME MAC" lines, as the topology scripts print them.
+    static func macs(in output: String) -> [String: MACAddress] {
+        var macs: [String: MACAddress] = [:]
+        for line in output.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let mac = MACAddress(parts[1]) { macs[String(parts[0])] = mac }
+        }
+        return macs
+    }
+
+    /// Namespaces `<prefix><pid>-*` of earlier runs whose process is gone (a crash skips
+    /// `defer`), removed with `script down`.
+    static func removeLeftovers(script: String, prefix: String = "flcbench") {
         guard let (_, list) = try? ChildProcess.run(["/usr/sbin/ip", "netns", "list"]) else { return }
         var prefixes = Set<String>()
         for line in list.split(separator: "\n") {
             let name = line.split(separator: " ").first.map(String.init) ?? ""
-            guard name.hasPrefix("flcbench"), let dash = name.lastIndex(of: "-") else { continue }
-            let prefix = String(name[..<dash])
-            if let pid = Int32(prefix.dropFirst("flcbench".count)), kill(pid, 0) != 0 { prefixes.insert(prefix) }
+            guard name.hasPrefix(prefix), let dash = name.lastIndex(of: "-") else { continue }
+            let candidate = String(name[..<dash])
+            if let pid = Int32(candidate.dropFirst(prefix.count)), kill(pid, 0) != 0 { prefixes.insert(candidate) }
         }
         for p in prefixes { _ = try? ChildProcess.run([script, "down", p]) }
+    }
+
+    /// The plain C forwarder (Bench/reference/xsk_forward.c) on `interface` of namespace
+    /// `ns`, once it says "ready" (libbpf and libxdp log to stderr, which shares the pipe).
+    static func startCForwarder(_ path: String, ns: String, interface: String, seconds: Double, cpu: Int) throws -> ChildProcess {
+        let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", ns, path, interface, "\(seconds)", "\(cpu)"],
+                                     capture: true)
+        var line = child.readLine()
+        while let l = line, l != "ready" { line = child.readLine() }
+        guard line == "ready" else {
+            child.signal(SIGKILL)
+            _ = child.wait()
+            throw Testbed.Failure(description: "xsk_forward did not start: \(child.readAll())")
+        }
+        return child
     }
 
     static func rssMiB() -> Double? {
@@ -186,16 +202,8 @@ public struct ForwardingBenchmark {
         let forwarder = root + "/.build/bench/xsk_forward"
         if access(forwarder, X_OK) == 0 {
             let seconds = self.seconds
-            let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-lb", forwarder, "eth0",
-                                          "\(seconds * 2 + 2)", "\(workerCPU)"], capture: true)
-            // (libbpf and libxdp log to stderr, which shares the pipe: skip to "ready".)
-            var line = child.readLine()
-            while let l = line, l != "ready" { line = child.readLine() }
-            guard line == "ready" else {
-                child.signal(SIGKILL)
-                _ = child.wait()
-                throw Testbed.Failure(description: "xsk_forward did not start: \(child.readAll())")
-            }
+            let child = try Self.startCForwarder(forwarder, ns: "\(prefix)-lb", interface: "eth0", seconds: seconds * 2 + 2,
+                                                 cpu: workerCPU)
             _ = try offer(frame(to: vip))  // warm-up, as for the workers below
             let result = try offer(frame(to: vip))
             let output = child.readAll()

@@ -136,15 +136,7 @@ public struct PeerBenchmark {
             System(name: "c-afxdp", label: "plain C AF_XDP forwarder", role: "reference",
                    configuration: "Bench/reference/xsk_forward.c on eth-c queue 0, CPU \(lbCPU): MAC swap, no decision",
                    absent: access(forwarder, X_OK) == 0 ? nil : ("unavailable", "\(forwarder) not built (make bench builds it)")) {
-                let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", t.lb, forwarder, "eth-c", "3600", "\(lbCPU)"],
-                                             capture: true)
-                var line = child.readLine()
-                while let l = line, l != "ready" { line = child.readLine() }
-                guard line == "ready" else {
-                    child.signal(SIGKILL)
-                    _ = child.wait()
-                    throw Testbed.Failure(description: "xsk_forward did not start: \(child.readAll())")
-                }
+                let child = try ForwardingBenchmark.startCForwarder(forwarder, ns: t.lb, interface: "eth-c", seconds: 3600, cpu: lbCPU)
                 return {
                     // SIGTERM: it removes its XDP program (libxdp's) before it exits. If it
                     // does not within 5 s, it is killed and the program removed here.
@@ -163,11 +155,7 @@ public struct PeerBenchmark {
                 let group = GroupSpec(name: "bench-mat", vip: PeerTopology.matVIP, proto: IPProtocol.udp, ports: [9], method: .mat,
                                       scheduler: .maglev,
                                       nodes: [NodeSpec(address: PeerTopology.client, weight: 1, mac: t.macs["c0"]!)])
-                let d = try t.fulcrum([group], interfaces: ["eth-c"], flowTable: 1 << 20)
-                return {
-                    d.stop()
-                    t.dataplane = nil
-                }
+                return try t.fulcrum([group], interfaces: ["eth-c"], flowTable: 1 << 20)
             },
             System(name: "nftables", label: "nftables", role: "peer", configuration: "-",
                    absent: ("not-applicable", "nftables has no MAC-rewrite (direct server return) forwarding; it is measured in nat")),
@@ -228,23 +216,11 @@ public struct PeerBenchmark {
                 let links = try t.attachBench("bench_nat", to: ["eth-c", "eth-n"])
                 return { for l in links { l.detach() } }
             },
-            System(name: "nftables", label: "nftables DNAT, kernel forwarding", role: "peer",
-                   configuration: "ip daddr VIP udp dport 9 dnat to numgen inc mod 3 map {0: n1, 1: n2, 2: n3}; conntrack; ip_forward=1; RPS to CPU \(lbCPU); xdp_pass on both veths") {
-                let links = try t.attachPass()
-                try t.nftables(true)
-                return {
-                    try? t.nftables(false)
-                    for l in links { l.detach() }
-                }
-            },
+            Self.nftables(t, rule: "ip daddr VIP udp dport 9 dnat to numgen inc mod 3 map {0: n1, 1: n2, 2: n3}"),
             System(name: "fulcrum", label: "Fulcrum NAT, 1 worker", role: "fulcrum",
                    configuration: "one group, VIP udp/9, Maglev, three nodes :9; 1 worker on CPU \(lbCPU), flow table \(table)") {
-                let d = try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.udp, port: 9, nodePort: 9),
-                                      interfaces: ["eth-c", "eth-n"], flowTable: table)
-                return {
-                    d.stop()
-                    t.dataplane = nil
-                }
+                try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.udp, port: 9, nodePort: 9),
+                              interfaces: ["eth-c", "eth-n"], flowTable: table)
             },
             Self.ipvs,
             System(name: "c-afxdp", label: "plain C AF_XDP forwarder", role: "reference", configuration: "-",
@@ -323,15 +299,7 @@ public struct PeerBenchmark {
                 let links = try t.attachPass()
                 return { for l in links { l.detach() } }
             },
-            System(name: "nftables", label: "nftables DNAT, kernel forwarding", role: "peer",
-                   configuration: "tcp dport 80 dnat to numgen inc mod 3 map {…} : 8080; conntrack; RPS to CPU \(lbCPU)") {
-                let links = try t.attachPass()
-                try t.nftables(true)
-                return {
-                    try? t.nftables(false)
-                    for l in links { l.detach() }
-                }
-            },
+            Self.nftables(t, rule: "ip daddr VIP tcp dport 80 dnat to numgen inc mod 3 map {0: n1, 1: n2, 2: n3} : 8080"),
             System(name: "haproxy", label: "HAProxy, TCP mode", role: "peer",
                    configuration: "haproxy \(Self.haproxyVersion()) mode tcp, nbthread 1, cpu-map CPU \(lbCPU), balance roundrobin over the three nodes") {
                 let links = try t.attachPass()
@@ -344,12 +312,8 @@ public struct PeerBenchmark {
             },
             System(name: "fulcrum", label: "Fulcrum NAT, 1 worker", role: "fulcrum",
                    configuration: "one group, VIP tcp/80, Maglev, three nodes :8080; 1 worker on CPU \(lbCPU)") {
-                let d = try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.tcp, port: 80, nodePort: 8080),
-                                      interfaces: ["eth-c", "eth-n"], flowTable: 1 << 20)
-                return {
-                    d.stop()
-                    t.dataplane = nil
-                }
+                try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.tcp, port: 80, nodePort: 8080),
+                              interfaces: ["eth-c", "eth-n"], flowTable: 1 << 20)
             },
             Self.ipvs,
         ].map { s -> System in
@@ -397,6 +361,20 @@ public struct PeerBenchmark {
             scenario.notes.append("a round trip is timed from the request's write to the end of its response; requests that waited for a free connection (queued) include the wait")
         }
         return scenario
+    }
+
+    /// nftables DNAT (PeerTopology.nftablesRules) with the kernel forwarding, xdp_pass on
+    /// the LB's veths so that they take frames sent with XDP_TX.
+    static func nftables(_ t: PeerTopology, rule: String) -> System {
+        System(name: "nftables", label: "nftables DNAT, kernel forwarding", role: "peer",
+               configuration: "\(rule); conntrack; ip_forward=1; RPS to CPU \(t.lbCPU)") {
+            let links = try t.attachPass()
+            try t.nftables(true)
+            return {
+                try? t.nftables(false)
+                for l in links { l.detach() }
+            }
+        }
     }
 
     /// IPVS, the kernel's own load balancer, where the kernel has it. This runner does not

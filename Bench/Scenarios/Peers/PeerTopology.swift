@@ -42,17 +42,13 @@ final class PeerTopology: @unchecked Sendable {
         self.lbCPU = lbCPU
         prefix = "flcpeer\(getpid())"
         script = root + "/Bench/testbed/peers-bench.sh"
-        Self.removeLeftovers(script: script)
+        ForwardingBenchmark.removeLeftovers(script: script, prefix: "flcpeer")
         let (status, output) = try ChildProcess.run([script, "up", prefix, "\(lbCPU)", "\(clientCPU)"])
         guard status == 0 else {
             _ = try? ChildProcess.run([script, "down", prefix])
             throw Testbed.Failure(description: "peers-bench.sh up failed: \(output)")
         }
-        var macs: [String: MACAddress] = [:]
-        for line in output.split(separator: "\n") {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, let mac = MACAddress(parts[1]) { macs[String(parts[0])] = mac }
-        }
+        let macs = ForwardingBenchmark.macs(in: output)
         self.macs = macs
         guard macs.count == 4 else {
             _ = try? ChildProcess.run([script, "down", prefix])
@@ -90,18 +86,6 @@ final class PeerTopology: @unchecked Sendable {
         for l in links { l.detach() }
         links.removeAll()
         _ = try? ChildProcess.run([script, "down", prefix])
-    }
-
-    static func removeLeftovers(script: String) {
-        guard let (_, list) = try? ChildProcess.run(["/usr/sbin/ip", "netns", "list"]) else { return }
-        var prefixes = Set<String>()
-        for line in list.split(separator: "\n") {
-            let name = line.split(separator: " ").first.map(String.init) ?? ""
-            guard name.hasPrefix("flcpeer"), let dash = name.lastIndex(of: "-") else { continue }
-            let prefix = String(name[..<dash])
-            if let pid = Int32(prefix.dropFirst("flcpeer".count)), kill(pid, 0) != 0 { prefixes.insert(prefix) }
-        }
-        for p in prefixes { _ = try? ChildProcess.run([script, "down", p]) }
     }
 
     // MARK: - Traffic
@@ -282,8 +266,8 @@ final class PeerTopology: @unchecked Sendable {
     }
 
     /// A Fulcrum data plane in the LB's namespace: MAT one-armed on eth-c, or NAT from eth-c
-    /// to the nodes on eth-n; one worker on the LB's CPU.
-    func fulcrum(_ groups: [GroupSpec], interfaces: [String], flowTable: Int) throws -> Dataplane {
+    /// to the nodes on eth-n; one worker on the LB's CPU. Returns what takes it off again.
+    func fulcrum(_ groups: [GroupSpec], interfaces: [String], flowTable: Int) throws -> () -> Void {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
         let options = DataplaneOptions(interfaces: interfaces, queues: 1, cores: [lbCPU], flowTableSize: flowTable)
@@ -295,7 +279,10 @@ final class PeerTopology: @unchecked Sendable {
             return d
         }
         dataplane = d
-        return d
+        return {
+            d.stop()
+            self.dataplane = nil
+        }
     }
 
     static func natGroups(proto: UInt8, port: UInt16, nodePort: UInt16) -> [GroupSpec] {
