@@ -119,8 +119,10 @@ final class PeerTopology: @unchecked Sendable {
             let deadline = start + seconds
             var failure: Int32 = 0
             frame.withUnsafeBytes { bytes in
+                // 200,000 frames a call: each call sets up the kernel's page pool for its
+                // frames, and at 50,000 that setup halved what the generator could offer.
                 while monotonic() < deadline {
-                    let r = fulcrum_prog_run_live_frames(program, bytes.baseAddress, UInt32(bytes.count), UInt32(ifindex), 50_000, 64)
+                    let r = fulcrum_prog_run_live_frames(program, bytes.baseAddress, UInt32(bytes.count), UInt32(ifindex), 200_000, 64)
                     if r < 0 { failure = r; break }
                 }
             }
