@@ -1,0 +1,402 @@
+/// A heartbeat between the two LBs of an active/standby pair (PRODUCT.md §4.1), sent on
+/// every interconnect. 80 bytes, fixed:
+///
+/// ```
+///  0  "FLHB"          magic
+///  4  1               version
+///  5  role            0 initial, 1 standby, 2 active, 3 fault
+///  6  flags           bit 0 master (normally active), bit 1 handing over, bit 2 healthy,
+///                     bit 3 yielded (an operator moved the service away from this LB)
+///  7  interconnect    u8, the sender's index of the link it was sent on
+///  8  epoch           u64, the sender's start (Unix ms): grows across restarts
+/// 16  sequence        u64, from 1 within an epoch
+/// 24  config version  u64, the sender's committed configuration
+/// 32  config hash     16 bytes, the first half of its SHA-256
+/// 48  HMAC-SHA256     32 bytes over bytes 0..<48, keyed by the pair's shared key
+/// ```
+/// All integers big-endian. As with `AgentReport`, the HMAC is the caller's (swift-crypto);
+/// this is the layout and the checks that need no key.
+public struct Heartbeat: Sendable, Equatable {
+    public static let size = 80
+    public static let signedBytes = 48
+    public static let magic: [UInt8] = Array("FLHB".utf8)
+    public static let version: UInt8 = 1
+
+    public var role: PairElection.Role
+    public var isMaster: Bool
+    public var handingOver: Bool
+    public var healthy: Bool
+    public var yielded: Bool
+    public var interconnect: UInt8
+    public var epoch: UInt64
+    public var sequence: UInt64
+    public var configVersion: UInt64
+    public var configHash: [UInt8]
+
+    public init(role: PairElection.Role, isMaster: Bool, handingOver: Bool, healthy: Bool, yielded: Bool = false,
+                interconnect: UInt8, epoch: UInt64, sequence: UInt64, configVersion: UInt64, configHash: [UInt8]) {
+        self.role = role
+        self.yielded = yielded
+        self.isMaster = isMaster
+        self.handingOver = handingOver
+        self.healthy = healthy
+        self.interconnect = interconnect
+        self.epoch = epoch
+        self.sequence = sequence
+        self.configVersion = configVersion
+        self.configHash = Array(configHash.prefix(16)) + [UInt8](repeating: 0, count: max(0, 16 - configHash.count))
+    }
+
+    public enum Rejection: String, CaseIterable, Sendable, Error {
+        case truncated, oversize, garbage
+        case badMAC = "bad_mac"
+        case oldEpoch = "old_epoch"
+        case replayed
+    }
+
+    /// The 48 signed bytes (the caller appends the HMAC).
+    public func encodeSigned() -> [UInt8] {
+        var out = Heartbeat.magic
+        out.append(Heartbeat.version)
+        out.append(role.rawValue)
+        out.append((isMaster ? 1 : 0) | (handingOver ? 2 : 0) | (healthy ? 4 : 0) | (yielded ? 8 : 0))
+        out.append(interconnect)
+        AgentReport.append(epoch, bytes: 8, to: &out)
+        AgentReport.append(sequence, bytes: 8, to: &out)
+        AgentReport.append(configVersion, bytes: 8, to: &out)
+        out.append(contentsOf: configHash)
+        return out
+    }
+
+    /// Checks size and layout (not the HMAC).
+    public static func decode(_ datagram: UnsafeRawBufferPointer) -> Result<Heartbeat, Rejection> {
+        if datagram.count < size { return .failure(.truncated) }
+        if datagram.count > size { return .failure(.oversize) }
+        guard datagram[0] == magic[0], datagram[1] == magic[1], datagram[2] == magic[2], datagram[3] == magic[3],
+              datagram[4] == version, let role = PairElection.Role(rawValue: datagram[5]), datagram[6] & ~15 == 0
+        else { return .failure(.garbage) }
+        let flags = datagram[6]
+        return .success(Heartbeat(role: role, isMaster: flags & 1 != 0, handingOver: flags & 2 != 0, healthy: flags & 4 != 0,
+                                  yielded: flags & 8 != 0, interconnect: datagram[7], epoch: AgentReport.read(datagram, 8, 8),
+                                  sequence: AgentReport.read(datagram, 16, 8),
+                                  configVersion: AgentReport.read(datagram, 24, 8), configHash: Array(datagram[32..<48])))
+    }
+
+    /// What the election needs of it.
+    public var peer: PairElection.Peer {
+        PairElection.Peer(role: role, isMaster: isMaster, handingOver: handingOver, healthy: healthy, yielded: yielded)
+    }
+}
+
+/// The peer's newest (epoch, sequence): a heartbeat must be newer, on any interconnect
+/// (one sequence counts across all of them, so a copy replayed on another link is refused).
+public struct HeartbeatReplayGuard: Sendable {
+    var newest: (epoch: UInt64, sequence: UInt64)?
+
+    public init() {}
+
+    public mutating func admit(_ h: Heartbeat) -> Heartbeat.Rejection? {
+        if let seen = newest {
+            if h.epoch < seen.epoch { return .oldEpoch }
+            if h.epoch == seen.epoch && h.sequence <= seen.sequence { return .replayed }
+        }
+        newest = (h.epoch, h.sequence)
+        return nil
+    }
+}
+
+/// One LB's side of the active/standby pair (PRODUCT.md §4): which role to take, from the
+/// peer's heartbeats on each interconnect, this LB's own health (monitors and the data
+/// plane), partition-resolution probes and operator hand-overs. Pure: the clock is a
+/// parameter of every input, and every input returns what happened, for the event log.
+///
+/// The rules:
+/// - **Start.** Hearing a peer that is active, take standby. Hearing a peer that is not,
+///   the master takes active and the slave standby. Hearing nothing for `deadInterval`,
+///   resolve a partition (below).
+/// - **Peer lost** (every interconnect silent for `deadInterval`). Ask for a probe of the
+///   NP-resolution targets: an LB that reaches one may be or become active; one that
+///   reaches none must not be active. The probe is asked for again every `deadInterval`
+///   while the peer stays lost.
+/// - **Standby takes over** when the peer is in fault, unhealthy, or handing over, or when
+///   both are standby and this is the master.
+/// - **Dual active** (both active once heartbeats return): with `.masterStays` the slave
+///   steps down; with `.bothStandDown` (the appliance's default) both step down and stay
+///   standby until an operator `resume`s one.
+/// - **Fault.** An unhealthy LB leaves active at once. Healthy again, it joins as
+///   standby: no automatic failback unless `autoFailback`, where an active slave hands
+///   over to a healthy standby master (not to one an operator moved the service from).
+/// - **Hand-over** (operator failover or failback): the active steps down first and marks
+///   its heartbeats "handing over"; the standby takes the service when it hears that, so
+///   the two are never active at once. If the peer has not taken over within
+///   `deadInterval`, the hand-over is abandoned and this LB takes the service back.
+public struct PairElection: Sendable {
+    public enum Role: UInt8, Sendable, CustomStringConvertible {
+        case initial = 0, standby = 1, active = 2, fault = 3
+        public var description: String { ["initial", "standby", "active", "fault"][Int(rawValue)] }
+    }
+
+    public enum DualActiveRule: String, Sendable {
+        case masterStays = "master_stays"
+        case bothStandDown = "both_stand_down"
+    }
+
+    public struct Settings: Sendable {
+        public var isMaster: Bool
+        public var interconnects: Int
+        /// Seconds of silence on every interconnect before the peer counts as lost.
+        public var deadInterval: Double
+        public var autoFailback: Bool
+        public var dualActive: DualActiveRule
+
+        public init(isMaster: Bool, interconnects: Int, deadInterval: Double = 3, autoFailback: Bool = false,
+                    dualActive: DualActiveRule = .masterStays) {
+            self.isMaster = isMaster
+            self.interconnects = max(1, interconnects)
+            self.deadInterval = deadInterval
+            self.autoFailback = autoFailback
+            self.dualActive = dualActive
+        }
+    }
+
+    /// What a heartbeat says of the peer.
+    public struct Peer: Sendable, Equatable {
+        public var role: Role
+        public var isMaster: Bool
+        public var handingOver: Bool
+        public var healthy: Bool
+        /// An operator moved the service away from the peer: no automatic failback to it.
+        public var yielded: Bool
+
+        public init(role: Role, isMaster: Bool, handingOver: Bool = false, healthy: Bool = true, yielded: Bool = false) {
+            self.role = role
+            self.isMaster = isMaster
+            self.handingOver = handingOver
+            self.healthy = healthy
+            self.yielded = yielded
+        }
+    }
+
+    public enum Event: Sendable, Equatable {
+        case role(from: Role, to: Role, reason: String)
+        case interconnect(Int, up: Bool)
+        case peerLost
+        case peerFound
+        /// Probe the NP-resolution targets and call `partitionProbe(reached:at:)`.
+        case probeNeeded
+        case dualActive
+        case handOverAbandoned
+    }
+
+    public enum Refusal: String, Sendable, Error {
+        case notActive = "this LB is not active"
+        case noPeer = "the peer is not heard on any interconnect"
+        case peerNotReady = "the peer is not a healthy standby"
+        case alreadyHandingOver = "a hand-over is already under way"
+    }
+
+    public let settings: Settings
+    public private(set) var role: Role = .initial
+    public private(set) var peer: Peer?
+    public private(set) var healthy = true
+    /// Handing the service to the peer (the flag this LB's heartbeats carry).
+    public private(set) var handingOver = false
+    /// An operator handed the service away from this LB; cleared when it is active again.
+    /// An active slave does not fail back automatically to a master that yielded.
+    public private(set) var yielded = false
+    /// Standing down after a dual active under `.bothStandDown`, until `resume`.
+    public private(set) var held = false
+    private var lastHeard: [Double?]
+    private var interconnectUp: [Bool]
+    private var peerWasAlive = false
+    private let started: Double
+    private var handOverSince = 0.0
+    /// When the peer was last heard, and when this LB last changed role: a heartbeat from
+    /// no later than the change may not yet show the peer's answer to it.
+    private var peerHeardAt = -Double.infinity
+    private var roleChangedAt = -Double.infinity
+    private var nextProbe: Double?
+    /// The last probe's answer while the peer is lost: reached a target or not.
+    private var probeReached: Bool?
+
+    public init(settings: Settings, now: Double) {
+        self.settings = settings
+        started = now
+        lastHeard = Array(repeating: nil, count: settings.interconnects)
+        interconnectUp = Array(repeating: false, count: settings.interconnects)
+    }
+
+    public func peerAlive(at now: Double) -> Bool {
+        lastHeard.contains { $0.map { now - $0 < settings.deadInterval } ?? false }
+    }
+
+    public func isUp(interconnect i: Int, at now: Double) -> Bool {
+        lastHeard.indices.contains(i) && (lastHeard[i].map { now - $0 < settings.deadInterval } ?? false)
+    }
+
+    // MARK: Inputs
+
+    /// A heartbeat admitted (HMAC and replay checked) on interconnect `i`.
+    public mutating func heartbeat(_ p: Peer, on i: Int, at now: Double) -> [Event] {
+        guard lastHeard.indices.contains(i) else { return [] }
+        lastHeard[i] = now
+        peer = p
+        peerHeardAt = now
+        return decide(at: now)
+    }
+
+    /// Time passing: interconnects and the peer time out, probes fall due.
+    public mutating func tick(at now: Double) -> [Event] { decide(at: now) }
+
+    /// The NP-resolution targets' answer to `.probeNeeded`.
+    public mutating func partitionProbe(reached: Bool, at now: Double) -> [Event] {
+        guard !peerAlive(at: now) else { return decide(at: now) }
+        probeReached = reached
+        return decide(at: now)
+    }
+
+    /// Monitors and the data plane: any failure makes this LB unhealthy.
+    public mutating func setHealthy(_ h: Bool, reason: String, at now: Double) -> [Event] {
+        healthy = h
+        healthReason = reason
+        return decide(at: now)
+    }
+
+    private var healthReason = ""
+
+    /// The operator's failover (or failback): the active hands the service to its peer.
+    public mutating func handOver(at now: Double) -> Result<[Event], Refusal> {
+        guard role == .active else { return .failure(.notActive) }
+        guard !handingOver else { return .failure(.alreadyHandingOver) }
+        guard peerAlive(at: now), let peer else { return .failure(.noPeer) }
+        guard peer.healthy, peer.role == .standby else { return .failure(.peerNotReady) }
+        var events: [Event] = []
+        yielded = true
+        yield(at: now, "handing the service over to the peer (operator)", &events)
+        return .success(events + decide(at: now))
+    }
+
+    private mutating func yield(at now: Double, _ reason: String, _ events: inout [Event]) {
+        handingOver = true
+        handOverSince = now
+        become(.standby, reason, &events)
+    }
+
+    /// The operator's word after a dual active under `.bothStandDown`: this LB takes the
+    /// service (unless it is unhealthy or the peer is active by then).
+    public mutating func resume(at now: Double) -> [Event] {
+        held = false
+        var events = decide(at: now)
+        let peerActive = peerAlive(at: now) && peer?.role == .active
+        if role == .standby && healthy && !peerActive { become(.active, "resumed by the operator", &events) }
+        return events
+    }
+
+    // MARK: The decision
+
+    private var now = 0.0
+
+    private mutating func become(_ next: Role, _ reason: String, _ events: inout [Event]) {
+        guard next != role else { return }
+        events.append(.role(from: role, to: next, reason: reason))
+        role = next
+        roleChangedAt = now
+        if next != .standby { handingOver = false }
+        if next == .active { yielded = false }
+    }
+
+    private mutating func decide(at now: Double) -> [Event] {
+        self.now = now
+        var events: [Event] = []
+        for i in interconnectUp.indices {
+            let up = isUp(interconnect: i, at: now)
+            if up != interconnectUp[i] {
+                interconnectUp[i] = up
+                events.append(.interconnect(i, up: up))
+            }
+        }
+        let alive = peerAlive(at: now)
+        if alive != peerWasAlive {
+            peerWasAlive = alive
+            events.append(alive ? .peerFound : .peerLost)
+            probeReached = nil
+            nextProbe = alive ? nil : now
+        }
+        if !alive, role != .initial || now - started >= settings.deadInterval, let due = nextProbe, now >= due {
+            events.append(.probeNeeded)
+            nextProbe = now + settings.deadInterval
+        }
+        if role == .initial && !alive && nextProbe == nil && now - started >= settings.deadInterval {
+            // Nothing heard since start: resolve as for a lost peer.
+            nextProbe = now + settings.deadInterval
+            events.append(.probeNeeded)
+        }
+
+        if !healthy {
+            become(.fault, "unhealthy: \(healthReason)", &events)
+            return events
+        }
+        if role == .fault { become(.standby, "healthy again: joins as standby", &events) }
+
+        let peer = alive ? self.peer : nil
+        switch role {
+        case .initial:
+            if let peer {
+                if peer.role == .active { become(.standby, "the peer is active", &events) }
+                else if settings.isMaster { become(.active, "both starting: the master takes the service", &events) }
+                else { become(.standby, "both starting: the slave waits as standby", &events) }
+            } else if now - started >= settings.deadInterval, let reached = probeReached {
+                become(reached ? .active : .standby,
+                       reached ? "no peer heard since start; an NP-resolution target answers"
+                               : "no peer heard since start and no NP-resolution target answers: must not be active",
+                       &events)
+            }
+        case .standby:
+            guard !held else { break }
+            if handingOver {
+                if let peer, peer.role == .active {
+                    handingOver = false
+                } else if now - handOverSince >= settings.deadInterval {
+                    events.append(.handOverAbandoned)
+                    become(.active, "hand-over abandoned: the peer did not take the service", &events)
+                }
+                break
+            }
+            if let peer {
+                if peer.role == .fault || !peer.healthy {
+                    become(.active, "the peer is in fault", &events)
+                } else if peer.handingOver && peer.role == .standby {
+                    become(.active, "the peer hands the service over", &events)
+                } else if peer.role != .active && settings.isMaster && peerHeardAt > roleChangedAt {
+                    // Only on news of the peer from after this LB's own last change: a
+                    // master just back from fault must first hear whether the slave took over.
+                    become(.active, "no LB is active: the master takes the service", &events)
+                }
+            } else if probeReached == true {
+                become(.active, "the peer is lost on every interconnect; an NP-resolution target answers", &events)
+            }
+        case .active:
+            if let peer {
+                if peer.role == .active {
+                    events.append(.dualActive)
+                    switch settings.dualActive {
+                    case .masterStays:
+                        if !settings.isMaster { become(.standby, "dual active: the master keeps the service", &events) }
+                    case .bothStandDown:
+                        held = true
+                        become(.standby, "dual active: both stand down until an operator resumes one", &events)
+                    }
+                } else if settings.autoFailback && !settings.isMaster && peer.isMaster && peer.role == .standby
+                            && peer.healthy && !peer.handingOver && !peer.yielded {
+                    yield(at: now, "automatic failback to the master", &events)
+                }
+            } else if probeReached == false {
+                become(.standby, "the peer is lost and no NP-resolution target answers: this LB may be the one cut off",
+                       &events)
+            }
+        case .fault:
+            break
+        }
+        return events
+    }
+}
