@@ -72,7 +72,7 @@ struct PeerOptions: ParsableArguments {
 
 struct All: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Every scenario against the peers: mat, nat, new-flows, connections, latency (about 6 minutes; --quick: under 1).")
+        abstract: "Every scenario against the peers: mat, nat, new-flows, connections, latency (about 5 minutes here; --quick: about 20 s).")
     @OptionGroup var options: PeerOptions
     func run() throws { try options.run(PeerBenchmark.scenarioNames) }
 }

@@ -287,11 +287,14 @@ public struct PeerBenchmark {
             unit: latency ? "ms" : "connections/s", higherIsBetter: !latency,
             topology: "client [c0] ── [eth-c] LB [eth-n] ── [s0] servers: wrk or the latency client on CPU \(options.clientCPU) to VIP \(PeerTopology.vip):80; three HTTP servers (HAProxy answering 200) on 198.18.2.11-13:8080, on CPU \(options.clientCPU)")
         let lbCPU = options.lbCPU
-        let servers = try t.haproxy(PeerTopology.serversConfig(cpu: options.clientCPU), in: t.sv, name: "servers",
-                                    listening: ":8080")
+        // The servers are HAProxy too, and the load client wrk: without them no row can run.
+        let missing = [("haproxy", Self.haveHAProxy), ("wrk", Self.haveWRK || latency)].filter { !$0.1 }.map(\.0)
+        let servers = missing.isEmpty
+            ? try t.haproxy(PeerTopology.serversConfig(cpu: options.clientCPU), in: t.sv, name: "servers", listening: ":8080")
+            : nil
         defer {
-            servers.signal(SIGKILL)
-            servers.wait()
+            servers?.signal(SIGKILL)
+            servers?.wait()
         }
         let systems = [
             System(name: "direct", label: "no load balancer (routed)", role: "reference",
@@ -318,7 +321,9 @@ public struct PeerBenchmark {
             Self.ipvs,
         ].map { s -> System in
             var s = s
-            if s.name == "haproxy" && !Self.haveHAProxy { s.absent = ("unavailable", "haproxy is not installed (make setup installs it)") }
+            if !missing.isEmpty && s.absent == nil {
+                s.absent = ("unavailable", "\(missing.joined(separator: " and ")) not installed (make setup installs it)")
+            }
             return s
         }
         let acc = Accumulator()
@@ -387,6 +392,7 @@ public struct PeerBenchmark {
     }
 
     static var haveHAProxy: Bool { access("/usr/sbin/haproxy", X_OK) == 0 }
+    static var haveWRK: Bool { access("/usr/bin/wrk", X_OK) == 0 }
 
     static func haproxyVersion() -> String {
         guard let (_, out) = try? ChildProcess.run(["/usr/sbin/haproxy", "-v"]) else { return "?" }
