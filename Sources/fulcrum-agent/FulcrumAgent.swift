@@ -106,26 +106,10 @@ struct FulcrumAgent: ParsableCommand {
         }
     }
 
-    /// The interface's IPv4 broadcast address (getifaddrs).
-    static func broadcast(of interface: String) throws -> IPAddress? {
-        var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0 else { throw ValidationError("getifaddrs: \(String(cString: strerror(errno)))") }
-        defer { freeifaddrs(list) }
-        var p = list
-        while let entry = p {
-            defer { p = entry.pointee.ifa_next }
-            guard String(cString: entry.pointee.ifa_name) == interface, let sa = entry.pointee.ifa_addr,
-                  sa.pointee.sa_family == sa_family_t(AF_INET), let mask = entry.pointee.ifa_netmask else { continue }
-            // The subnet's broadcast address (the interface may have none configured).
-            let address = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
-            let netmask = mask.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
-            return IPAddress(ipv4: address | ~netmask)
-        }
-        return nil
-    }
-
-    /// The interface's address (getifaddrs).
-    static func address(of interface: String, ipv6: Bool) throws -> IPAddress? {
+    /// The first of the interface's addresses (getifaddrs) that `pick` takes.
+    static func firstAddress(of interface: String,
+                             _ pick: (_ address: UnsafePointer<sockaddr>, _ netmask: UnsafePointer<sockaddr>?) -> IPAddress?) throws
+        -> IPAddress? {
         var list: UnsafeMutablePointer<ifaddrs>?
         guard getifaddrs(&list) == 0 else { throw ValidationError("getifaddrs: \(String(cString: strerror(errno)))") }
         defer { freeifaddrs(list) }
@@ -133,19 +117,33 @@ struct FulcrumAgent: ParsableCommand {
         while let entry = p {
             defer { p = entry.pointee.ifa_next }
             guard String(cString: entry.pointee.ifa_name) == interface, let sa = entry.pointee.ifa_addr else { continue }
-            if !ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET) {
-                return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                    IPAddress(ipv4: UInt32(bigEndian: $0.pointee.sin_addr.s_addr))
-                }
-            }
-            if ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET6) {
-                let a = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { s in
-                    withUnsafeBytes(of: s.pointee.sin6_addr) { IPAddress(networkBytes: $0) }
-                }
-                if let a, a.bytes[0] & 0xE0 == 0x20 { return a }  // global unicast, not link-local
-            }
+            if let found = pick(sa, entry.pointee.ifa_netmask.map { UnsafePointer($0) }) { return found }
         }
         return nil
+    }
+
+    static func ipv4(_ sa: UnsafePointer<sockaddr>) -> UInt32 {
+        sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+    }
+
+    /// The interface's IPv4 subnet broadcast address (the interface may have none configured).
+    static func broadcast(of interface: String) throws -> IPAddress? {
+        try firstAddress(of: interface) { sa, mask in
+            guard sa.pointee.sa_family == sa_family_t(AF_INET), let mask else { return nil }
+            return IPAddress(ipv4: ipv4(sa) | ~ipv4(mask))
+        }
+    }
+
+    /// The interface's IPv4 address, or its global unicast IPv6 address (not link-local).
+    static func address(of interface: String, ipv6: Bool) throws -> IPAddress? {
+        try firstAddress(of: interface) { sa, _ in
+            if !ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET) { return IPAddress(ipv4: ipv4(sa)) }
+            guard ipv6 && sa.pointee.sa_family == sa_family_t(AF_INET6) else { return nil }
+            let a = sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { s in
+                withUnsafeBytes(of: s.pointee.sin6_addr) { IPAddress(networkBytes: $0) }
+            }
+            return a.flatMap { $0.bytes[0] & 0xE0 == 0x20 ? $0 : nil }
+        }
     }
 }
 
