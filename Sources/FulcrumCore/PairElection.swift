@@ -192,13 +192,13 @@ public struct PairElection: Sendable {
         case notActive = "this LB is not active"
         case noPeer = "the peer is not heard on any interconnect"
         case peerNotReady = "the peer is not a healthy standby"
-        case alreadyHandingOver = "a hand-over is already under way"
     }
 
     public let settings: Settings
     public private(set) var role: Role = .initial
     public private(set) var peer: Peer?
     public private(set) var healthy = true
+    private var healthReason = ""
     /// Handing the service to the peer (the flag this LB's heartbeats carry).
     public private(set) var handingOver = false
     /// An operator handed the service away from this LB; cleared when it is active again.
@@ -262,12 +262,9 @@ public struct PairElection: Sendable {
         return decide(at: now)
     }
 
-    private var healthReason = ""
-
     /// The operator's failover (or failback): the active hands the service to its peer.
     public mutating func handOver(at now: Double) -> Result<[Event], Refusal> {
         guard role == .active else { return .failure(.notActive) }
-        guard !handingOver else { return .failure(.alreadyHandingOver) }
         guard peerAlive(at: now), let peer else { return .failure(.noPeer) }
         guard peer.healthy, peer.role == .standby else { return .failure(.peerNotReady) }
         var events: [Event] = []
@@ -279,7 +276,7 @@ public struct PairElection: Sendable {
     private mutating func yield(at now: Double, _ reason: String, _ events: inout [Event]) {
         handingOver = true
         handOverSince = now
-        become(.standby, reason, &events)
+        become(.standby, reason, at: now, &events)
     }
 
     /// The operator's word after a dual active under `.bothStandDown`: this LB takes the
@@ -288,15 +285,13 @@ public struct PairElection: Sendable {
         held = false
         var events = decide(at: now)
         let peerActive = peerAlive(at: now) && peer?.role == .active
-        if role == .standby && healthy && !peerActive { become(.active, "resumed by the operator", &events) }
+        if role == .standby && healthy && !peerActive { become(.active, "resumed by the operator", at: now, &events) }
         return events
     }
 
     // MARK: The decision
 
-    private var now = 0.0
-
-    private mutating func become(_ next: Role, _ reason: String, _ events: inout [Event]) {
+    private mutating func become(_ next: Role, _ reason: String, at now: Double, _ events: inout [Event]) {
         guard next != role else { return }
         events.append(.role(from: role, to: next, reason: reason))
         role = next
@@ -306,7 +301,6 @@ public struct PairElection: Sendable {
     }
 
     private mutating func decide(at now: Double) -> [Event] {
-        self.now = now
         var events: [Event] = []
         for i in interconnectUp.indices {
             let up = isUp(interconnect: i, at: now)
@@ -333,22 +327,22 @@ public struct PairElection: Sendable {
         }
 
         if !healthy {
-            become(.fault, "unhealthy: \(healthReason)", &events)
+            become(.fault, "unhealthy: \(healthReason)", at: now, &events)
             return events
         }
-        if role == .fault { become(.standby, "healthy again: joins as standby", &events) }
+        if role == .fault { become(.standby, "healthy again: joins as standby", at: now, &events) }
 
         let peer = alive ? self.peer : nil
         switch role {
         case .initial:
             if let peer {
-                if peer.role == .active { become(.standby, "the peer is active", &events) }
-                else if settings.isMaster { become(.active, "both starting: the master takes the service", &events) }
-                else { become(.standby, "both starting: the slave waits as standby", &events) }
+                if peer.role == .active { become(.standby, "the peer is active", at: now, &events) }
+                else if settings.isMaster { become(.active, "both starting: the master takes the service", at: now, &events) }
+                else { become(.standby, "both starting: the slave waits as standby", at: now, &events) }
             } else if now - started >= settings.deadInterval, let reached = probeReached {
                 become(reached ? .active : .standby,
                        reached ? "no peer heard since start; an NP-resolution target answers"
-                               : "no peer heard since start and no NP-resolution target answers: must not be active",
+                               : "no peer heard since start and no NP-resolution target answers: must not be active", at: now,
                        &events)
             }
         case .standby:
@@ -358,22 +352,22 @@ public struct PairElection: Sendable {
                     handingOver = false
                 } else if now - handOverSince >= settings.deadInterval {
                     events.append(.handOverAbandoned)
-                    become(.active, "hand-over abandoned: the peer did not take the service", &events)
+                    become(.active, "hand-over abandoned: the peer did not take the service", at: now, &events)
                 }
                 break
             }
             if let peer {
                 if peer.role == .fault || !peer.healthy {
-                    become(.active, "the peer is in fault", &events)
+                    become(.active, "the peer is in fault", at: now, &events)
                 } else if peer.handingOver && peer.role == .standby {
-                    become(.active, "the peer hands the service over", &events)
+                    become(.active, "the peer hands the service over", at: now, &events)
                 } else if peer.role != .active && settings.isMaster && peerHeardAt > roleChangedAt {
                     // Only on news of the peer from after this LB's own last change: a
                     // master just back from fault must first hear whether the slave took over.
-                    become(.active, "no LB is active: the master takes the service", &events)
+                    become(.active, "no LB is active: the master takes the service", at: now, &events)
                 }
             } else if probeReached == true {
-                become(.active, "the peer is lost on every interconnect; an NP-resolution target answers", &events)
+                become(.active, "the peer is lost on every interconnect; an NP-resolution target answers", at: now, &events)
             }
         case .active:
             if let peer {
@@ -381,17 +375,17 @@ public struct PairElection: Sendable {
                     events.append(.dualActive)
                     switch settings.dualActive {
                     case .masterStays:
-                        if !settings.isMaster { become(.standby, "dual active: the master keeps the service", &events) }
+                        if !settings.isMaster { become(.standby, "dual active: the master keeps the service", at: now, &events) }
                     case .bothStandDown:
                         held = true
-                        become(.standby, "dual active: both stand down until an operator resumes one", &events)
+                        become(.standby, "dual active: both stand down until an operator resumes one", at: now, &events)
                     }
                 } else if settings.autoFailback && !settings.isMaster && peer.isMaster && peer.role == .standby
                             && peer.healthy && !peer.handingOver && !peer.yielded {
                     yield(at: now, "automatic failback to the master", &events)
                 }
             } else if probeReached == false {
-                become(.standby, "the peer is lost and no NP-resolution target answers: this LB may be the one cut off",
+                become(.standby, "the peer is lost and no NP-resolution target answers: this LB may be the one cut off", at: now,
                        &events)
             }
         case .fault:

@@ -342,6 +342,7 @@ struct SimulatedPair {
         #expect(signed.count == Heartbeat.signedBytes)
         let datagram = signed + [UInt8](repeating: 0xAA, count: 32)
         #expect(datagram.withUnsafeBytes { Heartbeat.decode($0) } == .success(h))
+        #expect(h.peer == PairElection.Peer(role: .active, isMaster: true, handingOver: false, healthy: true, yielded: false))
         #expect(Array(datagram.prefix(79)).withUnsafeBytes { Heartbeat.decode($0) } == .failure(.truncated))
         #expect((datagram + [0]).withUnsafeBytes { Heartbeat.decode($0) } == .failure(.oversize))
         var bad = datagram
