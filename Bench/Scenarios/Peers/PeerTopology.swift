@@ -114,20 +114,8 @@ final class PeerTopology: @unchecked Sendable {
         try config.update(UInt32(1), UInt32(newFlows ? 1 : 0))
         let (g0, s0, a0) = (generated, sunk, answered)
         let program = generate, ifindex = clientIfindex
-        let elapsed = try Namespace.run(cl, cpu: clientCPU) { () -> Double in
-            let start = monotonic()
-            let deadline = start + seconds
-            var failure: Int32 = 0
-            frame.withUnsafeBytes { bytes in
-                // 200,000 frames a call: each call sets up the kernel's page pool for its
-                // frames, and at 50,000 that setup halved what the generator could offer.
-                while monotonic() < deadline {
-                    let r = fulcrum_prog_run_live_frames(program, bytes.baseAddress, UInt32(bytes.count), UInt32(ifindex), 200_000, 64)
-                    if r < 0 { failure = r; break }
-                }
-            }
-            if failure < 0 { throw SystemError("live frames", errno: -failure) }
-            return monotonic() - start
+        let elapsed = try Namespace.run(cl, cpu: clientCPU) {
+            try ForwardingBenchmark.transmit(frame, program: program, ifindex: ifindex, seconds: seconds)
         }
         usleep(100_000)  // the last frames in flight
         return Offered(offered: generated - g0, delivered: sunk - s0, answered: answered - a0, seconds: elapsed)
