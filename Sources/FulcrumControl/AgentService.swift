@@ -50,7 +50,7 @@ public final class AgentService: @unchecked Sendable {
     // The thread's own state.
     var groups: [FulcrumConfig.Group] = []
     var weights: [String: DynamicWeights] = [:]
-    var guardian = ReplayGuard()
+    var guardian = ReplayGuard<IPAddress>()
     var reporting = Set<IPAddress>()
 
     public struct Failure: Error, CustomStringConvertible {
@@ -63,10 +63,8 @@ public final class AgentService: @unchecked Sendable {
         guard let data = FileManager.default.contents(atPath: config.keyFile) else {
             throw Failure(description: "agent.key_file: cannot read \(config.keyFile): \(String(cString: strerror(errno)))")
         }
-        let keyBytes = Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
-        guard keyBytes.count >= 16 else {
-            throw Failure(description: "agent.key_file: the key in \(config.keyFile) is shorter than 16 bytes; make one with `head -c 32 /dev/urandom | base64`")
-        }
+        let keyBytes = SharedKey.bytes(fromFile: Array(data))
+        if let problem = SharedKey.problem(keyBytes, file: config.keyFile) { throw Failure(description: "agent.key_file: \(problem)") }
         self.config = config
         key = SymmetricKey(data: keyBytes)
         self.dataplane = dataplane
@@ -130,6 +128,8 @@ public final class AgentService: @unchecked Sendable {
     }
 
     func now() -> UInt64 { monotonicNanoseconds() }
+    /// The wall clock, against which an agent's epoch (its start, in Unix ms) is judged.
+    static func unixMilliseconds() -> UInt64 { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
 
     /// Takes up new groups, keeping what is known of nodes that stay.
     func adopt(_ next: [FulcrumConfig.Group]) {
@@ -224,7 +224,7 @@ public final class AgentService: @unchecked Sendable {
             count(AgentReport.Rejection.unknownNode.rawValue)
             return
         }
-        if let why = guardian.admit(report) {
+        if let why = guardian.admit(report, now: Self.unixMilliseconds()) {
             count(why.rawValue)
             return
         }

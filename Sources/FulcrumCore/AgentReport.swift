@@ -5,7 +5,7 @@
 ///  4  1               version
 ///  5  kind            1 = report
 ///  6  interval ms     u16, how often the agent reports
-///  8  epoch           u64, the agent's start (Unix seconds): grows across restarts
+///  8  epoch           u64, the agent's start (Unix milliseconds): grows across restarts
 /// 16  sequence        u64, from 1 within an epoch
 /// 24  load            u16, per mille of the node's CPU busy (0–1000)
 /// 26  family          u8, 4 or 6
@@ -38,9 +38,18 @@ public struct AgentReport: Sendable, Equatable {
 
     /// Why a datagram is not a usable report, as counted by the LB.
     public enum Rejection: String, CaseIterable, Sendable, Error {
+        public init(_ staleness: Staleness) {
+            switch staleness {
+            case .oldEpoch: self = .oldEpoch
+            case .futureEpoch: self = .futureEpoch
+            case .replayed: self = .replayed
+            }
+        }
+
         case truncated, oversize, garbage
         case badMAC = "bad_mac"
         case oldEpoch = "old_epoch"
+        case futureEpoch = "future_epoch"
         case replayed
         case unknownNode = "unknown_node"
         case sourceMismatch = "source_mismatch"
@@ -95,28 +104,9 @@ public struct AgentReport: Sendable, Equatable {
     }
 }
 
-/// Per node: the newest (epoch, sequence) seen. A report must be newer: a later epoch (the
-/// agent restarted), or the same epoch with a higher sequence. Bounded: one entry per node
-/// the LB knows.
-public struct ReplayGuard: Sendable {
-    var newest: [IPAddress: (epoch: UInt64, sequence: UInt64)] = [:]
-
-    public init() {}
-
-    /// Accepts and remembers the report, or says why not.
-    public mutating func admit(_ r: AgentReport) -> AgentReport.Rejection? {
-        if let seen = newest[r.address] {
-            if r.epoch < seen.epoch { return .oldEpoch }
-            if r.epoch == seen.epoch && r.sequence <= seen.sequence { return .replayed }
-        }
-        newest[r.address] = (r.epoch, r.sequence)
-        return nil
+extension ReplayGuard where Sender == IPAddress {
+    /// A report, keyed by the node it names.
+    public mutating func admit(_ r: AgentReport, now: UInt64) -> AgentReport.Rejection? {
+        admit(r.address, epoch: r.epoch, sequence: r.sequence, now: now).map(AgentReport.Rejection.init)
     }
-
-    /// Forgets nodes no longer configured.
-    public mutating func keep(_ addresses: Set<IPAddress>) {
-        newest = newest.filter { addresses.contains($0.key) }
-    }
-
-    public var count: Int { newest.count }
 }

@@ -51,7 +51,16 @@ public struct Heartbeat: Sendable, Equatable {
         case truncated, oversize, garbage
         case badMAC = "bad_mac"
         case oldEpoch = "old_epoch"
+        case futureEpoch = "future_epoch"
         case replayed
+
+        public init(_ staleness: Staleness) {
+            switch staleness {
+            case .oldEpoch: self = .oldEpoch
+            case .futureEpoch: self = .futureEpoch
+            case .replayed: self = .replayed
+            }
+        }
     }
 
     /// The 48 signed bytes (the caller appends the HMAC).
@@ -88,20 +97,11 @@ public struct Heartbeat: Sendable, Equatable {
     }
 }
 
-/// The peer's newest (epoch, sequence): a heartbeat must be newer, on any interconnect
-/// (one sequence counts across all of them, so a copy replayed on another link is refused).
-public struct HeartbeatReplayGuard: Sendable {
-    var newest: (epoch: UInt64, sequence: UInt64)?
-
-    public init() {}
-
-    public mutating func admit(_ h: Heartbeat) -> Heartbeat.Rejection? {
-        if let seen = newest {
-            if h.epoch < seen.epoch { return .oldEpoch }
-            if h.epoch == seen.epoch && h.sequence <= seen.sequence { return .replayed }
-        }
-        newest = (h.epoch, h.sequence)
-        return nil
+extension ReplayGuard where Sender == UInt8 {
+    /// A heartbeat: the peer is the one sender, whatever interconnect carried it (one
+    /// sequence counts across all of them, so a copy replayed on another link is refused).
+    public mutating func admit(_ h: Heartbeat, now: UInt64) -> Heartbeat.Rejection? {
+        admit(0, epoch: h.epoch, sequence: h.sequence, now: now).map(Heartbeat.Rejection.init)
     }
 }
 

@@ -53,7 +53,9 @@ struct FulcrumAgent: ParsableCommand {
         guard let data = FileManager.default.contents(atPath: keyFile) else {
             throw ValidationError("cannot read the key file \(keyFile)")
         }
-        let key = SymmetricKey(data: Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8))
+        let keyBytes = SharedKey.bytes(fromFile: Array(data))
+        if let problem = SharedKey.problem(keyBytes, file: keyFile) { throw ValidationError("--key-file: \(problem)") }
+        let key = SymmetricKey(data: keyBytes)
         var targets = lb.compactMap(IPAddress.init)
         let useIPv6 = ipv6 || !(targets.first?.isIPv4 ?? true)
         guard let me = try Self.address(of: interface, ipv6: useIPv6) else {
@@ -75,7 +77,8 @@ struct FulcrumAgent: ParsableCommand {
         }
         defer { mat?.remove(logger: logger) }
 
-        // The epoch: when this agent started (milliseconds), so a restart's reports are newer.
+        // The epoch: when this agent started, in Unix milliseconds (AgentReport's unit), so a
+        // restart's reports are newer.
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         let epoch = UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000

@@ -43,17 +43,33 @@ import Testing
     }
 
     @Test func onlyNewerReportsPass() {
-        var g = ReplayGuard()
+        var g = ReplayGuard<IPAddress>()
+        let now: UInt64 = 1_800_000_000_000
+        func r(_ epoch: UInt64, _ seq: UInt64) -> AgentReport {
+            AgentReport(intervalMilliseconds: 1000, epoch: now - 60_000 + epoch, sequence: seq, load: 0, address: Self.node)
+        }
+        #expect(g.admit(r(10, 1), now: now) == nil)
+        #expect(g.admit(r(10, 2), now: now) == nil)
+        #expect(g.admit(r(10, 2), now: now) == .replayed)
+        #expect(g.admit(r(10, 1), now: now) == .replayed)
+        #expect(g.admit(r(9, 100), now: now) == .oldEpoch)
+        #expect(g.admit(r(11, 1), now: now) == nil, "a restarted agent: a later epoch, its sequence from 1")
+        #expect(g.admit(r(10, 3), now: now) == .oldEpoch)
+    }
+
+    /// One report from a clock far ahead must not lock the agent out: it is refused, and
+    /// the real reports after it still pass.
+    @Test func aFarFutureEpochIsRefusedAndLocksNobodyOut() {
+        var g = ReplayGuard<IPAddress>()
+        let now: UInt64 = 1_800_000_000_000
         func r(_ epoch: UInt64, _ seq: UInt64) -> AgentReport {
             AgentReport(intervalMilliseconds: 1000, epoch: epoch, sequence: seq, load: 0, address: Self.node)
         }
-        #expect(g.admit(r(10, 1)) == nil)
-        #expect(g.admit(r(10, 2)) == nil)
-        #expect(g.admit(r(10, 2)) == .replayed)
-        #expect(g.admit(r(10, 1)) == .replayed)
-        #expect(g.admit(r(9, 100)) == .oldEpoch)
-        #expect(g.admit(r(11, 1)) == nil, "a restarted agent: a later epoch, its sequence from 1")
-        #expect(g.admit(r(10, 3)) == .oldEpoch)
+        #expect(g.admit(r(now - 5_000, 1), now: now) == nil)
+        #expect(g.admit(r(now + 86_400_000, 1), now: now) == .futureEpoch, "a day ahead")
+        #expect(g.admit(r(now + ReplayGuard<IPAddress>.futureTolerance + 1, 1), now: now) == .futureEpoch)
+        #expect(g.admit(r(now - 5_000, 2), now: now) == nil, "the agent's next real report still passes")
+        #expect(g.admit(r(now + 60_000, 1), now: now) == nil, "a minute ahead is within the tolerance")
         g.keep([])
         #expect(g.count == 0)
     }

@@ -357,15 +357,16 @@ struct SimulatedPair {
     }
 
     @Test func aReplayedHeartbeatIsRefusedOnEveryInterconnect() {
-        var guardian = HeartbeatReplayGuard()
+        var guardian = ReplayGuard<UInt8>()
+        let now: UInt64 = 100
         func beat(_ epoch: UInt64, _ sequence: UInt64, on link: UInt8 = 0) -> Heartbeat {
             Heartbeat(role: .standby, isMaster: false, handingOver: false, healthy: true, interconnect: link, epoch: epoch,
                       sequence: sequence, configVersion: 1, configHash: [])
         }
-        #expect(guardian.admit(beat(10, 1)) == nil)
-        #expect(guardian.admit(beat(10, 2, on: 1)) == nil)
-        #expect(guardian.admit(beat(10, 2, on: 0)) == .replayed, "the same sequence copied onto the other link")
-        #expect(guardian.admit(beat(9, 50)) == .oldEpoch)
-        #expect(guardian.admit(beat(11, 1)) == nil, "the peer restarted")
+        #expect(guardian.admit(beat(10, 1), now: now) == nil)
+        #expect(guardian.admit(beat(10, 2, on: 1), now: now) == nil)
+        #expect(guardian.admit(beat(10, 2, on: 0), now: now) == .replayed, "the same sequence copied onto the other link")
+        #expect(guardian.admit(beat(9, 50), now: now) == .oldEpoch)
+        #expect(guardian.admit(beat(11, 1), now: now) == nil, "the peer restarted")
     }
 }
