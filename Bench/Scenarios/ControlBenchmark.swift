@@ -90,7 +90,7 @@ public struct ControlBenchmark {
             return d
         }
         defer { dataplane.stop() }
-        let (committed, _) = try Controller.initialState(config)
+        let (committed, _, _) = try Controller.initialState(config)
         let controller = Controller(local: config, committed: committed,
                                     driver: DataplaneDriver(dataplane: dataplane, local: config), events: nil, logger: logger)
         let replacement = try ConfigLoader.parse(yaml(directory: directory, weightBump: 1), file: file).groups

@@ -5,7 +5,6 @@ import Foundation
 import FulcrumCore
 import Hummingbird
 import HummingbirdCore
-import HummingbirdAuth
 import HummingbirdTLS
 import Logging
 import NIOCore
@@ -26,13 +25,18 @@ public enum ControlAPI {
         let router = makeRouter(api: APIHandlers(runtime: runtime, maxBody: config.maxBodyBytes), tokens: tokens,
                                 metrics: metrics)
         let responder = router.buildResponder()
-        var server = HTTPServerBuilder.http1()
+        // One governor for every listener: the cap is on what the API holds of the daemon.
+        let governor = metrics.connections(ConnectionGovernor.Limits(maxConnections: config.maxConnections,
+                                                                    requestTimeout: config.requestTimeout,
+                                                                    idleTimeout: config.idleTimeout))
+        let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [governor.handler()]))
+        var server = http1
         if let certificate = config.tlsCertificate, let key = config.tlsKey {
             do {
                 let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
                 let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain,
                                                                    privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-                server = try .tls(.http1(), tlsConfiguration: tls)
+                server = try .tls(http1, tlsConfiguration: tls)
             } catch {
                 throw Failure(description: "api.tls: cannot use \(certificate) and \(key): \(error)")
             }
@@ -49,7 +53,7 @@ public enum ControlAPI {
             unlink(path)
             try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
                                                     withIntermediateDirectories: true)
-            services.append(Application(responder: responder, server: .http1(),
+            services.append(Application(responder: responder, server: http1,
                                         configuration: .init(address: .unixDomainSocket(path: path), serverName: "fulcrum"),
                                         onServerRunning: { _ in chmod(path, 0o600) }, logger: logger))
         }
@@ -58,7 +62,8 @@ public enum ControlAPI {
 
     /// The router: every path behind the token middleware but the page's shell.
     public static func makeRouter(api: APIHandlers, tokens: Tokens, metrics: Metrics) -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+        // HEAD answers as GET would, without the body, on every GET route.
+        let router = Router(context: BasicRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: TokenMiddleware(tokens: tokens))
         router.add(middleware: RequestCounter(metrics: metrics))
         router.get("/") { _, _ in
@@ -83,28 +88,28 @@ public enum ControlAPI {
             await api.mutate(request, created: true, schema: GroupModel.self) { .addGroup($0) }
         }
         router.get("/v1/groups/:group") { _, context in
-            await api.group(context.parameters.get("group") ?? "") { api.json(BalancingConfig.model($0)) }
+            await api.group(api.path(context, "group")) { api.json(BalancingConfig.model($0)) }
         }
         router.put("/v1/groups/:group") { request, context in
-            let name = context.parameters.get("group") ?? ""
+            let name = api.path(context, "group")
             return await api.mutate(request, schema: GroupModel.self) { .replaceGroup(name: name, $0) }
         }
         router.delete("/v1/groups/:group") { request, context in
-            let name = context.parameters.get("group") ?? ""
+            let name = api.path(context, "group")
             return await api.mutate(request, body: false) { _ in .removeGroup(name: name) }
         }
         router.get("/v1/groups/:group/nodes") { _, context in
-            await api.group(context.parameters.get("group") ?? "") { g in
+            await api.group(api.path(context, "group")) { g in
                 api.json(g.nodes.map { BalancingConfig.model($0, sorry: false) })
             }
         }
         router.post("/v1/groups/:group/nodes") { request, context in
-            let name = context.parameters.get("group") ?? ""
+            let name = api.path(context, "group")
             return await api.mutate(request, created: true, schema: NodeModel.self) { .addNode(group: name, $0) }
         }
         router.get("/v1/groups/:group/nodes/:node") { _, context in
-            let node = context.parameters.get("node") ?? ""
-            return await api.group(context.parameters.get("group") ?? "") { g in
+            let node = api.path(context, "node")
+            return await api.group(api.path(context, "group")) { g in
                 guard let n = g.nodes.first(where: { api.matches($0, node) }) else {
                     return api.error(.notFound, ErrorModel(error: "\(g.name) has no node \(node)"))
                 }
@@ -112,13 +117,13 @@ public enum ControlAPI {
             }
         }
         router.patch("/v1/groups/:group/nodes/:node") { request, context in
-            let name = context.parameters.get("group") ?? ""
-            let node = context.parameters.get("node") ?? ""
+            let name = api.path(context, "group")
+            let node = api.path(context, "node")
             return await api.patchNode(request, group: name, node: node)
         }
         router.delete("/v1/groups/:group/nodes/:node") { request, context in
-            let name = context.parameters.get("group") ?? ""
-            let node = context.parameters.get("node") ?? ""
+            let name = api.path(context, "group")
+            let node = api.path(context, "node")
             return await api.mutate(request, body: false) { _ in .removeNode(group: name, node: node) }
         }
         return router
@@ -132,20 +137,19 @@ public struct Tokens: Sendable {
     let full: [UInt8]
     let readOnly: [UInt8]?
 
-    public init(full: String, readOnly: String?) {
+    public init(full: [UInt8], readOnly: [UInt8]?) {
         self.full = Self.digest(full)
         self.readOnly = readOnly.map(Self.digest)
     }
 
     init(_ config: FulcrumConfig.API) throws {
-        func read(_ path: String, _ field: String) throws -> String {
+        // A token file's bytes, as the agent's key file: a byte changed anywhere is another token.
+        func read(_ path: String, _ field: String) throws -> [UInt8] {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw ControlAPI.Failure(description: "\(field): cannot read \(path): \(String(cString: strerror(errno)))")
             }
-            let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            guard token.utf8.count >= 16 else {
-                throw ControlAPI.Failure(description: "\(field): the token in \(path) is shorter than 16 characters; make one with `head -c 32 /dev/urandom | base64`")
-            }
+            let token = SharedKey.bytes(fromFile: Array(data))
+            if let problem = SharedKey.problem(token, file: path) { throw ControlAPI.Failure(description: "\(field): \(problem)") }
             return token
         }
         let full = try read(config.tokenFile, "api.token_file")
@@ -156,7 +160,7 @@ public struct Tokens: Sendable {
         self.init(full: full, readOnly: ro)
     }
 
-    static func digest(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
+    static func digest(_ token: [UInt8]) -> [UInt8] { Array(SHA256.hash(data: token)) }
 
     static func same(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
@@ -165,7 +169,18 @@ public struct Tokens: Sendable {
         return difference == 0
     }
 
-    public func access(_ presented: String) -> Access? {
+    /// The token of an `Authorization` header: the scheme is case-insensitive (RFC 9110
+    /// §11.1), one or more spaces follow it.
+    public static func bearer(_ authorization: String) -> [UInt8]? {
+        let bytes = Array(authorization.utf8)
+        let scheme = Array("bearer".utf8)
+        guard bytes.count > scheme.count, bytes[scheme.count] == 0x20,
+              zip(bytes, scheme).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
+        let token = bytes.dropFirst(scheme.count).drop { $0 == 0x20 }
+        return token.isEmpty ? nil : Array(token)
+    }
+
+    public func access(_ presented: [UInt8]) -> Access? {
         let d = Self.digest(presented)
         // Both compared every time: how long it takes says nothing about which matched.
         let isFull = Self.same(d, full)
@@ -181,7 +196,8 @@ struct TokenMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.method == .get && request.uri.path == "/" { return try await next(request, context) }
-        guard let bearer = request.headers.bearer, let access = tokens.access(bearer.token) else {
+        guard let header = request.headers[.authorization], let token = Tokens.bearer(header),
+              let access = tokens.access(token) else {
             return APIHandlers.errorResponse(.unauthorized,
                                              ErrorModel(error: "a valid token is required: send Authorization: Bearer <token> (api.token_file or api.readonly_token_file)"),
                                              headers: [.wwwAuthenticate: "Bearer realm=\"fulcrum\""])
@@ -343,11 +359,22 @@ public struct APIHandlers: Sendable {
         do {
             let buffer = try await request.body.collect(upTo: maxBody)
             return .success(String(buffer: buffer))
-        } catch {
+        } catch is NIOTooManyBytesError {
             return .failure(self.error(.contentTooLarge, ErrorModel(
                 error: "the body is larger than api.max_body_bytes (\(maxBody) bytes)",
                 errors: [.init(field: "(body)", value: nil, message: "is over \(maxBody) bytes")], version: version)))
+        } catch {
+            // The body could not be read as HTTP frames it (a malformed chunk, a cut connection).
+            return .failure(self.error(.badRequest, ErrorModel(
+                error: "the body cannot be read: \(error)",
+                errors: [.init(field: "(body)", value: nil, message: "is not a well-formed HTTP body")], version: version)))
         }
+    }
+
+    /// A path parameter, percent-decoded (`fulcrumctl` and any client encode what they send).
+    func path(_ context: BasicRequestContext, _ name: String) -> String {
+        let raw = context.parameters.get(name) ?? ""
+        return raw.removingPercentEncoding ?? raw
     }
 
     static func response(for error: ChangeError) -> Response {
@@ -381,6 +408,12 @@ public struct APIHandlers: Sendable {
         } catch {
             return self.error(.unprocessableContent, ErrorModel(error: "the body must be a JSON object",
                                                            errors: [.init(field: "(body)", value: nil, message: "must be an object with weight and/or enabled")],
+                                                           version: version))
+        }
+        // JSONDecoder keeps the first of two equal keys; every other route refuses them.
+        if let twice = ConfigLoader.duplicateKeys(in: text, source: Controller.body) {
+            return error(.unprocessableContent, ErrorModel(error: "the change is invalid",
+                                                           errors: [.init(field: twice.field, value: nil, message: twice.message)],
                                                            version: version))
         }
         var patch = NodePatchModel()

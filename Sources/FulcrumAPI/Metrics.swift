@@ -35,6 +35,18 @@ public final class Metrics: Sendable {
         }
     }
 
+    /// The API's connection governor, once the API is built (`connections`).
+    private let governor = Mutex<ConnectionGovernor?>(nil)
+
+    /// The governor for the API's listeners, counted in the metrics.
+    func connections(_ limits: ConnectionGovernor.Limits) -> ConnectionGovernor {
+        governor.withLock { g in
+            let made = g ?? ConnectionGovernor(limits: limits)
+            g = made
+            return made
+        }
+    }
+
     public init(runtime: Runtime?, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.runtime = runtime
         self.registry = registry
@@ -118,6 +130,14 @@ public final class Metrics: Sendable {
         }
         for (stat, value) in snapshot.sockets.sorted(by: { $0.key < $1.key }) {
             out.counter("fulcrum_afxdp_socket_total", [("stat", stat)], "The AF_XDP sockets' statistics (summed).", value)
+        }
+        if let governor = governor.withLock({ $0 }) {
+            out.gauge("fulcrum_api_connections_open", [], "Connections the control API holds open.", Double(governor.openConnections))
+            for reason in ConnectionGovernor.Closed.allCases {
+                out.counter("fulcrum_api_connections_closed_total", [("reason", reason.rawValue)],
+                            "Connections the control API closed to stay within api.max_connections, api.request_timeout and api.idle_timeout.",
+                            governor.closedCount(reason))
+            }
         }
         return out
     }

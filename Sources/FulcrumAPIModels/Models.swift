@@ -342,9 +342,12 @@ public struct StatusModel: Codable, Sendable, Equatable {
     public var groups: [GroupStatusModel]
     public var drops: [String: UInt64]
     public var events: [EventModel]
+    /// What is wrong with this LB itself (health checks that cannot run here, …), in words;
+    /// absent when nothing is.
+    public var alarms: [String]?
 
     enum CodingKeys: String, CodingKey {
-        case host, role, version, hash, flows, groups, drops, events
+        case host, role, version, hash, flows, groups, drops, events, alarms
         case uptimeSeconds = "uptime_seconds"
         case flowCapacity = "flow_capacity"
     }

@@ -134,6 +134,12 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var tlsKey: String?
         /// Largest request body accepted.
         public var maxBodyBytes = 1 << 20
+        /// Connections open at once; past it the oldest idle one is closed (`ConnectionGovernor`).
+        public var maxConnections = 256
+        /// Seconds a request has to arrive whole, from the connection's start or its last answer.
+        public var requestTimeout = 10.0
+        /// Seconds a kept-alive connection may wait for its next request.
+        public var idleTimeout = 60.0
     }
 
     public var file: String

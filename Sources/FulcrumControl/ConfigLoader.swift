@@ -106,6 +106,21 @@ public enum ConfigLoader {
         }
     }
 
+    /// The keys given twice in one mapping anywhere in `text` (JSON is YAML), as the error
+    /// the loader would give; nil when there are none or the text does not parse (the
+    /// caller's own parse reports that).
+    public static func duplicateKeys(in text: String, source: String) -> ConfigError? {
+        do {
+            _ = try Yams.compose(yaml: text)
+            return nil
+        } catch let error as YamlError {
+            if case .duplicatedKeysInMapping = error { return yamlError(error, file: source) }
+            return nil
+        } catch {
+            return nil
+        }
+    }
+
     /// A YAML error with its line and the problem only: Yams' own description quotes
     /// the source (all of it, for duplicate keys).
     static func yamlError(_ error: YamlError, file: String) -> ConfigError {
@@ -175,6 +190,16 @@ struct Reader {
         return s
     }
 
+    /// A name the operator gives (`Identifier`).
+    mutating func identifier(_ node: Node?, _ field: String) -> String? {
+        guard let text = string(node, field) else { return nil }
+        if let problem = Identifier.problem(text) {
+            fail(node, field, problem)
+            return nil
+        }
+        return text
+    }
+
     mutating func int(_ node: Node?, _ field: String, in range: ClosedRange<Int>) -> Int? {
         guard let text = string(node, field) else { return nil }
         guard let v = Int(text), range.contains(v) else {
@@ -221,7 +246,7 @@ struct Reader {
         let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups", "events", "api", "state_file", "agent"])
         var name = "fulcrum"
         if let section = top["node"] {
-            name = string(mapping(section, "node", allowed: ["name"])["name"], "node.name") ?? name
+            name = identifier(mapping(section, "node", allowed: ["name"])["name"], "node.name") ?? name
         }
         let dp = dataplane(top["dataplane"])
         let interfaceNames = Set(dp.interfaces.map(\.name))
@@ -300,7 +325,7 @@ struct Reader {
         enclosing.append(node)
         defer { enclosing.removeLast() }
         let m = mapping(node, "api", allowed: ["listen", "unix_socket", "token_file", "readonly_token_file", "tls",
-                                              "max_body_bytes"])
+                                              "max_body_bytes", "max_connections", "request_timeout", "idle_timeout"])
         guard let token = absolutePath(m["token_file"], "api.token_file") else { return nil }
         var api = FulcrumConfig.API(tokenFile: token)
         if let l = m["listen"] {
@@ -322,6 +347,9 @@ struct Reader {
             api.tlsKey = absolutePath(tm["key"], "api.tls.key")
         }
         if let v = m["max_body_bytes"].flatMap({ int($0, "api.max_body_bytes", in: 1024...(64 << 20)) }) { api.maxBodyBytes = v }
+        if let v = m["max_connections"].flatMap({ int($0, "api.max_connections", in: 1...65536) }) { api.maxConnections = v }
+        if let v = m["request_timeout"].flatMap({ seconds($0, "api.request_timeout", in: 0.1...3600) }) { api.requestTimeout = v }
+        if let v = m["idle_timeout"].flatMap({ seconds($0, "api.idle_timeout", in: 0.1...86400) }) { api.idleTimeout = v }
         if api.listen.isEmpty && api.unixSocket == nil {
             fail(m["listen"] ?? node, "api.listen", "is empty and there is no unix_socket: the API would not be reachable")
         }
@@ -468,7 +496,7 @@ struct Reader {
         defer { enclosing.removeLast() }
         let m = mapping(node, field, allowed: ["name", "vip", "protocol", "ports", "method", "scheduler", "interface",
                                                "nodes", "sorry", "health_check", "dynamic_weights", "accept_discovered_nodes"])
-        let name = string(m["name"], "\(field).name")
+        let name = identifier(m["name"], "\(field).name")
         let vip = address(m["vip"], "\(field).vip")
         if let vip, !vip.isHostUnicast {
             fail(m["vip"], "\(field).vip", "must be a unicast address this LB can answer for (not unspecified, loopback, multicast or broadcast)")

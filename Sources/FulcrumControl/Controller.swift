@@ -104,7 +104,7 @@ public actor Controller {
     public nonisolated let rejected = Atomic<Int>(0)
     let onCommit: @Sendable (Committed) -> Void
     /// Where the changes' errors say they come from.
-    static let body = "request body"
+    public static let body = "request body"
 
     public init(local: FulcrumConfig, committed: Committed, driver: any ForwardingDriver, events: EventLog?,
                 logger: Logger, onCommit: @escaping @Sendable (Committed) -> Void = { _ in }) {
@@ -120,25 +120,42 @@ public actor Controller {
     /// groups changed since the state began from them (then the file's, at the next
     /// version). `note` says which won, for the log and events. The caller persists it
     /// (`persist`) once it holds the interfaces, so a daemon refused at start writes nothing.
-    public static func initialState(_ config: FulcrumConfig) throws -> (Committed, note: String) {
+    public static func initialState(_ config: FulcrumConfig) throws -> (Committed, note: String, fromStateFile: Bool) {
         let fileHash = BalancingConfig.hash(config.groups)
         let saved = try StateFile.read(config.stateFile)
         var fileGroups = config.groups
         for i in fileGroups.indices { fileGroups[i].line = nil }
         var committed = Committed(version: 1, hash: fileHash, groups: fileGroups, sourceHash: fileHash)
         var note = "configuration 1 from \(config.file)"
+        var fromStateFile = false
         if let saved {
             if saved.sourceHash == fileHash {
                 let groups = try ConfigLoader.parseBalancing(saved.groupsDocument, source: config.stateFile, local: config)
                 committed = Committed(version: saved.version, hash: BalancingConfig.hash(groups), groups: groups,
                                       sourceHash: fileHash)
                 note = "configuration \(saved.version) from \(config.stateFile) (changes made through the API)"
+                fromStateFile = true
             } else {
                 committed.version = saved.version + 1
                 note = "configuration \(committed.version) from \(config.file): its groups changed since \(config.stateFile) was written, so the file wins"
             }
         }
-        return (committed, note)
+        return (committed, note, fromStateFile)
+    }
+
+    /// Every committed version has its `config.applied` event. A daemon that died between
+    /// committing a change (the state file) and recording it left none; nor has a version
+    /// made at start from an edited configuration file. Either is recorded here, at start,
+    /// with what is known of it.
+    public static func recordMissingApplied(_ c: Committed, fromStateFile recovered: Bool, events: EventLog, note: String) {
+        guard c.version > 1 else { return }
+        let latest = events.events().last { $0.kind == "config.applied" }.flatMap { $0.fields["version"].flatMap(Int.init) }
+        guard latest.map({ $0 < c.version }) ?? true else { return }
+        events.record(.notice, "config.applied",
+                      recovered
+                          ? "configuration \(c.version) applied (recorded at start: the daemon stopped after committing it, before its event was written)"
+                          : "configuration \(c.version) applied at start: \(note)",
+                      ["version": "\(c.version)", "hash": c.hash, "origin": recovered ? "recovered" : "start"])
     }
 
     public static func persist(_ c: Committed, to path: String) throws {

@@ -23,13 +23,16 @@ public final class Runtime: Sendable {
     /// The node agents' listener, with an `agent:` section.
     public let agents: AgentService?
     public let started = Date()
+    /// This daemon's claim on its state file, held for its life.
+    let stateLock: FileLock
     /// The committed configuration as last applied, readable without awaiting the
     /// controller (status, metrics, the forwarding loop).
     public let committed: CommittedView
 
     init(local: FulcrumConfig, dataplane: Dataplane, controller: Controller, events: EventLog, checker: HealthChecker,
-         agents: AgentService?, committed: CommittedView) {
+         agents: AgentService?, committed: CommittedView, stateLock: FileLock) {
         self.local = local
+        self.stateLock = stateLock
         self.dataplane = dataplane
         self.controller = controller
         self.events = events
@@ -74,12 +77,15 @@ public final class Daemon: Sendable {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         var logger = self.logger
+        ResourceLimits.raiseOpenFiles(logger: logger)
         let config = try HostCheck.load(path: configPath)
         logger[metadataKey: "host"] = "\(config.nodeName)"
         let events = try EventLog(file: config.events.file, capacity: config.events.memory,
                                   maxFileBytes: config.events.maxBytes, keep: config.events.keep)
-        let (committed, note) = try Controller.initialState(config)
+        let stateLock = try StateFile.claim(config.stateFile)
+        let (committed, note, fromStateFile) = try Controller.initialState(config)
         logger.info("\(note)")
+        Controller.recordMissingApplied(committed, fromStateFile: fromStateFile, events: events, note: note)
         var starting = config
         starting.groups = committed.groups
         let dataplane = try Dataplane(options: config.dataplaneOptions(bpfObject: bpfObject), groups: starting.groupSpecs,
@@ -91,7 +97,8 @@ public final class Daemon: Sendable {
         try dataplane.setActive(true)
         let reactor = HealthReactor(dataplane: dataplane, events: events, logger: logger)
         reactor.groups.withLock { $0 = committed.groups }
-        let checker = HealthChecker(groups: committed.groups) { reactor.changed($0) }
+        let checker = HealthChecker(groups: committed.groups, onChange: { reactor.changed($0) },
+                                    onLocalFault: { reactor.localFault($0) })
         reactor.checker.withLock { $0 = checker }
         let view = CommittedView(committed)
         let agents: AgentService?
@@ -129,7 +136,7 @@ public final class Daemon: Sendable {
         }
         controllerBox.withLock { $0 = controller }
         let runtime = Runtime(local: config, dataplane: dataplane, controller: controller, events: events, checker: checker,
-                              agents: agents, committed: view)
+                              agents: agents, committed: view, stateLock: stateLock)
         let forwarding = ForwardingService(runtime: runtime, statusFile: statusFile, logger: logger)
         let added: [any Service]
         do { added = try extra(runtime) } catch {
@@ -317,6 +324,15 @@ final class ForwardingService: Service, @unchecked Sendable {
 }
 
 extension Runtime {
+    /// What is wrong with this LB itself, in words, for status: empty when nothing is.
+    public var alarms: [String] {
+        var out: [String] = []
+        if let f = checker.localFault {
+            out.append("health checks cannot run on this LB: \(f.reason) (\(f.checks) check(s) skipped; node states kept)")
+        }
+        return out
+    }
+
     /// The status file's document: counters, health, the latest alerts.
     public func statusReport() -> StatusReport {
         let c = committed.value
@@ -325,6 +341,7 @@ extension Runtime {
         // Status shows the alerts (notice and above); the file keeps everything.
         report.reloadsRejected = controller.rejected.load(ordering: .relaxed)
         report.events = Array(events.events().filter { $0.severity >= .notice }.suffix(10))
+        report.alarms = alarms
         let states = checker.states
         for g in report.groups.indices {
             for k in report.groups[g].nodes.indices {
@@ -355,6 +372,20 @@ final class HealthReactor: Sendable {
         self.dataplane = dataplane
         self.events = events
         self.logger = logger
+    }
+
+    /// Health checks that cannot run on this LB (no file descriptor, buffer or port): an
+    /// alarm about this LB, never a node's failure; and its end.
+    func localFault(_ fault: HealthChecker.LocalFault?) {
+        if let fault {
+            logger.error("health checks cannot run on this LB; node states are kept", metadata: ["reason": "\(fault.reason)"])
+            events.record(.error, "lb.local_fault",
+                          "health checks cannot run on this LB (\(fault.reason)); every node keeps the state it had",
+                          ["reason": fault.reason])
+        } else {
+            logger.notice("health checks run again")
+            events.record(.notice, "lb.local_fault.cleared", "health checks run again on this LB")
+        }
     }
 
     func changed(_ change: HealthChecker.Change) {

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import FulcrumBPF
 import FulcrumCore
 import Foundation
+import NIOCore
 import NIOSSL
 import Synchronization
 
@@ -46,13 +47,32 @@ public final class HealthChecker: @unchecked Sendable {
     }
 
     private let onChange: @Sendable (Change) -> Void
+    /// A check that could not run for a reason on this LB (`LocalFault`), and its end (nil).
+    private let onLocalFault: @Sendable (LocalFault?) -> Void
+    private let fault = Mutex<LocalFault?>(nil)
+
+    /// Checks that cannot run for a reason on this LB, not the node's: no file descriptor,
+    /// no buffer, no memory, no local port. They say nothing of the node, so its state is
+    /// kept as it was; the fault is this LB's, and is raised as its alarm.
+    public struct LocalFault: Sendable, Equatable {
+        public var reason: String
+        /// Checks that could not run since the fault began.
+        public var checks: Int
+    }
+
+    /// The fault in force, if checks cannot run now.
+    public var localFault: LocalFault? { fault.withLock { $0 } }
+
+    static func isLocalFault(_ code: Int32) -> Bool {
+        [EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL, EAGAIN].contains(code)
+    }
     private let pending = Mutex<[FulcrumConfig.Group]?>(nil)
     private let published = Mutex<[NodeIdentity: State]>([:])
     private let running = Atomic<Bool>(true)
     private var thread: Thread?
     /// HTTPS checks run on AsyncHTTPClient's event loop; their results come back here,
     /// with the rebuild they were started in, and a byte on `wake` ends the loop's poll.
-    private struct Outcome { var id: NodeIdentity; var epoch: Int; var success: Bool; var reason: String? }
+    private struct Outcome { var id: NodeIdentity; var epoch: Int; var success: Bool; var reason: String?; var local = false }
     private let outcomes = Mutex<[Outcome]>([])
     private let wake = WakePipe()
     private var epoch = 0
@@ -73,8 +93,10 @@ public final class HealthChecker: @unchecked Sendable {
     /// Owned by the checker thread.
     private var targets: [Target] = []
 
-    public init(groups: [FulcrumConfig.Group], onChange: @escaping @Sendable (Change) -> Void) {
+    public init(groups: [FulcrumConfig.Group], onChange: @escaping @Sendable (Change) -> Void,
+                onLocalFault: @escaping @Sendable (LocalFault?) -> Void = { _ in }) {
         self.onChange = onChange
+        self.onLocalFault = onLocalFault
         pending.withLock { $0 = groups }
     }
 
@@ -169,8 +191,9 @@ public final class HealthChecker: @unchecked Sendable {
             _ = poll(&fds, nfds_t(fds.count), Int32(max(0, wait) * 1000) + 1)
             let after = Self.now()
             if fds[0].revents != 0 { wake.drain() }
-            for (id, success, reason) in takeOutcomes() {
-                if let i = targets.firstIndex(where: { $0.id == id }), targets[i].probe?.fd == -1 { finish(i, success, reason) }
+            for o in takeOutcomes() {
+                guard let i = targets.firstIndex(where: { $0.id == o.id }), targets[i].probe?.fd == -1 else { continue }
+                if o.local { localFault(i, o.reason ?? "local fault") } else { finish(i, o.success, o.reason) }
             }
             for (k, pfd) in fds.enumerated() where k > 0 {
                 let i = owners[k]
@@ -185,11 +208,11 @@ public final class HealthChecker: @unchecked Sendable {
         try? httpsClient?.syncShutdown()
     }
 
-    private func takeOutcomes() -> [(NodeIdentity, Bool, String?)] {
+    private func takeOutcomes() -> [Outcome] {
         let current = epoch
         return outcomes.withLock { o in
             defer { o.removeAll() }
-            return o.filter { $0.epoch == current }.map { ($0.id, $0.success, $0.reason) }
+            return o.filter { $0.epoch == current }
         }
     }
 
@@ -220,6 +243,10 @@ public final class HealthChecker: @unchecked Sendable {
                 }
             } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout {
                 reason = "timeout"
+            } catch let error as IOError where Self.isLocalFault(error.errnoCode) {
+                outcomes.withLock { $0.append(Outcome(id: id, epoch: started, success: false, reason: "\(error)", local: true)) }
+                wake.wake()
+                return
             } catch {
                 reason = "\(error)".contains("refused") ? "refused" : "TLS or HTTP error: \("\(error)".prefix(80))"
             }
@@ -243,7 +270,12 @@ public final class HealthChecker: @unchecked Sendable {
             proto = t.address.isIPv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6)
         }
         let fd = socket(family, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), proto)
-        guard fd >= 0 else { return record(i, false, "socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            let code = errno
+            let why = "socket: \(String(cString: strerror(code)))"
+            // Any failure to open a socket is this LB's: the node was not even asked.
+            return localFault(i, why)
+        }
         targets[i].probe = Probe(fd: fd, deadline: now + t.check.timeout, phase: .connecting)
         // (A connected raw socket receives only what comes from the node.)
         let r = Self.withSocketAddress(t.address, t.check.kind == .icmp ? 0 : t.port) { connect(fd, $0, $1) }
@@ -252,7 +284,9 @@ public final class HealthChecker: @unchecked Sendable {
             if t.check.kind == .udp || t.check.kind == .icmp { sendRequest(i) }
             return
         }
-        finish(i, false, Self.reason(errno))
+        let code = errno
+        if Self.isLocalFault(code) { return localFault(i, "connect: \(String(cString: strerror(code)))") }
+        finish(i, false, Self.reason(code))
     }
 
     static func contains(_ bytes: some Collection<UInt8>, _ text: String) -> Bool {
@@ -346,7 +380,11 @@ public final class HealthChecker: @unchecked Sendable {
             request = Array(t.check.send.utf8)
         }
         let sent = request.withUnsafeBytes { send(t.probe!.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        guard sent == request.count else { return finish(i, false, Self.reason(errno)) }
+        guard sent == request.count else {
+            let code = errno
+            if sent < 0 && Self.isLocalFault(code) { return localFault(i, "send: \(String(cString: strerror(code)))") }
+            return finish(i, false, Self.reason(code))
+        }
         targets[i].probe!.phase = .awaitingReply
     }
 
@@ -356,7 +394,36 @@ public final class HealthChecker: @unchecked Sendable {
         record(i, success, reason)
     }
 
+    /// A check that could not run here: the node keeps its state, the LB raises its alarm
+    /// (once, when the fault begins), and the check runs again at its next interval.
+    private func localFault(_ i: Int, _ reason: String) {
+        if let p = targets[i].probe, p.fd >= 0 { close(p.fd) }
+        targets[i].probe = nil
+        lastLocalFault = Self.now()
+        let began = fault.withLock { f -> Bool in
+            if f == nil {
+                f = LocalFault(reason: reason, checks: 1)
+                return true
+            }
+            f!.checks += 1
+            f!.reason = reason
+            return false
+        }
+        if began { onLocalFault(LocalFault(reason: reason, checks: 1)) }
+    }
+
+    /// When a check last could not run here (the checker thread's).
+    private var lastLocalFault = 0.0
+    /// Checks must run to a verdict this long after the last local fault before the alarm
+    /// is cleared, so a fault that comes and goes is one alarm, not one per check.
+    static let localFaultClearance = 5.0
+
     private func record(_ i: Int, _ success: Bool, _ reason: String?) {
+        // Checks run to a verdict again: whatever kept them from running is over.
+        if Self.now() - lastLocalFault >= Self.localFaultClearance,
+           fault.withLock({ f -> Bool in defer { f = nil }; return f != nil }) {
+            onLocalFault(nil)
+        }
         let failureBefore = targets[i].tracker.lastFailure
         let change = targets[i].tracker.record(success: success, reason: reason)
         if change != nil { targets[i].transitions += 1 }

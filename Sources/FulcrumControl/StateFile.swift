@@ -1,4 +1,5 @@
 import FulcrumAPIModels
+import FulcrumDataplane
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -33,6 +34,19 @@ public struct StateFile: Codable, Sendable, Equatable {
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+    }
+
+    /// Claims the state file for this daemon (a `FileLock` on `<path>.lock` beside it, held
+    /// until the process exits): two daemons on one host with one state file would read and
+    /// overwrite each other's committed configuration.
+    public static func claim(_ path: String) throws -> FileLock {
+        let directory = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: directory.isEmpty ? "." : directory, withIntermediateDirectories: true)
+        do {
+            return try FileLock(path: path + ".lock")
+        } catch let held as FileLock.Held {
+            throw Failure(description: "state_file \(path) is in use by another fulcrum (\(held.holder)); give each daemon on this host its own state_file")
+        }
     }
 
     /// nil when there is no file; throws when there is one that cannot be read.

@@ -57,10 +57,13 @@ extension Runtime {
                                     sorry: g.sorry.map { node(g, $0, live: nil, sorry: true) })
         }
         let alerts = withEvents ? events.events().filter { $0.severity >= .notice }.suffix(20) : []
-        return StatusModel(host: local.nodeName, role: "standalone", version: c.version, hash: c.hash,
-                           uptimeSeconds: Date().timeIntervalSince(started), flows: snapshot.flows,
-                           flowCapacity: snapshot.flowCapacity, groups: groups,
-                           drops: Dictionary(uniqueKeysWithValues: snapshot.drops.filter { $0.value > 0 }.map { ($0.key.label, $0.value) }),
-                           events: alerts.map(EventModels.model))
+        var model = StatusModel(host: local.nodeName, role: "standalone", version: c.version, hash: c.hash,
+                                uptimeSeconds: Date().timeIntervalSince(started), flows: snapshot.flows,
+                                flowCapacity: snapshot.flowCapacity, groups: groups,
+                                drops: Dictionary(uniqueKeysWithValues: snapshot.drops.filter { $0.value > 0 }.map { ($0.key.label, $0.value) }),
+                                events: alerts.map(EventModels.model))
+        let alarms = self.alarms
+        model.alarms = alarms.isEmpty ? nil : alarms
+        return model
     }
 }

@@ -34,6 +34,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var reloadsRejected: Int = 0
     /// The latest events, oldest first.
     public var events: [Event] = []
+    /// What is wrong with this LB itself (`Runtime.alarms`); absent when nothing is.
+    public var alarms: [String]?
     public var groups: [Group]
     public var counters: [String: UInt64]
     public var drops: [String: UInt64]

@@ -149,7 +149,7 @@ public final class Dataplane: @unchecked Sendable {
     private let state: Mutex<State>
     /// One per data-plane interface, held while this process runs: a second `fulcrum`
     /// on the same interface is told so before it touches anything.
-    private let locks: [InterfaceLock]
+    private let locks: [FileLock]
 
     struct State {
         var groups: [GroupSpec]
@@ -242,7 +242,7 @@ public final class Dataplane: @unchecked Sendable {
         try DataplaneLimits.check(initial.spec)  // validate before touching anything
         try Self.trial(initial.spec)
         state = Mutex(initial)
-        locks = try options.interfaces.map { try InterfaceLock(interface: $0) }
+        locks = try options.interfaces.map { try InterfaceLock.claim($0) }
 
         let path = try options.bpfObject ?? BPFObject.locate()
         object = try BPFObject(path: path)

@@ -3,31 +3,23 @@ import FulcrumBPF
 import Glibc
 #endif
 
-/// An exclusive claim on a data-plane interface for the life of this process: an
-/// `flock` on /run/fulcrum/<netns>-<interface>.lock, which the kernel drops when the
-/// process exits however it exits. Two `fulcrum run` on one interface, started one after
-/// the other or at the same instant, end with exactly one running and the other told
-/// which process holds the interface, before either touches a queue.
-///
-/// The network namespace's inode is part of the name: interface names repeat across
-/// namespaces (every testbed has an `eth-c`), and /run is shared by them.
-final class InterfaceLock: @unchecked Sendable {
-    let path: String
+/// An exclusive claim for the life of this process: an `flock` on a lock file, which the
+/// kernel drops when the process exits however it exits. Two daemons claiming one thing,
+/// one after the other or at the same instant, end with exactly one holding it and the
+/// other told which process does.
+public final class FileLock: @unchecked Sendable {
+    public let path: String
     private var fd: Int32
 
-    static var directory: String {
-        if let dir = getenv("FULCRUM_RUN_DIR") { return String(cString: dir) }
-        return "/run/fulcrum"
+    /// Who holds a lock that could not be taken: "pid N", or the lock file when the kernel
+    /// does not say.
+    public struct Held: Error, CustomStringConvertible {
+        public var path: String
+        public var holder: String
+        public var description: String { "\(path) is locked by \(holder)" }
     }
 
-    init(interface: String) throws {
-        let dir = InterfaceLock.directory
-        if mkdir(dir, 0o755) != 0 && errno != EEXIST {
-            throw SystemError("create \(dir)", errno: errno)
-        }
-        var ns = stat()
-        let namespace = stat("/proc/self/ns/net", &ns) == 0 ? "\(ns.st_ino)" : "host"
-        let path = "\(dir)/\(namespace)-\(interface).lock"
+    public init(path: String) throws {
         self.path = path
         let fd = try SystemCall.run("open \(path)") { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
         self.fd = fd
@@ -36,14 +28,14 @@ final class InterfaceLock: @unchecked Sendable {
         } catch let error as SystemError where error.errno == EWOULDBLOCK {
             // The kernel says who holds the lock (/proc/locks); the pid in the file may be
             // a previous holder's until the new one has written its own.
-            var holder = InterfaceLock.lockHolder(fd)
+            var holder = FileLock.lockHolder(fd)
             for _ in 0..<50 where holder == nil {
                 usleep(2_000)
-                holder = InterfaceLock.lockHolder(fd) ?? InterfaceLock.readHolder(fd)
+                holder = FileLock.lockHolder(fd) ?? FileLock.readHolder(fd)
             }
             close(fd)
             self.fd = -1
-            throw DataplaneError.interfaceInUse(interface: interface, by: holder.map { "pid \($0)" } ?? "lock \(path)")
+            throw Held(path: path, holder: holder.map { "pid \($0)" } ?? "lock \(path)")
         } catch {
             close(fd)
             self.fd = -1
@@ -62,7 +54,8 @@ final class InterfaceLock: @unchecked Sendable {
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 512)
         while fgets(&line, 512, f) != nil {
-            let fields = String(cString: line).split(separator: " ")
+            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let fields = text.split(separator: " ")
             guard fields.count >= 6, fields[1] == "FLOCK" else { continue }
             let device = fields[5].split(separator: ":")
             guard device.count == 3, UInt64(device[2]) == UInt64(st.st_ino) else { continue }
@@ -80,5 +73,31 @@ final class InterfaceLock: @unchecked Sendable {
 
     deinit {
         if fd >= 0 { close(fd) }
+    }
+}
+
+/// A data-plane interface claimed for this process: a `FileLock` on
+/// /run/fulcrum/<netns>-<interface>.lock, taken before any queue is touched.
+///
+/// The network namespace's inode is part of the name: interface names repeat across
+/// namespaces (every testbed has an `eth-c`), and /run is shared by them.
+enum InterfaceLock {
+    static var directory: String {
+        if let dir = getenv("FULCRUM_RUN_DIR") { return String(cString: dir) }
+        return "/run/fulcrum"
+    }
+
+    static func claim(_ interface: String) throws -> FileLock {
+        let dir = directory
+        if mkdir(dir, 0o755) != 0 && errno != EEXIST {
+            throw SystemError("create \(dir)", errno: errno)
+        }
+        var ns = stat()
+        let namespace = stat("/proc/self/ns/net", &ns) == 0 ? "\(ns.st_ino)" : "host"
+        do {
+            return try FileLock(path: "\(dir)/\(namespace)-\(interface).lock")
+        } catch let held as FileLock.Held {
+            throw DataplaneError.interfaceInUse(interface: interface, by: held.holder)
+        }
     }
 }

@@ -61,10 +61,13 @@ public final class Testbed: @unchecked Sendable {
     public var testpeer: String { root + "/.build/debug/fulcrum-testpeer" }
 
     /// Starts the daemon and waits (up to `timeout`) until every node's MAC is known.
-    public func startDaemon(timeout: Double = 20) throws {
+    /// `openFiles`: start it under that soft:hard limit on open files (`prlimit`), as a
+    /// service unit's default would.
+    public func startDaemon(timeout: Double = 20, openFiles: (soft: Int, hard: Int)? = nil) throws {
         try? FileManager.default.removeItem(atPath: statusPath)  // never read a previous run's
-        daemon = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-lb", fulcrum, "run", "--config", configPath,
-                                   "--status-file", statusPath], outputPath: logPath)
+        let limit = openFiles.map { ["/usr/bin/prlimit", "--nofile=\($0.soft):\($0.hard)"] } ?? []
+        daemon = try ChildProcess(limit + ["/usr/sbin/ip", "netns", "exec", "\(prefix)-lb", fulcrum, "run", "--config", configPath,
+                                           "--status-file", statusPath], outputPath: logPath)
         try waitFor("all node MACs resolved", timeout: timeout) { status in
             status.groups.allSatisfy { $0.nodes.allSatisfy { $0.mac != nil } }
         }

@@ -132,7 +132,7 @@ final class APIClient {
 
     static func failure(_ reply: Reply) -> APIFailure {
         guard let e = try? JSONDecoder().decode(ErrorModel.self, from: reply.body) else {
-            return APIFailure(description: "HTTP \(reply.status): \(String(decoding: reply.body.prefix(500), as: UTF8.self))")
+            return APIFailure(description: "HTTP \(reply.status): \(printable(String(decoding: reply.body.prefix(500), as: UTF8.self)))")
         }
         var lines = ["error (HTTP \(reply.status)): \(e.error)"]
         for f in e.errors ?? [] {
@@ -144,7 +144,7 @@ final class APIClient {
         case 403: lines.append("this is the read-only token; changes need the full-access token (api.token_file)")
         default: break
         }
-        return APIFailure(description: lines.joined(separator: "\n"))
+        return APIFailure(description: lines.map(printable).joined(separator: "\n"))
     }
 
     func get<T: Decodable>(_ type: T.Type, _ path: String) async throws -> (T, Data) {
@@ -152,6 +152,25 @@ final class APIClient {
         return (try JSONDecoder().decode(T.self, from: data), data)
     }
 }
+
+/// Text from the daemon made safe for a terminal: control characters (ESC, NUL, CR, …)
+/// are shown as `\u{1B}`, never sent raw, so a name or a message cannot move the cursor,
+/// clear the screen or hide a line.
+func printable(_ text: String) -> String {
+    var out = ""
+    out.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
+    for u in text.unicodeScalars {
+        if u.properties.generalCategory == .control && u != "\n" {
+            out += "\\u{\(String(u.value, radix: 16, uppercase: true))}"
+        } else {
+            out.unicodeScalars.append(u)
+        }
+    }
+    return out
+}
+
+/// What fulcrumctl prints, as `printable` makes it.
+func say(_ text: String) { print(printable(text)) }
 
 func printJSON(_ data: Data) {
     if let object = try? JSONSerialization.jsonObject(with: data),
@@ -174,7 +193,8 @@ func perform(_ body: () async throws -> Void) async throws {
 
 // MARK: - Tables
 
-func table(_ header: [String], _ rows: [[String]]) -> String {
+func table(_ header: [String], _ given: [[String]]) -> String {
+    let rows = given.map { $0.map(printable) }
     var widths = header.map(\.count)
     for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
     func line(_ cells: [String]) -> String {
@@ -200,11 +220,11 @@ func eventLine(_ e: EventModel) -> String {
 func printResult(_ data: Data, json: Bool) throws {
     if json { printJSON(data); return }
     let r = try JSONDecoder().decode(ChangeResultModel.self, from: data)
-    print(r.dryRun ? "dry run: would become configuration \(r.version) (\(r.changes.count) change(s)); nothing applied"
+    say(r.dryRun ? "dry run: would become configuration \(r.version) (\(r.changes.count) change(s)); nothing applied"
                    : "configuration \(r.version) applied (\(r.changes.count) change(s))")
     for c in r.changes {
         let what = [c.from.map { "from \($0)" }, c.to.map { "to \($0)" }].compactMap { $0 }.joined(separator: " ")
-        print("  \(c.op.padding(toLength: 6, withPad: " ", startingAt: 0)) \(c.path)\(what.isEmpty ? "" : "  \(what)")")
+        say("  \(c.op.padding(toLength: 6, withPad: " ", startingAt: 0)) \(c.path)\(what.isEmpty ? "" : "  \(what)")")
     }
 }
 
@@ -222,17 +242,18 @@ struct Status: AsyncParsableCommand {
         try await perform {
             let (s, data) = try await options.client().get(StatusModel.self, "/v1/status")
             if options.json { printJSON(data); return }
-            print("host \(s.host)   role \(s.role)   configuration \(s.version) (\(s.hash.prefix(19)))   flows \(s.flows) of \(s.flowCapacity)   up \(Int(s.uptimeSeconds)) s")
+            say("host \(s.host)   role \(s.role)   configuration \(s.version) (\(s.hash.prefix(19)))   flows \(s.flows) of \(s.flowCapacity)   up \(Int(s.uptimeSeconds)) s")
             for g in s.groups {
-                print("\n\(g.name)  \(g.vip) \(g.protocol) \(g.ports.map(String.init).joined(separator: ",")) \(g.method) \(g.scheduler)  packets \(g.packets)  new flows \(g.newFlows)" + (g.sorryFlows > 0 ? "  sorry flows \(g.sorryFlows)" : ""))
-                print(table(nodeHeader, nodeRows(g)).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+                say("\n\(g.name)  \(g.vip) \(g.protocol) \(g.ports.map(String.init).joined(separator: ",")) \(g.method) \(g.scheduler)  packets \(g.packets)  new flows \(g.newFlows)" + (g.sorryFlows > 0 ? "  sorry flows \(g.sorryFlows)" : ""))
+                say(table(nodeHeader, nodeRows(g)).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
             }
             if !s.drops.isEmpty {
-                print("\ndrops: " + s.drops.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                say("\ndrops: " + s.drops.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             }
+            for alarm in s.alarms ?? [] { say("\nALARM: \(alarm)") }
             if !s.events.isEmpty {
-                print("\nlatest events:")
-                for e in s.events.suffix(10) { print("  " + eventLine(e)) }
+                say("\nlatest events:")
+                for e in s.events.suffix(10) { say("  " + eventLine(e)) }
             }
         }
     }
@@ -246,8 +267,8 @@ struct Groups: AsyncParsableCommand {
         try await perform {
             let (doc, data) = try await options.client().get(ConfigDocument.self, "/v1/groups")
             if options.json { printJSON(data); return }
-            print("configuration \(doc.version)")
-            print(table(["GROUP", "VIP", "PROTO", "PORTS", "METHOD", "SCHEDULER", "NODES", "SORRY"], doc.groups.map {
+            say("configuration \(doc.version)")
+            say(table(["GROUP", "VIP", "PROTO", "PORTS", "METHOD", "SCHEDULER", "NODES", "SORRY"], doc.groups.map {
                 [$0.name, $0.vip, $0.protocol, $0.ports.map(String.init).joined(separator: ","), $0.method, $0.scheduler ?? "wrr",
                  "\($0.nodes.count)", $0.sorry?.address ?? "-"]
             }))
@@ -269,10 +290,10 @@ struct Nodes: AsyncParsableCommand {
             if options.json {
                 let e = JSONEncoder()
                 e.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try e.encode(g.nodes), as: UTF8.self))
+                say(String(decoding: try e.encode(g.nodes), as: UTF8.self))
                 return
             }
-            print(table(nodeHeader, nodeRows(g)))
+            say(table(nodeHeader, nodeRows(g)))
         }
     }
 }
@@ -495,9 +516,9 @@ struct EventsCommand: AsyncParsableCommand {
                     if options.json {
                         let enc = JSONEncoder()
                         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                        print(String(decoding: try enc.encode(e), as: UTF8.self))
+                        say(String(decoding: try enc.encode(e), as: UTF8.self))
                     } else {
-                        print(eventLine(e))
+                        say(eventLine(e))
                     }
                 }
                 next = max(next, page.next)

@@ -104,6 +104,12 @@ import Testing
         // A missing required key is reported at the line of the mapping that lacks it.
         ("    nodes:\n      - address: 2001:2:2::11\n        port: 5353\n", "", 30, "groups[1].nodes", nil),
         ("    vip: 198.18.1.10\n", "", 17, "groups[0].vip", nil),
+        // Names: bounded, of letters, digits, '.', '_' and '-' (a long one is shown cut).
+        ("  - name: web\n", "  - name: \"web mat\"\n", 17, "groups[0].name", "web mat"),
+        ("  - name: web\n", "  - name: a/b\n", 17, "groups[0].name", "a/b"),
+        ("  - name: web\n", "  - name: \(String(repeating: "w", count: 100_000))\n", 17, "groups[0].name",
+         String(repeating: "w", count: 80) + "… (100000 bytes)"),
+        ("  name: lb1", "  name: \"lb 1\"", 2, "node.name", "lb 1"),
         // Duplicate keys: the line of the first.
         ("    protocol: tcp", "    protocol: tcp\n    protocol: udp", 19, "protocol", nil),
     ]

@@ -73,7 +73,7 @@ final class RecordingDriver: ForwardingDriver {
         }
 
         func controller() throws -> Controller {
-            let (committed, _) = try Controller.initialState(config)
+            let (committed, _, _) = try Controller.initialState(config)
             try Controller.persist(committed, to: config.stateFile)
             return Controller(local: config, committed: committed, driver: driver, events: nil, logger: Logger(label: "test"))
         }
@@ -222,13 +222,13 @@ final class RecordingDriver: ForwardingDriver {
         _ = try await c.change(.patchNode(group: "web", node: "198.18.0.11", NodePatchModel(weight: 7)), origin: "t")
         _ = try await c.change(.patchNode(group: "web", node: "198.18.0.13", NodePatchModel(enabled: false)), origin: "t")
 
-        let (restarted, note) = try Controller.initialState(s.config)
+        let (restarted, note, _) = try Controller.initialState(s.config)
         #expect(restarted.version == 3 && note.contains("state.json"))
         #expect(restarted.groups[0].nodes[0].weight == 7 && restarted.groups[0].nodes[2].enabled == false)
 
         let edited = try ConfigLoader.parse(Self.yaml.replacingOccurrences(of: "weight: 2", with: "weight: 4")
             + "\nstate_file: \(s.statePath)\n", file: s.config.file)
-        let (fromFile, why) = try Controller.initialState(edited)
+        let (fromFile, why, _) = try Controller.initialState(edited)
         #expect(fromFile.version == 4 && why.contains("the file wins"))
         #expect(fromFile.groups[0].nodes[0].weight == 3 && fromFile.groups[0].nodes[1].weight == 4)
     }
