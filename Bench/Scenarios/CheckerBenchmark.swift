@@ -2,6 +2,7 @@ import FulcrumControl
 import FulcrumCore
 import FulcrumTestSupport
 import Foundation
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,11 +41,7 @@ public struct CheckerBenchmark {
             defer { lock.unlock() }
             if c.up { up.insert(c.node.address) } else if down[c.node.address] == nil { down[c.node.address] = Self.now() }
         }
-        static func now() -> Double {
-            var ts = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &ts)
-            return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-        }
+        static func now() -> Double { monotonicSeconds() }
     }
 
     func address(_ i: Int) -> String { "198.18.\(64 + i / 250).\(1 + i % 250)" }
@@ -83,7 +80,7 @@ public struct CheckerBenchmark {
         let config = try ConfigLoader.parse(yaml, file: "bench")
         let transitions = Transitions()
         let checker = try Namespace.run(ns) { () -> HealthChecker in
-            let c = HealthChecker(groups: config.groups) { transitions.record($0) }
+            let c = try HealthChecker(groups: config.groups) { transitions.record($0) }
             c.start()  // its thread is created here, inside the namespace
             return c
         }

@@ -1,6 +1,7 @@
 import FulcrumCore
 import FulcrumDataplane
 import FulcrumTestSupport
+import FulcrumSystem
 
 /// Micro-benchmarks of FulcrumCore's per-packet path, with no I/O: frames are copied from
 /// a template store into working buffers laid out like UMEM (as a NIC's DMA would put

@@ -4,6 +4,7 @@ import FulcrumCore
 import FulcrumDataplane
 import FulcrumTestSupport
 import Logging
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif

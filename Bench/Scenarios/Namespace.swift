@@ -1,6 +1,7 @@
 import CFulcrumBPF
 import FulcrumBPF
 import FulcrumDataplane
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -3,6 +3,7 @@ import FulcrumBPF
 import FulcrumCore
 import FulcrumDataplane
 import FulcrumTestSupport
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,11 +40,7 @@ public struct SYNFlood {
         public var seconds: Double
     }
 
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    static func now() -> Double { monotonicSeconds() }
 
     public func run() throws -> Result {
         precondition(target.isIPv4, "the flood is IPv4")

@@ -1,4 +1,5 @@
 import CFulcrumBPF
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,5 +1,6 @@
 import CFulcrumBPF
 import FulcrumCore
+import FulcrumSystem
 
 /// One of the XDP program's counters. The list, its order and the names are
 /// fulcrum_abi.h's (FULCRUM_COUNTERS): nothing here restates them.

@@ -94,7 +94,7 @@ public final class EventLog: Sendable {
             initial.ring = Array(recent.suffix(capacity))
             initial.next = (recent.map(\.sequence).max() ?? 0) + 1
             if !FileManager.default.fileExists(atPath: file) {
-                FileManager.default.createFile(atPath: file, contents: nil)
+                _ = FileManager.default.createFile(atPath: file, contents: nil)
             }
             guard let handle = FileHandle(forWritingAtPath: file) else {
                 throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: file])
@@ -149,7 +149,7 @@ public final class EventLog: Sendable {
             }
             try? fm.moveItem(atPath: file, toPath: "\(file).1")
         }
-        fm.createFile(atPath: file, contents: nil)
+        _ = fm.createFile(atPath: file, contents: nil)
         s.handle = FileHandle(forWritingAtPath: file)
         s.fileBytes = 0
     }

@@ -1,5 +1,6 @@
 import CFulcrumBPF
 import FulcrumBPF
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,10 +21,3 @@ public enum CPUAffinity {
     }
 }
 
-/// Monotonic nanoseconds, the clock flow timeouts run on.
-@inline(__always)
-public func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-}

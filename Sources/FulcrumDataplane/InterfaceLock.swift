@@ -1,4 +1,5 @@
 import FulcrumBPF
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif

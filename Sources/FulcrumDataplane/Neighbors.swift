@@ -1,5 +1,6 @@
 import FulcrumBPF
 import FulcrumCore
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,7 +25,7 @@ public enum Neighbors {
     static let validStates: UInt16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  // REACHABLE…PERMANENT
 
     static func openSocket() throws -> Int32 {
-        let fd = try SystemCall.run("open rtnetlink socket") { socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0 /* NETLINK_ROUTE */) }
+        let fd = try Socket.open(family: AF_NETLINK, type: Int32(SOCK_RAW.rawValue), protocol: 0 /* NETLINK_ROUTE */, "open rtnetlink socket")
         var timeout = timeval(tv_sec: 1, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         return fd
@@ -150,7 +151,7 @@ public enum InterfaceFacts {
     /// An ioctl on a `struct ifreq` naming `name`; `fill` and `read` see its 24 bytes of union.
     static func interfaceRequest(_ name: String, _ request: UInt, _ operation: String,
                                  fill: (UnsafeMutableRawBufferPointer) -> Void = { _ in }) throws -> [UInt8] {
-        let fd = try SystemCall.run("open a socket for \(operation)") { socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0) }
+        let fd = try Socket.open(family: AF_INET, type: Int32(SOCK_DGRAM.rawValue), "open a socket for \(operation)")
         defer { close(fd) }
         // struct ifreq: char ifr_name[16]; then a 24-byte union.
         var req = [UInt8](repeating: 0, count: 40)
@@ -158,7 +159,7 @@ public enum InterfaceFacts {
         guard bytes.count < 16 else { throw SystemError("\(operation) of \(name)", errno: ENAMETOOLONG) }
         req.replaceSubrange(0..<bytes.count, with: bytes)
         req.withUnsafeMutableBytes { fill(UnsafeMutableRawBufferPointer(rebasing: $0[16...])) }
-        try req.withUnsafeMutableBytes { raw in
+        _ = try req.withUnsafeMutableBytes { raw in
             try SystemCall.run("\(operation) of \(name)") { ioctl(fd, request, raw.baseAddress!) }
         }
         return Array(req[16...])
@@ -211,7 +212,7 @@ public enum LocalAddresses {
         while let entry = cursor {
             if let sa = entry.pointee.ifa_addr {
                 if Int32(sa.pointee.sa_family) == AF_INET {
-                    sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    _ = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
                         out.insert(IPAddress(ipv4: UInt32(bigEndian: $0.pointee.sin_addr.s_addr)))
                     }
                 } else if Int32(sa.pointee.sa_family) == AF_INET6 {

@@ -1,5 +1,6 @@
 import FulcrumBPF
 import FulcrumCore
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -88,9 +89,7 @@ public final class RoutingWatch: @unchecked Sendable {
     static let RTMGRP_IPV6_ROUTE: UInt32 = 0x400
 
     public init() throws {
-        let fd = try SystemCall.run("open rtnetlink watch") {
-            socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        }
+        let fd = try Socket.open(family: AF_NETLINK, type: Int32(SOCK_RAW.rawValue), nonBlocking: true, "open rtnetlink watch")
         // struct sockaddr_nl: family, pad, pid (0: the kernel picks), groups.
         var address = [UInt8](repeating: 0, count: 12)
         withUnsafeBytes(of: UInt16(AF_NETLINK)) { address.replaceSubrange(0..<2, with: $0) }
@@ -98,11 +97,7 @@ public final class RoutingWatch: @unchecked Sendable {
             address.replaceSubrange(8..<12, with: $0)
         }
         do {
-            try address.withUnsafeBytes { raw in
-                try SystemCall.run("bind rtnetlink watch") {
-                    bind(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
-                }
-            }
+            try address.withUnsafeBytes { try Socket.bindTo(fd, raw: $0, "bind rtnetlink watch") }
         } catch {
             close(fd)
             throw error

@@ -2,6 +2,7 @@ import CFulcrumBPF
 import FulcrumBPF
 import FulcrumCore
 import Synchronization
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -67,7 +68,8 @@ struct UnroutedLog: ~Copyable {
 /// One data-plane worker: a thread pinned to a core that owns the AF_XDP sockets of one
 /// queue (one per data-plane interface), a flow table and a `Balancer`. Nothing it
 /// touches per packet is shared: control changes wait in a queue until the end of a
-/// batch, and counters are plain integers the control plane reads.
+/// batch (a short lock, held only to swap the queue), and counters have one writer, the
+/// worker, and are read by the control plane as relaxed atomics.
 public final class Worker: @unchecked Sendable {
     public let queue: Int
     public let cpu: Int
@@ -272,7 +274,7 @@ public final class Worker: @unchecked Sendable {
         var rxIndex: UInt32 = 0
         let n = Int(xsk_ring_cons__peek(s.rx, UInt32(XDPSocket.batchSize), &rxIndex))
         if n == 0 {
-            if s.fillNeedsWakeup { _ = recvfrom(s.fd, nil, 0, Int32(MSG_DONTWAIT), nil, nil) }
+            if s.fillNeedsWakeup { Socket.kickReceive(s.fd) }
             return 0
         }
         let b = balancer

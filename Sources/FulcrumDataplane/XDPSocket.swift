@@ -1,5 +1,6 @@
 import CFulcrumBPF
 import FulcrumBPF
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -181,7 +182,7 @@ public final class XDPSocket: @unchecked Sendable {
         guard xsk_ring_prod__needs_wakeup(tx) != 0 else { return }
         var tries = 0
         while tries < 16 {
-            if sendto(fd, nil, 0, Int32(MSG_DONTWAIT), nil, 0) >= 0 { return }
+            if Socket.kickTransmit(fd) { return }
             if errno != EAGAIN { return }  // EBUSY, ENOBUFS, ENETDOWN: try again next batch
             tries &+= 1
         }

@@ -255,13 +255,3 @@ extension Array where Element == UInt8 {
     }
 }
 
-/// A clock that moves only when told, for flow timeouts, health checks and HA timers.
-public struct ManualClock: Sendable {
-    public private(set) var now: UInt64
-
-    public init(now: UInt64 = 1_000_000_000) { self.now = now }
-
-    public mutating func advance(seconds: Double) {
-        now += UInt64(seconds * 1_000_000_000)
-    }
-}

@@ -3,6 +3,7 @@ import Crypto
 import FulcrumCore
 import Foundation
 import Logging
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -79,9 +80,7 @@ struct FulcrumAgent: ParsableCommand {
 
         // The epoch: when this agent started, in Unix milliseconds (AgentReport's unit), so a
         // restart's reports are newer.
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        let epoch = UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+        let epoch = SystemClock.unixMilliseconds()
         var meter = LoadMeter(cgroup: cgroup, cpus: cpus, command: loadCommand)
         _ = meter.sample()
         logger.info("reporting", metadata: ["node": "\(me)", "lb": "\(lb.joined(separator: ","))", "port": "\(port)"])
@@ -152,59 +151,25 @@ struct FulcrumAgent: ParsableCommand {
 
 /// A UDP socket bound to the node's address: reports leave from its identity.
 struct Sender {
-    let fd: Int32
+    let socket: UDPSocket
     let scope: UInt32
 
     init(from address: IPAddress, interface: String) throws {
-        fd = socket(address.isIPv4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ValidationError("socket: \(String(cString: strerror(errno)))") }
+        socket = try UDPSocket(family: address.isIPv4 ? AF_INET : AF_INET6)
         scope = if_nametoindex(interface)
-        var on: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &on, 4)  // for --announce
-        if !address.isIPv4 {
-            var index = Int32(scope)
-            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_MULTICAST_IF, &index, 4)
-        }
-        var storage = Self.storage(address, port: 0)
-        let r = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(address.isIPv4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)) }
-        }
-        guard r == 0 else { throw ValidationError("bind to \(address): \(String(cString: strerror(errno)))") }
-    }
-
-    static func storage(_ a: IPAddress, port: UInt16, scope: UInt32 = 0) -> sockaddr_storage {
-        var storage = sockaddr_storage()
-        withUnsafeMutableBytes(of: &storage) { raw in
-            if a.isIPv4 {
-                var s = sockaddr_in()
-                s.sin_family = sa_family_t(AF_INET)
-                s.sin_port = port.bigEndian
-                s.sin_addr.s_addr = a.ipv4.bigEndian
-                withUnsafeBytes(of: s) { raw.copyMemory(from: $0) }
-            } else {
-                var s = sockaddr_in6()
-                s.sin6_family = sa_family_t(AF_INET6)
-                s.sin6_port = port.bigEndian
-                let bytes = a.bytes
-                withUnsafeMutableBytes(of: &s.sin6_addr) { $0.copyBytes(from: bytes) }
-                s.sin6_scope_id = scope
-                withUnsafeBytes(of: s) { raw.copyMemory(from: $0) }
-            }
-        }
-        return storage
+        try socket.setOption(SOL_SOCKET, SO_BROADCAST, 1)  // for --announce
+        if !address.isIPv4 { try socket.setOption(Int32(IPPROTO_IPV6), IPV6_MULTICAST_IF, Int32(scope)) }
+        try socket.bindTo(SocketAddress(address, port: 0))
     }
 
     func send(_ bytes: [UInt8], to target: IPAddress, port: UInt16) -> String? {
-        var storage = Self.storage(target, port: port, scope: target.bytes[0] == 0xFF ? scope : 0)
-        let n = bytes.withUnsafeBytes { b in
-            withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: Glibc.sockaddr.self, capacity: 1) {
-                    sendto(fd, b.baseAddress, b.count, 0, $0,
-                           socklen_t(target.isIPv4 ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size))
-                }
-            }
+        do {
+            // A multicast target (ff02::1) is on the reporting interface.
+            _ = try socket.send(bytes, to: SocketAddress(target, port: port, scope: target.bytes[0] == 0xFF ? scope : 0))
+            return nil
+        } catch {
+            return "\(error)"
         }
-        return n < 0 ? String(cString: strerror(errno)) : nil
     }
 }
 
@@ -219,12 +184,6 @@ struct LoadMeter {
         self.cgroup = cgroup
         self.cpus = cpus
         self.command = command
-    }
-
-    static func monotonic() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     mutating func sample() -> Double {
@@ -250,7 +209,7 @@ struct LoadMeter {
             } else {
                 return 0
             }
-            now = (seconds, Self.monotonic() * cpus)
+            now = (seconds, monotonicSeconds() * cpus)
         } else {
             now = Self.procStat() ?? (0, 0)
         }
@@ -271,7 +230,7 @@ struct LoadMeter {
     }
 }
 
-/// What a Linux node needs to serve a VIP by MAT (PRODUCT.md §1.2), installed with
+/// What a Linux node needs to serve a VIP by MAT (Docs/OPERATIONS.md, node agents), installed with
 /// nftables in tables of its own (`ip fulcrum_agent`, `arp fulcrum_agent`) and undone
 /// exactly on exit: IPv4 VIPs redirected to the node itself (the kernel accepts them, and
 /// conntrack answers from the VIP), ARP requests for them dropped, IPv6 VIPs on lo

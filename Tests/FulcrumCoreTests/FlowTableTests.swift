@@ -62,7 +62,7 @@ import Testing
     ])
     func expiryPerState(state: FlowState, seconds: Double) {
         let table = FlowTable(capacity: 64, nodeSlots: 4, timeouts: Self.timeouts)
-        var clock = ManualClock()
+        let clock = ManualClock()
         let k = key(1)
         let h = k.stableHash()
         #expect(table.insert(k, hash: h, now: clock.now, nodeSlot: 2, group: 0, state: state) >= 0)
@@ -77,7 +77,7 @@ import Testing
 
     @Test func touchingExtendsAndChangesState() {
         let table = FlowTable(capacity: 64, nodeSlots: 1, timeouts: Self.timeouts)
-        var clock = ManualClock()
+        let clock = ManualClock()
         let k = key(1)
         let h = k.stableHash()
         let slot = table.insert(k, hash: h, now: clock.now, nodeSlot: 0, group: 0, state: .synSent)
@@ -132,7 +132,7 @@ import Testing
     /// A full bucket is reclaimed once its flows are dead, by insert or by the sweeper.
     @Test func deadFlowsAreReclaimed() {
         let table = FlowTable(capacity: 1024, nodeSlots: 1, timeouts: Self.timeouts)
-        var clock = ManualClock()
+        let clock = ManualClock()
         for i in 0..<4096 {
             let k = key(i)
             _ = table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .synSent)
@@ -165,7 +165,7 @@ import Testing
     /// whole table).
     @Test(arguments: [10, 1000])
     func expiryIsPacedByTime(callsPerPeriod: Int) {
-        var clock = ManualClock()
+        let clock = ManualClock()
         let table = tableOfNewFlows(now: clock.now)
         let stored = table.count
         #expect(stored > 7000)
@@ -204,7 +204,7 @@ import Testing
     /// After a long pause one call sweeps at most `maxBuckets`; the rest follows on the
     /// next calls, and never more than one pass is owed.
     @Test func expiryAfterAPauseIsSpreadOverCalls() {
-        var clock = ManualClock()
+        let clock = ManualClock()
         let table = tableOfNewFlows(now: clock.now)
         let stored = table.count
         table.expire(now: clock.now)

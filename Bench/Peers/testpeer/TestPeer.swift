@@ -95,7 +95,7 @@ struct Serve: ParsableCommand {
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, 4)
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
-            guard var (addr, len) = Socket.address("::", port: port),
+            guard case (var addr, let len)? = Socket.address("::", port: port),
                   Socket.withAddress(&addr, { bind(fd, $0, len) }) == 0 else {
                 throw ValidationError("cannot bind port \(port): errno \(errno)")
             }
@@ -189,7 +189,7 @@ func check(_ reply: [UInt8], _ payload: [UInt8]) -> Result? {
 }
 
 func connectTo(_ target: String, _ port: UInt16, tcp: Bool) -> Int32? {
-    guard var (addr, len) = Socket.address(target, port: port) else { return nil }
+    guard case (var addr, let len)? = Socket.address(target, port: port) else { return nil }
     let fd = socket(Int32(addr.ss_family), Int32(tcp ? SOCK_STREAM.rawValue : SOCK_DGRAM.rawValue), 0)
     Socket.setTimeout(fd, seconds: 3)
     guard Socket.withAddress(&addr, { connect(fd, $0, len) }) == 0 else {

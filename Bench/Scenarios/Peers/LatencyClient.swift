@@ -3,6 +3,7 @@ import FulcrumCore
 import FulcrumTestSupport
 import Foundation
 import Histogram
+import FulcrumSystem
 
 /// Round trips of HTTP/1.1 requests on kept-alive connections at a fixed offered rate
 /// (open loop: requests are due on a schedule, whatever the answers do), recorded in an

@@ -5,6 +5,7 @@ import FulcrumDataplane
 import FulcrumTestSupport
 import Foundation
 import Logging
+import FulcrumSystem
 
 /// The three namespaces of `Bench/testbed/peers-bench.sh` (client, load balancer,
 /// servers), the benchmark's BPF programs in them, and how each system under test is put
@@ -281,8 +282,4 @@ final class PeerTopology: @unchecked Sendable {
     }
 }
 
-func monotonic() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+func monotonic() -> Double { monotonicSeconds() }
