@@ -28,8 +28,8 @@ public final class Metrics: Sendable {
         let key = "\(method) \(status)"
         requests.withLock { s in
             let counter = s[key] ?? registry.makeCounter(
-                name: "fulcrum_api_requests_total", labels: [("method", method), ("status", "\(status)")],
-                help: "Requests the control API answered, by method and status.")
+                descriptor: Self.descriptor("fulcrum_api_requests_total", "Requests the control API answered, by method and status."),
+                labels: [("method", method), ("status", "\(status)")])
             s[key] = counter
             counter.increment()
         }
@@ -85,7 +85,7 @@ public final class Metrics: Sendable {
             out.counter("fulcrum_group_new_flows_total", l, "New flows the group scheduled.", g.newFlows)
             out.counter("fulcrum_group_sorry_flows_total", l, "New flows sent to the group's sorry server.", g.sorryFlows)
             for n in g.nodes {
-                let node = n.port == 0 ? n.address : n.address.contains(":") ? "[\(n.address)]:\(n.port)" : "\(n.address):\(n.port)"
+                let node = IPAddress(n.address).map { NodeLabel(address: $0, port: UInt16(n.port)).description } ?? n.address
                 let nl = [("group", g.name), ("node", node)]
                 out.counter("fulcrum_node_packets_total", nl, "Packets forwarded to the node.", n.packets)
                 out.counter("fulcrum_node_bytes_total", nl, "Bytes forwarded to the node.", n.bytes)
@@ -142,6 +142,11 @@ public final class Metrics: Sendable {
         return out
     }
 
+    /// A series' name and help, as swift-prometheus takes them (no unit: it is in the name).
+    static func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
     static func key(_ name: String, _ labels: [(String, String)]) -> String {
         name + "{" + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",") + "}"
     }
@@ -174,7 +179,7 @@ public final class Metrics: Sendable {
                     s.counters[key] = (counter, c.value)
                 } else {
                     if let (old, _) = s.counters[key] { registry.unregisterCounter(old) }
-                    let counter = registry.makeCounter(name: c.name, labels: c.labels, help: c.help)
+                    let counter = registry.makeCounter(descriptor: Self.descriptor(c.name, c.help), labels: c.labels)
                     if c.value > 0 { counter.increment(by: Int64(clamping: c.value)) }
                     s.counters[key] = (counter, c.value)
                 }
@@ -187,7 +192,7 @@ public final class Metrics: Sendable {
             for g in now.gauges {
                 let key = Self.key(g.name, g.labels)
                 seenGauges.insert(key)
-                let gauge = s.gauges[key] ?? registry.makeGauge(name: g.name, labels: g.labels, help: g.help)
+                let gauge = s.gauges[key] ?? registry.makeGauge(descriptor: Self.descriptor(g.name, g.help), labels: g.labels)
                 gauge.set(g.value)
                 s.gauges[key] = gauge
             }

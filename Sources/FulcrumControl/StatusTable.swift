@@ -1,3 +1,4 @@
+import FulcrumCore
 /// Renders a status report as the tables an operator reads.
 public enum StatusTable {
     public static func render(_ s: StatusReport) -> String {
@@ -7,7 +8,7 @@ public enum StatusTable {
         for g in s.groups {
             rows.append([g.name, "(all)", "", "", "", "", "\(g.newFlows)", "\(g.packets)", "\(g.bytes)"])
             for n in g.nodes {
-                let address = n.port == 0 ? n.address : (n.address.contains(":") ? "[\(n.address)]:\(n.port)" : "\(n.address):\(n.port)")
+                let address = IPAddress(n.address).map { NodeLabel(address: $0, port: UInt16(n.port)).description } ?? n.address
                 rows.append(["", address, "\(n.weight)", n.health ?? "-", n.mac ?? "unresolved", "\(n.activeFlows)", "\(n.newFlows)",
                              "\(n.packets)", "\(n.bytes)"])
             }

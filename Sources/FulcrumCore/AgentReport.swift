@@ -15,9 +15,8 @@
 /// ```
 /// All integers big-endian. The HMAC is swift-crypto's, outside this module; this is the
 /// layout and the checks that need no key.
-public struct AgentReport: Sendable, Equatable {
+public struct AgentReport: SignedMessage, Equatable {
     public static let size = 80
-    public static let signedBytes = 48
     public static let magic: [UInt8] = Array("FLCA".utf8)
     public static let version: UInt8 = 1
 
@@ -37,33 +36,17 @@ public struct AgentReport: Sendable, Equatable {
     }
 
     /// Why a datagram is not a usable report, as counted by the LB.
-    public enum Rejection: String, CaseIterable, Sendable, Error {
-        public init(_ staleness: Staleness) {
-            switch staleness {
-            case .oldEpoch: self = .oldEpoch
-            case .futureEpoch: self = .futureEpoch
-            case .replayed: self = .replayed
-            }
-        }
-
-        case truncated, oversize, garbage
-        case badMAC = "bad_mac"
-        case oldEpoch = "old_epoch"
-        case futureEpoch = "future_epoch"
-        case replayed
-        case unknownNode = "unknown_node"
-        case sourceMismatch = "source_mismatch"
-    }
+    public typealias Rejection = MessageRejection
 
     /// The 48 signed bytes (the caller appends the HMAC).
     public func encodeSigned() -> [UInt8] {
         var out = AgentReport.magic
         out.append(AgentReport.version)
         out.append(1)
-        Self.append(UInt64(intervalMilliseconds), bytes: 2, to: &out)
-        Self.append(epoch, bytes: 8, to: &out)
-        Self.append(sequence, bytes: 8, to: &out)
-        Self.append(UInt64(min(load, 1000)), bytes: 2, to: &out)
+        BigEndian.append(UInt64(intervalMilliseconds), bytes: 2, to: &out)
+        BigEndian.append(epoch, bytes: 8, to: &out)
+        BigEndian.append(sequence, bytes: 8, to: &out)
+        BigEndian.append(UInt64(min(load, 1000)), bytes: 2, to: &out)
         out.append(address.isIPv4 ? 4 : 6)
         out.append(contentsOf: [0, 0, 0, 0, 0])
         let bytes = address.isIPv4 ? Array(address.bytes[12..<16]) : address.bytes
@@ -72,22 +55,10 @@ public struct AgentReport: Sendable, Equatable {
         return out
     }
 
-    static func append(_ v: UInt64, bytes: Int, to out: inout [UInt8]) {
-        for i in stride(from: bytes - 1, through: 0, by: -1) { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
-    }
-
-    static func read(_ b: UnsafeRawBufferPointer, _ offset: Int, _ count: Int) -> UInt64 {
-        var v: UInt64 = 0
-        for i in 0..<count { v = v << 8 | UInt64(b[offset + i]) }
-        return v
-    }
-
     /// Checks size and layout (not the HMAC: `verify` is the caller's, with the key).
     public static func decode(_ datagram: UnsafeRawBufferPointer) -> Result<AgentReport, Rejection> {
-        if datagram.count < size { return .failure(.truncated) }
-        if datagram.count > size { return .failure(.oversize) }
-        guard datagram[0] == magic[0], datagram[1] == magic[1], datagram[2] == magic[2], datagram[3] == magic[3],
-              datagram[4] == version, datagram[5] == 1 else { return .failure(.garbage) }
+        if let problem = frameProblem(datagram) { return .failure(problem) }
+        guard datagram[5] == 1 else { return .failure(.garbage) }
         let family = datagram[26]
         guard family == 4 || family == 6, (27..<32).allSatisfy({ datagram[$0] == 0 }) else { return .failure(.garbage) }
         let address: IPAddress?
@@ -97,16 +68,16 @@ public struct AgentReport: Sendable, Equatable {
         } else {
             address = IPAddress(networkBytes: datagram[32..<48])
         }
-        let load = read(datagram, 24, 2)
+        let load = BigEndian.read(datagram, 24, 2)
         guard let address, load <= 1000 else { return .failure(.garbage) }
-        return .success(AgentReport(intervalMilliseconds: UInt16(read(datagram, 6, 2)), epoch: read(datagram, 8, 8),
-                                    sequence: read(datagram, 16, 8), load: UInt16(load), address: address))
+        return .success(AgentReport(intervalMilliseconds: UInt16(BigEndian.read(datagram, 6, 2)), epoch: BigEndian.read(datagram, 8, 8),
+                                    sequence: BigEndian.read(datagram, 16, 8), load: UInt16(load), address: address))
     }
 }
 
 extension ReplayGuard where Sender == IPAddress {
     /// A report, keyed by the node it names.
     public mutating func admit(_ r: AgentReport, now: UInt64) -> AgentReport.Rejection? {
-        admit(r.address, epoch: r.epoch, sequence: r.sequence, now: now).map(AgentReport.Rejection.init)
+        admit(r.address, epoch: r.epoch, sequence: r.sequence, now: now).map(MessageRejection.init)
     }
 }

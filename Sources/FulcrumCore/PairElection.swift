@@ -1,4 +1,4 @@
-/// A heartbeat between the two LBs of an active/standby pair (PRODUCT.md §4.1), sent on
+/// A heartbeat between the two LBs of an active/standby pair, sent on
 /// every interconnect. 80 bytes, fixed:
 ///
 /// ```
@@ -16,9 +16,8 @@
 /// ```
 /// All integers big-endian. As with `AgentReport`, the HMAC is the caller's (swift-crypto);
 /// this is the layout and the checks that need no key.
-public struct Heartbeat: Sendable, Equatable {
+public struct Heartbeat: SignedMessage, Equatable {
     public static let size = 80
-    public static let signedBytes = 48
     public static let magic: [UInt8] = Array("FLHB".utf8)
     public static let version: UInt8 = 1
 
@@ -47,21 +46,7 @@ public struct Heartbeat: Sendable, Equatable {
         self.configHash = Array(configHash.prefix(16)) + [UInt8](repeating: 0, count: max(0, 16 - configHash.count))
     }
 
-    public enum Rejection: String, CaseIterable, Sendable, Error {
-        case truncated, oversize, garbage
-        case badMAC = "bad_mac"
-        case oldEpoch = "old_epoch"
-        case futureEpoch = "future_epoch"
-        case replayed
-
-        public init(_ staleness: Staleness) {
-            switch staleness {
-            case .oldEpoch: self = .oldEpoch
-            case .futureEpoch: self = .futureEpoch
-            case .replayed: self = .replayed
-            }
-        }
-    }
+    public typealias Rejection = MessageRejection
 
     /// The 48 signed bytes (the caller appends the HMAC).
     public func encodeSigned() -> [UInt8] {
@@ -70,25 +55,22 @@ public struct Heartbeat: Sendable, Equatable {
         out.append(role.rawValue)
         out.append((isMaster ? 1 : 0) | (handingOver ? 2 : 0) | (healthy ? 4 : 0) | (yielded ? 8 : 0))
         out.append(interconnect)
-        AgentReport.append(epoch, bytes: 8, to: &out)
-        AgentReport.append(sequence, bytes: 8, to: &out)
-        AgentReport.append(configVersion, bytes: 8, to: &out)
+        BigEndian.append(epoch, bytes: 8, to: &out)
+        BigEndian.append(sequence, bytes: 8, to: &out)
+        BigEndian.append(configVersion, bytes: 8, to: &out)
         out.append(contentsOf: configHash)
         return out
     }
 
     /// Checks size and layout (not the HMAC).
     public static func decode(_ datagram: UnsafeRawBufferPointer) -> Result<Heartbeat, Rejection> {
-        if datagram.count < size { return .failure(.truncated) }
-        if datagram.count > size { return .failure(.oversize) }
-        guard datagram[0] == magic[0], datagram[1] == magic[1], datagram[2] == magic[2], datagram[3] == magic[3],
-              datagram[4] == version, let role = PairElection.Role(rawValue: datagram[5]), datagram[6] & ~15 == 0
-        else { return .failure(.garbage) }
+        if let problem = frameProblem(datagram) { return .failure(problem) }
+        guard let role = PairElection.Role(rawValue: datagram[5]), datagram[6] & ~15 == 0 else { return .failure(.garbage) }
         let flags = datagram[6]
         return .success(Heartbeat(role: role, isMaster: flags & 1 != 0, handingOver: flags & 2 != 0, healthy: flags & 4 != 0,
-                                  yielded: flags & 8 != 0, interconnect: datagram[7], epoch: AgentReport.read(datagram, 8, 8),
-                                  sequence: AgentReport.read(datagram, 16, 8),
-                                  configVersion: AgentReport.read(datagram, 24, 8), configHash: Array(datagram[32..<48])))
+                                  yielded: flags & 8 != 0, interconnect: datagram[7], epoch: BigEndian.read(datagram, 8, 8),
+                                  sequence: BigEndian.read(datagram, 16, 8),
+                                  configVersion: BigEndian.read(datagram, 24, 8), configHash: Array(datagram[32..<48])))
     }
 
     /// What the election needs of it.
@@ -101,11 +83,11 @@ extension ReplayGuard where Sender == UInt8 {
     /// A heartbeat: the peer is the one sender, whatever interconnect carried it (one
     /// sequence counts across all of them, so a copy replayed on another link is refused).
     public mutating func admit(_ h: Heartbeat, now: UInt64) -> Heartbeat.Rejection? {
-        admit(0, epoch: h.epoch, sequence: h.sequence, now: now).map(Heartbeat.Rejection.init)
+        admit(0, epoch: h.epoch, sequence: h.sequence, now: now).map(MessageRejection.init)
     }
 }
 
-/// One LB's side of the active/standby pair (PRODUCT.md §4): which role to take, from the
+/// One LB's side of the active/standby pair: which role to take, from the
 /// peer's heartbeats on each interconnect, this LB's own health (monitors and the data
 /// plane), partition-resolution probes and operator hand-overs. Pure: the clock is a
 /// parameter of every input, and every input returns what happened, for the event log.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import FulcrumAPIModels
+import FulcrumCore
 import Foundation
 import NIOCore
 import NIOFoundationCompat
@@ -206,7 +207,7 @@ func table(_ header: [String], _ given: [[String]]) -> String {
 
 func nodeRows(_ g: GroupStatusModel) -> [[String]] {
     g.nodes.map { n in
-        [n.port == 0 ? n.address : "\(n.address):\(n.port)", n.state + (n.healthDetail.map { " (\($0))" } ?? ""),
+        [IPAddress(n.address).map { NodeLabel(address: $0, port: UInt16(n.port)).description } ?? n.address, n.state + (n.healthDetail.map { " (\($0))" } ?? ""),
          "\(n.weight)", "\(n.activeFlows)", "\(n.newFlows)", "\(n.packets)", "\(n.bytes)"]
     }
 }
