@@ -1,8 +1,16 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// Arrows point one way: executables → Control/Dataplane → BPF/Core.
-// FulcrumCore imports nothing but the standard library, so every per-packet decision is
+// Arrows point one way (down):
+//   fulcrum, fulcrumctl, fulcrum-agent, fulcrum-bench    thin executables
+//   FulcrumAPI          the Hummingbird application: routes, tokens, connection governor, metrics, page
+//   FulcrumControl      configuration, the controller and its inputs, the runtime's services, status
+//   FulcrumDataplane    UMEM, rings, workers, neighbours and routes
+//   FulcrumBPF          the XDP object, links, typed maps
+//   FulcrumSystem       the one syscall funnel: errno → typed errors, sockets, the wake pipe, the clock
+//   FulcrumCore         pure: the packet path and the control decisions; time is a parameter
+// FulcrumAPIModels (the API's bodies) stands beside them, shared by the API and fulcrumctl.
+// FulcrumCore imports nothing but the standard library, so every decision the LB makes is
 // testable without root, a NIC or a clock.
 
 let package = Package(
@@ -21,7 +29,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
-        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
@@ -37,10 +45,11 @@ let package = Package(
             name: "CFulcrumBPF",
             linkerSettings: [.linkedLibrary("xdp"), .linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
         ),
-        .target(name: "FulcrumBPF", dependencies: ["CFulcrumBPF", "FulcrumCore"]),
+        .target(name: "FulcrumSystem", dependencies: ["FulcrumCore"]),
+        .target(name: "FulcrumBPF", dependencies: ["CFulcrumBPF", "FulcrumCore", "FulcrumSystem"]),
         .target(
             name: "FulcrumDataplane",
-            dependencies: ["FulcrumBPF", "FulcrumCore", "CFulcrumBPF", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["FulcrumBPF", "FulcrumCore", "FulcrumSystem", "CFulcrumBPF", .product(name: "Logging", package: "swift-log")]
         ),
         // Benchmark scenarios live under Bench/; the executable only parses arguments.
         .target(
@@ -49,6 +58,7 @@ let package = Package(
                 "FulcrumCore",
                 "FulcrumDataplane",
                 "FulcrumBPF",
+                "FulcrumSystem",
                 "CFulcrumBPF",
                 "FulcrumTestSupport",
                 "FulcrumControl",
@@ -63,7 +73,7 @@ let package = Package(
         .target(name: "FulcrumAPIModels"),
         .target(
             name: "FulcrumControl",
-            dependencies: ["FulcrumCore", "FulcrumDataplane", "FulcrumBPF", "FulcrumAPIModels", "Yams",
+            dependencies: ["FulcrumCore", "FulcrumSystem", "FulcrumDataplane", "FulcrumBPF", "FulcrumAPIModels", "Yams",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -94,14 +104,14 @@ let package = Package(
         // The node agent: on the real servers, reports their load for dynamic weights.
         .executableTarget(
             name: "fulcrum-agent",
-            dependencies: ["FulcrumCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["FulcrumCore", "FulcrumSystem", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "Logging", package: "swift-log")],
             exclude: ["fulcrum-agent.service"]
         ),
         .executableTarget(
             name: "fulcrumctl",
-            dependencies: ["FulcrumAPIModels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["FulcrumAPIModels", "FulcrumCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -122,9 +132,10 @@ let package = Package(
         .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore", "FulcrumAPIModels",
                                                                  .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FulcrumControlTests",
-                    dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumBPF", "FulcrumCore", "FulcrumTestSupport"]),
+                    dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumBPF", "FulcrumCore", "FulcrumTestSupport",
+                                   .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FulcrumAPITests",
-                    dependencies: ["FulcrumAPI", "FulcrumAPIModels", "FulcrumControl", "FulcrumCore", "FulcrumTestSupport",
+                    dependencies: ["FulcrumAPI", "FulcrumAPIModels", "FulcrumControl", "FulcrumCore", "FulcrumDataplane", "FulcrumTestSupport",
                                    .product(name: "HummingbirdTesting", package: "hummingbird"),
                                    .product(name: "NIOEmbedded", package: "swift-nio"),
                                    .product(name: "NIOHTTPTypes", package: "swift-nio-extras")]),

@@ -243,7 +243,7 @@ public struct APIHandlers: Sendable {
     }
 
     func matches(_ n: FulcrumConfig.Node, _ ref: String) -> Bool {
-        "\(n.address)" == ref || "\(n.address):\(n.port)" == ref || "[\(n.address)]:\(n.port)" == ref
+        NodeLabel(ref)?.names(address: n.address, port: n.port) ?? false
     }
 
     func group(_ name: String, _ body: (FulcrumConfig.Group) -> Response) async -> Response {

@@ -4,6 +4,7 @@ import FulcrumDataplane
 import Foundation
 import Logging
 import Synchronization
+import FulcrumSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,11 +19,15 @@ import Glibc
 public final class AgentService: @unchecked Sendable {
     let config: FulcrumConfig.Agent
     let key: SymmetricKey
-    let dataplane: Dataplane
+    /// The weights in force, for the controller to apply.
+    let onWeights: @Sendable ([NodeIdentity: Int]) -> Void
     let events: EventLog
     let logger: Logger
-    let fd: Int32
-    let wake = WakePipe()
+    let socket: UDPSocket
+    var fd: Int32 { socket.fd }
+    let wake: WakePipe
+    /// The time silences and expiries are measured by.
+    let clock: any MonotonicClock
     let stopping = Atomic<Bool>(false)
     private var thread: Thread?
 
@@ -57,9 +62,13 @@ public final class AgentService: @unchecked Sendable {
         public var description: String
     }
 
-    public init(config: FulcrumConfig.Agent, groups: [FulcrumConfig.Group], dataplane: Dataplane, events: EventLog,
-                logger: Logger, onDiscovery: @escaping @Sendable (Discovery) -> Void = { _ in }) throws {
+    public init(config: FulcrumConfig.Agent, groups: [FulcrumConfig.Group], events: EventLog, logger: Logger,
+                clock: any MonotonicClock = SystemClock(),
+                onWeights: @escaping @Sendable ([NodeIdentity: Int]) -> Void,
+                onDiscovery: @escaping @Sendable (Discovery) -> Void = { _ in }) throws {
         self.onDiscovery = onDiscovery
+        self.onWeights = onWeights
+        self.clock = clock
         guard let data = FileManager.default.contents(atPath: config.keyFile) else {
             throw Failure(description: "agent.key_file: cannot read \(config.keyFile): \(String(cString: strerror(errno)))")
         }
@@ -67,36 +76,24 @@ public final class AgentService: @unchecked Sendable {
         if let problem = SharedKey.problem(keyBytes, file: config.keyFile) { throw Failure(description: "agent.key_file: \(problem)") }
         self.config = config
         key = SymmetricKey(data: keyBytes)
-        self.dataplane = dataplane
         self.events = events
         self.logger = logger
         // One dual-stack socket: IPv4 agents arrive as IPv4-mapped addresses.
-        let s = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { throw Failure(description: "agent: socket: \(String(cString: strerror(errno)))") }
-        var off: Int32 = 0
-        setsockopt(s, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &off, 4)
+        do {
+            socket = try UDPSocket(family: AF_INET6, dualStack: true)
+            wake = try WakePipe()
+        } catch {
+            throw Failure(description: "agent: \(error)")
+        }
         // Room for a burst (a flood is read and counted, not left to the kernel to drop);
         // what the kernel drops anyway is counted too (`queue_full`, from SO_MEMINFO).
-        var bufferBytes: Int32 = 8 << 20
-        if setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &bufferBytes, 4) != 0 {
-            setsockopt(s, SOL_SOCKET, SO_RCVBUF, &bufferBytes, 4)
+        socket.setReceiveBuffer(8 << 20)
+        do { try socket.bindTo(SocketAddress(IPAddress(high: 0, low: 0), port: config.port)) } catch {
+            throw Failure(description: "agent.port: cannot listen on UDP \(config.port): \(error)")
         }
-        var address = sockaddr_in6()
-        address.sin6_family = sa_family_t(AF_INET6)
-        address.sin6_port = config.port.bigEndian
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-        }
-        guard bound == 0 else {
-            let e = errno
-            close(s)
-            throw Failure(description: "agent.port: cannot listen on UDP \(config.port): \(String(cString: strerror(e)))")
-        }
-        fd = s
         update(groups: groups)
     }
 
-    deinit { close(fd) }
 
     /// The configuration changed: the groups with dynamic weights are taken up.
     public func update(groups: [FulcrumConfig.Group]) {
@@ -127,9 +124,9 @@ public final class AgentService: @unchecked Sendable {
         counts.withLock { $0[outcome, default: 0] += 1 }
     }
 
-    func now() -> UInt64 { monotonicNanoseconds() }
+    func now() -> UInt64 { clock.nanoseconds() }
     /// The wall clock, against which an agent's epoch (its start, in Unix ms) is judged.
-    static func unixMilliseconds() -> UInt64 { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
+    static func unixMilliseconds() -> UInt64 { SystemClock.unixMilliseconds() }
 
     /// Takes up new groups, keeping what is known of nodes that stay.
     func adopt(_ next: [FulcrumConfig.Group]) {
@@ -163,18 +160,10 @@ public final class AgentService: @unchecked Sendable {
             if fds[0].revents & Int16(POLLIN) != 0 {
                 // Drain what is queued, a bounded batch at a time.
                 for _ in 0..<256 {
-                    var from = sockaddr_in6()
-                    var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-                    let n = buffer.withUnsafeMutableBytes { b in
-                        withUnsafeMutablePointer(to: &from) {
-                            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                                recvfrom(fd, b.baseAddress, b.count, Int32(MSG_DONTWAIT) | Int32(MSG_TRUNC), $0, &length)
-                            }
-                        }
+                    guard let got = buffer.withUnsafeMutableBytes({ try? socket.receive(into: $0) }) ?? nil else { break }
+                    buffer.withUnsafeBytes { b in
+                        handle(UnsafeRawBufferPointer(rebasing: b[0..<min(got.size, b.count)]), size: got.size, from: got.from?.address)
                     }
-                    if n < 0 { break }
-                    let source = withUnsafeBytes(of: from.sin6_addr) { IPAddress(networkBytes: $0) }
-                    buffer.withUnsafeBytes { b in handle(UnsafeRawBufferPointer(rebasing: b[0..<min(n, b.count)]), size: n, from: source) }
                 }
             }
             let t = now()
@@ -304,7 +293,7 @@ public final class AgentService: @unchecked Sendable {
                 if let load = w.nodes[i].load { loads[id] = load }
             }
         }
-        dataplane.setAgentWeights(overlay)
+        onWeights(overlay)
         self.loads.withLock { $0 = loads }
     }
 }

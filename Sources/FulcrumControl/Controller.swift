@@ -5,20 +5,27 @@ import Foundation
 import Logging
 import Synchronization
 
-/// What forwards: the data plane in `fulcrum run`, a recorder in tests.
+/// What forwards: the data plane in `fulcrum run`, a recorder in tests. The controller
+/// is its one caller: nothing else writes to the data plane.
 public protocol ForwardingDriver: Sendable {
     /// Throws what `apply` would, and changes nothing.
     func validate(_ groups: [FulcrumConfig.Group], routes: [FulcrumConfig.Route]) throws
     /// Applies all of it or none of it.
     func apply(_ groups: [FulcrumConfig.Group], routes: [FulcrumConfig.Route]) throws
+    /// A node's health, by identity (it holds across reloads).
+    func setHealth(_ node: NodeIdentity, up: Bool)
+    /// The weights dynamic weighting puts in force, by identity.
+    func setAgentWeights(_ weights: [NodeIdentity: Int])
+    /// The new-connection budget of the XDP program.
+    func setAdmission(perSecond: UInt64, burst: UInt64) throws
 }
 
 /// The data plane as the controller drives it: groups on the interfaces it runs on.
 public struct DataplaneDriver: ForwardingDriver {
-    let dataplane: Dataplane
+    let dataplane: any DataplaneControl
     let local: FulcrumConfig
 
-    public init(dataplane: Dataplane, local: FulcrumConfig) {
+    public init(dataplane: any DataplaneControl, local: FulcrumConfig) {
         self.dataplane = dataplane
         self.local = local
     }
@@ -27,7 +34,7 @@ public struct DataplaneDriver: ForwardingDriver {
         var config = local
         config.groups = groups
         config.routes = routes
-        let running = dataplane.options.interfaces
+        let running = dataplane.interfaces
         return (try config.groupSpecs(on: running), try config.routeSpecs(on: running))
     }
 
@@ -40,6 +47,10 @@ public struct DataplaneDriver: ForwardingDriver {
         let (g, r) = try specs(groups, routes)
         try dataplane.configure(groups: g, routes: r)
     }
+
+    public func setHealth(_ node: NodeIdentity, up: Bool) { dataplane.setHealth(node, up: up) }
+    public func setAgentWeights(_ weights: [NodeIdentity: Int]) { dataplane.setAgentWeights(weights) }
+    public func setAdmission(perSecond: UInt64, burst: UInt64) throws { try dataplane.setAdmission(perSecond: perSecond, burst: burst) }
 }
 
 /// A change refused: why, in a sentence and field by field; the version still in force.
@@ -87,6 +98,9 @@ public actor Controller {
         case replaceGroup(name: String, String)
         case removeGroup(name: String)
         case addNode(group: String, String)
+        /// A node an agent announced (`accept_discovered_nodes`), with the defaults of a
+        /// node given by its address alone.
+        case addDiscoveredNode(group: String, NodeSpec)
         /// `node`: an address, or address:port ([v6]:port) where one address has several ports.
         case removeNode(group: String, node: String)
         case patchNode(group: String, node: String, NodePatchModel)
@@ -95,7 +109,7 @@ public actor Controller {
     }
 
     /// The node-local settings; of them, only `routes:` follow a reload of the file.
-    public private(set) var local: FulcrumConfig
+    public internal(set) var local: FulcrumConfig
     let driver: any ForwardingDriver
     let events: EventLog?
     let logger: Logger
@@ -105,14 +119,22 @@ public actor Controller {
     let onCommit: @Sendable (Committed) -> Void
     /// Where the changes' errors say they come from.
     public static let body = "request body"
+    /// What the threads and services tell the controller, in arrival order (`run`).
+    let inputs: AsyncStream<Input>
+    /// Nodes found down, and groups left with none live.
+    var liveness = GroupLiveness()
+    /// The agents' weights last put in force.
+    var agentWeights: [NodeIdentity: Int] = [:]
 
     public init(local: FulcrumConfig, committed: Committed, driver: any ForwardingDriver, events: EventLog?,
-                logger: Logger, onCommit: @escaping @Sendable (Committed) -> Void = { _ in }) {
+                logger: Logger, inputs: AsyncStream<Input> = AsyncStream { $0.finish() },
+                onCommit: @escaping @Sendable (Committed) -> Void = { _ in }) {
         self.local = local
         self.committed = committed
         self.driver = driver
         self.events = events
         self.logger = logger
+        self.inputs = inputs
         self.onCommit = onCommit
     }
 
@@ -301,8 +323,15 @@ public actor Controller {
             let g = try index(of: group)
             let node = try ConfigLoader.parseNode(text, source: Self.body, in: groups[g])
             if groups[g].nodes.contains(where: { $0.address == node.address && $0.port == node.port }) {
-                throw ChangeError(kind: .conflict, message: "\(group) already has node \(node.address)"
-                                      + (node.port == 0 ? "" : ":\(node.port)"), version: version)
+                throw ChangeError(kind: .conflict, message: "\(group) already has node \(NodeLabel(address: node.address, port: node.port))",
+                                  version: version)
+            }
+            groups[g].nodes.append(node)
+        case let .addDiscoveredNode(group, node):
+            let g = try index(of: group)
+            if groups[g].nodes.contains(where: { $0.address == node.address && $0.port == node.port }) {
+                throw ChangeError(kind: .conflict, message: "\(group) already has node \(NodeLabel(address: node.address, port: node.port))",
+                                  version: version)
             }
             groups[g].nodes.append(node)
         case let .removeNode(group, ref):
@@ -336,29 +365,18 @@ public actor Controller {
     /// A node by address, or address:port where one address has several ports.
     func nodeIndex(_ ref: String, in group: FulcrumConfig.Group) throws -> Int {
         let version = committed.version
-        var address = IPAddress(ref)
-        var port: UInt16?
-        if address == nil, let colon = ref.lastIndex(of: ":") {
-            var host = ref[..<colon]
-            if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
-            address = IPAddress(host)
-            port = UInt16(ref[ref.index(after: colon)...])
-            if port == nil { address = nil }
-        }
-        guard let address else {
+        guard let label = NodeLabel(ref) else {
             throw ChangeError(kind: .invalid, message: "\(ref) is not a node address (address, or address:port)",
                               errors: [ConfigError(file: "request path", line: nil, field: "node", value: ref,
                                                    message: "must be an IPv4 or IPv6 address, or address:port")],
                               version: version)
         }
-        let matches = group.nodes.indices.filter {
-            group.nodes[$0].address == address && (port == nil || group.nodes[$0].port == port)
-        }
+        let matches = group.nodes.indices.filter { label.names(address: group.nodes[$0].address, port: group.nodes[$0].port) }
         guard !matches.isEmpty else {
             throw ChangeError(kind: .notFound, message: "\(group.name) has no node \(ref)", version: version)
         }
         guard matches.count == 1 else {
-            throw ChangeError(kind: .conflict, message: "\(group.name) has \(matches.count) nodes at \(address); give address:port",
+            throw ChangeError(kind: .conflict, message: "\(group.name) has \(matches.count) nodes at \(label.address); give address:port",
                               version: version)
         }
         return matches[0]

@@ -5,6 +5,7 @@ import Foundation
 import NIOCore
 import NIOSSL
 import Synchronization
+import FulcrumSystem
 
 /// Runs every group's health checks on one thread, with non-blocking sockets and poll:
 /// TCP connect, HTTP GET (expected status), UDP request and any answer. Each node has a
@@ -15,6 +16,12 @@ public final class HealthChecker: @unchecked Sendable {
         public var node: NodeIdentity
         public var up: Bool
         public var reason: String?
+
+        public init(node: NodeIdentity, up: Bool, reason: String?) {
+            self.node = node
+            self.up = up
+            self.reason = reason
+        }
     }
 
     /// What status shows for a checked node.
@@ -58,6 +65,11 @@ public final class HealthChecker: @unchecked Sendable {
         public var reason: String
         /// Checks that could not run since the fault began.
         public var checks: Int
+
+        public init(reason: String, checks: Int) {
+            self.reason = reason
+            self.checks = checks
+        }
     }
 
     /// The fault in force, if checks cannot run now.
@@ -74,7 +86,9 @@ public final class HealthChecker: @unchecked Sendable {
     /// with the rebuild they were started in, and a byte on `wake` ends the loop's poll.
     private struct Outcome { var id: NodeIdentity; var epoch: Int; var success: Bool; var reason: String?; var local = false }
     private let outcomes = Mutex<[Outcome]>([])
-    private let wake = WakePipe()
+    private let wake: WakePipe
+    /// The time checks are scheduled by.
+    let clock: any MonotonicClock
     private var epoch = 0
     /// Made at the first HTTPS check (on the checker thread), shut down when it stops.
     private var httpsClient: HTTPClient?
@@ -93,15 +107,19 @@ public final class HealthChecker: @unchecked Sendable {
     /// Owned by the checker thread.
     private var targets: [Target] = []
 
-    public init(groups: [FulcrumConfig.Group], onChange: @escaping @Sendable (Change) -> Void,
-                onLocalFault: @escaping @Sendable (LocalFault?) -> Void = { _ in }) {
+    public init(groups: [FulcrumConfig.Group], clock: any MonotonicClock = SystemClock(),
+                onChange: @escaping @Sendable (Change) -> Void,
+                onLocalFault: @escaping @Sendable (LocalFault?) -> Void = { _ in }) throws {
+        wake = try WakePipe()
+        self.clock = clock
         self.onChange = onChange
         self.onLocalFault = onLocalFault
         pending.withLock { $0 = groups }
     }
 
+    /// The checks on a thread of their own, until `stop` (the daemon runs `run` as a service).
     public func start() {
-        let t = Thread { [self] in loop() }
+        let t = Thread { [self] in run() }
         t.name = "fulcrum-health"
         thread = t
         t.start()
@@ -119,7 +137,7 @@ public final class HealthChecker: @unchecked Sendable {
     /// Every checked node's state.
     public var states: [NodeIdentity: State] { published.withLock { $0 } }
 
-    static func now() -> Double { monotonicSeconds() }
+
 
     /// The port a node is checked on: the check's, the node's (NAT), or the service's.
     static func checkPort(_ g: FulcrumConfig.Group, _ node: FulcrumConfig.Node, _ check: FulcrumConfig.HealthCheck) -> UInt16 {
@@ -130,11 +148,11 @@ public final class HealthChecker: @unchecked Sendable {
         epoch += 1  // an HTTPS check of the old targets finishing now is ignored
         var old: [NodeIdentity: Target] = [:]
         for t in targets {
-            if let p = t.probe, p.fd >= 0 { close(p.fd) }
+            if let p = t.probe, p.fd >= 0 { Socket.close(p.fd) }
             old[t.id] = t
         }
         targets = []
-        let now = Self.now()
+        let now = clock.seconds()
         for g in groups {
             let members = g.nodes + (g.sorry.map { [$0] } ?? [])
             for (i, node) in members.enumerated() {
@@ -164,12 +182,13 @@ public final class HealthChecker: @unchecked Sendable {
         published.withLock { $0 = snapshot }
     }
 
-    private func loop() {
+    /// Checks until `stop`, on the caller's thread.
+    public func run() {
         while running.load(ordering: .acquiring) {
             if let groups = pending.withLock({ p -> [FulcrumConfig.Group]? in defer { p = nil }; return p }) {
                 rebuild(groups)
             }
-            let now = Self.now()
+            let now = clock.seconds()
             for i in targets.indices where targets[i].probe == nil && targets[i].nextDue <= now {
                 targets[i].nextDue = now + targets[i].check.interval
                 startProbe(i, now: now)
@@ -189,7 +208,7 @@ public final class HealthChecker: @unchecked Sendable {
                 }
             }
             _ = poll(&fds, nfds_t(fds.count), Int32(max(0, wait) * 1000) + 1)
-            let after = Self.now()
+            let after = clock.seconds()
             if fds[0].revents != 0 { wake.drain() }
             for o in takeOutcomes() {
                 guard let i = targets.firstIndex(where: { $0.id == o.id }), targets[i].probe?.fd == -1 else { continue }
@@ -204,7 +223,7 @@ public final class HealthChecker: @unchecked Sendable {
                 if let p = targets[i].probe, p.fd == -1, after >= p.deadline + 1 { finish(i, false, "timeout") }
             }
         }
-        for t in targets { if let p = t.probe, p.fd >= 0 { close(p.fd) } }
+        for t in targets { if let p = t.probe, p.fd >= 0 { Socket.close(p.fd) } }
         try? httpsClient?.syncShutdown()
     }
 
@@ -269,24 +288,23 @@ public final class HealthChecker: @unchecked Sendable {
             type = Int32(SOCK_RAW.rawValue)
             proto = t.address.isIPv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6)
         }
-        let fd = socket(family, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), proto)
-        guard fd >= 0 else {
-            let code = errno
-            let why = "socket: \(String(cString: strerror(code)))"
+        let fd: Int32
+        do { fd = try Socket.open(family: family, type: type, protocol: proto, nonBlocking: true) } catch {
             // Any failure to open a socket is this LB's: the node was not even asked.
-            return localFault(i, why)
+            return localFault(i, "\(error)")
         }
         targets[i].probe = Probe(fd: fd, deadline: now + t.check.timeout, phase: .connecting)
         // (A connected raw socket receives only what comes from the node.)
-        let r = Self.withSocketAddress(t.address, t.check.kind == .icmp ? 0 : t.port) { connect(fd, $0, $1) }
-        if r == 0 || errno == EINPROGRESS {
-            // A UDP or raw "connect" completes at once.
+        do {
+            _ = try Socket.connect(fd, to: SocketAddress(t.address, port: t.check.kind == .icmp ? 0 : t.port))
+            // A UDP or raw "connect" completes at once; TCP's when poll says so.
             if t.check.kind == .udp || t.check.kind == .icmp { sendRequest(i) }
-            return
+        } catch let error as SystemError {
+            if Self.isLocalFault(error.errno) { return localFault(i, "\(error)") }
+            finish(i, false, Self.reason(error.errno))
+        } catch {
+            finish(i, false, "\(error)")
         }
-        let code = errno
-        if Self.isLocalFault(code) { return localFault(i, "connect: \(String(cString: strerror(code)))") }
-        finish(i, false, Self.reason(code))
     }
 
     static func contains(_ bytes: some Collection<UInt8>, _ text: String) -> Bool {
@@ -304,18 +322,20 @@ public final class HealthChecker: @unchecked Sendable {
         guard let p = targets[i].probe else { return }
         let kind = targets[i].check.kind
         if p.phase == .connecting {
-            var error: Int32 = 0
-            var length = socklen_t(4)
-            getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &error, &length)
+            let error = Socket.pendingError(p.fd)
             if error != 0 { return finish(i, false, Self.reason(error)) }
             if kind == .tcp { return finish(i, true, nil) }
             return sendRequest(i)
         }
         var buffer = [UInt8](repeating: 0, count: 2048)
-        let n = recv(p.fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
-        if n < 0 {
-            if errno == EAGAIN || errno == EINTR { return }
-            return finish(i, false, Self.reason(errno))
+        let n: Int
+        do {
+            guard let got = try buffer.withUnsafeMutableBytes({ try Socket.receive(p.fd, into: $0) }) else { return }
+            n = got
+        } catch let error as SystemError {
+            return finish(i, false, Self.reason(error.errno))
+        } catch {
+            return finish(i, false, "\(error)")
         }
         if kind == .icmp {
             // IPv4 raw sockets deliver the IP header too; ICMPv6 ones do not.
@@ -364,13 +384,9 @@ public final class HealthChecker: @unchecked Sendable {
             var echo: [UInt8] = [t.address.isIPv4 ? 8 : 128, 0, 0, 0, UInt8(id >> 8), UInt8(id & 0xFF),
                                  UInt8(sequence >> 8), UInt8(sequence & 0xFF)] + Array("fulcrum health".utf8)
             if t.address.isIPv4 {  // (the kernel sums ICMPv6 itself)
-                var sum: UInt32 = 0
-                for k in stride(from: 0, to: echo.count, by: 2) {
-                    sum += UInt32(echo[k]) << 8 | UInt32(k + 1 < echo.count ? echo[k + 1] : 0)
-                }
-                while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
-                echo[2] = UInt8(~sum >> 8 & 0xFF)
-                echo[3] = UInt8(~sum & 0xFF)
+                let sum = echo.withUnsafeBytes { Checksum.finish(Checksum.sum($0.baseAddress!, count: $0.count)) }
+                echo[2] = UInt8(sum >> 8)
+                echo[3] = UInt8(sum & 0xFF)
             }
             request = echo
         } else if t.check.kind == .http {
@@ -379,17 +395,20 @@ public final class HealthChecker: @unchecked Sendable {
         } else {
             request = Array(t.check.send.utf8)
         }
-        let sent = request.withUnsafeBytes { send(t.probe!.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        guard sent == request.count else {
-            let code = errno
-            if sent < 0 && Self.isLocalFault(code) { return localFault(i, "send: \(String(cString: strerror(code)))") }
-            return finish(i, false, Self.reason(code))
+        do {
+            let sent = try request.withUnsafeBytes { try Socket.send(t.probe!.fd, $0) }
+            guard sent == request.count else { return finish(i, false, "short send") }
+        } catch let error as SystemError {
+            if Self.isLocalFault(error.errno) { return localFault(i, "\(error)") }
+            return finish(i, false, Self.reason(error.errno))
+        } catch {
+            return finish(i, false, "\(error)")
         }
         targets[i].probe!.phase = .awaitingReply
     }
 
     private func finish(_ i: Int, _ success: Bool, _ reason: String?) {
-        if let p = targets[i].probe, p.fd >= 0 { close(p.fd) }
+        if let p = targets[i].probe, p.fd >= 0 { Socket.close(p.fd) }
         targets[i].probe = nil
         record(i, success, reason)
     }
@@ -397,9 +416,9 @@ public final class HealthChecker: @unchecked Sendable {
     /// A check that could not run here: the node keeps its state, the LB raises its alarm
     /// (once, when the fault begins), and the check runs again at its next interval.
     private func localFault(_ i: Int, _ reason: String) {
-        if let p = targets[i].probe, p.fd >= 0 { close(p.fd) }
+        if let p = targets[i].probe, p.fd >= 0 { Socket.close(p.fd) }
         targets[i].probe = nil
-        lastLocalFault = Self.now()
+        lastLocalFault = clock.seconds()
         let began = fault.withLock { f -> Bool in
             if f == nil {
                 f = LocalFault(reason: reason, checks: 1)
@@ -420,7 +439,7 @@ public final class HealthChecker: @unchecked Sendable {
 
     private func record(_ i: Int, _ success: Bool, _ reason: String?) {
         // Checks run to a verdict again: whatever kept them from running is over.
-        if Self.now() - lastLocalFault >= Self.localFaultClearance,
+        if clock.seconds() - lastLocalFault >= Self.localFaultClearance,
            fault.withLock({ f -> Bool in defer { f = nil }; return f != nil }) {
             onLocalFault(nil)
         }
@@ -444,28 +463,6 @@ public final class HealthChecker: @unchecked Sendable {
         case EHOSTUNREACH, ENETUNREACH: return "unreachable"
         case ECONNRESET: return "reset"
         default: return String(cString: strerror(code))
-        }
-    }
-
-    /// Calls `body` with a sockaddr for address:port.
-    static func withSocketAddress(_ a: IPAddress, _ port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
-        if a.isIPv4 {
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_port = port.bigEndian
-            sin.sin_addr = in_addr(s_addr: a.ipv4.bigEndian)
-            return withUnsafePointer(to: &sin) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-        }
-        var sin6 = sockaddr_in6()
-        sin6.sin6_family = sa_family_t(AF_INET6)
-        sin6.sin6_port = port.bigEndian
-        withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
-            for (k, b) in a.bytes.enumerated() { raw[k] = b }
-        }
-        return withUnsafePointer(to: &sin6) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
         }
     }
 }

@@ -4,7 +4,7 @@ import FulcrumDataplane
 import Foundation
 
 /// What `--status-file` holds: the data plane's counters as JSON, rewritten atomically
-/// every half second. (The control API will serve the same document.)
+/// every 0.2 s by the forwarding service. (`/v1/status` is the API's view of the same state.)
 public struct StatusReport: Codable, Sendable, Equatable {
     public struct Node: Codable, Sendable, Equatable {
         public var address: String

@@ -72,6 +72,18 @@ public struct DataplaneSnapshot: Sendable {
         public var packets: UInt64
         public var bytes: UInt64
         public var newFlows: UInt64
+
+        public init(address: IPAddress, port: UInt16, weight: Int, mac: MACAddress?, activeFlows: Int = 0, packets: UInt64 = 0,
+                    bytes: UInt64 = 0, newFlows: UInt64 = 0) {
+            self.address = address
+            self.port = port
+            self.weight = weight
+            self.mac = mac
+            self.activeFlows = activeFlows
+            self.packets = packets
+            self.bytes = bytes
+            self.newFlows = newFlows
+        }
     }
 
     public struct Group: Sendable {
@@ -81,6 +93,15 @@ public struct DataplaneSnapshot: Sendable {
         public var newFlows: UInt64
         public var sorryFlows: UInt64
         public var nodes: [Node]
+
+        public init(name: String, packets: UInt64 = 0, bytes: UInt64 = 0, newFlows: UInt64 = 0, sorryFlows: UInt64 = 0, nodes: [Node]) {
+            self.name = name
+            self.packets = packets
+            self.bytes = bytes
+            self.newFlows = newFlows
+            self.sorryFlows = sorryFlows
+            self.nodes = nodes
+        }
     }
 
     public var groups: [Group]
@@ -103,6 +124,14 @@ public struct DataplaneSnapshot: Sendable {
     public var routingVersion: UInt64 = 0
     public var appliedRoutingVersion: UInt64 = 0
     public var routes: [ClientRoute] = []
+}
+
+extension DataplaneSnapshot {
+    /// A snapshot with no traffic counted (a data plane stand-in's).
+    public init(groups: [Group], flowCapacity: Int) {
+        self.init(groups: groups, global: [:], drops: [:], xdp: [:], sockets: [:], flows: 0, flowCapacity: flowCapacity,
+                  attachModes: [:])
+    }
 }
 
 /// A destination NAT replies could not be sent to: why, on which interface, and how many
@@ -592,6 +621,8 @@ public final class Dataplane: @unchecked Sendable {
         public var newlyUnrouted: [UnroutedStatus] = []
         /// Route gateways without a MAC, which the kernel was asked to resolve.
         public var unresolvedGateways: Set<IPAddress> = []
+
+        public init() {}
     }
 
     @discardableResult

@@ -19,7 +19,7 @@ struct Run: AsyncParsableCommand {
         discussion: "SIGHUP reloads the file (a bad file is logged and the running configuration kept); SIGTERM or SIGINT stop cleanly. With an `api:` section, the control API, /metrics and the status page are served (Docs/OPERATIONS.md).")
 
     @Option(name: .shortAndLong, help: "The YAML configuration file.") var config: String
-    @Option(help: "Write counters as JSON to this file every 0.5 s.") var statusFile: String?
+    @Option(help: "Write counters as JSON to this file every 0.2 s.") var statusFile: String?
     @Option(help: "The XDP object (default: found beside the executable or in the build tree).") var bpfObject: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel: Logger.Level = .info
 

@@ -21,6 +21,14 @@ final class RecordingDriver: ForwardingDriver {
     }
 
     var count: Int { applied.withLock { $0.count } }
+
+    let health = Mutex<[(NodeIdentity, Bool)]>([])
+    let weights = Mutex<[[NodeIdentity: Int]]>([])
+    let admission = Mutex<[(UInt64, UInt64)]>([])
+
+    func setHealth(_ node: NodeIdentity, up: Bool) { health.withLock { $0.append((node, up)) } }
+    func setAgentWeights(_ weights: [NodeIdentity: Int]) { self.weights.withLock { $0.append(weights) } }
+    func setAdmission(perSecond: UInt64, burst: UInt64) throws { admission.withLock { $0.append((perSecond, burst)) } }
 }
 
 @Suite struct ControllerTests {
@@ -268,5 +276,98 @@ final class RecordingDriver: ForwardingDriver {
         let back = try ConfigLoader.parseBalancing(doc, source: "doc", local: s.config)
         #expect(BalancingConfig.hash(back) == BalancingConfig.hash(s.config.groups))
         #expect(back.map(\.nodes) == s.config.groups.map(\.nodes))
+    }
+}
+
+/// Every input the daemon's threads give the controller, through its one stream, handled
+/// in order; what reached the data plane (the recorder) and the event log.
+@Suite struct ControllerInputTests {
+    static let web = (a: NodeIdentity(group: "web", address: IPAddress("198.18.0.11")!, port: 0),
+                      b: NodeIdentity(group: "web", address: IPAddress("198.18.0.12")!, port: 0),
+                      c: NodeIdentity(group: "web", address: IPAddress("198.18.0.13")!, port: 0))
+
+    /// Feeds `inputs` through the controller's stream and waits until it has handled them all.
+    func run(_ s: ControllerTests.Setup, _ inputs: [Controller.Input], events: EventLog) async throws -> Controller {
+        let (committed, _, _) = try Controller.initialState(s.config)
+        try Controller.persist(committed, to: s.config.stateFile)
+        let (stream, continuation) = AsyncStream.makeStream(of: Controller.Input.self)
+        let controller = Controller(local: s.config, committed: committed, driver: s.driver, events: events,
+                                    logger: Logger(label: "test"), inputs: stream)
+        for i in inputs { continuation.yield(i) }
+        continuation.finish()
+        await controller.run()
+        return controller
+    }
+
+    func kinds(_ events: EventLog) -> [String] { events.events().map(\.kind) }
+
+    @Test func healthReachesTheDataplaneAndAGroupWithNoLiveNodeIsAnAlert() async throws {
+        let s = try ControllerTests.Setup()
+        let events = try EventLog(file: nil)
+        let w = Self.web
+        _ = try await run(s, [
+            .health(.init(node: w.a, up: false, reason: "refused")),
+            .health(.init(node: w.b, up: false, reason: "timeout")),
+            .health(.init(node: w.c, up: false, reason: "status 503")),
+            .health(.init(node: w.b, up: true, reason: nil)),
+        ], events: events)
+        #expect(s.driver.health.withLock { $0.map { "\($0.0.address) \($0.1)" } }
+                == ["198.18.0.11 false", "198.18.0.12 false", "198.18.0.13 false", "198.18.0.12 true"])
+        #expect(kinds(events) == ["node.down", "node.down", "node.down", "group.no_live_node", "node.up", "group.back"])
+        let alert = try #require(events.events().first { $0.kind == "group.no_live_node" })
+        #expect(alert.message == "web: no node is up; new flows go to nowhere (no sorry server)")
+        #expect(events.events().first?.fields["reason"] == "refused")
+    }
+
+    @Test func aLocalFaultIsAnAlarmAndNoNodeChanges() async throws {
+        let s = try ControllerTests.Setup()
+        let events = try EventLog(file: nil)
+        _ = try await run(s, [.localFault(.init(reason: "socket: Too many open files", checks: 1)), .localFault(nil)], events: events)
+        #expect(kinds(events) == ["lb.local_fault", "lb.local_fault.cleared"])
+        #expect(s.driver.health.withLock { $0.isEmpty } && s.driver.count == 0)
+    }
+
+    @Test func agentWeightsApplyOnlyWhenTheyChange() async throws {
+        let s = try ControllerTests.Setup()
+        let w = Self.web
+        _ = try await run(s, [.agentWeights([w.a: 300]), .agentWeights([w.a: 300]), .agentWeights([w.a: 150]), .agentWeights([w.a: 150])],
+                          events: try EventLog(file: nil))
+        #expect(s.driver.weights.withLock { $0 } == [[w.a: 300], [w.a: 150]])
+    }
+
+    @Test func discoveredNodesAreChangesLikeAnyOther() async throws {
+        let s = try ControllerTests.Setup()
+        let events = try EventLog(file: nil)
+        let node = IPAddress("198.18.0.14")!
+        let controller = try await run(s, [
+            .discovered(.add(group: "web", address: node, port: 0)),
+            .discovered(.add(group: "web", address: node, port: 0)),       // again: a conflict, refused
+            .discovered(.disable(group: "web", address: node, port: 0)),
+            .discovered(.remove(group: "web", address: node, port: 0)),
+        ], events: events)
+        let applied = events.events().filter { $0.kind == "config.applied" }
+        #expect(applied.map { $0.fields["origin"] } == ["discovery", "discovery", "discovery"])
+        #expect(applied.map { $0.fields["version"] } == ["2", "3", "4"])
+        #expect(kinds(events).filter { $0 == "config.rejected" }.count == 1)
+        let added = s.driver.applied.withLock { $0[0] }.first { $0.name == "web" }!
+        #expect(added.nodes.last?.address == node && added.nodes.last?.weight == 1)
+        let disabled = s.driver.applied.withLock { $0[1] }.first { $0.name == "web" }!
+        #expect(disabled.nodes.last?.enabled == false)
+        #expect(await controller.committed.groups.first { $0.name == "web" }?.nodes.contains { $0.address == node } == false)
+    }
+
+    @Test func sighupReloadsTheFileAndAppliesANewAdmissionBudget() async throws {
+        let s = try ControllerTests.Setup()
+        let events = try EventLog(file: nil)
+        var text = try String(contentsOfFile: s.config.file, encoding: .utf8)
+        #expect(text.contains("      - address: 198.18.0.13\n") && text.contains("    - name: eth-n\n"), "fixture drifted")
+        text = text.replacingOccurrences(of: "      - address: 198.18.0.13\n", with: "")
+            .replacingOccurrences(of: "    - name: eth-n\n", with: "    - name: eth-n\n  admission:\n    new_connections_per_second: 5000\n    burst: 64\n")
+        try text.write(toFile: s.config.file, atomically: true, encoding: .utf8)
+        let controller = try await run(s, [.reload], events: events)
+        #expect(await controller.committed.version == 2)
+        #expect(await controller.committed.groups.first { $0.name == "web" }?.nodes.count == 2)
+        #expect(s.driver.admission.withLock { $0.map { "\($0.0)/\($0.1)" } } == ["5000/64"])
+        #expect(events.events().last { $0.kind == "config.applied" }?.fields["origin"] == "SIGHUP")
     }
 }

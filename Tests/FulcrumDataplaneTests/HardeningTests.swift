@@ -14,7 +14,11 @@ extension OnTheTestbed {
             defer { bed.tearDown() }
             try bed.startDaemon()
             let first = try #require(bed.daemonPID)
-            let (status, out) = try bed.runToCompletion(configPath: bed.configPath)
+            // A state file of its own: the interfaces are what it is refused for.
+            let own = bed.directory + "/second.yaml"
+            try bed.readConfig().replacingOccurrences(of: "state_file: \(bed.directory)/state.json", with: "state_file: \(bed.directory)/second.json")
+                .write(toFile: own, atomically: true, encoding: .utf8)
+            let (status, out) = try bed.runToCompletion(configPath: own)
             #expect(status == 1, "exit \(status): \(out)")
             #expect(out.contains("is already served by another fulcrum (pid \(first))"), "\(out)")
             #expect(!out.contains("double free") && !out.contains("Fatal error"), "\(out)")
@@ -42,7 +46,8 @@ extension OnTheTestbed {
             #expect(!loser.isRunning && winner.isRunning, "one of the two must have stopped")
             #expect(loser.wait() == 1)
             let log = (try? String(contentsOfFile: bed.directory + loserLog, encoding: .utf8)) ?? ""
-            #expect(log.contains("is already served by another fulcrum (pid \(winner.pid))"), "\(log)")
+            #expect(log.contains("in use by another fulcrum (pid \(winner.pid))") || log.contains("is already served by another fulcrum (pid \(winner.pid))"),
+                    "\(log)")
             try bed.waitFor("the winner's node MACs", timeout: 20, statusPath: bed.directory + winnerStatus) { s in
                 s.groups.allSatisfy { $0.nodes.allSatisfy { $0.mac != nil } }
             }

@@ -1,0 +1,119 @@
+import FulcrumCore
+import FulcrumDataplane
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// What the services of a running daemon share: the data plane, the controller (the one
+/// owner of the configuration), the event log, the health checker and the agents'
+/// listener. The API is built on it (FulcrumAPI). `assemble` wires it without starting
+/// anything, so tests build one around a data-plane stand-in, with no root.
+public final class Runtime: Sendable {
+    public let local: FulcrumConfig
+    public let dataplane: any DataplaneControl
+    public let controller: Controller
+    public let events: EventLog
+    public let checker: HealthChecker
+    /// The node agents' listener, with an `agent:` section.
+    public let agents: AgentService?
+    public let started = Date()
+    /// The committed configuration as last applied, readable without awaiting the
+    /// controller (status, metrics, the forwarding loop).
+    public let committed: CommittedView
+    /// The controller's inputs: health changes, agents' weights and discoveries, SIGHUP.
+    let inputs: AsyncStream<Controller.Input>.Continuation
+    /// This daemon's claim on its state file, held for its life.
+    let stateLock: FileLock?
+
+    init(local: FulcrumConfig, dataplane: any DataplaneControl, controller: Controller, events: EventLog, checker: HealthChecker,
+         agents: AgentService?, committed: CommittedView, inputs: AsyncStream<Controller.Input>.Continuation, stateLock: FileLock?) {
+        self.local = local
+        self.dataplane = dataplane
+        self.controller = controller
+        self.events = events
+        self.checker = checker
+        self.agents = agents
+        self.committed = committed
+        self.inputs = inputs
+        self.stateLock = stateLock
+    }
+
+    /// The runtime around a data plane that forwards `committed`, wired once: the health
+    /// checker and the agents' listener tell the controller (one stream of inputs), the
+    /// controller alone writes to the data plane, and a committed change reaches the
+    /// view, the checker and the listener. Nothing runs until the services do (`services`).
+    public static func assemble(config: FulcrumConfig, committed: Controller.Committed, dataplane: any DataplaneControl,
+                                events: EventLog, logger: Logger, stateLock: FileLock? = nil) throws -> Runtime {
+        let (stream, inputs) = AsyncStream.makeStream(of: Controller.Input.self)
+        let checker = try HealthChecker(groups: committed.groups, onChange: { inputs.yield(.health($0)) },
+                                    onLocalFault: { inputs.yield(.localFault($0)) })
+        let agents = try config.agent.map {
+            try AgentService(config: $0, groups: committed.groups, events: events, logger: logger,
+                             onWeights: { inputs.yield(.agentWeights($0)) }, onDiscovery: { inputs.yield(.discovered($0)) })
+        }
+        let view = CommittedView(committed)
+        let controller = Controller(local: config, committed: committed, driver: DataplaneDriver(dataplane: dataplane, local: config),
+                                    events: events, logger: logger, inputs: stream) { c in
+            view.set(c)
+            checker.update(groups: c.groups)
+            agents?.update(groups: c.groups)
+        }
+        return Runtime(local: config, dataplane: dataplane, controller: controller, events: events, checker: checker,
+                       agents: agents, committed: view, inputs: inputs, stateLock: stateLock)
+    }
+
+    /// The daemon's long-lived work with `extra` (the API) in the order the service group
+    /// starts it. It shuts down in reverse: the agents' and health checker's threads stop,
+    /// the forwarding service detaches XDP and stops the workers, the API closes, and the
+    /// controller, first to start, is the last to stop.
+    public func services(statusFile: String?, logger: Logger, adding extra: [any Service] = []) throws -> [any Service] {
+        var out: [any Service] = [ControllerService(controller: controller, inputs: inputs)] + extra
+        out += [ReloadService(inputs: inputs), try ForwardingService(runtime: self, statusFile: statusFile, logger: logger),
+                ThreadService(name: "fulcrum-health", checker.run, stop: checker.stop)]
+        if let agents { out.append(ThreadService(name: "fulcrum-agents", agents.loop, stop: agents.stop)) }
+        return out
+    }
+}
+
+/// The committed configuration, as the controller last published it.
+public final class CommittedView: Sendable {
+    private let current: Mutex<Controller.Committed>
+    init(_ c: Controller.Committed) { current = Mutex(c) }
+    public var value: Controller.Committed { current.withLock { $0 } }
+    func set(_ c: Controller.Committed) { current.withLock { $0 = c } }
+}
+
+extension Runtime {
+    /// What is wrong with this LB itself, in words, for status: empty when nothing is.
+    public var alarms: [String] {
+        var out: [String] = []
+        if let f = checker.localFault {
+            out.append("health checks cannot run on this LB: \(f.reason) (\(f.checks) check(s) skipped; node states kept)")
+        }
+        return out
+    }
+
+    /// The status file's document: counters, health, the latest alerts.
+    public func statusReport() -> StatusReport {
+        let c = committed.value
+        var report = StatusReport(host: local.nodeName, generation: c.version, snapshot: dataplane.snapshot(),
+                                  interfaces: dataplane.interfaces)
+        // Status shows the alerts (notice and above); the file keeps everything.
+        report.reloadsRejected = controller.rejected.load(ordering: .relaxed)
+        report.events = Array(events.events().filter { $0.severity >= .notice }.suffix(10))
+        let alarms = self.alarms
+        report.alarms = alarms.isEmpty ? nil : alarms
+        let states = checker.states
+        for g in report.groups.indices {
+            for k in report.groups[g].nodes.indices {
+                let node = report.groups[g].nodes[k]
+                guard let address = IPAddress(node.address),
+                      let state = states[NodeIdentity(group: report.groups[g].name, address: address,
+                                                      port: UInt16(node.port))] else { continue }
+                report.groups[g].nodes[k].health = state.up ? "up" : "down: \(state.lastFailure ?? "failed")"
+            }
+        }
+        return report
+    }
+}
