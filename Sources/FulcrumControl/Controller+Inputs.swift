@@ -67,13 +67,14 @@ extension Controller {
             events?.record(.warning, "node.down", "\(n.group): node \(n.address) is down (\(why))",
                            fields.merging(["reason": why]) { a, _ in a })
         }
-        let group = committed.groups.first { $0.name == n.group }
-        let members = group.map { g in g.nodes.map { NodeIdentity(group: g.name, address: $0.address, port: $0.port) } } ?? []
+        // A group that is gone (its nodes are "no longer checked") is no alert either way.
+        guard let group = committed.groups.first(where: { $0.name == n.group }) else { return }
+        let members = group.nodes.map { NodeIdentity(group: group.name, address: $0.address, port: $0.port) }
         switch liveness.record(n, up: change.up, members: members) {
         case let .noLiveNode(name):
             events?.record(.error, "group.no_live_node",
                            "\(name): no node is up; new flows go to "
-                               + (group?.sorry.map { "the sorry server \($0.address)" } ?? "nowhere (no sorry server)"),
+                               + (group.sorry.map { "the sorry server \($0.address)" } ?? "nowhere (no sorry server)"),
                            ["group": name])
         case let .back(name):
             events?.record(.notice, "group.back", "\(name): a node is up again; new flows go to the nodes", ["group": name])
