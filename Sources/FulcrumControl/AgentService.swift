@@ -29,7 +29,6 @@ public final class AgentService: @unchecked Sendable {
     /// The time silences and expiries are measured by.
     let clock: any MonotonicClock
     let stopping = Atomic<Bool>(false)
-    private var thread: Thread?
 
     /// Reports by outcome: `accepted` and each `AgentReport.Rejection`.
     public let counts = Mutex<[String: UInt64]>([:])
@@ -98,13 +97,6 @@ public final class AgentService: @unchecked Sendable {
     /// The configuration changed: the groups with dynamic weights are taken up.
     public func update(groups: [FulcrumConfig.Group]) {
         pending.withLock { $0 = groups.filter { $0.dynamicWeights || $0.acceptDiscoveredNodes } }
-    }
-
-    public func start() {
-        let t = Thread { [self] in loop() }
-        t.name = "fulcrum-agents"
-        thread = t
-        t.start()
     }
 
     public func stop() {

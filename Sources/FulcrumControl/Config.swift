@@ -136,7 +136,7 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var maxBodyBytes = 1 << 20
         /// Connections open at once; past it the oldest idle one is closed (`ConnectionGovernor`).
         public var maxConnections = 256
-        /// Seconds a request has to arrive whole, from the connection's start or its last answer.
+        /// Seconds a new connection has for its first request's headers, and a request for its body.
         public var requestTimeout = 10.0
         /// Seconds a kept-alive connection may wait for its next request.
         public var idleTimeout = 60.0

@@ -196,14 +196,8 @@ extension OnTheTestbed {
             defer { bed.tearDown() }
             var key = (0..<32).map { _ in UInt8.random(in: 0x80...0xFE) }
             key[0] = 0x41  // no whitespace at either end
-            try Data(key).write(to: URL(fileURLWithPath: bed.directory + "/agent.key"))
-            var config = try bed.readConfig()
-            let group = "  - name: web-nat\n"
-            let start = try #require(config.range(of: group))
-            let scheduler = try #require(config.range(of: "    scheduler: wrr\n", range: start.upperBound..<config.endIndex))
-            config.insert(contentsOf: "    dynamic_weights: cpu\n", at: scheduler.upperBound)
-            config += "agent:\n  key_file: \(bed.directory)/agent.key\n  silence: 3\n"
-            try bed.writeConfig(config)
+            let agents = NodeAgentTests()
+            try agents.prepare(bed, key: key)
             try bed.startDaemon()
 
             func report(epoch: UInt64, sequence: UInt64, key: [UInt8]) -> String {
@@ -218,14 +212,7 @@ extension OnTheTestbed {
                                                         "--hex", hex])
                 #expect(status == 0, "\(out)")
             }
-            func outcomes() throws -> [String: Double] {
-                var out: [String: Double] = [:]
-                for line in try bed.api("GET", "/metrics").body.split(separator: "\n") where line.hasPrefix("fulcrum_agent_reports_total{") {
-                    guard let open = line.range(of: "outcome=\""), let close = line[open.upperBound...].firstIndex(of: "\"") else { continue }
-                    out[String(line[open.upperBound..<close])] = Double(line.split(separator: " ").last ?? "")
-                }
-                return out
-            }
+            func outcomes() throws -> [String: Double] { try agents.outcomes(bed) }
             var oneByte = key
             oneByte[17] ^= 0x01
             var twelve = key

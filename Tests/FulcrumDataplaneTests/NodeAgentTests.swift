@@ -15,8 +15,9 @@ extension OnTheTestbed {
 
         /// web-nat with dynamic weights, and the LB listening for agents (silence: 3
         /// intervals of 0.2 s).
-        func prepare(_ bed: Testbed) throws {
-            try Self.key.write(toFile: bed.directory + "/agent.key", atomically: true, encoding: .utf8)
+        /// `key`: the key file's bytes (the testbed's text key unless given).
+        func prepare(_ bed: Testbed, key: [UInt8] = Array(NodeAgentTests.key.utf8)) throws {
+            try Data(key).write(to: URL(fileURLWithPath: bed.directory + "/agent.key"))
             var config = try bed.readConfig()
             let group = "  - name: web-nat\n"
             let start = try #require(config.range(of: group))
