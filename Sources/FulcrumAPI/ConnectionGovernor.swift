@@ -3,11 +3,9 @@ import NIOHTTPTypes
 import Synchronization
 
 /// Keeps the control API from holding more than its share of the daemon: at most
-/// `api.max_connections` open at once, a request that must arrive whole (headers and body)
-/// within `api.request_timeout` of the connection opening or of its previous answer, and a
-/// kept-alive connection closed after `api.idle_timeout` without a request. (A request's
-/// headers must come within `request_timeout` of the connection's start, its body within
-/// `request_timeout` of its headers.)
+/// `api.max_connections` open at once; a new connection's first request headers within
+/// `api.request_timeout`, and every request's body within the same time of its headers;
+/// a kept-alive connection closed after `api.idle_timeout` without a request.
 ///
 /// At the cap a new connection is not turned away while idle ones hold the places: the
 /// oldest connection that has no request in progress is closed instead, so a thousand
