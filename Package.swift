@@ -9,7 +9,8 @@ import PackageDescription
 //   FulcrumBPF          the XDP object, links, typed maps
 //   FulcrumSystem       the one syscall funnel: errno → typed errors, sockets, the wake pipe, the clock
 //   FulcrumCore         pure: the packet path and the control decisions; time is a parameter
-// FulcrumAPIModels (the API's bodies) stands beside them, shared by the API and fulcrumctl.
+// FulcrumAPIModels (the API's bodies and the one status model, with its text rendering) stands
+// beside them on FulcrumCore alone, shared by the API, the daemon, fulcrumctl and the tests.
 // FulcrumCore imports nothing but the standard library, so every decision the LB makes is
 // testable without root, a NIC or a clock.
 
@@ -39,7 +40,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "FulcrumCore"),
-        .target(name: "FulcrumTestSupport", dependencies: ["FulcrumCore"]),
+        .target(name: "FulcrumTestSupport", dependencies: ["FulcrumCore", "FulcrumAPIModels"]),
         // libbpf + libxdp, and the one shim for what Swift cannot import (see its header).
         .target(
             name: "CFulcrumBPF",
@@ -70,7 +71,7 @@ let package = Package(
             path: "Bench/Scenarios"
         ),
         // The request and response bodies of the control API, shared by the server and fulcrumctl.
-        .target(name: "FulcrumAPIModels"),
+        .target(name: "FulcrumAPIModels", dependencies: ["FulcrumCore"]),
         .target(
             name: "FulcrumControl",
             dependencies: ["FulcrumCore", "FulcrumSystem", "FulcrumDataplane", "FulcrumBPF", "FulcrumAPIModels", "Yams",
@@ -146,7 +147,7 @@ let package = Package(
 // server packages (NIO, Hummingbird) would triple the time and are not what it checks.
 import Foundation
 if ProcessInfo.processInfo.environment["FULCRUM_CORE_ONLY"] != nil {
-    let core: Set<String> = ["FulcrumCore", "FulcrumTestSupport", "FulcrumCoreTests"]
+    let core: Set<String> = ["FulcrumCore", "FulcrumAPIModels", "FulcrumTestSupport", "FulcrumCoreTests"]
     package.targets = package.targets.filter { core.contains($0.name) }
     package.products = package.products.filter { $0.name == "FulcrumCore" }
     package.dependencies = []

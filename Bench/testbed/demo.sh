@@ -59,7 +59,7 @@ step "What the LB counted"
 step "Drain n1 in web-nat (weight 0) and reload with SIGHUP: no new flows reach n1"
 sed -i '/name: web-nat/,/name: dns-nat/ s/        weight: 3/        weight: 0/' "$DIR/lb.yaml"
 kill -HUP "$daemon"
-for _ in $(seq 1 50); do grep -q '"configGeneration" : 2' "$DIR/status.json" && break; sleep 0.2; done
+for _ in $(seq 1 50); do grep -q '"version" : 2' "$DIR/status.json" && break; sleep 0.2; done
 client 198.18.1.20 80 tcp
 
 step "The control API: fulcrumctl sets m1's weight to 1 and drains m3 in web-mat, under no reload"
@@ -76,13 +76,13 @@ wait_status() { for _ in $(seq 1 50); do grep -q "$1" "$DIR/status.json" && retu
 
 step "Health: n2's server is killed; its checks fail twice and it is taken out"
 kill $(ip netns pids "$P-n2")
-wait_status '"health" : "down: refused"'
+wait_status '"health_detail" : "refused"'
 "$FULCRUM" events --file "$DIR/events.jsonl" --severity warning | tail -n 1 | sed 's/^/  /'
 client 198.18.1.20 80 tcp      # n1 drained, n2 down: every new connection to n3, none fails
 
 step "Every node down: the sorry server answers"
 kill $(ip netns pids "$P-n1") $(ip netns pids "$P-n3")
-for _ in $(seq 1 50); do [ "$(grep -c '"health" : "down' "$DIR/status.json")" -ge 3 ] && break; sleep 0.2; done
+for _ in $(seq 1 50); do [ "$(grep -c '"state" : "down"' "$DIR/status.json")" -ge 3 ] && break; sleep 0.2; done
 "$FULCRUM" events --file "$DIR/events.jsonl" --severity error | sed 's/^/  /'
 client 198.18.1.20 80 tcp
 

@@ -345,11 +345,16 @@ public struct StatusModel: Codable, Sendable, Equatable {
     /// What is wrong with this LB itself (health checks that cannot run here, …), in words;
     /// absent when nothing is.
     public var alarms: [String]?
+    /// Reloads refused since start (the running configuration stayed as it was).
+    public var reloadsRejected: Int?
+    /// The data plane's own counters and tables, for the status file and `fulcrum status`.
+    public var dataplane: DataplaneStatusModel?
 
     enum CodingKeys: String, CodingKey {
-        case host, role, version, hash, flows, groups, drops, events, alarms
+        case host, role, version, hash, flows, groups, drops, events, alarms, dataplane
         case uptimeSeconds = "uptime_seconds"
         case flowCapacity = "flow_capacity"
+        case reloadsRejected = "reloads_rejected"
     }
 
     public init(host: String, role: String, version: Int, hash: String, uptimeSeconds: Double, flows: Int,
@@ -364,6 +369,80 @@ public struct StatusModel: Codable, Sendable, Equatable {
         self.groups = groups
         self.drops = drops
         self.events = events
+    }
+}
+
+/// The data plane beneath the groups: the workers' and the XDP program's counters, the
+/// AF_XDP sockets', the attach modes, the BPF maps' sizes, the layout and routing versions
+/// (desired and applied by every worker), the NAT replies' routes and the replies not sent.
+public struct DataplaneStatusModel: Codable, Sendable, Equatable {
+    public var counters: [String: UInt64]
+    public var xdp: [String: UInt64]
+    public var sockets: [String: UInt64]
+    public var attachModes: [String: String]
+    public var mapEntries: [String: Int]
+    public var layoutGeneration: UInt64
+    public var appliedLayoutGeneration: UInt64
+    public var routingVersion: UInt64
+    public var appliedRoutingVersion: UInt64
+    public var routes: [Route]
+    public var unroutedReplies: [Unrouted]
+
+    /// A route NAT replies follow (an override from `routes:`, or the kernel's).
+    public struct Route: Codable, Sendable, Equatable {
+        public var prefix: String
+        public var interface: String
+        public var via: String?
+        public var mac: String?
+        public var override: Bool
+        public init(prefix: String, interface: String, via: String?, mac: String?, override: Bool) {
+            self.prefix = prefix
+            self.interface = interface
+            self.via = via
+            self.mac = mac
+            self.override = override
+        }
+    }
+
+    /// A destination NAT replies could not be sent to.
+    public struct Unrouted: Codable, Sendable, Equatable {
+        public var destination: String
+        public var reason: String
+        public var interface: String?
+        public var reports: Int
+        public init(destination: String, reason: String, interface: String?, reports: Int) {
+            self.destination = destination
+            self.reason = reason
+            self.interface = interface
+            self.reports = reports
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case counters, xdp, sockets, routes
+        case attachModes = "attach_modes"
+        case mapEntries = "map_entries"
+        case layoutGeneration = "layout_generation"
+        case appliedLayoutGeneration = "applied_layout_generation"
+        case routingVersion = "routing_version"
+        case appliedRoutingVersion = "applied_routing_version"
+        case unroutedReplies = "unrouted_replies"
+    }
+
+    public init(counters: [String: UInt64], xdp: [String: UInt64], sockets: [String: UInt64], attachModes: [String: String],
+                mapEntries: [String: Int], layoutGeneration: UInt64, appliedLayoutGeneration: UInt64, routingVersion: UInt64,
+                appliedRoutingVersion: UInt64, routes: [Route], unroutedReplies: [Unrouted]) {
+        self.counters = counters
+        self.xdp = xdp
+        self.sockets = sockets
+        self.attachModes = attachModes
+        self.mapEntries = mapEntries
+        self.layoutGeneration = layoutGeneration
+        self.appliedLayoutGeneration = appliedLayoutGeneration
+        self.routingVersion = routingVersion
+        self.appliedRoutingVersion = appliedRoutingVersion
+        self.routes = routes
+        self.unroutedReplies = unroutedReplies
     }
 }
 

@@ -93,27 +93,4 @@ extension Runtime {
         }
         return out
     }
-
-    /// The status file's document: counters, health, the latest alerts.
-    public func statusReport() -> StatusReport {
-        let c = committed.value
-        var report = StatusReport(host: local.nodeName, generation: c.version, snapshot: dataplane.snapshot(),
-                                  interfaces: dataplane.interfaces)
-        // Status shows the alerts (notice and above); the file keeps everything.
-        report.reloadsRejected = controller.rejected.load(ordering: .relaxed)
-        report.events = Array(events.events().filter { $0.severity >= .notice }.suffix(10))
-        let alarms = self.alarms
-        report.alarms = alarms.isEmpty ? nil : alarms
-        let states = checker.states
-        for g in report.groups.indices {
-            for k in report.groups[g].nodes.indices {
-                let node = report.groups[g].nodes[k]
-                guard let address = IPAddress(node.address),
-                      let state = states[NodeIdentity(group: report.groups[g].name, address: address,
-                                                      port: UInt16(node.port))] else { continue }
-                report.groups[g].nodes[k].health = state.up ? "up" : "down: \(state.lastFailure ?? "failed")"
-            }
-        }
-        return report
-    }
 }

@@ -149,9 +149,7 @@ final class ForwardingService: Service, @unchecked Sendable {
             // The map sizes cost a system call per entry: read them once a second.
             statusWrites &+= 1
             if statusWrites % 5 == 1 { lastMapEntries = runtime.dataplane.mapEntryCounts() }
-            var report = runtime.statusReport()
-            report.mapEntries = lastMapEntries
-            try report.write(to: statusFile)
+            try runtime.statusModel(mapEntries: lastMapEntries).write(to: statusFile)
         } catch {
             logger.warning("cannot write status file", metadata: ["path": "\(statusFile)", "error": "\(error)"])
         }

@@ -14,9 +14,12 @@ public enum EventModels {
 }
 
 extension Runtime {
-    /// `GET /v1/status`: the configuration in force with each group's and node's live
-    /// counters and state, the drops, and the latest alerts.
-    public func statusModel(snapshot given: DataplaneSnapshot? = nil, events withEvents: Bool = true) -> StatusModel {
+    /// The one status: the configuration in force with each group's and node's live counters
+    /// and state, the drops, the alarms and the latest alerts — what `GET /v1/status`, the
+    /// status file, `fulcrum status`, `fulcrumctl status` and the page show. `mapEntries`
+    /// (read from the kernel, a system call per entry) is the caller's to pass or leave out.
+    public func statusModel(snapshot given: DataplaneSnapshot? = nil, events withEvents: Bool = true,
+                            mapEntries: [String: Int] = [:]) -> StatusModel {
         let c = committed.value
         let snapshot = given ?? dataplane.snapshot()
         let health = checker.states
@@ -64,6 +67,42 @@ extension Runtime {
                                 events: alerts.map(EventModels.model))
         let alarms = self.alarms
         model.alarms = alarms.isEmpty ? nil : alarms
+        model.reloadsRejected = controller.rejected.load(ordering: .relaxed)
+        model.dataplane = Self.dataplaneModel(snapshot, interfaces: dataplane.interfaces, mapEntries: mapEntries)
         return model
+    }
+
+    static func dataplaneModel(_ s: DataplaneSnapshot, interfaces: [String], mapEntries: [String: Int]) -> DataplaneStatusModel {
+        DataplaneStatusModel(
+            counters: Dictionary(uniqueKeysWithValues: s.global.map { ($0.key.label, $0.value) }),
+            xdp: Dictionary(uniqueKeysWithValues: s.xdp.map { ($0.key.label, $0.value) }),
+            sockets: s.sockets, attachModes: s.attachModes.mapValues(\.rawValue), mapEntries: mapEntries,
+            layoutGeneration: s.generation, appliedLayoutGeneration: s.appliedGeneration,
+            routingVersion: s.routingVersion, appliedRoutingVersion: s.appliedRoutingVersion,
+            routes: s.routes.map {
+                .init(prefix: "\($0.prefix)/\($0.prefixLength)",
+                      interface: interfaces.indices.contains($0.interface) ? interfaces[$0.interface] : "\($0.interface)",
+                      via: $0.gateway.map { "\($0)" }, mac: $0.gatewayMAC.map { "\($0)" }, override: $0.isOverride)
+            },
+            unroutedReplies: s.unrouted.map {
+                .init(destination: "\($0.destination)", reason: $0.reason.rawValue, interface: $0.interface, reports: $0.reports)
+            })
+    }
+}
+
+extension StatusModel {
+    static let fileEncoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
+    /// Written atomically (a reader sees the old file or the new, never half).
+    public func write(to path: String) throws {
+        try Self.fileEncoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    public static func read(from path: String) throws -> StatusModel {
+        try JSONDecoder().decode(StatusModel.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import FulcrumAPIModels
 
 /// A namespace testbed (Bench/testbed/testbed.sh) with a running `fulcrum` daemon in its
 /// LB namespace. Everything it creates carries the prefix `flc<pid>x<n>` and is removed
@@ -405,51 +406,28 @@ public final class Testbed: @unchecked Sendable {
     }
 }
 
-/// The parts of the daemon's status file the tests read.
-public struct StatusView: Decodable, Sendable {
-    public struct Node: Decodable, Sendable {
-        public var address: String
-        public var health: String?
-        public var weight: Int
-        public var mac: String?
-        public var activeFlows: Int
-        public var packets: UInt64
-        public var newFlows: UInt64
-    }
+/// The daemon's status file is the one `StatusModel`; these are the readings the tests use.
+public typealias StatusView = StatusModel
 
-    public struct Group: Decodable, Sendable {
-        public var name: String
-        public var packets: UInt64
-        public var newFlows: UInt64
-        public var nodes: [Node]
+extension StatusModel {
+    public func group(_ name: String) -> GroupStatusModel? { groups.first { $0.name == name } }
+    private var plane: DataplaneStatusModel {
+        guard let dataplane else { preconditionFailure("the status file always carries the data plane") }
+        return dataplane
     }
+    public var counters: [String: UInt64] { plane.counters }
+    public var xdp: [String: UInt64] { plane.xdp }
+    public var sockets: [String: UInt64] { plane.sockets }
+    public var attachModes: [String: String] { plane.attachModes }
+    public var mapEntries: [String: Int] { plane.mapEntries }
+    public var layoutGeneration: UInt64 { plane.layoutGeneration }
+    public var routingVersion: UInt64 { plane.routingVersion }
+    public var appliedRoutingVersion: UInt64 { plane.appliedRoutingVersion }
+    public var routes: [DataplaneStatusModel.Route] { plane.routes }
+    public var unroutedReplies: [DataplaneStatusModel.Unrouted] { plane.unroutedReplies }
+}
 
-    public var configGeneration: Int
-    public var reloadsRejected: Int
-    public var layoutGeneration: UInt64
-    public struct Unrouted: Decodable, Sendable {
-        public var destination: String
-        public var reason: String
-        public var reports: Int
-    }
-    public var unroutedReplies: [Unrouted]
-    public var routingVersion: UInt64
-    public var appliedRoutingVersion: UInt64
-    public struct Route: Decodable, Sendable {
-        public var prefix: String
-        public var interface: String
-        public var via: String?
-        public var mac: String?
-    }
-    public var routes: [Route]
-    public var mapEntries: [String: Int]
-    public var flows: Int
-    public var groups: [Group]
-    public var counters: [String: UInt64]
-    public var drops: [String: UInt64]
-    public var xdp: [String: UInt64]
-    public var sockets: [String: UInt64]
-    public var attachModes: [String: String]
-
-    public func group(_ name: String) -> Group? { groups.first { $0.name == name } }
+extension NodeStatusModel {
+    /// "up", "down: <why>", or the state as it is (pending, disabled, no_mac).
+    public var health: String { state == "down" ? "down: \(healthDetail ?? "failed")" : state }
 }

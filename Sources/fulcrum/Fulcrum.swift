@@ -1,5 +1,6 @@
 import ArgumentParser
 import FulcrumAPI
+import FulcrumAPIModels
 import FulcrumControl
 import Logging
 
@@ -71,14 +72,14 @@ struct Status: ParsableCommand {
     @Option(help: "The file given to `fulcrum run --status-file`.") var statusFile: String
 
     func run() throws {
-        let s: StatusReport
+        let s: StatusModel
         do {
-            s = try StatusReport.read(from: statusFile)
+            s = try StatusModel.read(from: statusFile)
         } catch {
             printError("cannot read \(statusFile): \(error)")
             throw ExitCode(1)
         }
-        print(StatusTable.render(s))
+        print(StatusText.render(s, detail: true))
     }
 }
 

@@ -133,7 +133,7 @@ final class APIClient {
 
     static func failure(_ reply: Reply) -> APIFailure {
         guard let e = try? JSONDecoder().decode(ErrorModel.self, from: reply.body) else {
-            return APIFailure(description: "HTTP \(reply.status): \(printable(String(decoding: reply.body.prefix(500), as: UTF8.self)))")
+            return APIFailure(description: "HTTP \(reply.status): \(StatusText.printable(String(decoding: reply.body.prefix(500), as: UTF8.self)))")
         }
         var lines = ["error (HTTP \(reply.status)): \(e.error)"]
         for f in e.errors ?? [] {
@@ -145,7 +145,7 @@ final class APIClient {
         case 403: lines.append("this is the read-only token; changes need the full-access token (api.token_file)")
         default: break
         }
-        return APIFailure(description: lines.map(printable).joined(separator: "\n"))
+        return APIFailure(description: lines.map(StatusText.printable).joined(separator: "\n"))
     }
 
     func get<T: Decodable>(_ type: T.Type, _ path: String) async throws -> (T, Data) {
@@ -157,21 +157,7 @@ final class APIClient {
 /// Text from the daemon made safe for a terminal: control characters (ESC, NUL, CR, …)
 /// are shown as `\u{1B}`, never sent raw, so a name or a message cannot move the cursor,
 /// clear the screen or hide a line.
-func printable(_ text: String) -> String {
-    var out = ""
-    out.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
-    for u in text.unicodeScalars {
-        if u.properties.generalCategory == .control && u != "\n" {
-            out += "\\u{\(String(u.value, radix: 16, uppercase: true))}"
-        } else {
-            out.unicodeScalars.append(u)
-        }
-    }
-    return out
-}
-
-/// What fulcrumctl prints, as `printable` makes it.
-func say(_ text: String) { print(printable(text)) }
+func say(_ text: String) { print(StatusText.printable(text)) }
 
 func printJSON(_ data: Data) {
     if let object = try? JSONSerialization.jsonObject(with: data),
@@ -193,30 +179,6 @@ func perform(_ body: () async throws -> Void) async throws {
 }
 
 // MARK: - Tables
-
-func table(_ header: [String], _ given: [[String]]) -> String {
-    let rows = given.map { $0.map(printable) }
-    var widths = header.map(\.count)
-    for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
-    func line(_ cells: [String]) -> String {
-        cells.enumerated().map { i, c in c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-            .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
-    }
-    return ([line(header)] + rows.map(line)).joined(separator: "\n")
-}
-
-func nodeRows(_ g: GroupStatusModel) -> [[String]] {
-    g.nodes.map { n in
-        [IPAddress(n.address).map { NodeLabel(address: $0, port: UInt16(n.port)).description } ?? n.address, n.state + (n.healthDetail.map { " (\($0))" } ?? ""),
-         "\(n.weight)", "\(n.activeFlows)", "\(n.newFlows)", "\(n.packets)", "\(n.bytes)"]
-    }
-}
-
-let nodeHeader = ["NODE", "STATE", "WEIGHT", "ACTIVE", "NEW FLOWS", "PACKETS", "BYTES"]
-
-func eventLine(_ e: EventModel) -> String {
-    "\(e.time.prefix(23).replacingOccurrences(of: "T", with: " "))  \(e.severity.padding(toLength: 7, withPad: " ", startingAt: 0))  \(e.kind)  \(e.message)"
-}
 
 func printResult(_ data: Data, json: Bool) throws {
     if json { printJSON(data); return }
@@ -243,19 +205,7 @@ struct Status: AsyncParsableCommand {
         try await perform {
             let (s, data) = try await options.client().get(StatusModel.self, "/v1/status")
             if options.json { printJSON(data); return }
-            say("host \(s.host)   role \(s.role)   configuration \(s.version) (\(s.hash.prefix(19)))   flows \(s.flows) of \(s.flowCapacity)   up \(Int(s.uptimeSeconds)) s")
-            for g in s.groups {
-                say("\n\(g.name)  \(g.vip) \(g.protocol) \(g.ports.map(String.init).joined(separator: ",")) \(g.method) \(g.scheduler)  packets \(g.packets)  new flows \(g.newFlows)" + (g.sorryFlows > 0 ? "  sorry flows \(g.sorryFlows)" : ""))
-                say(table(nodeHeader, nodeRows(g)).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
-            }
-            if !s.drops.isEmpty {
-                say("\ndrops: " + s.drops.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-            }
-            for alarm in s.alarms ?? [] { say("\nALARM: \(alarm)") }
-            if !s.events.isEmpty {
-                say("\nlatest events:")
-                for e in s.events.suffix(10) { say("  " + eventLine(e)) }
-            }
+            say(StatusText.render(s))
         }
     }
 }
@@ -269,7 +219,7 @@ struct Groups: AsyncParsableCommand {
             let (doc, data) = try await options.client().get(ConfigDocument.self, "/v1/groups")
             if options.json { printJSON(data); return }
             say("configuration \(doc.version)")
-            say(table(["GROUP", "VIP", "PROTO", "PORTS", "METHOD", "SCHEDULER", "NODES", "SORRY"], doc.groups.map {
+            say(StatusText.table(["GROUP", "VIP", "PROTO", "PORTS", "METHOD", "SCHEDULER", "NODES", "SORRY"], doc.groups.map {
                 [$0.name, $0.vip, $0.protocol, $0.ports.map(String.init).joined(separator: ","), $0.method, $0.scheduler ?? "wrr",
                  "\($0.nodes.count)", $0.sorry?.address ?? "-"]
             }))
@@ -294,7 +244,7 @@ struct Nodes: AsyncParsableCommand {
                 say(String(decoding: try e.encode(g.nodes), as: UTF8.self))
                 return
             }
-            say(table(nodeHeader, nodeRows(g)))
+            say(StatusText.table(StatusText.nodeHeader, StatusText.nodeRows(g)))
         }
     }
 }
@@ -519,7 +469,7 @@ struct EventsCommand: AsyncParsableCommand {
                         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
                         say(String(decoding: try enc.encode(e), as: UTF8.self))
                     } else {
-                        say(eventLine(e))
+                        say(StatusText.eventLine(e))
                     }
                 }
                 next = max(next, page.next)

@@ -71,7 +71,7 @@ extension OnTheTestbed {
                 of: "  flow_table_size: 65536",
                 with: "  flow_table_size: 65536\n  admission:\n    new_connections_per_second: \(budget)\n    burst: 1000"))
             bed.signalDaemon(SIGHUP)
-            try bed.waitFor("the budget", timeout: 10) { $0.configGeneration == 2 }
+            try bed.waitFor("the budget", timeout: 10) { $0.version == 2 }
             let chat = try bed.chat("198.18.1.10", port: 80, held: 20, seconds: 8, newEvery: 0)
             let s2 = try bed.settledStatus()
             let flood = try bed.flood("198.18.1.10", port: 80, rate: 0, seconds: 5, cpu: 1)

@@ -81,7 +81,7 @@ extension OnTheTestbed {
             #expect(drained != config)
             try bed.writeConfig(drained)
             bed.signalDaemon(SIGHUP)
-            try bed.waitFor("reload", timeout: 10) { $0.configGeneration == 2 }
+            try bed.waitFor("reload", timeout: 10) { $0.version == 2 }
             let r = try bed.client("198.18.1.20", port: 80, count: 120)
             #expect(r.ok == 120 && r.perNode["n1"] == nil, "n1 got \(r.perNode["n1"] ?? 0) new flows")
             let second = try held.finish()
@@ -106,7 +106,7 @@ extension OnTheTestbed {
             config.removeSubrange(dnsStart.lowerBound..<dnsEnd.lowerBound)
             try bed.writeConfig(config)
             bed.signalDaemon(SIGHUP)
-            try bed.waitFor("reload", timeout: 10) { $0.configGeneration == 2 && $0.group("dns-mat") == nil }
+            try bed.waitFor("reload", timeout: 10) { $0.version == 2 && $0.group("dns-mat") == nil }
             let matAfter = try mat.finish()
             let natAfter = try nat.finish()
             #expect(matAfter.ok == 24 && matAfter.perNode == mat.first.perNode, "\(matAfter.errors)")
@@ -134,7 +134,7 @@ extension OnTheTestbed {
             #expect(bed.daemonLog.contains("lb.yaml:"), "the error names the file and line")
             #expect(bed.daemonLog.contains("scheduler: must be one of"))
             #expect(bed.daemonLog.contains("\"fastest\""))
-            #expect(try bed.status().configGeneration == 1)
+            #expect(try bed.status().version == 1)
             let r = try bed.client("198.18.1.10", port: 80, count: 60)
             #expect(r.ok == 60)
             #expect(r.perNode == ["m1": 30, "m2": 20, "m3": 10], "still weighted 3:2:1 by the old config")
@@ -182,7 +182,7 @@ extension OnTheTestbed {
             try bed.waitFor("the rejection", timeout: 10) { $0.reloadsRejected == 1 }
             try bed.writeConfig(good.replacingOccurrences(of: "weight: 3", with: "weight: 4"))
             bed.signalDaemon(SIGHUP)
-            try bed.waitFor("the reload", timeout: 10) { $0.configGeneration == 2 }
+            try bed.waitFor("the reload", timeout: 10) { $0.version == 2 }
             #expect(bed.stopDaemon() == 0)
             let (_, text) = try Testbed.run(bed.fulcrum, ["events", "--file", file])
             let kinds = text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true)[2] }
@@ -199,7 +199,7 @@ extension OnTheTestbed {
                 (try? String(contentsOfFile: bed.statusPath, encoding: .utf8))?.contains("config.rejected") == true
             }
             let (_, table) = try bed.exec("lb", [bed.fulcrum, "status", "--status-file", bed.statusPath])
-            #expect(table.contains("Recent events:") && table.contains("daemon.started"), "\(table)")
+            #expect(table.contains("latest events:") && table.contains("daemon.started"), "\(table)")
             let all = EventLogReader.sequences(file)
             #expect(all.count > before && all == Array(1...UInt64(all.count)), "\(all)")
         }

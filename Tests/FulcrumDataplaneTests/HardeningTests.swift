@@ -127,7 +127,7 @@ extension OnTheTestbed {
                 bed.signalDaemon(SIGHUP)
                 try bed.waitFor("\(what) rejected", timeout: 10) { $0.reloadsRejected == i + 1 }
                 let s = try bed.status()
-                #expect(s.configGeneration == 1 && s.layoutGeneration == before.layoutGeneration, "\(what)")
+                #expect(s.version == 1 && s.layoutGeneration == before.layoutGeneration, "\(what)")
                 #expect(s.groups.map(\.name) == before.groups.map(\.name), "\(what): status lists the running groups")
                 #expect(s.mapEntries == before.mapEntries, "\(what): maps \(s.mapEntries), were \(before.mapEntries)")
                 #expect(try bed.client("198.18.1.20", port: 80, count: 10).ok == 10, "\(what): still serving")
@@ -142,7 +142,7 @@ extension OnTheTestbed {
             #expect(reordered != good)
             try bed.writeConfig(reordered)
             bed.signalDaemon(SIGHUP)
-            try bed.waitFor("the good reload", timeout: 10) { $0.configGeneration == 2 }
+            try bed.waitFor("the good reload", timeout: 10) { $0.version == 2 }
             let matAfter = try mat.finish()
             let natAfter = try nat.finish()
             #expect(matAfter.ok == 20 && matAfter.perNode == mat.first.perNode, "\(matAfter.errors)")

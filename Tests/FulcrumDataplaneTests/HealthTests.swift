@@ -44,7 +44,7 @@ extension OnTheTestbed {
             // A reload renumbers nothing that matters: n1 stays down.
             try bed.writeConfig(try bed.readConfig().replacingOccurrences(of: "weight: 2", with: "weight: 3"))
             bed.signalDaemon(SIGHUP)
-            try bed.waitFor("the reload", timeout: 10) { $0.configGeneration == 2 }
+            try bed.waitFor("the reload", timeout: 10) { $0.version == 2 }
             #expect(try bed.client("198.18.1.20", port: 80, count: 30).perNode["n1"] == nil, "n1 came back with the reload")
             let restarted = Date()
             try bed.startServers("n1")
@@ -118,7 +118,7 @@ extension OnTheTestbed {
             try bed.waitFor("every node up", timeout: 5) { s in s.group("web-nat")!.nodes.allSatisfy { $0.health == "up" } }
             for n in ["n1", "n2", "n3"] { try bed.stopServers(n) }
             try bed.waitFor("every node down", timeout: 5) { s in
-                s.group("web-nat")!.nodes.allSatisfy { $0.health?.hasPrefix("down") == true }
+                s.group("web-nat")!.nodes.allSatisfy { $0.health.hasPrefix("down") == true }
             }
             let sorry = try bed.client("198.18.1.20", port: 80, count: 30)
             #expect(sorry.ok == 30 && sorry.perNode == ["sorry": 30], "\(sorry.perNode) \(sorry.errors)")
@@ -171,7 +171,7 @@ extension OnTheTestbed {
             try bed.writeConfig(second)
             bed.signalDaemon(SIGHUP)
             try bed.waitFor("every node down for its body", timeout: 5) { s in
-                s.group("web-nat")!.nodes.allSatisfy { $0.health?.contains("body lacks") == true }
+                s.group("web-nat")!.nodes.allSatisfy { $0.health.contains("body lacks") == true }
             }
         }
     }

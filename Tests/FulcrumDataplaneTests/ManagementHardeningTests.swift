@@ -79,7 +79,7 @@ extension OnTheTestbed {
             let still = Int(closing.split(separator: " ").last ?? "") ?? -1
             #expect(still >= 0 && still <= 256, "at most the cap stayed open: \(closing)")
             let s = try bed.status()
-            #expect(allUp(s), "no node was marked down: \(s.group("web-nat")!.nodes.map { $0.health ?? "-" })")
+            #expect(allUp(s), "no node was marked down: \(s.group("web-nat")!.nodes.map { $0.health })")
             let log = events(bed)
             #expect(!log.contains("\"kind\":\"node.down\"") && !log.contains("group.no_live_node") && !log.contains("lb.local_fault"))
         }
