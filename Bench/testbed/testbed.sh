@@ -235,4 +235,61 @@ YAML
     group web6-nat $NAT_VIP6 tcp 80        nat eth-n 2001:2:2::1 8080
     group dns6-nat $NAT_VIP6 udp 53        nat eth-n 2001:2:2::1 5353
 } >"$DIR/lb.yaml"
+
+# PAIR=1: a second LB (lb2) on the front segment, for the active/standby pair. Two
+# interconnects: a direct veth (198.18.9.0/30) and the front segment itself. Both LBs
+# serve the MAT groups on eth-c with Maglev (a mid-flow packet gets the same node from
+# either), the router 198.18.0.254 is the partition-resolution target, and lb.yaml and
+# lb2.yaml get `cluster:` sections (lb master, lb2 slave) with one key.
+if [ "${PAIR:-0}" = 1 ]; then
+    ns lb2
+    plug lb2 front eth-c
+    ip -n "$P-lb2" addr add 198.18.0.4/24 dev eth-c
+    ip -n "$P-lb2" -6 addr add 2001:2::4/64 dev eth-c nodad
+    x "$P-lb2" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
+    ip -n "$P-sw" link set dev p-lb2-eth-c xdpdrv obj "$PASS_OBJ" sec xdp
+    x "$P-sw" ethtool -K p-lb2-eth-c txvlan off >/dev/null
+    x "$P-lb2" mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+    ip -n "$P-lb" link add ic type veth peer name ic netns "$P-lb2"
+    ip -n "$P-lb" addr add 198.18.9.1/30 dev ic
+    ip -n "$P-lb2" addr add 198.18.9.2/30 dev ic
+    ip -n "$P-lb" link set ic up
+    ip -n "$P-lb2" link set ic up
+    ip -n "$P-lb2" route add default via 198.18.0.254
+    (umask 077; head -c 32 /dev/urandom >"$DIR/cluster.key")
+    # pair_config NAME ROLE PEER LOCAL-IC PEER-IC LOCAL-FRONT PEER-FRONT STATE
+    pair_config() {
+        cat <<YAML
+node:
+  name: $1
+state_file: $DIR/$8
+api:
+  listen: []
+  unix_socket: $DIR/$1-api.sock
+  token_file: $DIR/api.token
+  readonly_token_file: $DIR/api-ro.token
+events:
+  file: $DIR/$1-events.jsonl
+dataplane:
+  interfaces:
+    - name: eth-c
+      queues: 1
+  flow_table_size: 65536
+cluster:
+  role: $2
+  peer: $3
+  interconnects:
+    - { local: $4, peer: $5 }
+    - { local: $6, peer: $7 }
+  heartbeat: { interval: ${PAIR_INTERVAL:-0.05}, timeout: ${PAIR_TIMEOUT:-0.15}, key_file: $DIR/cluster.key }
+  np_targets: [198.18.0.254]
+  dual_active: ${PAIR_DUAL_ACTIVE:-master_stays}
+groups:
+YAML
+        group web-mat $MAT_VIP tcp "80, 443" mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
+        group dns-mat $MAT_VIP udp 53 mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
+    }
+    pair_config lb1 master lb2 198.18.9.1 198.18.9.2 198.18.0.1 198.18.0.4 state-lb1.json >"$DIR/pair-lb1.yaml"
+    pair_config lb2 slave lb1 198.18.9.2 198.18.9.1 198.18.0.4 198.18.0.1 state-lb2.json >"$DIR/pair-lb2.yaml"
+fi
 echo "testbed $P up; config $DIR/lb.yaml"

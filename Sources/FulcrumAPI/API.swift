@@ -83,6 +83,9 @@ public enum ControlAPI {
         router.post("/v1/config/reload") { request, _ in
             await api.mutate(request, body: false) { _ in .reloadFile }
         }
+        router.post("/v1/cluster/failover") { _, _ in await api.cluster(.failover, asked: "failover") }
+        router.post("/v1/cluster/failback") { _, _ in await api.cluster(.failover, asked: "failback") }
+        router.post("/v1/cluster/resume") { _, _ in await api.cluster(.resume, asked: "resume") }
         router.get("/v1/groups") { _, _ in api.json(await api.runtime.controller.document) }
         router.post("/v1/groups") { request, _ in
             await api.mutate(request, created: true, schema: GroupModel.self) { .addGroup($0) }
@@ -224,6 +227,23 @@ public struct APIHandlers: Sendable {
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return e
     }()
+
+    /// An operator's command to the pair: answered once the cluster thread has taken it.
+    func cluster(_ command: ClusterService.Command, asked: String) async -> Response {
+        guard let cluster = runtime.cluster, let config = runtime.local.cluster else {
+            return error(.notFound, ErrorModel(error: "this LB is standalone (no cluster section): there is no pair to \(asked)"))
+        }
+        if asked == "failback" && config.role == .master {
+            return error(.conflict, ErrorModel(error: "failback moves the service back to the master, and this LB is the master; run it on \(config.peer)"))
+        }
+        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<String, ClusterService.CommandRefusal>, Never>) in
+            cluster.perform(command) { done.resume(returning: $0) }
+        }
+        switch result {
+        case let .success(text): return json(ClusterCommandModel(result: text, role: "\(cluster.role)"))
+        case let .failure(why): return error(.conflict, ErrorModel(error: why.description))
+        }
+    }
 
     func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
         Self.json(value, status: status)

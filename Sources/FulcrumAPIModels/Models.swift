@@ -332,7 +332,7 @@ public struct EventModel: Codable, Sendable, Equatable {
 
 public struct StatusModel: Codable, Sendable, Equatable {
     public var host: String
-    /// standalone (until the pair exists), active or standby.
+    /// standalone (no `cluster:` section), or the pair role: active, standby, fault, initial.
     public var role: String
     public var version: Int
     public var hash: String
@@ -349,9 +349,11 @@ public struct StatusModel: Codable, Sendable, Equatable {
     public var reloadsRejected: Int?
     /// The data plane's own counters and tables, for the status file and `fulcrum status`.
     public var dataplane: DataplaneStatusModel?
+    /// The active/standby pair, with a `cluster:` section.
+    public var cluster: ClusterStatusModel?
 
     enum CodingKeys: String, CodingKey {
-        case host, role, version, hash, flows, groups, drops, events, alarms, dataplane
+        case host, role, version, hash, flows, groups, drops, events, alarms, dataplane, cluster
         case uptimeSeconds = "uptime_seconds"
         case flowCapacity = "flow_capacity"
         case reloadsRejected = "reloads_rejected"
@@ -369,6 +371,114 @@ public struct StatusModel: Codable, Sendable, Equatable {
         self.groups = groups
         self.drops = drops
         self.events = events
+    }
+}
+
+/// The answer to `POST /v1/cluster/failover|failback|resume`.
+public struct ClusterCommandModel: Codable, Sendable, Equatable {
+    public var result: String
+    /// This LB's role once the command was taken.
+    public var role: String
+    public init(result: String, role: String) {
+        self.result = result
+        self.role = role
+    }
+}
+
+/// This LB's side of the active/standby pair.
+public struct ClusterStatusModel: Codable, Sendable, Equatable {
+    /// active, standby, fault or initial.
+    public var role: String
+    /// master or slave, as configured.
+    public var configuredRole: String
+    public var peer: PeerModel
+    public var interconnects: [InterconnectModel]
+    public var configVersion: Int
+    public var peerConfigVersion: Int?
+    public var lastTransition: TransitionModel?
+    public var transitions: Int
+    /// Standing down after a dual active under both_stand_down, until `resume`.
+    public var held: Bool
+    /// The last partition probe of the np_targets, while the peer is lost: true, false or absent.
+    public var npReached: Bool?
+    /// Whether the heartbeat thread runs at real-time priority (SCHED_FIFO).
+    public var realtime: Bool
+
+    public struct PeerModel: Codable, Sendable, Equatable {
+        public var name: String
+        /// The role its last heartbeat gave; absent when it is not heard.
+        public var role: String?
+        public var healthy: Bool?
+        public init(name: String, role: String?, healthy: Bool?) {
+            self.name = name
+            self.role = role
+            self.healthy = healthy
+        }
+    }
+
+    public struct InterconnectModel: Codable, Sendable, Equatable {
+        public var local: String
+        public var peer: String
+        public var up: Bool
+        /// Seconds since the peer's last admitted heartbeat on it.
+        public var lastHeardSecondsAgo: Double?
+        public var sent: UInt64
+        public var received: UInt64
+        /// Datagrams refused, by reason (bad_mac, replayed, old_epoch, source_mismatch, …).
+        public var rejected: [String: UInt64]
+        enum CodingKeys: String, CodingKey {
+            case local, peer, up, sent, received, rejected
+            case lastHeardSecondsAgo = "last_heard_seconds_ago"
+        }
+        public init(local: String, peer: String, up: Bool, lastHeardSecondsAgo: Double?, sent: UInt64, received: UInt64,
+                    rejected: [String: UInt64]) {
+            self.local = local
+            self.peer = peer
+            self.up = up
+            self.lastHeardSecondsAgo = lastHeardSecondsAgo
+            self.sent = sent
+            self.received = received
+            self.rejected = rejected
+        }
+    }
+
+    public struct TransitionModel: Codable, Sendable, Equatable {
+        /// RFC 3339, UTC.
+        public var time: String
+        public var from: String
+        public var to: String
+        public var reason: String
+        public init(time: String, from: String, to: String, reason: String) {
+            self.time = time
+            self.from = from
+            self.to = to
+            self.reason = reason
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case role, peer, interconnects, transitions, held, realtime
+        case configuredRole = "configured_role"
+        case configVersion = "config_version"
+        case peerConfigVersion = "peer_config_version"
+        case lastTransition = "last_transition"
+        case npReached = "np_reached"
+    }
+
+    public init(role: String, configuredRole: String, peer: PeerModel, interconnects: [InterconnectModel], configVersion: Int,
+                peerConfigVersion: Int?, lastTransition: TransitionModel?, transitions: Int, held: Bool, npReached: Bool?,
+                realtime: Bool) {
+        self.role = role
+        self.configuredRole = configuredRole
+        self.peer = peer
+        self.interconnects = interconnects
+        self.configVersion = configVersion
+        self.peerConfigVersion = peerConfigVersion
+        self.lastTransition = lastTransition
+        self.transitions = transitions
+        self.held = held
+        self.npReached = npReached
+        self.realtime = realtime
     }
 }
 

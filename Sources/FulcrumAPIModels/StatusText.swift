@@ -12,6 +12,9 @@ public enum StatusText {
         if let d = s.dataplane, detail {
             out.append("XDP: " + d.attachModes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }
+        if let c = s.cluster {
+            out.append(cluster(c))
+        }
         for g in s.groups {
             out.append("\n\(g.name)  \(g.vip) \(g.protocol) \(g.ports.map(String.init).joined(separator: ",")) \(g.method) \(g.scheduler)  packets \(g.packets)  new flows \(g.newFlows)" + (g.sorryFlows > 0 ? "  sorry flows \(g.sorryFlows)" : ""))
             out.append(table(nodeHeader, nodeRows(g)).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
@@ -38,6 +41,24 @@ public enum StatusText {
         if !s.events.isEmpty {
             out.append("\nlatest events:")
             for e in s.events.suffix(10) { out.append("  " + eventLine(e)) }
+        }
+        return out.joined(separator: "\n")
+    }
+
+    /// The pair: both LBs' roles, the interconnects, the last transition, config versions.
+    public static func cluster(_ c: ClusterStatusModel) -> String {
+        var out = ["\ncluster: this LB \(c.role) (\(c.configuredRole)), peer \(c.peer.name) \(c.peer.role ?? "not heard")"
+                   + (c.held ? "   HELD: resume one LB" : "")
+                   + "   configuration \(c.configVersion), peer's \(c.peerConfigVersion.map(String.init) ?? "unknown")"]
+        let rows = c.interconnects.enumerated().map { i, l in
+            ["\(i)", "\(l.local) ↔ \(l.peer)", l.up ? "up" : "down",
+             l.lastHeardSecondsAgo.map { String(format: "%.3f s ago", $0) } ?? "never", "\(l.sent)", "\(l.received)",
+             l.rejected.isEmpty ? "-" : l.rejected.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")]
+        }
+        out.append(table(["INTERCONNECT", "LINK", "STATE", "LAST HEARD", "SENT", "RECEIVED", "REFUSED"], rows)
+            .split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        if let t = c.lastTransition {
+            out.append("  last transition \(t.time.prefix(23).replacingOccurrences(of: "T", with: " ")): \(t.from) → \(t.to): \(t.reason)")
         }
         return out.joined(separator: "\n")
     }

@@ -169,6 +169,38 @@ public struct FulcrumConfig: Sendable, Equatable {
             case remove, disable
         }
     }
+    /// The active/standby pair (Docs/OPERATIONS.md). No `cluster:` section: standalone and
+    /// active, as a single LB. Node-local: never synced to the peer.
+    public var cluster: Cluster?
+
+    public struct Cluster: Sendable, Equatable {
+        public enum Role: String, Sendable, Equatable, CaseIterable { case master, slave }
+        public enum Failback: String, Sendable, Equatable, CaseIterable { case manual, auto }
+        public enum DualActive: String, Sendable, Equatable, CaseIterable {
+            case masterStays = "master_stays", bothStandDown = "both_stand_down"
+        }
+        public struct Interconnect: Sendable, Equatable {
+            public var local: IPAddress
+            public var peer: IPAddress
+        }
+        public var role: Role
+        /// The peer's node name (its `node.name`), for status and events.
+        public var peer: String
+        /// Heartbeats, hand-overs and config pushes (UDP, on every interconnect).
+        public var port: UInt16 = 65010
+        public var interconnects: [Interconnect]
+        /// Seconds between heartbeats, and of silence on every interconnect before the
+        /// peer counts as lost.
+        public var interval = 0.05
+        public var timeout = 0.15
+        /// The pair's shared HMAC key is this file's bytes (at least 16).
+        public var keyFile: String
+        /// Addresses an LB that has lost its peer must reach (ICMP echo) to be active.
+        public var npTargets: [IPAddress] = []
+        public var failback = Failback.manual
+        public var dualActive = DualActive.masterStays
+    }
+
     /// Where changes made through the API are kept (Docs/OPERATIONS.md: which wins at start).
     public var stateFile = "/var/lib/fulcrum/state.json"
     public var dataplane: Dataplane

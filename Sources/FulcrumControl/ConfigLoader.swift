@@ -243,7 +243,8 @@ struct Reader {
 
     mutating func config(_ root: Node?) -> FulcrumConfig? {
         if let root { enclosing.append(root) }
-        let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups", "events", "api", "state_file", "agent"])
+        let top = mapping(root, "", allowed: ["node", "dataplane", "routes", "groups", "events", "api", "state_file", "agent",
+                                                   "cluster"])
         var name = "fulcrum"
         if let section = top["node"] {
             name = identifier(mapping(section, "node", allowed: ["name"])["name"], "node.name") ?? name
@@ -278,6 +279,7 @@ struct Reader {
         config.events = events
         if let a = top["api"] { config.api = api(a) }
         if let a = top["agent"] { config.agent = agent(a) }
+        if let c = top["cluster"] { config.cluster = cluster(c, nodeName: name) }
         if let f = top["state_file"], let path = string(f, "state_file") {
             if path.hasPrefix("/") { config.stateFile = path } else { fail(f, "state_file", "must be an absolute path") }
         }
@@ -310,6 +312,49 @@ struct Reader {
             a.discoveredExpiry = v
         }
         return a
+    }
+
+    mutating func cluster(_ node: Node, nodeName: String) -> FulcrumConfig.Cluster? {
+        enclosing.append(node)
+        defer { enclosing.removeLast() }
+        let m = mapping(node, "cluster", allowed: ["role", "peer", "port", "interconnects", "heartbeat", "np_targets", "failback",
+                                                  "dual_active"])
+        let role = choice(m["role"], "cluster.role", FulcrumConfig.Cluster.Role.self)
+        let peer = identifier(m["peer"], "cluster.peer")
+        if let peer, peer == nodeName { fail(m["peer"], "cluster.peer", "is this LB's own node.name; name the other LB") }
+        var links: [FulcrumConfig.Cluster.Interconnect] = []
+        let items = sequence(m["interconnects"], "cluster.interconnects")
+        for (i, item) in items.enumerated() {
+            let f = "cluster.interconnects[\(i)]"
+            let im = mapping(item, f, allowed: ["local", "peer"])
+            guard let local = address(im["local"], f + ".local"), let remote = address(im["peer"], f + ".peer") else { continue }
+            if local.isIPv4 != remote.isIPv4 { fail(im["peer"], f + ".peer", "is not of the family of \(f).local (\(local))"); continue }
+            if links.contains(where: { $0.local == local }) { fail(im["local"], f + ".local", "is the local end of another interconnect"); continue }
+            links.append(.init(local: local, peer: remote))
+        }
+        if m["interconnects"] != nil && items.isEmpty {
+            fail(m["interconnects"], "cluster.interconnects", "is empty: the pair needs at least one (two are better)")
+        }
+        if m["heartbeat"] == nil { fail(node, "cluster.heartbeat", "is required (its key_file at least)") }
+        let hb = m["heartbeat"].map { mapping($0, "cluster.heartbeat", allowed: ["interval", "timeout", "key_file"]) } ?? [:]
+        let key = absolutePath(hb["key_file"], "cluster.heartbeat.key_file")
+        guard let role, let peer, let key else { return nil }
+        var c = FulcrumConfig.Cluster(role: role, peer: peer, interconnects: links, keyFile: key)
+        if let v = m["port"].flatMap({ int($0, "cluster.port", in: 1...65535) }) { c.port = UInt16(v) }
+        if let v = hb["interval"].flatMap({ seconds($0, "cluster.heartbeat.interval", in: 0.01...10) }) { c.interval = v }
+        if let v = hb["timeout"].flatMap({ seconds($0, "cluster.heartbeat.timeout", in: 0.03...60) }) { c.timeout = v }
+        if c.timeout < 2 * c.interval {
+            fail(hb["timeout"] ?? hb["interval"], "cluster.heartbeat.timeout",
+                 "must be at least twice the interval (\(c.interval) s), or one late heartbeat is a failover")
+        }
+        if let t = m["np_targets"] {
+            for (i, item) in sequence(t, "cluster.np_targets").enumerated() {
+                if let a = address(item, "cluster.np_targets[\(i)]") { c.npTargets.append(a) }
+            }
+        }
+        if let v = m["failback"].flatMap({ choice($0, "cluster.failback", FulcrumConfig.Cluster.Failback.self) }) { c.failback = v }
+        if let v = m["dual_active"].flatMap({ choice($0, "cluster.dual_active", FulcrumConfig.Cluster.DualActive.self) }) { c.dualActive = v }
+        return c
     }
 
     mutating func fraction(_ node: Node?, _ field: String, in range: ClosedRange<Double>) -> Double? {

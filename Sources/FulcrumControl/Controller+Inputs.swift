@@ -20,6 +20,9 @@ extension Controller {
         case discovered(AgentService.Discovery)
         /// SIGHUP: read the configuration file again.
         case reload
+        /// Answer for the VIPs or stop (standalone at start; in a pair, the cluster
+        /// service's decision); `then` runs once the flag is set (the announcements follow).
+        case activation(active: Bool, reason: String, then: @Sendable () -> Void)
     }
 
     /// Handles the inputs, one at a time in arrival order, until their stream ends.
@@ -49,6 +52,16 @@ extension Controller {
             _ = try? change(mutation, origin: "discovery")  // a refusal is an event already
         case .reload:
             reload()
+        case let .activation(active, reason, then):
+            do {
+                try driver.setActive(active)
+                logger.info(active ? "active: answering for the VIPs (\(reason))" : "not active: VIP traffic is not ours (\(reason))")
+            } catch {
+                // The flag is a map write; failing it is the data plane failing.
+                logger.error("cannot set the active flag to \(active): \(error)")
+                events?.record(.error, "cluster.flag_failed", "cannot set the active flag to \(active): \(error)", [:])
+            }
+            then()
         }
     }
 

@@ -18,6 +18,8 @@ public protocol ForwardingDriver: Sendable {
     func setAgentWeights(_ weights: [NodeIdentity: Int])
     /// The new-connection budget of the XDP program.
     func setAdmission(perSecond: UInt64, burst: UInt64) throws
+    /// Whether this LB answers for its VIPs (the XDP program's active flag).
+    func setActive(_ active: Bool) throws
 }
 
 /// The data plane as the controller drives it: groups on the interfaces it runs on.
@@ -51,6 +53,7 @@ public struct DataplaneDriver: ForwardingDriver {
     public func setHealth(_ node: NodeIdentity, up: Bool) { dataplane.setHealth(node, up: up) }
     public func setAgentWeights(_ weights: [NodeIdentity: Int]) { dataplane.setAgentWeights(weights) }
     public func setAdmission(perSecond: UInt64, burst: UInt64) throws { try dataplane.setAdmission(perSecond: perSecond, burst: burst) }
+    public func setActive(_ active: Bool) throws { try dataplane.setActive(active) }
 }
 
 /// A change refused: why, in a sentence and field by field; the version still in force.

@@ -52,12 +52,11 @@ public final class Daemon: Sendable {
         let services: [any Service]
         do {
             try Controller.persist(committed, to: config.stateFile)
+            let announcer = try config.cluster.map { _ in try Announcer(interfaces: dataplane.interfaces, logger: logger) }
             let runtime = try Runtime.assemble(config: config, committed: committed, dataplane: dataplane, events: events,
-                                               logger: logger, stateLock: stateLock)
+                                               logger: logger, stateLock: stateLock, announcer: announcer)
             services = try runtime.services(statusFile: statusFile, logger: logger, adding: try extra(runtime))
-            // Standalone: this LB answers for its VIPs as soon as it forwards. (In a pair,
-            // the cluster service will decide.)
-            try dataplane.setActive(true)
+            runtime.activateIfStandalone()
         } catch {
             dataplane.stop()
             throw error

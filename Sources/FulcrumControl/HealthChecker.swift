@@ -360,14 +360,7 @@ public final class HealthChecker: @unchecked Sendable {
             let id = UInt16.random(in: 1...UInt16.max)
             let sequence = UInt16.random(in: 0...UInt16.max)
             targets[i].probe!.echo = (id, sequence)
-            var echo: [UInt8] = [t.address.isIPv4 ? 8 : 128, 0, 0, 0, UInt8(id >> 8), UInt8(id & 0xFF),
-                                 UInt8(sequence >> 8), UInt8(sequence & 0xFF)] + Array("fulcrum health".utf8)
-            if t.address.isIPv4 {  // (the kernel sums ICMPv6 itself)
-                let sum = echo.withUnsafeBytes { Checksum.finish(Checksum.sum($0.baseAddress!, count: $0.count)) }
-                echo[2] = UInt8(sum >> 8)
-                echo[3] = UInt8(sum & 0xFF)
-            }
-            request = echo
+            request = HealthReply.echoRequest(ipv4: t.address.isIPv4, id: id, sequence: sequence, body: Array("fulcrum health".utf8))
         } else if t.check.kind == .http {
             let host = t.check.host ?? (t.address.isIPv4 ? "\(t.address)" : "[\(t.address)]")
             request = Array("GET \(t.check.path) HTTP/1.0\r\nHost: \(host)\r\nUser-Agent: fulcrum-health-check\r\nConnection: close\r\n\r\n".utf8)

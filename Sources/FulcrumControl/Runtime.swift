@@ -17,6 +17,8 @@ public final class Runtime: Sendable {
     public let checker: HealthChecker
     /// The node agents' listener, with an `agent:` section.
     public let agents: AgentService?
+    /// This LB's side of the pair, with a `cluster:` section.
+    public let cluster: ClusterService?
     public let started = Date()
     /// The committed configuration as last applied, readable without awaiting the
     /// controller (status, metrics, the forwarding loop).
@@ -27,13 +29,14 @@ public final class Runtime: Sendable {
     let stateLock: FileLock?
 
     init(local: FulcrumConfig, dataplane: any DataplaneControl, controller: Controller, events: EventLog, checker: HealthChecker,
-         agents: AgentService?, committed: CommittedView, inputs: AsyncStream<Controller.Input>.Continuation, stateLock: FileLock?) {
+         agents: AgentService?, cluster: ClusterService?, committed: CommittedView, inputs: AsyncStream<Controller.Input>.Continuation, stateLock: FileLock?) {
         self.local = local
         self.dataplane = dataplane
         self.controller = controller
         self.events = events
         self.checker = checker
         self.agents = agents
+        self.cluster = cluster
         self.committed = committed
         self.inputs = inputs
         self.stateLock = stateLock
@@ -44,7 +47,8 @@ public final class Runtime: Sendable {
     /// controller alone writes to the data plane, and a committed change reaches the
     /// view, the checker and the listener. Nothing runs until the services do (`services`).
     public static func assemble(config: FulcrumConfig, committed: Controller.Committed, dataplane: any DataplaneControl,
-                                events: EventLog, logger: Logger, stateLock: FileLock? = nil) throws -> Runtime {
+                                events: EventLog, logger: Logger, stateLock: FileLock? = nil,
+                                announcer: Announcer? = nil) throws -> Runtime {
         let (stream, inputs) = AsyncStream.makeStream(of: Controller.Input.self)
         let checker = try HealthChecker(groups: committed.groups, onChange: { inputs.yield(.health($0)) },
                                     onLocalFault: { inputs.yield(.localFault($0)) })
@@ -53,6 +57,12 @@ public final class Runtime: Sendable {
                              onWeights: { inputs.yield(.agentWeights($0)) }, onDiscovery: { inputs.yield(.discovered($0)) })
         }
         let view = CommittedView(committed)
+        let cluster = try config.cluster.map {
+            try ClusterService(config: $0, nodeName: config.nodeName, committed: view, events: events, logger: logger,
+                               announcer: announcer) { active, reason, then in
+                inputs.yield(.activation(active: active, reason: reason, then: then))
+            }
+        }
         let controller = Controller(local: config, committed: committed, driver: DataplaneDriver(dataplane: dataplane, local: config),
                                     events: events, logger: logger, inputs: stream) { c in
             view.set(c)
@@ -60,7 +70,7 @@ public final class Runtime: Sendable {
             agents?.update(groups: c.groups)
         }
         return Runtime(local: config, dataplane: dataplane, controller: controller, events: events, checker: checker,
-                       agents: agents, committed: view, inputs: inputs, stateLock: stateLock)
+                       agents: agents, cluster: cluster, committed: view, inputs: inputs, stateLock: stateLock)
     }
 
     /// The daemon's long-lived work with `extra` (the API) in the order the service group
@@ -72,7 +82,16 @@ public final class Runtime: Sendable {
         out += [ReloadService(inputs: inputs), try ForwardingService(runtime: self, statusFile: statusFile, logger: logger),
                 ThreadService(name: "fulcrum-health", checker.run, stop: checker.stop)]
         if let agents { out.append(ThreadService(name: "fulcrum-agents", agents.loop, stop: agents.stop)) }
+        // Last to start, first to stop: on SIGTERM the peer hears of it before anything else stops.
+        if let cluster { out.append(ThreadService(name: "fulcrum-cluster", cluster.loop, stop: cluster.stop)) }
         return out
+    }
+
+    /// Standalone (no `cluster:`), this LB answers for its VIPs as soon as it forwards; in a
+    /// pair the cluster service decides.
+    public func activateIfStandalone() {
+        guard cluster == nil else { return }
+        inputs.yield(.activation(active: true, reason: "standalone", then: {}))
     }
 }
 
@@ -90,6 +109,16 @@ extension Runtime {
         var out: [String] = []
         if let f = checker.localFault {
             out.append("health checks cannot run on this LB: \(f.reason) (\(f.checks) check(s) skipped; node states kept)")
+        }
+        if let c = cluster?.status.withLock({ $0 }) {
+            let down = c.interconnects.enumerated().filter { !$0.element.up }
+            if c.peer.role == nil {
+                out.append("the peer \(c.peer.name) is not heard on any interconnect")
+            } else {
+                for (i, link) in down { out.append("interconnect \(i) (\(link.local) ↔ \(link.peer)) is down") }
+            }
+            if c.held { out.append("standing down after a dual active: `fulcrumctl resume` on the LB that should serve") }
+            if !c.realtime { out.append("heartbeats run at normal priority (no SCHED_FIFO)") }
         }
         return out
     }

@@ -68,6 +68,11 @@ extension Runtime {
         let alarms = self.alarms
         model.alarms = alarms.isEmpty ? nil : alarms
         model.reloadsRejected = controller.rejected.load(ordering: .relaxed)
+        if let cluster {
+            let c = cluster.status.withLock { $0 }
+            model.role = c.role
+            model.cluster = c
+        }
         model.dataplane = Self.dataplaneModel(snapshot, interfaces: dataplane.interfaces, mapEntries: mapEntries)
         return model
     }

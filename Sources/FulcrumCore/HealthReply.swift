@@ -44,6 +44,19 @@ public enum HealthReply {
             && (UInt16(bytes[start + 6]) << 8 | UInt16(bytes[start + 7])) == sequence
     }
 
+    /// An ICMP (or ICMPv6) echo request for a raw socket: type, code, checksum, id,
+    /// sequence, then `body`. The IPv4 checksum is filled in; the kernel sums ICMPv6 itself.
+    public static func echoRequest(ipv4: Bool, id: UInt16, sequence: UInt16, body: [UInt8]) -> [UInt8] {
+        var echo: [UInt8] = [ipv4 ? 8 : 128, 0, 0, 0, UInt8(id >> 8), UInt8(id & 0xFF), UInt8(sequence >> 8), UInt8(sequence & 0xFF)]
+            + body
+        if ipv4 {
+            let sum = echo.withUnsafeBytes { Checksum.finish(Checksum.sum($0.baseAddress!, count: $0.count)) }
+            echo[2] = UInt8(sum >> 8)
+            echo[3] = UInt8(sum & 0xFF)
+        }
+        return echo
+    }
+
     static func contains(_ hay: [UInt8], _ text: String) -> Bool {
         let needle = Array(text.utf8)
         guard !needle.isEmpty, hay.count >= needle.count else { return needle.isEmpty }

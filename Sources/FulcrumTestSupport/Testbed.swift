@@ -12,6 +12,8 @@ public final class Testbed: @unchecked Sendable {
     public var statusPath: String { directory + "/status.json" }
     public var logPath: String { directory + "/lb.log" }
     private var daemon: ChildProcess?
+    /// The pair's daemons, by LB number (1: lb, the master; 2: lb2, the slave).
+    private var members: [Int: ChildProcess] = [:]
     nonisolated(unsafe) private static var counter = 0
 
     public struct Failure: Error, CustomStringConvertible {
@@ -19,7 +21,9 @@ public final class Testbed: @unchecked Sendable {
         public init(description: String) { self.description = description }
     }
 
-    public init(root: String = Privileged.repositoryRoot()) throws {
+    /// `pair`: the testbed gets a second LB, lb2, and the pair's configurations
+    /// (testbed.sh, PAIR=1); `environment` tunes them (PAIR_INTERVAL, PAIR_DUAL_ACTIVE, …).
+    public init(root: String = Privileged.repositoryRoot(), pair: Bool = false, environment: [String: String] = [:]) throws {
         Testbed.counter += 1
         prefix = "flc\(getpid())x\(Testbed.counter)"
         directory = NSTemporaryDirectory() + prefix
@@ -27,7 +31,8 @@ public final class Testbed: @unchecked Sendable {
         Testbed.removeLeftovers(root: root)
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let (status, output) = try Testbed.run(root + "/Bench/testbed/testbed.sh", ["up", prefix, directory])
+        let settings = (pair ? ["PAIR=1"] : []) + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let (status, output) = try Testbed.run("/usr/bin/env", settings + [root + "/Bench/testbed/testbed.sh", "up", prefix, directory])
         guard status == 0 else {
             tearDown()
             throw Failure(description: "testbed up failed:\n\(output)")
@@ -72,6 +77,60 @@ public final class Testbed: @unchecked Sendable {
         try waitFor("all node MACs resolved", timeout: timeout) { status in
             status.groups.allSatisfy { $0.nodes.allSatisfy { $0.mac != nil } }
         }
+    }
+
+    // MARK: The pair (PAIR=1)
+
+    /// LB `n`'s namespace, files and API socket.
+    public func pairHost(_ n: Int) -> String { n == 1 ? "lb" : "lb\(n)" }
+    public func pairConfig(_ n: Int) -> String { directory + "/pair-lb\(n).yaml" }
+    public func pairStatusPath(_ n: Int) -> String { directory + "/status-lb\(n).json" }
+    public func pairLog(_ n: Int) -> String { (try? String(contentsOfFile: directory + "/lb\(n).log", encoding: .utf8)) ?? "" }
+    public func pairEvents(_ n: Int) -> String { directory + "/lb\(n)-events.jsonl" }
+    public func pairSocket(_ n: Int) -> String { directory + "/lb\(n)-api.sock" }
+
+    /// Starts LB `n` of the pair (its status file is removed first, so a wait reads this run's).
+    public func startPairMember(_ n: Int) throws {
+        try? FileManager.default.removeItem(atPath: pairStatusPath(n))
+        members[n] = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-\(pairHost(n))", fulcrum, "run",
+                                       "--config", pairConfig(n), "--status-file", pairStatusPath(n)],
+                                      outputPath: directory + "/lb\(n).log")
+    }
+
+    public func pairPID(_ n: Int) -> pid_t? { members[n]?.pid }
+
+    /// Signals LB `n`; SIGKILL and SIGTERM also wait for it to end.
+    public func signalPairMember(_ n: Int, _ signal: Int32) {
+        guard let m = members[n] else { return }
+        m.signal(signal)
+        if signal == SIGKILL || signal == SIGTERM {
+            m.wait()
+            members[n] = nil
+        }
+    }
+
+    public func pairStatus(_ n: Int) throws -> StatusView { try status(path: pairStatusPath(n)) }
+
+    /// Polls LB `n`'s status file until `condition` holds; fails with both logs if not.
+    public func waitForPair(_ n: Int, _ what: String, timeout: Double, _ condition: (StatusView) -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let s = try? pairStatus(n), condition(s) { return }
+            usleep(20_000)
+        }
+        throw Failure(description: "timed out waiting for lb\(n): \(what)\nlb1 log:\n\(pairLog(1).suffix(3000))\nlb2 log:\n\(pairLog(2).suffix(3000))")
+    }
+
+    /// The MAC the client's neighbour table holds for `address` (nil: none, or not resolved).
+    public func clientNeighbor(_ address: String) throws -> String? {
+        let (_, out) = try exec("client", ["ip", "neigh", "show", address])
+        let words = out.split(separator: " ")
+        guard let i = words.firstIndex(of: "lladdr"), i + 1 < words.count else { return nil }
+        return String(words[i + 1])
+    }
+
+    public func mac(of host: String, _ interface: String) throws -> String {
+        try exec(host, ["cat", "/sys/class/net/\(interface)/address"]).1.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     public func status(path: String? = nil) throws -> StatusView {
@@ -393,6 +452,11 @@ public final class Testbed: @unchecked Sendable {
 
     public func tearDown() {
         killDaemonIfRunning()
+        for m in members.values where m.isRunning {
+            m.signal(SIGKILL)
+            m.wait()
+        }
+        members = [:]
         _ = try? Testbed.run(root + "/Bench/testbed/testbed.sh", ["down", prefix])
         try? FileManager.default.removeItem(atPath: directory)
     }

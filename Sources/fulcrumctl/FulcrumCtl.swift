@@ -19,7 +19,7 @@ struct FulcrumCtl: AsyncParsableCommand {
         URL is http://host:port, https://host:port or unix:/path/to/api.sock.
         """,
         subcommands: [Status.self, Groups.self, Nodes.self, NodeCommand.self, GroupCommand.self, ConfigCommand.self,
-                      EventsCommand.self])
+                      EventsCommand.self, Failover.self, Failback.self, Resume.self])
 }
 
 // MARK: - Connection
@@ -448,6 +448,44 @@ struct ConfigCommand: AsyncParsableCommand {
             }
         }
     }
+}
+
+/// The pair's operator commands, run on the LB they name in their help.
+protocol ClusterCommand: AsyncParsableCommand {
+    static var path: String { get }
+    var options: ClientOptions { get }
+}
+
+extension ClusterCommand {
+    func run() async throws {
+        try await perform {
+            let data = try await options.client().call(.POST, Self.path)
+            if options.json { printJSON(data); return }
+            let r = try JSONDecoder().decode(ClusterCommandModel.self, from: data)
+            say("\(r.result) (this LB is now \(r.role))")
+        }
+    }
+}
+
+struct Failover: ClusterCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "On the active LB: hand the service to the standby (refused, with the reason, if the peer is not a healthy standby).")
+    static let path = "/v1/cluster/failover"
+    @OptionGroup var options: ClientOptions
+}
+
+struct Failback: ClusterCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "On the active slave: hand the service back to the master once it is a healthy standby.")
+    static let path = "/v1/cluster/failback"
+    @OptionGroup var options: ClientOptions
+}
+
+struct Resume: ClusterCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "After a dual active under both_stand_down: this LB takes the service again.")
+    static let path = "/v1/cluster/resume"
+    @OptionGroup var options: ClientOptions
 }
 
 struct EventsCommand: AsyncParsableCommand {

@@ -29,6 +29,8 @@ final class RecordingDriver: ForwardingDriver {
     func setHealth(_ node: NodeIdentity, up: Bool) { health.withLock { $0.append((node, up)) } }
     func setAgentWeights(_ weights: [NodeIdentity: Int]) { self.weights.withLock { $0.append(weights) } }
     func setAdmission(perSecond: UInt64, burst: UInt64) throws { admission.withLock { $0.append((perSecond, burst)) } }
+    let activity = Mutex<[Bool]>([])
+    func setActive(_ active: Bool) throws { activity.withLock { $0.append(active) } }
 }
 
 @Suite struct ControllerTests {

@@ -1,0 +1,407 @@
+import Crypto
+import FulcrumAPIModels
+import FulcrumCore
+import Foundation
+import Logging
+import Synchronization
+import FulcrumSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// This LB's side of the active/standby pair (`cluster:`), on a thread of its own at
+/// real-time priority: it sends the signed heartbeats on every interconnect, admits the
+/// peer's (size, layout, HMAC-SHA256, the interconnect's peer address, epoch and
+/// sequence), feeds `PairElection` with them, with the partition probes of the
+/// `np_targets` and with the operator's commands, and carries out what it decides: the
+/// active flag (an input to the controller, which alone writes the data plane), then the
+/// announcements of every VIP (gratuitous ARP, unsolicited NA), and the events.
+///
+/// Stopping (SIGTERM) is a seen fault: an active LB tells its peer at once, with
+/// heartbeats in the fault role on every interconnect, so the peer takes over without
+/// waiting for the timeout.
+public final class ClusterService: @unchecked Sendable {
+    let config: FulcrumConfig.Cluster
+    let nodeName: String
+    let key: SymmetricKey
+    let sockets: [UDPSocket]
+    let wake: WakePipe
+    let clock: any MonotonicClock
+    let events: EventLog
+    let logger: Logger
+    let committed: CommittedView
+    let announcer: Announcer?
+    /// The controller's input: the active flag on or off; `then` runs once it is set.
+    let onActivation: @Sendable (_ active: Bool, _ reason: String, _ then: @escaping @Sendable () -> Void) -> Void
+    let stopping = Atomic<Bool>(false)
+
+    /// The operator's commands, taken by the thread; each answer is a sentence (or why not).
+    public enum Command: Sendable { case failover, resume }
+    let commands = Mutex<[(Command, @Sendable (Result<String, CommandRefusal>) -> Void)]>([])
+    public struct CommandRefusal: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    /// What status shows, published by the thread after every turn.
+    public let status: Mutex<ClusterStatusModel>
+
+    // The thread's own state.
+    var election: PairElection
+    var guardian = ReplayGuard<UInt8>()
+    let epoch: UInt64
+    var sequence: UInt64 = 0
+    var sent: [UInt64]
+    var received: [UInt64]
+    var rejected: [[String: UInt64]]
+    var lastHeard: [UInt64?]
+    var peerConfigVersion: Int?
+    var lastTransition: ClusterStatusModel.TransitionModel?
+    var transitions = 0
+    var realtime = false
+    var probe: PartitionProbe?
+    var npReached: Bool?
+    /// When each announcement falls due (monotonic ns), once the active flag is on.
+    var announcements: [UInt64] = []
+    let flagOn = Atomic<Bool>(false)
+    /// Rejected datagrams are logged at most once a second.
+    var lastRejectionLog: UInt64 = 0
+
+    /// The announcement schedule after a takeover (seconds): several, spaced, the last
+    /// past the Linux neighbour `locktime` (1 s) and a second for hosts that missed them.
+    public static let announceOffsets = [0, 0.01, 0.05, 1.1, 5]
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(config: FulcrumConfig.Cluster, nodeName: String, committed: CommittedView, events: EventLog, logger: Logger,
+                announcer: Announcer?, clock: any MonotonicClock = SystemClock(),
+                onActivation: @escaping @Sendable (Bool, String, @escaping @Sendable () -> Void) -> Void) throws {
+        guard let data = FileManager.default.contents(atPath: config.keyFile) else {
+            throw Failure(description: "cluster.heartbeat.key_file: cannot read \(config.keyFile): \(String(cString: strerror(errno)))")
+        }
+        let keyBytes = SharedKey.bytes(fromFile: Array(data))
+        if let problem = SharedKey.problem(keyBytes, file: config.keyFile) {
+            throw Failure(description: "cluster.heartbeat.key_file: \(problem)")
+        }
+        key = SymmetricKey(data: keyBytes)
+        self.config = config
+        self.nodeName = nodeName
+        self.committed = committed
+        self.events = events
+        self.logger = logger
+        self.announcer = announcer
+        self.clock = clock
+        self.onActivation = onActivation
+        var sockets: [UDPSocket] = []
+        for (i, link) in config.interconnects.enumerated() {
+            do {
+                let s = try UDPSocket(family: link.local.isIPv4 ? AF_INET : AF_INET6)
+                try s.bindTo(SocketAddress(link.local, port: config.port))
+                sockets.append(s)
+            } catch {
+                throw Failure(description: "cluster.interconnects[\(i)].local: cannot listen on \(NodeLabel(address: link.local, port: config.port)): \(error)")
+            }
+        }
+        self.sockets = sockets
+        do { wake = try WakePipe() } catch { throw Failure(description: "cluster: \(error)") }
+        epoch = SystemClock.unixMilliseconds()
+        let n = config.interconnects.count
+        sent = Array(repeating: 0, count: n)
+        received = Array(repeating: 0, count: n)
+        rejected = Array(repeating: [:], count: n)
+        lastHeard = Array(repeating: nil, count: n)
+        election = PairElection(settings: .init(isMaster: config.role == .master, interconnects: n, deadInterval: config.timeout,
+                                                autoFailback: config.failback == .auto,
+                                                dualActive: config.dualActive == .masterStays ? .masterStays : .bothStandDown),
+                                now: Double(clock.nanoseconds()) / 1e9)
+        status = Mutex(ClusterStatusModel(
+            role: "initial", configuredRole: config.role.rawValue, peer: .init(name: config.peer, role: nil, healthy: nil),
+            interconnects: config.interconnects.map {
+                .init(local: "\($0.local)", peer: "\($0.peer)", up: false, lastHeardSecondsAgo: nil, sent: 0, received: 0, rejected: [:])
+            },
+            configVersion: committed.value.version, peerConfigVersion: nil, lastTransition: nil, transitions: 0, held: false,
+            npReached: nil, realtime: false))
+    }
+
+    public var role: PairElection.Role { PairElection.Role(rawValue: roleValue.load(ordering: .relaxed)) ?? .initial }
+    let roleValue = Atomic<UInt8>(0)
+
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        wake.wake()
+    }
+
+    /// An operator's command; `answer` is called from the cluster thread.
+    public func perform(_ command: Command, answer: @escaping @Sendable (Result<String, CommandRefusal>) -> Void) {
+        commands.withLock { $0.append((command, answer)) }
+        wake.wake()
+    }
+
+    func seconds(_ ns: UInt64) -> Double { Double(ns) / 1e9 }
+
+    // MARK: The thread
+
+    public func loop() {
+        do {
+            try ThreadPriority.makeRealtime(priority: 50)
+            realtime = true
+        } catch {
+            logger.warning("the heartbeat thread runs at normal priority: \(error); grant CAP_SYS_NICE (and no RestrictRealtime) for SCHED_FIFO")
+            events.record(.warning, "cluster.priority", "heartbeats run at normal priority: \(error)", [:])
+        }
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        var nextSend: UInt64 = 0
+        let interval = UInt64(config.interval * 1e9)
+        while !stopping.load(ordering: .acquiring) {
+            let now = clock.nanoseconds()
+            for (command, answer) in commands.withLock({ c in defer { c = [] }; return c }) { run(command, answer, now: now) }
+            handle(election.tick(at: seconds(now)), now: now)
+            if now >= nextSend {
+                sendHeartbeats()
+                nextSend = now + interval
+            }
+            if flagOn.exchange(false, ordering: .acquiringAndReleasing) {
+                announcements = Self.announceOffsets.map { now + UInt64($0 * 1e9) }
+            }
+            while let due = announcements.first, due <= now {
+                announcements.removeFirst()
+                if role == .active { announcer?.announce(committed.value.groups) }
+            }
+            if let p = probe, let reached = p.result(now: now) {
+                probe = nil
+                let changed = npReached != reached
+                npReached = reached
+                if changed { record(reached ? .notice : .warning, "cluster.np_probe",
+                       reached ? "partition probe: \(p.answered.map(String.init(describing:)).joined(separator: ", ")) answers"
+                               : "partition probe: no np_target answers (\(config.npTargets.map(String.init(describing:)).joined(separator: ", ")))",
+                       ["reached": "\(reached)"]) }
+                handle(election.partitionProbe(reached: reached, at: seconds(now)), now: now)
+            }
+            publish(now)
+            // Wait for a datagram, a command, or the next thing due.
+            var wakeAt = nextSend
+            if let due = announcements.first { wakeAt = min(wakeAt, due) }
+            if let p = probe { wakeAt = min(wakeAt, p.deadline) }
+            let after = clock.nanoseconds()
+            let timeout = Int32(clamping: wakeAt > after ? (wakeAt - after + 999_999) / 1_000_000 : 0)
+            var fds = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            fds.append(pollfd(fd: wake.readFD, events: Int16(POLLIN), revents: 0))
+            if let p = probe { fds += p.sockets.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } }
+            _ = poll(&fds, nfds_t(fds.count), min(timeout, 1000))
+            for (i, s) in sockets.enumerated() where fds[i].revents & Int16(POLLIN) != 0 {
+                for _ in 0..<64 {
+                    guard let got = buffer.withUnsafeMutableBytes({ try? s.receive(into: $0) }) ?? nil else { break }
+                    buffer.withUnsafeBytes { b in
+                        admit(UnsafeRawBufferPointer(rebasing: b[0..<min(got.size, b.count)]), size: got.size,
+                              from: got.from?.address, on: i)
+                    }
+                }
+            }
+            if fds[sockets.count].revents & Int16(POLLIN) != 0 { wake.drain() }
+            probe?.receive(now: clock.nanoseconds())
+        }
+        // Stopping is a fault this LB sees: the peer hears it at once, on every interconnect.
+        let now = clock.nanoseconds()
+        let wasActive = role == .active
+        handle(election.setHealthy(false, reason: "stopping", at: seconds(now)), now: now)
+        for _ in 0..<3 { sendHeartbeats() }
+        if wasActive { logger.info("stopped: the peer was told on every interconnect") }
+        publish(now)
+    }
+
+    func run(_ command: Command, _ answer: @Sendable (Result<String, CommandRefusal>) -> Void, now: UInt64) {
+        switch command {
+        case .failover:
+            switch election.handOver(at: seconds(now)) {
+            case let .failure(why):
+                answer(.failure(CommandRefusal(description: "failover refused: \(why.rawValue)")))
+            case let .success(happened):
+                handle(happened, now: now)
+                sendHeartbeats()  // the peer hears "handing over" now, not an interval later
+                answer(.success("handing the service over to \(config.peer)"))
+            }
+        case .resume:
+            let before = election.role
+            handle(election.resume(at: seconds(now)), now: now)
+            answer(.success(election.role == .active && before != .active ? "resumed: this LB is active"
+                                                                          : "resumed: this LB is \(election.role)"))
+        }
+    }
+
+    // MARK: Heartbeats
+
+    func sendHeartbeats() {
+        let c = committed.value
+        let hash = Self.hashBytes(c.hash)
+        for (i, s) in sockets.enumerated() {
+            sequence += 1
+            let h = Heartbeat(role: election.role, isMaster: config.role == .master, handingOver: election.handingOver,
+                              healthy: election.healthy, yielded: election.yielded, interconnect: UInt8(i), epoch: epoch,
+                              sequence: sequence, configVersion: UInt64(c.version), configHash: hash)
+            var bytes = h.encodeSigned()
+            bytes.append(contentsOf: HMAC<SHA256>.authenticationCode(for: bytes, using: key))
+            if (try? s.send(bytes, to: SocketAddress(config.interconnects[i].peer, port: config.port))) == true { sent[i] += 1 }
+        }
+    }
+
+    /// The configuration hash's first 16 bytes ("sha256:<hex>").
+    static func hashBytes(_ text: String) -> [UInt8] {
+        let hex = Array(text.split(separator: ":").last ?? "")
+        var out: [UInt8] = []
+        var i = 0
+        while i + 1 < hex.count, out.count < 16 {
+            guard let b = UInt8(String(hex[i...i + 1]), radix: 16) else { break }
+            out.append(b)
+            i += 2
+        }
+        return out
+    }
+
+    func admit(_ bytes: UnsafeRawBufferPointer, size: Int, from source: IPAddress?, on i: Int) {
+        func refuse(_ why: MessageRejection) {
+            rejected[i][why.rawValue, default: 0] += 1
+            let now = clock.nanoseconds()
+            if now &- lastRejectionLog >= 1_000_000_000 {
+                lastRejectionLog = now
+                record(.warning, "cluster.heartbeat_rejected",
+                       "a heartbeat on interconnect \(i) from \(source.map(String.init(describing:)) ?? "?") was refused: \(why.rawValue)",
+                       ["interconnect": "\(i)", "reason": why.rawValue])
+            }
+        }
+        guard size <= Heartbeat.size else { return refuse(.oversize) }
+        let h: Heartbeat
+        switch Heartbeat.decode(bytes) {
+        case let .failure(why): return refuse(why)
+        case let .success(decoded): h = decoded
+        }
+        let signed = UnsafeRawBufferPointer(rebasing: bytes[0..<Heartbeat.signedBytes])
+        let mac = UnsafeRawBufferPointer(rebasing: bytes[Heartbeat.signedBytes..<Heartbeat.size])
+        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: signed, using: key) else { return refuse(.badMAC) }
+        guard source == config.interconnects[i].peer else { return refuse(.sourceMismatch) }
+        if let stale = guardian.admit(h, now: SystemClock.unixMilliseconds()) { return refuse(stale) }
+        let now = clock.nanoseconds()
+        received[i] += 1
+        lastHeard[i] = now
+        peerConfigVersion = Int(h.configVersion)
+        handle(election.heartbeat(h.peer, on: i, at: seconds(now)), now: now)
+    }
+
+    // MARK: Decisions carried out
+
+    func handle(_ happened: [PairElection.Event], now: UInt64) {
+        for e in happened {
+            switch e {
+            case let .role(from, to, reason):
+                transitions += 1
+                roleValue.store(to.rawValue, ordering: .relaxed)
+                lastTransition = .init(time: EventModels.time.format(Date()), from: "\(from)", to: "\(to)", reason: reason)
+                let fields = ["from": "\(from)", "to": "\(to)", "reason": reason, "peer": config.peer]
+                if to == .active {
+                    record(.warning, "cluster.active", from == .initial ? "\(nodeName) is active: \(reason)"
+                           : "failover executed (\(config.peer) → \(nodeName)): \(reason)", fields)
+                    onActivation(true, reason) { [self] in
+                        flagOn.store(true, ordering: .releasing)
+                        wake.wake()
+                    }
+                } else {
+                    record(from == .active ? .warning : .notice, "cluster.\(to)", "\(nodeName) is \(to): \(reason)", fields)
+                    announcements = []
+                    if from == .active || from == .initial { onActivation(false, reason) {} }
+                }
+            case let .interconnect(i, up):
+                let link = config.interconnects[i]
+                record(up ? .notice : .warning, up ? "cluster.interconnect.up" : "cluster.interconnect.down",
+                       "interconnect \(i) (\(link.local) ↔ \(link.peer)) is \(up ? "up" : "down: no heartbeat for \(config.timeout) s")",
+                       ["interconnect": "\(i)", "local": "\(link.local)", "peer": "\(link.peer)"])
+            case .peerLost:
+                record(.warning, "cluster.peer_lost", "\(config.peer) is silent on every interconnect for \(config.timeout) s",
+                       ["peer": config.peer])
+            case .peerFound:
+                npReached = nil
+                record(.notice, "cluster.peer_found", "\(config.peer) is heard again", ["peer": config.peer])
+                // After a partition, the active refreshes its neighbours' caches.
+                if role == .active { announcements = [now] }
+            case .probeNeeded:
+                if config.npTargets.isEmpty {
+                    // Nothing to ask: a silent peer is taken to be dead (say so in the docs).
+                    handle(election.partitionProbe(reached: true, at: seconds(now)), now: now)
+                } else if probe == nil {
+                    probe = PartitionProbe(targets: config.npTargets, now: now, timeout: max(0.2, min(1, config.timeout * 4)))
+                }
+            case .dualActive:
+                record(.error, "cluster.dual_active", "both LBs were active; rule \(config.dualActive.rawValue)",
+                       ["rule": config.dualActive.rawValue])
+            case .handOverAbandoned:
+                record(.warning, "cluster.handover_abandoned", "\(config.peer) did not take the service within \(config.timeout) s",
+                       ["peer": config.peer])
+            }
+        }
+    }
+
+    func record(_ severity: Event.Severity, _ kind: String, _ message: String, _ fields: [String: String]) {
+        events.record(severity, kind, message, fields)
+        logger.log(level: severity >= .warning ? .warning : .info, "\(message)")
+    }
+
+    func publish(_ now: UInt64) {
+        let model = ClusterStatusModel(
+            role: "\(election.role)", configuredRole: config.role.rawValue,
+            peer: .init(name: config.peer, role: election.peerAlive(at: seconds(now)) ? election.peer.map { "\($0.role)" } : nil,
+                        healthy: election.peerAlive(at: seconds(now)) ? election.peer?.healthy : nil),
+            interconnects: config.interconnects.indices.map { i in
+                .init(local: "\(config.interconnects[i].local)", peer: "\(config.interconnects[i].peer)",
+                      up: election.isUp(interconnect: i, at: seconds(now)),
+                      lastHeardSecondsAgo: lastHeard[i].map { seconds(now &- $0) }, sent: sent[i], received: received[i],
+                      rejected: rejected[i])
+            },
+            configVersion: committed.value.version, peerConfigVersion: peerConfigVersion, lastTransition: lastTransition,
+            transitions: transitions, held: election.held, npReached: npReached, realtime: realtime)
+        status.withLock { $0 = model }
+    }
+}
+
+/// One round of ICMP echo to the `np_targets`: reached as soon as one answers, not
+/// reached when none has by the deadline. Raw sockets (CAP_NET_RAW), non-blocking, polled
+/// by the cluster thread.
+final class PartitionProbe {
+    var fds: [(fd: Int32, target: IPAddress, id: UInt16, sequence: UInt16)] = []
+    let deadline: UInt64
+    var answered: [IPAddress] = []
+    var sockets: [Int32] { fds.map(\.fd) }
+
+    init(targets: [IPAddress], now: UInt64, timeout: Double) {
+        deadline = now + UInt64(timeout * 1e9)
+        for t in targets {
+            let ipv4 = t.isIPv4
+            guard let fd = try? Socket.open(family: ipv4 ? AF_INET : AF_INET6, type: Int32(SOCK_RAW.rawValue),
+                                            protocol: ipv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6), nonBlocking: true)
+            else { continue }
+            let id = UInt16.random(in: 1...UInt16.max), sequence = UInt16.random(in: 0...UInt16.max)
+            let echo = HealthReply.echoRequest(ipv4: ipv4, id: id, sequence: sequence, body: Array("fulcrum np probe".utf8))
+            _ = try? Socket.connect(fd, to: SocketAddress(t, port: 0))
+            _ = try? echo.withUnsafeBytes { try Socket.send(fd, $0) }
+            fds.append((fd, t, id, sequence))
+        }
+    }
+
+    func receive(now: UInt64) {
+        var buffer = [UInt8](repeating: 0, count: 1500)
+        for f in fds where !answered.contains(f.target) {
+            while let n = (try? buffer.withUnsafeMutableBytes({ try Socket.receive(f.fd, into: $0) })) ?? nil {
+                if HealthReply.isEchoReply(Array(buffer.prefix(n)), ipv4: f.target.isIPv4, id: f.id, sequence: f.sequence) {
+                    answered.append(f.target)
+                    break
+                }
+            }
+        }
+    }
+
+    /// nil while undecided.
+    func result(now: UInt64) -> Bool? {
+        if !answered.isEmpty { return true }
+        return now >= deadline ? false : nil
+    }
+
+    deinit { for f in fds { Socket.close(f.fd) } }
+}

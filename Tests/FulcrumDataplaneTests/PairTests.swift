@@ -1,0 +1,164 @@
+import Foundation
+import FulcrumTestSupport
+import Testing
+
+extension OnTheTestbed {
+    /// The active/standby pair on the namespace testbed (PAIR=1): lb (lb1, master) and lb2
+    /// (slave) on the front segment, two interconnects (a direct veth and the segment),
+    /// Maglev MAT groups, the router as the partition target, heartbeats 0.05 s / 0.15 s.
+    /// What is asserted is what an operator checks: which LB is active, who answers ARP
+    /// for the VIP (the client's neighbour entry), whether held connections broke, how long
+    /// the takeover took (the new active's transition against the moment of the fault), the
+    /// events and the counters.
+    @Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
+    struct PairTests {
+        static let vip = "198.18.1.10"
+
+        /// Both started, lb1 (master) active and lb2 standby, each hearing the other on both
+        /// interconnects, and the client's traffic through lb1.
+        func pairUp(environment: [String: String] = [:]) throws -> Testbed {
+            let bed = try Testbed(pair: true, environment: environment)
+            do {
+                try bed.startPairMember(1)
+                try bed.waitForPair(1, "lb1 active", timeout: 20) { $0.cluster?.role == "active" }
+                try bed.startPairMember(2)
+                for n in [1, 2] {
+                    try bed.waitForPair(n, "both interconnects up", timeout: 20) { s in
+                        s.cluster?.interconnects.allSatisfy(\.up) == true && s.groups.allSatisfy { $0.nodes.allSatisfy { $0.mac != nil } }
+                    }
+                }
+                try bed.waitForPair(2, "lb2 standby", timeout: 5) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
+                let r = try bed.client(Self.vip, port: 80, count: 30)
+                #expect(r.ok == 30, "\(r.errors)")
+                #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb", "eth-c"), "the client reaches the VIP through lb1")
+            } catch {
+                bed.tearDown()
+                throw error
+            }
+            return bed
+        }
+
+        /// The transition's time (RFC 3339 with ms) as seconds since 1970.
+        func seconds(_ time: String?) -> Double? {
+            guard let time else { return nil }
+            let f = ISO8601DateFormatter()
+            f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            return f.date(from: time)?.timeIntervalSince1970
+        }
+
+        func events(_ bed: Testbed, _ n: Int) -> [String] {
+            ((try? String(contentsOfFile: bed.pairEvents(n), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+
+        @Test func aKilledActiveIsReplacedAndHeldConnectionsSurvive() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            let chat = try bed.chat(Self.vip, port: 80, held: 20, seconds: 4, interval: 0.05, newEvery: 0.05)
+            usleep(500_000)
+            let killed = Date().timeIntervalSince1970
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            let s = try bed.pairStatus(2)
+            let took = try #require(seconds(s.cluster?.lastTransition?.time)) - killed
+            // Target 0.15 s (the heartbeat timeout); the margin is the shared CI machine's.
+            #expect(took < 0.5, "the takeover took \(took) s")
+            #expect(s.cluster?.lastTransition?.reason.contains("lost on every interconnect") == true, "\(String(describing: s.cluster))")
+            let report = try chat.finish()
+            #expect(report.broken == 0, "Maglev: every held connection keeps its node: \(report)")
+            #expect(report.failedNew == 0, "\(report)")
+            #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb2", "eth-c"), "the client's neighbour entry moved to lb2")
+            let r = try bed.client(Self.vip, port: 80, count: 30)
+            #expect(r.ok == 30, "\(r.errors)")
+            #expect(events(bed, 2).contains { $0.contains("failover executed (lb1 → lb2)") })
+        }
+
+        @Test func plannedFailoverAndFailbackLoseNoConnection() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            // Refused where they do not apply, with the reason.
+            let (code, text) = try bed.exec("lb2", [bed.fulcrumctlPath, "failover", "--api", "unix:" + bed.pairSocket(2),
+                                                    "--token-file", bed.directory + "/api.token"])
+            #expect(code != 0 && text.contains("this LB is not active"), "\(text)")
+            let chat = try bed.chat(Self.vip, port: 80, held: 20, seconds: 5, interval: 0.05, newEvery: 0.05)
+            usleep(500_000)
+            let (c1, t1) = try bed.exec("lb", [bed.fulcrumctlPath, "failover", "--api", "unix:" + bed.pairSocket(1),
+                                               "--token-file", bed.directory + "/api.token"])
+            #expect(c1 == 0 && t1.contains("handing the service over to lb2"), "\(t1)")
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            try bed.waitForPair(1, "lb1 standby", timeout: 5) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
+            usleep(1_000_000)
+            let (c2, t2) = try bed.exec("lb2", [bed.fulcrumctlPath, "failback", "--api", "unix:" + bed.pairSocket(2),
+                                                "--token-file", bed.directory + "/api.token"])
+            #expect(c2 == 0, "\(t2)")
+            try bed.waitForPair(1, "lb1 active again", timeout: 5) { $0.cluster?.role == "active" }
+            let report = try chat.finish()
+            #expect(report.broken == 0 && report.failedNew == 0, "\(report)")
+            #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb", "eth-c"))
+        }
+
+        @Test func aStoppingActiveHandsOverWithoutWaitingForTheTimeout() throws {
+            // Heartbeats every 0.2 s, timeout 2 s: a takeover well inside the timeout is the hand-over's.
+            let bed = try pairUp(environment: ["PAIR_INTERVAL": "0.2", "PAIR_TIMEOUT": "2"])
+            defer { bed.tearDown() }
+            let stopped = Date().timeIntervalSince1970
+            bed.signalPairMember(1, SIGTERM)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            let s = try bed.pairStatus(2)
+            let took = try #require(seconds(s.cluster?.lastTransition?.time)) - stopped
+            #expect(took < 1.5, "the hand-over took \(took) s (the timeout is 2 s)")
+            #expect(s.cluster?.lastTransition?.reason == "the peer is in fault", "\(String(describing: s.cluster?.lastTransition))")
+            #expect(try bed.client(Self.vip, port: 80, count: 30).ok == 30)
+        }
+
+        @Test func oneInterconnectLostIsAnAlarmNeverAFailover() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            try bed.exec("lb2", ["ip", "link", "set", "ic", "down"])
+            try bed.waitForPair(1, "interconnect 0 down", timeout: 5) { s in
+                s.cluster?.interconnects[0].up == false && s.cluster?.interconnects[1].up == true
+            }
+            usleep(1_000_000)
+            let s1 = try bed.pairStatus(1), s2 = try bed.pairStatus(2)
+            #expect(s1.cluster?.role == "active" && s2.cluster?.role == "standby")
+            #expect(s1.cluster?.transitions == 1 && s2.cluster?.transitions == 1, "no role changed")
+            #expect(s1.alarms?.contains { $0.contains("interconnect 0 (198.18.9.1 ↔ 198.18.9.2) is down") } == true, "\(s1.alarms ?? [])")
+            #expect(events(bed, 1).contains { $0.contains("cluster.interconnect.down") && $0.contains("198.18.9.2") })
+            try bed.exec("lb2", ["ip", "link", "set", "ic", "up"])
+            try bed.waitForPair(1, "interconnect 0 back", timeout: 5) { $0.cluster?.interconnects.allSatisfy(\.up) == true }
+            #expect(events(bed, 1).contains { $0.contains("cluster.interconnect.up") })
+        }
+
+        @Test func forgedHeartbeatsAreCountedAndChangeNothing() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            let before = try bed.pairStatus(1)
+            let (code, out) = try bed.exec("client", ["python3", bed.root + "/Bench/testbed/rogue-heartbeat.py", "198.18.0.1",
+                                                      "65010", bed.directory + "/cluster.key"])
+            #expect(code == 0, "\(out)")
+            try bed.waitForPair(1, "every forgery counted", timeout: 5) { s in
+                let r = s.cluster?.interconnects[1].rejected ?? [:]
+                return ["truncated", "garbage", "bad_mac", "source_mismatch"].allSatisfy { r[$0] == 1 }
+            }
+            let after = try bed.pairStatus(1)
+            #expect(after.cluster?.role == "active" && after.cluster?.transitions == before.cluster?.transitions)
+            #expect(try bed.pairStatus(2).cluster?.role == "standby")
+            #expect(events(bed, 1).contains { $0.contains("cluster.heartbeat_rejected") })
+        }
+
+        @Test func theReturningMasterJoinsAsStandbyAndNothingMoves() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            try bed.startPairMember(1)
+            try bed.waitForPair(1, "lb1 back, standby", timeout: 20) { s in
+                s.cluster?.role == "standby" && s.cluster?.peer.role == "active"
+            }
+            usleep(1_000_000)
+            #expect(try bed.pairStatus(1).cluster?.role == "standby")
+            #expect(try bed.pairStatus(2).cluster?.role == "active", "no automatic failback")
+            #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
+            #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb2", "eth-c"))
+        }
+    }
+}
