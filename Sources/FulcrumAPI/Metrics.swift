@@ -116,6 +116,29 @@ public final class Metrics: Sendable {
             out.counter("fulcrum_agent_reports_total", [("outcome", "queue_full")],
                         "Node agents' reports, accepted or why not.", agents.queueDrops)
         }
+        if let c = status.cluster {
+            for role in ["initial", "standby", "active", "fault"] {
+                out.gauge("fulcrum_cluster_role", [("role", role)], "1 for this LB's role in the pair.", c.role == role ? 1 : 0)
+            }
+            out.gauge("fulcrum_cluster_peer_heard", [], "1 while the peer is heard on some interconnect.", c.peer.role == nil ? 0 : 1)
+            out.counter("fulcrum_cluster_transitions_total", [], "Role changes of this LB since start.", UInt64(c.transitions))
+            out.gauge("fulcrum_cluster_config_version", [("lb", "local")], "The configuration version each LB of the pair holds (-1: not heard).",
+                      Double(c.configVersion))
+            out.gauge("fulcrum_cluster_config_version", [("lb", "peer")], "The configuration version each LB of the pair holds (-1: not heard).",
+                      Double(c.peerConfigVersion ?? -1))
+            out.gauge("fulcrum_cluster_realtime", [], "1 if the heartbeat thread runs at SCHED_FIFO.", c.realtime ? 1 : 0)
+            for (i, link) in c.interconnects.enumerated() {
+                let l = [("interconnect", "\(i)")]
+                out.gauge("fulcrum_cluster_interconnect_up", l, "1 while the peer's heartbeats arrive on the interconnect.", link.up ? 1 : 0)
+                out.counter("fulcrum_cluster_heartbeats_sent_total", l, "Heartbeats sent on the interconnect.", link.sent)
+                out.counter("fulcrum_cluster_heartbeats_received_total", l, "The peer's heartbeats admitted on the interconnect.",
+                            link.received)
+                for reason in MessageRejection.allCases {
+                    out.counter("fulcrum_cluster_heartbeats_rejected_total", l + [("reason", reason.rawValue)],
+                                "Datagrams on the interconnect refused as heartbeats, by reason.", link.rejected[reason.rawValue] ?? 0)
+                }
+            }
+        }
         // In a fixed order: a scrape's series line up with the previous one's.
         for reason in DropReason.allCases {
             out.counter("fulcrum_drops_total", [("reason", reason.label)], "Packets the workers dropped, by reason.",

@@ -161,6 +161,28 @@ final class RecordingDataplane: DataplaneControl {
         #expect(s.dataplane.layouts.withLock { $0.isEmpty })
     }
 
+    /// A standalone LB has no pair: the cluster commands say so (404); the read-only token
+    /// may not give them (403); the status says standalone and has no cluster view.
+    @Test func clusterCommandsOnAStandaloneLB() async throws {
+        let s = try Setup()
+        try await s.test { client in
+            for command in ["failover", "failback", "resume"] {
+                try await client.execute(uri: "/v1/cluster/\(command)", method: .post, headers: Self.headers(APITests.readOnly)) {
+                    #expect($0.status == .forbidden)
+                }
+                try await client.execute(uri: "/v1/cluster/\(command)", method: .post, headers: Self.headers()) { r in
+                    #expect(r.status == .notFound)
+                    let decoded = try Self.decode(ErrorModel.self, r)
+                    #expect(decoded.error.contains("standalone"))
+                }
+            }
+            try await client.execute(uri: "/v1/status", method: .get, headers: Self.headers()) { r in
+                let status = try Self.decode(StatusModel.self, r)
+                #expect(status.role == "standalone" && status.cluster == nil)
+            }
+        }
+    }
+
     @Test func everyReadRouteAnswersItsDocumentedType() async throws {
         let s = try Setup()
         try await s.test { client in

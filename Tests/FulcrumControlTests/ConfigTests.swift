@@ -114,6 +114,55 @@ import Testing
         ("    protocol: tcp", "    protocol: tcp\n    protocol: udp", 19, "protocol", nil),
     ]
 
+    static let cluster = """
+
+    cluster:
+      role: master
+      peer: lbb
+      port: 65010
+      interconnects:
+        - { local: 198.18.9.1, peer: 198.18.9.2 }
+        - { local: 198.18.0.10, peer: 198.18.0.11 }
+      heartbeat: { interval: 0.05, timeout: 0.15, key_file: /etc/fulcrum/cluster.key }
+      np_targets: [198.18.0.2]
+      failback: manual
+      dual_active: both_stand_down
+    """
+
+    @Test func theClusterSectionParsesAsTheIssueWritesIt() throws {
+        let c = try #require(try ConfigLoader.parse(Self.valid + Self.cluster, file: "lb.yaml").cluster)
+        #expect(c.role == .master && c.peer == "lbb" && c.port == 65010)
+        #expect(c.interconnects.map { "\($0.local)>\($0.peer)" } == ["198.18.9.1>198.18.9.2", "198.18.0.10>198.18.0.11"])
+        #expect(c.interval == 0.05 && c.timeout == 0.15 && c.keyFile == "/etc/fulcrum/cluster.key")
+        #expect(c.npTargets == [IPAddress("198.18.0.2")!] && c.failback == .manual && c.dualActive == .bothStandDown)
+        #expect(try ConfigLoader.parse(Self.valid, file: "lb.yaml").cluster == nil, "no section: standalone")
+    }
+
+    /// (what is changed, the replacement, field, value)
+    static let clusterMistakes: [(String, String, String, String?)] = [
+        ("  role: master", "  role: primary", "cluster.role", "primary"),
+        ("  peer: lbb", "  peer: lb1", "cluster.peer", "lb1"),
+        ("peer: 198.18.9.2 }", "peer: 2001:2::2 }", "cluster.interconnects[0].peer", "2001:2::2"),
+        ("timeout: 0.15,", "timeout: 0.06,", "cluster.heartbeat.timeout", "0.06"),
+        ("key_file: /etc/fulcrum/cluster.key", "key_file: cluster.key", "cluster.heartbeat.key_file", "cluster.key"),
+        ("  np_targets: [198.18.0.2]", "  np_targets: [198.18.0.300]", "cluster.np_targets[0]", "198.18.0.300"),
+        ("  dual_active: both_stand_down", "  dual_active: both_stay", "cluster.dual_active", "both_stay"),
+        ("  failback: manual", "  failback: sometimes", "cluster.failback", "sometimes"),
+        ("  port: 65010", "  port: 0", "cluster.port", "0"),
+    ]
+
+    @Test(arguments: clusterMistakes.indices)
+    func clusterMistakesNameTheField(index: Int) throws {
+        let (old, new, field, value) = Self.clusterMistakes[index]
+        #expect(Self.cluster.contains(old), "fixture drifted: \(old)")
+        let text = Self.valid + Self.cluster.replacingOccurrences(of: old, with: new)
+        let error = try #require(throws: ConfigErrors.self) { try ConfigLoader.parse(text, file: "lb.yaml") }
+        let match = error.errors.first { $0.field == field }
+        #expect(match != nil, "no error for \(field) in:\n\(error)")
+        if let value { #expect(match?.value == value, "\(error)") }
+        #expect(match?.line != nil && match?.file == "lb.yaml", "\(error)")
+    }
+
     @Test(arguments: mistakes.indices)
     func mistakesNameLineFieldAndValue(index: Int) throws {
         let (old, new, line, field, value) = Self.mistakes[index]
