@@ -284,8 +284,9 @@ cluster:
   heartbeat: { interval: ${PAIR_INTERVAL:-0.05}, timeout: ${PAIR_TIMEOUT:-0.15}, key_file: $DIR/cluster.key }
   np_targets: [198.18.0.254]
   dual_active: ${PAIR_DUAL_ACTIVE:-master_stays}
-groups:
 YAML
+        if [ "$1" = lb1 ] && [ -n "${PAIR_LB1_MONITORS:-}" ]; then printf '  monitors: %s\n' "$PAIR_LB1_MONITORS"; fi
+        echo "groups:"
         group web-mat $MAT_VIP tcp "80, 443" mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
         group dns-mat $MAT_VIP udp 53 mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
     }

@@ -403,6 +403,21 @@ public struct ClusterStatusModel: Codable, Sendable, Equatable {
     public var npReached: Bool?
     /// Whether the heartbeat thread runs at real-time priority (SCHED_FIFO).
     public var realtime: Bool
+    /// What makes this LB unhealthy: every data-plane link, and the configured monitors.
+    public var monitors: [MonitorModel] = []
+
+    public struct MonitorModel: Codable, Sendable, Equatable {
+        /// link or ip.
+        public var type: String
+        /// The interface or the address.
+        public var target: String
+        public var up: Bool
+        public init(type: String, target: String, up: Bool) {
+            self.type = type
+            self.target = target
+            self.up = up
+        }
+    }
 
     public struct PeerModel: Codable, Sendable, Equatable {
         public var name: String
@@ -457,7 +472,7 @@ public struct ClusterStatusModel: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case role, peer, interconnects, transitions, held, realtime
+        case role, peer, interconnects, transitions, held, realtime, monitors
         case configuredRole = "configured_role"
         case configVersion = "config_version"
         case peerConfigVersion = "peer_config_version"

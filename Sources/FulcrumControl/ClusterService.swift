@@ -1,6 +1,8 @@
 import Crypto
 import FulcrumAPIModels
+import FulcrumBPF
 import FulcrumCore
+import FulcrumDataplane
 import Foundation
 import Logging
 import Synchronization
@@ -63,6 +65,11 @@ public final class ClusterService: @unchecked Sendable {
     /// When each announcement falls due (monotonic ns), once the active flag is on.
     var announcements: [UInt64] = []
     let flagOn = Atomic<Bool>(false)
+    /// A role changed: heartbeats go now, not an interval later.
+    var sendNow = false
+    /// When the loop last turned: a gap longer than the timeout is a pause (SIGSTOP, a
+    /// starved box) in which the peer may have taken over.
+    var lastTurn: UInt64 = 0
     /// Rejected datagrams are logged at most once a second.
     var lastRejectionLog: UInt64 = 0
 
@@ -74,7 +81,8 @@ public final class ClusterService: @unchecked Sendable {
         public var description: String
     }
 
-    public init(config: FulcrumConfig.Cluster, nodeName: String, committed: CommittedView, events: EventLog, logger: Logger,
+    public init(config: FulcrumConfig.Cluster, nodeName: String, interfaces: [String], committed: CommittedView, events: EventLog,
+                logger: Logger,
                 announcer: Announcer?, clock: any MonotonicClock = SystemClock(),
                 onActivation: @escaping @Sendable (Bool, String, @escaping @Sendable () -> Void) -> Void) throws {
         guard let data = FileManager.default.contents(atPath: config.keyFile) else {
@@ -105,6 +113,21 @@ public final class ClusterService: @unchecked Sendable {
         }
         self.sockets = sockets
         do { wake = try WakePipe() } catch { throw Failure(description: "cluster: \(error)") }
+        // Every data-plane link, and the listed monitors.
+        var links = interfaces
+        for case let .link(name) in config.monitors.map(\.kind) where !links.contains(name) { links.append(name) }
+        var monitors: [Monitor] = []
+        for name in links {
+            guard let index = try? InterfaceInfo.index(of: name) else {
+                throw Failure(description: "cluster.monitors: there is no interface \(name)")
+            }
+            monitors.append(.link(name: name, ifindex: index, up: LinkWatch.isRunning(name)))
+        }
+        for m in config.monitors {
+            if case let .ip(address) = m.kind { monitors.append(.ip(IPMonitor(address: address, settings: m))) }
+        }
+        self.monitors = monitors
+        do { linkWatch = try LinkWatch() } catch { throw Failure(description: "cluster: the link monitors: \(error)") }
         epoch = SystemClock.unixMilliseconds()
         let n = config.interconnects.count
         sent = Array(repeating: 0, count: n)
@@ -123,6 +146,26 @@ public final class ClusterService: @unchecked Sendable {
             configVersion: committed.value.version, peerConfigVersion: nil, lastTransition: nil, transitions: 0, held: false,
             npReached: nil, realtime: false))
     }
+
+    /// What makes this LB unhealthy.
+    enum Monitor {
+        case link(name: String, ifindex: Int32, up: Bool)
+        case ip(IPMonitor)
+        var up: Bool {
+            switch self {
+            case let .link(_, _, up): up
+            case let .ip(m): m.up
+            }
+        }
+        var what: String {
+            switch self {
+            case let .link(name, _, _): "the link of \(name)"
+            case let .ip(m): "IP monitor \(m.address)"
+            }
+        }
+    }
+    var monitors: [Monitor]
+    let linkWatch: LinkWatch
 
     public var role: PairElection.Role { PairElection.Role(rawValue: roleValue.load(ordering: .relaxed)) ?? .initial }
     let roleValue = Atomic<UInt8>(0)
@@ -152,12 +195,22 @@ public final class ClusterService: @unchecked Sendable {
         }
         var buffer = [UInt8](repeating: 0, count: 2048)
         var nextSend: UInt64 = 0
+        checkMonitors(changed: Array(monitors.indices), now: clock.nanoseconds())
         let interval = UInt64(config.interval * 1e9)
         while !stopping.load(ordering: .acquiring) {
             let now = clock.nanoseconds()
+            if lastTurn != 0, now &- lastTurn > UInt64(config.timeout * 1e9), role == .active {
+                // Not heard for longer than the timeout: the peer has taken over, or will.
+                // Stop answering and rejoin as standby; the peer's heartbeats decide.
+                let reason = String(format: "this LB was paused for %.2f s (stopped or starved)", seconds(now &- lastTurn))
+                handle(election.setHealthy(false, reason: reason, at: seconds(now)), now: now)
+                handle(election.setHealthy(true, reason: "", at: seconds(now)), now: now)
+            }
+            lastTurn = now
             for (command, answer) in commands.withLock({ c in defer { c = [] }; return c }) { run(command, answer, now: now) }
             handle(election.tick(at: seconds(now)), now: now)
-            if now >= nextSend {
+            if now >= nextSend || sendNow {
+                sendNow = false
                 sendHeartbeats()
                 nextSend = now + interval
             }
@@ -168,6 +221,14 @@ public final class ClusterService: @unchecked Sendable {
                 announcements.removeFirst()
                 if role == .active { announcer?.announce(committed.value.groups) }
             }
+            var changed: [Int] = []
+            for i in monitors.indices {
+                guard case let .ip(m) = monitors[i] else { continue }
+                let before = m.up
+                m.tick(now: now)
+                if m.up != before { changed.append(i) }
+            }
+            if !changed.isEmpty { checkMonitors(changed: changed, now: now) }
             if let p = probe, let reached = p.result(now: now) {
                 probe = nil
                 let changed = npReached != reached
@@ -180,13 +241,16 @@ public final class ClusterService: @unchecked Sendable {
             }
             publish(now)
             // Wait for a datagram, a command, or the next thing due.
-            var wakeAt = nextSend
+            var wakeAt = sendNow ? 0 : nextSend
             if let due = announcements.first { wakeAt = min(wakeAt, due) }
             if let p = probe { wakeAt = min(wakeAt, p.deadline) }
+            for case let .ip(m) in monitors { wakeAt = min(wakeAt, m.wakeAt) }
             let after = clock.nanoseconds()
             let timeout = Int32(clamping: wakeAt > after ? (wakeAt - after + 999_999) / 1_000_000 : 0)
             var fds = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
             fds.append(pollfd(fd: wake.readFD, events: Int16(POLLIN), revents: 0))
+            fds.append(pollfd(fd: linkWatch.fd, events: Int16(POLLIN), revents: 0))
+            for case let .ip(m) in monitors where m.fd >= 0 { fds.append(pollfd(fd: m.fd, events: Int16(POLLIN), revents: 0)) }
             if let p = probe { fds += p.sockets.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } }
             _ = poll(&fds, nfds_t(fds.count), min(timeout, 1000))
             for (i, s) in sockets.enumerated() where fds[i].revents & Int16(POLLIN) != 0 {
@@ -199,6 +263,16 @@ public final class ClusterService: @unchecked Sendable {
                 }
             }
             if fds[sockets.count].revents & Int16(POLLIN) != 0 { wake.drain() }
+            if fds[sockets.count + 1].revents & Int16(POLLIN) != 0 { linkChanges() }
+            let t = clock.nanoseconds()
+            var answered: [Int] = []
+            for i in monitors.indices {
+                guard case let .ip(m) = monitors[i] else { continue }
+                let before = m.up
+                m.receive(now: t)
+                if m.up != before { answered.append(i) }
+            }
+            if !answered.isEmpty { checkMonitors(changed: answered, now: t) }
             probe?.receive(now: clock.nanoseconds())
         }
         // Stopping is a fault this LB sees: the peer hears it at once, on every interconnect.
@@ -208,6 +282,36 @@ public final class ClusterService: @unchecked Sendable {
         for _ in 0..<3 { sendHeartbeats() }
         if wasActive { logger.info("stopped: the peer was told on every interconnect") }
         publish(now)
+    }
+
+    /// The kernel said links changed: the link monitors follow, at once.
+    func linkChanges() {
+        let (changes, lost) = linkWatch.drain()
+        var changed: [Int] = []
+        for i in monitors.indices {
+            guard case let .link(name, ifindex, up) = monitors[i] else { continue }
+            var now = up
+            if lost { now = LinkWatch.isRunning(name) }
+            if let last = changes.last(where: { $0.ifindex == ifindex }) { now = last.running }
+            if now != up {
+                monitors[i] = .link(name: name, ifindex: ifindex, up: now)
+                changed.append(i)
+            }
+        }
+        if !changed.isEmpty { checkMonitors(changed: changed, now: clock.nanoseconds()) }
+    }
+
+    /// Events for the monitors that changed; the election learns this LB's health.
+    func checkMonitors(changed: [Int], now: UInt64) {
+        for i in changed {
+            let m = monitors[i]
+            record(m.up ? .notice : .warning, m.up ? "cluster.monitor.recovered" : "cluster.monitor.failed",
+                   "\(m.what) is \(m.up ? "up again" : "down")", ["monitor": m.what])
+        }
+        let failing = monitors.filter { !$0.up }.map(\.what)
+        let healthy = failing.isEmpty
+        guard healthy != election.healthy else { return }
+        handle(election.setHealthy(healthy, reason: healthy ? "" : failing.joined(separator: ", ") + " down", at: seconds(now)), now: now)
     }
 
     func run(_ command: Command, _ answer: @Sendable (Result<String, CommandRefusal>) -> Void, now: UInt64) {
@@ -294,6 +398,7 @@ public final class ClusterService: @unchecked Sendable {
             switch e {
             case let .role(from, to, reason):
                 transitions += 1
+                sendNow = true
                 roleValue.store(to.rawValue, ordering: .relaxed)
                 lastTransition = .init(time: EventModels.time.format(Date()), from: "\(from)", to: "\(to)", reason: reason)
                 let fields = ["from": "\(from)", "to": "\(to)", "reason": reason, "peer": config.peer]
@@ -357,7 +462,14 @@ public final class ClusterService: @unchecked Sendable {
             },
             configVersion: committed.value.version, peerConfigVersion: peerConfigVersion, lastTransition: lastTransition,
             transitions: transitions, held: election.held, npReached: npReached, realtime: realtime)
-        status.withLock { $0 = model }
+        var withMonitors = model
+        withMonitors.monitors = monitors.map { m in
+            switch m {
+            case let .link(name, _, up): .init(type: "link", target: name, up: up)
+            case let .ip(ip): .init(type: "ip", target: "\(ip.address)", up: ip.up)
+            }
+        }
+        status.withLock { $0 = withMonitors }
     }
 }
 
@@ -404,4 +516,54 @@ final class PartitionProbe {
     }
 
     deinit { for f in fds { Socket.close(f.fd) } }
+}
+
+/// An IP monitor: an ICMP echo every `interval` on a raw socket of its own; `retry + 1`
+/// echoes in a row unanswered within `timeout` make it fail, one answer makes it recover.
+final class IPMonitor {
+    let address: IPAddress
+    let settings: FulcrumConfig.Cluster.Monitor
+    let fd: Int32
+    private(set) var up = true
+    private var misses = 0
+    private var nextSend: UInt64 = 0
+    private var pending: (id: UInt16, sequence: UInt16, deadline: UInt64)?
+
+    init(address: IPAddress, settings: FulcrumConfig.Cluster.Monitor) {
+        self.address = address
+        self.settings = settings
+        fd = (try? Socket.open(family: address.isIPv4 ? AF_INET : AF_INET6, type: Int32(SOCK_RAW.rawValue),
+                               protocol: address.isIPv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6), nonBlocking: true)) ?? -1
+        if fd >= 0 { _ = try? Socket.connect(fd, to: SocketAddress(address, port: 0)) } else { up = false }
+    }
+
+    deinit { if fd >= 0 { Socket.close(fd) } }
+
+    var wakeAt: UInt64 { min(nextSend, pending?.deadline ?? .max) }
+
+    func tick(now: UInt64) {
+        if let p = pending, now >= p.deadline {
+            pending = nil
+            misses += 1
+            if misses > settings.retry { up = false }
+        }
+        guard fd >= 0, pending == nil, now >= nextSend else { return }
+        nextSend = now + UInt64(settings.interval * 1e9)
+        let id = UInt16.random(in: 1...UInt16.max), sequence = UInt16.random(in: 0...UInt16.max)
+        let echo = HealthReply.echoRequest(ipv4: address.isIPv4, id: id, sequence: sequence, body: Array("fulcrum monitor".utf8))
+        _ = try? echo.withUnsafeBytes { try Socket.send(fd, $0) }
+        pending = (id, sequence, now + UInt64(settings.timeout * 1e9))
+    }
+
+    func receive(now: UInt64) {
+        guard fd >= 0 else { return }
+        var buffer = [UInt8](repeating: 0, count: 1500)
+        while let n = (try? buffer.withUnsafeMutableBytes({ try Socket.receive(fd, into: $0) })) ?? nil {
+            if let p = pending, HealthReply.isEchoReply(Array(buffer.prefix(n)), ipv4: address.isIPv4, id: p.id, sequence: p.sequence) {
+                pending = nil
+                misses = 0
+                up = true
+            }
+        }
+    }
 }

@@ -199,6 +199,24 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var npTargets: [IPAddress] = []
         public var failback = Failback.manual
         public var dualActive = DualActive.masterStays
+        /// What makes this LB unhealthy (it leaves active, the peer takes over at once).
+        /// Every data-plane interface's link is watched without being listed.
+        public var monitors: [Monitor] = []
+
+        public struct Monitor: Sendable, Equatable {
+            public enum Kind: Sendable, Equatable {
+                /// The interface's link: down (no carrier, or set down) is a failure, seen
+                /// from the kernel's rtnetlink message.
+                case link(String)
+                /// ICMP echo to the address every `interval`; `retry + 1` echoes in a row
+                /// unanswered within `timeout` is a failure; one answer is a recovery.
+                case ip(IPAddress)
+            }
+            public var kind: Kind
+            public var interval = 1.0
+            public var timeout = 1.0
+            public var retry = 2
+        }
     }
 
     /// Where changes made through the API are kept (Docs/OPERATIONS.md: which wins at start).

@@ -318,7 +318,7 @@ struct Reader {
         enclosing.append(node)
         defer { enclosing.removeLast() }
         let m = mapping(node, "cluster", allowed: ["role", "peer", "port", "interconnects", "heartbeat", "np_targets", "failback",
-                                                  "dual_active"])
+                                                  "dual_active", "monitors"])
         let role = choice(m["role"], "cluster.role", FulcrumConfig.Cluster.Role.self)
         let peer = identifier(m["peer"], "cluster.peer")
         if let peer, peer == nodeName { fail(m["peer"], "cluster.peer", "is this LB's own node.name; name the other LB") }
@@ -354,7 +354,38 @@ struct Reader {
         }
         if let v = m["failback"].flatMap({ choice($0, "cluster.failback", FulcrumConfig.Cluster.Failback.self) }) { c.failback = v }
         if let v = m["dual_active"].flatMap({ choice($0, "cluster.dual_active", FulcrumConfig.Cluster.DualActive.self) }) { c.dualActive = v }
+        if let list = m["monitors"] {
+            for (i, item) in sequence(list, "cluster.monitors").enumerated() {
+                if let monitor = monitor(item, "cluster.monitors[\(i)]") { c.monitors.append(monitor) }
+            }
+        }
         return c
+    }
+
+    mutating func monitor(_ node: Node, _ f: String) -> FulcrumConfig.Cluster.Monitor? {
+        let m = mapping(node, f, allowed: ["type", "interface", "address", "interval", "timeout", "retry"])
+        var monitor: FulcrumConfig.Cluster.Monitor
+        switch string(m["type"], f + ".type") {
+        case "link":
+            for key in ["address", "interval", "timeout", "retry"] where m[key] != nil {
+                fail(m[key], "\(f).\(key)", "is not a field of a link monitor (its kernel messages need no polling)")
+            }
+            guard let name = string(m["interface"], f + ".interface") else { return nil }
+            return .init(kind: .link(name))
+        case "ip":
+            if m["interface"] != nil { fail(m["interface"], f + ".interface", "is not a field of an ip monitor") }
+            guard let a = address(m["address"], f + ".address") else { return nil }
+            monitor = .init(kind: .ip(a))
+        case nil:
+            return nil
+        default:
+            fail(m["type"], f + ".type", "must be one of link, ip")
+            return nil
+        }
+        if let v = m["interval"].flatMap({ seconds($0, f + ".interval", in: 0.05...3600) }) { monitor.interval = v }
+        if let v = m["timeout"].flatMap({ seconds($0, f + ".timeout", in: 0.01...3600) }) { monitor.timeout = v }
+        if let v = m["retry"].flatMap({ int($0, f + ".retry", in: 0...100) }) { monitor.retry = v }
+        return monitor
     }
 
     mutating func fraction(_ node: Node?, _ field: String, in range: ClosedRange<Double>) -> Double? {

@@ -58,8 +58,8 @@ public final class Runtime: Sendable {
         }
         let view = CommittedView(committed)
         let cluster = try config.cluster.map {
-            try ClusterService(config: $0, nodeName: config.nodeName, committed: view, events: events, logger: logger,
-                               announcer: announcer) { active, reason, then in
+            try ClusterService(config: $0, nodeName: config.nodeName, interfaces: dataplane.interfaces, committed: view,
+                               events: events, logger: logger, announcer: announcer) { active, reason, then in
                 inputs.yield(.activation(active: active, reason: reason, then: then))
             }
         }

@@ -121,3 +121,71 @@ public final class RoutingWatch: @unchecked Sendable {
 
     deinit { close(fd) }
 }
+
+/// A subscription to the kernel's link changes (RTMGRP_LINK): the pair's link monitors
+/// learn that a data-plane interface lost its carrier from the kernel's own message, in
+/// the same millisecond, instead of by polling.
+public final class LinkWatch: @unchecked Sendable {
+    public let fd: Int32
+    static let RTMGRP_LINK: UInt32 = 0x1
+    static let RTM_NEWLINK: UInt16 = 16
+    static let RTM_DELLINK: UInt16 = 17
+
+    public init() throws {
+        let fd = try Socket.open(family: AF_NETLINK, type: Int32(SOCK_RAW.rawValue), nonBlocking: true, "open rtnetlink link watch")
+        var address = [UInt8](repeating: 0, count: 12)  // struct sockaddr_nl
+        withUnsafeBytes(of: UInt16(AF_NETLINK)) { address.replaceSubrange(0..<2, with: $0) }
+        withUnsafeBytes(of: Self.RTMGRP_LINK) { address.replaceSubrange(8..<12, with: $0) }
+        do {
+            try address.withUnsafeBytes { try Socket.bindTo(fd, raw: $0, "bind rtnetlink link watch") }
+        } catch {
+            close(fd)
+            throw error
+        }
+        self.fd = fd
+    }
+
+    /// Whether the interface is up and has its carrier (IFF_UP and IFF_RUNNING), from
+    /// sysfs: its operational state is "up" (or "unknown", for a device that reports none).
+    public static func isRunning(_ name: String) -> Bool {
+        let fd = open("/sys/class/net/\(name)/operstate", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return false }
+        let state = String(decoding: bytes[0..<n], as: UTF8.self).filter { !$0.isWhitespace }
+        return state == "up" || state == "unknown"
+    }
+
+    /// The links the kernel reported since the last call: (ifindex, up and running).
+    /// `lost` is true when the kernel dropped messages (read every link's state again).
+    public func drain() -> (changes: [(ifindex: Int32, running: Bool)], lost: Bool) {
+        var out: [(Int32, Bool)] = []
+        var lost = false
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == ENOBUFS { lost = true; continue }
+            guard n > 0 else { return (out, lost) }
+            buffer.withUnsafeBytes { b in
+                var offset = 0
+                // struct nlmsghdr (16 bytes), then struct ifinfomsg (16): family, pad, type, index, flags, change.
+                while offset + 32 <= n {
+                    let length = Int(b.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                    let type = b.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self)
+                    guard length >= 16, offset + length <= n else { break }
+                    if type == Self.RTM_NEWLINK || type == Self.RTM_DELLINK {
+                        let index = b.loadUnaligned(fromByteOffset: offset + 20, as: Int32.self)
+                        let flags = b.loadUnaligned(fromByteOffset: offset + 24, as: UInt32.self)
+                        out.append((index, type == Self.RTM_NEWLINK && flags & 0x1 != 0 && flags & 0x40 != 0))
+                    }
+                    offset += (length + 3) & ~3
+                }
+            }
+        }
+    }
+
+    deinit { close(fd) }
+}

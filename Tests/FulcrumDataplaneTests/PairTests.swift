@@ -160,5 +160,75 @@ extension OnTheTestbed {
             #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
             #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb2", "eth-c"))
         }
+
+        @Test func theActivesDataLinkDownHandsOverThroughTheSurvivingInterconnect() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            let chat = try bed.chat(Self.vip, port: 80, held: 10, seconds: 3, interval: 0.05, newEvery: 0.05)
+            usleep(300_000)
+            let cut = Date().timeIntervalSince1970
+            // The switch's end: lb1's eth-c loses its carrier (and with it the front interconnect).
+            try bed.exec("sw", ["ip", "link", "set", "p-lb-eth-c", "down"])
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            let s2 = try bed.pairStatus(2)
+            let took = try #require(seconds(s2.cluster?.lastTransition?.time)) - cut
+            // Target 20 ms (a kernel message and one heartbeat on the direct veth); the margin is CI's.
+            #expect(took < 0.3, "the hand-over took \(took) s")
+            #expect(s2.cluster?.lastTransition?.reason == "the peer is in fault", "\(String(describing: s2.cluster?.lastTransition))")
+            try bed.waitForPair(1, "lb1 in fault", timeout: 5) { s in
+                s.cluster?.role == "fault" && s.cluster?.monitors.contains { $0.type == "link" && $0.target == "eth-c" && !$0.up } == true
+            }
+            let report = try chat.finish()
+            #expect(report.broken == 0, "\(report)")
+            #expect(events(bed, 1).contains { $0.contains("cluster.monitor.failed") && $0.contains("eth-c") })
+            // The link back: lb1 heals and joins as standby; nothing moves.
+            try bed.exec("sw", ["ip", "link", "set", "p-lb-eth-c", "up"])
+            try bed.waitForPair(1, "lb1 standby again", timeout: 5) { $0.cluster?.role == "standby" }
+            #expect(try bed.pairStatus(2).cluster?.role == "active")
+        }
+
+        @Test func aStoppedActiveComesBackAsStandbyWithoutTakingTheServiceBack() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            let lb2MAC = try bed.mac(of: "lb2", "eth-c")
+            bed.signalPairMember(1, SIGSTOP)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            usleep(500_000)
+            bed.signalPairMember(1, SIGCONT)
+            try bed.waitForPair(1, "lb1 standby after the pause", timeout: 5) { s in
+                s.cluster?.role == "standby" && s.cluster?.peer.role == "active"
+            }
+            let s1 = try bed.pairStatus(1)
+            #expect(s1.cluster?.lastTransition?.reason.contains("healthy again") == true || s1.cluster?.lastTransition?.reason.contains("paused") == true,
+                    "\(String(describing: s1.cluster?.lastTransition))")
+            usleep(500_000)
+            let s2 = try bed.pairStatus(2)
+            #expect(s2.cluster?.role == "active" && s2.cluster?.transitions == 2, "lb2 took over once and kept it: \(String(describing: s2.cluster))")
+            #expect(events(bed, 1).contains { $0.contains("was paused") })
+            // Only lb2 answers for the VIP: the client's entry, asked afresh, is lb2's.
+            try bed.exec("client", ["ip", "neigh", "flush", "dev", "eth0"])
+            #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
+            #expect(try bed.clientNeighbor(Self.vip) == lb2MAC)
+        }
+
+        @Test func aFailedIPMonitorHandsOver() throws {
+            // lb1 watches the far host behind the router; lb2 watches nothing but its links.
+            let bed = try pairUp(environment: ["PAIR_LB1_MONITORS": "[{type: ip, address: 198.18.4.2, interval: 0.1, timeout: 0.1, retry: 1}]"])
+            defer { bed.tearDown() }
+            try bed.waitForPair(1, "the IP monitor up", timeout: 5) { s in
+                s.cluster?.monitors.contains { $0.type == "ip" && $0.target == "198.18.4.2" && $0.up } == true
+            }
+            try bed.exec("far", ["ip", "link", "set", "eth0", "down"])
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            #expect(try bed.pairStatus(2).cluster?.lastTransition?.reason == "the peer is in fault")
+            try bed.waitForPair(1, "lb1 in fault", timeout: 5) { $0.cluster?.role == "fault" }
+            let s1 = try bed.pairStatus(1)
+            #expect(s1.cluster?.lastTransition?.reason.contains("IP monitor 198.18.4.2") == true,
+                    "\(String(describing: s1.cluster?.lastTransition))")
+            #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
+            try bed.exec("far", ["ip", "link", "set", "eth0", "up"])
+            try bed.exec("far", ["ip", "route", "replace", "default", "via", "198.18.4.1"])  // gone with the link
+            try bed.waitForPair(1, "lb1 standby again", timeout: 5) { $0.cluster?.role == "standby" }
+        }
     }
 }
