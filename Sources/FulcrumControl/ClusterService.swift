@@ -341,7 +341,8 @@ public final class ClusterService: @unchecked Sendable {
         for (i, s) in sockets.enumerated() {
             sequence += 1
             let h = Heartbeat(role: election.role, isMaster: config.role == .master, handingOver: election.handingOver,
-                              healthy: election.healthy, yielded: election.yielded, interconnect: UInt8(i), epoch: epoch,
+                              healthy: election.healthy, yielded: election.yielded, held: election.held,
+                              interconnect: UInt8(i), epoch: epoch,
                               sequence: sequence, configVersion: UInt64(c.version), configHash: hash)
             var bytes = h.encodeSigned()
             bytes.append(contentsOf: HMAC<SHA256>.authenticationCode(for: bytes, using: key))

@@ -6,7 +6,8 @@
 ///  4  1               version
 ///  5  role            0 initial, 1 standby, 2 active, 3 fault
 ///  6  flags           bit 0 master (normally active), bit 1 handing over, bit 2 healthy,
-///                     bit 3 yielded (an operator moved the service away from this LB)
+///                     bit 3 yielded (an operator moved the service away from this LB),
+///                     bit 4 held (stood down after a dual active, until resumed)
 ///  7  interconnect    u8, the sender's index of the link it was sent on
 ///  8  epoch           u64, the sender's start (Unix ms): grows across restarts
 /// 16  sequence        u64, from 1 within an epoch
@@ -26,6 +27,7 @@ public struct Heartbeat: SignedMessage, Equatable {
     public var handingOver: Bool
     public var healthy: Bool
     public var yielded: Bool
+    public var held: Bool
     public var interconnect: UInt8
     public var epoch: UInt64
     public var sequence: UInt64
@@ -33,9 +35,11 @@ public struct Heartbeat: SignedMessage, Equatable {
     public var configHash: [UInt8]
 
     public init(role: PairElection.Role, isMaster: Bool, handingOver: Bool, healthy: Bool, yielded: Bool = false,
-                interconnect: UInt8, epoch: UInt64, sequence: UInt64, configVersion: UInt64, configHash: [UInt8]) {
+                held: Bool = false, interconnect: UInt8, epoch: UInt64, sequence: UInt64, configVersion: UInt64,
+                configHash: [UInt8]) {
         self.role = role
         self.yielded = yielded
+        self.held = held
         self.isMaster = isMaster
         self.handingOver = handingOver
         self.healthy = healthy
@@ -53,7 +57,7 @@ public struct Heartbeat: SignedMessage, Equatable {
         var out = Heartbeat.magic
         out.append(Heartbeat.version)
         out.append(role.rawValue)
-        out.append((isMaster ? 1 : 0) | (handingOver ? 2 : 0) | (healthy ? 4 : 0) | (yielded ? 8 : 0))
+        out.append((isMaster ? 1 : 0) | (handingOver ? 2 : 0) | (healthy ? 4 : 0) | (yielded ? 8 : 0) | (held ? 16 : 0))
         out.append(interconnect)
         BigEndian.append(epoch, bytes: 8, to: &out)
         BigEndian.append(sequence, bytes: 8, to: &out)
@@ -65,17 +69,17 @@ public struct Heartbeat: SignedMessage, Equatable {
     /// Checks size and layout (not the HMAC).
     public static func decode(_ datagram: UnsafeRawBufferPointer) -> Result<Heartbeat, Rejection> {
         if let problem = frameProblem(datagram) { return .failure(problem) }
-        guard let role = PairElection.Role(rawValue: datagram[5]), datagram[6] & ~15 == 0 else { return .failure(.garbage) }
+        guard let role = PairElection.Role(rawValue: datagram[5]), datagram[6] & ~31 == 0 else { return .failure(.garbage) }
         let flags = datagram[6]
         return .success(Heartbeat(role: role, isMaster: flags & 1 != 0, handingOver: flags & 2 != 0, healthy: flags & 4 != 0,
-                                  yielded: flags & 8 != 0, interconnect: datagram[7], epoch: BigEndian.read(datagram, 8, 8),
+                                  yielded: flags & 8 != 0, held: flags & 16 != 0, interconnect: datagram[7], epoch: BigEndian.read(datagram, 8, 8),
                                   sequence: BigEndian.read(datagram, 16, 8),
                                   configVersion: BigEndian.read(datagram, 24, 8), configHash: Array(datagram[32..<48])))
     }
 
     /// What the election needs of it.
     public var peer: PairElection.Peer {
-        PairElection.Peer(role: role, isMaster: isMaster, handingOver: handingOver, healthy: healthy, yielded: yielded)
+        PairElection.Peer(role: role, isMaster: isMaster, handingOver: handingOver, healthy: healthy, yielded: yielded, held: held)
     }
 }
 
@@ -104,7 +108,10 @@ extension ReplayGuard where Sender == UInt8 {
 ///   both are standby and this is the master.
 /// - **Dual active** (both active once heartbeats return): with `.masterStays` the slave
 ///   steps down; with `.bothStandDown` (the appliance's default) both step down and stay
-///   standby until an operator `resume`s one.
+///   standby until an operator `resume`s one. The first to see it stands down with "held" in
+///   its heartbeats, so the other stands down too even if it never saw both active; a held
+///   LB that still hears its peer active and not held a `deadInterval` later (the peer was
+///   resumed) is a plain standby again.
 /// - **Fault.** An unhealthy LB leaves active at once. Healthy again, it joins as
 ///   standby: no automatic failback unless `autoFailback`, where an active slave hands
 ///   over to a healthy standby master (not to one an operator moved the service from).
@@ -149,13 +156,17 @@ public struct PairElection: Sendable {
         public var healthy: Bool
         /// An operator moved the service away from the peer: no automatic failback to it.
         public var yielded: Bool
+        /// The peer stood down after a dual active (`.bothStandDown`) and waits for `resume`.
+        public var held: Bool
 
-        public init(role: Role, isMaster: Bool, handingOver: Bool = false, healthy: Bool = true, yielded: Bool = false) {
+        public init(role: Role, isMaster: Bool, handingOver: Bool = false, healthy: Bool = true, yielded: Bool = false,
+                    held: Bool = false) {
             self.role = role
             self.isMaster = isMaster
             self.handingOver = handingOver
             self.healthy = healthy
             self.yielded = yielded
+            self.held = held
         }
     }
 
@@ -188,6 +199,8 @@ public struct PairElection: Sendable {
     public private(set) var yielded = false
     /// Standing down after a dual active under `.bothStandDown`, until `resume`.
     public private(set) var held = false
+    /// Resumed by the operator since the peer was last lost: a held peer is not a dual active.
+    private var resumed = false
     private var lastHeard: [Double?]
     private var interconnectUp: [Bool]
     private var peerWasAlive = false
@@ -265,6 +278,7 @@ public struct PairElection: Sendable {
     /// service (unless it is unhealthy or the peer is active by then).
     public mutating func resume(at now: Double) -> [Event] {
         held = false
+        resumed = true
         var events = decide(at: now)
         let peerActive = peerAlive(at: now) && peer?.role == .active
         if role == .standby && healthy && !peerActive { become(.active, "resumed by the operator", at: now, &events) }
@@ -295,6 +309,7 @@ public struct PairElection: Sendable {
         if alive != peerWasAlive {
             peerWasAlive = alive
             events.append(alive ? .peerFound : .peerLost)
+            if !alive { resumed = false }
             probeReached = nil
             nextProbe = alive ? nil : now
         }
@@ -328,7 +343,14 @@ public struct PairElection: Sendable {
                        &events)
             }
         case .standby:
-            guard !held else { break }
+            if held {
+                // The peer still active and not held a whole `deadInterval` after this LB
+                // stood down (it has heard "held" by then) was resumed: this LB is a
+                // standby like any other. (Sooner, an active heartbeat is one sent before
+                // the peer heard of the dual active.)
+                if let peer, peer.role == .active, !peer.held, now - roleChangedAt > settings.deadInterval { held = false }
+                break
+            }
             if handingOver {
                 if let peer, peer.role == .active {
                     handingOver = false
@@ -362,6 +384,12 @@ public struct PairElection: Sendable {
                         held = true
                         become(.standby, "dual active: both stand down until an operator resumes one", at: now, &events)
                     }
+                } else if peer.held && settings.dualActive == .bothStandDown && !resumed {
+                    // The peer saw the dual active first and stood down: so does this LB.
+                    events.append(.dualActive)
+                    held = true
+                    become(.standby, "dual active: the peer stood down; both stand down until an operator resumes one", at: now,
+                           &events)
                 } else if settings.autoFailback && !settings.isMaster && peer.isMaster && peer.role == .standby
                             && peer.healthy && !peer.handingOver && !peer.yielded {
                     yield(at: now, "automatic failback to the master", &events)

@@ -28,7 +28,7 @@ struct SimulatedPair {
 
     static func view(_ e: PairElection) -> PairElection.Peer {
         PairElection.Peer(role: e.role, isMaster: e.settings.isMaster, handingOver: e.handingOver, healthy: e.healthy,
-                          yielded: e.yielded)
+                          yielded: e.yielded, held: e.held)
     }
 
     mutating func record(_ lb: String, _ new: [PairElection.Event]) {
@@ -209,7 +209,7 @@ struct SimulatedPair {
         p.run(seconds: 10)
         p.links = [true, true]
         p.run(seconds: 20)
-        #expect(p.actives == 0 && p.a.held && p.b?.held == true)
+        #expect(p.actives == 0 && p.a.held && p.b?.held == true, "\(p.events.suffix(12).map { "\($0.lb) \($0.event)" })")
         var b = p.b!
         p.record("b", b.resume(at: p.now))
         p.b = b
@@ -217,6 +217,35 @@ struct SimulatedPair {
         p.run(seconds: 10)
         #expect(p.a.role == .standby && p.b?.role == .active, "the master stays held: only the one resumed serves")
         #expect(p.worstOverlap == 0)
+    }
+
+    /// On the testbed one LB sees the dual active first and stands down before the other
+    /// hears it active: its "held" flag must take the other down too.
+    @Test func bothStandDownWhenOnlyOneSawTheDualActive() {
+        var a = PairElection(settings: .init(isMaster: true, interconnects: 1, deadInterval: 1, dualActive: .bothStandDown), now: 0)
+        _ = a.tick(at: 1.5)
+        _ = a.partitionProbe(reached: true, at: 1.5)
+        #expect(a.role == .active)
+        let held = PairElection.Peer(role: .standby, isMaster: false, held: true)
+        let happened = a.heartbeat(held, on: 0, at: 2)
+        #expect(a.role == .standby && a.held, "\(happened)")
+        #expect(happened.contains(.dualActive))
+        // Resumed, it serves; the held peer's heartbeats do not take it down again.
+        _ = a.resume(at: 2.1)
+        #expect(a.role == .active)
+        _ = a.heartbeat(held, on: 0, at: 2.2)
+        #expect(a.role == .active)
+        // And the peer, hearing it active and not held, is a plain standby again.
+        var b = PairElection(settings: .init(isMaster: false, interconnects: 1, deadInterval: 1, dualActive: .bothStandDown), now: 0)
+        _ = b.tick(at: 1.5)
+        _ = b.partitionProbe(reached: true, at: 1.5)
+        _ = b.heartbeat(.init(role: .active, isMaster: true), on: 0, at: 2)
+        #expect(b.role == .standby && b.held)
+        _ = b.heartbeat(.init(role: .active, isMaster: true), on: 0, at: 2.1)
+        #expect(b.held, "a heartbeat sent before the peer heard of the dual active clears nothing")
+        _ = b.heartbeat(.init(role: .active, isMaster: true), on: 0, at: 3.5)
+        #expect(!b.held, "the held flag clears once the peer is still active and not held a dead interval later")
+        #expect(b.role == .standby)
     }
 
     @Test func anOperatorHandOverNeverHasTwoActive() throws {
@@ -349,7 +378,7 @@ struct SimulatedPair {
         bad[5] = 9  // no such role
         #expect(bad.withUnsafeBytes { Heartbeat.decode($0) } == .failure(.garbage))
         bad = datagram
-        bad[6] = 16  // an unknown flag
+        bad[6] = 32  // an unknown flag
         #expect(bad.withUnsafeBytes { Heartbeat.decode($0) } == .failure(.garbage))
         bad = datagram
         bad[0] = UInt8(ascii: "X")

@@ -230,5 +230,83 @@ extension OnTheTestbed {
             try bed.exec("far", ["ip", "route", "replace", "default", "via", "198.18.4.1"])  // gone with the link
             try bed.waitForPair(1, "lb1 standby again", timeout: 5) { $0.cluster?.role == "standby" }
         }
+
+        /// Heartbeats into LB `n` dropped (nftables, its input hook), on every interconnect.
+        func deafen(_ bed: Testbed, _ n: Int) throws {
+            let (code, out) = try bed.exec(bed.pairHost(n), ["nft", "add table inet fulcrum_cut; add chain inet fulcrum_cut in { type filter hook input priority 0; }; add rule inet fulcrum_cut in udp dport 65010 drop"])
+            #expect(code == 0, "\(out)")
+        }
+
+        func heal(_ bed: Testbed, _ n: Int) throws {
+            try bed.exec(bed.pairHost(n), ["nft", "delete table inet fulcrum_cut"])
+        }
+
+        @Test func aPartitionHealsWithTheMasterActive() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            try deafen(bed, 1)
+            try deafen(bed, 2)
+            // Both reach the router: both active (a true partition), then the heal.
+            try bed.waitForPair(2, "lb2 active in the partition", timeout: 5) { $0.cluster?.role == "active" }
+            #expect(try bed.pairStatus(1).cluster?.role == "active")
+            try heal(bed, 1)
+            try heal(bed, 2)
+            try bed.waitForPair(2, "lb2 steps down", timeout: 5) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
+            usleep(1_000_000)
+            #expect(try bed.pairStatus(1).cluster?.role == "active" && bed.pairStatus(2).cluster?.role == "standby", "exactly one active")
+            #expect(events(bed, 2).contains { $0.contains("cluster.dual_active") })
+            // lb1 announced again on the heal: the client is back on it.
+            try bed.exec("client", ["ip", "neigh", "flush", "dev", "eth0"])
+            #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
+            #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb", "eth-c"))
+        }
+
+        @Test func bothStandDownUntilResumed() throws {
+            let bed = try pairUp(environment: ["PAIR_DUAL_ACTIVE": "both_stand_down"])
+            defer { bed.tearDown() }
+            try deafen(bed, 1)
+            try deafen(bed, 2)
+            try bed.waitForPair(2, "lb2 active in the partition", timeout: 5) { $0.cluster?.role == "active" }
+            try heal(bed, 1)
+            try heal(bed, 2)
+            for n in [1, 2] {
+                try bed.waitForPair(n, "lb\(n) held", timeout: 5) { $0.cluster?.role == "standby" && $0.cluster?.held == true }
+            }
+            usleep(500_000)
+            #expect(try bed.pairStatus(1).alarms?.contains { $0.contains("fulcrumctl resume") } == true)
+            let (code, text) = try bed.exec("lb", [bed.fulcrumctlPath, "resume", "--api", "unix:" + bed.pairSocket(1),
+                                                   "--token-file", bed.directory + "/api.token"])
+            #expect(code == 0 && text.contains("this LB is active"), "\(text)")
+            try bed.waitForPair(1, "lb1 active", timeout: 5) { $0.cluster?.role == "active" }
+            #expect(try bed.pairStatus(2).cluster?.role == "standby")
+            #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
+        }
+
+        @Test func theCutOffActiveStandsDownAndNothingPingPongs() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            // lb1 hears nothing and reaches no router: it is the one cut off.
+            let (code, out) = try bed.exec("lb", ["nft", "add table inet fulcrum_cut; add chain inet fulcrum_cut in { type filter hook input priority 0; }; add rule inet fulcrum_cut in udp dport 65010 drop; add rule inet fulcrum_cut in ip saddr 198.18.0.254 icmp type echo-reply drop"])
+            #expect(code == 0, "\(out)")
+            try deafen(bed, 2)
+            try bed.waitForPair(1, "lb1 stands down", timeout: 5) { $0.cluster?.role == "standby" && $0.cluster?.npReached == false }
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            let t1 = try bed.pairStatus(1).cluster?.transitions ?? 0, t2 = try bed.pairStatus(2).cluster?.transitions ?? 0
+            usleep(3_000_000)
+            #expect(try bed.pairStatus(1).cluster?.transitions == t1 && bed.pairStatus(2).cluster?.transitions == t2, "no ping-pong")
+            #expect(try bed.pairStatus(1).cluster?.lastTransition?.reason.contains("no NP-resolution target answers") == true)
+        }
+
+        @Test func anAsymmetricCutDoesNotFlap() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            // The active no longer hears the standby; the standby still hears the active.
+            try deafen(bed, 1)
+            usleep(2_000_000)
+            let s1 = try bed.pairStatus(1), s2 = try bed.pairStatus(2)
+            #expect(s1.cluster?.role == "active" && s1.cluster?.transitions == 1, "\(String(describing: s1.cluster?.lastTransition))")
+            #expect(s2.cluster?.role == "standby" && s2.cluster?.transitions == 1, "\(String(describing: s2.cluster?.lastTransition))")
+            #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
+        }
     }
 }
