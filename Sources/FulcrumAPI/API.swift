@@ -86,6 +86,7 @@ public enum ControlAPI {
         router.post("/v1/cluster/failover") { _, _ in await api.cluster(.failover, asked: "failover") }
         router.post("/v1/cluster/failback") { _, _ in await api.cluster(.failover, asked: "failback") }
         router.post("/v1/cluster/resume") { _, _ in await api.cluster(.resume, asked: "resume") }
+        router.post("/v1/cluster/sync") { _, _ in await api.sync() }
         router.get("/v1/groups") { _, _ in api.json(await api.runtime.controller.document) }
         router.post("/v1/groups") { request, _ in
             await api.mutate(request, created: true, schema: GroupModel.self) { .addGroup($0) }
@@ -228,6 +229,30 @@ public struct APIHandlers: Sendable {
         return e
     }()
 
+    /// `POST /v1/cluster/sync`: push the configuration to the standby now, and say how it went.
+    func sync() async -> Response {
+        guard let cluster = runtime.cluster else {
+            return error(.notFound, ErrorModel(error: "this LB is standalone (no cluster section): there is no peer to sync with"))
+        }
+        let result = await withCheckedContinuation { (done: CheckedContinuation<Result<String, ClusterService.CommandRefusal>, Never>) in
+            cluster.sync.requestPush { done.resume(returning: $0) }
+        }
+        switch result {
+        case let .success(text): return json(ClusterCommandModel(result: text, role: "\(cluster.role)"))
+        case let .failure(why): return error(.conflict, ErrorModel(error: why.description))
+        }
+    }
+
+    /// In a pair, the configuration is changed on the active LB and pushed to the standby:
+    /// a change on the standby would be overwritten, so it is refused, naming the active.
+    func refusalOnStandby() -> Response? {
+        guard let cluster = runtime.cluster, let config = runtime.local.cluster, cluster.role != .active else { return nil }
+        let status = cluster.status.withLock { $0 }
+        guard status.peer.role == "active" else { return nil }  // no active to send it to: this LB takes it
+        return error(.conflict, ErrorModel(error: "this LB is \(cluster.role) in the pair: change the configuration on the active LB, \(config.peer); it pushes it here",
+                                           version: runtime.committed.value.version))
+    }
+
     /// An operator's command to the pair: answered once the cluster thread has taken it.
     func cluster(_ command: ClusterService.Command, asked: String) async -> Response {
         guard let cluster = runtime.cluster, let config = runtime.local.cluster else {
@@ -312,6 +337,7 @@ public struct APIHandlers: Sendable {
             if expected == nil { problems.append(.init(field: "expected_version", value: e, message: "must be a whole number")) }
         }
         if !problems.isEmpty { return error(.badRequest, ErrorModel(error: "invalid query", errors: problems, version: version)) }
+        if !dryRun, let refusal = refusalOnStandby() { return refusal }
         var text = ""
         if body {
             switch await read(request) {
@@ -413,6 +439,7 @@ public struct APIHandlers: Sendable {
     /// `{"weight": N, "enabled": B}`, either or both; anything else is named and refused.
     func patchNode(_ request: Request, group: String, node: String) async -> Response {
         let version = runtime.committed.value.version
+        if let refusal = refusalOnStandby() { return refusal }
         let text: String
         switch await read(request) {
         case let .success(t): text = t

@@ -81,8 +81,8 @@ public final class ClusterService: @unchecked Sendable {
         public var description: String
     }
 
-    public init(config: FulcrumConfig.Cluster, nodeName: String, interfaces: [String], committed: CommittedView, events: EventLog,
-                logger: Logger,
+    public init(config: FulcrumConfig.Cluster, nodeName: String, interfaces: [String], controller: Controller,
+                committed: CommittedView, events: EventLog, logger: Logger,
                 announcer: Announcer?, clock: any MonotonicClock = SystemClock(),
                 onActivation: @escaping @Sendable (Bool, String, @escaping @Sendable () -> Void) -> Void) throws {
         guard let data = FileManager.default.contents(atPath: config.keyFile) else {
@@ -128,6 +128,8 @@ public final class ClusterService: @unchecked Sendable {
         }
         self.monitors = monitors
         do { linkWatch = try LinkWatch() } catch { throw Failure(description: "cluster: the link monitors: \(error)") }
+        sync = try ConfigSync(config: config, key: key, controller: controller, committed: committed, events: events, logger: logger,
+                              role: roleCell)
         epoch = SystemClock.unixMilliseconds()
         let n = config.interconnects.count
         sent = Array(repeating: 0, count: n)
@@ -167,8 +169,12 @@ public final class ClusterService: @unchecked Sendable {
     var monitors: [Monitor]
     let linkWatch: LinkWatch
 
-    public var role: PairElection.Role { PairElection.Role(rawValue: roleValue.load(ordering: .relaxed)) ?? .initial }
-    let roleValue = Atomic<UInt8>(0)
+    public var role: PairElection.Role { roleCell.role }
+    let roleCell = RoleCell()
+    /// The configuration sync (its own thread): pushes while this LB is active.
+    public let sync: ConfigSync
+    var pushedVersion: Int?
+    var peerConfigHash: [UInt8]?
 
     public func stop() {
         stopping.store(true, ordering: .releasing)
@@ -213,6 +219,19 @@ public final class ClusterService: @unchecked Sendable {
                 sendNow = false
                 sendHeartbeats()
                 nextSend = now + interval
+            }
+            if role == .active {
+                let c = committed.value
+                if pushedVersion != c.version {
+                    // A change committed here (or this LB just became active): the standby gets it.
+                    pushedVersion = c.version
+                    sync.requestPush(at: now)
+                } else if let peerVersion = peerConfigVersion, let peerHash = peerConfigHash,
+                          peerVersion != c.version || peerHash != Self.hashBytes(c.hash) {
+                    sync.peerDiffers(now: now)
+                }
+            } else {
+                pushedVersion = nil
             }
             if flagOn.exchange(false, ordering: .acquiringAndReleasing) {
                 announcements = Self.announceOffsets.map { now + UInt64($0 * 1e9) }
@@ -389,6 +408,7 @@ public final class ClusterService: @unchecked Sendable {
         received[i] += 1
         lastHeard[i] = now
         peerConfigVersion = Int(h.configVersion)
+        peerConfigHash = h.configHash
         handle(election.heartbeat(h.peer, on: i, at: seconds(now)), now: now)
     }
 
@@ -400,7 +420,7 @@ public final class ClusterService: @unchecked Sendable {
             case let .role(from, to, reason):
                 transitions += 1
                 sendNow = true
-                roleValue.store(to.rawValue, ordering: .relaxed)
+                roleCell.set(to)
                 lastTransition = .init(time: EventModels.time.format(Date()), from: "\(from)", to: "\(to)", reason: reason)
                 let fields = ["from": "\(from)", "to": "\(to)", "reason": reason, "peer": config.peer]
                 if to == .active {

@@ -109,6 +109,9 @@ public actor Controller {
         case patchNode(group: String, node: String, NodePatchModel)
         /// Read the configuration file again; its groups become the configuration.
         case reloadFile
+        /// The pair's active pushed its configuration (`ConfigSync`): its groups document,
+        /// taken whole with the active's version, so both LBs show one version and hash.
+        case adopt(version: Int, String)
     }
 
     /// The node-local settings; of them, only `routes:` follow a reload of the file.
@@ -254,8 +257,13 @@ public actor Controller {
         if dryRun {
             return ChangeResultModel(dryRun: true, version: version + 1, hash: hash, changes: changes)
         }
+        if case let .adopt(pushed, _) = mutation, pushed == version, hash == committed.hash {
+            return ChangeResultModel(dryRun: false, version: version, hash: hash, changes: [])  // a push already taken
+        }
         let previous = committed
-        let proposed = Committed(version: version + 1, hash: hash, groups: next, sourceHash: sourceHash)
+        var nextVersion = version + 1
+        if case let .adopt(pushed, _) = mutation { nextVersion = pushed }
+        let proposed = Committed(version: nextVersion, hash: hash, groups: next, sourceHash: sourceHash)
         do {
             try driver.apply(next, routes: routes)
         } catch let e as ConfigErrors {
@@ -301,7 +309,7 @@ public actor Controller {
             return i
         }
         switch mutation {
-        case let .replace(text):
+        case let .replace(text), let .adopt(_, text):
             return try ConfigLoader.parseBalancing(text, source: Self.body, local: local)
         case let .addGroup(text):
             let g = try ConfigLoader.parseGroup(text, source: Self.body, local: local)

@@ -57,17 +57,17 @@ public final class Runtime: Sendable {
                              onWeights: { inputs.yield(.agentWeights($0)) }, onDiscovery: { inputs.yield(.discovered($0)) })
         }
         let view = CommittedView(committed)
-        let cluster = try config.cluster.map {
-            try ClusterService(config: $0, nodeName: config.nodeName, interfaces: dataplane.interfaces, committed: view,
-                               events: events, logger: logger, announcer: announcer) { active, reason, then in
-                inputs.yield(.activation(active: active, reason: reason, then: then))
-            }
-        }
         let controller = Controller(local: config, committed: committed, driver: DataplaneDriver(dataplane: dataplane, local: config),
                                     events: events, logger: logger, inputs: stream) { c in
             view.set(c)
             checker.update(groups: c.groups)
             agents?.update(groups: c.groups)
+        }
+        let cluster = try config.cluster.map {
+            try ClusterService(config: $0, nodeName: config.nodeName, interfaces: dataplane.interfaces, controller: controller,
+                               committed: view, events: events, logger: logger, announcer: announcer) { active, reason, then in
+                inputs.yield(.activation(active: active, reason: reason, then: then))
+            }
         }
         return Runtime(local: config, dataplane: dataplane, controller: controller, events: events, checker: checker,
                        agents: agents, cluster: cluster, committed: view, inputs: inputs, stateLock: stateLock)
@@ -83,7 +83,10 @@ public final class Runtime: Sendable {
                 ThreadService(name: "fulcrum-health", checker.run, stop: checker.stop)]
         if let agents { out.append(ThreadService(name: "fulcrum-agents", agents.loop, stop: agents.stop)) }
         // Last to start, first to stop: on SIGTERM the peer hears of it before anything else stops.
-        if let cluster { out.append(ThreadService(name: "fulcrum-cluster", cluster.loop, stop: cluster.stop)) }
+        if let cluster {
+            out.append(ThreadService(name: "fulcrum-sync", cluster.sync.loop, stop: cluster.sync.stop))
+            out.append(ThreadService(name: "fulcrum-cluster", cluster.loop, stop: cluster.stop))
+        }
         return out
     }
 

@@ -45,14 +45,18 @@ public enum MessageRejection: String, CaseIterable, Sendable, Error {
 }
 
 /// Big-endian integers in and out of a message's bytes.
-enum BigEndian {
-    static func append(_ v: UInt64, bytes: Int, to out: inout [UInt8]) {
+public enum BigEndian {
+    public static func append(_ v: UInt64, bytes: Int, to out: inout [UInt8]) {
         for i in stride(from: bytes - 1, through: 0, by: -1) { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
     }
 
-    static func read(_ b: UnsafeRawBufferPointer, _ offset: Int, _ count: Int) -> UInt64 {
+    public static func read(_ b: UnsafeRawBufferPointer, _ offset: Int, _ count: Int) -> UInt64 {
         var v: UInt64 = 0
         for i in 0..<count { v = v << 8 | UInt64(b[offset + i]) }
         return v
+    }
+
+    public static func read(_ b: [UInt8], _ offset: Int, _ count: Int) -> UInt64 {
+        b.withUnsafeBytes { read($0, offset, count) }
     }
 }

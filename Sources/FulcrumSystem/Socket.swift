@@ -92,6 +92,41 @@ public enum Socket {
     public static func kickReceive(_ fd: Int32) { _ = recvfrom(fd, nil, 0, Int32(MSG_DONTWAIT), nil, nil) }
 
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    /// A connection waiting on a listening socket, with its peer's address; nil when none is.
+    /// The connection blocks (O_NONBLOCK is not inherited): give it timeouts.
+    public static func accept(_ listener: Int32) throws -> (fd: Int32, from: SocketAddress?)? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let fd = try withUnsafeMutablePointer(to: &storage) { p in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                try SystemCall.runNonBlocking("accept") { Int(Glibc.accept(listener, sa, &length)) }
+            }
+        }
+        guard let fd else { return nil }
+        _ = fcntl(Int32(fd), F_SETFD, FD_CLOEXEC)
+        return (Int32(fd), SocketAddress(storage))
+    }
+
+    /// Receive and send timeouts of a blocking socket (SO_RCVTIMEO, SO_SNDTIMEO).
+    public static func setTimeouts(_ fd: Int32, seconds: Int) {
+        var tv = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Exactly `count` bytes from a blocking socket, or nil (closed, timed out, failed).
+    public static func receiveExactly(_ fd: Int32, _ count: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, count - got, 0) }
+            if n < 0 && Glibc.errno == EINTR { continue }
+            guard n > 0 else { return nil }
+            got += n
+        }
+        return out
+    }
 }
 
 /// A non-blocking UDP socket: the agents' listener, fulcrum-agent's sender, the pair's

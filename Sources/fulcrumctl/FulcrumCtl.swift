@@ -19,7 +19,7 @@ struct FulcrumCtl: AsyncParsableCommand {
         URL is http://host:port, https://host:port or unix:/path/to/api.sock.
         """,
         subcommands: [Status.self, Groups.self, Nodes.self, NodeCommand.self, GroupCommand.self, ConfigCommand.self,
-                      EventsCommand.self, Failover.self, Failback.self, Resume.self])
+                      EventsCommand.self, Failover.self, Failback.self, Resume.self, Sync.self])
 }
 
 // MARK: - Connection
@@ -478,6 +478,13 @@ struct Failback: ClusterCommand {
     static let configuration = CommandConfiguration(
         abstract: "On the active slave: hand the service back to the master once it is a healthy standby.")
     static let path = "/v1/cluster/failback"
+    @OptionGroup var options: ClientOptions
+}
+
+struct Sync: ClusterCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "On the active LB: push the configuration to the standby now (it is pushed on every change and when the two differ).")
+    static let path = "/v1/cluster/sync"
     @OptionGroup var options: ClientOptions
 }
 

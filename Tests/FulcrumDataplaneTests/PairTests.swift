@@ -308,5 +308,53 @@ extension OnTheTestbed {
             #expect(s2.cluster?.role == "standby" && s2.cluster?.transitions == 1, "\(String(describing: s2.cluster?.lastTransition))")
             #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
         }
+
+        func ctl(_ bed: Testbed, _ n: Int, _ arguments: [String]) throws -> (Int32, String) {
+            try bed.exec(bed.pairHost(n), [bed.fulcrumctlPath] + arguments + ["--api", "unix:" + bed.pairSocket(n),
+                                                                              "--token-file", bed.directory + "/api.token"])
+        }
+
+        @Test func theActivesChangesReachTheStandbyAndTheStandbyRefusesItsOwn() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            let started = Date()
+            let (c1, t1) = try ctl(bed, 1, ["node", "set-weight", "web-mat", "198.18.0.13", "7"])
+            #expect(c1 == 0, "\(t1)")
+            try bed.waitForPair(2, "the standby holds version 2", timeout: 5) { $0.version == 2 }
+            let took = Date().timeIntervalSince(started)
+            try bed.waitForPair(1, "the active's status file shows version 2", timeout: 5) { $0.version == 2 }
+            let s2 = try bed.pairStatus(2), s1 = try bed.pairStatus(1)
+            #expect(s2.version == s1.version && s2.hash == s1.hash, "\(s1.version) \(s1.hash) vs \(s2.version) \(s2.hash)")
+            #expect(took < 2, "the push took \(took) s (the status file is written every 0.2 s)")
+            #expect(s2.group("web-mat")?.nodes.first { $0.address == "198.18.0.13" }?.weight == 7)
+            #expect(events(bed, 2).contains { $0.contains("config.applied") && $0.contains("peer lb1") })
+            // A change on the standby is refused, naming the active; nothing changes.
+            let (c2, t2) = try ctl(bed, 2, ["node", "set-weight", "web-mat", "198.18.0.13", "1"])
+            #expect(c2 != 0 && t2.contains("409") && t2.contains("lb1"), "\(t2)")
+            #expect(try bed.pairStatus(2).version == 2)
+        }
+
+        @Test func aStandbyThatMissedAPushIsBroughtInLine() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            bed.signalPairMember(2, SIGKILL)
+            try bed.waitForPair(1, "lb2 gone", timeout: 5) { $0.cluster?.peer.role == nil }
+            let (c1, t1) = try ctl(bed, 1, ["node", "set-weight", "web-mat", "198.18.0.12", "5"])
+            #expect(c1 == 0, "\(t1)")
+            try bed.waitForPair(1, "the push failed", timeout: 10) { _ in
+                self.events(bed, 1).contains { $0.contains("config.sync.failed") && $0.contains("configuration 2") }
+            }
+            try bed.waitForPair(1, "the active's status file shows version 2", timeout: 5) { $0.version == 2 }
+            // Back, it holds version 1; the heartbeats show the two apart and the active pushes.
+            try bed.startPairMember(2)
+            try bed.waitForPair(2, "lb2 in line", timeout: 20) { s in s.version == 2 && s.cluster?.role == "standby" }
+            #expect(try bed.pairStatus(2).hash == bed.pairStatus(1).hash)
+            let (c2, t2) = try ctl(bed, 1, ["sync"])
+            #expect(c2 == 0 && t2.contains("configuration 2 pushed to lb2"), "\(t2)")
+            // A push from anywhere but the peer is refused and said so.
+            let (c3, t3) = try bed.exec("client", ["python3", "-c", "import socket; s=socket.create_connection(('198.18.0.4', 65010), 2); s.sendall(b'FLCS' + bytes(60)); print(s.recv(100).decode())"])
+            #expect(c3 == 0 && t3.contains("REFUSED source_mismatch"), "\(t3)")
+            #expect(try bed.pairStatus(2).version == 2)
+        }
     }
 }
