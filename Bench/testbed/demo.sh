@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: Fulcrum forwarding real TCP and UDP through MAT and NAT groups, IPv4 and
 # IPv6, on a namespace testbed; then a live drain by reload, changes through the control
-# API with fulcrumctl, health checks and the sorry server. Cleans up on exit.
+# API with fulcrumctl, health checks and the sorry server; last, an active/standby pair
+# whose active is killed mid-traffic. Cleans up on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 P=flcdemo$$
@@ -9,9 +10,12 @@ DIR=$(mktemp -d /tmp/fulcrum-demo.XXXXXX)
 FULCRUM=$root/.build/debug/fulcrum
 PEER=$root/.build/debug/fulcrum-testpeer
 daemon=
+PP=flcpair$$
+PDIR=$DIR/pair
 cleanup() {
     [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
     "$root/Bench/testbed/testbed.sh" down "$P"
+    "$root/Bench/testbed/testbed.sh" down "$PP"
     rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -90,3 +94,35 @@ step "Stopping (SIGTERM): XDP detached, the interfaces are plain again"
 kill "$daemon"; wait "$daemon" || true; daemon=
 tail -n 2 "$DIR/lb.log" | sed 's/^/  /'
 ip -n "$P-lb" link show eth-c | grep -q prog/xdp && echo "  XDP still attached!" || echo "  eth-c: no XDP program"
+
+step "The active/standby pair: lb1 (master) and lb2 (slave), heartbeats every 50 ms on two interconnects"
+PAIR=1 "$root/Bench/testbed/testbed.sh" up "$PP" "$PDIR" >/dev/null
+ip netns exec "$PP-lb" "$FULCRUM" run --config "$PDIR/pair-lb1.yaml" --status-file "$PDIR/s1.json" >"$PDIR/lb1.log" 2>&1 &
+lb1=$!
+for _ in $(seq 1 100); do grep -q '"role" : "active"' "$PDIR/s1.json" 2>/dev/null && break; sleep 0.1; done
+ip netns exec "$PP-lb2" "$FULCRUM" run --config "$PDIR/pair-lb2.yaml" --status-file "$PDIR/s2.json" >"$PDIR/lb2.log" 2>&1 &
+lb2=$!
+for _ in $(seq 1 100); do grep -q '"role" : "standby"' "$PDIR/s2.json" 2>/dev/null && break; sleep 0.1; done
+CTL=$root/.build/debug/fulcrumctl
+"$CTL" status --api "unix:$PDIR/lb1-api.sock" --token-file "$PDIR/api.token" | sed -n '3,7p' | sed 's/^/  /'
+mac1=$(ip netns exec "$PP-lb" cat /sys/class/net/eth-c/address)
+mac2=$(ip netns exec "$PP-lb2" cat /sys/class/net/eth-c/address)
+
+step "Kill -9 the active mid-traffic: 20 held connections and a new one every 10 ms"
+ip netns exec "$PP-client" "$PEER" chat --target 198.18.1.10 --port 80 --held 20 --seconds 3 --interval 0.05 --new-every 0.01 \
+    >"$PDIR/chat.out" &
+chat=$!
+sleep 1
+kill -9 "$lb1"
+wait "$chat" || true
+python3 - "$PDIR/chat.out" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().split("\n")[-1])
+print(f"  the client saw: {r['broken']} broken of {r['opened']} connections, {r['failedNew']} failed new ones, "
+      f"the longest wait for an answer {r['maxGapMs']} ms")
+PY
+owner=$(ip -n "$PP-client" neigh show 198.18.1.10 | awk '{print $5}')
+[ "$owner" = "$mac2" ] && echo "  the VIP 198.18.1.10 is now answered by lb2 ($owner)" || echo "  the VIP's neighbour entry: $owner (lb1 $mac1, lb2 $mac2)"
+"$FULCRUM" events --file "$PDIR/lb2-events.jsonl" --severity warning | grep -v priority | tail -n 4 | sed 's/^/  /'
+kill "$lb2"; wait "$lb2" 2>/dev/null || true
+
