@@ -114,6 +114,7 @@ ip netns exec "$PP-client" "$PEER" chat --target 198.18.1.10 --port 80 --held 20
 chat=$!
 sleep 1
 kill -9 "$lb1"
+{ wait "$lb1"; } 2>/dev/null || true
 wait "$chat" || true
 python3 - "$PDIR/chat.out" <<'PY'
 import json, sys

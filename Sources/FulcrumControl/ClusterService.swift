@@ -222,6 +222,9 @@ public final class ClusterService: @unchecked Sendable {
             }
             if role == .active {
                 let c = committed.value
+                // Just active with no peer heard (it died): nothing to push to until it is back,
+                // when the heartbeats show what it holds.
+                if pushedVersion == nil && !election.peerAlive(at: seconds(now)) { pushedVersion = c.version }
                 if pushedVersion != c.version {
                     // A change committed here (or this LB just became active): the standby gets it.
                     pushedVersion = c.version

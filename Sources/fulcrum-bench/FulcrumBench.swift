@@ -16,7 +16,7 @@ struct FulcrumBench: ParsableCommand {
             Fulcrum's own costs: core (no I/O), forward, control, api, checks.
             """,
         subcommands: [All.self, MAT.self, NAT.self, NewFlows.self, Connections.self, Latency.self,
-                      Core.self, Forward.self, Control.self, API.self, Checks.self, Flood.self])
+                      Core.self, Forward.self, Control.self, API.self, Checks.self, Flood.self, Failover.self])
 }
 
 /// What every scenario against the peers takes.
@@ -279,6 +279,27 @@ struct Checks: ParsableCommand {
         var table = [["nodes stopped", "found down", "median s", "p99 s", "max s", "bound s (fall × interval + timeout)", "p99 / bound"]]
         table.append(["100", "\(r.detection.count)", fmt(pct(0.5)), fmt(pct(0.99)), fmt(r.detection.last ?? .nan), fmt(r.bound),
                       fmt(pct(0.99) / r.bound) + "x"])
+        printTable(table)
+    }
+}
+
+struct Failover: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The client's outage when the active LB of a pair is killed or loses its link: Fulcrum beside keepalived (VRRPv3), one run.",
+        discussion: "Needs root and keepalived. A UDP request to the VIP every 2 ms; the outage is the longest run unanswered. Fulcrum: heartbeats 25 ms / 100 ms; keepalived: advert_int 1 (its default) and --keepalived-fast.")
+
+    @Option(help: "Kills and link cuts per system.") var runs = 10
+    @Option(help: "keepalived's fast advert_int, seconds.") var keepalivedFast = 0.1
+    @Option(help: "The repository root.") var root = "."
+
+    func run() throws {
+        let rows = try FailoverBenchmark(root: root, runs: runs, keepalivedFast: keepalivedFast).run()
+        print("Failover: the outage a client sees (UDP request every 2 ms), \(runs) faults of each kind per system")
+        var table = [["system", "fault", "runs", "median ms", "worst ms", "median / Fulcrum's"]]
+        for r in rows {
+            let ours = rows.first { $0.system == "fulcrum" && $0.fault == r.fault }?.medianMs ?? .nan
+            table.append([r.system, r.fault, "\(r.runs)", fmt(r.medianMs), fmt(r.worstMs), fmt(r.medianMs / ours) + "x"])
+        }
         printTable(table)
     }
 }
