@@ -105,8 +105,9 @@ bench: release .build/bench/xsk_forward
 	  LD_PRELOAD=$(INTERPOSER) .build/release/fulcrum-bench forward --root $(CURDIR) $(FORWARD_ARGS) && \
 	  .build/release/fulcrum-bench control --root $(CURDIR) && \
 	  .build/release/fulcrum-bench api --root $(CURDIR) && \
-	  .build/release/fulcrum-bench checks --root $(CURDIR); \
-	else echo "bench: the scenarios against the peers, forwarding, control and API benchmarks skipped: need root (namespaces, XDP)"; fi
+	  .build/release/fulcrum-bench checks --root $(CURDIR) && \
+	  .build/release/fulcrum-bench failover --root $(CURDIR); \
+	else echo "bench: the scenarios against the peers, forwarding, control, API and failover benchmarks skipped: need root (namespaces, XDP)"; fi
 
 clean:
 	rm -rf .build .build-asan .build-fuzz
