@@ -257,7 +257,8 @@ if [ "${PAIR:-0}" = 1 ]; then
     ip -n "$P-lb2" link set ic up
     ip -n "$P-lb2" route add default via 198.18.0.254
     (umask 077; head -c 32 /dev/urandom >"$DIR/cluster.key")
-    # pair_config NAME ROLE PEER LOCAL-IC PEER-IC LOCAL-FRONT PEER-FRONT STATE
+    # pair_config NAME ROLE PEER LOCAL-IC PEER-IC LOCAL-FRONT PEER-FRONT STATE [MORE-INTERFACES]
+    # (lb1 also runs on eth-f, the flood host's link, so a flood can reach its data plane.)
     pair_config() {
         cat <<YAML
 node:
@@ -274,6 +275,7 @@ dataplane:
   interfaces:
     - name: eth-c
       queues: 1
+${9:-}
   flow_table_size: 65536
 cluster:
   role: $2
@@ -290,7 +292,8 @@ YAML
         group web-mat $MAT_VIP tcp "80, 443" mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
         group dns-mat $MAT_VIP udp 53 mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
     }
-    pair_config lb1 master lb2 198.18.9.1 198.18.9.2 198.18.0.1 198.18.0.4 state-lb1.json >"$DIR/pair-lb1.yaml"
+    pair_config lb1 master lb2 198.18.9.1 198.18.9.2 198.18.0.1 198.18.0.4 state-lb1.json \
+        "$(printf '    - name: eth-f\n      queues: 1')" >"$DIR/pair-lb1.yaml"
     pair_config lb2 slave lb1 198.18.9.2 198.18.9.1 198.18.0.4 198.18.0.1 state-lb2.json >"$DIR/pair-lb2.yaml"
 fi
 echo "testbed $P up; config $DIR/lb.yaml"

@@ -356,5 +356,25 @@ extension OnTheTestbed {
             #expect(c3 == 0 && t3.contains("REFUSED source_mismatch"), "\(t3)")
             #expect(try bed.pairStatus(2).version == 2)
         }
+
+        @Test func aFloodAndABusyBoxCostNoHeartbeat() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            // Every core busy (stress-ng, in the box's own namespace) and a SYN flood at the
+            // active's data plane, for 10 s: the heartbeat threads (SCHED_FIFO) keep time.
+            let stress = try ChildProcess(["/usr/bin/stress-ng", "--cpu", "2", "--timeout", "12s", "--quiet"],
+                                          outputPath: bed.directory + "/stress.log")
+            defer { stress.signal(SIGKILL); stress.wait() }
+            let r = try bed.flood(Self.vip, port: 80, rate: 0, seconds: 10)
+            #expect(r.offered > 100_000, "the flood ran: \(r.offered) frames")
+            let s1 = try bed.pairStatus(1), s2 = try bed.pairStatus(2)
+            #expect(s1.cluster?.realtime == true && s2.cluster?.realtime == true)
+            #expect(s1.cluster?.role == "active" && s1.cluster?.transitions == 1, "\(String(describing: s1.cluster?.lastTransition))")
+            #expect(s2.cluster?.role == "standby" && s2.cluster?.transitions == 1, "\(String(describing: s2.cluster?.lastTransition))")
+            for n in [1, 2] {
+                let lost = events(bed, n).filter { $0.contains("cluster.interconnect.down") || $0.contains("cluster.peer_lost") }
+                #expect(lost.isEmpty, "lb\(n): \(lost)")
+            }
+        }
     }
 }
