@@ -376,5 +376,28 @@ extension OnTheTestbed {
                 #expect(lost.isEmpty, "lb\(n): \(lost)")
             }
         }
+
+        @Test func bothStartingAtOnceGiveOneActiveThatAReloadDoesNotMove() throws {
+            let bed = try Testbed(pair: true)
+            defer { bed.tearDown() }
+            try bed.startPairMember(1)
+            try bed.startPairMember(2)
+            for n in [1, 2] {
+                try bed.waitForPair(n, "lb\(n) decided, hearing its peer", timeout: 20) { s in
+                    (s.cluster?.role == "active" || s.cluster?.role == "standby") && s.cluster?.peer.role != nil
+                }
+            }
+            usleep(500_000)
+            let roles = try [1, 2].map { try bed.pairStatus($0).cluster?.role ?? "?" }
+            #expect(roles.sorted() == ["active", "standby"], "exactly one active: \(roles)")
+            let before = try [1, 2].map { try bed.pairStatus($0).cluster?.transitions ?? -1 }
+            #expect(before == [1, 1], "each LB changed role once, from initial: \(before)")
+            for n in [1, 2] { bed.signalPairMember(n, SIGHUP) }
+            usleep(1_000_000)
+            let after = try [1, 2].map { try bed.pairStatus($0) }
+            #expect(after.map { $0.cluster?.role ?? "?" } == roles && after.map { $0.cluster?.transitions ?? -1 } == before,
+                    "a reload moves nothing")
+            #expect(after.allSatisfy { $0.reloadsRejected == 0 })
+        }
     }
 }
