@@ -201,7 +201,8 @@ public final class ClusterService: @unchecked Sendable {
         }
         var buffer = [UInt8](repeating: 0, count: 2048)
         var nextSend: UInt64 = 0
-        checkMonitors(changed: Array(monitors.indices), now: clock.nanoseconds())
+        // At start, only what is down is news.
+        checkMonitors(changed: monitors.indices.filter { !monitors[$0].up }, now: clock.nanoseconds())
         let interval = UInt64(config.interval * 1e9)
         while !stopping.load(ordering: .acquiring) {
             let now = clock.nanoseconds()
