@@ -298,6 +298,9 @@ public final class ClusterService: @unchecked Sendable {
             if !answered.isEmpty { checkMonitors(changed: answered, now: t) }
             probe?.receive(now: clock.nanoseconds())
         }
+        for (_, answer) in commands.withLock({ c in defer { c = [] }; return c }) {
+            answer(.failure(CommandRefusal(description: "the daemon is stopping")))
+        }
         // Stopping is a fault this LB sees: the peer hears it at once, on every interconnect.
         let now = clock.nanoseconds()
         let wasActive = role == .active
@@ -349,6 +352,9 @@ public final class ClusterService: @unchecked Sendable {
                 answer(.success("handing the service over to \(config.peer)"))
             }
         case .resume:
+            guard election.held else {
+                return answer(.failure(CommandRefusal(description: "resume refused: this LB is not standing down after a dual active (it is \(election.role))")))
+            }
             let before = election.role
             handle(election.resume(at: seconds(now)), now: now)
             answer(.success(election.role == .active && before != .active ? "resumed: this LB is active"
@@ -564,7 +570,9 @@ final class IPMonitor {
 
     deinit { if fd >= 0 { Socket.close(fd) } }
 
-    var wakeAt: UInt64 { min(nextSend, pending?.deadline ?? .max) }
+    /// When it needs the thread next: its pending echo's deadline, else its next send
+    /// (never, with no socket).
+    var wakeAt: UInt64 { fd < 0 ? .max : pending?.deadline ?? nextSend }
 
     func tick(now: UInt64) {
         if let p = pending, now >= p.deadline {

@@ -56,12 +56,13 @@ extension Controller {
             do {
                 try driver.setActive(active)
                 logger.info(active ? "active: answering for the VIPs (\(reason))" : "not active: VIP traffic is not ours (\(reason))")
+                then()
             } catch {
-                // The flag is a map write; failing it is the data plane failing.
+                // The flag is a map write; failing it is the data plane failing. No
+                // announcement follows a flag that is not set.
                 logger.error("cannot set the active flag to \(active): \(error)")
                 events?.record(.error, "cluster.flag_failed", "cannot set the active flag to \(active): \(error)", [:])
             }
-            then()
         }
     }
 
