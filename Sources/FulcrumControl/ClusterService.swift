@@ -244,14 +244,7 @@ public final class ClusterService: @unchecked Sendable {
                 announcements.removeFirst()
                 if role == .active { announcer?.announce(committed.value.groups) }
             }
-            var changed: [Int] = []
-            for i in monitors.indices {
-                guard case let .ip(m) = monitors[i] else { continue }
-                let before = m.up
-                m.tick(now: now)
-                if m.up != before { changed.append(i) }
-            }
-            if !changed.isEmpty { checkMonitors(changed: changed, now: now) }
+            stepIPMonitors(now: now) { $0.tick(now: now) }
             if let p = probe, let reached = p.result(now: now) {
                 probe = nil
                 let changed = npReached != reached
@@ -288,14 +281,7 @@ public final class ClusterService: @unchecked Sendable {
             if fds[sockets.count].revents & Int16(POLLIN) != 0 { wake.drain() }
             if fds[sockets.count + 1].revents & Int16(POLLIN) != 0 { linkChanges() }
             let t = clock.nanoseconds()
-            var answered: [Int] = []
-            for i in monitors.indices {
-                guard case let .ip(m) = monitors[i] else { continue }
-                let before = m.up
-                m.receive(now: t)
-                if m.up != before { answered.append(i) }
-            }
-            if !answered.isEmpty { checkMonitors(changed: answered, now: t) }
+            stepIPMonitors(now: t) { $0.receive(now: t) }
             probe?.receive(now: clock.nanoseconds())
         }
         for (_, answer) in commands.withLock({ c in defer { c = [] }; return c }) {
@@ -308,6 +294,19 @@ public final class ClusterService: @unchecked Sendable {
         for _ in 0..<3 { sendHeartbeats() }
         if wasActive { logger.info("stopped: the peer was told on every interconnect") }
         publish(now)
+    }
+
+    /// One step of every IP monitor (a send or timeout, or the answers waiting); the ones
+    /// that changed are checked.
+    func stepIPMonitors(now: UInt64, _ step: (IPMonitor) -> Void) {
+        var changed: [Int] = []
+        for i in monitors.indices {
+            guard case let .ip(m) = monitors[i] else { continue }
+            let before = m.up
+            step(m)
+            if m.up != before { changed.append(i) }
+        }
+        if !changed.isEmpty { checkMonitors(changed: changed, now: now) }
     }
 
     /// The kernel said links changed: the link monitors follow, at once.
