@@ -424,10 +424,13 @@ public struct ClusterStatusModel: Codable, Sendable, Equatable {
         /// The role its last heartbeat gave; absent when it is not heard.
         public var role: String?
         public var healthy: Bool?
-        public init(name: String, role: String?, healthy: Bool?) {
+        /// master or slave, as its heartbeats say it is configured (once heard).
+        public var configuredRole: String?
+        public init(name: String, role: String?, healthy: Bool?, configuredRole: String? = nil) {
             self.name = name
             self.role = role
             self.healthy = healthy
+            self.configuredRole = configuredRole
         }
     }
 

@@ -51,7 +51,8 @@ public final class ClusterService: @unchecked Sendable {
     var election: PairElection
     var guardian = ReplayGuard<UInt8>()
     let epoch: UInt64
-    var sequence: UInt64 = 0
+    /// Each interconnect's own sequence (the peer's guard counts them apart).
+    var sequence: [UInt64]
     var sent: [UInt64]
     var received: [UInt64]
     var rejected: [[String: UInt64]]
@@ -64,7 +65,13 @@ public final class ClusterService: @unchecked Sendable {
     var npReached: Bool?
     /// When each announcement falls due (monotonic ns), once the active flag is on.
     var announcements: [UInt64] = []
-    let flagOn = Atomic<Bool>(false)
+    /// The controller has set the active flag for the `activations`-th activation (0: none
+    /// waiting): announcements start then, and only for the latest activation.
+    let flagOn = Atomic<Int>(0)
+    var activations = 0
+    /// The controller has cleared the active flag after this LB left active: only then do
+    /// the heartbeats say so, so the peer never announces while this LB still answers.
+    let flagOff = Atomic<Bool>(false)
     /// A role changed: heartbeats go now, not an interval later.
     var sendNow = false
     /// When the loop last turned: a gap longer than the timeout is a pause (SIGSTOP, a
@@ -83,7 +90,7 @@ public final class ClusterService: @unchecked Sendable {
 
     public init(config: FulcrumConfig.Cluster, nodeName: String, interfaces: [String], controller: Controller,
                 committed: CommittedView, events: EventLog, logger: Logger,
-                announcer: Announcer?, clock: any MonotonicClock = SystemClock(),
+                announcer: Announcer?, epochFile: String? = nil, clock: any MonotonicClock = SystemClock(),
                 onActivation: @escaping @Sendable (Bool, String, @escaping @Sendable () -> Void) -> Void) throws {
         guard let data = FileManager.default.contents(atPath: config.keyFile) else {
             throw Failure(description: "cluster.heartbeat.key_file: cannot read \(config.keyFile): \(String(cString: strerror(errno)))")
@@ -128,17 +135,19 @@ public final class ClusterService: @unchecked Sendable {
         }
         self.monitors = monitors
         do { linkWatch = try LinkWatch() } catch { throw Failure(description: "cluster: the link monitors: \(error)") }
+        epoch = epochFile.map { Self.nextEpoch(file: $0, logger: logger) } ?? SystemClock.unixMilliseconds()
         sync = try ConfigSync(config: config, key: key, controller: controller, committed: committed, events: events, logger: logger,
-                              role: roleCell)
-        epoch = SystemClock.unixMilliseconds()
+                              role: roleCell, epoch: epoch)
         let n = config.interconnects.count
+        sequence = Array(repeating: 0, count: n)
         sent = Array(repeating: 0, count: n)
         received = Array(repeating: 0, count: n)
         rejected = Array(repeating: [:], count: n)
         lastHeard = Array(repeating: nil, count: n)
         election = PairElection(settings: .init(isMaster: config.role == .master, interconnects: n, deadInterval: config.timeout,
                                                 autoFailback: config.failback == .auto,
-                                                dualActive: config.dualActive == .masterStays ? .masterStays : .bothStandDown),
+                                                dualActive: config.dualActive == .masterStays ? .masterStays : .bothStandDown,
+                                                winsTie: nodeName < config.peer),
                                 now: Double(clock.nanoseconds()) / 1e9)
         status = Mutex(ClusterStatusModel(
             role: "initial", configuredRole: config.role.rawValue, peer: .init(name: config.peer, role: nil, healthy: nil),
@@ -206,13 +215,7 @@ public final class ClusterService: @unchecked Sendable {
         let interval = UInt64(config.interval * 1e9)
         while !stopping.load(ordering: .acquiring) {
             let now = clock.nanoseconds()
-            if lastTurn != 0, now &- lastTurn > UInt64(config.timeout * 1e9), role == .active {
-                // Not heard for longer than the timeout: the peer has taken over, or will.
-                // Stop answering and rejoin as standby; the peer's heartbeats decide.
-                let reason = String(format: "this LB was paused for %.2f s (stopped or starved)", seconds(now &- lastTurn))
-                handle(election.setHealthy(false, reason: reason, at: seconds(now)), now: now)
-                handle(election.setHealthy(true, reason: "", at: seconds(now)), now: now)
-            }
+            if checkPause(now: now) { drainHeartbeats(&buffer) }
             lastTurn = now
             for (command, answer) in commands.withLock({ c in defer { c = [] }; return c }) { run(command, answer, now: now) }
             handle(election.tick(at: seconds(now)), now: now)
@@ -237,9 +240,10 @@ public final class ClusterService: @unchecked Sendable {
             } else {
                 pushedVersion = nil
             }
-            if flagOn.exchange(false, ordering: .acquiringAndReleasing) {
+            if flagOn.exchange(0, ordering: .acquiringAndReleasing) == activations, role == .active {
                 announcements = Self.announceOffsets.map { now + UInt64($0 * 1e9) }
             }
+            if flagOff.exchange(false, ordering: .acquiringAndReleasing) { sendNow = true }
             while let due = announcements.first, due <= now {
                 announcements.removeFirst()
                 if role == .active { announcer?.announce(committed.value.groups) }
@@ -269,6 +273,10 @@ public final class ClusterService: @unchecked Sendable {
             for case let .ip(m) in monitors where m.fd >= 0 { fds.append(pollfd(fd: m.fd, events: Int16(POLLIN), revents: 0)) }
             if let p = probe { fds += p.sockets.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } }
             _ = poll(&fds, nfds_t(fds.count), min(timeout, 1000))
+            if checkPause(now: clock.nanoseconds()) {
+                drainHeartbeats(&buffer)
+                continue
+            }
             for (i, s) in sockets.enumerated() where fds[i].revents & Int16(POLLIN) != 0 {
                 for _ in 0..<64 {
                     guard let got = buffer.withUnsafeMutableBytes({ try? s.receive(into: $0) }) ?? nil else { break }
@@ -291,9 +299,49 @@ public final class ClusterService: @unchecked Sendable {
         let now = clock.nanoseconds()
         let wasActive = role == .active
         handle(election.setHealthy(false, reason: "stopping", at: seconds(now)), now: now)
+        if wasActive {
+            // The flag off first (the controller still runs: it stops last), for at most 50 ms.
+            let deadline = now + 50_000_000
+            while !flagOff.load(ordering: .acquiring), clock.nanoseconds() < deadline { usleep(1000) }
+        }
         for _ in 0..<3 { sendHeartbeats() }
         if wasActive { logger.info("stopped: the peer was told on every interconnect") }
         publish(now)
+    }
+
+    /// A gap since the loop last turned longer than the timeout is a pause (SIGSTOP, a
+    /// starved box) in which the peer has taken over, or will: an active LB stops answering
+    /// and rejoins as standby, and the peer's next heartbeats decide (`PairElection.paused`).
+    /// True when it was one.
+    @discardableResult
+    func checkPause(now: UInt64) -> Bool {
+        guard lastTurn != 0, now &- lastTurn > UInt64(config.timeout * 1e9) else { return false }
+        let gap = seconds(now &- lastTurn)
+        lastTurn = now
+        if role != .active { logger.warning("the cluster thread was paused for \(String(format: "%.2f", gap)) s") }
+        handle(election.paused(for: gap, at: seconds(now)), now: now)
+        return true
+    }
+
+    /// What queued during a pause is old news, dropped: the peer's next heartbeats say what
+    /// it is now (one from before its takeover must not make this LB take the service back).
+    func drainHeartbeats(_ buffer: inout [UInt8]) {
+        for s in sockets {
+            while (buffer.withUnsafeMutableBytes({ try? s.receive(into: $0) }) ?? nil) != nil {}
+        }
+    }
+
+    /// The pair's epoch: this start's Unix milliseconds, or one past the last start's if the
+    /// clock went back (a peer would refuse an older epoch as a replay), kept in `file`.
+    static func nextEpoch(file: String, logger: Logger) -> UInt64 {
+        let last = (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let epoch = max(SystemClock.unixMilliseconds(), (last ?? 0) &+ 1)
+        do {
+            try "\(epoch)\n".write(toFile: file, atomically: true, encoding: .utf8)
+        } catch {
+            logger.warning("cannot keep the pair's epoch in \(file): \(error); a clock set back before a restart would make the peer refuse this LB's heartbeats")
+        }
+        return epoch
     }
 
     /// One step of every IP monitor (a send or timeout, or the answers waiting); the ones
@@ -367,11 +415,11 @@ public final class ClusterService: @unchecked Sendable {
         let c = committed.value
         let hash = Self.hashBytes(c.hash)
         for (i, s) in sockets.enumerated() {
-            sequence += 1
+            sequence[i] += 1
             let h = Heartbeat(role: election.role, isMaster: config.role == .master, handingOver: election.handingOver,
                               healthy: election.healthy, yielded: election.yielded, held: election.held,
                               interconnect: UInt8(i), epoch: epoch,
-                              sequence: sequence, configVersion: UInt64(c.version), configHash: hash)
+                              sequence: sequence[i], configVersion: UInt64(c.version), configHash: hash)
             var bytes = h.encodeSigned()
             bytes.append(contentsOf: HMAC<SHA256>.authenticationCode(for: bytes, using: key))
             if (try? s.send(bytes, to: SocketAddress(config.interconnects[i].peer, port: config.port))) == true { sent[i] += 1 }
@@ -412,7 +460,7 @@ public final class ClusterService: @unchecked Sendable {
         let mac = UnsafeRawBufferPointer(rebasing: bytes[Heartbeat.signedBytes..<Heartbeat.size])
         guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: signed, using: key) else { return refuse(.badMAC) }
         guard source == config.interconnects[i].peer else { return refuse(.sourceMismatch) }
-        if let stale = guardian.admit(h, now: SystemClock.unixMilliseconds()) { return refuse(stale) }
+        if let stale = guardian.admit(h, arrivedOn: i, now: SystemClock.unixMilliseconds()) { return refuse(stale) }
         let now = clock.nanoseconds()
         received[i] += 1
         lastHeard[i] = now
@@ -428,21 +476,30 @@ public final class ClusterService: @unchecked Sendable {
             switch e {
             case let .role(from, to, reason):
                 transitions += 1
-                sendNow = true
+                // Leaving active, the heartbeats wait for the flag to be off (`flagOff`);
+                // a hand-over says so at once (the peer may answer beside this LB).
+                if from != .active || election.handingOver { sendNow = true }
                 roleCell.set(to)
                 lastTransition = .init(time: EventModels.time.format(Date()), from: "\(from)", to: "\(to)", reason: reason)
                 let fields = ["from": "\(from)", "to": "\(to)", "reason": reason, "peer": config.peer]
                 if to == .active {
                     record(.warning, "cluster.active", from == .initial ? "\(nodeName) is active: \(reason)"
                            : "failover executed (\(config.peer) → \(nodeName)): \(reason)", fields)
+                    activations += 1
+                    let activation = activations
                     onActivation(true, reason) { [self] in
-                        flagOn.store(true, ordering: .releasing)
+                        flagOn.store(activation, ordering: .releasing)
                         wake.wake()
                     }
                 } else {
                     record(from == .active ? .warning : .notice, "cluster.\(to)", "\(nodeName) is \(to): \(reason)", fields)
                     announcements = []
-                    if from == .active || from == .initial { onActivation(false, reason) {} }
+                    if from == .active || from == .initial {
+                        onActivation(false, reason) { [self] in
+                            flagOff.store(true, ordering: .releasing)
+                            wake.wake()
+                        }
+                    }
                 }
             case let .interconnect(i, up):
                 let link = config.interconnects[i]
@@ -456,7 +513,7 @@ public final class ClusterService: @unchecked Sendable {
                 npReached = nil
                 record(.notice, "cluster.peer_found", "\(config.peer) is heard again", ["peer": config.peer])
                 // After a partition, the active refreshes its neighbours' caches.
-                if role == .active { announcements = [now] }
+                if role == .active { announcements = ([now, now + 1_100_000_000] + announcements).sorted() }
             case .probeNeeded:
                 if config.npTargets.isEmpty {
                     // Nothing to ask: a silent peer is taken to be dead (say so in the docs).
@@ -467,6 +524,10 @@ public final class ClusterService: @unchecked Sendable {
             case .dualActive:
                 record(.error, "cluster.dual_active", "both LBs were active; rule \(config.dualActive.rawValue)",
                        ["rule": config.dualActive.rawValue])
+            case let .sameRole(actsAsMaster):
+                record(.error, "cluster.same_role",
+                       "\(nodeName) and \(config.peer) are both configured as \(config.role.rawValue); \(actsAsMaster ? nodeName : config.peer) acts as master (its name sorts first): fix cluster.role on one of them",
+                       ["role": config.role.rawValue])
             case .handOverAbandoned:
                 record(.warning, "cluster.handover_abandoned", "\(config.peer) did not take the service within \(config.timeout) s",
                        ["peer": config.peer])
@@ -483,7 +544,8 @@ public final class ClusterService: @unchecked Sendable {
         let model = ClusterStatusModel(
             role: "\(election.role)", configuredRole: config.role.rawValue,
             peer: .init(name: config.peer, role: election.peerAlive(at: seconds(now)) ? election.peer.map { "\($0.role)" } : nil,
-                        healthy: election.peerAlive(at: seconds(now)) ? election.peer?.healthy : nil),
+                        healthy: election.peerAlive(at: seconds(now)) ? election.peer?.healthy : nil,
+                        configuredRole: election.peer.map { $0.isMaster ? "master" : "slave" }),
             interconnects: config.interconnects.indices.map { i in
                 .init(local: "\(config.interconnects[i].local)", peer: "\(config.interconnects[i].peer)",
                       up: election.isUp(interconnect: i, at: seconds(now)),

@@ -45,7 +45,8 @@ public final class ConfigSync: @unchecked Sendable {
     let listeners: [Int32]
     let wake: WakePipe
     let stopping = Atomic<Bool>(false)
-    let epoch = SystemClock.unixMilliseconds()
+    /// The pair's epoch (the cluster service's: it survives a clock set back).
+    let epoch: UInt64
     var sequence: UInt64 = 0
     var guardian = ReplayGuard<UInt8>()
 
@@ -56,7 +57,8 @@ public final class ConfigSync: @unchecked Sendable {
     var lastDifferencePush: UInt64 = 0
 
     public init(config: FulcrumConfig.Cluster, key: SymmetricKey, controller: Controller, committed: CommittedView, events: EventLog,
-                logger: Logger, role: RoleCell) throws {
+                logger: Logger, role: RoleCell, epoch: UInt64) throws {
+        self.epoch = epoch
         self.config = config
         self.key = key
         self.controller = controller

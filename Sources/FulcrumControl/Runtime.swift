@@ -65,7 +65,8 @@ public final class Runtime: Sendable {
         }
         let cluster = try config.cluster.map {
             try ClusterService(config: $0, nodeName: config.nodeName, interfaces: dataplane.interfaces, controller: controller,
-                               committed: view, events: events, logger: logger, announcer: announcer) { active, reason, then in
+                               committed: view, events: events, logger: logger, announcer: announcer,
+                               epochFile: (config.stateFile as NSString).deletingLastPathComponent + "/cluster.epoch") { active, reason, then in
                 inputs.yield(.activation(active: active, reason: reason, then: then))
             }
         }
@@ -119,6 +120,9 @@ extension Runtime {
                 out.append("the peer \(c.peer.name) is not heard on any interconnect")
             } else {
                 for (i, link) in down { out.append("interconnect \(i) (\(link.local) ↔ \(link.peer)) is down") }
+            }
+            if let theirs = c.peer.configuredRole, theirs == c.configuredRole {
+                out.append("both LBs are configured as \(theirs): set cluster.role to master on one and slave on the other")
             }
             if c.held { out.append("standing down after a dual active: `fulcrumctl resume` on the LB that should serve") }
             if !c.realtime { out.append("heartbeats run at normal priority (no SCHED_FIFO)") }

@@ -84,10 +84,12 @@ public struct Heartbeat: SignedMessage, Equatable {
 }
 
 extension ReplayGuard where Sender == UInt8 {
-    /// A heartbeat: the peer is the one sender, whatever interconnect carried it (one
-    /// sequence counts across all of them, so a copy replayed on another link is refused).
-    public mutating func admit(_ h: Heartbeat, now: UInt64) -> Heartbeat.Rejection? {
-        admit(0, epoch: h.epoch, sequence: h.sequence, now: now).map(MessageRejection.init)
+    /// A heartbeat: each interconnect is a sender with a sequence of its own, so a link
+    /// slower than the others is never taken for a replay; a heartbeat must name (signed)
+    /// the link it `arrivedOn`, so a copy moved to another link is refused too.
+    public mutating func admit(_ h: Heartbeat, arrivedOn link: Int, now: UInt64) -> Heartbeat.Rejection? {
+        guard Int(h.interconnect) == link else { return .wrongInterconnect }
+        return admit(h.interconnect, epoch: h.epoch, sequence: h.sequence, now: now).map(MessageRejection.init)
     }
 }
 
@@ -137,10 +139,14 @@ public struct PairElection: Sendable {
         public var deadInterval: Double
         public var autoFailback: Bool
         public var dualActive: DualActiveRule
+        /// Both LBs configured with the same role (a mistake, but the pair must still elect
+        /// one): this LB acts as the master when this is true (its name sorts first).
+        public var winsTie: Bool
 
         public init(isMaster: Bool, interconnects: Int, deadInterval: Double = 3, autoFailback: Bool = false,
-                    dualActive: DualActiveRule = .masterStays) {
+                    dualActive: DualActiveRule = .masterStays, winsTie: Bool = false) {
             self.isMaster = isMaster
+            self.winsTie = winsTie
             self.interconnects = max(1, interconnects)
             self.deadInterval = deadInterval
             self.autoFailback = autoFailback
@@ -179,6 +185,8 @@ public struct PairElection: Sendable {
         case probeNeeded
         case dualActive
         case handOverAbandoned
+        /// The peer is configured with this LB's role; `actsAsMaster` says who wins.
+        case sameRole(actsAsMaster: Bool)
     }
 
     public enum Refusal: String, Sendable, Error {
@@ -213,6 +221,7 @@ public struct PairElection: Sendable {
     private var nextProbe: Double?
     /// The last probe's answer while the peer is lost: reached a target or not.
     private var probeReached: Bool?
+    private var sameRoleSeen = false
 
     public init(settings: Settings, now: Double) {
         self.settings = settings
@@ -237,6 +246,10 @@ public struct PairElection: Sendable {
         lastHeard[i] = now
         peer = p
         peerHeardAt = now
+        if p.isMaster == settings.isMaster && !sameRoleSeen {
+            sameRoleSeen = true
+            return [.sameRole(actsAsMaster: settings.winsTie)] + decide(at: now)
+        }
         return decide(at: now)
     }
 
@@ -255,6 +268,23 @@ public struct PairElection: Sendable {
         healthy = h
         healthReason = reason
         return decide(at: now)
+    }
+
+    /// This LB's own process was stopped or starved for `gap` seconds (SIGSTOP, a box
+    /// out of CPU), longer than the dead interval: the peer has taken over, or will. An
+    /// active LB stands down at once; what it knew of the peer is old news, and the pause
+    /// is not the peer's silence (its heartbeats queued or were lost meanwhile): the peer
+    /// gets a whole dead interval from now to be heard before it counts as lost.
+    public mutating func paused(for gap: Double, at now: Double) -> [Event] {
+        var events: [Event] = []
+        for i in lastHeard.indices { lastHeard[i] = lastHeard[i].map { $0 + gap } }
+        peer = nil
+        probeReached = nil
+        if role == .active {
+            become(.standby, "this LB was paused for \(Int(gap * 1000)) ms (stopped or starved): rejoins as standby", at: now,
+                   &events)
+        }
+        return events + decide(at: now)
     }
 
     /// The operator's failover (or failback): the active hands the service to its peer.
@@ -296,6 +326,12 @@ public struct PairElection: Sendable {
         if next == .active { yielded = false }
     }
 
+    /// The master of the pair: as configured, or the tie's winner when both say the same.
+    private var isMaster: Bool {
+        if let peer, peer.isMaster == settings.isMaster { return settings.winsTie }
+        return settings.isMaster
+    }
+
     private mutating func decide(at now: Double) -> [Event] {
         var events: [Event] = []
         for i in interconnectUp.indices {
@@ -334,7 +370,7 @@ public struct PairElection: Sendable {
         case .initial:
             if let peer {
                 if peer.role == .active { become(.standby, "the peer is active", at: now, &events) }
-                else if settings.isMaster { become(.active, "both starting: the master takes the service", at: now, &events) }
+                else if isMaster { become(.active, "both starting: the master takes the service", at: now, &events) }
                 else { become(.standby, "both starting: the slave waits as standby", at: now, &events) }
             } else if now - started >= settings.deadInterval, let reached = probeReached {
                 become(reached ? .active : .standby,
@@ -365,7 +401,7 @@ public struct PairElection: Sendable {
                     become(.active, "the peer is in fault", at: now, &events)
                 } else if peer.handingOver && peer.role == .standby {
                     become(.active, "the peer hands the service over", at: now, &events)
-                } else if peer.role != .active && settings.isMaster && peerHeardAt > roleChangedAt {
+                } else if peer.role != .active && isMaster && peerHeardAt > roleChangedAt {
                     // Only on news of the peer from after this LB's own last change: a
                     // master just back from fault must first hear whether the slave took over.
                     become(.active, "no LB is active: the master takes the service", at: now, &events)
@@ -379,7 +415,7 @@ public struct PairElection: Sendable {
                     events.append(.dualActive)
                     switch settings.dualActive {
                     case .masterStays:
-                        if !settings.isMaster { become(.standby, "dual active: the master keeps the service", at: now, &events) }
+                        if !isMaster { become(.standby, "dual active: the master keeps the service", at: now, &events) }
                     case .bothStandDown:
                         held = true
                         become(.standby, "dual active: both stand down until an operator resumes one", at: now, &events)
@@ -390,7 +426,7 @@ public struct PairElection: Sendable {
                     held = true
                     become(.standby, "dual active: the peer stood down; both stand down until an operator resumes one", at: now,
                            &events)
-                } else if settings.autoFailback && !settings.isMaster && peer.isMaster && peer.role == .standby
+                } else if settings.autoFailback && !isMaster && peer.isMaster && peer.role == .standby
                             && peer.healthy && !peer.handingOver && !peer.yielded {
                     yield(at: now, "automatic failback to the master", &events)
                 }

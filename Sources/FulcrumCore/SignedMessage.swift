@@ -34,6 +34,8 @@ public enum MessageRejection: String, CaseIterable, Sendable, Error {
     case unknownNode = "unknown_node"
     /// The sender it names is not the address it came from.
     case sourceMismatch = "source_mismatch"
+    /// Sent on another link than the one it arrived on (a copy moved between links).
+    case wrongInterconnect = "wrong_interconnect"
 
     public init(_ staleness: Staleness) {
         switch staleness {

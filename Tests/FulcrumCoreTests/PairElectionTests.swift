@@ -116,6 +116,50 @@ struct SimulatedPair {
         #expect(p.worstOverlap == 0)
     }
 
+    @Test func aPausedActiveRejoinsAsStandbyAndWaitsToHearThePeer() {
+        var p = Self.pair()
+        p.run(seconds: 5)
+        #expect(p.a.role == .active)
+        p.aRuns = false  // SIGSTOP: a neither hears nor keeps time
+        #expect(p.time { $0.b?.role == .active } != nil)
+        p.run(seconds: 2)
+        p.aRuns = true
+        // Its loop turns again: first it notices the gap, before any heartbeat or tick.
+        let back = p.a.paused(for: 5, at: p.now)
+        #expect(back.contains { if case let .role(.active, .standby, reason) = $0 { reason.contains("paused") } else { false } })
+        #expect(!back.contains(.peerLost) && !back.contains(.probeNeeded), "the pause is not the peer's silence")
+        p.run(seconds: 30)
+        #expect(p.a.role == .standby && p.b?.role == .active, "no failback, no dual active")
+        #expect(!p.events.contains { $0.event == .dualActive })
+        // Paused while the peer died: it is lost a dead interval after the pause, and probed.
+        p.bRuns = false
+        p.aRuns = false
+        p.run(seconds: 1)
+        p.aRuns = true
+        _ = p.a.paused(for: 1, at: p.now)
+        #expect(p.time { $0.a.role == .active } != nil)
+    }
+
+    @Test(arguments: [true, false])
+    func bothConfiguredAlikeStillElectOneAndSayWhy(master: Bool) {
+        // Both configured master (or both slave), b's name sorts first: b acts as master.
+        var sa = Self.settings(master: master), sb = Self.settings(master: master)
+        sb.winsTie = true
+        var p = SimulatedPair(sa, sb)
+        p.run(seconds: 10)
+        #expect(p.b?.role == .active && p.a.role == .standby)
+        #expect(p.events.contains { $0.lb == "a" && $0.event == .sameRole(actsAsMaster: false) })
+        #expect(p.events.contains { $0.lb == "b" && $0.event == .sameRole(actsAsMaster: true) })
+        #expect(p.events.filter { if case .sameRole = $0.event { true } else { false } }.count == 2, "said once each")
+        // A dual active after a partition heals under master_stays: the tie's loser steps down.
+        p.links = [false, false]
+        p.run(seconds: 10)
+        #expect(p.actives == 2)
+        p.links = [true, true]
+        p.run(seconds: 5)
+        #expect(p.b?.role == .active && p.a.role == .standby)
+    }
+
     @Test func aSlaveAloneTakesTheServiceAndTheMasterJoinsAsStandby() {
         var p = Self.pair()
         p.aRuns = false  // the master is not running: its election starts later
@@ -392,10 +436,15 @@ struct SimulatedPair {
             Heartbeat(role: .standby, isMaster: false, handingOver: false, healthy: true, interconnect: link, epoch: epoch,
                       sequence: sequence, configVersion: 1, configHash: [])
         }
-        #expect(guardian.admit(beat(10, 1), now: now) == nil)
-        #expect(guardian.admit(beat(10, 2, on: 1), now: now) == nil)
-        #expect(guardian.admit(beat(10, 2, on: 0), now: now) == .replayed, "the same sequence copied onto the other link")
-        #expect(guardian.admit(beat(9, 50), now: now) == .oldEpoch)
-        #expect(guardian.admit(beat(11, 1), now: now) == nil, "the peer restarted")
+        #expect(guardian.admit(beat(10, 5), arrivedOn: 0, now: now) == nil)
+        #expect(guardian.admit(beat(10, 5), arrivedOn: 0, now: now) == .replayed)
+        #expect(guardian.admit(beat(10, 4), arrivedOn: 0, now: now) == .replayed)
+        // Each link counts on its own: a slow link's heartbeat is not a replay of a fast one's.
+        #expect(guardian.admit(beat(10, 2, on: 1), arrivedOn: 1, now: now) == nil)
+        #expect(guardian.admit(beat(10, 6), arrivedOn: 1, now: now) == .wrongInterconnect,
+                "link 0's heartbeat copied onto link 1")
+        #expect(guardian.admit(beat(10, 2, on: 1), arrivedOn: 1, now: now) == .replayed)
+        #expect(guardian.admit(beat(9, 50), arrivedOn: 0, now: now) == .oldEpoch)
+        #expect(guardian.admit(beat(11, 1), arrivedOn: 0, now: now) == nil, "the peer restarted")
     }
 }
