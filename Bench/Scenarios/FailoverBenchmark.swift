@@ -2,7 +2,7 @@ import Foundation
 import FulcrumTestSupport
 
 /// `fulcrum-bench failover`: the outage a client sees when the active LB of a pair dies
-/// (SIGKILL) or loses its link, Fulcrum (heartbeats 25 ms / 100 ms) beside keepalived
+/// (SIGKILL), loses its link, or hands over on purpose (a planned switchover), Fulcrum (heartbeats 25 ms / 100 ms) beside keepalived
 /// (VRRPv3 at its default advert interval and at a fast one), measured in one run on the
 /// same pair testbed by Bench/testbed/failover-bench.sh.
 public struct FailoverBenchmark {
@@ -24,6 +24,9 @@ public struct FailoverBenchmark {
         public var runs: Int
         public var medianMs: Double
         public var worstMs: Double
+        /// Requests unanswered over all runs (a planned switchover should lose none).
+        public var lost: Int
+        public var sent: Int
     }
 
     let root: String
@@ -57,7 +60,9 @@ public struct FailoverBenchmark {
         return order.map { key in
             let ms = groups[key]!.map(\.outageMs).sorted()
             let parts = key.split(separator: "\t").map(String.init)
-            return Row(system: parts[0], fault: parts[1], runs: ms.count, medianMs: ms[ms.count / 2], worstMs: ms.last ?? 0)
+            return Row(system: parts[0], fault: parts[1], runs: ms.count, medianMs: ms[ms.count / 2], worstMs: ms.last ?? 0,
+                       lost: groups[key]!.reduce(0) { $0 + max(0, $1.sent - $1.answered) },
+                       sent: groups[key]!.reduce(0) { $0 + $1.sent })
         }
     }
 }

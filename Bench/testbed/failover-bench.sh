@@ -4,7 +4,9 @@
 # nftables NAT behind it) on the same pair testbed, in one run.
 #
 #   failover-bench.sh ROOT RUNS KA_FAST
-# RUNS kills and RUNS link cuts per system; KA_FAST is keepalived's fastest advert_int
+# RUNS kills, RUNS link cuts and RUNS planned switchovers per system (Fulcrum's
+# `fulcrumctl failover`; keepalived's SIGTERM, its graceful hand-over: it sends priority 0
+# as it leaves); KA_FAST is keepalived's fastest advert_int
 # (its default, 1 s, is measured too). The client sends a UDP request to the VIP every 2 ms
 # (failover-probe.py); the outage is its longest run of unanswered requests. Prints one
 # JSON line per measurement: {"system", "fault", "outage_ms", "sent", "answered"}.
@@ -16,6 +18,7 @@ P=flcfo$$
 DIR=$(mktemp -d /tmp/fulcrum-failover.XXXXXX)
 FULCRUM=$root/.build/debug/fulcrum
 [ -x "$root/.build/release/fulcrum" ] && FULCRUM=$root/.build/release/fulcrum
+CTL=$(dirname "$FULCRUM")/fulcrumctl
 PROBE=$root/Bench/testbed/failover-probe.py
 VIP=198.18.1.10
 pids=()
@@ -70,6 +73,14 @@ for _ in $(seq 1 "$runs"); do
     ip -n "$P-sw" link set "p-$(host "$active")-eth-c" up
     wait_role "$active" standby
     active=$(other "$active"); wait_role "$active" active; sleep 0.5
+done
+# A planned switchover: make before break, so no request should go unanswered.
+fswitch() {
+    ip netns exec "$P-$(host "$active")" "$CTL" failover --api "unix:$DIR/lb$active-api.sock" --token-file "$DIR/api.token" >/dev/null
+}
+for _ in $(seq 1 "$runs"); do
+    measure fulcrum planned 3 fswitch
+    active=$(other "$active"); wait_role "$active" active; wait_role "$(other "$active")" standby; sleep 0.5
 done
 for n in 1 2; do kill "${fpid[$n]}" 2>/dev/null || true; wait "${fpid[$n]}" 2>/dev/null || true; done
 
@@ -156,6 +167,16 @@ for advert in 1 "$ka_fast"; do
         ka_stop "$active"
         wait "${kpid[$active]}" 2>/dev/null || true
         ip -n "$P-sw" link set "p-$(host "$active")-eth-c" up
+        start_keepalived "$active" "$advert"; sleep "$(python3 -c "print(3 * $advert + 0.5)")"
+        active=$(other "$active")
+    done
+    # keepalived's graceful hand-over: SIGTERM, it sends priority 0 and drops the VIP.
+    kterm() { pkill -TERM -f "$DIR/ka$active/keepalived.conf"; }
+    for _ in $(seq 1 "$runs"); do
+        measure "keepalived_advert_$advert" planned "$span" kterm
+        wait "${kpid[$active]}" 2>/dev/null || true
+        wait_vip "$(other "$active")"
+        ka_stop "$active"
         start_keepalived "$active" "$advert"; sleep "$(python3 -c "print(3 * $advert + 0.5)")"
         active=$(other "$active")
     done

@@ -390,13 +390,19 @@ public final class ClusterService: @unchecked Sendable {
     func run(_ command: Command, _ answer: @Sendable (Result<String, CommandRefusal>) -> Void, now: UInt64) {
         switch command {
         case .failover:
+            let c = committed.value
+            if election.role == .active, let theirs = peerConfigVersion,
+               theirs != c.version || peerConfigHash != Self.hashBytes(c.hash) {
+                return answer(.failure(CommandRefusal(description:
+                    "failover refused: \(config.peer) holds configuration \(theirs), this LB \(c.version): `fulcrumctl sync` first")))
+            }
             switch election.handOver(at: seconds(now)) {
             case let .failure(why):
                 answer(.failure(CommandRefusal(description: "failover refused: \(why.rawValue)")))
             case let .success(happened):
                 handle(happened, now: now)
                 sendHeartbeats()  // the peer hears "handing over" now, not an interval later
-                answer(.success("handing the service over to \(config.peer)"))
+                answer(.success("handing the service over to \(config.peer): it takes the VIPs, then this LB stops answering"))
             }
         case .resume:
             guard election.held else {

@@ -117,10 +117,14 @@ extension ReplayGuard where Sender == UInt8 {
 /// - **Fault.** An unhealthy LB leaves active at once. Healthy again, it joins as
 ///   standby: no automatic failback unless `autoFailback`, where an active slave hands
 ///   over to a healthy standby master (not to one an operator moved the service from).
-/// - **Hand-over** (operator failover or failback): the active steps down first and marks
-///   its heartbeats "handing over"; the standby takes the service when it hears that, so
-///   the two are never active at once. If the peer has not taken over within
-///   `deadInterval`, the hand-over is abandoned and this LB takes the service back.
+/// - **Hand-over** (operator failover or failback, automatic failback): make before
+///   break. The active marks its heartbeats "handing over" and keeps answering; the standby
+///   takes the service when it hears that (and announces); the old active steps down
+///   `handOverOverlap` after it hears the peer active. In between both answer, on purpose:
+///   both make the same choice for a frame, so none is lost while the neighbours' caches
+///   move. This is the one time two LBs are active; it is not a dual active. If the peer
+///   has not taken over within `deadInterval`, the hand-over is abandoned (this LB never
+///   stopped answering).
 public struct PairElection: Sendable {
     public enum Role: UInt8, Sendable, CustomStringConvertible {
         case initial = 0, standby = 1, active = 2, fault = 3
@@ -142,10 +146,15 @@ public struct PairElection: Sendable {
         /// Both LBs configured with the same role (a mistake, but the pair must still elect
         /// one): this LB acts as the master when this is true (its name sorts first).
         public var winsTie: Bool
+        /// A hand-over makes before it breaks: the LB handing over keeps answering this long
+        /// after it hears the peer active, so a frame sent before the peer's announcement
+        /// reached its sender is still forwarded (both make the same choice).
+        public var handOverOverlap: Double
 
         public init(isMaster: Bool, interconnects: Int, deadInterval: Double = 3, autoFailback: Bool = false,
-                    dualActive: DualActiveRule = .masterStays, winsTie: Bool = false) {
+                    dualActive: DualActiveRule = .masterStays, winsTie: Bool = false, handOverOverlap: Double = 0.1) {
             self.isMaster = isMaster
+            self.handOverOverlap = handOverOverlap
             self.winsTie = winsTie
             self.interconnects = max(1, interconnects)
             self.deadInterval = deadInterval
@@ -214,6 +223,8 @@ public struct PairElection: Sendable {
     private var peerWasAlive = false
     private let started: Double
     private var handOverSince = 0.0
+    /// Handing over: when the peer was first heard active.
+    private var peerTookOverAt: Double?
     /// When the peer was last heard, and when this LB last changed role: a heartbeat from
     /// no later than the change may not yet show the peer's answer to it.
     private var peerHeardAt = -Double.infinity
@@ -291,17 +302,20 @@ public struct PairElection: Sendable {
     public mutating func handOver(at now: Double) -> Result<[Event], Refusal> {
         guard role == .active else { return .failure(.notActive) }
         guard peerAlive(at: now), let peer else { return .failure(.noPeer) }
-        guard peer.healthy, peer.role == .standby else { return .failure(.peerNotReady) }
-        var events: [Event] = []
+        guard peer.healthy, peer.role == .standby, !handingOver else { return .failure(.peerNotReady) }
         yielded = true
-        yield(at: now, "handing the service over to the peer (operator)", &events)
-        return .success(events + decide(at: now))
+        yield(at: now)
+        return .success(decide(at: now))
     }
 
-    private mutating func yield(at now: Double, _ reason: String, _ events: inout [Event]) {
+    /// Make before break: this LB stays active with "handing over" in its heartbeats; the
+    /// peer takes the service when it hears that, and this LB steps down
+    /// `handOverOverlap` after it hears the peer active (or takes it back, abandoned,
+    /// after `deadInterval`).
+    private mutating func yield(at now: Double) {
         handingOver = true
         handOverSince = now
-        become(.standby, reason, at: now, &events)
+        peerTookOverAt = nil
     }
 
     /// The operator's word after a dual active under `.bothStandDown`: this LB takes the
@@ -387,19 +401,10 @@ public struct PairElection: Sendable {
                 if let peer, peer.role == .active, !peer.held, now - roleChangedAt > settings.deadInterval { held = false }
                 break
             }
-            if handingOver {
-                if let peer, peer.role == .active {
-                    handingOver = false
-                } else if now - handOverSince >= settings.deadInterval {
-                    events.append(.handOverAbandoned)
-                    become(.active, "hand-over abandoned: the peer did not take the service", at: now, &events)
-                }
-                break
-            }
             if let peer {
                 if peer.role == .fault || !peer.healthy {
                     become(.active, "the peer is in fault", at: now, &events)
-                } else if peer.handingOver && peer.role == .standby {
+                } else if peer.handingOver && peer.role == .active {
                     become(.active, "the peer hands the service over", at: now, &events)
                 } else if peer.role != .active && isMaster && peerHeardAt > roleChangedAt {
                     // Only on news of the peer from after this LB's own last change: a
@@ -410,8 +415,25 @@ public struct PairElection: Sendable {
                 become(.active, "the peer is lost on every interconnect; an NP-resolution target answers", at: now, &events)
             }
         case .active:
+            if handingOver {
+                if let peer, peer.role == .active {
+                    let since = peerTookOverAt ?? now
+                    peerTookOverAt = since
+                    if now - since >= settings.handOverOverlap {
+                        become(.standby, yielded ? "handed the service over to the peer (operator)" : "handed the service back to the master",
+                               at: now, &events)
+                        handingOver = false
+                    }
+                } else if now - handOverSince >= settings.deadInterval {
+                    handingOver = false
+                    events.append(.handOverAbandoned)
+                }
+                break
+            }
             if let peer {
-                if peer.role == .active {
+                if peer.role == .active && peer.handingOver {
+                    // The peer hands the service to this LB and still answers for a moment.
+                } else if peer.role == .active {
                     events.append(.dualActive)
                     switch settings.dualActive {
                     case .masterStays:
@@ -428,7 +450,7 @@ public struct PairElection: Sendable {
                            &events)
                 } else if settings.autoFailback && !isMaster && peer.isMaster && peer.role == .standby
                             && peer.healthy && !peer.handingOver && !peer.yielded {
-                    yield(at: now, "automatic failback to the master", &events)
+                    yield(at: now)
                 }
             } else if probeReached == false {
                 become(.standby, "the peer is lost and no NP-resolution target answers: this LB may be the one cut off", at: now,

@@ -384,6 +384,40 @@ public final class Testbed: @unchecked Sendable {
                                "--interval", "\(interval)", "--new-every", "\(newEvery)"], capture: true))
     }
 
+    /// The client's view of a failover (Bench/testbed/failover-probe.py): a UDP request to
+    /// the target every `interval` for `seconds`, in the background; `finish()` says how many
+    /// were answered and the longest run unanswered.
+    public final class UDPProbe: @unchecked Sendable {
+        public struct Report: Decodable, Sendable, CustomStringConvertible {
+            public var sent: Int
+            public var answered: Int
+            public var outageMs: Double
+            enum CodingKeys: String, CodingKey { case sent, answered, outageMs = "outage_ms" }
+            public var lost: Int { sent - answered }
+            public var description: String { "\(answered) of \(sent) answered, longest run unanswered \(outageMs) ms" }
+        }
+        let process: ChildProcess
+        init(_ process: ChildProcess) throws {
+            self.process = process
+            guard process.readLine()?.hasPrefix("{\"ready\"") == true else { throw Failure(description: "the UDP probe did not start") }
+        }
+        public func finish() throws -> Report {
+            let out = process.readAll()
+            process.wait()
+            guard let line = out.split(separator: "\n").last,
+                  let r = try? JSONDecoder().decode(Report.self, from: Data(line.utf8)) else {
+                throw Failure(description: "UDP probe: no report in \(out)")
+            }
+            return r
+        }
+    }
+
+    public func udpProbe(_ target: String, port: Int, seconds: Double, interval: Double = 0.002) throws -> UDPProbe {
+        try UDPProbe(try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-client", "python3",
+                                       root + "/Bench/testbed/failover-probe.py", target, "\(port)", "\(seconds)", "\(interval)"],
+                                      capture: true))
+    }
+
     public struct FloodResult: Decodable, Sendable {
         public var offered: UInt64
         public var seconds: Double

@@ -285,20 +285,21 @@ struct Checks: ParsableCommand {
 
 struct Failover: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The client's outage when the active LB of a pair is killed or loses its link: Fulcrum beside keepalived (VRRPv3), one run.",
-        discussion: "Needs root and keepalived. A UDP request to the VIP every 2 ms; the outage is the longest run unanswered. Fulcrum: heartbeats 25 ms / 100 ms; keepalived: advert_int 1 (its default) and --keepalived-fast.")
+        abstract: "The client's outage when the active LB of a pair is killed, loses its link or hands over on purpose: Fulcrum beside keepalived (VRRPv3), one run.",
+        discussion: "Needs root and keepalived. A UDP request to the VIP every 2 ms; the outage is the longest run unanswered, lost the requests never answered. Fulcrum: heartbeats 25 ms / 100 ms, planned = fulcrumctl failover; keepalived: advert_int 1 (its default) and --keepalived-fast, planned = SIGTERM (it sends priority 0).")
 
-    @Option(help: "Kills and link cuts per system.") var runs = 10
+    @Option(help: "Kills, link cuts and planned switchovers per system.") var runs = 10
     @Option(help: "keepalived's fast advert_int, seconds.") var keepalivedFast = 0.1
     @Option(help: "The repository root.") var root = "."
 
     func run() throws {
         let rows = try FailoverBenchmark(root: root, runs: runs, keepalivedFast: keepalivedFast).run()
         print("Failover: the outage a client sees (UDP request every 2 ms), \(runs) faults of each kind per system")
-        var table = [["system", "fault", "runs", "median ms", "worst ms", "median / Fulcrum's"]]
+        var table = [["system", "fault", "runs", "median ms", "worst ms", "lost / sent", "median / Fulcrum's"]]
         for r in rows {
             let ours = rows.first { $0.system == "fulcrum" && $0.fault == r.fault }?.medianMs ?? .nan
-            table.append([r.system, r.fault, "\(r.runs)", fmt(r.medianMs), fmt(r.worstMs), fmt(r.medianMs / ours) + "x"])
+            table.append([r.system, r.fault, "\(r.runs)", fmt(r.medianMs), fmt(r.worstMs), "\(r.lost) / \(r.sent)",
+                          ours > 0 ? fmt(r.medianMs / ours) + "x" : "—"])
         }
         printTable(table)
     }

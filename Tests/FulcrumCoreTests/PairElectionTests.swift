@@ -17,8 +17,12 @@ struct SimulatedPair {
     var aReaches = true
     var bReaches = true
     var events: [(time: Double, lb: String, event: PairElection.Event)] = []
+    /// The longest time both were active outside a hand-over (never, outside a partition),
+    /// and within one (make before break: bounded).
     var worstOverlap = 0.0
+    var worstPlannedOverlap = 0.0
     private var overlapSince: Double?
+    private var plannedSince: Double?
 
     init(_ sa: PairElection.Settings, _ sb: PairElection.Settings, bStarts: Bool = true) {
         a = PairElection(settings: sa, now: 0)
@@ -51,12 +55,19 @@ struct SimulatedPair {
             for (i, up) in links.enumerated() where up { record("a", a.heartbeat(fromB, on: i, at: now)) }
         }
         settle()
-        let bothActive = aRuns && bRuns && a.role == .active && b?.role == .active
-        if bothActive && links.contains(true) {
+        let bothActive = aRuns && bRuns && a.role == .active && b?.role == .active && links.contains(true)
+        let planned = a.handingOver || b?.handingOver == true
+        if bothActive && !planned {
             overlapSince = overlapSince ?? now
             worstOverlap = max(worstOverlap, now - overlapSince! + interval)
         } else {
             overlapSince = nil
+        }
+        if bothActive && planned {
+            plannedSince = plannedSince ?? now
+            worstPlannedOverlap = max(worstPlannedOverlap, now - plannedSince! + interval)
+        } else {
+            plannedSince = nil
         }
     }
 
@@ -292,26 +303,38 @@ struct SimulatedPair {
         #expect(b.role == .standby)
     }
 
-    @Test func anOperatorHandOverNeverHasTwoActive() throws {
+    @Test func anOperatorHandOverMakesBeforeItBreaks() throws {
         var p = Self.pair()
         p.run(seconds: 5)
         var b = p.b!
         #expect(b.handOver(at: p.now) == .failure(.notActive))
         let events = try p.a.handOver(at: p.now).get()
         p.record("a", events)
-        #expect(p.a.role == .standby && p.a.handingOver)
+        #expect(p.a.role == .active && p.a.handingOver, "it still answers")
+        #expect(p.a.handOver(at: p.now) == .failure(.peerNotReady), "one hand-over at a time")
+        var noneActive = false
         let took = p.time { $0.b?.role == .active }
         #expect(took == p.interval)
+        let gone = p.time {
+            if $0.actives == 0 { noneActive = true }
+            return $0.a.role == .standby
+        }
+        #expect(gone != nil && gone! <= 2 * p.interval, "a steps down once it hears b active, after the overlap")
+        #expect(!noneActive, "never none active")
         p.run(seconds: 10)
         #expect(p.a.role == .standby && !p.a.handingOver && p.b?.role == .active)
-        #expect(p.worstOverlap == 0)
+        #expect(p.worstOverlap == 0, "no dual active")
+        #expect(p.worstPlannedOverlap > 0 && p.worstPlannedOverlap <= 3 * p.interval)
+        #expect(!p.events.contains { $0.event == .dualActive })
+        #expect(p.events.contains { $0.lb == "a" && $0.event == .role(from: .active, to: .standby, reason: "handed the service over to the peer (operator)") })
         // And back (a failback is a hand-over from the slave).
         b = p.b!
         p.record("b", try b.handOver(at: p.now).get())
         p.b = b
         let back = p.time { $0.a.role == .active }
         #expect(back == p.interval)
-        #expect(p.worstOverlap == 0)
+        p.run(seconds: 5)
+        #expect(p.b?.role == .standby && p.worstOverlap == 0)
     }
 
     @Test func aHandOverIsRefusedWithoutAHealthyStandbyAndAbandonedWhenNotTaken() throws {
@@ -330,8 +353,9 @@ struct SimulatedPair {
         // The peer never hears of it: every link is cut at that moment, and it reaches no target.
         p.links = [false, false]
         p.bReaches = false
-        let back = p.time { $0.a.role == .active }
+        let back = p.time { !$0.a.handingOver }
         #expect(back != nil && back! <= 3.5)
+        #expect(p.a.role == .active, "it never stopped answering")
         #expect(p.events.contains { $0.lb == "a" && $0.event == .handOverAbandoned })
         p.bRuns = false
         p.run(seconds: 4)
@@ -346,7 +370,8 @@ struct SimulatedPair {
         p.record("a", p.a.setHealthy(true, reason: "", at: p.now))
         let back = p.time { $0.a.role == .active }
         #expect(back != nil && back! <= 1.5)
-        #expect(p.b?.role == .standby)
+        p.run(seconds: 1)
+        #expect(p.b?.role == .standby, "the slave let go after the overlap")
         #expect(p.worstOverlap == 0)
     }
 
@@ -398,6 +423,7 @@ struct SimulatedPair {
             if !joined { quietSince = p.now }
             p.step()
             #expect(p.worstOverlap == 0, "seed \(seed): two active at \(p.now): \(p.events.suffix(8))")
+            #expect(p.worstPlannedOverlap <= 3 * p.interval, "seed \(seed): a hand-over's overlap at \(p.now)")
             noneActive = p.actives == 0 ? noneActive + 1 : 0
             if joined && p.now - quietSince >= 6 {
                 #expect(noneActive <= 1, "seed \(seed): none active at \(p.now) (a \(p.a.role), b \(p.b!.role)): \(p.events.suffix(8))")

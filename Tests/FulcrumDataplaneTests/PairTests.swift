@@ -80,6 +80,8 @@ extension OnTheTestbed {
                                                     "--token-file", bed.directory + "/api.token"])
             #expect(code != 0 && text.contains("this LB is not active"), "\(text)")
             let chat = try bed.chat(Self.vip, port: 80, held: 20, seconds: 5, interval: 0.05, newEvery: 0.05)
+            // And a UDP request every 2 ms: make before break loses none of them.
+            let probe = try bed.udpProbe(Self.vip, port: 53, seconds: 5)
             usleep(500_000)
             let (c1, t1) = try bed.exec("lb", [bed.fulcrumctlPath, "failover", "--api", "unix:" + bed.pairSocket(1),
                                                "--token-file", bed.directory + "/api.token"])
@@ -93,7 +95,11 @@ extension OnTheTestbed {
             try bed.waitForPair(1, "lb1 active again", timeout: 5) { $0.cluster?.role == "active" }
             let report = try chat.finish()
             #expect(report.broken == 0 && report.failedNew == 0, "\(report)")
+            let udp = try probe.finish()
+            #expect(udp.sent > 1000 && udp.lost == 0, "\(udp)")
             #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb", "eth-c"))
+            // Both steps were hand-overs, not dual actives.
+            #expect(!events(bed, 1).contains { $0.contains("cluster.dual_active") } && !events(bed, 2).contains { $0.contains("cluster.dual_active") })
         }
 
         @Test func aStoppingActiveHandsOverWithoutWaitingForTheTimeout() throws {
