@@ -407,15 +407,18 @@ public struct ClusterStatusModel: Codable, Sendable, Equatable {
     public var monitors: [MonitorModel] = []
 
     public struct MonitorModel: Codable, Sendable, Equatable {
-        /// link or ip.
+        /// link, ip or dataplane.
         public var type: String
         /// The interface or the address.
         public var target: String
         public var up: Bool
-        public init(type: String, target: String, up: Bool) {
+        /// failover (a failure moves the service) or alarm (an event and an alarm only).
+        public var action: String?
+        public init(type: String, target: String, up: Bool, action: String? = nil) {
             self.type = type
             self.target = target
             self.up = up
+            self.action = action
         }
     }
 

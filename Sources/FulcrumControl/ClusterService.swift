@@ -91,6 +91,7 @@ public final class ClusterService: @unchecked Sendable {
     public init(config: FulcrumConfig.Cluster, nodeName: String, interfaces: [String], controller: Controller,
                 committed: CommittedView, events: EventLog, logger: Logger,
                 announcer: Announcer?, epochFile: String? = nil, clock: any MonotonicClock = SystemClock(),
+                workerProgress: @escaping @Sendable () -> [UInt64] = { [] },
                 onActivation: @escaping @Sendable (Bool, String, @escaping @Sendable () -> Void) -> Void) throws {
         guard let data = FileManager.default.contents(atPath: config.keyFile) else {
             throw Failure(description: "cluster.heartbeat.key_file: cannot read \(config.keyFile): \(String(cString: strerror(errno)))")
@@ -120,21 +121,29 @@ public final class ClusterService: @unchecked Sendable {
         }
         self.sockets = sockets
         do { wake = try WakePipe() } catch { throw Failure(description: "cluster: \(error)") }
-        // Every data-plane link, and the listed monitors.
-        var links = interfaces
-        for case let .link(name) in config.monitors.map(\.kind) where !links.contains(name) { links.append(name) }
+        // Subscribed before the links are read, so no change falls between the two.
+        do { linkWatch = try LinkWatch() } catch { throw Failure(description: "cluster: the link monitors: \(error)") }
+        // Every data-plane link, the workers, and the listed monitors.
+        var links: [(String, FulcrumConfig.Cluster.Monitor.Action)] = interfaces.map { ($0, .failover) }
+        for m in config.monitors {
+            guard case let .link(name) = m.kind else { continue }
+            if let i = links.firstIndex(where: { $0.0 == name }) { links[i].1 = m.action } else { links.append((name, m.action)) }
+        }
         var monitors: [Monitor] = []
-        for name in links {
+        for (name, action) in links {
             guard let index = try? InterfaceInfo.index(of: name) else {
                 throw Failure(description: "cluster.monitors: there is no interface \(name)")
             }
-            monitors.append(.link(name: name, ifindex: index, up: LinkWatch.isRunning(name)))
+            monitors.append(.link(name: name, ifindex: index, up: LinkWatch.isRunning(name), action: action))
         }
         for m in config.monitors {
             if case let .ip(address) = m.kind { monitors.append(.ip(IPMonitor(address: address, settings: m))) }
         }
+        let dataplaneSettings = config.monitors.first { $0.kind == .dataplane }
+            ?? .init(kind: .dataplane, interval: FulcrumConfig.Cluster.Monitor.dataplaneDefaults.interval,
+                     timeout: FulcrumConfig.Cluster.Monitor.dataplaneDefaults.timeout)
+        monitors.append(.dataplane(DataplaneMonitor(settings: dataplaneSettings, progress: workerProgress)))
         self.monitors = monitors
-        do { linkWatch = try LinkWatch() } catch { throw Failure(description: "cluster: the link monitors: \(error)") }
         epoch = epochFile.map { Self.nextEpoch(file: $0, logger: logger) } ?? SystemClock.unixMilliseconds()
         sync = try ConfigSync(config: config, key: key, controller: controller, committed: committed, events: events, logger: logger,
                               role: roleCell, epoch: epoch)
@@ -160,18 +169,42 @@ public final class ClusterService: @unchecked Sendable {
 
     /// What makes this LB unhealthy.
     enum Monitor {
-        case link(name: String, ifindex: Int32, up: Bool)
+        case link(name: String, ifindex: Int32, up: Bool, action: FulcrumConfig.Cluster.Monitor.Action)
         case ip(IPMonitor)
+        case dataplane(DataplaneMonitor)
         var up: Bool {
             switch self {
-            case let .link(_, _, up): up
+            case let .link(_, _, up, _): up
             case let .ip(m): m.up
+            case let .dataplane(m): m.up
             }
         }
         var what: String {
             switch self {
-            case let .link(name, _, _): "the link of \(name)"
+            case let .link(name, _, _, _): "the link of \(name)"
             case let .ip(m): "IP monitor \(m.address)"
+            case .dataplane: "the data plane's workers"
+            }
+        }
+        /// What is wrong, for the events and the election's reason.
+        var failure: String {
+            if case let .dataplane(m) = self, !m.stuck.isEmpty {
+                return "the data plane's worker\(m.stuck.count > 1 ? "s" : "") for queue \(m.stuck.map(String.init).joined(separator: ", ")) stuck"
+            }
+            return what + " down"
+        }
+        var action: FulcrumConfig.Cluster.Monitor.Action {
+            switch self {
+            case let .link(_, _, _, action): action
+            case let .ip(m): m.settings.action
+            case let .dataplane(m): m.settings.action
+            }
+        }
+        var wakeAt: UInt64 {
+            switch self {
+            case .link: .max
+            case let .ip(m): m.wakeAt
+            case let .dataplane(m): m.nextSample
             }
         }
     }
@@ -248,7 +281,7 @@ public final class ClusterService: @unchecked Sendable {
                 announcements.removeFirst()
                 if role == .active { announcer?.announce(committed.value.groups) }
             }
-            stepIPMonitors(now: now) { $0.tick(now: now) }
+            stepPolledMonitors(now: now, answers: false)
             if let p = probe, let reached = p.result(now: now) {
                 probe = nil
                 let changed = npReached != reached
@@ -264,7 +297,7 @@ public final class ClusterService: @unchecked Sendable {
             var wakeAt = sendNow ? 0 : nextSend
             if let due = announcements.first { wakeAt = min(wakeAt, due) }
             if let p = probe { wakeAt = min(wakeAt, p.deadline) }
-            for case let .ip(m) in monitors { wakeAt = min(wakeAt, m.wakeAt) }
+            for m in monitors { wakeAt = min(wakeAt, m.wakeAt) }
             let after = clock.nanoseconds()
             let timeout = Int32(clamping: wakeAt > after ? (wakeAt - after + 999_999) / 1_000_000 : 0)
             var fds = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
@@ -288,8 +321,7 @@ public final class ClusterService: @unchecked Sendable {
             }
             if fds[sockets.count].revents & Int16(POLLIN) != 0 { wake.drain() }
             if fds[sockets.count + 1].revents & Int16(POLLIN) != 0 { linkChanges() }
-            let t = clock.nanoseconds()
-            stepIPMonitors(now: t) { $0.receive(now: t) }
+            stepPolledMonitors(now: clock.nanoseconds(), answers: true)
             probe?.receive(now: clock.nanoseconds())
         }
         for (_, answer) in commands.withLock({ c in defer { c = [] }; return c }) {
@@ -344,15 +376,18 @@ public final class ClusterService: @unchecked Sendable {
         return epoch
     }
 
-    /// One step of every IP monitor (a send or timeout, or the answers waiting); the ones
-    /// that changed are checked.
-    func stepIPMonitors(now: UInt64, _ step: (IPMonitor) -> Void) {
+    /// One step of every IP monitor (a send or timeout, or the answers waiting) and of the
+    /// data-plane monitor (`answers`: false, its sample); the ones that changed are checked.
+    func stepPolledMonitors(now: UInt64, answers: Bool) {
         var changed: [Int] = []
         for i in monitors.indices {
-            guard case let .ip(m) = monitors[i] else { continue }
-            let before = m.up
-            step(m)
-            if m.up != before { changed.append(i) }
+            let before = monitors[i].up
+            switch monitors[i] {
+            case let .ip(m): if answers { m.receive(now: now) } else { m.tick(now: now) }
+            case let .dataplane(m): if !answers { m.tick(now: now) }
+            case .link: continue
+            }
+            if monitors[i].up != before { changed.append(i) }
         }
         if !changed.isEmpty { checkMonitors(changed: changed, now: now) }
     }
@@ -362,12 +397,12 @@ public final class ClusterService: @unchecked Sendable {
         let (changes, lost) = linkWatch.drain()
         var changed: [Int] = []
         for i in monitors.indices {
-            guard case let .link(name, ifindex, up) = monitors[i] else { continue }
+            guard case let .link(name, ifindex, up, action) = monitors[i] else { continue }
             var now = up
             if lost { now = LinkWatch.isRunning(name) }
             if let last = changes.last(where: { $0.ifindex == ifindex }) { now = last.running }
             if now != up {
-                monitors[i] = .link(name: name, ifindex: ifindex, up: now)
+                monitors[i] = .link(name: name, ifindex: ifindex, up: now, action: action)
                 changed.append(i)
             }
         }
@@ -379,12 +414,13 @@ public final class ClusterService: @unchecked Sendable {
         for i in changed {
             let m = monitors[i]
             record(m.up ? .notice : .warning, m.up ? "cluster.monitor.recovered" : "cluster.monitor.failed",
-                   "\(m.what) is \(m.up ? "up again" : "down")", ["monitor": m.what])
+                   m.up ? "\(m.what) is up again" : m.failure + (m.action == .alarm ? " (action alarm: no failover)" : ""),
+                   ["monitor": m.what, "action": m.action.rawValue])
         }
-        let failing = monitors.filter { !$0.up }.map(\.what)
+        let failing = monitors.filter { !$0.up && $0.action == .failover }.map(\.failure)
         let healthy = failing.isEmpty
         guard healthy != election.healthy else { return }
-        handle(election.setHealthy(healthy, reason: healthy ? "" : failing.joined(separator: ", ") + " down", at: seconds(now)), now: now)
+        handle(election.setHealthy(healthy, reason: healthy ? "" : failing.joined(separator: ", "), at: seconds(now)), now: now)
     }
 
     func run(_ command: Command, _ answer: @Sendable (Result<String, CommandRefusal>) -> Void, now: UInt64) {
@@ -562,12 +598,55 @@ public final class ClusterService: @unchecked Sendable {
             transitions: transitions, held: election.held, npReached: npReached, realtime: realtime)
         var withMonitors = model
         withMonitors.monitors = monitors.map { m in
-            switch m {
-            case let .link(name, _, up): .init(type: "link", target: name, up: up)
+            var model: ClusterStatusModel.MonitorModel = switch m {
+            case let .link(name, _, up, _): .init(type: "link", target: name, up: up)
             case let .ip(ip): .init(type: "ip", target: "\(ip.address)", up: ip.up)
+            case let .dataplane(d): .init(type: "dataplane", target: "\(d.workers) worker\(d.workers == 1 ? "" : "s")", up: d.up)
             }
+            model.action = m.action.rawValue
+            return model
         }
         status.withLock { $0 = withMonitors }
+    }
+}
+
+/// The data plane's liveness: every worker's loop count (`Worker.progress`), read every
+/// `interval`; a worker whose count has not moved for `timeout` is stuck (its loop turns at
+/// least every 10 ms, idle or not), and the monitor fails until every worker moves again.
+/// A daemon stopped as a whole is the peer's to see (its heartbeat timeout).
+final class DataplaneMonitor {
+    let settings: FulcrumConfig.Cluster.Monitor
+    let progress: @Sendable () -> [UInt64]
+    private var last: [UInt64] = []
+    private var movedAt: [UInt64] = []
+    private(set) var nextSample: UInt64 = 0
+    private(set) var stuck: [Int] = []
+    var up: Bool { stuck.isEmpty }
+    var workers: Int { last.count }
+
+    init(settings: FulcrumConfig.Cluster.Monitor, progress: @escaping @Sendable () -> [UInt64]) {
+        self.settings = settings
+        self.progress = progress
+        last = progress()
+    }
+
+    func tick(now: UInt64) {
+        guard now >= nextSample else { return }
+        nextSample = now + UInt64(settings.interval * 1e9)
+        let counts = progress()
+        if counts.count != last.count {
+            last = counts
+            movedAt = Array(repeating: now, count: counts.count)
+            return
+        }
+        if movedAt.count != counts.count { movedAt = Array(repeating: now, count: counts.count) }
+        let limit = UInt64(settings.timeout * 1e9)
+        var stuckNow: [Int] = []
+        for i in counts.indices {
+            if counts[i] != last[i] { movedAt[i] = now } else if now &- movedAt[i] >= limit { stuckNow.append(i) }
+        }
+        last = counts
+        stuck = stuckNow
     }
 }
 

@@ -211,11 +211,25 @@ public struct FulcrumConfig: Sendable, Equatable {
                 /// ICMP echo to the address every `interval`; `retry + 1` echoes in a row
                 /// unanswered within `timeout` is a failure; one answer is a recovery.
                 case ip(IPAddress)
+                /// Every data-plane worker's loop count, read every `interval`: one that
+                /// has not moved for `timeout` is a stuck worker, a failure. Always on (with
+                /// the defaults) unless listed.
+                case dataplane
+            }
+            public enum Action: String, Sendable, Equatable {
+                /// A failure makes this LB unhealthy: it leaves active (the default).
+                case failover
+                /// A failure is an event and an alarm only.
+                case alarm
             }
             public var kind: Kind
+            public var action = Action.failover
             public var interval = 1.0
             public var timeout = 1.0
             public var retry = 2
+            /// A dataplane monitor's, and the one every pair runs when none is listed: read
+            /// every 0.1 s, stuck after 1 s (a worker's loop turns every 10 ms even idle).
+            public static let dataplaneDefaults = (interval: 0.1, timeout: 1.0)
         }
     }
 

@@ -363,23 +363,35 @@ struct Reader {
     }
 
     mutating func monitor(_ node: Node, _ f: String) -> FulcrumConfig.Cluster.Monitor? {
-        let m = mapping(node, f, allowed: ["type", "interface", "address", "interval", "timeout", "retry"])
+        let m = mapping(node, f, allowed: ["type", "interface", "address", "interval", "timeout", "retry", "action"])
         var monitor: FulcrumConfig.Cluster.Monitor
+        var action = FulcrumConfig.Cluster.Monitor.Action.failover
+        if m["action"] != nil, let text = string(m["action"], f + ".action") {
+            if let a = FulcrumConfig.Cluster.Monitor.Action(rawValue: text) { action = a } else {
+                fail(m["action"], f + ".action", "must be failover or alarm")
+            }
+        }
         switch string(m["type"], f + ".type") {
         case "link":
             for key in ["address", "interval", "timeout", "retry"] where m[key] != nil {
                 fail(m[key], "\(f).\(key)", "is not a field of a link monitor (its kernel messages need no polling)")
             }
             guard let name = string(m["interface"], f + ".interface") else { return nil }
-            return .init(kind: .link(name))
+            return .init(kind: .link(name), action: action)
         case "ip":
             if m["interface"] != nil { fail(m["interface"], f + ".interface", "is not a field of an ip monitor") }
             guard let a = address(m["address"], f + ".address") else { return nil }
-            monitor = .init(kind: .ip(a))
+            monitor = .init(kind: .ip(a), action: action)
+        case "dataplane":
+            for key in ["interface", "address", "retry"] where m[key] != nil {
+                fail(m[key], "\(f).\(key)", "is not a field of a dataplane monitor")
+            }
+            monitor = .init(kind: .dataplane, action: action, interval: FulcrumConfig.Cluster.Monitor.dataplaneDefaults.interval,
+                            timeout: FulcrumConfig.Cluster.Monitor.dataplaneDefaults.timeout)
         case nil:
             return nil
         default:
-            fail(m["type"], f + ".type", "must be one of link, ip")
+            fail(m["type"], f + ".type", "must be one of link, ip, dataplane")
             return nil
         }
         if let v = m["interval"].flatMap({ seconds($0, f + ".interval", in: 0.05...3600) }) { monitor.interval = v }

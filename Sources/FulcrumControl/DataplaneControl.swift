@@ -12,6 +12,8 @@ public protocol DataplaneControl: AnyObject, Sendable {
     /// Each dynamically weighted node's weight in force.
     var weightsInForce: [NodeIdentity: Int] { get }
     func snapshot() -> DataplaneSnapshot
+    /// Each worker's loop count: one that stands still is stuck.
+    func workerProgress() -> [UInt64]
     /// BPF map entries by map (a system call per entry: not on every status write).
     func mapEntryCounts() -> [String: Int]
     /// Throws what `configure` would, and changes nothing.

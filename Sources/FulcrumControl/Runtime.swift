@@ -66,7 +66,8 @@ public final class Runtime: Sendable {
         let cluster = try config.cluster.map {
             try ClusterService(config: $0, nodeName: config.nodeName, interfaces: dataplane.interfaces, controller: controller,
                                committed: view, events: events, logger: logger, announcer: announcer,
-                               epochFile: (config.stateFile as NSString).deletingLastPathComponent + "/cluster.epoch") { active, reason, then in
+                               epochFile: config.stateFile + ".epoch",
+                               workerProgress: { [dataplane] in dataplane.workerProgress() }) { active, reason, then in
                 inputs.yield(.activation(active: active, reason: reason, then: then))
             }
         }

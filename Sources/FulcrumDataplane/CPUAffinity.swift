@@ -19,5 +19,13 @@ public enum CPUAffinity {
     public static func pinCurrentThread(to cpu: Int) throws {
         try SystemCall.libbpf("pin worker to CPU \(cpu)") { fulcrum_pin_current_thread(Int32(cpu)) }
     }
-}
 
+    /// Names the calling thread (its comm, 15 bytes at most), as ps and /proc show it.
+    public static func nameCurrentThread(_ name: String) {
+        let fd = open("/proc/thread-self/comm", O_WRONLY)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let bytes = Array(name.utf8.prefix(15))
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+}

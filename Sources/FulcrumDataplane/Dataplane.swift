@@ -375,6 +375,9 @@ public final class Dataplane: @unchecked Sendable {
 
     public var isActive: Bool { maps.isActive }
 
+    /// Each worker's loop count (`Worker.progress`), in queue order.
+    public func workerProgress() -> [UInt64] { workers.map { $0.progress.load(ordering: .relaxed) } }
+
     /// The admission budget for new TCP connections (per CPU); 0 = no limit. Takes effect
     /// at once, on a reload too.
     public func setAdmission(perSecond: UInt64, burst: UInt64) throws {

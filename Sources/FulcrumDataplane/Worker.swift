@@ -85,6 +85,9 @@ public final class Worker: @unchecked Sendable {
     private var thread: pthread_t?
     /// Frames the TX ring had no room for, and loop statistics.
     public let stalls = Atomic<UInt64>(0)
+    /// Turns of the worker's loop (at least one every 10 ms, idle or not): a count that
+    /// stands still is a worker that is stuck (the pair's data-plane monitor).
+    public let progress = Atomic<UInt64>(0)
     /// Benchmark reference only: swap MACs and send back, no decision (xdpsock's l2fwd).
     let reflectOnly: Bool
     /// The frames of one RX batch, handed to the balancer together.
@@ -151,6 +154,8 @@ public final class Worker: @unchecked Sendable {
         var t = pthread_t()
         let r = pthread_create(&t, nil, { raw in
             let worker = Unmanaged<Worker>.fromOpaque(raw!).takeRetainedValue()
+            // Named for ps, top and fault injection (Bench/testbed/stall-thread.py).
+            CPUAffinity.nameCurrentThread("fulcrum-q\(worker.queue)")
             worker.run()
             return nil
         }, context)
@@ -243,6 +248,7 @@ public final class Worker: @unchecked Sendable {
         var pollSet = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
         pollSet.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
         while running.load(ordering: .acquiring) {
+            progress.store(progress.load(ordering: .relaxed) &+ 1, ordering: .relaxed)  // one writer: this thread
             // Commands wait while more were sent than applied (only this thread applies).
             if sentCount.load(ordering: .acquiring) != appliedCount.load(ordering: .relaxed) { applyCommands() }
             let now = monotonicNanoseconds()

@@ -97,6 +97,24 @@ public final class Testbed: @unchecked Sendable {
                                       outputPath: directory + "/lb\(n).log")
     }
 
+    /// Starts LB `n` without its `cluster:` section: a standalone LB that answers for the
+    /// VIPs whatever the other does (the probes' negative control: two LBs answering).
+    public func startAlone(_ n: Int) throws {
+        let lines = try String(contentsOfFile: pairConfig(n), encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        var out: [Substring] = []
+        var inCluster = false
+        for line in lines {
+            if line.hasPrefix("cluster:") { inCluster = true } else if !line.hasPrefix(" ") { inCluster = false }
+            if !inCluster { out.append(line) }
+        }
+        let path = directory + "/alone-lb\(n).yaml"
+        try out.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        try? FileManager.default.removeItem(atPath: pairStatusPath(n))
+        members[n] = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-\(pairHost(n))", fulcrum, "run",
+                                       "--config", path, "--status-file", pairStatusPath(n)],
+                                      outputPath: directory + "/lb\(n).log")
+    }
+
     public func pairPID(_ n: Int) -> pid_t? { members[n]?.pid }
 
     /// Signals LB `n`; SIGKILL and SIGTERM also wait for it to end.
@@ -410,6 +428,40 @@ public final class Testbed: @unchecked Sendable {
             }
             return r
         }
+    }
+
+    /// Who answers ARP for an address (Bench/testbed/arp-probe.py): a request from the
+    /// client every `interval` for `seconds`, in the background; `finish()` gives each MAC
+    /// that answered and in how many rounds.
+    public final class ARPProbe: @unchecked Sendable {
+        public struct Report: Decodable, Sendable, CustomStringConvertible {
+            public var requests: Int
+            public var macs: [String: Int]
+            public var rounds: [String: Int]
+            /// Rounds in which more than one MAC answered.
+            public var both: Int
+            public var description: String { "\(requests) requests; answered by \(rounds) (rounds), \(both) rounds with two" }
+        }
+        let process: ChildProcess
+        init(_ process: ChildProcess) throws {
+            self.process = process
+            guard process.readLine()?.hasPrefix("{\"ready\"") == true else { throw Failure(description: "the ARP probe did not start") }
+        }
+        public func finish() throws -> Report {
+            let out = process.readAll()
+            process.wait()
+            guard let line = out.split(separator: "\n").last,
+                  let r = try? JSONDecoder().decode(Report.self, from: Data(line.utf8)) else {
+                throw Failure(description: "ARP probe: no report in \(out)")
+            }
+            return r
+        }
+    }
+
+    public func arpProbe(_ target: String, seconds: Double, interval: Double = 0.05) throws -> ARPProbe {
+        try ARPProbe(try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-client", "python3",
+                                       root + "/Bench/testbed/arp-probe.py", "eth0", target, "\(seconds)", "\(interval)"],
+                                      capture: true))
     }
 
     public func udpProbe(_ target: String, port: Int, seconds: Double, interval: Double = 0.002) throws -> UDPProbe {

@@ -26,6 +26,8 @@ final class RecordingDataplane: DataplaneControl {
     var hasUnrouted: Bool { false }
     var weightsInForce: [NodeIdentity: Int] { [:] }
 
+    func workerProgress() -> [UInt64] { [] }
+
     func snapshot() -> DataplaneSnapshot {
         let groups = (layouts.withLock { $0.last } ?? []).map { g in
             DataplaneSnapshot.Group(name: g.name, nodes: g.nodes.map {

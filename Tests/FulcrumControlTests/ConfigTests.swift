@@ -127,6 +127,10 @@ import Testing
       np_targets: [198.18.0.2]
       failback: manual
       dual_active: both_stand_down
+      monitors:
+        - { type: link, interface: eth-c }
+        - { type: ip, address: 198.18.0.2, interval: 1, timeout: 3, retry: 0 }
+        - { type: dataplane, timeout: 2, action: alarm }
     """
 
     @Test func theClusterSectionParsesAsTheIssueWritesIt() throws {
@@ -135,6 +139,9 @@ import Testing
         #expect(c.interconnects.map { "\($0.local)>\($0.peer)" } == ["198.18.9.1>198.18.9.2", "198.18.0.10>198.18.0.11"])
         #expect(c.interval == 0.05 && c.timeout == 0.15 && c.keyFile == "/etc/fulcrum/cluster.key")
         #expect(c.npTargets == [IPAddress("198.18.0.2")!] && c.failback == .manual && c.dualActive == .bothStandDown)
+        #expect(c.monitors.map(\.kind) == [.link("eth-c"), .ip(IPAddress("198.18.0.2")!), .dataplane])
+        #expect(c.monitors[1].interval == 1 && c.monitors[1].timeout == 3 && c.monitors[1].retry == 0 && c.monitors[1].action == .failover)
+        #expect(c.monitors[2].timeout == 2 && c.monitors[2].interval == 0.1 && c.monitors[2].action == .alarm)
         #expect(try ConfigLoader.parse(Self.valid, file: "lb.yaml").cluster == nil, "no section: standalone")
     }
 
@@ -149,6 +156,10 @@ import Testing
         ("  dual_active: both_stand_down", "  dual_active: both_stay", "cluster.dual_active", "both_stay"),
         ("  failback: manual", "  failback: sometimes", "cluster.failback", "sometimes"),
         ("  port: 65010", "  port: 0", "cluster.port", "0"),
+        ("{ type: dataplane, timeout: 2, action: alarm }", "{ type: dataplane, timeout: 2, action: reboot }",
+         "cluster.monitors[2].action", "reboot"),
+        ("{ type: dataplane, timeout: 2, action: alarm }", "{ type: dataplane, retry: 2 }", "cluster.monitors[2].retry", "2"),
+        ("{ type: link, interface: eth-c }", "{ type: disk, interface: eth-c }", "cluster.monitors[0].type", "disk"),
     ]
 
     @Test(arguments: clusterMistakes.indices)

@@ -46,6 +46,46 @@ extension OnTheTestbed {
             return f.date(from: time)?.timeIntervalSince1970
         }
 
+        func waitUntil(_ what: String, timeout: Double, _ condition: () throws -> Bool) throws {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                if try condition() { return }
+                usleep(20_000)
+            }
+            throw Failure(description: "timed out: \(what)")
+        }
+
+        struct Failure: Error, CustomStringConvertible {
+            var description: String
+        }
+
+        /// The probes' own test, so that a pass of the others means something: two
+        /// standalone LBs answering for one VIP are seen as two MACs, and held connections
+        /// cut under the chat are reported broken.
+        @Test func theProbesSeeTwoLBsAnsweringAndABrokenConnection() throws {
+            let bed = try Testbed(pair: true)
+            defer { bed.tearDown() }
+            try bed.startAlone(1)
+            try bed.startAlone(2)
+            for n in [1, 2] {
+                try bed.waitForPair(n, "standalone, forwarding", timeout: 20) { s in
+                    s.cluster == nil && !s.groups.isEmpty && s.groups.allSatisfy { $0.nodes.allSatisfy { $0.mac != nil } }
+                }
+            }
+            let arp = try bed.arpProbe(Self.vip, seconds: 1).finish()
+            let both = Set([try bed.mac(of: "lb", "eth-c"), try bed.mac(of: "lb2", "eth-c")])
+            #expect(Set(arp.rounds.keys) == both && arp.both > arp.requests / 2, "two LBs answer: \(arp)")
+            bed.signalPairMember(2, SIGKILL)
+            try bed.exec("client", ["ip", "neigh", "flush", "dev", "eth0"])
+            let chat = try bed.chat(Self.vip, port: 80, held: 10, seconds: 3, interval: 0.05, newEvery: 0.5)
+            #expect(chat.ready == 10)
+            usleep(1_000_000)
+            // The servers die: the held connections are cut.
+            for m in ["m1", "m2", "m3"] { _ = try bed.exec(m, ["pkill", "-9", "-f", "serve --name \(m) "]) }
+            let report = try chat.finish()
+            #expect(report.broken >= chat.ready && chat.ready == 10, "every held connection reported broken: \(report)")
+        }
+
         func events(_ bed: Testbed, _ n: Int) -> [String] {
             ((try? String(contentsOfFile: bed.pairEvents(n), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
         }
@@ -145,6 +185,23 @@ extension OnTheTestbed {
                 let r = s.cluster?.interconnects[1].rejected ?? [:]
                 return ["truncated", "garbage", "bad_mac", "source_mismatch"].allSatisfy { r[$0] == 1 }
             }
+            // A real heartbeat of lb2, captured on lb1's front link, sent again by the rogue
+            // with lb2's address: the peer's own signed bytes, refused as a replay.
+            let pcap = bed.directory + "/heartbeat.pcap"
+            let (tc, tout) = try bed.exec("lb", ["timeout", "5", "tcpdump", "-Z", "root", "-i", "eth-c", "-c", "1", "-w", pcap,
+                                                 "udp and src 198.18.0.4 and dst port 65010"])
+            #expect(tc == 0, "\(tout)")
+            let replay = { try bed.exec("client", ["python3", bed.root + "/Bench/testbed/rogue-heartbeat.py", "--replay", pcap,
+                                                   "198.18.0.1", "65010", "198.18.0.4"]) }
+            let (rc, rout) = try replay()
+            #expect(rc == 0, "\(rout)")
+            try bed.waitForPair(1, "the replay refused", timeout: 5) { $0.cluster?.interconnects[1].rejected["replayed"] == 1 }
+            // lb2 (the standby) restarts: nothing moves, and the copy is now of an old epoch.
+            bed.signalPairMember(2, SIGTERM)
+            try bed.startPairMember(2)
+            try bed.waitForPair(2, "lb2 standby again", timeout: 10) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
+            #expect(try replay().0 == 0)
+            try bed.waitForPair(1, "the old epoch refused", timeout: 5) { $0.cluster?.interconnects[1].rejected["old_epoch"] == 1 }
             let after = try bed.pairStatus(1)
             #expect(after.cluster?.role == "active" && after.cluster?.transitions == before.cluster?.transitions)
             #expect(try bed.pairStatus(2).cluster?.role == "standby")
@@ -204,6 +261,10 @@ extension OnTheTestbed {
             try bed.waitForPair(1, "lb1 standby after the pause", timeout: 5) { s in
                 s.cluster?.role == "standby" && s.cluster?.peer.role == "active"
             }
+            // One MAC answers for the VIP within two heartbeat intervals of lb1 running again.
+            usleep(100_000)
+            let arp = try bed.arpProbe(Self.vip, seconds: 0.5).finish()
+            #expect(Array(arp.rounds.keys) == [lb2MAC] && arp.both == 0, "only lb2 answers: \(arp)")
             let s1 = try bed.pairStatus(1)
             #expect(s1.cluster?.lastTransition?.reason.contains("paused") == true && s1.cluster?.transitions == 2,
                     "active, then standby after the pause, nothing else: \(String(describing: s1.cluster?.lastTransition))")
@@ -215,6 +276,30 @@ extension OnTheTestbed {
             try bed.exec("client", ["ip", "neigh", "flush", "dev", "eth0"])
             #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
             #expect(try bed.clientNeighbor(Self.vip) == lb2MAC)
+        }
+
+        @Test func aStuckWorkerHandsOverWhileTheDaemonStillBeats() throws {
+            // lb1's one worker thread is stopped by ptrace for 2.5 s, the rest of the daemon
+            // (heartbeats included) runs on: only the data-plane monitor can see it.
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            guard let pid = bed.pairPID(1) else { throw Failure(description: "lb1 has no pid") }
+            let stall = try ChildProcess(["/usr/bin/python3", bed.root + "/Bench/testbed/stall-thread.py", "\(pid)", "fulcrum-q0", "2.5"],
+                                         capture: true)
+            try bed.waitForPair(2, "lb2 takes over", timeout: 3) { $0.cluster?.role == "active" }
+            let s1 = try bed.pairStatus(1)
+            #expect(s1.cluster?.role == "fault" && s1.cluster?.lastTransition?.reason.contains("queue 0 stuck") == true,
+                    "\(String(describing: s1.cluster?.lastTransition))")
+            #expect(s1.cluster?.monitors.contains { $0.type == "dataplane" && !$0.up } == true)
+            #expect(s1.cluster?.interconnects.allSatisfy(\.up) == true, "the daemon kept beating")
+            _ = stall.readAll()
+            stall.wait()
+            try bed.waitForPair(1, "lb1 healthy again, standby", timeout: 5) { s in
+                s.cluster?.role == "standby" && s.cluster?.monitors.allSatisfy(\.up) == true
+            }
+            #expect(try bed.pairStatus(2).cluster?.role == "active", "no failback")
+            #expect(events(bed, 1).contains { $0.contains("cluster.monitor.failed") && $0.contains("stuck") })
+            #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
         }
 
         @Test func aFailedIPMonitorHandsOver() throws {
@@ -250,21 +335,25 @@ extension OnTheTestbed {
         @Test func aPartitionHealsWithTheMasterActive() throws {
             let bed = try pairUp()
             defer { bed.tearDown() }
+            let lb1MAC = try bed.mac(of: "lb", "eth-c"), lb2MAC = try bed.mac(of: "lb2", "eth-c")
             try deafen(bed, 1)
             try deafen(bed, 2)
             // Both reach the router: both active (a true partition), then the heal.
             try bed.waitForPair(2, "lb2 active in the partition", timeout: 5) { $0.cluster?.role == "active" }
             #expect(try bed.pairStatus(1).cluster?.role == "active")
+            // lb2's takeover announcements moved the client's entry to it.
+            try waitUntil("the client's entry for the VIP is lb2's", timeout: 3) { try bed.clientNeighbor(Self.vip) == lb2MAC }
             try heal(bed, 1)
             try heal(bed, 2)
             try bed.waitForPair(2, "lb2 steps down", timeout: 5) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
-            usleep(1_000_000)
+            // lb1 announces again on the heal: the client's entry comes back to it by itself
+            // (the entry is older than the neighbour locktime by the 1.1 s announcement).
+            try waitUntil("the client's entry back on lb1 with no flush", timeout: 3) { try bed.clientNeighbor(Self.vip) == lb1MAC }
             #expect(try bed.pairStatus(1).cluster?.role == "active" && bed.pairStatus(2).cluster?.role == "standby", "exactly one active")
             #expect(events(bed, 2).contains { $0.contains("cluster.dual_active") })
-            // lb1 announced again on the heal: the client is back on it.
-            try bed.exec("client", ["ip", "neigh", "flush", "dev", "eth0"])
+            let arp = try bed.arpProbe(Self.vip, seconds: 0.5).finish()
+            #expect(Array(arp.rounds.keys) == [lb1MAC] && arp.both == 0, "only lb1 answers for the VIP: \(arp)")
             #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)
-            #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb", "eth-c"))
         }
 
         @Test func bothStandDownUntilResumed() throws {
