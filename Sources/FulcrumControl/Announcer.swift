@@ -25,24 +25,26 @@ public final class Announcer: Sendable {
         self.logger = logger
     }
 
-    /// One round for every distinct (VIP, interface) of `groups`; returns the frames sent.
+    /// One round for every distinct (VIP, interface) of `groups`, and every (address,
+    /// interface) of `more` (the floating addresses); returns the frames sent.
     @discardableResult
-    public func announce(_ groups: [FulcrumConfig.Group]) -> Int {
+    public func announce(_ groups: [FulcrumConfig.Group], _ more: [(address: IPAddress, interface: String)] = []) -> Int {
         var seen = Set<String>()
         var sent = 0
         var frame = [UInt8](repeating: 0, count: 128)
-        for g in groups where seen.insert("\(g.vip)%\(g.interface)").inserted {
-            guard let port = ports[g.interface] else { continue }
-            let builders: [(UnsafeMutableRawPointer) -> Int] = g.vip.isIPv4
-                ? [{ FrameBuilder.gratuitousARPRequest($0, capacity: 128, mac: port.mac, ip: g.vip) },
-                   { FrameBuilder.gratuitousARPReply($0, capacity: 128, mac: port.mac, ip: g.vip) }]
-                : [{ FrameBuilder.unsolicitedNeighborAdvertisement($0, capacity: 128, mac: port.mac, target: g.vip) }]
+        for (address, interface) in groups.map({ ($0.vip, $0.interface) }) + more.map({ ($0.address, $0.interface) })
+        where seen.insert("\(address)%\(interface)").inserted {
+            guard let port = ports[interface] else { continue }
+            let builders: [(UnsafeMutableRawPointer) -> Int] = address.isIPv4
+                ? [{ FrameBuilder.gratuitousARPRequest($0, capacity: 128, mac: port.mac, ip: address) },
+                   { FrameBuilder.gratuitousARPReply($0, capacity: 128, mac: port.mac, ip: address) }]
+                : [{ FrameBuilder.unsolicitedNeighborAdvertisement($0, capacity: 128, mac: port.mac, target: address) }]
             for build in builders {
                 let ok = frame.withUnsafeMutableBytes { b -> Bool in
                     let n = build(b.baseAddress!)
                     return (try? socket.send(UnsafeRawBufferPointer(rebasing: b[0..<n]), ifindex: port.ifindex)) == true
                 }
-                if ok { sent += 1 } else { logger.warning("cannot announce \(g.vip) on \(g.interface)") }
+                if ok { sent += 1 } else { logger.warning("cannot announce \(address) on \(interface)") }
             }
         }
         return sent

@@ -72,6 +72,8 @@ public final class ClusterService: @unchecked Sendable {
     /// The controller has cleared the active flag after this LB left active: only then do
     /// the heartbeats say so, so the peer never announces while this LB still answers.
     let flagOff = Atomic<Bool>(false)
+    /// Active with the flag on and the announcements begun (the heartbeats' "answering").
+    var answering = false
     /// A role changed: heartbeats go now, not an interval later.
     var sendNow = false
     /// When the loop last turned: a gap longer than the timeout is a pause (SIGSTOP, a
@@ -144,6 +146,14 @@ public final class ClusterService: @unchecked Sendable {
                      timeout: FulcrumConfig.Cluster.Monitor.dataplaneDefaults.timeout)
         monitors.append(.dataplane(DataplaneMonitor(settings: dataplaneSettings, progress: workerProgress)))
         self.monitors = monitors
+        var floating: [(FulcrumConfig.Cluster.FloatingAddress, Int32)] = []
+        for (i, f) in config.floatingAddresses.enumerated() {
+            guard let index = try? InterfaceInfo.index(of: f.interface) else {
+                throw Failure(description: "cluster.floating_addresses[\(i)].interface: there is no interface \(f.interface)")
+            }
+            floating.append((f, index))
+        }
+        self.floating = floating
         epoch = epochFile.map { Self.nextEpoch(file: $0, logger: logger) } ?? SystemClock.unixMilliseconds()
         sync = try ConfigSync(config: config, key: key, controller: controller, committed: committed, events: events, logger: logger,
                               role: roleCell, epoch: epoch)
@@ -210,6 +220,8 @@ public final class ClusterService: @unchecked Sendable {
     }
     var monitors: [Monitor]
     let linkWatch: LinkWatch
+    /// The floating addresses and their interfaces' indexes.
+    let floating: [(FulcrumConfig.Cluster.FloatingAddress, Int32)]
 
     public var role: PairElection.Role { roleCell.role }
     let roleCell = RoleCell()
@@ -245,6 +257,8 @@ public final class ClusterService: @unchecked Sendable {
         var nextSend: UInt64 = 0
         // At start, only what is down is news.
         checkMonitors(changed: monitors.indices.filter { !monitors[$0].up }, now: clock.nanoseconds())
+        // Not active yet: a floating address left here by a daemon that died is not ours.
+        setFloating(false)
         let interval = UInt64(config.interval * 1e9)
         while !stopping.load(ordering: .acquiring) {
             let now = clock.nanoseconds()
@@ -273,13 +287,21 @@ public final class ClusterService: @unchecked Sendable {
             } else {
                 pushedVersion = nil
             }
-            if flagOn.exchange(0, ordering: .acquiringAndReleasing) == activations, role == .active {
-                announcements = Self.announceOffsets.map { now + UInt64($0 * 1e9) }
+            // Off before on: a flag turned off and on again (in that order at the controller)
+            // ends with the addresses up.
+            if flagOff.exchange(false, ordering: .acquiringAndReleasing) {
+                if role != .active { setFloating(false) }
+                sendNow = true
             }
-            if flagOff.exchange(false, ordering: .acquiringAndReleasing) { sendNow = true }
+            if flagOn.exchange(0, ordering: .acquiringAndReleasing) == activations, role == .active {
+                setFloating(true)
+                announcements = Self.announceOffsets.map { now + UInt64($0 * 1e9) }
+                answering = true
+                sendNow = true  // after this turn's first announcement (below)
+            }
             while let due = announcements.first, due <= now {
                 announcements.removeFirst()
-                if role == .active { announcer?.announce(committed.value.groups) }
+                if role == .active { announcer?.announce(committed.value.groups, floating.map { ($0.0.address, $0.0.interface) }) }
             }
             stepPolledMonitors(now: now, answers: false)
             if let p = probe, let reached = p.result(now: now) {
@@ -335,6 +357,7 @@ public final class ClusterService: @unchecked Sendable {
             // The flag off first (the controller still runs: it stops last), for at most 50 ms.
             let deadline = now + 50_000_000
             while !flagOff.load(ordering: .acquiring), clock.nanoseconds() < deadline { usleep(1000) }
+            setFloating(false)
         }
         for _ in 0..<3 { sendHeartbeats() }
         if wasActive { logger.info("stopped: the peer was told on every interconnect") }
@@ -353,6 +376,25 @@ public final class ClusterService: @unchecked Sendable {
         if role != .active { logger.warning("the cluster thread was paused for \(String(format: "%.2f", gap)) s") }
         handle(election.paused(for: gap, at: seconds(now)), now: now)
         return true
+    }
+
+    /// The floating addresses up (this LB is active, its flag on) or down (before the peer
+    /// hears that this LB left). A failure is an event; the rest go on.
+    func setFloating(_ up: Bool) {
+        for (f, ifindex) in floating {
+            do {
+                if up {
+                    try InterfaceAddresses.add(f.address, prefix: f.prefixLength, ifindex: ifindex)
+                } else {
+                    try InterfaceAddresses.remove(f.address, prefix: f.prefixLength, ifindex: ifindex)
+                }
+                logger.info("floating address \(f.address)/\(f.prefixLength) \(up ? "added to" : "removed from") \(f.interface)")
+            } catch {
+                record(.error, "cluster.floating_failed",
+                       "cannot \(up ? "add" : "remove") the floating address \(f.address)/\(f.prefixLength) on \(f.interface): \(error)",
+                       ["address": "\(f.address)", "interface": f.interface])
+            }
+        }
     }
 
     /// What queued during a pause is old news, dropped: the peer's next heartbeats say what
@@ -460,7 +502,7 @@ public final class ClusterService: @unchecked Sendable {
             sequence[i] += 1
             let h = Heartbeat(role: election.role, isMaster: config.role == .master, handingOver: election.handingOver,
                               healthy: election.healthy, yielded: election.yielded, held: election.held,
-                              interconnect: UInt8(i), epoch: epoch,
+                              answering: answering && election.role == .active, interconnect: UInt8(i), epoch: epoch,
                               sequence: sequence[i], configVersion: UInt64(c.version), configHash: hash)
             var bytes = h.encodeSigned()
             bytes.append(contentsOf: HMAC<SHA256>.authenticationCode(for: bytes, using: key))
@@ -536,6 +578,7 @@ public final class ClusterService: @unchecked Sendable {
                 } else {
                     record(from == .active ? .warning : .notice, "cluster.\(to)", "\(nodeName) is \(to): \(reason)", fields)
                     announcements = []
+                    answering = false
                     if from == .active || from == .initial {
                         onActivation(false, reason) { [self] in
                             flagOff.store(true, ordering: .releasing)

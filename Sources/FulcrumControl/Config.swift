@@ -179,6 +179,16 @@ public struct FulcrumConfig: Sendable, Equatable {
         public enum DualActive: String, Sendable, Equatable, CaseIterable {
             case masterStays = "master_stays", bothStandDown = "both_stand_down"
         }
+        /// Addresses that move with the active LB (NAT nodes' gateways): added to the
+        /// interface (rtnetlink) and announced when this LB becomes active, removed before
+        /// its peer hears it has left.
+        public var floatingAddresses: [FloatingAddress] = []
+        public struct FloatingAddress: Sendable, Equatable {
+            public var address: IPAddress
+            public var prefixLength: Int
+            public var interface: String
+        }
+
         public struct Interconnect: Sendable, Equatable {
             public var local: IPAddress
             public var peer: IPAddress

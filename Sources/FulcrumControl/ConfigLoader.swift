@@ -318,7 +318,7 @@ struct Reader {
         enclosing.append(node)
         defer { enclosing.removeLast() }
         let m = mapping(node, "cluster", allowed: ["role", "peer", "port", "interconnects", "heartbeat", "np_targets", "failback",
-                                                  "dual_active", "monitors"])
+                                                  "dual_active", "monitors", "floating_addresses"])
         let role = choice(m["role"], "cluster.role", FulcrumConfig.Cluster.Role.self)
         let peer = identifier(m["peer"], "cluster.peer")
         if let peer, peer == nodeName { fail(m["peer"], "cluster.peer", "is this LB's own node.name; name the other LB") }
@@ -335,6 +335,7 @@ struct Reader {
         if m["interconnects"] != nil && items.isEmpty {
             fail(m["interconnects"], "cluster.interconnects", "is empty: the pair needs at least one (two are better)")
         }
+        if items.count > 8 { fail(m["interconnects"], "cluster.interconnects", "lists \(items.count); at most 8") }
         if m["heartbeat"] == nil { fail(node, "cluster.heartbeat", "is required (its key_file at least)") }
         let hb = m["heartbeat"].map { mapping($0, "cluster.heartbeat", allowed: ["interval", "timeout", "key_file"]) } ?? [:]
         let key = absolutePath(hb["key_file"], "cluster.heartbeat.key_file")
@@ -357,6 +358,22 @@ struct Reader {
         if let list = m["monitors"] {
             for (i, item) in sequence(list, "cluster.monitors").enumerated() {
                 if let monitor = monitor(item, "cluster.monitors[\(i)]") { c.monitors.append(monitor) }
+            }
+        }
+        if let list = m["floating_addresses"] {
+            for (i, item) in sequence(list, "cluster.floating_addresses").enumerated() {
+                let f = "cluster.floating_addresses[\(i)]"
+                let fm = mapping(item, f, allowed: ["address", "interface"])
+                guard let (a, length) = prefix(fm["address"], f + ".address"),
+                      let iface = string(fm["interface"], f + ".interface") else { continue }
+                if c.floatingAddresses.contains(where: { $0.address == a }) {
+                    fail(fm["address"], f + ".address", "is listed twice"); continue
+                }
+                if links.contains(where: { $0.local == a || $0.peer == a }) || c.npTargets.contains(a) {
+                    fail(fm["address"], f + ".address", "is an interconnect or np_target address; a floating address moves between the LBs")
+                    continue
+                }
+                c.floatingAddresses.append(.init(address: a, prefixLength: length, interface: iface))
             }
         }
         return c

@@ -52,7 +52,10 @@ public final class Daemon: Sendable {
         let services: [any Service]
         do {
             try Controller.persist(committed, to: config.stateFile)
-            let announcer = try config.cluster.map { _ in try Announcer(interfaces: dataplane.interfaces, logger: logger) }
+            let announcer = try config.cluster.map { c in
+                let floating = c.floatingAddresses.map(\.interface).filter { !dataplane.interfaces.contains($0) }
+                return try Announcer(interfaces: dataplane.interfaces + Array(Set(floating)), logger: logger)
+            }
             let runtime = try Runtime.assemble(config: config, committed: committed, dataplane: dataplane, events: events,
                                                logger: logger, stateLock: stateLock, announcer: announcer)
             services = try runtime.services(statusFile: statusFile, logger: logger, adding: try extra(runtime))

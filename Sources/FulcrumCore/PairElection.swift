@@ -7,7 +7,9 @@
 ///  5  role            0 initial, 1 standby, 2 active, 3 fault
 ///  6  flags           bit 0 master (normally active), bit 1 handing over, bit 2 healthy,
 ///                     bit 3 yielded (an operator moved the service away from this LB),
-///                     bit 4 held (stood down after a dual active, until resumed)
+///                     bit 4 held (stood down after a dual active, until resumed),
+///                     bit 5 answering (active with its XDP flag on and its announcements
+///                     begun: a hand-over's old active steps down only after this)
 ///  7  interconnect    u8, the sender's index of the link it was sent on
 ///  8  epoch           u64, the sender's start (Unix ms): grows across restarts
 /// 16  sequence        u64, from 1 within an epoch
@@ -28,6 +30,7 @@ public struct Heartbeat: SignedMessage, Equatable {
     public var healthy: Bool
     public var yielded: Bool
     public var held: Bool
+    public var answering: Bool
     public var interconnect: UInt8
     public var epoch: UInt64
     public var sequence: UInt64
@@ -35,9 +38,10 @@ public struct Heartbeat: SignedMessage, Equatable {
     public var configHash: [UInt8]
 
     public init(role: PairElection.Role, isMaster: Bool, handingOver: Bool, healthy: Bool, yielded: Bool = false,
-                held: Bool = false, interconnect: UInt8, epoch: UInt64, sequence: UInt64, configVersion: UInt64,
-                configHash: [UInt8]) {
+                held: Bool = false, answering: Bool = false, interconnect: UInt8, epoch: UInt64, sequence: UInt64,
+                configVersion: UInt64, configHash: [UInt8]) {
         self.role = role
+        self.answering = answering
         self.yielded = yielded
         self.held = held
         self.isMaster = isMaster
@@ -57,7 +61,8 @@ public struct Heartbeat: SignedMessage, Equatable {
         var out = Heartbeat.magic
         out.append(Heartbeat.version)
         out.append(role.rawValue)
-        out.append((isMaster ? 1 : 0) | (handingOver ? 2 : 0) | (healthy ? 4 : 0) | (yielded ? 8 : 0) | (held ? 16 : 0))
+        out.append((isMaster ? 1 : 0) | (handingOver ? 2 : 0) | (healthy ? 4 : 0) | (yielded ? 8 : 0) | (held ? 16 : 0)
+                   | (answering ? 32 : 0))
         out.append(interconnect)
         BigEndian.append(epoch, bytes: 8, to: &out)
         BigEndian.append(sequence, bytes: 8, to: &out)
@@ -69,17 +74,19 @@ public struct Heartbeat: SignedMessage, Equatable {
     /// Checks size and layout (not the HMAC).
     public static func decode(_ datagram: UnsafeRawBufferPointer) -> Result<Heartbeat, Rejection> {
         if let problem = frameProblem(datagram) { return .failure(problem) }
-        guard let role = PairElection.Role(rawValue: datagram[5]), datagram[6] & ~31 == 0 else { return .failure(.garbage) }
+        guard let role = PairElection.Role(rawValue: datagram[5]), datagram[6] & ~63 == 0 else { return .failure(.garbage) }
         let flags = datagram[6]
         return .success(Heartbeat(role: role, isMaster: flags & 1 != 0, handingOver: flags & 2 != 0, healthy: flags & 4 != 0,
-                                  yielded: flags & 8 != 0, held: flags & 16 != 0, interconnect: datagram[7], epoch: BigEndian.read(datagram, 8, 8),
+                                  yielded: flags & 8 != 0, held: flags & 16 != 0, answering: flags & 32 != 0,
+                                  interconnect: datagram[7], epoch: BigEndian.read(datagram, 8, 8),
                                   sequence: BigEndian.read(datagram, 16, 8),
                                   configVersion: BigEndian.read(datagram, 24, 8), configHash: Array(datagram[32..<48])))
     }
 
     /// What the election needs of it.
     public var peer: PairElection.Peer {
-        PairElection.Peer(role: role, isMaster: isMaster, handingOver: handingOver, healthy: healthy, yielded: yielded, held: held)
+        PairElection.Peer(role: role, isMaster: isMaster, handingOver: handingOver, healthy: healthy, yielded: yielded, held: held,
+                          answering: answering)
     }
 }
 
@@ -173,9 +180,12 @@ public struct PairElection: Sendable {
         public var yielded: Bool
         /// The peer stood down after a dual active (`.bothStandDown`) and waits for `resume`.
         public var held: Bool
+        /// Active with its data plane answering (flag on, announcements begun).
+        public var answering: Bool
 
         public init(role: Role, isMaster: Bool, handingOver: Bool = false, healthy: Bool = true, yielded: Bool = false,
-                    held: Bool = false) {
+                    held: Bool = false, answering: Bool? = nil) {
+            self.answering = answering ?? (role == .active)
             self.role = role
             self.isMaster = isMaster
             self.handingOver = handingOver
@@ -416,7 +426,7 @@ public struct PairElection: Sendable {
             }
         case .active:
             if handingOver {
-                if let peer, peer.role == .active {
+                if let peer, peer.role == .active, peer.answering {
                     let since = peerTookOverAt ?? now
                     peerTookOverAt = since
                     if now - since >= settings.handOverOverlap {

@@ -435,20 +435,24 @@ struct SimulatedPair {
     // MARK: The heartbeat's wire format
 
     @Test func heartbeatsRoundTripAndBadOnesAreNamed() {
-        let h = Heartbeat(role: .active, isMaster: true, handingOver: false, healthy: true, interconnect: 1, epoch: 1_764_000_000_000,
+        let h = Heartbeat(role: .active, isMaster: true, handingOver: false, healthy: true, answering: true, interconnect: 1,
+                          epoch: 1_764_000_000_000,
                           sequence: 42, configVersion: 17, configHash: Array(0..<32))
         let signed = h.encodeSigned()
         #expect(signed.count == Heartbeat.signedBytes)
         let datagram = signed + [UInt8](repeating: 0xAA, count: 32)
         #expect(datagram.withUnsafeBytes { Heartbeat.decode($0) } == .success(h))
         #expect(h.peer == PairElection.Peer(role: .active, isMaster: true, handingOver: false, healthy: true, yielded: false))
+        var early = h
+        early.answering = false  // active, its flag not yet on
+        #expect(early.encodeSigned()[6] == 0x05 && early.peer.answering == false)
         #expect(Array(datagram.prefix(79)).withUnsafeBytes { Heartbeat.decode($0) } == .failure(.truncated))
         #expect((datagram + [0]).withUnsafeBytes { Heartbeat.decode($0) } == .failure(.oversize))
         var bad = datagram
         bad[5] = 9  // no such role
         #expect(bad.withUnsafeBytes { Heartbeat.decode($0) } == .failure(.garbage))
         bad = datagram
-        bad[6] = 32  // an unknown flag
+        bad[6] = 64  // an unknown flag
         #expect(bad.withUnsafeBytes { Heartbeat.decode($0) } == .failure(.garbage))
         bad = datagram
         bad[0] = UInt8(ascii: "X")
