@@ -238,7 +238,8 @@ YAML
 
 # PAIR=1: a second LB (lb2) on the front segment, for the active/standby pair. Two
 # interconnects: a direct veth (198.18.9.0/30) and the front segment itself. Both LBs
-# serve the MAT groups on eth-c with Maglev (a mid-flow packet gets the same node from
+# serve the MAT groups on eth-c and the NAT groups on eth-n (the nodes' gateway floating
+# between them) with Maglev (a mid-flow packet gets the same node from
 # either), the router 198.18.0.254 is the partition-resolution target, and lb.yaml and
 # lb2.yaml get `cluster:` sections (lb master, lb2 slave) with one key.
 if [ "${PAIR:-0}" = 1 ]; then
@@ -256,6 +257,18 @@ if [ "${PAIR:-0}" = 1 ]; then
     ip -n "$P-lb" link set ic up
     ip -n "$P-lb2" link set ic up
     ip -n "$P-lb2" route add default via 198.18.0.254
+    # The NAT side: lb2 on the back segment too. The nodes' gateway 198.18.2.1 (and
+    # 2001:2:2::1) is a floating address that only the active LB holds; each LB keeps an
+    # address of its own there (lb1 .2, lb2 .3).
+    plug lb2 back eth-n
+    ip -n "$P-lb" addr del 198.18.2.1/24 dev eth-n
+    ip -n "$P-lb" -6 addr del 2001:2:2::1/64 dev eth-n
+    ip -n "$P-lb" addr add 198.18.2.2/24 dev eth-n
+    ip -n "$P-lb" -6 addr add 2001:2:2::2/64 dev eth-n nodad
+    ip -n "$P-lb2" addr add 198.18.2.3/24 dev eth-n
+    ip -n "$P-lb2" -6 addr add 2001:2:2::3/64 dev eth-n nodad
+    ip -n "$P-sw" link set dev p-lb2-eth-n xdpdrv obj "$PASS_OBJ" sec xdp
+    x "$P-sw" ethtool -K p-lb2-eth-n txvlan off >/dev/null
     (umask 077; head -c 32 /dev/urandom >"$DIR/cluster.key")
     # pair_config NAME ROLE PEER LOCAL-IC PEER-IC LOCAL-FRONT PEER-FRONT STATE [MORE-INTERFACES]
     # (lb1 also runs on eth-f, the flood host's link, so a flood can reach its data plane.)
@@ -275,6 +288,8 @@ dataplane:
   interfaces:
     - name: eth-c
       queues: 1
+    - name: eth-n
+      queues: 1
 ${9:-}
   flow_table_size: 65536
 cluster:
@@ -286,11 +301,16 @@ cluster:
   heartbeat: { interval: ${PAIR_INTERVAL:-0.05}, timeout: ${PAIR_TIMEOUT:-0.15}, key_file: $DIR/cluster.key }
   np_targets: [198.18.0.254]
   dual_active: ${PAIR_DUAL_ACTIVE:-master_stays}
+  floating_addresses:
+    - { address: 198.18.2.1/24, interface: eth-n }
+    - { address: 2001:2:2::1/64, interface: eth-n }
 YAML
         if [ "$1" = lb1 ] && [ -n "${PAIR_LB1_MONITORS:-}" ]; then printf '  monitors: %s\n' "$PAIR_LB1_MONITORS"; fi
         echo "groups:"
         group web-mat $MAT_VIP tcp "80, 443" mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
         group dns-mat $MAT_VIP udp 53 mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
+        group web-nat $NAT_VIP tcp 80 nat eth-n 198.18.2.1 8080 | sed 's/scheduler: wrr/scheduler: maglev/'
+        group dns-nat $NAT_VIP udp 53 nat eth-n 198.18.2.1 5353 | sed 's/scheduler: wrr/scheduler: maglev/'
     }
     pair_config lb1 master lb2 198.18.9.1 198.18.9.2 198.18.0.1 198.18.0.4 state-lb1.json \
         "$(printf '    - name: eth-f\n      queues: 1')" >"$DIR/pair-lb1.yaml"

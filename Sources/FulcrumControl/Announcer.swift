@@ -4,23 +4,31 @@ import FulcrumDataplane
 import FulcrumSystem
 import Logging
 
-/// Tells the segment that this LB now answers for the VIPs: for each VIP on its group's
-/// interface, a gratuitous ARP in the request form and one in the reply form (IPv4), or an
-/// unsolicited neighbour advertisement with Override set to all-nodes (IPv6), from the
-/// interface's MAC.
+/// Tells the segments that this LB now answers for the VIPs: for each VIP on every
+/// data-plane interface (a NAT group's clients are not on its nodes' interface, and the
+/// XDP program answers ARP and NS for a VIP on any of them), and each floating address on
+/// its own interface, a gratuitous ARP in the request form and one in the reply form
+/// (IPv4), or an unsolicited neighbour advertisement with Override set to all-nodes
+/// (IPv6), from the interface's MAC.
 public final class Announcer: Sendable {
     struct Port: Sendable {
         var ifindex: Int32
         var mac: MACAddress
     }
     let ports: [String: Port]
+    /// The data-plane interfaces, where every VIP is announced.
+    let dataplane: [String]
     let socket: PacketSocket
     let logger: Logger
 
-    public init(interfaces: [String], logger: Logger) throws {
+    /// `interfaces`: the data plane's; `floating`: the other interfaces floating addresses live on.
+    public init(interfaces: [String], floating: [String] = [], logger: Logger) throws {
         var ports: [String: Port] = [:]
-        for name in interfaces { ports[name] = Port(ifindex: try InterfaceInfo.index(of: name), mac: try InterfaceFacts.mac(of: name)) }
+        for name in interfaces + floating where ports[name] == nil {
+            ports[name] = Port(ifindex: try InterfaceInfo.index(of: name), mac: try InterfaceFacts.mac(of: name))
+        }
         self.ports = ports
+        dataplane = interfaces
         socket = try PacketSocket()
         self.logger = logger
     }
@@ -32,7 +40,8 @@ public final class Announcer: Sendable {
         var seen = Set<String>()
         var sent = 0
         var frame = [UInt8](repeating: 0, count: 128)
-        for (address, interface) in groups.map({ ($0.vip, $0.interface) }) + more.map({ ($0.address, $0.interface) })
+        let vips = groups.flatMap { g in dataplane.map { (g.vip, $0) } }
+        for (address, interface) in vips + more.map({ ($0.address, $0.interface) })
         where seen.insert("\(address)%\(interface)").inserted {
             guard let port = ports[interface] else { continue }
             let builders: [(UnsafeMutableRawPointer) -> Int] = address.isIPv4

@@ -53,8 +53,7 @@ public final class Daemon: Sendable {
         do {
             try Controller.persist(committed, to: config.stateFile)
             let announcer = try config.cluster.map { c in
-                let floating = c.floatingAddresses.map(\.interface).filter { !dataplane.interfaces.contains($0) }
-                return try Announcer(interfaces: dataplane.interfaces + Array(Set(floating)), logger: logger)
+                try Announcer(interfaces: dataplane.interfaces, floating: c.floatingAddresses.map(\.interface), logger: logger)
             }
             let runtime = try Runtime.assemble(config: config, committed: committed, dataplane: dataplane, events: events,
                                                logger: logger, stateLock: stateLock, announcer: announcer)

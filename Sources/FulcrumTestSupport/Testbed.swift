@@ -140,8 +140,11 @@ public final class Testbed: @unchecked Sendable {
     }
 
     /// The MAC the client's neighbour table holds for `address` (nil: none, or not resolved).
-    public func clientNeighbor(_ address: String) throws -> String? {
-        let (_, out) = try exec("client", ["ip", "neigh", "show", address])
+    public func clientNeighbor(_ address: String) throws -> String? { try neighbor(on: "client", address) }
+
+    /// The MAC `host`'s neighbour table holds for `address` (nil: none, or not resolved).
+    public func neighbor(on host: String, _ address: String) throws -> String? {
+        let (_, out) = try exec(host, ["ip", "neigh", "show", address])
         let words = out.split(separator: " ")
         guard let i = words.firstIndex(of: "lladdr"), i + 1 < words.count else { return nil }
         return String(words[i + 1])

@@ -13,6 +13,7 @@ extension OnTheTestbed {
     @Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
     struct PairTests {
         static let vip = "198.18.1.10"
+        static let natVIP = "198.18.1.20"
 
         /// Both started, lb1 (master) active and lb2 standby, each hearing the other on both
         /// interconnects, and the client's traffic through lb1.
@@ -94,6 +95,10 @@ extension OnTheTestbed {
             let bed = try pairUp()
             defer { bed.tearDown() }
             let chat = try bed.chat(Self.vip, port: 80, held: 20, seconds: 4, interval: 0.05, newEvery: 0.05)
+            // And through the NAT VIP: the nodes answer through their gateway, 198.18.2.1,
+            // a floating address that moves to lb2 with the VIPs.
+            let natChat = try bed.chat(Self.natVIP, port: 80, held: 20, seconds: 4, interval: 0.05, newEvery: 0.05)
+            #expect(try bed.neighbor(on: "n1", "198.18.2.1") == bed.mac(of: "lb", "eth-n"))
             usleep(500_000)
             let killed = Date().timeIntervalSince1970
             bed.signalPairMember(1, SIGKILL)
@@ -106,7 +111,13 @@ extension OnTheTestbed {
             let report = try chat.finish()
             #expect(report.broken == 0, "Maglev: every held connection keeps its node: \(report)")
             #expect(report.failedNew == 0, "\(report)")
+            let nat = try natChat.finish()
+            #expect(nat.broken == 0 && nat.failedNew == 0, "NAT, Maglev: the held connections keep their node, the replies the gateway: \(nat)")
             #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb2", "eth-c"), "the client's neighbour entry moved to lb2")
+            for n in ["n1", "n2", "n3"] {
+                #expect(try bed.neighbor(on: n, "198.18.2.1") == bed.mac(of: "lb2", "eth-n"), "\(n)'s gateway moved to lb2")
+            }
+            #expect(try bed.exec("lb2", ["ip", "-o", "addr", "show", "dev", "eth-n"]).1.contains("198.18.2.1/24"))
             let r = try bed.client(Self.vip, port: 80, count: 30)
             #expect(r.ok == 30, "\(r.errors)")
             #expect(events(bed, 2).contains { $0.contains("failover executed (lb1 → lb2)") })
