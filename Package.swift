@@ -129,7 +129,7 @@ let package = Package(
             dependencies: ["BenchScenarios", "FulcrumCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "FulcrumCoreTests", dependencies: ["FulcrumCore", "FulcrumTestSupport"]),
-        .testTarget(name: "FulcrumBPFTests", dependencies: ["FulcrumBPF", "CFulcrumBPF", "FulcrumTestSupport"]),
+        .testTarget(name: "FulcrumBPFTests", dependencies: ["FulcrumBPF", "CFulcrumBPF", "FulcrumSystem", "FulcrumTestSupport"]),
         .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore", "FulcrumAPIModels",
                                                                  .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FulcrumControlTests",

@@ -163,7 +163,7 @@ int fulcrum_xdp(struct xdp_md *ctx)
             return XDP_PASS;
         }
         struct fulcrum_state *s = state();
-        if (!s || !s->active) {
+        if (!s || !state_active(s)) {
             count(FULCRUM_CNT_STANDBY_PASS);
             return XDP_PASS;
         }
@@ -209,7 +209,7 @@ int fulcrum_xdp(struct xdp_md *ctx)
         goto malformed;
     if (ours) {
         struct fulcrum_state *s = state();
-        if (!s || !s->active) {
+        if (!s || !state_active(s)) {
             count(FULCRUM_CNT_STANDBY_PASS);
             return XDP_PASS;
         }

@@ -16,6 +16,12 @@
 #define FULCRUM_MAP_XSKS     "fulcrum_xsks"
 #define FULCRUM_MAP_IFSLOTS  "fulcrum_ifslots"
 #define FULCRUM_MAP_ADMISSION "fulcrum_admission"
+/* An array of one __u64: the CLOCK_MONOTONIC time (ns, bpf_ktime_get_ns) until which the
+ * daemon vouches for the active flag. The pair's cluster thread moves it forward by the
+ * heartbeat timeout on every turn; a daemon that stops turning (SIGSTOP, starved, hung)
+ * stops answering for the VIPs once it passes, as its peer takes over: a dead-man switch.
+ * 0: none (a standalone LB). */
+#define FULCRUM_MAP_ALIVE "fulcrum_alive"
 /* The LB's own addresses (any interface): a frame to one of them is the LB's, never a NAT
  * reply to translate (a node's answer to the LB's health check comes from node:port
  * like a reply). Value unused. */
@@ -120,6 +126,7 @@ _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
     X(NO_SOCKET, "no_socket")           /* ours, but no socket on this queue: passed */   \
     X(PASS, "passed")                   /* not ours: to the kernel */                     \
     X(STANDBY_PASS, "standby_passed")   /* ours, but this LB is standby: to the kernel */ \
+    X(STALE_PASS, "stale_daemon_passed") /* active, but the daemon's deadline passed */   \
     X(ARP_REPLY, "arp_replies")         /* ARP request for a VIP answered with XDP_TX */  \
     X(NA_REPLY, "neighbor_advertisements") /* NS for a VIP answered with XDP_TX */        \
     X(NEIGH_TO_WORKER, "neighbor_requests_to_worker") /* ARP/NS for a VIP, to the worker */ \

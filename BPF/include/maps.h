@@ -69,6 +69,13 @@ struct {
     __type(value, __u32);
 } fulcrum_local SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} fulcrum_alive SEC(".maps");
+
 static __always_inline void count(__u32 index)
 {
     __u64 *value = bpf_map_lookup_elem(&fulcrum_counters, &index);
@@ -82,10 +89,29 @@ static __always_inline struct fulcrum_state *state(void)
     return bpf_map_lookup_elem(&fulcrum_state, &zero);
 }
 
+/* The daemon's deadline (FULCRUM_MAP_ALIVE) has not passed, or there is none. */
+static __always_inline int daemon_alive(void)
+{
+    __u32 zero = 0;
+    __u64 *until = bpf_map_lookup_elem(&fulcrum_alive, &zero);
+    return !until || !*until || bpf_ktime_get_ns() < *until;
+}
+
+/* Active: the flag is on and the daemon vouches for it; a stale daemon is counted. */
+static __always_inline int state_active(const struct fulcrum_state *s)
+{
+    if (!s || !s->active)
+        return 0;
+    if (!daemon_alive()) {
+        count(FULCRUM_CNT_STALE_PASS);
+        return 0;
+    }
+    return 1;
+}
+
 static __always_inline int is_active(void)
 {
-    struct fulcrum_state *s = state();
-    return s && s->active;
+    return state_active(state());
 }
 
 #define NS_PER_SECOND 1000000000ULL

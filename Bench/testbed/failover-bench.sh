@@ -25,7 +25,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     "$root/Bench/testbed/testbed.sh" down "$P"
-    rm -rf "$DIR"
+    if [ -n "${FULCRUM_BENCH_KEEP:-}" ]; then echo "logs kept in $DIR" >&2; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
 PAIR=1 PAIR_INTERVAL=0.025 PAIR_TIMEOUT=0.1 "$root/Bench/testbed/testbed.sh" up "$P" "$DIR" >/dev/null

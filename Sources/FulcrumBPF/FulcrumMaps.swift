@@ -22,6 +22,7 @@ public struct XDPCounter: Hashable, Sendable, CaseIterable, CustomStringConverti
     public static let noSocket = XDPCounter(FULCRUM_CNT_NO_SOCKET)
     public static let passed = XDPCounter(FULCRUM_CNT_PASS)
     public static let standbyPassed = XDPCounter(FULCRUM_CNT_STANDBY_PASS)
+    public static let staleDaemonPassed = XDPCounter(FULCRUM_CNT_STALE_PASS)
     public static let arpReplies = XDPCounter(FULCRUM_CNT_ARP_REPLY)
     public static let neighborAdvertisements = XDPCounter(FULCRUM_CNT_NA_REPLY)
     public static let fragmentsPassed = XDPCounter(FULCRUM_CNT_FRAGMENT)
@@ -53,6 +54,7 @@ public struct FulcrumMaps: Sendable {
     public let sockets: BPFMap
     public let interfaces: BPFMap
     public let local: BPFMap
+    public let alive: BPFMap
 
     public init(_ object: BPFObject) throws {
         services = try object.map(FULCRUM_MAP_SERVICES)
@@ -63,6 +65,13 @@ public struct FulcrumMaps: Sendable {
         sockets = try object.map(FULCRUM_MAP_XSKS)
         interfaces = try object.map(FULCRUM_MAP_IFSLOTS)
         local = try object.map(FULCRUM_MAP_LOCAL)
+        alive = try object.map(FULCRUM_MAP_ALIVE)
+    }
+
+    /// The dead-man switch (FULCRUM_MAP_ALIVE): the program answers for the VIPs only
+    /// until `nanoseconds` on CLOCK_MONOTONIC; 0 turns it off.
+    public func setAliveUntil(_ nanoseconds: UInt64) throws {
+        try alive.update(UInt32(0), nanoseconds)
     }
 
     static func macBytes(_ mac: MACAddress) -> (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) {

@@ -36,6 +36,8 @@ public final class ClusterService: @unchecked Sendable {
     /// The controller's input: the active flag on or off; `then` runs once it is set.
     let onActivation: @Sendable (_ active: Bool, _ reason: String, _ then: @escaping @Sendable () -> Void) -> Void
     let stopping = Atomic<Bool>(false)
+    /// The XDP program's dead-man switch, moved on every turn of the loop.
+    let keepAlive: @Sendable (UInt64) -> Void
 
     /// The operator's commands, taken by the thread; each answer is a sentence (or why not).
     public enum Command: Sendable { case failover, resume }
@@ -94,6 +96,7 @@ public final class ClusterService: @unchecked Sendable {
                 committed: CommittedView, events: EventLog, logger: Logger,
                 announcer: Announcer?, epochFile: String? = nil, clock: any MonotonicClock = SystemClock(),
                 workerProgress: @escaping @Sendable () -> [UInt64] = { [] },
+                keepAlive: @escaping @Sendable (UInt64) -> Void = { _ in },
                 onActivation: @escaping @Sendable (Bool, String, @escaping @Sendable () -> Void) -> Void) throws {
         guard let data = FileManager.default.contents(atPath: config.keyFile) else {
             throw Failure(description: "cluster.heartbeat.key_file: cannot read \(config.keyFile): \(String(cString: strerror(errno)))")
@@ -111,6 +114,7 @@ public final class ClusterService: @unchecked Sendable {
         self.announcer = announcer
         self.clock = clock
         self.onActivation = onActivation
+        self.keepAlive = keepAlive
         var sockets: [UDPSocket] = []
         for (i, link) in config.interconnects.enumerated() {
             do {
@@ -260,10 +264,14 @@ public final class ClusterService: @unchecked Sendable {
         // Not active yet: a floating address left here by a daemon that died is not ours.
         setFloating(false)
         let interval = UInt64(config.interval * 1e9)
+        let timeoutNs = UInt64(config.timeout * 1e9)
         while !stopping.load(ordering: .acquiring) {
             let now = clock.nanoseconds()
             if checkPause(now: now) { drainHeartbeats(&buffer) }
             lastTurn = now
+            // Stopped, starved or hung for longer than the timeout, this LB's XDP program
+            // stops answering for the VIPs by itself, as the peer takes over.
+            keepAlive(now + timeoutNs)
             for (command, answer) in commands.withLock({ c in defer { c = [] }; return c }) { run(command, answer, now: now) }
             handle(election.tick(at: seconds(now)), now: now)
             if now >= nextSend || sendNow {

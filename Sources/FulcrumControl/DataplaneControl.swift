@@ -14,6 +14,8 @@ public protocol DataplaneControl: AnyObject, Sendable {
     func snapshot() -> DataplaneSnapshot
     /// Each worker's loop count: one that stands still is stuck.
     func workerProgress() -> [UInt64]
+    /// The XDP program's dead-man switch: answer for the VIPs until then (monotonic ns).
+    func keepAlive(until nanoseconds: UInt64)
     /// BPF map entries by map (a system call per entry: not on every status write).
     func mapEntryCounts() -> [String: Int]
     /// Throws what `configure` would, and changes nothing.

@@ -67,7 +67,8 @@ public final class Runtime: Sendable {
             try ClusterService(config: $0, nodeName: config.nodeName, interfaces: dataplane.interfaces, controller: controller,
                                committed: view, events: events, logger: logger, announcer: announcer,
                                epochFile: config.stateFile + ".epoch",
-                               workerProgress: { [dataplane] in dataplane.workerProgress() }) { active, reason, then in
+                               workerProgress: { [dataplane] in dataplane.workerProgress() },
+                               keepAlive: { [dataplane] in dataplane.keepAlive(until: $0) }) { active, reason, then in
                 inputs.yield(.activation(active: active, reason: reason, then: then))
             }
         }

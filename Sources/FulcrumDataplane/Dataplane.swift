@@ -375,6 +375,10 @@ public final class Dataplane: @unchecked Sendable {
 
     public var isActive: Bool { maps.isActive }
 
+    /// The dead-man switch: the XDP program stops answering for the VIPs at `nanoseconds`
+    /// (CLOCK_MONOTONIC) unless moved on again. Called by the pair's cluster thread.
+    public func keepAlive(until nanoseconds: UInt64) { try? maps.setAliveUntil(nanoseconds) }
+
     /// Each worker's loop count (`Worker.progress`), in queue order.
     public func workerProgress() -> [UInt64] { workers.map { $0.progress.load(ordering: .relaxed) } }
 

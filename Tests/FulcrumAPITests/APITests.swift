@@ -27,6 +27,7 @@ final class RecordingDataplane: DataplaneControl {
     var weightsInForce: [NodeIdentity: Int] { [:] }
 
     func workerProgress() -> [UInt64] { [] }
+    func keepAlive(until nanoseconds: UInt64) {}
 
     func snapshot() -> DataplaneSnapshot {
         let groups = (layouts.withLock { $0.last } ?? []).map { g in

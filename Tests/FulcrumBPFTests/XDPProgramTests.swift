@@ -2,6 +2,7 @@ import CFulcrumBPF
 import Foundation
 import FulcrumBPF
 import FulcrumCore
+import FulcrumSystem
 import FulcrumTestSupport
 import Testing
 
@@ -64,6 +65,29 @@ import Testing
             #expect(result.verdict == ProgramTestRun.pass && result.output == frame)
         }
         #expect(maps.counter(.passed) == 2 && maps.counter(.noSocket) == 0 && maps.counter(.arpReplies) == 0)
+    }
+
+    /// The dead-man switch: an active program whose daemon's deadline has passed answers
+    /// no ARP for a VIP and steers nothing (the frames go to the kernel, counted); with the
+    /// deadline ahead, or none (0, standalone), it answers.
+    @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
+    func aDaemonPastItsDeadlineStopsAnsweringForTheVIPs() throws {
+        let (object, maps, program) = try Self.program()
+        defer { withExtendedLifetime(object) {} }
+        try maps.setActive(true)
+        let arp = SteeringFixture.arpRequest(for: Fixtures.vip4)
+        let tcp = PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 1, destinationPort: 80)
+        let now = SystemClock().nanoseconds()
+        for (until, answers) in [(UInt64(0), true), (now + 60_000_000_000, true), (now - 1_000_000, false), (UInt64(1), false)] {
+            try maps.setAliveUntil(until)
+            let stale = maps.counter(.staleDaemonPassed), replies = maps.counter(.arpReplies)
+            let a = try ProgramTestRun.run(programFD: program, frame: arp)
+            #expect((a.verdict == ProgramTestRun.tx) == answers, "deadline \(until): ARP answered \(a.verdict == ProgramTestRun.tx)")
+            #expect(maps.counter(.arpReplies) == replies + (answers ? 1 : 0))
+            let t = try ProgramTestRun.run(programFD: program, frame: tcp)
+            #expect(t.verdict == ProgramTestRun.pass && t.output == tcp)
+            #expect(maps.counter(.staleDaemonPassed) == stale + (answers ? 0 : 2), "both frames counted as a stale daemon's")
+        }
     }
 
     /// Overload: openings over the budget are dropped in XDP; segments of known flows

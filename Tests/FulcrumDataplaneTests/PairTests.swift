@@ -267,7 +267,11 @@ extension OnTheTestbed {
             let lb2MAC = try bed.mac(of: "lb2", "eth-c")
             bed.signalPairMember(1, SIGSTOP)
             try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
-            usleep(500_000)
+            // While lb1 is stopped its XDP program still runs, but its dead-man switch has
+            // passed: only lb2 answers ARP for the VIP.
+            let during = try bed.arpProbe(Self.vip, seconds: 0.4).finish()
+            #expect(Array(during.rounds.keys) == [lb2MAC] && during.both == 0, "a stopped LB answers nothing: \(during)")
+            usleep(100_000)
             bed.signalPairMember(1, SIGCONT)
             try bed.waitForPair(1, "lb1 standby after the pause", timeout: 5) { s in
                 s.cluster?.role == "standby" && s.cluster?.peer.role == "active"
