@@ -301,6 +301,7 @@ cluster:
   heartbeat: { interval: ${PAIR_INTERVAL:-0.05}, timeout: ${PAIR_TIMEOUT:-0.15}, key_file: $DIR/cluster.key }
   np_targets: [198.18.0.254]
   dual_active: ${PAIR_DUAL_ACTIVE:-master_stays}
+  failback: ${PAIR_FAILBACK:-manual}
   floating_addresses:
     - { address: 198.18.2.1/24, interface: eth-n }
     - { address: 2001:2:2::1/64, interface: eth-n }

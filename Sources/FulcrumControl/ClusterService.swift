@@ -558,6 +558,8 @@ public final class ClusterService: @unchecked Sendable {
         lastHeard[i] = now
         peerConfigVersion = Int(h.configVersion)
         peerConfigHash = h.configHash
+        let c = committed.value
+        election.peerConfigInSync = Int(h.configVersion) == c.version && h.configHash == Self.hashBytes(c.hash)
         handle(election.heartbeat(h.peer, on: i, at: seconds(now)), now: now)
     }
 

@@ -226,6 +226,9 @@ public struct PairElection: Sendable {
     public private(set) var yielded = false
     /// Standing down after a dual active under `.bothStandDown`, until `resume`.
     public private(set) var held = false
+    /// The peer holds this LB's configuration (version and hash, from its heartbeats): an
+    /// automatic failback waits for it. The caller sets it before each heartbeat.
+    public var peerConfigInSync = true
     /// Resumed by the operator since the peer was last lost: a held peer is not a dual active.
     private var resumed = false
     private var lastHeard: [Double?]
@@ -459,7 +462,7 @@ public struct PairElection: Sendable {
                     become(.standby, "dual active: the peer stood down; both stand down until an operator resumes one", at: now,
                            &events)
                 } else if settings.autoFailback && !isMaster && peer.isMaster && peer.role == .standby
-                            && peer.healthy && !peer.handingOver && !peer.yielded {
+                            && peer.healthy && !peer.handingOver && !peer.yielded && peerConfigInSync {
                     yield(at: now)
                 }
             } else if probeReached == false {

@@ -368,6 +368,15 @@ struct SimulatedPair {
         p.record("a", p.a.setHealthy(false, reason: "data plane exited", at: p.now))
         _ = p.time { $0.b?.role == .active }
         p.record("a", p.a.setHealthy(true, reason: "", at: p.now))
+        // Not while the master's configuration is behind (the push has not landed yet).
+        var b = p.b!
+        b.peerConfigInSync = false
+        p.b = b
+        p.run(seconds: 5)
+        #expect(p.a.role == .standby && p.b?.role == .active, "no failback to a master out of sync")
+        b = p.b!
+        b.peerConfigInSync = true
+        p.b = b
         let back = p.time { $0.a.role == .active }
         #expect(back != nil && back! <= 1.5)
         p.run(seconds: 1)

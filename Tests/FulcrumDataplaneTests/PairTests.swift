@@ -235,6 +235,28 @@ extension OnTheTestbed {
             #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb2", "eth-c"))
         }
 
+        @Test func automaticFailbackWaitsForTheMasterInSyncAndLosesNothing() throws {
+            let bed = try pairUp(environment: ["PAIR_FAILBACK": "auto"])
+            defer { bed.tearDown() }
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            // A change while the master is down: it comes back a version behind.
+            let (c, t) = try ctl(bed, 2, ["node", "set-weight", "web-mat", "198.18.0.13", "5"])
+            #expect(c == 0, "\(t)")
+            try bed.waitForPair(2, "lb2 at version 2", timeout: 5) { $0.version == 2 }
+            let probe = try bed.udpProbe(Self.vip, port: 53, seconds: 10)
+            try bed.startPairMember(1)
+            try bed.waitForPair(1, "lb1 active again", timeout: 10) { $0.cluster?.role == "active" }
+            #expect(try bed.pairStatus(1).version == 2, "the master takes the service back only once it holds lb2's change")
+            try bed.waitForPair(2, "lb2 standby", timeout: 5) { $0.cluster?.role == "standby" }
+            let s2 = try bed.pairStatus(2)
+            #expect(s2.cluster?.lastTransition?.reason == "handed the service back to the master", "\(String(describing: s2.cluster))")
+            let udp = try probe.finish()
+            #expect(udp.sent > 3000 && udp.lost == 0, "make before break: \(udp)")
+            #expect(try bed.clientNeighbor(Self.vip) == bed.mac(of: "lb", "eth-c"))
+            #expect(try bed.pairStatus(1).version == 2 && bed.pairStatus(2).version == 2, "nothing went back")
+        }
+
         @Test func theActivesDataLinkDownHandsOverThroughTheSurvivingInterconnect() throws {
             let bed = try pairUp()
             defer { bed.tearDown() }
