@@ -370,6 +370,7 @@ public final class ClusterService: @unchecked Sendable {
         for _ in 0..<3 { sendHeartbeats() }
         if wasActive { logger.info("stopped: the peer was told on every interconnect") }
         publish(now)
+        Self.writer.sync {}  // every event written before the daemon goes on stopping
     }
 
     /// A gap since the loop last turned longer than the timeout is a pause (SIGSTOP, a
@@ -630,9 +631,16 @@ public final class ClusterService: @unchecked Sendable {
         }
     }
 
+    /// Events and log lines are written off the real-time thread (a file write or a full
+    /// pipe must not delay a heartbeat), in order, by one serial queue.
+    static let writer = DispatchQueue(label: "fulcrum-cluster-events")
+
     func record(_ severity: Event.Severity, _ kind: String, _ message: String, _ fields: [String: String]) {
-        events.record(severity, kind, message, fields)
-        logger.log(level: severity >= .warning ? .warning : .info, "\(message)")
+        let events = events, logger = logger
+        Self.writer.async {
+            events.record(severity, kind, message, fields)
+            logger.log(level: severity >= .warning ? .warning : .info, "\(message)")
+        }
     }
 
     func publish(_ now: UInt64) {
