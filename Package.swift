@@ -4,7 +4,8 @@ import PackageDescription
 // Arrows point one way (down):
 //   fulcrum, fulcrumctl, fulcrum-agent, fulcrum-bench    thin executables
 //   FulcrumAPI          the Hummingbird application: routes, tokens, connection governor, metrics, page
-//   FulcrumControl      configuration, the controller and its inputs, the runtime's services, status
+//   FulcrumControl      the controller and its inputs, the runtime's services, the pair, status
+//   FulcrumConfiguration the configuration file: schema, loading, validation, the synced document
 //   FulcrumDataplane    UMEM, rings, workers, neighbours and routes
 //   FulcrumBPF          the XDP object, links, typed maps
 //   FulcrumSystem       the one syscall funnel: errno → typed errors, sockets, the wake pipe, the clock
@@ -63,6 +64,7 @@ let package = Package(
                 "CFulcrumBPF",
                 "FulcrumTestSupport",
                 "FulcrumControl",
+                "FulcrumConfiguration",
                 "FulcrumAPIModels",
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
                 .product(name: "Logging", package: "swift-log"),
@@ -72,9 +74,16 @@ let package = Package(
         ),
         // The request and response bodies of the control API, shared by the server and fulcrumctl.
         .target(name: "FulcrumAPIModels", dependencies: ["FulcrumCore"]),
+        // The configuration: the file's schema, its loading and validation (every error names
+        // the file, line, field and value), and the synced balancing document.
+        .target(
+            name: "FulcrumConfiguration",
+            dependencies: ["FulcrumCore", "FulcrumDataplane", "FulcrumAPIModels", "Yams",
+                           .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .target(
             name: "FulcrumControl",
-            dependencies: ["FulcrumCore", "FulcrumSystem", "FulcrumDataplane", "FulcrumBPF", "FulcrumAPIModels", "Yams",
+            dependencies: ["FulcrumConfiguration", "FulcrumCore", "FulcrumSystem", "FulcrumDataplane", "FulcrumBPF", "FulcrumAPIModels", "Yams",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -86,7 +95,7 @@ let package = Package(
         // The control API: Hummingbird router, token middleware, metrics, the status page.
         .target(
             name: "FulcrumAPI",
-            dependencies: ["FulcrumControl", "FulcrumAPIModels", "FulcrumCore",
+            dependencies: ["FulcrumControl", "FulcrumConfiguration", "FulcrumAPIModels", "FulcrumCore",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "HummingbirdTLS", package: "hummingbird"),
                            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -98,7 +107,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "fulcrum",
-            dependencies: ["FulcrumControl", "FulcrumAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            dependencies: ["FulcrumControl", "FulcrumConfiguration", "FulcrumAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             exclude: ["fulcrum.service"]  // installed by `make install`
         ),
@@ -133,10 +142,10 @@ let package = Package(
         .testTarget(name: "FulcrumDataplaneTests", dependencies: ["FulcrumTestSupport", "FulcrumCore", "FulcrumAPIModels",
                                                                  .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FulcrumControlTests",
-                    dependencies: ["FulcrumControl", "FulcrumDataplane", "FulcrumBPF", "FulcrumCore", "FulcrumTestSupport",
+                    dependencies: ["FulcrumControl", "FulcrumConfiguration", "FulcrumDataplane", "FulcrumBPF", "FulcrumCore", "FulcrumTestSupport",
                                    .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FulcrumAPITests",
-                    dependencies: ["FulcrumAPI", "FulcrumAPIModels", "FulcrumControl", "FulcrumCore", "FulcrumDataplane", "FulcrumTestSupport",
+                    dependencies: ["FulcrumAPI", "FulcrumAPIModels", "FulcrumControl", "FulcrumConfiguration", "FulcrumCore", "FulcrumDataplane", "FulcrumTestSupport",
                                    .product(name: "HummingbirdTesting", package: "hummingbird"),
                                    .product(name: "NIOEmbedded", package: "swift-nio"),
                                    .product(name: "NIOHTTPTypes", package: "swift-nio-extras")]),

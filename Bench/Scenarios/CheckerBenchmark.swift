@@ -1,3 +1,4 @@
+import FulcrumConfiguration
 import FulcrumControl
 import FulcrumCore
 import FulcrumTestSupport

@@ -1,3 +1,4 @@
+import FulcrumConfiguration
 import Crypto
 import FulcrumAPIModels
 import FulcrumControl

@@ -1,4 +1,5 @@
 import Crypto
+import FulcrumConfiguration
 import FulcrumCore
 import FulcrumDataplane
 import Foundation

@@ -1,4 +1,5 @@
 import FulcrumBPF
+import FulcrumConfiguration
 import FulcrumCore
 import FulcrumDataplane
 import FulcrumSystem

@@ -1,6 +1,7 @@
 import Crypto
 import FulcrumAPIModels
 import FulcrumBPF
+import FulcrumConfiguration
 import FulcrumCore
 import FulcrumDataplane
 import Foundation

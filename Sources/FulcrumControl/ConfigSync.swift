@@ -1,5 +1,6 @@
 import Crypto
 import FulcrumAPIModels
+import FulcrumConfiguration
 import FulcrumCore
 import Foundation
 import Logging

@@ -1,4 +1,5 @@
 import FulcrumAPIModels
+import FulcrumConfiguration
 import FulcrumCore
 import Foundation
 import Logging

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import FulcrumBPF
+import FulcrumConfiguration
 import FulcrumCore
 import Foundation
 import NIOCore

@@ -1,3 +1,4 @@
+import FulcrumConfiguration
 import FulcrumBPF
 import FulcrumDataplane
 

@@ -1,3 +1,4 @@
+import FulcrumConfiguration
 import FulcrumCore
 import FulcrumDataplane
 import Foundation

@@ -1,4 +1,5 @@
 import FulcrumAPIModels
+import FulcrumConfiguration
 import FulcrumCore
 import FulcrumDataplane
 import Foundation

@@ -1,3 +1,4 @@
+import FulcrumConfiguration
 import ArgumentParser
 import FulcrumAPI
 import FulcrumAPIModels

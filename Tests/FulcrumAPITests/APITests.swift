@@ -1,3 +1,4 @@
+import FulcrumConfiguration
 import FulcrumAPI
 import FulcrumAPIModels
 import FulcrumControl

@@ -1,3 +1,4 @@
+import FulcrumConfiguration
 import Crypto
 @testable import FulcrumControl
 import FulcrumCore

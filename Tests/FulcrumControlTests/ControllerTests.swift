@@ -1,3 +1,4 @@
+import FulcrumConfiguration
 import FulcrumAPIModels
 import FulcrumControl
 import FulcrumCore

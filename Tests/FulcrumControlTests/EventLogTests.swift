@@ -1,3 +1,4 @@
+import FulcrumConfiguration
 import Foundation
 import FulcrumControl
 import Testing

@@ -33,4 +33,5 @@ public struct ConfigError: Error, Equatable, CustomStringConvertible, Sendable {
 public struct ConfigErrors: Error, CustomStringConvertible, Sendable {
     public var errors: [ConfigError]
     public var description: String { errors.map(\.description).joined(separator: "\n") }
+    public init(errors: [ConfigError]) { self.errors = errors }
 }

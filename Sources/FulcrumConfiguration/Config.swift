@@ -237,6 +237,13 @@ public struct FulcrumConfig: Sendable, Equatable {
             public var interval = 1.0
             public var timeout = 1.0
             public var retry = 2
+            public init(kind: Kind, action: Action = .failover, interval: Double = 1, timeout: Double = 1, retry: Int = 2) {
+                self.kind = kind
+                self.action = action
+                self.interval = interval
+                self.timeout = timeout
+                self.retry = retry
+            }
             /// A dataplane monitor's, and the one every pair runs when none is listed: read
             /// every 0.1 s, stuck after 1 s (a worker's loop turns every 10 ms even idle).
             public static let dataplaneDefaults = (interval: 0.1, timeout: 1.0)

@@ -51,7 +51,7 @@ public enum BalancingConfig {
                   mac: n.mac.map { "\($0)" }, enabled: sorry ? nil : n.enabled)
     }
 
-    static let encoder: JSONEncoder = {
+    public static let encoder: JSONEncoder = {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return e
@@ -147,7 +147,7 @@ public final class CanonicalCache {
     }
 
     /// Forgets groups no longer configured.
-    func keep(_ groups: [FulcrumConfig.Group]) {
+    public func keep(_ groups: [FulcrumConfig.Group]) {
         let names = Set(groups.map(\.name))
         texts = texts.filter { names.contains($0.key) }
     }
