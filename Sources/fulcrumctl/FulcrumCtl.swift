@@ -462,7 +462,8 @@ extension ClusterCommand {
             let data = try await options.client().call(.POST, Self.path)
             if options.json { printJSON(data); return }
             let r = try JSONDecoder().decode(ClusterCommandModel.self, from: data)
-            say("\(r.result) (this LB is now \(r.role))")
+            // A hand-over makes before it breaks: this LB is still active when it answers.
+            say(r.result.contains("handing the service over") ? r.result : "\(r.result) (this LB is now \(r.role))")
         }
     }
 }
