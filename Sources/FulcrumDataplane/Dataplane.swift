@@ -415,11 +415,11 @@ public final class Dataplane: @unchecked Sendable {
             // Only weights or enabled switches changed: the layout stays, and the workers
             // are told the new values (one scheduler rebuild per changed group) instead
             // of building new tables.
-            if routes == s.routes, Self.adjustments(from: s.groups, to: groups) != nil {
+            if routes == s.routes, LayoutAdjustment.between( s.groups, to: groups) != nil {
                 var spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
                 spec.generation = s.generation
                 // The weights in force (the agents' where they report) decide the commands.
-                if let adjustments = Self.adjustments(from: s.spec.groups, to: spec.groups) {
+                if let adjustments = LayoutAdjustment.between( s.spec.groups, to: spec.groups) {
                     next.spec = spec
                     s = next
                     for w in workers {
@@ -433,7 +433,7 @@ public final class Dataplane: @unchecked Sendable {
             try DataplaneLimits.check(spec)
             // Each worker's new tables, built here rather than on its packet thread (a
             // Maglev table is 1–2 ms); building them is also the last check.
-            let remap = Self.slotRemap(from: s.spec, to: spec)
+            let remap = s.spec.slotRemap(to: spec)
             var handoffs: [LayoutHandoff] = []
             for w in workers {
                 let flows = w.current.flows
@@ -469,7 +469,7 @@ public final class Dataplane: @unchecked Sendable {
         }
         var next = state.withLock { $0 }
         // Weights and enabled switches only: the layout, already built, stays.
-        if routes == next.routes, Self.adjustments(from: next.groups, to: groups) != nil { return }
+        if routes == next.routes, LayoutAdjustment.between( next.groups, to: groups) != nil { return }
         next.groups = groups
         next.routes = routes
         let spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
@@ -483,36 +483,6 @@ public final class Dataplane: @unchecked Sendable {
         _ = try Balancer(spec, flows: FlowTable(capacity: 64, nodeSlots: max(1, spec.maxNodeSlots), timeouts: spec.timeouts))
     }
 
-    /// Where each node slot of `old` goes in `new`, by identity (group name, address,
-    /// port; a sorry server as such): the flows of a node that stays keep it.
-    static func slotRemap(from old: BalancerSpec, to new: BalancerSpec) -> [SlotTarget] {
-        struct Key: Hashable {
-            var group: String
-            var address: IPAddress
-            var port: UInt16
-            var sorry: Bool
-        }
-        var targets: [Key: SlotTarget] = [:]
-        var slot: UInt32 = 0
-        for (gi, g) in new.groups.enumerated() {
-            for n in g.nodes {
-                targets[Key(group: g.name, address: n.address, port: n.port, sorry: false)] = SlotTarget(slot: slot, group: UInt16(gi))
-                slot += 1
-            }
-            if let sorry = g.sorry {
-                targets[Key(group: g.name, address: sorry.address, port: sorry.port, sorry: true)] = SlotTarget(slot: slot, group: UInt16(gi))
-            }
-            slot += 1  // the sorry server's, or reserved
-        }
-        var out: [SlotTarget] = []
-        out.reserveCapacity(old.nodeSlotCount)
-        for g in old.groups {
-            for n in g.nodes { out.append(targets[Key(group: g.name, address: n.address, port: n.port, sorry: false)] ?? .gone) }
-            out.append(g.sorry.flatMap { targets[Key(group: g.name, address: $0.address, port: $0.port, sorry: true)] } ?? .gone)
-        }
-        return out
-    }
-
     /// Weights from the nodes' agents, by identity, replacing the whole overlay: each
     /// worker gets the changed groups' weights (with their Maglev tables, built here). A
     /// node not in `weights` has its configured weight. A drained node (weight 0) stays 0.
@@ -523,7 +493,7 @@ public final class Dataplane: @unchecked Sendable {
             next.weights = weights
             var spec = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: next)
             spec.generation = s.generation
-            guard let adjustments = Self.adjustments(from: s.spec.groups, to: spec.groups) else { return }
+            guard let adjustments = LayoutAdjustment.between( s.spec.groups, to: spec.groups) else { return }
             next.spec = spec
             s = next
             for w in workers {
@@ -543,37 +513,9 @@ public final class Dataplane: @unchecked Sendable {
         }
     }
 
-    /// What differs between `old` and `new` when only nodes' weights and enabled switches
-    /// do; nil when the layout itself changes.
-    enum Adjustment {
-        case weights(group: Int, [Int])
-        case enabled(group: Int, node: Int, Bool)
-    }
-
-    static func adjustments(from old: [GroupSpec], to new: [GroupSpec]) -> [Adjustment]? {
-        guard old.count == new.count else { return nil }
-        func layout(_ g: GroupSpec) -> GroupSpec {
-            var g = g
-            for i in g.nodes.indices {
-                g.nodes[i].weight = 0
-                g.nodes[i].enabled = true
-            }
-            return g
-        }
-        var out: [Adjustment] = []
-        for (gi, (a, b)) in zip(old, new).enumerated() {
-            guard layout(a) == layout(b) else { return nil }
-            if a.nodes.map(\.weight) != b.nodes.map(\.weight) { out.append(.weights(group: gi, b.nodes.map(\.weight))) }
-            for (ni, (x, y)) in zip(a.nodes, b.nodes).enumerated() where x.enabled != y.enabled {
-                out.append(.enabled(group: gi, node: ni, y.enabled))
-            }
-        }
-        return out
-    }
-
     /// One worker's commands for `adjustments`: new weights come with their Maglev table,
     /// built here, off the worker's thread.
-    static func commands(_ adjustments: [Adjustment], groups: [GroupSpec], generation: UInt64) -> [WorkerCommand] {
+    static func commands(_ adjustments: [LayoutAdjustment], groups: [GroupSpec], generation: UInt64) -> [WorkerCommand] {
         adjustments.map {
             switch $0 {
             case let .weights(g, w):

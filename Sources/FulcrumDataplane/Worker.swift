@@ -26,13 +26,6 @@ public enum WorkerCommand: Sendable {
     case routing(RoutingTable)
 }
 
-/// Where an old layout's node slot goes in a new one.
-public struct SlotTarget: Sendable {
-    public var slot: UInt32
-    public var group: UInt16
-    public static let gone = SlotTarget(slot: .max, group: 0)
-}
-
 /// A new layout's `Balancer`, built by the control thread for one worker (its schedulers,
 /// Maglev tables and service tables: the costly part), with the old-slot → new-slot map.
 /// `@unchecked Sendable`: ownership moves to the worker with the command; the control
