@@ -712,40 +712,66 @@ final class DataplaneMonitor {
     }
 }
 
+/// An ICMP or ICMPv6 echo socket to one address (raw, CAP_NET_RAW, non-blocking, polled by
+/// the cluster thread): sends an echo with a fresh id and sequence, and tells whether the
+/// datagrams waiting hold its answer. The partition probe and the IP monitors use it.
+final class EchoSocket {
+    let address: IPAddress
+    let fd: Int32
+    private var pending: (id: UInt16, sequence: UInt16)?
+    private var buffer = [UInt8](repeating: 0, count: 1500)
+
+    init(_ address: IPAddress) {
+        self.address = address
+        fd = (try? Socket.open(family: address.isIPv4 ? AF_INET : AF_INET6, type: Int32(SOCK_RAW.rawValue),
+                               protocol: address.isIPv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6), nonBlocking: true)) ?? -1
+        if fd >= 0 { _ = try? Socket.connect(fd, to: SocketAddress(address, port: 0)) }
+    }
+
+    deinit { if fd >= 0 { Socket.close(fd) } }
+
+    var isOpen: Bool { fd >= 0 }
+
+    func send(body: String) {
+        guard fd >= 0 else { return }
+        let id = UInt16.random(in: 1...UInt16.max), sequence = UInt16.random(in: 0...UInt16.max)
+        pending = (id, sequence)
+        let echo = HealthReply.echoRequest(ipv4: address.isIPv4, id: id, sequence: sequence, body: Array(body.utf8))
+        _ = try? echo.withUnsafeBytes { try Socket.send(fd, $0) }
+    }
+
+    /// Reads what waits; true when the last echo sent was answered (once).
+    func answered() -> Bool {
+        guard fd >= 0 else { return false }
+        var got = false
+        while let n = (try? buffer.withUnsafeMutableBytes({ try Socket.receive(fd, into: $0) })) ?? nil {
+            if let p = pending, HealthReply.isEchoReply(Array(buffer.prefix(n)), ipv4: address.isIPv4, id: p.id, sequence: p.sequence) {
+                pending = nil
+                got = true
+            }
+        }
+        return got
+    }
+
+    func forget() { pending = nil }
+}
+
 /// One round of ICMP echo to the `np_targets`: reached as soon as one answers, not
-/// reached when none has by the deadline. Raw sockets (CAP_NET_RAW), non-blocking, polled
-/// by the cluster thread.
+/// reached when none has by the deadline.
 final class PartitionProbe {
-    var fds: [(fd: Int32, target: IPAddress, id: UInt16, sequence: UInt16)] = []
+    let echoes: [EchoSocket]
     let deadline: UInt64
     var answered: [IPAddress] = []
-    var sockets: [Int32] { fds.map(\.fd) }
+    var sockets: [Int32] { echoes.filter(\.isOpen).map(\.fd) }
 
     init(targets: [IPAddress], now: UInt64, timeout: Double) {
         deadline = now + UInt64(timeout * 1e9)
-        for t in targets {
-            let ipv4 = t.isIPv4
-            guard let fd = try? Socket.open(family: ipv4 ? AF_INET : AF_INET6, type: Int32(SOCK_RAW.rawValue),
-                                            protocol: ipv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6), nonBlocking: true)
-            else { continue }
-            let id = UInt16.random(in: 1...UInt16.max), sequence = UInt16.random(in: 0...UInt16.max)
-            let echo = HealthReply.echoRequest(ipv4: ipv4, id: id, sequence: sequence, body: Array("fulcrum np probe".utf8))
-            _ = try? Socket.connect(fd, to: SocketAddress(t, port: 0))
-            _ = try? echo.withUnsafeBytes { try Socket.send(fd, $0) }
-            fds.append((fd, t, id, sequence))
-        }
+        echoes = targets.map(EchoSocket.init)
+        for e in echoes { e.send(body: "fulcrum np probe") }
     }
 
     func receive(now: UInt64) {
-        var buffer = [UInt8](repeating: 0, count: 1500)
-        for f in fds where !answered.contains(f.target) {
-            while let n = (try? buffer.withUnsafeMutableBytes({ try Socket.receive(f.fd, into: $0) })) ?? nil {
-                if HealthReply.isEchoReply(Array(buffer.prefix(n)), ipv4: f.target.isIPv4, id: f.id, sequence: f.sequence) {
-                    answered.append(f.target)
-                    break
-                }
-            }
-        }
+        for e in echoes where !answered.contains(e.address) && e.answered() { answered.append(e.address) }
     }
 
     /// nil while undecided.
@@ -753,58 +779,49 @@ final class PartitionProbe {
         if !answered.isEmpty { return true }
         return now >= deadline ? false : nil
     }
-
-    deinit { for f in fds { Socket.close(f.fd) } }
 }
 
-/// An IP monitor: an ICMP echo every `interval` on a raw socket of its own; `retry + 1`
-/// echoes in a row unanswered within `timeout` make it fail, one answer makes it recover.
+/// An IP monitor: an ICMP echo every `interval`; `retry + 1` echoes in a row unanswered
+/// within `timeout` make it fail, one answer makes it recover.
 final class IPMonitor {
     let address: IPAddress
     let settings: FulcrumConfig.Cluster.Monitor
-    let fd: Int32
+    let echo: EchoSocket
+    var fd: Int32 { echo.fd }
     private(set) var up = true
     private var misses = 0
     private var nextSend: UInt64 = 0
-    private var pending: (id: UInt16, sequence: UInt16, deadline: UInt64)?
+    private var deadline: UInt64?
 
     init(address: IPAddress, settings: FulcrumConfig.Cluster.Monitor) {
         self.address = address
         self.settings = settings
-        fd = (try? Socket.open(family: address.isIPv4 ? AF_INET : AF_INET6, type: Int32(SOCK_RAW.rawValue),
-                               protocol: address.isIPv4 ? Int32(IPPROTO_ICMP) : Int32(IPPROTO_ICMPV6), nonBlocking: true)) ?? -1
-        if fd >= 0 { _ = try? Socket.connect(fd, to: SocketAddress(address, port: 0)) } else { up = false }
+        echo = EchoSocket(address)
+        if !echo.isOpen { up = false }
     }
-
-    deinit { if fd >= 0 { Socket.close(fd) } }
 
     /// When it needs the thread next: its pending echo's deadline, else its next send
     /// (never, with no socket).
-    var wakeAt: UInt64 { fd < 0 ? .max : pending?.deadline ?? nextSend }
+    var wakeAt: UInt64 { echo.isOpen ? deadline ?? nextSend : .max }
 
     func tick(now: UInt64) {
-        if let p = pending, now >= p.deadline {
-            pending = nil
+        if let d = deadline, now >= d {
+            deadline = nil
+            echo.forget()
             misses += 1
             if misses > settings.retry { up = false }
         }
-        guard fd >= 0, pending == nil, now >= nextSend else { return }
+        guard echo.isOpen, deadline == nil, now >= nextSend else { return }
         nextSend = now + UInt64(settings.interval * 1e9)
-        let id = UInt16.random(in: 1...UInt16.max), sequence = UInt16.random(in: 0...UInt16.max)
-        let echo = HealthReply.echoRequest(ipv4: address.isIPv4, id: id, sequence: sequence, body: Array("fulcrum monitor".utf8))
-        _ = try? echo.withUnsafeBytes { try Socket.send(fd, $0) }
-        pending = (id, sequence, now + UInt64(settings.timeout * 1e9))
+        echo.send(body: "fulcrum monitor")
+        deadline = now + UInt64(settings.timeout * 1e9)
     }
 
     func receive(now: UInt64) {
-        guard fd >= 0 else { return }
-        var buffer = [UInt8](repeating: 0, count: 1500)
-        while let n = (try? buffer.withUnsafeMutableBytes({ try Socket.receive(fd, into: $0) })) ?? nil {
-            if let p = pending, HealthReply.isEchoReply(Array(buffer.prefix(n)), ipv4: address.isIPv4, id: p.id, sequence: p.sequence) {
-                pending = nil
-                misses = 0
-                up = true
-            }
-        }
+        // Reads all that waits; an answer to an echo already given up on does not count.
+        guard echo.answered(), deadline != nil else { return }
+        deadline = nil
+        misses = 0
+        up = true
     }
 }
