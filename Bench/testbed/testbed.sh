@@ -278,7 +278,7 @@ node:
   name: $1
 state_file: $DIR/$8
 api:
-  listen: []
+  listen: ["127.0.0.1:9180"]   # in its own namespace: the status page for a browser there
   unix_socket: $DIR/$1-api.sock
   token_file: $DIR/api.token
   readonly_token_file: $DIR/api-ro.token

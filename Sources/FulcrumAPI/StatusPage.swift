@@ -1,7 +1,7 @@
 /// The status page at `/`: one HTML document with no data in it. Its script asks for a
 /// token (kept in the browser tab's sessionStorage only; `/#token=…` also works, and the
 /// fragment never reaches the server), then reads `/v1/status` every two seconds and
-/// draws the groups, nodes and latest events. Without a valid token it shows nothing else.
+/// draws the pair (with a `cluster:` section), the groups, nodes and latest events. Without a valid token it shows nothing else.
 enum StatusPage {
     static let html = #"""
 <!doctype html>
@@ -33,6 +33,7 @@ enum StatusPage {
 </form>
 <div id="main" hidden>
   <div id="summary"></div>
+  <div id="cluster"></div>
   <div id="groups"></div>
   <h2>Latest events</h2>
   <table id="events"><thead><tr><th>time</th><th>severity</th><th>kind</th><th>message</th></tr></thead><tbody></tbody></table>
@@ -73,6 +74,7 @@ function render(s) {
     el("span", {class: "muted"}, s.hash.slice(0, 19)),
     el("span", {}, "flows ", num(s.flows), " of ", num(s.flow_capacity)),
     el("span", {}, "up ", Math.round(s.uptime_seconds), " s"));
+  renderCluster(s.cluster);
   const groups = document.getElementById("groups");
   groups.replaceChildren(...s.groups.map((g) => {
     const rows = g.nodes.map((n) => el("tr", {class: "node", "data-group": g.name, "data-node": n.address},
@@ -96,6 +98,44 @@ function render(s) {
   tbody.replaceChildren(...s.events.slice().reverse().map((e) => el("tr", {class: "event " + e.severity},
     el("td", {}, e.time.replace("T", " ").slice(0, 19)), el("td", {}, e.severity), el("td", {}, e.kind), el("td", {}, e.message))));
   document.getElementById("updated").textContent = "Last: " + new Date().toLocaleTimeString();
+}
+const table = (id, heads, rows) => el("table", {id: id},
+  el("thead", {}, el("tr", {}, ...heads.map((h) => el("th", {}, h)))), el("tbody", {}, ...rows));
+// The active/standby pair: nothing on a standalone LB.
+function renderCluster(c) {
+  const box = document.getElementById("cluster");
+  if (!c) { box.replaceChildren(); return; }
+  const roleClass = {active: "up", standby: "muted", fault: "down", initial: "pending"}[c.role] || "";
+  const peer = c.peer.role
+    ? el("b", {id: "peer-role", class: c.peer.role === "fault" ? "down" : ""}, c.peer.role)
+    : el("b", {id: "peer-role", class: "down"}, "not heard");
+  const apart = c.peer_config_version !== undefined && c.peer_config_version !== null && c.peer_config_version !== c.config_version;
+  const line = el("p", {id: "pair"},
+    "this LB ", el("b", {id: "cluster-role", class: roleClass}, c.role), " (" + c.configured_role + "), peer " + c.peer.name + " ", peer,
+    " · configuration " + c.config_version + ", peer's " + (c.peer_config_version ?? "unknown"),
+    apart ? el("span", {class: "down"}, " (apart)") : "",
+    c.held ? el("span", {class: "down", id: "held"}, " · standing down after a dual active: fulcrumctl resume on the LB that should serve") : "",
+    c.realtime ? "" : el("span", {class: "down"}, " · heartbeats at normal priority"));
+  const t = c.last_transition;
+  const last = el("p", {class: "muted", id: "last-transition"}, t
+    ? "last transition " + t.time.replace("T", " ").slice(0, 19) + ": " + t.from + " → " + t.to + ", " + t.reason + " (" + c.transitions + " in all)"
+    : "no transition yet");
+  const links = c.interconnects.map((i, n) => {
+    const refused = Object.entries(i.rejected || {});
+    const total = refused.reduce((a, [, v]) => a + v, 0);
+    return el("tr", {class: "interconnect", "data-interconnect": String(n)},
+      el("td", {}, i.local + " ↔ " + i.peer),
+      el("td", {class: i.up ? "up" : "down"}, i.up ? "up" : "down"),
+      el("td", {class: "n"}, i.last_heard_seconds_ago === undefined || i.last_heard_seconds_ago === null ? "never" : i.last_heard_seconds_ago.toFixed(2) + " s ago"),
+      el("td", {class: "n"}, num(i.sent)), el("td", {class: "n"}, num(i.received)),
+      el("td", {}, total ? num(total) + " (" + refused.map(([k, v]) => k + " " + v).join(", ") + ")" : "0"));
+  });
+  const monitors = (c.monitors || []).map((m) => el("tr", {class: "monitor"},
+    el("td", {}, m.type), el("td", {}, m.target), el("td", {class: m.up ? "up" : "down"}, m.up ? "up" : "down"),
+    el("td", {class: "muted"}, m.action || "failover")));
+  box.replaceChildren(el("h2", {}, "Pair"), line, last,
+    table("interconnects", ["interconnect", "state", "last heard", "sent", "received", "refused"], links),
+    table("monitors", ["monitor", "target", "state", "action"], monitors));
 }
 async function refresh() {
   const token = store.getItem("fulcrum-token");

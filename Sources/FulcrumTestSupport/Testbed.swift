@@ -117,6 +117,25 @@ public final class Testbed: @unchecked Sendable {
 
     public func pairPID(_ n: Int) -> pid_t? { members[n]?.pid }
 
+    /// A tool a test needs: absent, the test fails with what to install (CI installs
+    /// them through `make setup`).
+    public static func tool(_ name: String) throws -> String {
+        let venv = Privileged.repositoryRoot() + "/.build/venv/bin"
+        for dir in [Substring(venv)] + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let path = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        throw Failure(description: "\(name) is not installed; `make setup tools` installs it")
+    }
+
+    /// The status page of LB `n` of the pair as headless Chromium renders it, with `token`.
+    public func pairStatusPage(_ n: Int, token: String) throws -> String {
+        let browse = [try Self.tool("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                      "--user-data-dir=\(directory)/chromium-\(n)", "--virtual-time-budget=5000",
+                      "--dump-dom", "http://127.0.0.1:9180/#token=\(token)"]
+        return try exec(pairHost(n), browse).1
+    }
+
     /// Signals LB `n`; SIGKILL and SIGTERM also wait for it to end.
     public func signalPairMember(_ n: Int, _ signal: Int32) {
         guard let m = members[n] else { return }

@@ -23,14 +23,7 @@ extension OnTheTestbed {
 
         /// A tool a test needs: absent, the test fails with what to install (CI installs
         /// them through `make setup`).
-        func tool(_ name: String) throws -> String {
-            let venv = Privileged.repositoryRoot() + "/.build/venv/bin"
-            for dir in [Substring(venv)] + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-                let path = "\(dir)/\(name)"
-                if FileManager.default.isExecutableFile(atPath: path) { return path }
-            }
-            throw Testbed.Failure(description: "\(name) is not installed; `make setup tools` installs it")
-        }
+        func tool(_ name: String) throws -> String { try Testbed.tool(name) }
 
         @Test func tokensListenersAndRefusals() throws {
             let bed = try Testbed()

@@ -180,6 +180,13 @@ extension OnTheTestbed {
             #expect(s1.cluster?.transitions == 1 && s2.cluster?.transitions == 1, "no role changed")
             #expect(s1.alarms?.contains { $0.contains("interconnect 0 (198.18.9.1 ↔ 198.18.9.2) is down") } == true, "\(s1.alarms ?? [])")
             #expect(events(bed, 1).contains { $0.contains("cluster.interconnect.down") && $0.contains("198.18.9.2") })
+            // The status page shows the pair: the roles and each interconnect's state.
+            let token = try String(contentsOfFile: bed.directory + "/api-ro.token", encoding: .utf8)
+            let page = try bed.pairStatusPage(1, token: token)
+            #expect(page.contains("<b id=\"cluster-role\" class=\"up\">active</b>") && page.contains("<b id=\"peer-role\" class=\"\">standby</b>"),
+                    "\(page.suffix(3000))")
+            #expect(page.contains("data-interconnect=\"0\"><td>198.18.9.1 ↔ 198.18.9.2</td><td class=\"down\">down</td>"))
+            #expect(page.contains("data-interconnect=\"1\"><td>198.18.0.1 ↔ 198.18.0.4</td><td class=\"up\">up</td>"))
             try bed.exec("lb2", ["ip", "link", "set", "ic", "up"])
             try bed.waitForPair(1, "interconnect 0 back", timeout: 5) { $0.cluster?.interconnects.allSatisfy(\.up) == true }
             #expect(events(bed, 1).contains { $0.contains("cluster.interconnect.up") })
