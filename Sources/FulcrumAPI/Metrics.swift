@@ -138,6 +138,10 @@ public final class Metrics: Sendable {
                                 "Datagrams on the interconnect refused as heartbeats, by reason.", link.rejected[reason.rawValue] ?? 0)
                 }
             }
+            for m in c.monitors {
+                out.gauge("fulcrum_cluster_monitor_up", [("type", m.type), ("target", m.target), ("action", m.action ?? "failover")],
+                          "1 while the monitor passes (link, ip, dataplane).", m.up ? 1 : 0)
+            }
         }
         // In a fixed order: a scrape's series line up with the previous one's.
         for reason in DropReason.allCases {
