@@ -187,6 +187,17 @@ extension OnTheTestbed {
                     "\(page.suffix(3000))")
             #expect(page.contains("data-interconnect=\"0\"><td>198.18.9.1 ↔ 198.18.9.2</td><td class=\"down\">down</td>"))
             #expect(page.contains("data-interconnect=\"1\"><td>198.18.0.1 ↔ 198.18.0.4</td><td class=\"up\">up</td>"))
+            // And the metrics: promtool accepts them, and they say the same.
+            let file = bed.directory + "/pair-metrics.txt"
+            let (mc, _) = try bed.exec("lb", ["/bin/sh", "-c", "curl -sf -H 'Authorization: Bearer \(token)' http://127.0.0.1:9180/metrics > \(file)"])
+            #expect(mc == 0)
+            let (lint, lintOut) = try ChildProcess.run(["/bin/sh", "-c", "\(try Testbed.tool("promtool")) check metrics < \(file)"])
+            #expect(lint == 0, "promtool: \(lintOut)")
+            let metrics = try String(contentsOfFile: file, encoding: .utf8)
+            #expect(metrics.contains("fulcrum_cluster_interconnect_up{interconnect=\"0\"} 0"))
+            #expect(metrics.contains("fulcrum_cluster_interconnect_up{interconnect=\"1\"} 1"))
+            #expect(metrics.contains("fulcrum_cluster_role{role=\"active\"} 1"))
+            #expect(metrics.contains("fulcrum_cluster_monitor_up{type=\"dataplane\""), "\(metrics.prefix(2000))")
             try bed.exec("lb2", ["ip", "link", "set", "ic", "up"])
             try bed.waitForPair(1, "interconnect 0 back", timeout: 5) { $0.cluster?.interconnects.allSatisfy(\.up) == true }
             #expect(events(bed, 1).contains { $0.contains("cluster.interconnect.up") })
