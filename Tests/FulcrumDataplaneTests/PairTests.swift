@@ -507,6 +507,38 @@ extension OnTheTestbed {
             #expect(try bed.pairStatus(2).version == 2)
         }
 
+        /// Pushes from the active's own address that are wrong in themselves: cut short (what
+        /// the standby sees when the active dies in the middle of a push), badly signed, and
+        /// a real push captured on the wire and sent again. Each is refused with its reason,
+        /// and the standby keeps its whole configuration.
+        @Test func aPushCutShortForgedOrReplayedChangesNothing() throws {
+            let bed = try pairUp()
+            defer { bed.tearDown() }
+            let rogue = bed.root + "/Bench/testbed/rogue-push.py"
+            func send(_ args: [String]) throws -> String {
+                let (code, out) = try bed.exec("lb", ["python3", rogue] + args)
+                #expect(code == 0, "\(out)")
+                return out.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let before = try bed.pairStatus(2)
+            #expect(try send(["truncated", "198.18.9.2", "65010", "198.18.9.1", bed.directory + "/cluster.key"]) == "REFUSED truncated")
+            #expect(try send(["bad_mac", "198.18.9.2", "65010", "198.18.9.1"]) == "REFUSED bad_mac")
+            // A real push, captured on lb2's end of the direct interconnect.
+            let pcap = bed.directory + "/push.pcap"
+            let capture = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(bed.prefix)-lb2", "timeout", "4", "tcpdump", "-Z", "root",
+                                            "-U", "-i", "ic", "-w", pcap, "tcp dst port 65010"], capture: true)
+            #expect(capture.readLine()?.contains("listening on ic") == true, "tcpdump is capturing")
+            let (c, t) = try ctl(bed, 1, ["sync"])
+            #expect(c == 0 && t.contains("pushed to lb2"), "\(t)")
+            _ = capture.readAll()
+            capture.wait()
+            #expect(try send(["replay", "198.18.9.2", "65010", "198.18.9.1", pcap]) == "REFUSED replayed")
+            let after = try bed.pairStatus(2)
+            #expect(after.version == before.version && after.hash == before.hash, "the standby kept its configuration")
+            let refused = events(bed, 2).filter { $0.contains("config.sync.refused") }
+            #expect(["truncated", "bad_mac", "replayed"].allSatisfy { r in refused.contains { $0.contains(r) } }, "\(refused)")
+        }
+
         @Test func aFloodAndABusyBoxCostNoHeartbeat() throws {
             let bed = try pairUp()
             defer { bed.tearDown() }
