@@ -11,6 +11,8 @@
 # (failover-probe.py); the outage is its longest run of unanswered requests. Prints one
 # JSON line per measurement: {"system", "fault", "outage_ms", "sent", "answered"}.
 # Only 198.18.0.0/15, only in the namespaces it creates; removes them on exit.
+# Environment: FULCRUM_BENCH_ONLY=fulcrum|keepalived runs only that system's section (both
+# when unset); FULCRUM_BENCH_KEEP=1 keeps the log directory (its path goes to stderr).
 set -euo pipefail
 set +m
 root=${1:?root}; runs=${2:-10}; ka_fast=${3:-0.1}
@@ -44,7 +46,11 @@ measure() {
         "$DIR/probe.out" "$system" "$fault"
 }
 
+only=${FULCRUM_BENCH_ONLY:-}
+case "$only" in ""|fulcrum|keepalived) ;; *) echo "FULCRUM_BENCH_ONLY: fulcrum or keepalived" >&2; exit 2 ;; esac
+
 # --- Fulcrum: heartbeats 25 ms / 100 ms, Maglev MAT groups --------------------------------
+if [ "$only" != keepalived ]; then
 declare -A fpid
 start_fulcrum() {
     ip netns exec "$P-$(host "$1")" "$FULCRUM" run --config "$DIR/pair-lb$1.yaml" --status-file "$DIR/status-lb$1.json" \
@@ -83,6 +89,8 @@ for _ in $(seq 1 "$runs"); do
     active=$(other "$active"); wait_role "$active" active; wait_role "$(other "$active")" standby; sleep 0.5
 done
 for n in 1 2; do kill "${fpid[$n]}" 2>/dev/null || true; wait "${fpid[$n]}" 2>/dev/null || true; done
+fi
+[ "$only" = fulcrum ] && exit 0
 
 # --- keepalived: VRRPv3, the VIP on the master's eth-c, nftables NAT to the MAT nodes ------
 # The NAT behind keepalived: the VIP's UDP/53 to the MAT nodes, replies back through it.

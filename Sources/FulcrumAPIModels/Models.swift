@@ -429,6 +429,10 @@ public struct ClusterStatusModel: Codable, Sendable, Equatable {
         public var healthy: Bool?
         /// master or slave, as its heartbeats say it is configured (once heard).
         public var configuredRole: String?
+        enum CodingKeys: String, CodingKey {
+            case name, role, healthy
+            case configuredRole = "configured_role"
+        }
         public init(name: String, role: String?, healthy: Bool?, configuredRole: String? = nil) {
             self.name = name
             self.role = role

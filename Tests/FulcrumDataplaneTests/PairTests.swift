@@ -187,6 +187,10 @@ extension OnTheTestbed {
                     "\(page.suffix(3000))")
             #expect(page.contains("data-interconnect=\"0\"><td>198.18.9.1 ↔ 198.18.9.2</td><td class=\"down\">down</td>"))
             #expect(page.contains("data-interconnect=\"1\"><td>198.18.0.1 ↔ 198.18.0.4</td><td class=\"up\">up</td>"))
+            // The status file's JSON names the peer's configured role as the API documents it.
+            let raw = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: bed.pairStatusPath(2)))) as? [String: Any]
+            let peer = (raw?["cluster"] as? [String: Any])?["peer"] as? [String: Any]
+            #expect(peer?["configured_role"] as? String == "master", "\(String(describing: peer))")
             // And the metrics: promtool accepts them, and they say the same.
             let file = bed.directory + "/pair-metrics.txt"
             let (mc, _) = try bed.exec("lb", ["/bin/sh", "-c", "curl -sf -H 'Authorization: Bearer \(token)' http://127.0.0.1:9180/metrics > \(file)"])
@@ -342,6 +346,8 @@ extension OnTheTestbed {
             let stall = try ChildProcess(["/usr/bin/python3", bed.root + "/Bench/testbed/stall-thread.py", "\(pid)", "fulcrum-q0", "2.5"],
                                          capture: true)
             try bed.waitForPair(2, "lb2 takes over", timeout: 3) { $0.cluster?.role == "active" }
+            // lb1's status file is written every 0.2 s by a thread that is not stuck.
+            try bed.waitForPair(1, "lb1 in fault", timeout: 1) { $0.cluster?.role == "fault" }
             let s1 = try bed.pairStatus(1)
             #expect(s1.cluster?.role == "fault" && s1.cluster?.lastTransition?.reason.contains("queue 0 stuck") == true,
                     "\(String(describing: s1.cluster?.lastTransition))")
