@@ -395,8 +395,8 @@ public final class ClusterService: @unchecked Sendable {
             do {
                 if up {
                     try InterfaceAddresses.add(f.address, prefix: f.prefixLength, ifindex: ifindex)
-                } else {
-                    try InterfaceAddresses.remove(f.address, prefix: f.prefixLength, ifindex: ifindex)
+                } else if try !InterfaceAddresses.remove(f.address, prefix: f.prefixLength, ifindex: ifindex) {
+                    continue  // it was not there
                 }
                 logger.info("floating address \(f.address)/\(f.prefixLength) \(up ? "added to" : "removed from") \(f.interface)")
             } catch {

@@ -23,9 +23,11 @@ public enum InterfaceAddresses {
     }
 
     /// Removes `address`/`prefix` from the interface; one not there is not an error.
-    public static func remove(_ address: IPAddress, prefix: Int, ifindex: Int32) throws {
+    /// Returns whether it was there.
+    @discardableResult
+    public static func remove(_ address: IPAddress, prefix: Int, ifindex: Int32) throws -> Bool {
         try transact(message(type: RTM_DELADDR, flags: 0x01 | 0x04, address, prefix: prefix, ifindex: ifindex),
-                     "remove \(address)/\(prefix)", tolerated: [EADDRNOTAVAIL, ENOENT, ENODEV])
+                     "remove \(address)/\(prefix)", tolerated: [EADDRNOTAVAIL, ENOENT, ENODEV]) == 0
     }
 
     /// nlmsghdr + ifaddrmsg (family, prefix length, flags, scope, index) + IFA_LOCAL and
@@ -50,8 +52,9 @@ public enum InterfaceAddresses {
     }
 
     /// Sends one request and reads the kernel's acknowledgement (an NLMSG_ERROR, 0 for
-    /// success); the errors in `tolerated` count as success.
-    static func transact(_ request: [UInt8], _ operation: String, tolerated: [Int32]) throws {
+    /// success); the errors in `tolerated` count as success. Returns the kernel's code.
+    @discardableResult
+    static func transact(_ request: [UInt8], _ operation: String, tolerated: [Int32]) throws -> Int32 {
         let fd = try Neighbors.openSocket()
         defer { close(fd) }
         _ = try request.withUnsafeBytes { raw in
@@ -60,8 +63,9 @@ public enum InterfaceAddresses {
         var buffer = [UInt8](repeating: 0, count: 4096)
         let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n < 20 { throw SystemError(operation + ": no answer from the kernel", errno: n < 0 ? errno : EIO) }
-        guard Neighbors.load16(buffer, 4) == 2 /* NLMSG_ERROR */ else { return }
+        guard Neighbors.load16(buffer, 4) == 2 /* NLMSG_ERROR */ else { return 0 }
         let code = -Int32(bitPattern: Neighbors.load32(buffer, 16))
         if code != 0 && !tolerated.contains(code) { throw SystemError(operation, errno: code) }
+        return code
     }
 }
