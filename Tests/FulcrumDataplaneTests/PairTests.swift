@@ -82,7 +82,12 @@ extension OnTheTestbed {
             #expect(chat.ready == 10)
             usleep(1_000_000)
             // The servers die: the held connections are cut.
-            for m in ["m1", "m2", "m3"] { _ = try bed.exec(m, ["pkill", "-9", "-f", "serve --name \(m) "]) }
+            // (By namespace: PIDs are not per namespace, and a pattern would also kill the
+            // servers of any other testbed running on the machine.)
+            for m in ["m1", "m2", "m3"] {
+                let (_, pids) = try ChildProcess.run(["/usr/sbin/ip", "netns", "pids", "\(bed.prefix)-\(m)"])
+                for pid in pids.split(separator: "\n").compactMap({ Int32($0.trimmingCharacters(in: .whitespaces)) }) { kill(pid, SIGKILL) }
+            }
             let report = try chat.finish()
             #expect(report.broken >= chat.ready && chat.ready == 10, "every held connection reported broken: \(report)")
         }
