@@ -13,6 +13,9 @@
 # Only 198.18.0.0/15, only in the namespaces it creates; removes them on exit.
 # Environment: FULCRUM_BENCH_ONLY=fulcrum|keepalived runs only that system's section (both
 # when unset); FULCRUM_BENCH_KEEP=1 keeps the log directory (its path goes to stderr).
+# Before every fault the testbed is checked (the MAT servers up, and for keepalived: the VIP
+# on the active LB only, a backup running, NAT on both LBs); after it, the servers again. A
+# measurement through dead servers would read as 100 % lost, so the run stops instead.
 set -euo pipefail
 set +m
 root=${1:?root}; runs=${2:-10}; ka_fast=${3:-0.1}
@@ -33,15 +36,32 @@ trap cleanup EXIT
 PAIR=1 PAIR_INTERVAL=0.025 PAIR_TIMEOUT=0.1 "$root/Bench/testbed/testbed.sh" up "$P" "$DIR" >/dev/null
 host() { [ "$1" = 1 ] && echo lb || echo lb2; }
 other() { [ "$1" = 1 ] && echo 2 || echo 1; }
+# The MAT servers m1..m3 (testbed.sh started them). PIDs are not per network namespace, so
+# a `pkill -f "serve --name m1 "` run by a concurrent test (PairTests does) kills these too,
+# and every request after it goes unanswered. Restart them with --name last, a command line
+# such a pattern does not match, and check them around every measurement.
+PEER=${FULCRUM_TESTPEER:-$root/.build/debug/fulcrum-testpeer}
+start_servers() {
+    for i in 1 2 3; do
+        [ -z "$(ip netns pids "$P-m$i")" ] || kill -9 $(ip netns pids "$P-m$i") 2>/dev/null || true
+        ip netns exec "$P-m$i" "$PEER" serve --udp 53 --tcp 80,443 --name "m$i" </dev/null >>"$DIR/m$i.log" 2>&1 &
+        pids+=("$!")
+    done
+    sleep 0.2
+}
+servers_up() { for i in 1 2 3; do [ -n "$(ip netns pids "$P-m$i")" ] || { echo "m$i: no server running" >&2; return 1; }; done; }
+start_servers
 
 # measure SYSTEM FAULT SECONDS COMMAND...: the probe runs SECONDS; the fault 1 s in.
 measure() {
     local system=$1 fault=$2 seconds=$3; shift 3
+    servers_up || { echo "MAT servers down before $system $fault" >&2; exit 1; }
     ip netns exec "$P-client" python3 "$PROBE" "$VIP" 53 "$seconds" >"$DIR/probe.out" &
     local probe=$!
     sleep 1
     "$@"
     wait "$probe"
+    servers_up || { echo "MAT servers died during $system $fault: its figures are void" >&2; exit 1; }
     python3 -c "import json,sys; r=json.loads(open(sys.argv[1]).read().split('\n')[1]); r.update(system=sys.argv[2], fault=sys.argv[3]); print(json.dumps(r))" \
         "$DIR/probe.out" "$system" "$fault"
 }
@@ -112,7 +132,11 @@ table ip ka {
 NFT
 }
 # ka_stop LB: keepalived of LB killed, both its processes gone, its pid files removed.
+# Stopped first: the VRRP child has PR_SET_PDEATHSIG = SIGTERM, so a child that outlives
+# its parent by a moment (pkill signals one after the other) shuts down gracefully and
+# sends priority 0, a planned hand-over in a row that claims a crash.
 ka_stop() {
+    pkill -STOP -f "$DIR/ka$1/keepalived.conf" || true
     pkill -9 -f "$DIR/ka$1/keepalived.conf" || true
     for _ in $(seq 1 100); do pgrep -f "$DIR/ka$1/keepalived.conf" >/dev/null || break; sleep 0.02; done
     rm -f "$DIR/ka$1/main.pid" "$DIR/ka$1/vrrp.pid"
@@ -143,6 +167,18 @@ KA
     pids+=("$!")
 }
 has_vip() { ip -n "$P-$(host "$1")" addr show dev eth-c | grep -q "$VIP/32"; }
+# ka_ready ACTIVE: before a fault, the VIP on ACTIVE only, both keepalived running, NAT on both.
+ka_ready() {
+    local b; b=$(other "$1")
+    for _ in $(seq 1 100); do
+        if has_vip "$1" && ! has_vip "$b" && pgrep -f "$DIR/ka$1/keepalived.conf" >/dev/null \
+            && pgrep -f "$DIR/ka$b/keepalived.conf" >/dev/null \
+            && ip netns exec "$P-lb" nft list table ip ka >/dev/null 2>&1 \
+            && ip netns exec "$P-lb2" nft list table ip ka >/dev/null 2>&1; then return 0; fi
+        sleep 0.05
+    done
+    echo "keepalived pair not ready (lb$1 active, lb$b backup)" >&2; tail -n 20 "$DIR/ka1.log" "$DIR/ka2.log" >&2; return 1
+}
 wait_vip() {
     for _ in $(seq 1 400); do has_vip "$1" && return 0; sleep 0.05; done
     echo "lb$1 never took $VIP" >&2; tail -n 20 "$DIR/ka1.log" "$DIR/ka2.log" >&2; return 1
@@ -161,6 +197,7 @@ for advert in 1 "$ka_fast"; do
         ip netns exec "$P-$(host "$active")" nft delete table ip ka
     }
     for _ in $(seq 1 "$runs"); do
+        ka_ready "$active"
         measure "keepalived_advert_$advert" sigkill "$span" kkill
         wait "${kpid[$active]}" 2>/dev/null || true
         wait_vip "$(other "$active")"
@@ -169,9 +206,11 @@ for advert in 1 "$ka_fast"; do
     done
     kcut() { ip -n "$P-sw" link set "p-$(host "$active")-eth-c" down; }
     for _ in $(seq 1 "$runs"); do
+        ka_ready "$active"
         measure "keepalived_advert_$advert" link_cut "$span" kcut
         wait_vip "$(other "$active")"
-        # The cut LB still holds the VIP (it saw no peer): give its link back as a backup.
+        # The cut LB went to FAULT (its link down; it dropped the VIP): restart it, link
+        # back, as a backup.
         ka_stop "$active"
         wait "${kpid[$active]}" 2>/dev/null || true
         ip -n "$P-sw" link set "p-$(host "$active")-eth-c" up
@@ -181,6 +220,7 @@ for advert in 1 "$ka_fast"; do
     # keepalived's graceful hand-over: SIGTERM, it sends priority 0 and drops the VIP.
     kterm() { pkill -TERM -f "$DIR/ka$active/keepalived.conf"; }
     for _ in $(seq 1 "$runs"); do
+        ka_ready "$active"
         measure "keepalived_advert_$advert" planned "$span" kterm
         wait "${kpid[$active]}" 2>/dev/null || true
         wait_vip "$(other "$active")"
