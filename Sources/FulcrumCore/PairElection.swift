@@ -154,12 +154,14 @@ public struct PairElection: Sendable {
         /// one): this LB acts as the master when this is true (its name sorts first).
         public var winsTie: Bool
         /// A hand-over makes before it breaks: the LB handing over keeps answering this long
-        /// after it hears the peer active, so a frame sent before the peer's announcement
-        /// reached its sender is still forwarded (both make the same choice).
+        /// after it hears the peer answering, so a frame sent to it is still forwarded (both
+        /// make the same choice). 1.2 s: past the announcement at 1.1 s, for a host whose
+        /// neighbour entry was confirmed less than its `locktime` (1 s) before the first
+        /// announcements and so ignored them (seen: a 1 s outage in one switchover of ten).
         public var handOverOverlap: Double
 
         public init(isMaster: Bool, interconnects: Int, deadInterval: Double = 3, autoFailback: Bool = false,
-                    dualActive: DualActiveRule = .masterStays, winsTie: Bool = false, handOverOverlap: Double = 0.1) {
+                    dualActive: DualActiveRule = .masterStays, winsTie: Bool = false, handOverOverlap: Double = 1.2) {
             self.isMaster = isMaster
             self.handOverOverlap = handOverOverlap
             self.winsTie = winsTie

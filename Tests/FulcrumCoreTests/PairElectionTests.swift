@@ -319,12 +319,12 @@ struct SimulatedPair {
             if $0.actives == 0 { noneActive = true }
             return $0.a.role == .standby
         }
-        #expect(gone != nil && gone! <= 2 * p.interval, "a steps down once it hears b active, after the overlap")
+        #expect(gone != nil && gone! <= p.a.settings.handOverOverlap + 2 * p.interval, "a steps down once it hears b active, after the overlap")
         #expect(!noneActive, "never none active")
         p.run(seconds: 10)
         #expect(p.a.role == .standby && !p.a.handingOver && p.b?.role == .active)
         #expect(p.worstOverlap == 0, "no dual active")
-        #expect(p.worstPlannedOverlap > 0 && p.worstPlannedOverlap <= 3 * p.interval)
+        #expect(p.worstPlannedOverlap > 0 && p.worstPlannedOverlap <= p.a.settings.handOverOverlap + 3 * p.interval)
         #expect(!p.events.contains { $0.event == .dualActive })
         #expect(p.events.contains { $0.lb == "a" && $0.event == .role(from: .active, to: .standby, reason: "handed the service over to the peer (operator)") })
         // And back (a failback is a hand-over from the slave).
@@ -379,7 +379,7 @@ struct SimulatedPair {
         p.b = b
         let back = p.time { $0.a.role == .active }
         #expect(back != nil && back! <= 1.5)
-        p.run(seconds: 1)
+        p.run(seconds: p.b!.settings.handOverOverlap + 1)
         #expect(p.b?.role == .standby, "the slave let go after the overlap")
         #expect(p.worstOverlap == 0)
     }
@@ -432,7 +432,7 @@ struct SimulatedPair {
             if !joined { quietSince = p.now }
             p.step()
             #expect(p.worstOverlap == 0, "seed \(seed): two active at \(p.now): \(p.events.suffix(8))")
-            #expect(p.worstPlannedOverlap <= 3 * p.interval, "seed \(seed): a hand-over's overlap at \(p.now)")
+            #expect(p.worstPlannedOverlap <= p.a.settings.handOverOverlap + 3 * p.interval, "seed \(seed): a hand-over's overlap at \(p.now)")
             noneActive = p.actives == 0 ? noneActive + 1 : 0
             if joined && p.now - quietSince >= 6 {
                 #expect(noneActive <= 1, "seed \(seed): none active at \(p.now) (a \(p.a.role), b \(p.b!.role)): \(p.events.suffix(8))")
