@@ -424,72 +424,55 @@ public final class Testbed: @unchecked Sendable {
                                "--interval", "\(interval)", "--new-every", "\(newEvery)"], capture: true))
     }
 
-    /// The client's view of a failover (Bench/testbed/failover-probe.py): a UDP request to
-    /// the target every `interval` for `seconds`, in the background; `finish()` says how many
-    /// were answered and the longest run unanswered.
-    public final class UDPProbe: @unchecked Sendable {
-        public struct Report: Decodable, Sendable, CustomStringConvertible {
-            public var sent: Int
-            public var answered: Int
-            public var outageMs: Double
-            enum CodingKeys: String, CodingKey { case sent, answered, outageMs = "outage_ms" }
-            public var lost: Int { sent - answered }
-            public var description: String { "\(answered) of \(sent) answered, longest run unanswered \(outageMs) ms" }
-        }
+    /// A probe script run in the client's namespace in the background: it prints
+    /// `{"ready": …}` once started, then one JSON line, its report, when it ends.
+    public final class BackgroundProbe<Report: Decodable & Sendable>: @unchecked Sendable {
         let process: ChildProcess
-        init(_ process: ChildProcess) throws {
-            self.process = process
-            guard process.readLine()?.hasPrefix("{\"ready\"") == true else { throw Failure(description: "the UDP probe did not start") }
+        let name: String
+        init(_ script: String, _ arguments: [String], in bed: Testbed) throws {
+            name = script
+            process = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(bed.prefix)-client", "python3",
+                                        bed.root + "/Bench/testbed/" + script] + arguments, capture: true)
+            guard process.readLine()?.hasPrefix("{\"ready\"") == true else { throw Failure(description: "\(script) did not start") }
         }
         public func finish() throws -> Report {
             let out = process.readAll()
             process.wait()
             guard let line = out.split(separator: "\n").last,
                   let r = try? JSONDecoder().decode(Report.self, from: Data(line.utf8)) else {
-                throw Failure(description: "UDP probe: no report in \(out)")
+                throw Failure(description: "\(name): no report in \(out)")
             }
             return r
         }
     }
 
-    /// Who answers ARP for an address (Bench/testbed/arp-probe.py): a request from the
-    /// client every `interval` for `seconds`, in the background; `finish()` gives each MAC
-    /// that answered and in how many rounds.
-    public final class ARPProbe: @unchecked Sendable {
-        public struct Report: Decodable, Sendable, CustomStringConvertible {
-            public var requests: Int
-            public var macs: [String: Int]
-            public var rounds: [String: Int]
-            /// Rounds in which more than one MAC answered.
-            public var both: Int
-            public var description: String { "\(requests) requests; answered by \(rounds) (rounds), \(both) rounds with two" }
-        }
-        let process: ChildProcess
-        init(_ process: ChildProcess) throws {
-            self.process = process
-            guard process.readLine()?.hasPrefix("{\"ready\"") == true else { throw Failure(description: "the ARP probe did not start") }
-        }
-        public func finish() throws -> Report {
-            let out = process.readAll()
-            process.wait()
-            guard let line = out.split(separator: "\n").last,
-                  let r = try? JSONDecoder().decode(Report.self, from: Data(line.utf8)) else {
-                throw Failure(description: "ARP probe: no report in \(out)")
-            }
-            return r
-        }
+    /// The client's view of a failover (failover-probe.py): a UDP request every `interval`.
+    public struct UDPProbeReport: Decodable, Sendable, CustomStringConvertible {
+        public var sent: Int
+        public var answered: Int
+        public var outageMs: Double
+        enum CodingKeys: String, CodingKey { case sent, answered, outageMs = "outage_ms" }
+        public var lost: Int { sent - answered }
+        public var description: String { "\(answered) of \(sent) answered, longest run unanswered \(outageMs) ms" }
     }
 
-    public func arpProbe(_ target: String, seconds: Double, interval: Double = 0.05) throws -> ARPProbe {
-        try ARPProbe(try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-client", "python3",
-                                       root + "/Bench/testbed/arp-probe.py", "eth0", target, "\(seconds)", "\(interval)"],
-                                      capture: true))
+    /// Who answers ARP for an address (arp-probe.py): each MAC that answered, and in how
+    /// many rounds.
+    public struct ARPProbeReport: Decodable, Sendable, CustomStringConvertible {
+        public var requests: Int
+        public var macs: [String: Int]
+        public var rounds: [String: Int]
+        /// Rounds in which more than one MAC answered.
+        public var both: Int
+        public var description: String { "\(requests) requests; answered by \(rounds) (rounds), \(both) rounds with two" }
     }
 
-    public func udpProbe(_ target: String, port: Int, seconds: Double, interval: Double = 0.002) throws -> UDPProbe {
-        try UDPProbe(try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(prefix)-client", "python3",
-                                       root + "/Bench/testbed/failover-probe.py", target, "\(port)", "\(seconds)", "\(interval)"],
-                                      capture: true))
+    public func arpProbe(_ target: String, seconds: Double, interval: Double = 0.05) throws -> BackgroundProbe<ARPProbeReport> {
+        try BackgroundProbe("arp-probe.py", ["eth0", target, "\(seconds)", "\(interval)"], in: self)
+    }
+
+    public func udpProbe(_ target: String, port: Int, seconds: Double, interval: Double = 0.002) throws -> BackgroundProbe<UDPProbeReport> {
+        try BackgroundProbe("failover-probe.py", [target, "\(port)", "\(seconds)", "\(interval)"], in: self)
     }
 
     public struct FloodResult: Decodable, Sendable {
