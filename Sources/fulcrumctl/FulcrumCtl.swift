@@ -462,8 +462,9 @@ extension ClusterCommand {
             let data = try await options.client().call(.POST, Self.path)
             if options.json { printJSON(data); return }
             let r = try JSONDecoder().decode(ClusterCommandModel.self, from: data)
-            // A hand-over makes before it breaks: this LB is still active when it answers.
-            say(r.result.contains("handing the service over") ? r.result : "\(r.result) (this LB is now \(r.role))")
+            // The daemon's sentence says what happened (a hand-over answers while this LB is
+            // still active: it makes before it breaks); the role is in --json.
+            say(r.result)
         }
     }
 }
