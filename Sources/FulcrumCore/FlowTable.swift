@@ -66,7 +66,11 @@ public struct FlowEntry: Sendable {
     public var nodeSlot: UInt32
     public var group: UInt16
     public var state: FlowState
-    @usableFromInline var padding: UInt64 = 0
+    /// The flow sync's marks (`FlowSyncMarks`): dirty, and the state the standby was last
+    /// sent in the high nibble. In what was padding: the entry stays one cache line.
+    public var syncFlags: UInt8 = 0
+    /// The deadline the standby was last given for this flow (0: never sent).
+    public var syncedDeadline: UInt64 = 0
 
     @inlinable
     public init(key: FlowKey, deadline: UInt64, nodeSlot: UInt32, group: UInt16, state: FlowState) {
@@ -138,6 +142,11 @@ public final class FlowTable: @unchecked Sendable {
     @usableFromInline let live = Atomic<Int>(0)
     /// Where `bucketHead` results go, so that the loads are not optimised away.
     @usableFromInline var touched: UInt64 = 0
+    /// The flow sync's bookkeeping (FlowTable+Sync.swift): behind a `let` pointer, so the
+    /// per-packet check pays no exclusivity check.
+    @usableFromInline let sync: UnsafeMutablePointer<FlowSyncMarks>
+    @usableFromInline let dirtyQueue: UnsafeMutablePointer<UInt32>
+    @usableFromInline let bucketQueued: UnsafeMutablePointer<UInt64>
 
     /// Live entries (dead ones not yet reclaimed are counted until they are).
     public var count: Int { live.load(ordering: .relaxed) }
@@ -176,6 +185,14 @@ public final class FlowTable: @unchecked Sendable {
         for state in [FlowState.synSent, .established, .closing, .udp, .datagram] {
             timeoutByState[Int(state.rawValue)] = timeouts.timeout(for: state)
         }
+        let queueCapacity = min(FlowTable.dirtyQueueLimit, buckets)
+        sync = .allocate(capacity: 1)
+        sync.initialize(to: FlowSyncMarks(queueCapacity: queueCapacity))
+        dirtyQueue = .allocate(capacity: queueCapacity)
+        dirtyQueue.initialize(repeating: 0, count: queueCapacity)
+        let words = (buckets + 63) / 64
+        bucketQueued = .allocate(capacity: words)
+        bucketQueued.initialize(repeating: 0, count: words)
     }
 
     deinit {
@@ -183,6 +200,9 @@ public final class FlowTable: @unchecked Sendable {
         active.deinitialize(count: nodeSlotCount).deallocate()
         overflowUntil.deallocate()
         timeoutByState.deallocate()
+        sync.deallocate()
+        dirtyQueue.deallocate()
+        bucketQueued.deallocate()
     }
 
     /// Whether `hash`'s bucket has been full recently: a flow of it that the table does
@@ -287,7 +307,9 @@ public final class FlowTable: @unchecked Sendable {
     @inlinable @inline(__always)
     public func touch(_ slot: Int, state: FlowState, now: UInt64) {
         entries[slot].state = state
-        entries[slot].deadline = deadline(now, state)
+        let d = deadline(now, state)
+        entries[slot].deadline = d
+        if sync.pointee.enabled { noteSync(slot, state: state, deadline: d) }
     }
 
     /// When a flow in `state` seen at `now` dies.
@@ -303,6 +325,7 @@ public final class FlowTable: @unchecked Sendable {
         entries[slot].nodeSlot = nodeSlot
         entries[slot].group = group
         addActive(Int(nodeSlot), 1)
+        if sync.pointee.enabled && entries[slot].state != .synSent { markDirty(slot) }
     }
 
     /// Frees a slot and keeps the bucket's occupied entries a prefix.
