@@ -165,9 +165,8 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var discoveredTimeout = 10.0
         public var discoveredExpiry = DiscoveredExpiry.remove
 
-        public enum DiscoveredExpiry: String, Sendable, Equatable, CaseIterable {
-            case remove, disable
-        }
+        /// The discovery policy's own type (FulcrumCore), so the setting needs no translation.
+        public typealias DiscoveredExpiry = DiscoveryExpiry
     }
     /// The active/standby pair (Docs/OPERATIONS.md). No `cluster:` section: standalone and
     /// active, as a single LB. Node-local: never synced to the peer.

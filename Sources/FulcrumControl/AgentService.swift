@@ -16,7 +16,9 @@ import Glibc
 /// cpu`, newer than anything seen from it) and counted by what became of it; memory is
 /// one entry per configured node whatever arrives. Accepted loads go into each group's
 /// `DynamicWeights`; every 200 ms the weights in force go to the data plane, and a node
-/// whose agent falls silent returns to its static weight, with an event.
+/// whose agent falls silent returns to its static weight, with an event. Nodes that
+/// announce themselves (`accept_discovered_nodes`) are `DiscoveryTracker`'s to admit, add
+/// and expire; this service feeds it reports and the time and passes its decisions on.
 public final class AgentService: @unchecked Sendable {
     let config: FulcrumConfig.Agent
     let key: SymmetricKey
@@ -39,18 +41,11 @@ public final class AgentService: @unchecked Sendable {
     public let loads = Mutex<[NodeIdentity: Double]>([:])
 
     /// Nodes found by their agents' announcements, for groups with
-    /// `accept_discovered_nodes` (the daemon turns them into controller changes).
-    public enum Discovery: Sendable {
-        case add(group: String, address: IPAddress, port: UInt16)
-        case remove(group: String, address: IPAddress, port: UInt16)
-        case disable(group: String, address: IPAddress, port: UInt16)
-    }
-    let onDiscovery: @Sendable (Discovery) -> Void
-    /// Addresses heard from that are no configured node: reports seen, and when last.
-    var candidates: [IPAddress: (reports: Int, lastSeen: UInt64)] = [:]
-    /// Nodes this service added, by group, with when their agent was last heard.
-    var discovered: [IPAddress: (groups: [String: UInt16], lastSeen: UInt64)] = [:]
-    static let candidateLimit = 1024
+    /// `accept_discovered_nodes`: into the controller, as changes like any other.
+    let onDiscovery: @Sendable (DiscoveryDecision) -> Void
+    /// The discovery policy (candidates, discovered nodes, their expiry); this service
+    /// only feeds it reports and the time, and passes its decisions on.
+    var discovery: DiscoveryTracker
 
     // The thread's own state.
     var groups: [FulcrumConfig.Group] = []
@@ -65,8 +60,9 @@ public final class AgentService: @unchecked Sendable {
     public init(config: FulcrumConfig.Agent, groups: [FulcrumConfig.Group], events: EventLog, logger: Logger,
                 clock: any MonotonicClock = SystemClock(),
                 onWeights: @escaping @Sendable ([NodeIdentity: Int]) -> Void,
-                onDiscovery: @escaping @Sendable (Discovery) -> Void = { _ in }) throws {
+                onDiscovery: @escaping @Sendable (DiscoveryDecision) -> Void = { _ in }) throws {
         self.onDiscovery = onDiscovery
+        discovery = DiscoveryTracker(timeout: UInt64(config.discoveredTimeout * 1e9), expiry: config.discoveredExpiry)
         self.onWeights = onWeights
         self.clock = clock
         guard let data = FileManager.default.contents(atPath: config.keyFile) else {
@@ -139,7 +135,11 @@ public final class AgentService: @unchecked Sendable {
         }
         groups = next
         weights = rebuilt
-        guardian.keep(Set(next.flatMap { $0.nodes.map(\.address) }).union(candidates.keys).union(discovered.keys))
+        discovery.groups = next.map {
+            DiscoveryTracker.Group(name: $0.name, acceptsDiscoveredNodes: $0.acceptDiscoveredNodes, isIPv4: $0.vip.isIPv4,
+                                   nodes: $0.nodes.map(\.address), port: $0.nodes.first?.port ?? 0)
+        }
+        guardian.keep(Set(next.flatMap { $0.nodes.map(\.address) }).union(discovery.tracked))
         publish()
     }
 
@@ -194,15 +194,7 @@ public final class AgentService: @unchecked Sendable {
         let members = groups.filter(\.dynamicWeights).compactMap { g -> (String, Int)? in
             g.nodes.firstIndex { $0.address == report.address }.map { (g.name, $0) }
         }
-        let accepting = groups.filter { g in
-            g.acceptDiscoveredNodes && g.vip.isIPv4 == report.address.isIPv4 && !g.nodes.contains { $0.address == report.address }
-        }
-        let isDiscovered = discovered[report.address] != nil
-        guard !members.isEmpty || !accepting.isEmpty || isDiscovered else {
-            count(AgentReport.Rejection.unknownNode.rawValue)
-            return
-        }
-        if members.isEmpty && !isDiscovered && candidates[report.address] == nil && candidates.count >= Self.candidateLimit {
+        guard discovery.admits(report.address, isMember: !members.isEmpty) else {
             count(AgentReport.Rejection.unknownNode.rawValue)
             return
         }
@@ -212,25 +204,12 @@ public final class AgentService: @unchecked Sendable {
         }
         count("accepted")
         let t = now()
-        if isDiscovered { discovered[report.address]?.lastSeen = t }
-        if !accepting.isEmpty && !isDiscovered {
-            // Two good reports in a row from a new address: it is an agent, alive.
-            var c = candidates[report.address] ?? (0, t)
-            c.reports += 1
-            c.lastSeen = t
-            candidates[report.address] = c
-            if c.reports >= 2 {
-                candidates[report.address] = nil
-                var added: [String: UInt16] = [:]
-                for g in accepting {
-                    let port = g.nodes.first?.port ?? 0
-                    added[g.name] = port
-                    onDiscovery(.add(group: g.name, address: report.address, port: port))
-                }
-                discovered[report.address] = (added, t)
-                events.record(.notice, "node.discovered", "node \(report.address) announced itself; added to \(added.keys.sorted().joined(separator: ", "))",
-                              ["node": "\(report.address)", "groups": added.keys.sorted().joined(separator: ",")])
-            }
+        let added = discovery.report(from: report.address, now: t)
+        if !added.isEmpty {
+            added.forEach(onDiscovery)
+            let names = added.map(\.group).sorted()
+            events.record(.notice, "node.discovered", "node \(report.address) announced itself; added to \(names.joined(separator: ", "))",
+                          ["node": "\(report.address)", "groups": names.joined(separator: ",")])
         }
         let interval = UInt64(max(50, report.intervalMilliseconds)) * 1_000_000
         for (group, i) in members {
@@ -245,19 +224,16 @@ public final class AgentService: @unchecked Sendable {
     /// Every 200 ms: discovered nodes gone silent, agents gone silent, and the weights and
     /// loads in force published.
     func tick(_ t: UInt64) {
-        let timeout = UInt64(config.discoveredTimeout * 1e9)
-        for (address, d) in discovered where t &- d.lastSeen > timeout {
-            discovered[address] = nil
-            for (group, port) in d.groups {
-                onDiscovery(config.discoveredExpiry == .remove ? .remove(group: group, address: address, port: port)
-                                                               : .disable(group: group, address: address, port: port))
-            }
+        // Decisions come address by address: each address's, then its one event.
+        let gone = discovery.expire(now: t)
+        for (i, decision) in gone.enumerated() {
+            onDiscovery(decision)
+            guard i == gone.count - 1 || gone[i + 1].address != decision.address else { continue }
             events.record(.warning, "node.discovered.gone",
-                          "node \(address): its agent has been silent \(Int(config.discoveredTimeout)) s; "
-                              + (config.discoveredExpiry == .remove ? "removed" : "disabled"),
-                          ["node": "\(address)"])
+                          "node \(decision.address): its agent has been silent \(Int(config.discoveredTimeout)) s; "
+                              + (discovery.expiry == .remove ? "removed" : "disabled"),
+                          ["node": "\(decision.address)"])
         }
-        candidates = candidates.filter { t &- $0.value.lastSeen <= timeout }
         for g in groups {
             guard var w = weights[g.name] else { continue }
             let silenced = w.tick(now: t).silenced

@@ -18,7 +18,7 @@ extension Controller {
         /// The weights dynamic weighting puts in force (the agents' thread, every 200 ms).
         case agentWeights([NodeIdentity: Int])
         /// A node an agent announced, or one gone silent (the agents' thread).
-        case discovered(AgentService.Discovery)
+        case discovered(DiscoveryDecision)
         /// SIGHUP: read the configuration file again.
         case reload
         /// Answer for the VIPs or stop (standalone at start; in a pair, the cluster

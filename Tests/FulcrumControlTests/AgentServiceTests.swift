@@ -17,7 +17,7 @@ import Testing
     /// What the listener handed on.
     final class Recorder: Sendable {
         let weights = Mutex<[[NodeIdentity: Int]]>([])
-        let discoveries = Mutex<[AgentService.Discovery]>([])
+        let discoveries = Mutex<[DiscoveryDecision]>([])
     }
 
     struct Setup {
@@ -26,7 +26,7 @@ import Testing
         let clock = ManualClock()
         let events: EventLog
         let recorder = Recorder()
-        var discovered: [AgentService.Discovery] { recorder.discoveries.withLock { $0 } }
+        var discovered: [DiscoveryDecision] { recorder.discoveries.withLock { $0 } }
 
         init() throws {
             directory = NSTemporaryDirectory() + "fulcrum-agents-\(UUID().uuidString)"
