@@ -44,23 +44,6 @@ public struct DataplaneOptions: Sendable {
     }
 }
 
-/// A `routes:` override: NAT replies to a client prefix go out of `interface`, to `via`
-/// (a router), or, without `via`, to the client itself on the link. Without overrides,
-/// replies follow the kernel's routing table.
-public struct RouteSpec: Sendable, Equatable {
-    public var prefix: IPAddress
-    public var prefixLength: Int
-    public var interface: Int
-    public var via: IPAddress?
-
-    public init(prefix: IPAddress, prefixLength: Int, interface: Int, via: IPAddress?) {
-        self.prefix = prefix
-        self.prefixLength = prefixLength
-        self.interface = interface
-        self.via = via
-    }
-}
-
 /// Counters summed over workers, with names for display and metrics.
 public struct DataplaneSnapshot: Sendable {
     public struct Node: Sendable {
@@ -188,7 +171,7 @@ public final class Dataplane: @unchecked Sendable {
         /// Bumped by every change of layout (groups, nodes).
         var generation: UInt64 = 1
         /// The kernel's routes, as last read.
-        var kernelRoutes: [Routes.Entry] = []
+        var kernelRoutes: [KernelRoute] = []
         /// What the workers' routing table was built from, and the table.
         var routingInput = RoutingInput()
         var routing = RoutingTable.empty
@@ -237,16 +220,6 @@ public final class Dataplane: @unchecked Sendable {
         }
     }
 
-    struct RoutingInput: Equatable {
-        var routes: [ClientRoute] = []
-        var neighbors: [NeighborKey: MACAddress] = [:]
-    }
-
-    struct KernelNeighborKey: Hashable {
-        var ifindex: Int32
-        var address: IPAddress
-    }
-
     public init(options: DataplaneOptions, groups: [GroupSpec], routes: [RouteSpec], logger: Logger) throws {
         guard options.interfaces.count <= Int(FULCRUM_MAX_INTERFACES) else {
             throw DataplaneError.tooManyInterfaces(options.interfaces.count)
@@ -279,36 +252,13 @@ public final class Dataplane: @unchecked Sendable {
         logger.info("loaded BPF object", metadata: ["path": "\(path)"])
     }
 
-    /// Builds the balancer spec: configured groups with MACs filled from the neighbour
-    /// table, and the return routes whose next hop is resolved.
+    /// The balancer spec of `state` (`BalancerSpec.resolved`, in FulcrumCore). Static:
+    /// `init` builds the first one before `self` is whole.
     static func makeSpec(options: DataplaneOptions, macs: [MACAddress], mtus: [Int], ifindexes: [Int32], state: State) -> BalancerSpec {
-        var groups = state.groups
-        for g in groups.indices {
-            if !state.weights.isEmpty {
-                for n in groups[g].nodes.indices {
-                    let node = groups[g].nodes[n]
-                    if let w = state.weights[NodeIdentity(group: groups[g].name, address: node.address, port: node.port)],
-                       node.weight > 0 {
-                        groups[g].nodes[n].weight = w
-                    }
-                }
-            }
-            let ifindex = ifindexes[groups[g].interface]
-            for n in groups[g].nodes.indices where groups[g].nodes[n].mac == nil {
-                groups[g].nodes[n].mac = state.neighbors[KernelNeighborKey(ifindex: ifindex, address: groups[g].nodes[n].address)]
-            }
-            if var sorry = groups[g].sorry, sorry.mac == nil {
-                sorry.mac = state.neighbors[KernelNeighborKey(ifindex: ifindex, address: sorry.address)]
-                groups[g].sorry = sorry
-            }
-        }
-        // Return routes are the workers' RoutingTable (`routingInput`), not the spec's.
-        var spec = BalancerSpec(groups: groups, interfaceMACs: macs, returnRoutes: [],
-                                flowTableCapacity: options.flowTableSize, timeouts: options.timeouts,
-                                maxNodeSlots: options.maxNodeSlots)
-        spec.generation = state.generation
-        spec.interfaceMTUs = mtus
-        return spec
+        BalancerSpec.resolved(groups: state.groups, agentWeights: state.weights, neighbors: state.neighbors,
+                              generation: state.generation,
+                              interfaces: DataplaneInterfaces(ifindexes: ifindexes, macs: macs, mtus: mtus),
+                              flowTableCapacity: options.flowTableSize, timeouts: options.timeouts, maxNodeSlots: options.maxNodeSlots)
     }
 
     static func table(_ entries: [Neighbors.Entry]) -> [KernelNeighborKey: MACAddress] {
@@ -534,28 +484,9 @@ public final class Dataplane: @unchecked Sendable {
     /// every worker when each has applied what had been sent when the change returned).
     public var commandCounts: [(sent: Int, applied: Int)] { workers.map(\.commandCounts) }
 
-    /// What the workers' routing table is built from: the `routes:` overrides, then every
-    /// kernel route out of a data-plane interface (the lowest metric per prefix), with
-    /// the MACs of their gateways; and every neighbour on a data-plane interface, for
-    /// on-link next hops.
+    /// What the workers' routing table is built from (`RoutingInput`, in FulcrumCore).
     func routingInput(_ s: State) -> RoutingInput {
-        var input = RoutingInput()
-        for (key, mac) in s.neighbors {
-            if let i = ifindexes.firstIndex(of: key.ifindex) { input.neighbors[NeighborKey(interface: i, address: key.address)] = mac }
-        }
-        for r in s.routes {
-            input.routes.append(ClientRoute(prefix: r.prefix, prefixLength: r.prefixLength, interface: r.interface,
-                                            gateway: r.via,
-                                            gatewayMAC: r.via.flatMap { s.neighbors[KernelNeighborKey(ifindex: ifindexes[r.interface], address: $0)] },
-                                            isOverride: true))
-        }
-        var seen = Set<String>()
-        for e in s.kernelRoutes.sorted(by: { $0.metric < $1.metric }) {
-            guard let i = ifindexes.firstIndex(of: e.ifindex), seen.insert("\(e.prefix)/\(e.prefixLength)").inserted else { continue }
-            input.routes.append(ClientRoute(prefix: e.prefix, prefixLength: e.prefixLength, interface: i, gateway: e.gateway,
-                                            gatewayMAC: e.gateway.flatMap { s.neighbors[KernelNeighborKey(ifindex: e.ifindex, address: $0)] }))
-        }
-        return input
+        RoutingInput(overrides: s.routes, kernelRoutes: s.kernelRoutes, neighbors: s.neighbors, ifindexes: ifindexes)
     }
 
     /// Re-reads the kernel's neighbour and routing tables; asks the kernel to resolve what
@@ -586,7 +517,7 @@ public final class Dataplane: @unchecked Sendable {
             return RoutingRefresh()
         }
         var refresh = RoutingRefresh()
-        let kernelRoutes: [Routes.Entry]?
+        let kernelRoutes: [KernelRoute]?
         do { kernelRoutes = try Routes.dump() } catch {
             logger.warning("routing table unreadable; keeping the last known routes", metadata: ["error": "\(error)"])
             kernelRoutes = nil
@@ -604,29 +535,23 @@ public final class Dataplane: @unchecked Sendable {
             if let kernelRoutes { s.kernelRoutes = kernelRoutes }
             let next = Self.makeSpec(options: options, macs: interfaceMACs, mtus: interfaceMTUs, ifindexes: ifindexes, state: s)
             let generation = s.spec.generation
-            for (g, group) in next.groups.enumerated() {
-                let ifindex = ifindexes[group.interface]
-                for (n, node) in group.nodes.enumerated() {
-                    if node.mac == nil { missing.append((node.address, ifindex)) }
-                    if node.mac != s.spec.groups[g].nodes[n].mac {
-                        nodeChanges.append(.nodeMAC(generation: generation, group: g, node: n, mac: node.mac))
-                        learnt.append((group.name, node.address, node.mac))
-                    }
-                }
-                if let sorry = group.sorry {
-                    if sorry.mac == nil { missing.append((sorry.address, ifindex)) }
-                    if sorry.mac != s.spec.groups[g].sorry?.mac {
-                        nodeChanges.append(.sorryMAC(generation: generation, group: g, mac: sorry.mac))
-                    }
+            missing += next.unresolvedNeighbors.map { ($0.address, ifindexes[$0.interface]) }
+            for change in next.neighborChanges(from: s.spec) {
+                switch change {
+                case let .node(g, n, mac):
+                    nodeChanges.append(.nodeMAC(generation: generation, group: g, node: n, mac: mac))
+                    learnt.append((next.groups[g].name, next.groups[g].nodes[n].address, mac))
+                case let .sorry(g, mac):
+                    nodeChanges.append(.sorryMAC(generation: generation, group: g, mac: mac))
                 }
             }
             s.spec = next
             for w in workers { for c in nodeChanges { w.send(c) } }
 
             let input = routingInput(s)
-            for r in input.routes where r.gateway != nil && r.gatewayMAC == nil && r.gateway != .zero {
-                missing.append((r.gateway!, ifindexes[r.interface]))
-                refresh.unresolvedGateways.insert(r.gateway!)
+            for gateway in input.unresolvedGateways {
+                missing.append((gateway.address, ifindexes[gateway.interface]))
+                refresh.unresolvedGateways.insert(gateway.address)
             }
             if input != s.routingInput {
                 s.routingInput = input

@@ -8,15 +8,6 @@ import Glibc
 /// The kernel's routing table over rtnetlink: the unicast routes of the main table,
 /// which is where NAT replies are sent from (as the kernel would send them).
 public enum Routes {
-    public struct Entry: Hashable, Sendable {
-        public var prefix: IPAddress
-        public var prefixLength: Int
-        public var ifindex: Int32
-        /// nil: on-link (the destination is its own next hop).
-        public var gateway: IPAddress?
-        public var metric: UInt32
-    }
-
     static let RTM_NEWROUTE: UInt16 = 24
     static let RTM_GETROUTE: UInt16 = 26
     static let RTA_DST: UInt16 = 1
@@ -28,7 +19,7 @@ public enum Routes {
     static let RT_TABLE_MAIN: UInt32 = 254
 
     /// Every unicast route of the main table that names an output interface.
-    public static func dump() throws -> [Entry] {
+    public static func dump() throws -> [KernelRoute] {
         // nlmsghdr + struct rtmsg (family, dst_len, src_len, tos, table, protocol, scope,
         // type, flags): all zero asks for every family.
         var request: [UInt8] = []
@@ -48,7 +39,7 @@ public enum Routes {
         return IPAddress(networkBytes: payload)
     }
 
-    static func parse(_ b: [UInt8], _ o: Int, end: Int) -> Entry? {
+    static func parse(_ b: [UInt8], _ o: Int, end: Int) -> KernelRoute? {
         let family = b[o]
         let length = Int(b[o + 1])
         var table = UInt32(b[o + 4])
@@ -75,7 +66,7 @@ public enum Routes {
         }
         guard table == RT_TABLE_MAIN, let ifindex else { return nil }
         let zero = family == UInt8(AF_INET) ? IPAddress(ipv4: 0) : IPAddress.zero
-        return Entry(prefix: destination ?? zero, prefixLength: length, ifindex: ifindex, gateway: gateway, metric: metric)
+        return KernelRoute(prefix: destination ?? zero, prefixLength: length, ifindex: ifindex, gateway: gateway, metric: metric)
     }
 }
 
