@@ -235,7 +235,7 @@ public struct NodeStatusModel: Codable, Sendable, Equatable {
     public var port: Int
     public var weight: Int
     public var enabled: Bool
-    /// up, down (health check failed; `health_detail` says why), disabled, no_mac, unchecked.
+    /// A `State`'s raw value: up, down (`health_detail` says why), disabled, no_mac, pending.
     public var state: String
     public var healthDetail: String?
     public var mac: String?

@@ -1,4 +1,3 @@
-import FulcrumConfiguration
 import FulcrumAPIModels
 import FulcrumDataplane
 import Foundation
@@ -9,7 +8,8 @@ import Glibc
 /// The committed load-balancing configuration on disk, so that changes made through the
 /// API outlive a restart. Written whole to a temporary file, fsynced, renamed over the old
 /// one and the directory fsynced: after a crash at any point the file is the previous
-/// version or the new one, never a mix.
+/// version or the new one, never a mix. It is the configuration's persistence, not status
+/// (that is the status file, `StatusModel`), so it lives beside the configuration's loading.
 ///
 /// Which wins at start (Docs/OPERATIONS.md): the state, if the configuration file's groups
 /// are still those the state was derived from (`sourceHash`); the file, if the operator
@@ -70,7 +70,7 @@ public struct StateFile: Codable, Sendable, Equatable {
     }
 
     /// The file written around the groups' canonical text (no second encoding of them).
-    static func write(version: Int, hash: String, sourceHash: String, canonicalGroups: Data, to path: String) throws {
+    public static func write(version: Int, hash: String, sourceHash: String, canonicalGroups: Data, to path: String) throws {
         // canonicalGroups is {"groups":[…]}: its members go in as they are.
         var out = Data(#"{"hash":"\#(hash)","source_hash":"\#(sourceHash)","version":\#(version),"#.utf8)
         out.append(canonicalGroups.dropFirst())

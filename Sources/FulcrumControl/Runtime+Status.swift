@@ -19,6 +19,9 @@ extension Runtime {
     /// and state, the drops, the alarms and the latest alerts — what `GET /v1/status`, the
     /// status file, `fulcrum status`, `fulcrumctl status` and the page show. `mapEntries`
     /// (read from the kernel, a system call per entry) is the caller's to pass or leave out.
+    /// Assembled here because it reads the runtime's live parts (the committed view, the
+    /// checker, the agents, the pair, a data-plane snapshot); the model, its node-state rule
+    /// and its text are FulcrumAPIModels', which fulcrumctl shares without the daemon.
     public func statusModel(snapshot given: DataplaneSnapshot? = nil, events withEvents: Bool = true,
                             mapEntries: [String: Int] = [:]) -> StatusModel {
         let c = committed.value
@@ -32,13 +35,11 @@ extension Runtime {
         func node(_ g: FulcrumConfig.Group, _ n: FulcrumConfig.Node, live: DataplaneSnapshot.Node?, sorry: Bool = false) -> NodeStatusModel {
             let h = health[NodeIdentity(group: g.name, address: n.address, port: n.port)]
             let mac = live?.mac ?? n.mac
-            let state: String
-            if !n.enabled { state = "disabled" }
-            else if let h, !h.up { state = "down" }
-            else if mac == nil && !sorry { state = "no_mac" }
-            else if h == nil && (sorry ? g.healthCheck : g.check(for: n)) != nil { state = "pending" }
-            else { state = "up" }
-            var model = NodeStatusModel(address: "\(n.address)", port: Int(n.port), weight: n.weight, enabled: n.enabled, state: state,
+            let state = NodeStatusModel.state(enabled: n.enabled, healthy: h?.up,
+                                              isChecked: (sorry ? g.healthCheck : g.check(for: n)) != nil,
+                                              awaitsMAC: mac == nil && !sorry)
+            var model = NodeStatusModel(address: "\(n.address)", port: Int(n.port), weight: n.weight, enabled: n.enabled,
+                                        state: state.rawValue,
                                         healthDetail: h.flatMap { $0.up ? nil : $0.lastFailure }, mac: mac.map { "\($0)" },
                                         activeFlows: live?.activeFlows ?? 0, newFlows: live?.newFlows ?? 0,
                                         packets: live?.packets ?? 0, bytes: live?.bytes ?? 0)
