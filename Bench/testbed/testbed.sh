@@ -239,8 +239,9 @@ YAML
 # PAIR=1: a second LB (lb2) on the front segment, for the active/standby pair. Two
 # interconnects: a direct veth (198.18.9.0/30) and the front segment itself. Both LBs
 # serve the MAT groups on eth-c and the NAT groups on eth-n (the nodes' gateway floating
-# between them) with Maglev (a mid-flow packet gets the same node from
-# either), the router 198.18.0.254 is the partition-resolution target, and lb.yaml and
+# between them) with Maglev (a mid-flow packet gets the same node from either;
+# PAIR_SCHEDULER and PAIR_NAT_SCHEDULER choose others, PAIR_FLOW_SYNC=false turns the flow
+# sync off), the router 198.18.0.254 is the partition-resolution target, and lb.yaml and
 # lb2.yaml get `cluster:` sections (lb master, lb2 slave) with one key.
 if [ "${PAIR:-0}" = 1 ]; then
     ns lb2
@@ -302,16 +303,17 @@ cluster:
   np_targets: [198.18.0.254]
   dual_active: ${PAIR_DUAL_ACTIVE:-master_stays}
   failback: ${PAIR_FAILBACK:-manual}
+  flow_sync: { enabled: ${PAIR_FLOW_SYNC:-true} }
   floating_addresses:
     - { address: 198.18.2.1/24, interface: eth-n }
     - { address: 2001:2:2::1/64, interface: eth-n }
 YAML
         if [ "$1" = lb1 ] && [ -n "${PAIR_LB1_MONITORS:-}" ]; then printf '  monitors: %s\n' "$PAIR_LB1_MONITORS"; fi
         echo "groups:"
-        group web-mat $MAT_VIP tcp "80, 443" mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
-        group dns-mat $MAT_VIP udp 53 mat eth-c 198.18.0.1 | sed 's/scheduler: wrr/scheduler: maglev/'
-        group web-nat $NAT_VIP tcp 80 nat eth-n 198.18.2.1 8080 | sed 's/scheduler: wrr/scheduler: maglev/'
-        group dns-nat $NAT_VIP udp 53 nat eth-n 198.18.2.1 5353 | sed 's/scheduler: wrr/scheduler: maglev/'
+        group web-mat $MAT_VIP tcp "80, 443" mat eth-c 198.18.0.1 | sed "s/scheduler: wrr/scheduler: ${PAIR_SCHEDULER:-maglev}/"
+        group dns-mat $MAT_VIP udp 53 mat eth-c 198.18.0.1 | sed "s/scheduler: wrr/scheduler: ${PAIR_SCHEDULER:-maglev}/"
+        group web-nat $NAT_VIP tcp 80 nat eth-n 198.18.2.1 8080 | sed "s/scheduler: wrr/scheduler: ${PAIR_NAT_SCHEDULER:-${PAIR_SCHEDULER:-maglev}}/"
+        group dns-nat $NAT_VIP udp 53 nat eth-n 198.18.2.1 5353 | sed "s/scheduler: wrr/scheduler: ${PAIR_NAT_SCHEDULER:-${PAIR_SCHEDULER:-maglev}}/"
     }
     pair_config lb1 master lb2 198.18.9.1 198.18.9.2 198.18.0.1 198.18.0.4 state-lb1.json \
         "$(printf '    - name: eth-f\n      queues: 1')" >"$DIR/pair-lb1.yaml"

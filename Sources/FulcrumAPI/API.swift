@@ -84,8 +84,12 @@ public enum ControlAPI {
         router.post("/v1/config/reload") { request, _ in
             await api.mutate(request, body: false) { _ in .reloadFile }
         }
-        router.post("/v1/cluster/failover") { _, _ in await api.cluster(.failover, asked: "failover") }
-        router.post("/v1/cluster/failback") { _, _ in await api.cluster(.failover, asked: "failback") }
+        router.post("/v1/cluster/failover") { request, _ in
+            await api.cluster(.failover(force: request.uri.queryParameters["force"] == "true"), asked: "failover")
+        }
+        router.post("/v1/cluster/failback") { request, _ in
+            await api.cluster(.failover(force: request.uri.queryParameters["force"] == "true"), asked: "failback")
+        }
         router.post("/v1/cluster/resume") { _, _ in await api.cluster(.resume, asked: "resume") }
         router.post("/v1/cluster/sync") { _, _ in await api.sync() }
         router.get("/v1/groups") { _, _ in api.json(await api.runtime.controller.document) }

@@ -405,6 +405,8 @@ public struct ClusterStatusModel: Codable, Sendable, Equatable {
     public var realtime: Bool
     /// What makes this LB unhealthy: every data-plane link, and the configured monitors.
     public var monitors: [MonitorModel] = []
+    /// The flow sync, with `cluster.flow_sync` on.
+    public var flowSync: FlowSyncStatusModel?
 
     public struct MonitorModel: Codable, Sendable, Equatable {
         /// link, ip or dataplane.
@@ -488,6 +490,7 @@ public struct ClusterStatusModel: Codable, Sendable, Equatable {
         case peerConfigVersion = "peer_config_version"
         case lastTransition = "last_transition"
         case npReached = "np_reached"
+        case flowSync = "flow_sync"
     }
 
     public init(role: String, configuredRole: String, peer: PeerModel, interconnects: [InterconnectModel], configVersion: Int,
@@ -588,5 +591,92 @@ public struct EventsModel: Codable, Sendable, Equatable {
     public init(events: [EventModel], next: Int) {
         self.events = events
         self.next = next
+    }
+}
+
+/// The pair's flow sync as status shows it: what travels, what is refused, how far behind.
+public struct FlowSyncStatusModel: Codable, Sendable, Equatable {
+    public var enabled = false
+    /// This LB sends (it is active); otherwise it receives.
+    public var sending = false
+    /// Active: the standby holds every flow (its bulk transfer acknowledged): a failover
+    /// keeps established connections.
+    public var peerReady = false
+    /// Standby: this LB holds the active's flows (`sync_ready`).
+    public var ready = false
+    /// The stream's epoch (0: none).
+    public var stream: UInt64 = 0
+    public var recordsSent: UInt64 = 0
+    public var datagramsSent: UInt64 = 0
+    public var datagramsResent: UInt64 = 0
+    public var recordsReceived: UInt64 = 0
+    public var datagramsReceived: UInt64 = 0
+    /// Datagrams received twice (a resend whose first copy had arrived): not applied again.
+    public var duplicates: UInt64 = 0
+    /// Datagrams refused, by reason (bad_mac, replayed, old_epoch, source_mismatch, …).
+    public var rejected: [String: UInt64] = [:]
+    /// Records the standby could not hold, by reason (unknown_service, unknown_node, table_full).
+    public var notHeld: [String: UInt64] = [:]
+    /// Records the workers exported, and flows that needed none (the standby's stateless
+    /// answer is their node: the saving of sending only the exceptions).
+    public var recordsExported: UInt64 = 0
+    public var recordsSaved: UInt64 = 0
+    /// Records the standby's workers hold (applied upserts).
+    public var recordsHeld: UInt64 = 0
+    /// Records and datagrams waiting (in the workers' rings, or sent and not acknowledged).
+    public var pending = 0
+    public var inFlight = 0
+    public var bulkTransfers: UInt64 = 0
+    public var lastBulkSeconds: Double?
+    /// From a record's export to the standby's acknowledgement, over the last 4096 datagrams.
+    public var lagP50Milliseconds: Double?
+    public var lagP99Milliseconds: Double?
+    /// The standby is not keeping up: records wait in the workers' tables.
+    public var lagging = false
+    /// Records dropped while no standby followed (its bulk transfer carries the flows).
+    public var discarded: UInt64 = 0
+
+    enum CodingKeys: String, CodingKey {
+        case enabled, sending, ready, stream, duplicates, rejected, pending, lagging, discarded
+        case peerReady = "peer_ready", recordsSent = "records_sent", datagramsSent = "datagrams_sent"
+        case datagramsResent = "datagrams_resent", recordsReceived = "records_received"
+        case datagramsReceived = "datagrams_received", notHeld = "not_held", recordsExported = "records_exported"
+        case recordsSaved = "records_saved", recordsHeld = "records_held", inFlight = "in_flight"
+        case bulkTransfers = "bulk_transfers", lastBulkSeconds = "last_bulk_seconds"
+        case lagP50Milliseconds = "lag_p50_ms", lagP99Milliseconds = "lag_p99_ms"
+    }
+
+    public init() {}
+
+    public init(enabled: Bool, sending: Bool, peerReady: Bool, ready: Bool, stream: UInt64, recordsSent: UInt64,
+                datagramsSent: UInt64, datagramsResent: UInt64, recordsReceived: UInt64, datagramsReceived: UInt64,
+                duplicates: UInt64, rejected: [String: UInt64], notHeld: [String: UInt64], recordsExported: UInt64,
+                recordsSaved: UInt64, recordsHeld: UInt64, pending: Int, inFlight: Int, bulkTransfers: UInt64,
+                lastBulkSeconds: Double?, lagP50Milliseconds: Double?, lagP99Milliseconds: Double?, lagging: Bool,
+                discarded: UInt64) {
+        self.enabled = enabled
+        self.sending = sending
+        self.peerReady = peerReady
+        self.ready = ready
+        self.stream = stream
+        self.recordsSent = recordsSent
+        self.datagramsSent = datagramsSent
+        self.datagramsResent = datagramsResent
+        self.recordsReceived = recordsReceived
+        self.datagramsReceived = datagramsReceived
+        self.duplicates = duplicates
+        self.rejected = rejected
+        self.notHeld = notHeld
+        self.recordsExported = recordsExported
+        self.recordsSaved = recordsSaved
+        self.recordsHeld = recordsHeld
+        self.pending = pending
+        self.inFlight = inFlight
+        self.bulkTransfers = bulkTransfers
+        self.lastBulkSeconds = lastBulkSeconds
+        self.lagP50Milliseconds = lagP50Milliseconds
+        self.lagP99Milliseconds = lagP99Milliseconds
+        self.lagging = lagging
+        self.discarded = discarded
     }
 }

@@ -197,6 +197,11 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var peer: String
         /// Heartbeats, hand-overs and config pushes (UDP, on every interconnect).
         public var port: UInt16 = 65010
+        /// The flow sync (`flow_sync.enabled`): the active streams its flows to the standby,
+        /// so a failover keeps established connections under every scheduler.
+        public var flowSync = true
+        /// Its UDP port on the interconnects (`flow_sync.port`; by default `port` + 1).
+        public var flowSyncPort: UInt16 = 65011
         public var interconnects: [Interconnect]
         /// Seconds between heartbeats, and of silence on every interconnect before the
         /// peer counts as lost.

@@ -318,7 +318,7 @@ struct Reader {
         enclosing.append(node)
         defer { enclosing.removeLast() }
         let m = mapping(node, "cluster", allowed: ["role", "peer", "port", "interconnects", "heartbeat", "np_targets", "failback",
-                                                  "dual_active", "monitors", "floating_addresses"])
+                                                  "dual_active", "monitors", "floating_addresses", "flow_sync"])
         let role = choice(m["role"], "cluster.role", FulcrumConfig.Cluster.Role.self)
         let peer = identifier(m["peer"], "cluster.peer")
         if let peer, peer == nodeName { fail(m["peer"], "cluster.peer", "is this LB's own node.name; name the other LB") }
@@ -342,6 +342,18 @@ struct Reader {
         guard let role, let peer, let key else { return nil }
         var c = FulcrumConfig.Cluster(role: role, peer: peer, interconnects: links, keyFile: key)
         if let v = m["port"].flatMap({ int($0, "cluster.port", in: 1...65535) }) { c.port = UInt16(v) }
+        c.flowSyncPort = c.port == 65535 ? 65534 : c.port + 1
+        if let fs = m["flow_sync"] {
+            let fm = mapping(fs, "cluster.flow_sync", allowed: ["enabled", "port"])
+            if let v = bool(fm["enabled"], "cluster.flow_sync.enabled") { c.flowSync = v }
+            if let v = fm["port"].flatMap({ int($0, "cluster.flow_sync.port", in: 1...65535) }) {
+                if UInt16(v) == c.port {
+                    fail(fm["port"], "cluster.flow_sync.port", "is cluster.port (\(c.port)), which the heartbeats use; pick another")
+                } else {
+                    c.flowSyncPort = UInt16(v)
+                }
+            }
+        }
         if let v = hb["interval"].flatMap({ seconds($0, "cluster.heartbeat.interval", in: 0.01...10) }) { c.interval = v }
         if let v = hb["timeout"].flatMap({ seconds($0, "cluster.heartbeat.timeout", in: 0.03...60) }) { c.timeout = v }
         if c.timeout < 2 * c.interval {

@@ -41,7 +41,11 @@ public final class ClusterService: @unchecked Sendable {
     let keepAlive: @Sendable (UInt64) -> Void
 
     /// The operator's commands, taken by the thread; each answer is a sentence (or why not).
-    public enum Command: Sendable { case failover, resume }
+    public enum Command: Sendable {
+        /// A planned hand-over; `force` goes ahead while the standby's flow sync is not ready.
+        case failover(force: Bool)
+        case resume
+    }
     let commands = Mutex<[(Command, @Sendable (Result<String, CommandRefusal>) -> Void)]>([])
     public struct CommandRefusal: Error, CustomStringConvertible, Sendable {
         public var description: String
@@ -96,6 +100,7 @@ public final class ClusterService: @unchecked Sendable {
     public init(config: FulcrumConfig.Cluster, nodeName: String, interfaces: [String], controller: Controller,
                 committed: CommittedView, events: EventLog, logger: Logger,
                 announcer: Announcer?, epochFile: String? = nil, clock: any MonotonicClock = SystemClock(),
+                flowSyncChannels: [WorkerSyncChannel] = [],
                 workerProgress: @escaping @Sendable () -> [UInt64] = { [] },
                 keepAlive: @escaping @Sendable (UInt64) -> Void = { _ in },
                 onActivation: @escaping @Sendable (Bool, String, @escaping @Sendable () -> Void) -> Void) throws {
@@ -162,6 +167,10 @@ public final class ClusterService: @unchecked Sendable {
         epoch = epochFile.map { Self.nextEpoch(file: $0, logger: logger) } ?? SystemClock.unixMilliseconds()
         sync = try ConfigSync(config: config, key: key, controller: controller, committed: committed, events: events, logger: logger,
                               role: roleCell, epoch: epoch)
+        flowSync = config.flowSync
+            ? try FlowSyncService(cluster: config, key: key, channels: flowSyncChannels, role: roleCell,
+                                  configVersion: { committed.value.version }, events: events, logger: logger, clock: clock)
+            : nil
         let n = config.interconnects.count
         sequence = Array(repeating: 0, count: n)
         sent = Array(repeating: 0, count: n)
@@ -232,6 +241,8 @@ public final class ClusterService: @unchecked Sendable {
     let roleCell = RoleCell()
     /// The configuration sync (its own thread): pushes while this LB is active.
     public let sync: ConfigSync
+    /// The flow sync (its own thread), with `cluster.flow_sync` on.
+    public let flowSync: FlowSyncService?
     var pushedVersion: Int?
     var peerConfigHash: [UInt8]?
 
@@ -477,8 +488,12 @@ public final class ClusterService: @unchecked Sendable {
 
     func run(_ command: Command, _ answer: @Sendable (Result<String, CommandRefusal>) -> Void, now: UInt64) {
         switch command {
-        case .failover:
+        case let .failover(force):
             let c = committed.value
+            if election.role == .active, let flowSync, !force, !flowSync.peerReady {
+                return answer(.failure(CommandRefusal(description:
+                    "failover refused: \(config.peer) does not yet hold this LB's flows (its flow sync is not ready: bulk transfer under way, or not heard); established connections would break. Wait, or add --force")))
+            }
             if election.role == .active, let theirs = peerConfigVersion,
                theirs != c.version || peerConfigHash != Self.hashBytes(c.hash) {
                 return answer(.failure(CommandRefusal(description:
@@ -583,6 +598,9 @@ public final class ClusterService: @unchecked Sendable {
                            : "failover executed (\(config.peer) → \(nodeName)): \(reason)", fields)
                     activations += 1
                     let activation = activations
+                    // Every flow the old active sent is in the workers' tables before this
+                    // LB answers for the VIPs: the first packet after the takeover finds it.
+                    flowSync?.settle()
                     onActivation(true, reason) { [self] in
                         flagOn.store(activation, ordering: .releasing)
                         wake.wake()
@@ -667,6 +685,12 @@ public final class ClusterService: @unchecked Sendable {
             }
             model.action = m.action.rawValue
             return model
+        }
+        withMonitors.flowSync = flowSync?.status.withLock { $0 }
+        if let flowSync {
+            var up: UInt64 = 0
+            for (i, link) in model.interconnects.enumerated() where link.up { up |= 1 << UInt64(i) }
+            flowSync.linksUp.store(up, ordering: .relaxed)
         }
         status.withLock { $0 = withMonitors }
     }

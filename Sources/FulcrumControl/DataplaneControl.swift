@@ -29,13 +29,20 @@ public protocol DataplaneControl: AnyObject, Sendable {
     func setHealth(_ node: NodeIdentity, up: Bool)
     func setAgentWeights(_ weights: [NodeIdentity: Int])
     func setAdmission(perSecond: UInt64, burst: UInt64) throws
+    /// Each worker's end of the flow sync (none in a stand-in without workers).
+    func flowSyncChannels() -> [WorkerSyncChannel]
     /// Follows the kernel's neighbours and routes once.
     @discardableResult
     func refreshRouting() -> Dataplane.RoutingRefresh
     func stop()
 }
 
+extension DataplaneControl {
+    public func flowSyncChannels() -> [WorkerSyncChannel] { [] }
+}
+
 extension Dataplane: DataplaneControl {
+    public func flowSyncChannels() -> [WorkerSyncChannel] { workerSyncs.map { WorkerSyncChannel(sync: $0.sync, wake: $0.wake) } }
     public var interfaces: [String] { options.interfaces }
     public func mapEntryCounts() -> [String: Int] { maps.entryCounts() }
 }

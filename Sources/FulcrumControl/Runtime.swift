@@ -68,6 +68,7 @@ public final class Runtime: Sendable {
             try ClusterService(config: $0, nodeName: config.nodeName, interfaces: dataplane.interfaces, controller: controller,
                                committed: view, events: events, logger: logger, announcer: announcer,
                                epochFile: config.stateFile + ".epoch",
+                               flowSyncChannels: dataplane.flowSyncChannels(),
                                workerProgress: { [dataplane] in dataplane.workerProgress() },
                                keepAlive: { [dataplane] in dataplane.keepAlive(until: $0) }) { active, reason, then in
                 inputs.yield(.activation(active: active, reason: reason, then: then))
@@ -89,6 +90,9 @@ public final class Runtime: Sendable {
         // Last to start, first to stop: on SIGTERM the peer hears of it before anything else stops.
         if let cluster {
             out.append(ThreadService(name: "fulcrum-sync", cluster.sync.loop, stop: cluster.sync.stop))
+            if let flows = cluster.flowSync {
+                out.append(ThreadService(name: "fulcrum-flowsync", flows.loop, stop: flows.stop))
+            }
             out.append(ThreadService(name: "fulcrum-cluster", cluster.loop, stop: cluster.stop))
         }
         return out

@@ -332,6 +332,9 @@ public final class Dataplane: @unchecked Sendable {
     /// Each worker's loop count (`Worker.progress`), in queue order.
     public func workerProgress() -> [UInt64] { workers.map { $0.progress.load(ordering: .relaxed) } }
 
+    /// Each worker's end of the flow sync, with what ends its idle wait.
+    public var workerSyncs: [(sync: WorkerSync, wake: @Sendable () -> Void)] { workers.map { w in (w.sync, { w.wake() }) } }
+
     /// The admission budget for new TCP connections (per CPU); 0 = no limit. Takes effect
     /// at once, on a reload too.
     public func setAdmission(perSecond: UInt64, burst: UInt64) throws {

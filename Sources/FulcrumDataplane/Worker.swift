@@ -83,6 +83,10 @@ public final class Worker: @unchecked Sendable {
     public let progress = Atomic<UInt64>(0)
     /// Benchmark reference only: swap MACs and send back, no decision (xdpsock's l2fwd).
     let reflectOnly: Bool
+    /// The flow sync's rings and switches (`Worker+Sync.swift`).
+    public let sync = WorkerSync()
+    /// The last bulk transfer this worker started (its thread's own).
+    var bulkSeen: UInt64 = 0
     /// The frames of one RX batch, handed to the balancer together.
     let batch: PacketBatch = {
         let b = PacketBatch(capacity: XDPSocket.batchSize)
@@ -159,6 +163,12 @@ public final class Worker: @unchecked Sendable {
         thread = t
     }
 
+    /// Ends the worker's idle wait (the flow sync queued records for it).
+    public func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
     func stop() {
         running.store(false, ordering: .releasing)
         var one: UInt64 = 1
@@ -186,6 +196,9 @@ public final class Worker: @unchecked Sendable {
             }
         }
         balancer.commitChanges()
+        // A new layout, weights or node states may have changed the stateless answer for
+        // flows the standby was never sent: look at them again.
+        if batch.contains(where: { if case .routing = $0 { false } else { true } }) { balancer.flows.startRecheck() }
         appliedCount.add(batch.count, ordering: .releasing)
         applied.store(balancer.spec.generation, ordering: .releasing)
         routingApplied.store(balancer.routingVersion, ordering: .releasing)
@@ -255,9 +268,13 @@ public final class Worker: @unchecked Sendable {
             }
             balancer.maintain(now: now)
             if balancer.unroutedCount > 0 { publishUnrouted() }
+            let marking = sync.marking.load(ordering: .relaxed)
+            if marking != balancer.flows.syncEnabled { balancer.flows.syncEnabled = marking }
+            let syncBusy = marking && syncTurn(now: now)
             if received == 0 {
-                // Idle: sleep until a frame, a command or 10 ms (for expiry sweeps).
-                _ = poll(&pollSet, nfds_t(pollSet.count), 10)
+                // Idle: sleep until a frame, a command or 10 ms (for expiry sweeps); not
+                // while a bulk transfer of the flow sync has more to give.
+                _ = poll(&pollSet, nfds_t(pollSet.count), syncBusy ? 1 : 10)
                 if pollSet[pollSet.count - 1].revents != 0 {
                     var value: UInt64 = 0
                     _ = read(wakeFD, &value, 8)

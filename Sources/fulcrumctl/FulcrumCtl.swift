@@ -454,12 +454,16 @@ struct ConfigCommand: AsyncParsableCommand {
 protocol ClusterCommand: AsyncParsableCommand {
     static var path: String { get }
     var options: ClientOptions { get }
+    /// The query the command adds (`?force=true`).
+    var query: String { get }
 }
 
 extension ClusterCommand {
+    var query: String { "" }
+
     func run() async throws {
         try await perform {
-            let data = try await options.client().call(.POST, Self.path)
+            let data = try await options.client().call(.POST, Self.path + query)
             if options.json { printJSON(data); return }
             let r = try JSONDecoder().decode(ClusterCommandModel.self, from: data)
             // The daemon's sentence says what happened (a hand-over answers while this LB is
@@ -474,6 +478,9 @@ struct Failover: ClusterCommand {
         abstract: "On the active LB: hand the service to the standby (refused, with the reason, if the peer is not a healthy standby).")
     static let path = "/v1/cluster/failover"
     @OptionGroup var options: ClientOptions
+    @Flag(help: "Hand over even though the standby's flow sync is not ready (established connections may break).")
+    var force = false
+    var query: String { force ? "?force=true" : "" }
 }
 
 struct Failback: ClusterCommand {
@@ -481,6 +488,9 @@ struct Failback: ClusterCommand {
         abstract: "On the active slave: hand the service back to the master once it is a healthy standby.")
     static let path = "/v1/cluster/failback"
     @OptionGroup var options: ClientOptions
+    @Flag(help: "Hand back even though the master's flow sync is not ready (established connections may break).")
+    var force = false
+    var query: String { force ? "?force=true" : "" }
 }
 
 struct Sync: ClusterCommand {

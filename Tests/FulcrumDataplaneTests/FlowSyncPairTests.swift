@@ -1,0 +1,189 @@
+import Foundation
+import FulcrumTestSupport
+import Testing
+
+extension OnTheTestbed {
+    /// The flow sync on the pair's testbed (PAIR=1) with schedulers whose choice the standby
+    /// could not make again: wrr (weights 3:2:1) on the MAT groups and least connections on
+    /// the NAT ones. What is asserted is what an operator would check: held connections
+    /// that keep talking to their node through a kill, a planned switchover, a restarted
+    /// standby and a lossy interconnect, the readiness and the counters in status — and,
+    /// with the sync off, the same kill breaking them (the tests can fail).
+    @Suite(.serialized, .enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
+    struct FlowSyncPairTests {
+        static let vip = PairTests.vip
+        static let natVIP = PairTests.natVIP
+        static let uneven = ["PAIR_SCHEDULER": "wrr", "PAIR_NAT_SCHEDULER": "lc"]
+
+        func pair(_ environment: [String: String] = FlowSyncPairTests.uneven) throws -> Testbed {
+            try PairTests().pairUp(environment: environment)
+        }
+
+        /// lb2 holds the whole bulk transfer and lb1 knows it.
+        func waitReady(_ bed: Testbed, standby: Int = 2, active: Int = 1) throws {
+            try bed.waitForPair(standby, "the standby's flow sync ready", timeout: 20) { $0.cluster?.flowSync?.ready == true }
+            try bed.waitForPair(active, "the active sees the standby ready", timeout: 20) { $0.cluster?.flowSync?.peerReady == true }
+        }
+
+        /// Everything the active's workers exported is acknowledged (no record pending), and
+        /// stays so for 0.6 s: three writes of the status file (every 0.2 s), so a file not
+        /// yet rewritten since the last traffic cannot pass for a quiet one.
+        func waitSynced(_ bed: Testbed, active: Int = 1) throws {
+            var since: Date?
+            var last: UInt64 = .max
+            try bed.waitForPair(active, "every record acknowledged", timeout: 20) { s in
+                guard let f = s.cluster?.flowSync, f.pending == 0, f.inFlight == 0, f.recordsExported == last else {
+                    last = s.cluster?.flowSync?.recordsExported ?? .max
+                    since = nil
+                    return false
+                }
+                if since == nil { since = Date() }
+                return Date().timeIntervalSince(since!) >= 0.6
+            }
+        }
+
+        /// The held connections went on talking through the new active (its groups' packet
+        /// counters): a round of the chat's exchanges, and more, crossed it.
+        func talkedThrough(_ bed: Testbed, _ n: Int, groups: [String], packets: UInt64) throws {
+            try bed.waitForPair(n, "the held connections talking through lb\(n)", timeout: 15) { s in
+                groups.allSatisfy { g in (s.groups.first { $0.name == g }?.packets ?? 0) >= packets }
+            }
+        }
+
+        /// The point of the sync: under wrr and lc, 1,000 held connections through the MAT VIP
+        /// and 1,000 through the NAT VIP keep their node through a SIGKILL of the active.
+        @Test func heldConnectionsSurviveAKillUnderWrrAndLeastConnections() throws {
+            let bed = try pair()
+            defer { bed.tearDown() }
+            try waitReady(bed)
+            let mat = try bed.chat(Self.vip, port: 80, held: 1000, seconds: 14, interval: 0.1, newEvery: 0)
+            let nat = try bed.chat(Self.natVIP, port: 80, held: 1000, seconds: 14, interval: 0.1, newEvery: 0)
+            #expect(mat.ready == 1000 && nat.ready == 1000)
+            try waitSynced(bed)
+            let before = try #require(try bed.pairStatus(2).cluster?.flowSync)
+            #expect(before.recordsHeld > 500, "lb2 holds the exceptions: \(before)")
+            let s1 = try #require(try bed.pairStatus(1).cluster?.flowSync)
+            #expect(s1.recordsSaved > 0, "flows whose node is the stateless answer need no record: \(s1)")
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            try talkedThrough(bed, 2, groups: ["web-mat", "web-nat"], packets: 3000)
+            let m = try mat.finish(), n = try nat.finish()
+            // ≥ 99.9% survive: at most one of each thousand.
+            #expect(m.broken <= 1, "MAT, wrr: held connections keep their node: \(m)")
+            #expect(n.broken <= 1, "NAT, lc: held connections keep their node: \(n)")
+        }
+
+        /// The negative control: the same kill with the sync off breaks most of them.
+        @Test func withoutTheSyncTheSameKillBreaksThem() throws {
+            var environment = Self.uneven
+            environment["PAIR_FLOW_SYNC"] = "false"
+            let bed = try pair(environment)
+            defer { bed.tearDown() }
+            #expect(try bed.pairStatus(1).cluster?.flowSync == nil)
+            let mat = try bed.chat(Self.vip, port: 80, held: 300, seconds: 5, interval: 0.1, newEvery: 0)
+            usleep(500_000)
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            let m = try mat.finish()
+            #expect(m.broken > 60, "without the sync, wrr's choices are lost with lb1: \(m)")
+            #expect(try bed.pairStatus(2).cluster?.role == "active")
+        }
+
+        /// A planned switchover and back, under wrr and lc, with connections opened all along.
+        @Test func aPlannedSwitchoverAndBackKeepHeldConnections() throws {
+            let bed = try pair()
+            defer { bed.tearDown() }
+            try waitReady(bed)
+            let mat = try bed.chat(Self.vip, port: 80, held: 500, seconds: 8, interval: 0.1, newEvery: 0.05)
+            let nat = try bed.chat(Self.natVIP, port: 80, held: 500, seconds: 8, interval: 0.1, newEvery: 0.05)
+            try waitSynced(bed)
+            let ctl = { (n: Int, command: String) in
+                try bed.exec(bed.pairHost(n), [bed.fulcrumctlPath, command, "--api", "unix:" + bed.pairSocket(n),
+                                               "--token-file", bed.directory + "/api.token"])
+            }
+            let (c1, t1) = try ctl(1, "failover")
+            #expect(c1 == 0, "\(t1)")
+            try bed.waitForPair(1, "lb1 standby", timeout: 5) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
+            // lb1 asks lb2 for its flows: the failback waits for that, or is refused with why.
+            try waitReady(bed, standby: 1, active: 2)
+            try waitSynced(bed, active: 2)
+            let (c2, t2) = try ctl(2, "failback")
+            #expect(c2 == 0, "\(t2)")
+            try bed.waitForPair(1, "lb1 active again", timeout: 5) { $0.cluster?.role == "active" }
+            let m = try mat.finish(), n = try nat.finish()
+            #expect(m.broken == 0 && m.failedNew == 0, "\(m)")
+            #expect(n.broken == 0 && n.failedNew == 0, "\(n)")
+        }
+
+        /// A standby that restarts gets a bulk transfer before it is ready; a kill of the
+        /// active right after keeps the held connections.
+        @Test func aRestartedStandbyIsReadyAfterItsBulkTransfer() throws {
+            let bed = try pair()
+            defer { bed.tearDown() }
+            try waitReady(bed)
+            let mat = try bed.chat(Self.vip, port: 80, held: 500, seconds: 12, interval: 0.1, newEvery: 0)
+            try waitSynced(bed)
+            let bulks = try #require(try bed.pairStatus(1).cluster?.flowSync?.bulkTransfers)
+            bed.signalPairMember(2, SIGKILL)
+            try bed.startPairMember(2)
+            try bed.waitForPair(2, "lb2 standby again", timeout: 20) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
+            try waitReady(bed)
+            let s1 = try #require(try bed.pairStatus(1).cluster?.flowSync)
+            #expect(s1.bulkTransfers > bulks, "the restarted standby got a bulk transfer: \(s1)")
+            let s2 = try #require(try bed.pairStatus(2).cluster?.flowSync)
+            #expect(s2.recordsHeld > 100, "\(s2)")
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            try talkedThrough(bed, 2, groups: ["web-mat"], packets: 1500)
+            let m = try mat.finish()
+            #expect(m.broken == 0, "\(m)")
+        }
+
+        /// One datagram in fifty lost on the interconnects, both ways: the gaps are resent and
+        /// connections opened under the loss survive a kill.
+        @Test func aLossyInterconnectLosesNoConnection() throws {
+            let bed = try pair()
+            defer { bed.tearDown() }
+            try waitReady(bed)
+            let rules = bed.directory + "/loss.nft"
+            try """
+                table inet flc_loss {
+                  chain input { type filter hook input priority 0; udp dport 65011 numgen random mod 50 0 counter drop; }
+                }
+                """.write(toFile: rules, atomically: true, encoding: .utf8)
+            for host in ["lb", "lb2"] {
+                let (code, out) = try bed.exec(host, ["nft", "-f", rules])
+                #expect(code == 0, "\(out)")
+            }
+            let mat = try bed.chat(Self.vip, port: 80, held: 1000, seconds: 14, interval: 0.1, newEvery: 0)
+            let nat = try bed.chat(Self.natVIP, port: 80, held: 1000, seconds: 14, interval: 0.1, newEvery: 0)
+            try waitSynced(bed)
+            let s1 = try #require(try bed.pairStatus(1).cluster?.flowSync)
+            #expect(s1.datagramsResent > 0, "the losses were resent: \(s1)")
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            try talkedThrough(bed, 2, groups: ["web-mat", "web-nat"], packets: 3000)
+            let m = try mat.finish(), n = try nat.finish()
+            #expect(m.broken <= 1 && n.broken <= 1, "\(m) \(n)")
+        }
+
+        /// Forged datagrams at the standby: each refused by reason, no flow changed.
+        @Test func forgedSyncDatagramsAreRefusedAndChangeNoFlow() throws {
+            let bed = try pair()
+            defer { bed.tearDown() }
+            try waitReady(bed)
+            try waitSynced(bed)  // the pair's own stream quiet, so any change would be the rogue's
+            let before = try #require(try bed.pairStatus(2).cluster?.flowSync)
+            let (code, out) = try bed.exec("client", ["python3", bed.root + "/Bench/testbed/rogue-flowsync.py", "198.18.0.4",
+                                                      "65011", bed.directory + "/cluster.key"])
+            #expect(code == 0, "\(out)")
+            try bed.waitForPair(2, "every forgery refused", timeout: 5) { s in
+                let r = s.cluster?.flowSync?.rejected ?? [:]
+                return ["truncated", "garbage", "bad_mac", "source_mismatch"].allSatisfy { r[$0] == 1 }
+            }
+            let after = try #require(try bed.pairStatus(2).cluster?.flowSync)
+            #expect(after.recordsHeld == before.recordsHeld && after.recordsReceived == before.recordsReceived && after.ready,
+                    "no record taken, no flow changed: \(before) → \(after)")
+        }
+    }
+}
