@@ -143,6 +143,7 @@ let package = Package(
                                                                  .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FulcrumControlTests",
                     dependencies: ["FulcrumControl", "FulcrumConfiguration", "FulcrumDataplane", "FulcrumBPF", "FulcrumCore", "FulcrumTestSupport",
+                                   "FulcrumAPIModels",
                                    .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "FulcrumAPITests",
                     dependencies: ["FulcrumAPI", "FulcrumAPIModels", "FulcrumControl", "FulcrumConfiguration", "FulcrumCore", "FulcrumDataplane", "FulcrumTestSupport",

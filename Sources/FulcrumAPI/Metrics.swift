@@ -138,6 +138,37 @@ public final class Metrics: Sendable {
                                 "Datagrams on the interconnect refused as heartbeats, by reason.", link.rejected[reason.rawValue] ?? 0)
                 }
             }
+            if let f = c.flowSync {
+                out.gauge("fulcrum_flowsync_ready", [("lb", "local")], "1 when the LB that would take over holds every flow (the standby's bulk transfer is whole).",
+                          f.ready ? 1 : 0)
+                out.gauge("fulcrum_flowsync_ready", [("lb", "peer")], "1 when the LB that would take over holds every flow (the standby's bulk transfer is whole).",
+                          f.peerReady ? 1 : 0)
+                out.gauge("fulcrum_flowsync_sending", [], "1 while this LB streams its flows (it is active).", f.sending ? 1 : 0)
+                out.counter("fulcrum_flowsync_records_total", [("direction", "sent")], "Flow records sent to, or received from, the peer.", f.recordsSent)
+                out.counter("fulcrum_flowsync_records_total", [("direction", "received")], "Flow records sent to, or received from, the peer.", f.recordsReceived)
+                out.counter("fulcrum_flowsync_records_saved_total", [], "Flows that needed no record: the peer's stateless answer is their node.", f.recordsSaved)
+                out.counter("fulcrum_flowsync_records_held_total", [], "Records the standby's workers hold as flows.", f.recordsHeld)
+                out.counter("fulcrum_flowsync_datagrams_total", [("kind", "sent")], "Flow-sync datagrams by kind.", f.datagramsSent)
+                out.counter("fulcrum_flowsync_datagrams_total", [("kind", "resent")], "Flow-sync datagrams by kind.", f.datagramsResent)
+                out.counter("fulcrum_flowsync_datagrams_total", [("kind", "received")], "Flow-sync datagrams by kind.", f.datagramsReceived)
+                out.counter("fulcrum_flowsync_datagrams_total", [("kind", "duplicate")], "Flow-sync datagrams by kind.", f.duplicates)
+                for reason in MessageRejection.allCases {
+                    out.counter("fulcrum_flowsync_rejected_total", [("reason", reason.rawValue)],
+                                "Flow-sync datagrams refused, by reason.", f.rejected[reason.rawValue] ?? 0)
+                }
+                for reason in ["unknown_service", "unknown_node", "table_full"] {
+                    out.counter("fulcrum_flowsync_not_held_total", [("reason", reason)],
+                                "Records the standby could not hold, by reason.", f.notHeld[reason] ?? 0)
+                }
+                out.gauge("fulcrum_flowsync_pending", [], "Records and datagrams waiting: in the workers' rings, or sent and not acknowledged.",
+                          Double(f.pending))
+                out.counter("fulcrum_flowsync_bulk_transfers_total", [], "Bulk transfers of every flow started (a standby joined).", f.bulkTransfers)
+                for (q, v) in [("0.5", f.lagP50Milliseconds), ("0.99", f.lagP99Milliseconds)] {
+                    out.gauge("fulcrum_flowsync_lag_seconds", [("quantile", q)], "From a record's export to its acknowledgement (last 4096 datagrams).",
+                              (v ?? 0) / 1000)
+                }
+                out.gauge("fulcrum_flowsync_lagging", [], "1 while the standby is not keeping up.", f.lagging ? 1 : 0)
+            }
             for m in c.monitors {
                 out.gauge("fulcrum_cluster_monitor_up", [("type", m.type), ("target", m.target), ("action", m.action ?? "failover")],
                           "1 while the monitor passes (link, ip, dataplane).", m.up ? 1 : 0)

@@ -133,7 +133,20 @@ function renderCluster(c) {
   const monitors = (c.monitors || []).map((m) => el("tr", {class: "monitor"},
     el("td", {}, m.type), el("td", {}, m.target), el("td", {class: m.up ? "up" : "down"}, m.up ? "up" : "down"),
     el("td", {class: "muted"}, m.action || "failover")));
-  box.replaceChildren(el("h2", {}, "Pair"), line, last,
+  const f = c.flow_sync;
+  const ms = (v) => v === undefined || v === null ? "-" : v.toFixed(2) + " ms";
+  const sync = f ? el("p", {id: "flow-sync"}, "flow sync: ",
+    f.sending
+      ? el("b", {id: "flow-sync-ready", class: f.peer_ready ? "up" : "down"}, f.peer_ready ? "standby ready" : "standby not ready")
+      : el("b", {id: "flow-sync-ready", class: f.ready ? "up" : "down"}, f.ready ? "ready (holds the active's flows)" : "not ready"),
+    f.sending
+      ? " · " + num(f.records_sent) + " records sent, " + num(f.records_saved) + " saved (the standby's own answer), "
+        + num(f.datagrams_resent) + " datagrams resent, lag p50 " + ms(f.lag_p50_ms) + " p99 " + ms(f.lag_p99_ms)
+        + (f.last_bulk_seconds !== undefined && f.last_bulk_seconds !== null ? ", last bulk transfer " + f.last_bulk_seconds.toFixed(2) + " s" : "")
+      : " · " + num(f.records_received) + " records received, " + num(f.records_held) + " held as flows",
+    Object.keys(f.rejected || {}).length ? el("span", {class: "down"}, " · refused " + Object.entries(f.rejected).map(([k, v]) => k + " " + v).join(", ")) : "",
+    f.lagging ? el("span", {class: "down"}, " · lagging") : "") : "";
+  box.replaceChildren(el("h2", {}, "Pair"), line, last, sync,
     table("interconnects", ["interconnect", "state", "last heard", "sent", "received", "refused"], links),
     table("monitors", ["monitor", "target", "state", "action"], monitors));
 }

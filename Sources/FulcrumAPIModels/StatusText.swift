@@ -60,7 +60,22 @@ public enum StatusText {
         if let t = c.lastTransition {
             out.append("  last transition \(t.time.prefix(23).replacingOccurrences(of: "T", with: " ")): \(t.from) → \(t.to): \(t.reason)")
         }
+        if let f = c.flowSync { out.append(flowSync(f)) }
         return out.joined(separator: "\n")
+    }
+
+    /// The flow sync in one line: ready or not, what travelled, how far behind.
+    public static func flowSync(_ f: FlowSyncStatusModel) -> String {
+        func ms(_ v: Double?) -> String { v.map { String(format: "%.2f ms", $0) } ?? "-" }
+        let refused = f.rejected.isEmpty ? "" : ", refused " + f.rejected.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        if f.sending {
+            return "  flow sync: standby \(f.peerReady ? "ready" : "NOT READY"), \(f.recordsSent) records sent, \(f.recordsSaved) saved, "
+                + "\(f.datagramsResent) datagrams resent, lag p50 \(ms(f.lagP50Milliseconds)) p99 \(ms(f.lagP99Milliseconds))"
+                + (f.lastBulkSeconds.map { String(format: ", last bulk transfer %.2f s", $0) } ?? "") + refused + (f.lagging ? ", LAGGING" : "")
+        }
+        return "  flow sync: \(f.ready ? "ready" : "NOT READY"), \(f.recordsReceived) records received, \(f.recordsHeld) held as flows"
+            + (f.notHeld.isEmpty ? "" : ", not held " + f.notHeld.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+            + refused
     }
 
     public static func nodeRows(_ g: GroupStatusModel) -> [[String]] {

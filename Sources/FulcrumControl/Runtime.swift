@@ -133,6 +133,12 @@ extension Runtime {
             }
             if c.held { out.append("standing down after a dual active: `fulcrumctl resume` on the LB that should serve") }
             if !c.realtime { out.append("heartbeats run at normal priority (no SCHED_FIFO)") }
+            if let f = c.flowSync {
+                if f.sending && c.peer.role != nil && !f.peerReady {
+                    out.append("flow sync: \(c.peer.name) does not yet hold every flow; a failover now would break established connections")
+                }
+                if f.lagging { out.append("flow sync lagging: the standby is not keeping up") }
+            }
         }
         return out
     }

@@ -27,7 +27,7 @@ public final class WorkerSync: Sendable {
     public let unknownNode = Atomic<UInt64>(0)
     public let tableFull = Atomic<UInt64>(0)
 
-    init() {}
+    public init() {}
 
     func add(_ counter: borrowing Atomic<UInt64>, _ n: Int) {
         if n > 0 { counter.store(counter.load(ordering: .relaxed) &+ UInt64(n), ordering: .relaxed) }
