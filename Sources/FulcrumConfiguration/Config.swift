@@ -191,6 +191,10 @@ public struct FulcrumConfig: Sendable, Equatable {
         public struct Interconnect: Sendable, Equatable {
             public var local: IPAddress
             public var peer: IPAddress
+            public init(local: IPAddress, peer: IPAddress) {
+                self.local = local
+                self.peer = peer
+            }
         }
         public var role: Role
         /// The peer's node name (its `node.name`), for status and events.
@@ -216,6 +220,13 @@ public struct FulcrumConfig: Sendable, Equatable {
         /// What makes this LB unhealthy (it leaves active, the peer takes over at once).
         /// Every data-plane interface's link is watched without being listed.
         public var monitors: [Monitor] = []
+
+        public init(role: Role, peer: String, interconnects: [Interconnect], keyFile: String) {
+            self.role = role
+            self.peer = peer
+            self.interconnects = interconnects
+            self.keyFile = keyFile
+        }
 
         public struct Monitor: Sendable, Equatable {
             public enum Kind: Sendable, Equatable {

@@ -283,5 +283,7 @@ public final class ConfigSync: @unchecked Sendable {
 public final class RoleCell: Sendable {
     let value = Atomic<UInt8>(PairElection.Role.initial.rawValue)
     public var role: PairElection.Role { PairElection.Role(rawValue: value.load(ordering: .acquiring)) ?? .initial }
-    func set(_ r: PairElection.Role) { value.store(r.rawValue, ordering: .releasing) }
+    /// The cluster thread's, when the election moves; tests and the benchmark play it.
+    public func set(_ r: PairElection.Role) { value.store(r.rawValue, ordering: .releasing) }
+    public init() {}
 }

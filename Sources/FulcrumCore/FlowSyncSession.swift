@@ -130,15 +130,21 @@ public final class FlowSyncSender: @unchecked Sendable {
     public private(set) var peerReady = false
     /// When the standby last acknowledged anything (monotonic ns).
     public private(set) var lastAcknowledgement: UInt64 = 0
-    public var resendAfter: UInt64 = 5_000_000
+    /// How long a datagram waits for its acknowledgement before it is sent again: three
+    /// smoothed round trips (of datagrams sent once: Karn's rule), within 2–200 ms, so a
+    /// standby that is slow rather than lossy is not buried in resends.
+    public private(set) var resendAfter: UInt64 = 5_000_000
+    var smoothedRTT: UInt64 = 0
+    var wasResent: [Bool]
     public private(set) var resent: UInt64 = 0
 
-    public init(capacity: Int = 2048) {
+    public init(capacity: Int = 512) {
         self.capacity = capacity
         storage = .allocate(byteCount: capacity * FlowSyncWire.maxDatagram, alignment: 16)
         lengths = Array(repeating: 0, count: capacity)
         sentAt = Array(repeating: 0, count: capacity)
         oldestExport = Array(repeating: 0, count: capacity)
+        wasResent = Array(repeating: false, count: capacity)
     }
 
     deinit { storage.deallocate() }
@@ -172,6 +178,7 @@ public final class FlowSyncSender: @unchecked Sendable {
         lengths[i] = length
         sentAt[i] = now
         oldestExport[i] = export
+        wasResent[i] = false
         if kind == .bulkEnd { bulkEndSequence = s }
         nextSequence &+= 1
         return s
@@ -205,13 +212,19 @@ public final class FlowSyncSender: @unchecked Sendable {
             acknowledged &+= 1
             let i = Int(acknowledged % UInt64(capacity))
             if oldestExport[i] != 0 && now > oldestExport[i] { lags.append(now &- oldestExport[i]) }
+            if !wasResent[i] && now > sentAt[i] {
+                let rtt = now &- sentAt[i]
+                smoothedRTT = smoothedRTT == 0 ? rtt : (smoothedRTT &* 7 &+ rtt) / 8
+            }
         }
+        if smoothedRTT > 0 { resendAfter = min(200_000_000, max(2_000_000, smoothedRTT &* 3)) }
         peerReady = ack.ready && bulkEndSequence.map { ack.cumulative >= $0 } ?? false
         var again: [UInt64] = []
         for s in ack.missing where s > acknowledged && s < nextSequence {
             let i = Int(s % UInt64(capacity))
             if now &- sentAt[i] >= resendAfter / 2 {
                 sentAt[i] = now
+                wasResent[i] = true
                 again.append(s)
             }
         }
@@ -228,6 +241,7 @@ public final class FlowSyncSender: @unchecked Sendable {
             let i = Int(s % UInt64(capacity))
             if now &- sentAt[i] >= resendAfter {
                 sentAt[i] = now
+                wasResent[i] = true
                 out.append(s)
             }
             s &+= 1

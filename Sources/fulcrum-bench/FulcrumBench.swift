@@ -16,7 +16,7 @@ struct FulcrumBench: ParsableCommand {
             Fulcrum's own costs: core (no I/O), forward, control, api, checks.
             """,
         subcommands: [All.self, MAT.self, NAT.self, NewFlows.self, Connections.self, Latency.self,
-                      Core.self, Forward.self, Control.self, API.self, Checks.self, Flood.self, Failover.self])
+                      Core.self, Forward.self, Control.self, API.self, Checks.self, Flood.self, Failover.self, Sync.self])
 }
 
 /// What every scenario against the peers takes.
@@ -302,6 +302,30 @@ struct Failover: ParsableCommand {
                           ours > 0 ? fmt(r.medianMs / ours) + "x" : "—"])
         }
         printTable(table)
+    }
+}
+
+struct Sync: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The flow sync: records a second and lag (the real sync services on the loopback), a worker's export and a standby's import per flow, the bulk transfer of a million flows.",
+        discussion: "Needs no root. The per-packet cost the sync adds to a worker is a row of `fulcrum-bench core` (flow sync on beside off).")
+
+    @Option(help: "Flows in the active's table (the bulk transfer's size).") var flows = 1_000_000
+    @Option(help: "Offered records a second, in turn; then as fast as it goes.") var rates: [Int] = [100_000, 300_000, 1_000_000]
+    @Option(help: "Seconds per offered rate.") var seconds = 2.0
+
+    func run() throws {
+        let r = try SyncPathBenchmark(flows: flows, rates: rates, seconds: seconds).run()
+        print("Flow sync: \(flows) established flows under wrr (8 nodes, weights 1-3)")
+        print("worker bulk export: \(fmt(r.exportNsPerFlow)) ns a flow; \(r.exceptions) records (exceptions), \(r.saved) flows needed none")
+        print("standby import: \(fmt(r.importNsPerRecord)) ns a record")
+        var table = [["offered records/s", "delivered records/s", "lag p50 ms", "lag p99 ms", "datagrams resent"]]
+        for row in r.rates {
+            table.append([row.offered == 0 ? "max" : "\(row.offered)", "\(Int(row.delivered))",
+                          row.lagP50Ms.map(fmt) ?? "-", row.lagP99Ms.map(fmt) ?? "-", "\(row.resent)"])
+        }
+        printTable(table)
+        print("bulk transfer of \(flows) flows (\(r.exceptions) records), its slowest stage: \(fmt(r.bulkSeconds)) s")
     }
 }
 
