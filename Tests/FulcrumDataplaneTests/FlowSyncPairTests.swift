@@ -185,5 +185,97 @@ extension OnTheTestbed {
             #expect(after.recordsHeld == before.recordsHeld && after.recordsReceived == before.recordsReceived && after.ready,
                     "no record taken, no flow changed: \(before) → \(after)")
         }
+
+        /// The active's client link cut: a hand-over through the surviving interconnect, and
+        /// the held connections keep their node.
+        @Test func aLinkCutKeepsHeldConnections() throws {
+            let bed = try pair()
+            defer { bed.tearDown() }
+            try waitReady(bed)
+            let mat = try bed.chat(Self.vip, port: 80, held: 500, seconds: 10, interval: 0.1, newEvery: 0)
+            let nat = try bed.chat(Self.natVIP, port: 80, held: 500, seconds: 10, interval: 0.1, newEvery: 0)
+            try waitSynced(bed)
+            try bed.exec("sw", ["ip", "link", "set", "p-lb-eth-c", "down"])
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            try talkedThrough(bed, 2, groups: ["web-mat", "web-nat"], packets: 1500)
+            let m = try mat.finish(), n = try nat.finish()
+            #expect(m.broken == 0 && n.broken == 0, "\(m) \(n)")
+        }
+
+        /// Maglev, whose flows need no record while they are its own answer: a weight changed
+        /// on the active just before a kill makes some flows exceptions, and those travel.
+        @Test func maglevExceptionsAfterAWeightChangeAreKept() throws {
+            let bed = try pair([:])
+            defer { bed.tearDown() }
+            try waitReady(bed)
+            let mat = try bed.chat(Self.vip, port: 80, held: 500, seconds: 12, interval: 0.1, newEvery: 0)
+            try waitSynced(bed)
+            let quiet = try #require(try bed.pairStatus(1).cluster?.flowSync)
+            #expect(quiet.recordsSaved >= 500 && quiet.recordsSent < 50, "Maglev: the flows are the standby's own answer: \(quiet)")
+            let (code, out) = try bed.exec("lb", [bed.fulcrumctlPath, "node", "set-weight", "--api", "unix:" + bed.pairSocket(1),
+                                                  "--token-file", bed.directory + "/api.token", "web-mat", "198.18.0.11", "12"])
+            #expect(code == 0, "\(out)")
+            try bed.waitForPair(2, "the change pushed", timeout: 5) { s in
+                s.groups.first { $0.name == "web-mat" }?.nodes.first { $0.address == "198.18.0.11" }?.weight == 12
+            }
+            try waitSynced(bed)
+            let changed = try #require(try bed.pairStatus(1).cluster?.flowSync)
+            #expect(changed.recordsSent > quiet.recordsSent + 50, "the new exceptions travelled: \(quiet) → \(changed)")
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            try talkedThrough(bed, 2, groups: ["web-mat"], packets: 1500)
+            let m = try mat.finish()
+            #expect(m.broken == 0, "\(m)")
+        }
+
+        /// A SYN flood at the active: half-open flows cost the sync nothing, and the held
+        /// connections still survive a kill.
+        @Test func aSYNFloodSendsNoRecordAndHeldConnectionsSurvive() throws {
+            let bed = try pair()
+            defer { bed.tearDown() }
+            try waitReady(bed)
+            let mat = try bed.chat(Self.vip, port: 80, held: 300, seconds: 16, interval: 0.1, newEvery: 0)
+            try waitSynced(bed)
+            let before = try #require(try bed.pairStatus(1).cluster?.flowSync)
+            let r = try bed.flood(Self.vip, port: 80, rate: 0, seconds: 5)
+            #expect(r.offered > 50_000, "the flood ran: \(r.offered) frames")
+            try waitSynced(bed)
+            let after = try #require(try bed.pairStatus(1).cluster?.flowSync)
+            #expect(after.recordsExported + after.recordsSaved == before.recordsExported + before.recordsSaved,
+                    "no record for a half-open flow: \(before) → \(after)")
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            try talkedThrough(bed, 2, groups: ["web-mat"], packets: 900)
+            let m = try mat.finish()
+            #expect(m.broken == 0, "\(m)")
+        }
+
+        /// A standby that does not hold the flows (its flow sync blocked here): a planned
+        /// failover is refused with the reason, and goes ahead with --force.
+        @Test func aFailoverToAStandbyThatIsNotReadyIsRefusedUnlessForced() throws {
+            let rules = """
+                table inet flc_block {
+                  chain input { type filter hook input priority 0; udp dport 65011 drop; }
+                }
+                """
+            let bed = try Testbed(pair: true, environment: Self.uneven)
+            defer { bed.tearDown() }
+            try rules.write(toFile: bed.directory + "/block.nft", atomically: true, encoding: .utf8)
+            #expect(try bed.exec("lb2", ["nft", "-f", bed.directory + "/block.nft"]).0 == 0)
+            try bed.startPairMember(1)
+            try bed.waitForPair(1, "lb1 active", timeout: 20) { $0.cluster?.role == "active" }
+            try bed.startPairMember(2)
+            try bed.waitForPair(1, "lb2 heard, standby", timeout: 20) { $0.cluster?.peer.role == "standby" }
+            let ctl = { (extra: [String]) in
+                try bed.exec("lb", [bed.fulcrumctlPath, "failover", "--api", "unix:" + bed.pairSocket(1),
+                                    "--token-file", bed.directory + "/api.token"] + extra)
+            }
+            let (code, text) = try ctl([])
+            #expect(code != 0 && text.contains("flow sync is not ready"), "\(text)")
+            #expect(try bed.pairStatus(1).alarms?.contains { $0.contains("does not yet hold every flow") } == true)
+            let (forced, forcedText) = try ctl(["--force"])
+            #expect(forced == 0 && forcedText.contains("handing the service over"), "\(forcedText)")
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+        }
     }
 }
