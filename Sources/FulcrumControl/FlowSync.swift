@@ -173,7 +173,11 @@ public final class FlowSyncService: @unchecked Sendable {
                 pack(now: now)
                 resendOverdue(now: now)
                 checkPeer(now: now)
-            } else if receiver.unacknowledged && now &- lastAckSent >= 1_000_000 || now &- lastAckSent >= 100_000_000 {
+            }
+            // Data is acknowledged in any role (during a hand-over both LBs are active a
+            // moment, and the old one's last flows must reach the new); a standby also says
+            // every 100 ms what it holds, which is how it asks for a bulk transfer.
+            if receiver.unacknowledged && now &- lastAckSent >= 1_000_000 || !active && now &- lastAckSent >= 100_000_000 {
                 sendAck(now: now)
             }
             // Status every 20 ms: its percentiles sort the lag window, not a per-turn cost.
@@ -184,7 +188,7 @@ public final class FlowSyncService: @unchecked Sendable {
             var fds = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
             fds.append(pollfd(fd: wake.readFD, events: Int16(POLLIN), revents: 0))
             // A millisecond's turn while there is a stream to feed or acknowledge; else 100 ms.
-            let busy = active ? sender.epoch != 0 || channels.contains { $0.sync.outbound.count > 0 } : receiver.unacknowledged
+            let busy = receiver.unacknowledged || active && (sender.epoch != 0 || channels.contains { $0.sync.outbound.count > 0 })
             _ = poll(&fds, nfds_t(fds.count), busy ? 1 : 100)
             if fds[sockets.count].revents & Int16(POLLIN) != 0 { wake.drain() }
             for (i, s) in sockets.enumerated() where fds[i].revents & Int16(POLLIN) != 0 {
@@ -205,8 +209,8 @@ public final class FlowSyncService: @unchecked Sendable {
         for c in channels { c.sync.exporting.store(active, ordering: .releasing) }
         if active {
             // What this LB received as standby is its table now; the standby (if any) asks for
-            // a bulk transfer of it.
-            receiver.reset()
+            // a bulk transfer of it. The old active's stream is still taken while it hands
+            // over (it may decide a few more flows before the neighbours move).
             sender.drop()
         } else {
             sender.drop()
@@ -358,7 +362,6 @@ public final class FlowSyncService: @unchecked Sendable {
             for l in lags { lagWindow.add(l) }
             return
         }
-        guard !wasActive else { return refuse(.garbage, on: link, now: now) }  // data sent to the active: two actives
         // Records first checked whole: a datagram is applied entirely or not at all.
         var records: [FlowSyncRecord] = []
         records.reserveCapacity(Int(header.count))
