@@ -18,6 +18,12 @@ public struct FlowSyncBenchmark {
         public var survived: Int
         /// Reset, timed out or answered by another server after the fault.
         public var broken: Int
+        /// The longest any held connection waited for an answer: the outage it saw.
+        public var maxGapMs: Int?
+        enum CodingKeys: String, CodingKey {
+            case system, condition, held, survived, broken
+            case maxGapMs = "max_gap_ms"
+        }
 
         /// Survived, in percent of held (the target: ≥ 99.9 in every condition).
         public var survivalPercent: Double { held == 0 ? 0 : 100 * Double(survived) / Double(held) }

@@ -28,7 +28,8 @@
 #   loss   one datagram in fifty dropped on the sync port at both LBs (nft numgen; 65011
 #          for Fulcrum, 3780 for conntrackd) from before the held ones open
 # Prints one JSON line per measurement:
-#   {"system": "fulcrum"|"conntrackd", "condition": …, "held": N, "survived": M, "broken": B}
+#   {"system": "fulcrum"|"conntrackd", "condition": …, "held": N, "survived": M, "broken": B,
+#    "max_gap_ms": the longest wait any held connection saw for an answer (the outage)}
 # and, to stderr, what the sync reported (Fulcrum's status counters; conntrackd's external
 # cache and the time its commit took) and the new-connection rate reached.
 # Before every fault the testbed is checked (servers up, the right LB active and the other
@@ -193,7 +194,7 @@ r = json.loads(lines[-1])
 print(f"flowsync-bench:   {system} {condition}: opened in {tready - t0:.2f} s, fault {tkill - tready:.3f} s after ready; "
       f"chat {json.dumps(r)}", file=sys.stderr)
 print(json.dumps({"system": system, "condition": condition, "held": ready,
-                  "survived": ready - r["broken"], "broken": r["broken"]}), flush=True)
+                  "survived": ready - r["broken"], "broken": r["broken"], "max_gap_ms": r["maxGapMs"]}), flush=True)
 PY
 }
 

@@ -404,7 +404,7 @@ public final class FlowSyncService: @unchecked Sendable {
         lastAckSent = now
         ackSequence &+= 1
         let ack = receiver.acknowledgement()
-        var out = [UInt8](repeating: 0, count: FlowSyncWire.headerSize + 16 + 8 * ack.missing.count + FlowSyncWire.macSize)
+        var out = [UInt8](repeating: 0, count: FlowSyncWire.headerSize + 24 + 8 * ack.missing.count + FlowSyncWire.macSize)
         out.withUnsafeMutableBytes { b in
             let p = b.baseAddress!
             FlowSyncWire.Header(kind: .ack, flags: ack.flags, epoch: ackEpoch, sequence: ackSequence,

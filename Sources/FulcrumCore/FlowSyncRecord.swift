@@ -153,42 +153,48 @@ public enum FlowSyncWire {
     }
 
     /// The standby's acknowledgement: the stream it follows, every sequence up to
-    /// `cumulative` held, the first gaps above it (each resent by the active), whether it
+    /// `cumulative` held, the highest it holds, the first gaps between (each resent by the
+    /// active; every other sequence up to `highest` is held, and is not), whether it
     /// is ready (the bulk transfer done), and whether it needs one (it holds no stream).
     /// Its own epoch and sequence (the header's) are a `ReplayGuard`'s.
     public struct Ack: Sendable, Equatable {
         public var stream: UInt64
         public var cumulative: UInt64
+        /// The highest sequence held (`cumulative` when there is no gap).
+        public var highest: UInt64
         public var ready: Bool
         public var needsBulk: Bool
         public var missing: [UInt64]
         public static let maxMissing = 64
 
-        public init(stream: UInt64, cumulative: UInt64, ready: Bool, needsBulk: Bool, missing: [UInt64]) {
+        public init(stream: UInt64, cumulative: UInt64, highest: UInt64? = nil, ready: Bool, needsBulk: Bool, missing: [UInt64]) {
             self.stream = stream
             self.cumulative = cumulative
+            self.highest = max(cumulative, highest ?? cumulative)
             self.ready = ready
             self.needsBulk = needsBulk
             self.missing = Array(missing.prefix(Self.maxMissing))
         }
 
-        /// Body bytes after the header: stream 8, cumulative 8, then each missing sequence 8.
+        /// Body bytes after the header: stream 8, cumulative 8, highest 8, then each missing
+        /// sequence 8.
         /// Header flags: bit 0 ready, bit 1 needs a bulk transfer; count: missing sequences.
         public func encode(to p: UnsafeMutableRawPointer) -> Int {
             p.storeBytes(of: stream.bigEndian, toByteOffset: 0, as: UInt64.self)
             p.storeBytes(of: cumulative.bigEndian, toByteOffset: 8, as: UInt64.self)
-            for (i, s) in missing.enumerated() { p.storeBytes(of: s.bigEndian, toByteOffset: 16 + 8 * i, as: UInt64.self) }
-            return 16 + 8 * missing.count
+            p.storeBytes(of: highest.bigEndian, toByteOffset: 16, as: UInt64.self)
+            for (i, s) in missing.enumerated() { p.storeBytes(of: s.bigEndian, toByteOffset: 24 + 8 * i, as: UInt64.self) }
+            return 24 + 8 * missing.count
         }
 
         public var flags: UInt8 { (ready ? 1 : 0) | (needsBulk ? 2 : 0) }
 
         public static func decode(_ body: UnsafeRawBufferPointer, header: Header) -> Ack? {
             let n = Int(header.count)
-            guard n <= maxMissing, body.count == 16 + 8 * n else { return nil }
+            guard n <= maxMissing, body.count == 24 + 8 * n else { return nil }
             return Ack(stream: BigEndian.read(body, 0, 8), cumulative: BigEndian.read(body, 8, 8),
-                       ready: header.flags & 1 != 0, needsBulk: header.flags & 2 != 0,
-                       missing: (0..<n).map { BigEndian.read(body, 16 + 8 * $0, 8) })
+                       highest: BigEndian.read(body, 16, 8), ready: header.flags & 1 != 0, needsBulk: header.flags & 2 != 0,
+                       missing: (0..<n).map { BigEndian.read(body, 24 + 8 * $0, 8) })
         }
     }
 }

@@ -103,7 +103,8 @@ public struct FlowSyncReceiver: Sendable {
     /// The acknowledgement to send now; clears `unacknowledged`.
     public mutating func acknowledgement() -> FlowSyncWire.Ack {
         unacknowledged = false
-        return FlowSyncWire.Ack(stream: stream, cumulative: window.cumulative, ready: ready, needsBulk: stream == 0,
+        return FlowSyncWire.Ack(stream: stream, cumulative: window.cumulative, highest: window.highest, ready: ready,
+                                needsBulk: stream == 0,
                                 missing: window.missing(limit: FlowSyncWire.Ack.maxMissing))
     }
 }
@@ -136,6 +137,9 @@ public final class FlowSyncSender: @unchecked Sendable {
     public private(set) var resendAfter: UInt64 = 5_000_000
     var smoothedRTT: UInt64 = 0
     var wasResent: [Bool]
+    /// Held by the standby above its cumulative edge (selectively acknowledged): never
+    /// resent by the timer, which would otherwise resend every datagram behind one lost.
+    var held: [Bool]
     public private(set) var resent: UInt64 = 0
 
     public init(capacity: Int = 512) {
@@ -145,6 +149,7 @@ public final class FlowSyncSender: @unchecked Sendable {
         sentAt = Array(repeating: 0, count: capacity)
         oldestExport = Array(repeating: 0, count: capacity)
         wasResent = Array(repeating: false, count: capacity)
+        held = Array(repeating: false, count: capacity)
     }
 
     deinit { storage.deallocate() }
@@ -179,6 +184,7 @@ public final class FlowSyncSender: @unchecked Sendable {
         sentAt[i] = now
         oldestExport[i] = export
         wasResent[i] = false
+        held[i] = false
         if kind == .bulkEnd { bulkEndSequence = s }
         nextSequence &+= 1
         return s
@@ -218,6 +224,15 @@ public final class FlowSyncSender: @unchecked Sendable {
             }
         }
         if smoothedRTT > 0 { resendAfter = min(200_000_000, max(2_000_000, smoothedRTT &* 3)) }
+        // Above the edge, up to the highest it holds, all but the gaps it lists are held. The
+        // list stops at `maxMissing`: past its last entry nothing is known to be held.
+        let known = ack.missing.count == FlowSyncWire.Ack.maxMissing ? (ack.missing.last ?? ack.cumulative) : ack.highest
+        var s = acknowledged &+ 1
+        let gaps = Set(ack.missing)
+        while s <= min(known, nextSequence &- 1) {
+            if !gaps.contains(s) { held[Int(s % UInt64(capacity))] = true }
+            s &+= 1
+        }
         peerReady = ack.ready && bulkEndSequence.map { ack.cumulative >= $0 } ?? false
         var again: [UInt64] = []
         for s in ack.missing where s > acknowledged && s < nextSequence {
@@ -239,7 +254,7 @@ public final class FlowSyncSender: @unchecked Sendable {
         var s = acknowledged &+ 1
         while s < nextSequence && out.count < limit {
             let i = Int(s % UInt64(capacity))
-            if now &- sentAt[i] >= resendAfter {
+            if !held[i] && now &- sentAt[i] >= resendAfter {
                 sentAt[i] = now
                 wasResent[i] = true
                 out.append(s)

@@ -308,11 +308,14 @@ struct Failover: ParsableCommand {
 struct Sync: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The flow sync: records a second and lag (the real sync services on the loopback), a worker's export and a standby's import per flow, the bulk transfer of a million flows.",
-        discussion: "Needs no root. The per-packet cost the sync adds to a worker is a row of `fulcrum-bench core` (flow sync on beside off).")
+        discussion: "Needs no root. The per-packet cost the sync adds to a worker is a row of `fulcrum-bench core` (flow sync on beside off). --peers adds, as root, held connections across a SIGKILL of the active in four conditions, Fulcrum beside nftables + keepalived + conntrackd (Bench/testbed/flowsync-bench.sh).")
 
     @Option(help: "Flows in the active's table (the bulk transfer's size).") var flows = 1_000_000
     @Option(help: "Offered records a second, in turn; then as fast as it goes.") var rates: [Int] = [100_000, 300_000, 1_000_000]
     @Option(help: "Seconds per offered rate.") var seconds = 2.0
+    @Flag(help: "Also the held-connection survival against conntrackd on the pair testbed (root).") var peers = false
+    @Option(help: "Held connections per measurement, with --peers.") var held = 200
+    @Option(help: "The repository root (for the testbed), with --peers.") var root = "."
 
     func run() throws {
         let r = try SyncPathBenchmark(flows: flows, rates: rates, seconds: seconds).run()
@@ -326,6 +329,18 @@ struct Sync: ParsableCommand {
         }
         printTable(table)
         print("bulk transfer of \(flows) flows (\(r.exceptions) records), its slowest stage: \(fmt(r.bulkSeconds)) s")
+        guard peers else { return }
+        guard getuid() == 0 else { print("against conntrackd: skipped, needs root (namespaces)"); return }
+        let result = try FlowSyncBenchmark(held: held).run(root: root)
+        print("\nHeld connections across a SIGKILL of the active (\(held) each): Fulcrum (wrr, flow sync) beside")
+        print("nftables DNAT + keepalived (VRRPv3, advert 0.1 s) + conntrackd FTFW, same pair testbed, one run")
+        var rows = [["condition", "system", "survived", "broken", "outage ms", "≥ 99.9 %"]]
+        for row in result.rows {
+            rows.append([row.condition, row.system, "\(row.survived) / \(row.held)", "\(row.broken)",
+                         row.maxGapMs.map(String.init) ?? "-", row.meetsTarget ? "yes" : "no"])
+        }
+        printTable(rows)
+        for note in result.notes { print(note) }
     }
 }
 

@@ -261,7 +261,7 @@ import Testing
     @Test func headersAndAcknowledgementsRoundTrip() throws {
         var bytes = [UInt8](repeating: 0, count: 400)
         let h = FlowSyncWire.Header(kind: .ack, flags: 3, epoch: 1_700_000_000_000, sequence: 77, configVersion: 12, count: 2)
-        let ack = FlowSyncWire.Ack(stream: 1_700_000_000_123, cumulative: 70, ready: true, needsBulk: true, missing: [72, 75])
+        let ack = FlowSyncWire.Ack(stream: 1_700_000_000_123, cumulative: 70, highest: 76, ready: true, needsBulk: true, missing: [72, 75])
         let n = bytes.withUnsafeMutableBytes { b -> Int in
             h.encode(to: b.baseAddress!)
             return FlowSyncWire.headerSize + ack.encode(to: b.baseAddress! + FlowSyncWire.headerSize)
@@ -344,6 +344,40 @@ import Testing
         #expect(sender.peerReady)
         #expect(sender.resent > 0)
         #expect(!lags.isEmpty)
+    }
+
+    /// One datagram lost among a hundred: it alone is sent again, however long the
+    /// acknowledgements take (the ones behind it are held, and say so).
+    @Test func oneLostDatagramIsResentAloneNotEverythingBehindIt() {
+        let sender = FlowSyncSender(capacity: 256)
+        var receiver = FlowSyncReceiver()
+        let unix: UInt64 = 1_700_000_000_000
+        var clock: UInt64 = 1_000_000_000
+        var lags: [UInt64] = []
+        sender.startStream(epoch: unix, now: clock)
+        for n in 1...100 {
+            let s = sender.commit(length: 10, kind: .data, oldestExport: clock, now: clock)
+            if n != 10 {
+                _ = receiver.admit(FlowSyncWire.Header(kind: .data, epoch: sender.epoch, sequence: s, configVersion: 1, count: 0),
+                                   nowUnixMilliseconds: unix)
+            }
+        }
+        // A gap is resent once it is half a resend interval (three round trips) old, not
+        // for mere reordering: the first report, a round trip after, is too early.
+        clock += 1_000_000
+        #expect(sender.acknowledge(receiver.acknowledgement(), now: clock, lags: &lags) == .resend([]))
+        clock += 3_000_000
+        #expect(sender.acknowledge(receiver.acknowledgement(), now: clock, lags: &lags) == .resend([10]))
+        // Its resend lost too: only it goes again when its time comes.
+        for _ in 0..<5 {
+            clock += 300_000_000
+            #expect(sender.overdue(now: clock) == [10])
+        }
+        #expect(sender.resent == 6)
+        _ = receiver.admit(FlowSyncWire.Header(kind: .data, epoch: sender.epoch, sequence: 10, configVersion: 1, count: 0),
+                           nowUnixMilliseconds: unix)
+        _ = sender.acknowledge(receiver.acknowledgement(), now: clock, lags: &lags)
+        #expect(sender.inFlight == 0)
     }
 
     @Test func anOldStreamOrAForgedFutureIsRefused() {
