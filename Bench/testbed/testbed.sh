@@ -292,7 +292,7 @@ dataplane:
     - name: eth-n
       queues: 1
 ${9:-}
-  flow_table_size: 65536
+  flow_table_size: ${PAIR_FLOW_TABLE:-65536}
 cluster:
   role: $2
   peer: $3

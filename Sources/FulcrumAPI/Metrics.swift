@@ -163,10 +163,11 @@ public final class Metrics: Sendable {
                 out.gauge("fulcrum_flowsync_pending", [], "Records and datagrams waiting: in the workers' rings, or sent and not acknowledged.",
                           Double(f.pending))
                 out.counter("fulcrum_flowsync_bulk_transfers_total", [], "Bulk transfers of every flow started (a standby joined).", f.bulkTransfers)
-                for (q, v) in [("0.5", f.lagP50Milliseconds), ("0.99", f.lagP99Milliseconds)] {
-                    out.gauge("fulcrum_flowsync_lag_seconds", [("quantile", q)], "From a record's export to its acknowledgement (last 4096 datagrams).",
-                              (v ?? 0) / 1000)
-                }
+                // Two gauges, not a summary: the window's percentiles, without a sum or count.
+                out.gauge("fulcrum_flowsync_lag_p50_seconds", [], "Median time from a record's export to its acknowledgement (last 4096 datagrams).",
+                          (f.lagP50Milliseconds ?? 0) / 1000)
+                out.gauge("fulcrum_flowsync_lag_p99_seconds", [], "99th percentile of the time from a record's export to its acknowledgement (last 4096 datagrams).",
+                          (f.lagP99Milliseconds ?? 0) / 1000)
                 out.gauge("fulcrum_flowsync_lagging", [], "1 while the standby is not keeping up.", f.lagging ? 1 : 0)
             }
             for m in c.monitors {

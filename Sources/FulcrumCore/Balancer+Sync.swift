@@ -1,18 +1,23 @@
 /// The flow sync at the balancer: turning a flow into a record the standby can use (the
 /// active's side) and a record into a flow (the standby's). Worker thread, between batches.
 extension Balancer {
-    /// Whether the standby needs a record for the flow at `slot`: not when the stateless
-    /// decision it would make for the flow's first packet after a takeover (any packet of
-    /// an unknown flow but a SYN gets `consistentChoice`, the same Maglev lookup on both
-    /// LBs) is the flow's node anyway, and the standby was never told otherwise. Under
-    /// Maglev and sh that is most flows; under the others, one in the number of nodes.
+    /// Whether the standby needs a record for the flow at `slot`: not when the decision it
+    /// would make for the flow's next packet after a takeover is the flow's node anyway,
+    /// and the standby was never told otherwise. That decision is `consistentChoice` (the
+    /// same Maglev lookup on both LBs) for a TCP segment that is not a SYN, and for any
+    /// packet under Maglev and sh, whose scheduler is that lookup; a UDP datagram of an
+    /// unknown flow under rr, wrr, lc or wlc is scheduled afresh (nothing tells it from a
+    /// first one), so such flows always travel. Under Maglev and sh that saves most
+    /// records; under the others, for TCP, one in the number of nodes.
     @inlinable
     public func syncRecord(slot: Int, now: UInt64) -> FlowSyncRecord? {
         let e = flows.entry(slot)
         let g = Int(e.group)
         let node = Int(e.nodeSlot)
         guard g < spec.groups.count, node < slotCount else { return nil }
+        let kind = schedulers[g].kind
         if e.syncFlags & FlowSyncFlag.sent == 0
+            && (e.key.proto == IPProtocol.tcp || kind == .maglev || kind == .sh)
             && consistentChoice(g, groupStates[g], hash: e.key.stableHash(), source: e.key.source) == node {
             return nil
         }

@@ -85,7 +85,10 @@ import Testing
             return received.count == 5000
         }
         #expect(received.map(\.key) == (0..<5000).map { Self.record($0).key }, "in order, each once")
-        try waitUntil("all acknowledged", [a, b]) { a.status.inFlight == 0 && a.status.lagP99Milliseconds != nil }
+        // (Status is published every 20 ms: wait for both sides' to show the end.)
+        try waitUntil("all acknowledged", [a, b]) {
+            a.status.inFlight == 0 && a.status.lagP99Milliseconds != nil && b.status.recordsReceived == 5000
+        }
         let s = a.status
         #expect(s.recordsSent == 5000 && s.datagramsSent >= 5000 / 66)
         #expect(b.status.recordsReceived == 5000 && b.status.rejected.isEmpty)

@@ -50,6 +50,13 @@ extension OnTheTestbed {
             }
         }
 
+        /// SIGKILL of lb1: lb2 takes over and the held connections talk through it.
+        func killActive(_ bed: Testbed, talkingThrough groups: [String], packets: UInt64) throws {
+            bed.signalPairMember(1, SIGKILL)
+            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+            try talkedThrough(bed, 2, groups: groups, packets: packets)
+        }
+
         /// The point of the sync: under wrr and lc, 1,000 held connections through the MAT VIP
         /// and 1,000 through the NAT VIP keep their node through a SIGKILL of the active.
         @Test func heldConnectionsSurviveAKillUnderWrrAndLeastConnections() throws {
@@ -64,9 +71,7 @@ extension OnTheTestbed {
             #expect(before.recordsHeld > 500, "lb2 holds the exceptions: \(before)")
             let s1 = try #require(try bed.pairStatus(1).cluster?.flowSync)
             #expect(s1.recordsSaved > 0, "flows whose node is the stateless answer need no record: \(s1)")
-            bed.signalPairMember(1, SIGKILL)
-            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
-            try talkedThrough(bed, 2, groups: ["web-mat", "web-nat"], packets: 3000)
+            try killActive(bed, talkingThrough: ["web-mat", "web-nat"], packets: 3000)
             let m = try mat.finish(), n = try nat.finish()
             // ≥ 99.9% survive: at most one of each thousand.
             #expect(m.broken <= 1, "MAT, wrr: held connections keep their node: \(m)")
@@ -94,8 +99,8 @@ extension OnTheTestbed {
             let bed = try pair()
             defer { bed.tearDown() }
             try waitReady(bed)
-            let mat = try bed.chat(Self.vip, port: 80, held: 500, seconds: 8, interval: 0.1, newEvery: 0.05)
-            let nat = try bed.chat(Self.natVIP, port: 80, held: 500, seconds: 8, interval: 0.1, newEvery: 0.05)
+            let mat = try bed.chat(Self.vip, port: 80, held: 1000, seconds: 12, interval: 0.1, newEvery: 0.05)
+            let nat = try bed.chat(Self.natVIP, port: 80, held: 1000, seconds: 12, interval: 0.1, newEvery: 0.05)
             try waitSynced(bed)
             let ctl = { (n: Int, command: String) in
                 try bed.exec(bed.pairHost(n), [bed.fulcrumctlPath, command, "--api", "unix:" + bed.pairSocket(n),
@@ -111,8 +116,8 @@ extension OnTheTestbed {
             #expect(c2 == 0, "\(t2)")
             try bed.waitForPair(1, "lb1 active again", timeout: 5) { $0.cluster?.role == "active" }
             let m = try mat.finish(), n = try nat.finish()
-            #expect(m.broken == 0 && m.failedNew == 0, "\(m)")
-            #expect(n.broken == 0 && n.failedNew == 0, "\(n)")
+            #expect(m.broken <= 1 && m.failedNew == 0, "\(m)")
+            #expect(n.broken <= 1 && n.failedNew == 0, "\(n)")
         }
 
         /// A standby that restarts gets a bulk transfer before it is ready; a kill of the
@@ -132,9 +137,7 @@ extension OnTheTestbed {
             #expect(s1.bulkTransfers > bulks, "the restarted standby got a bulk transfer: \(s1)")
             let s2 = try #require(try bed.pairStatus(2).cluster?.flowSync)
             #expect(s2.recordsHeld > 100, "\(s2)")
-            bed.signalPairMember(1, SIGKILL)
-            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
-            try talkedThrough(bed, 2, groups: ["web-mat"], packets: 1500)
+            try killActive(bed, talkingThrough: ["web-mat"], packets: 1500)
             let m = try mat.finish()
             #expect(m.broken == 0, "\(m)")
         }
@@ -160,14 +163,13 @@ extension OnTheTestbed {
             try waitSynced(bed)
             let s1 = try #require(try bed.pairStatus(1).cluster?.flowSync)
             #expect(s1.datagramsResent > 0, "the losses were resent: \(s1)")
-            bed.signalPairMember(1, SIGKILL)
-            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
-            try talkedThrough(bed, 2, groups: ["web-mat", "web-nat"], packets: 3000)
+            try killActive(bed, talkingThrough: ["web-mat", "web-nat"], packets: 3000)
             let m = try mat.finish(), n = try nat.finish()
             #expect(m.broken <= 1 && n.broken <= 1, "\(m) \(n)")
         }
 
-        /// Forged datagrams at the standby: each refused by reason, no flow changed.
+        /// Forged and replayed datagrams at the standby: each refused by reason (or, a copy of
+        /// one it holds, not applied again), no flow changed.
         @Test func forgedSyncDatagramsAreRefusedAndChangeNoFlow() throws {
             let bed = try pair()
             defer { bed.tearDown() }
@@ -184,6 +186,27 @@ extension OnTheTestbed {
             let after = try #require(try bed.pairStatus(2).cluster?.flowSync)
             #expect(after.recordsHeld == before.recordsHeld && after.recordsReceived == before.recordsReceived && after.ready,
                     "no record taken, no flow changed: \(before) → \(after)")
+            // A real datagram of lb1's, captured on the interconnect and sent again from the
+            // rogue with lb1's address: held already, so not applied (a duplicate); once lb2
+            // restarted and follows a new stream, refused as old_epoch.
+            let pcap = bed.directory + "/flowsync.pcap"
+            let capture = try ChildProcess(["/usr/sbin/ip", "netns", "exec", "\(bed.prefix)-lb", "timeout", "10", "tcpdump", "-Z", "root",
+                                            "-i", "ic", "-c", "1", "-w", pcap, "udp and src 198.18.9.1 and dst port 65011 and greater 120"],
+                                           outputPath: bed.directory + "/tcpdump.log")
+            usleep(500_000)
+            #expect(try bed.client(Self.vip, port: 80, count: 20).ok == 20)  // flows, so records, so a datagram
+            _ = capture.wait()
+            let replay = { try bed.exec("client", ["python3", bed.root + "/Bench/testbed/rogue-heartbeat.py", "--replay", pcap,
+                                                   "198.18.0.4", "65011", "198.18.0.1"]) }
+            let held = try #require(try bed.pairStatus(2).cluster?.flowSync?.recordsHeld)
+            #expect(try replay().0 == 0)
+            try bed.waitForPair(2, "the replay taken as a duplicate", timeout: 5) { ($0.cluster?.flowSync?.duplicates ?? 0) >= 1 }
+            #expect(try bed.pairStatus(2).cluster?.flowSync?.recordsHeld == held)
+            bed.signalPairMember(2, SIGTERM)
+            try bed.startPairMember(2)
+            try waitReady(bed)
+            #expect(try replay().0 == 0)
+            try bed.waitForPair(2, "the old stream refused", timeout: 5) { $0.cluster?.flowSync?.rejected["old_epoch"] == 1 }
         }
 
         /// The active's client link cut: a hand-over through the surviving interconnect, and
@@ -192,14 +215,14 @@ extension OnTheTestbed {
             let bed = try pair()
             defer { bed.tearDown() }
             try waitReady(bed)
-            let mat = try bed.chat(Self.vip, port: 80, held: 500, seconds: 10, interval: 0.1, newEvery: 0)
-            let nat = try bed.chat(Self.natVIP, port: 80, held: 500, seconds: 10, interval: 0.1, newEvery: 0)
+            let mat = try bed.chat(Self.vip, port: 80, held: 1000, seconds: 14, interval: 0.1, newEvery: 0)
+            let nat = try bed.chat(Self.natVIP, port: 80, held: 1000, seconds: 14, interval: 0.1, newEvery: 0)
             try waitSynced(bed)
             try bed.exec("sw", ["ip", "link", "set", "p-lb-eth-c", "down"])
             try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
-            try talkedThrough(bed, 2, groups: ["web-mat", "web-nat"], packets: 1500)
+            try talkedThrough(bed, 2, groups: ["web-mat", "web-nat"], packets: 3000)
             let m = try mat.finish(), n = try nat.finish()
-            #expect(m.broken == 0 && n.broken == 0, "\(m) \(n)")
+            #expect(m.broken <= 1 && n.broken <= 1, "\(m) \(n)")
         }
 
         /// Maglev, whose flows need no record while they are its own answer: a weight changed
@@ -221,9 +244,7 @@ extension OnTheTestbed {
             try waitSynced(bed)
             let changed = try #require(try bed.pairStatus(1).cluster?.flowSync)
             #expect(changed.recordsSent > quiet.recordsSent + 50, "the new exceptions travelled: \(quiet) → \(changed)")
-            bed.signalPairMember(1, SIGKILL)
-            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
-            try talkedThrough(bed, 2, groups: ["web-mat"], packets: 1500)
+            try killActive(bed, talkingThrough: ["web-mat"], packets: 1500)
             let m = try mat.finish()
             #expect(m.broken == 0, "\(m)")
         }
@@ -243,9 +264,7 @@ extension OnTheTestbed {
             let after = try #require(try bed.pairStatus(1).cluster?.flowSync)
             #expect(after.recordsExported + after.recordsSaved == before.recordsExported + before.recordsSaved,
                     "no record for a half-open flow: \(before) → \(after)")
-            bed.signalPairMember(1, SIGKILL)
-            try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
-            try talkedThrough(bed, 2, groups: ["web-mat"], packets: 900)
+            try killActive(bed, talkingThrough: ["web-mat"], packets: 900)
             let m = try mat.finish()
             #expect(m.broken == 0, "\(m)")
         }
@@ -276,6 +295,43 @@ extension OnTheTestbed {
             let (forced, forcedText) = try ctl(["--force"])
             #expect(forced == 0 && forcedText.contains("handing the service over"), "\(forcedText)")
             try bed.waitForPair(2, "lb2 active", timeout: 5) { $0.cluster?.role == "active" }
+        }
+
+        /// The standby restarted while the active holds 100,000 flows (UDP, wrr, each seen
+        /// twice): ready after its bulk transfer, and a kill of the active right after it
+        /// keeps them on their nodes (a sample of 2,000 checked).
+        @Test func aStandbyRestartedUnder100kFlowsIsReadyAfterItsBulkTransfer() throws {
+            var environment = Self.uneven
+            environment["PAIR_FLOW_TABLE"] = "262144"  // room for them all
+            let bed = try pair(environment)
+            defer { bed.tearDown() }
+            try waitReady(bed)
+            for a in ["198.18.0.50", "198.18.0.51", "198.18.0.52"] {
+                #expect(try bed.exec("client", ["ip", "addr", "add", a + "/24", "dev", "eth0"]).0 == 0)
+            }
+            let flows = bed.directory + "/udp-flows.txt"
+            let script = bed.root + "/Bench/testbed/udp-flows.py"
+            let (code, out) = try bed.exec("client", ["python3", script, "open", Self.vip, "53",
+                                                      "198.18.0.50,198.18.0.51,198.18.0.52", "100000", flows])
+            #expect(code == 0, "\(out)")
+            let opened = try String(contentsOfFile: flows, encoding: .utf8).split(separator: "\n").count
+            #expect(opened >= 99_900, "flows answered twice by one node: \(out)")
+            try waitSynced(bed)
+            let bulks = try #require(try bed.pairStatus(1).cluster?.flowSync?.bulkTransfers)
+            bed.signalPairMember(2, SIGKILL)
+            try bed.startPairMember(2)
+            try bed.waitForPair(2, "lb2 standby again", timeout: 20) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
+            try waitReady(bed)
+            let s1 = try #require(try bed.pairStatus(1).cluster?.flowSync)
+            let s2 = try #require(try bed.pairStatus(2).cluster?.flowSync)
+            #expect(s1.bulkTransfers > bulks && (s1.lastBulkSeconds ?? 99) < 5, "\(s1)")
+            #expect(s2.recordsHeld >= 99_000, "wrr, UDP: every flow travels: \(s2)")
+            try killActive(bed, talkingThrough: [], packets: 0)
+            let (cc, check) = try bed.exec("client", ["python3", script, "check", Self.vip, "53", flows, "50"])
+            #expect(cc == 0, "\(check)")
+            struct Check: Decodable { var checked: Int; var same: Int; var moved: Int; var unanswered: Int }
+            let c = try JSONDecoder().decode(Check.self, from: Data(check.split(separator: "\n").last.map(String.init)?.utf8 ?? "".utf8))
+            #expect(c.checked >= 1990 && c.moved == 0 && c.same * 1000 >= c.checked * 999, "\(c), lb1 \(s1)")
         }
     }
 }
