@@ -7,7 +7,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 SWIFT        ?= swift
 DEB_PACKAGES := libbpf-dev libxdp-dev libelf-dev clang llvm iproute2 nftables pkg-config ethtool iputils-ping \
                 curl prometheus chromium python3-venv haproxy wrk keepalived stress-ng \
-                tcpdump arping conntrack conntrackd
+                tcpdump arping conntrack conntrackd iperf3
 # From PyPI, in a virtualenv of the build tree: the API contract test's schemathesis.
 VENV         := .build/venv
 FUZZ_SECONDS ?= 60

@@ -12,10 +12,10 @@ struct FulcrumBench: ParsableCommand {
         abstract: "Fulcrum's benchmark runner. Figures are printed beside a reference measured in the same run.",
         discussion: """
             Against the peers (each builds and removes its own namespaces, 198.18.0.0/15 only; needs root):
-              mat, nat, new-flows, connections, latency, and all of them in one run: `all`.
+              mat, nat, new-flows, connections, latency, bulk, and all of them in one run: `all`.
             Fulcrum's own costs: core (no I/O), forward, control, api, checks.
             """,
-        subcommands: [All.self, MAT.self, NAT.self, NewFlows.self, Connections.self, Latency.self,
+        subcommands: [All.self, MAT.self, NAT.self, NewFlows.self, Connections.self, Latency.self, Bulk.self,
                       Core.self, Forward.self, Control.self, API.self, Checks.self, Flood.self, Failover.self, Sync.self])
 }
 
@@ -24,7 +24,7 @@ struct PeerOptions: ParsableArguments {
     @Flag(help: "Each scenario briefly: one run, short measurements, one point each (the CI smoke run).") var quick = false
     @Flag(help: "Print the report as JSON (schema fulcrum-bench/1, Docs/BENCHMARKS.md) instead of the table.") var json = false
     @Option(help: "Runs per system and point, interleaved with the other systems' (default 3; 1 with --quick).") var runs: Int?
-    @Option(help: "Seconds per measurement (default 2, and 5 for latency; 0.5 with --quick; wrk takes whole seconds).") var seconds: Double?
+    @Option(help: "Seconds per measurement (default 2, and 5 for latency and bulk; 0.5 with --quick, 1 for bulk; wrk and iperf3 take whole seconds).") var seconds: Double?
     @Option(parsing: .upToNextOption, help: "Flow counts for mat and nat, 1…1,000,000 (default 1000 1000000; 1000 with --quick).")
     var flows: [Int] = []
     @Option(parsing: .upToNextOption, help: "Offered request rates for latency, per second (default 1000 5000; 1000 with --quick).")
@@ -51,6 +51,7 @@ struct PeerOptions: ParsableArguments {
         o.runs = runs ?? (quick ? 1 : 3)
         o.seconds = seconds ?? (quick ? 0.5 : 2)
         o.latencySeconds = seconds ?? (quick ? 0.5 : 5)
+        o.bulkSeconds = seconds ?? (quick ? 1 : 5)
         o.flows = flows.isEmpty ? (quick ? [1000] : [1000, 1_000_000]) : flows
         o.rates = rates.isEmpty ? (quick ? [1000] : [1000, 5000]) : rates
         o.newFlowsTable = newFlowsTable
@@ -72,7 +73,7 @@ struct PeerOptions: ParsableArguments {
 
 struct All: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Every scenario against the peers: mat, nat, new-flows, connections, latency (about 5 minutes here; --quick: about 20 s).")
+        abstract: "Every scenario against the peers: mat, nat, new-flows, connections, latency, bulk (about 7 minutes here; --quick: about 30 s).")
     @OptionGroup var options: PeerOptions
     func run() throws { try options.run(PeerBenchmark.scenarioNames) }
 }
@@ -110,6 +111,14 @@ struct Latency: ParsableCommand {
         abstract: "Request round-trip percentiles at fixed offered rates: Fulcrum NAT, nftables DNAT, HAProxy, direct.")
     @OptionGroup var options: PeerOptions
     func run() throws { try options.run(["latency"]) }
+}
+
+struct Bulk: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Bulk TCP (iperf3, 4 streams, 1500-byte MTU) through the LB: Fulcrum NAT and MAT, nftables DNAT, HAProxy, direct; Gbit/s and the LB CPU per Gbit/s.",
+        discussion: "Needs iperf3 (make setup installs it). --seconds is the measured time per run (default 5), after 1 s omitted as slow start.")
+    @OptionGroup var options: PeerOptions
+    func run() throws { try options.run(["bulk"]) }
 }
 
 struct Core: ParsableCommand {

@@ -33,7 +33,7 @@ extension OnTheTestbed {
             let report = try #require(try JSONSerialization.jsonObject(with: Data(text[start.lowerBound...].utf8)) as? [String: Any])
             #expect(report["schema"] as? String == "fulcrum-bench/1")
             let scenarios = try #require(report["scenarios"] as? [[String: Any]])
-            #expect(scenarios.compactMap { $0["name"] as? String } == ["mat", "nat", "new-flows", "connections", "latency"])
+            #expect(scenarios.compactMap { $0["name"] as? String } == ["mat", "nat", "new-flows", "connections", "latency", "bulk"])
             for s in scenarios {
                 let name = s["name"] as? String ?? "?"
                 let results = s["results"] as? [[String: Any]] ?? []
@@ -47,6 +47,7 @@ extension OnTheTestbed {
                 let expected: Set<String> = switch name {
                 case "mat": ["generator", "xdp", "c-afxdp", "fulcrum"]
                 case "nat", "new-flows": ["xdp", "nftables", "fulcrum"]
+                case "bulk": ["direct", "nftables", "haproxy", "fulcrum", "fulcrum-mat"]
                 default: ["direct", "nftables", "haproxy", "fulcrum"]
                 }
                 #expect(systems == expected, "\(name): ran \(systems.sorted())")
@@ -54,7 +55,7 @@ extension OnTheTestbed {
                     let runs = r["runs"] as? [[String: Any]] ?? []
                     #expect(!runs.isEmpty)
                     for run in runs {
-                        // Traffic went through: frames or round trips delivered, requests answered.
+                        // Traffic went through: frames or round trips delivered, requests answered, bytes received.
                         let delivered = run["delivered"] as? Double ?? 0
                         let value = run["value"] as? Double ?? 0
                         #expect(delivered > 0 && value > 0, "\(name): \(r["system"] ?? "?") \(r["parameter"] ?? ""): \(run)")

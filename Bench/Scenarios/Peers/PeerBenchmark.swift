@@ -5,7 +5,7 @@ import FulcrumTestSupport
 import Foundation
 import Histogram
 
-/// The scenarios of `fulcrum-bench mat|nat|new-flows|connections|latency|all`: Fulcrum
+/// The scenarios of `fulcrum-bench mat|nat|new-flows|connections|latency|bulk|all`: Fulcrum
 /// and the systems a user would pick instead, on one topology (`PeerTopology`), on the
 /// same cores, one at a time, with the runs of all systems interleaved.
 public struct PeerBenchmark {
@@ -15,6 +15,8 @@ public struct PeerBenchmark {
         public var seconds = 2.0
         /// Seconds per latency measurement: a p99 needs samples (5 s at 1,000/s is 5,000).
         public var latencySeconds = 5.0
+        /// Seconds per bulk measurement (iperf3 takes whole seconds), after one omitted.
+        public var bulkSeconds = 5.0
         /// Flow counts for mat and nat.
         public var flows = [1000, 1_000_000]
         /// Fulcrum's flow table in new-flows, small enough to fill in the first second.
@@ -28,7 +30,7 @@ public struct PeerBenchmark {
         public init() {}
     }
 
-    public static let scenarioNames = ["mat", "nat", "new-flows", "connections", "latency"]
+    public static let scenarioNames = ["mat", "nat", "new-flows", "connections", "latency", "bulk"]
 
     public var options: Options
     public init(options: Options) { self.options = options }
@@ -86,6 +88,7 @@ public struct PeerBenchmark {
             case "new-flows": scenario = try nat(topology, progress, newFlows: true)
             case "connections": scenario = try tcp(topology, progress, latency: false)
             case "latency": scenario = try tcp(topology, progress, latency: true)
+            case "bulk": scenario = try bulk(topology, progress)
             default: throw Testbed.Failure(description: "no scenario \(name)")
             }
             for i in scenario.results.indices { scenario.results[i].summarize() }
@@ -101,6 +104,7 @@ public struct PeerBenchmark {
         case "nat": return options.runs * options.flows.count * 3
         case "new-flows": return options.runs * 3
         case "connections": return options.runs * 4
+        case "bulk": return options.runs * 5
         default: return options.runs * options.rates.count * 4
         }
     }

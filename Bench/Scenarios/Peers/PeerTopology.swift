@@ -173,6 +173,7 @@ final class PeerTopology: @unchecked Sendable {
                 type nat hook prerouting priority dstnat; policy accept;
                 ip daddr 198.18.1.20 udp dport 9 dnat to numgen inc mod 3 map { 0 : 198.18.2.11, 1 : 198.18.2.12, 2 : 198.18.2.13 }
                 ip daddr 198.18.1.20 tcp dport 80 dnat to numgen inc mod 3 map { 0 : 198.18.2.11, 1 : 198.18.2.12, 2 : 198.18.2.13 } : 8080
+                ip daddr 198.18.1.20 tcp dport 5201 dnat to numgen inc mod 3 map { 0 : 198.18.2.11, 1 : 198.18.2.12, 2 : 198.18.2.13 }
             }
         }
         """
@@ -195,7 +196,9 @@ final class PeerTopology: @unchecked Sendable {
         return Double(out.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
-    static func haproxyConfig(lbCPU: Int) -> String {
+    /// HAProxy as the LB in TCP mode: VIP:`port` to the three nodes' `nodePort`. `idle` is
+    /// its client and server timeout (bulk's iperf3 control connection idles through a test).
+    static func haproxyConfig(lbCPU: Int, port: UInt16 = 80, nodePort: UInt16 = 8080, idle: String = "10s") -> String {
         """
         global
             nbthread 1
@@ -204,16 +207,16 @@ final class PeerTopology: @unchecked Sendable {
         defaults
             mode tcp
             timeout connect 2s
-            timeout client 10s
-            timeout server 10s
+            timeout client \(idle)
+            timeout server \(idle)
         frontend vip
-            bind 198.18.1.20:80
+            bind 198.18.1.20:\(port)
             default_backend nodes
         backend nodes
             balance roundrobin
-            server n1 198.18.2.11:8080
-            server n2 198.18.2.12:8080
-            server n3 198.18.2.13:8080
+            server n1 198.18.2.11:\(nodePort)
+            server n2 198.18.2.12:\(nodePort)
+            server n3 198.18.2.13:\(nodePort)
         """
     }
 
@@ -274,6 +277,14 @@ final class PeerTopology: @unchecked Sendable {
             d.stop()
             self.dataplane = nil
         }
+    }
+
+    /// bulk's MAT group: the MAT VIP's TCP port to the three nodes, whose one namespace
+    /// has one MAC (s0's), out of eth-n (interface 1). The servers hold the VIP on lo and
+    /// answer the client over the dsr link (Bench/testbed/peers-bench.sh).
+    static func bulkMATGroup(port: UInt16, mac: MACAddress) -> GroupSpec {
+        GroupSpec(name: "bench-bulk-mat", vip: matVIP, proto: IPProtocol.tcp, ports: [port], method: .mat, scheduler: .maglev,
+                  nodes: nodes.map { NodeSpec(address: $0, weight: 1, mac: mac) }, interface: 1)
     }
 
     static func natGroups(proto: UInt8, port: UInt16, nodePort: UInt16) -> [GroupSpec] {

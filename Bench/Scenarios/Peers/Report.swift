@@ -42,8 +42,15 @@ public struct BenchReport: Codable, Sendable {
         public var notes: [String] = []
         public var results: [SystemResult] = []
         public var ratios: [Ratio] = []
+        /// Figures of `runs[].extra` the table shows as columns (the median over the runs).
+        public var extraColumns: [Column] = []
         /// The chart written for the scenario (relative to the output directory).
         public var chart: String?
+    }
+
+    public struct Column: Codable, Sendable {
+        public var key: String
+        public var title: String
     }
 
     public struct SystemResult: Codable, Sendable {
@@ -88,6 +95,8 @@ public struct BenchReport: Codable, Sendable {
 
     public struct Ratio: Codable, Sendable {
         public var parameter: String
+        /// The Fulcrum row: `fulcrum`, or another of role fulcrum (bulk's `fulcrum-mat`).
+        public var system: String
         public var peer: String
         /// Fulcrum's median over the peer's (for latency: the peer's over Fulcrum's, so
         /// that above 1 is Fulcrum better in both).
@@ -105,8 +114,9 @@ extension BenchReport.Scenario {
             for p in results where p.role != "fulcrum" && p.status == "ran" && p.parameter == f.parameter {
                 guard let fm = f.median, let pm = p.median, fm > 0, pm > 0 else { continue }
                 let ratio = higherIsBetter ? fm / pm : pm / fm
-                let goal = name == "latency" && !f.parameter.hasSuffix(" p99") ? nil : goals[p.system]
-                ratios.append(BenchReport.Ratio(parameter: f.parameter, peer: p.system, ratio: ratio, goal: goal,
+                // The goals are Fulcrum's (NAT, or MAT in mat) row's; other Fulcrum rows are compared only.
+                let goal = f.system != "fulcrum" || (name == "latency" && !f.parameter.hasSuffix(" p99")) ? nil : goals[p.system]
+                ratios.append(BenchReport.Ratio(parameter: f.parameter, system: f.system, peer: p.system, ratio: ratio, goal: goal,
                                                 met: goal == nil ? nil : goalHolds(p.system, ratio)))
             }
         }
@@ -122,11 +132,17 @@ extension BenchReport {
             print("")
             print("== \(s.name): \(s.title)")
             print("   \(s.topology)")
-            var table = [["system", "point", s.unit + " median", "min–max", "offered", "delivered", "dropped", "errors", "config"]]
+            var table = [["system", "point", s.unit + " median", "min–max", "offered", "delivered", "dropped", "errors"]
+                         + s.extraColumns.map(\.title) + ["config"]]
             for r in s.results {
                 if r.status != "ran" {
-                    table.append([r.label, r.parameter, r.status, "", "", "", "", "", r.reason ?? ""])
+                    table.append([r.label, r.parameter, r.status, "", "", "", "", ""] + s.extraColumns.map { _ in "" } + [r.reason ?? ""])
                     continue
+                }
+                func median(_ key: String) -> String {
+                    let v = r.runs.compactMap { $0.extra[key] }.sorted()
+                    guard !v.isEmpty else { return "-" }
+                    return short(v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2)
                 }
                 func avg(_ k: KeyPath<Run, Double?>) -> String {
                     let v = r.runs.compactMap { $0[keyPath: k] }
@@ -134,13 +150,14 @@ extension BenchReport {
                 }
                 table.append([r.label, r.parameter, r.median.map(short) ?? "-",
                               "\(r.min.map(short) ?? "-")–\(r.max.map(short) ?? "-")", avg(\.offered), avg(\.delivered),
-                              avg(\.dropped), avg(\.errors), r.configuration])
+                              avg(\.dropped), avg(\.errors)] + s.extraColumns.map { median($0.key) } + [r.configuration])
             }
             printTable(table)
             if !s.ratios.isEmpty {
                 var ratios = [["point", "Fulcrum / peer", "ratio", "goal"]]
                 for r in s.ratios {
-                    ratios.append([r.parameter, "vs " + r.peer, short(r.ratio) + "x",
+                    let who = r.system == "fulcrum" ? "" : (s.results.first { $0.system == r.system }?.label ?? r.system) + " "
+                    ratios.append([r.parameter, who + "vs " + r.peer, short(r.ratio) + "x",
                                    r.goal.map { "\($0): \(r.met == true ? "met" : r.met == false ? "NOT met" : "?")" } ?? ""])
                 }
                 printTable(ratios)
@@ -221,5 +238,6 @@ extension BenchReport {
         "nat": ["nftables": "≥ nftables DNAT per core"],
         "connections": ["haproxy": "connections/s ≥ HAProxy's on the same cores"],
         "latency": ["haproxy": "p99 below HAProxy's at the same rate"],
+        "bulk": ["nftables": "bulk TCP through NAT ≥ 1.0× nftables"],
     ]
 }
