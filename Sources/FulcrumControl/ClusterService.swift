@@ -169,7 +169,7 @@ public final class ClusterService: @unchecked Sendable {
                               role: roleCell, epoch: epoch)
         flowSync = config.flowSync
             ? try FlowSyncService(cluster: config, key: key, channels: flowSyncChannels, role: roleCell,
-                                  configVersion: { committed.value.version }, events: events, logger: logger, clock: clock)
+                                  configVersion: { committed.value.version }, epoch: epoch, events: events, logger: logger, clock: clock)
             : nil
         let n = config.interconnects.count
         sequence = Array(repeating: 0, count: n)
@@ -577,6 +577,7 @@ public final class ClusterService: @unchecked Sendable {
         peerConfigHash = h.configHash
         let c = committed.value
         election.peerConfigInSync = Int(h.configVersion) == c.version && h.configHash == Self.hashBytes(c.hash)
+        election.peerFlowsReady = flowSync?.peerReady ?? true
         handle(election.heartbeat(h.peer, on: i, at: seconds(now)), now: now)
     }
 

@@ -73,6 +73,12 @@ public final class FlowSyncService: @unchecked Sendable {
     var lastBulkSeconds: Double?
     var lagging = false
     var lastPublish: UInt64 = 0
+    /// After stepping down: until then, what is in flight or in the rings is still sent.
+    var drainUntil: UInt64 = 0
+    /// The worker `pack` starts with, turn by turn, so none is starved under overload.
+    var firstChannel = 0
+    /// Streams followed since start: with the sequence, the order records are applied in.
+    var streams: UInt64 = 0
     var lastRejectionLog: UInt64 = 0
     var counts = Counts()
     var lagWindow = LagWindow()
@@ -86,6 +92,7 @@ public final class FlowSyncService: @unchecked Sendable {
         var discarded: UInt64 = 0
         var bulkTransfers: UInt64 = 0
         var importBusy: UInt64 = 0
+        var configBehind: UInt64 = 0
         var rejected: [String: UInt64] = [:]
     }
 
@@ -115,7 +122,7 @@ public final class FlowSyncService: @unchecked Sendable {
     }
 
     public init(cluster: FulcrumConfig.Cluster, key: SymmetricKey, channels: [WorkerSyncChannel], role: RoleCell,
-                configVersion: @escaping @Sendable () -> Int,
+                configVersion: @escaping @Sendable () -> Int, epoch: UInt64? = nil,
                 events: EventLog, logger: Logger, clock: any MonotonicClock = SystemClock()) throws {
         self.key = key
         self.channels = channels
@@ -139,7 +146,8 @@ public final class FlowSyncService: @unchecked Sendable {
         self.sockets = sockets
         peers = cluster.interconnects.map { SocketAddress($0.peer, port: cluster.flowSyncPort) }
         do { wake = try WakePipe() } catch { throw Failure(description: "flow sync: \(error)") }
-        ackEpoch = SystemClock.unixMilliseconds()
+        // The pair's epoch (kept across a clock set back) when the cluster service gives it.
+        ackEpoch = epoch ?? SystemClock.unixMilliseconds()
         status = Mutex(FlowSyncStatusModel())
         for c in channels { c.sync.marking.store(true, ordering: .releasing) }
     }
@@ -169,10 +177,15 @@ public final class FlowSyncService: @unchecked Sendable {
             let now = clock.nanoseconds()
             let active = roleCell.role == .active
             if active != wasActive { changeRole(active: active, now: now) }
-            if active {
+            if active || now < drainUntil {
                 pack(now: now)
                 resendOverdue(now: now)
-                checkPeer(now: now)
+                if active { checkPeer(now: now) }
+            } else if drainUntil != 0 {
+                // Stepped down and drained (or 200 ms passed): nothing more is kept.
+                drainUntil = 0
+                sender.drop()
+                for c in channels { counts.discarded &+= UInt64(c.sync.outbound.drain { _ in }) }
             }
             // Data is acknowledged in any role (during a hand-over both LBs are active a
             // moment, and the old one's last flows must reach the new); a standby also says
@@ -213,7 +226,10 @@ public final class FlowSyncService: @unchecked Sendable {
             // over (it may decide a few more flows before the neighbours move).
             sender.drop()
         } else {
-            sender.drop()
+            // What was exported and not yet acknowledged still goes to the new active (a
+            // hand-over's last flows) for up to 200 ms; the workers export nothing more.
+            drainUntil = sender.epoch != 0 ? now + 200_000_000 : 0
+            if drainUntil == 0 { sender.drop() }
             receiver.reset()
             bulkEndSent = true
         }
@@ -242,7 +258,9 @@ public final class FlowSyncService: @unchecked Sendable {
             oldest = 0
         }
         let limit = FlowSyncWire.maxDatagram - FlowSyncWire.macSize
-        channels: for c in channels {
+        firstChannel = channels.isEmpty ? 0 : (firstChannel + 1) % channels.count
+        channels: for k in channels.indices {
+            let c = channels[(firstChannel + k) % channels.count]
             while true {
                 if used + FlowSyncRecord.v6Size > limit {
                     flush()
@@ -320,6 +338,9 @@ public final class FlowSyncService: @unchecked Sendable {
             c.sync.bulkRequested.store(bulkNumber, ordering: .releasing)
             c.wake()
         }
+        // An empty datagram at once: the standby adopts the new stream now, not when the first
+        // record comes (a pass that skips every flow may take longer than its next request).
+        send(buffer: sender.nextBuffer(), kind: .data, count: 0, length: FlowSyncWire.headerSize, oldest: 0, now: now)
         events.record(.notice, "flowsync.bulk", "flow sync: bulk transfer \(bulkNumber) of every flow to the standby started", [:])
     }
 
@@ -374,6 +395,12 @@ public final class FlowSyncService: @unchecked Sendable {
         guard records.count == Int(header.count), header.kind == .data || records.isEmpty else {
             return refuse(.garbage, on: link, now: now)
         }
+        // Records of a configuration this LB does not hold yet (a node just added) would not
+        // be held: left unacknowledged until the push brings it, and resent then.
+        if !records.isEmpty && Int(header.configVersion) > configVersion() {
+            counts.configBehind &+= 1
+            return
+        }
         // Every worker must have room, or the datagram is left unacknowledged (the active
         // sends it again): a record is never acknowledged and lost.
         guard channels.allSatisfy({ $0.sync.inbound.hasRoom(records.count) }) else {
@@ -381,6 +408,7 @@ public final class FlowSyncService: @unchecked Sendable {
             return
         }
         var probe = receiver
+        let stream = receiver.stream
         switch probe.admit(header, nowUnixMilliseconds: SystemClock.unixMilliseconds()) {
         case let .refuse(why): return refuse(why, on: link, now: now)
         case .duplicate:
@@ -389,10 +417,17 @@ public final class FlowSyncService: @unchecked Sendable {
         case .apply:
             receiver = probe
             replyLink = link
+            if receiver.stream != stream { streams &+= 1 }
             counts.datagramsReceived &+= 1
             counts.recordsReceived &+= UInt64(records.count)
+            // The order a record is applied in (`exportedAt` is the active's own clock, of no
+            // use here): a resend that fills a gap after newer datagrams never undoes them.
+            let order = streams << 40 | header.sequence
             for c in channels {
-                for r in records { _ = c.sync.inbound.push(r) }
+                for var r in records {
+                    r.exportedAt = order
+                    _ = c.sync.inbound.push(r)
+                }
                 c.wake()
             }
         }

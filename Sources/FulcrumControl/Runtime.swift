@@ -138,6 +138,9 @@ extension Runtime {
                     out.append("flow sync: \(c.peer.name) does not yet hold every flow; a failover now would break established connections")
                 }
                 if f.lagging { out.append("flow sync lagging: the standby is not keeping up") }
+                if let full = f.notHeld["table_full"], full > 0 {
+                    out.append("flow sync: \(full) records found the flow table full; every worker of a standby holds every flow: size dataplane.flow_table_size for the box's flows")
+                }
             }
         }
         return out

@@ -79,7 +79,7 @@ extension Balancer {
         guard slot >= 0 else { return .unknownNode }
         let deadline = now &+ UInt64(record.lifetime) &* 1_000_000_000
         let held = flows.upsert(key, hash: key.stableHash(), now: now, nodeSlot: UInt32(slot), group: UInt16(g),
-                                state: record.state, deadline: deadline)
+                                state: record.state, deadline: deadline, order: record.exportedAt)
         return held < 0 ? .tableFull : .held
     }
 }

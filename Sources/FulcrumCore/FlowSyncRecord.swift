@@ -33,25 +33,30 @@ public struct FlowSyncRecord: Sendable, Equatable, BitwiseCopyable {
 
     // MARK: Wire format
 
-    /// Bytes a record takes on the wire: 22 for IPv4, 58 for IPv6.
+    /// Bytes a record takes on the wire: 22 for IPv4, 58 for IPv6 (a MAT node of the other
+    /// family than its VIP's takes its own width: 34 or 46).
     @inlinable
-    public var encodedSize: Int { key.source.isIPv4 ? FlowSyncRecord.v4Size : FlowSyncRecord.v6Size }
+    public var encodedSize: Int {
+        (key.source.isIPv4 ? 10 : 34) + (node.isIPv4 ? 4 : 16) + 8
+    }
     public static let v4Size = 22
     public static let v6Size = 58
 
     /// Writes the record at `p` (which has `encodedSize` bytes of room): a flags byte
-    /// (bit 7: IPv6; bits 0–2: state), the protocol, both ports, source, destination,
-    /// node, node port, lifetime; integers big-endian, addresses in network order.
+    /// (bit 7: an IPv6 flow; bit 6: a node of the other family; bits 0–2: state), the
+    /// protocol, both ports, source, destination, node, node port, lifetime; integers
+    /// big-endian, addresses in network order.
     @inlinable
     public func encode(to p: UnsafeMutableRawPointer) -> Int {
         let v4 = key.source.isIPv4
-        p.storeBytes(of: (v4 ? 0 : 0x80) | state.rawValue & 0x07, toByteOffset: 0, as: UInt8.self)
+        let nodeV4 = node.isIPv4
+        p.storeBytes(of: (v4 ? 0 : 0x80) | (nodeV4 == v4 ? 0 : 0x40) | state.rawValue & 0x07, toByteOffset: 0, as: UInt8.self)
         p.storeBytes(of: key.proto, toByteOffset: 1, as: UInt8.self)
         p.storeBytes(of: key.sourcePort.bigEndian, toByteOffset: 2, as: UInt16.self)
         p.storeBytes(of: key.destinationPort.bigEndian, toByteOffset: 4, as: UInt16.self)
         var o = 6
-        for a in [key.source, key.destination, node] {
-            if v4 {
+        for (i, a) in [key.source, key.destination, node].enumerated() {
+            if i < 2 ? v4 : nodeV4 {
                 p.storeBytes(of: a.ipv4.bigEndian, toByteOffset: o, as: UInt32.self)
                 o &+= 4
             } else {
@@ -71,19 +76,20 @@ public struct FlowSyncRecord: Sendable, Equatable, BitwiseCopyable {
         guard offset < bytes.count else { return nil }
         let flags = bytes[offset]
         let v4 = flags & 0x80 == 0
-        let size = v4 ? v4Size : v6Size
-        guard offset + size <= bytes.count, flags & 0x78 == 0,
+        let nodeV4 = v4 != (flags & 0x40 != 0)
+        let width = v4 ? 4 : 16, nodeWidth = nodeV4 ? 4 : 16
+        let size = 6 + 2 * width + nodeWidth + 4
+        guard offset + size <= bytes.count, flags & 0x38 == 0,
               let state = FlowState(rawValue: flags & 0x07) else { return nil }
         func u16(_ o: Int) -> UInt16 { UInt16(bytes[offset + o]) << 8 | UInt16(bytes[offset + o + 1]) }
-        func address(_ o: Int) -> IPAddress {
-            if v4 { return IPAddress(ipv4: UInt32(BigEndian.read(bytes, offset + o, 4))) }
+        func address(_ o: Int, _ four: Bool) -> IPAddress {
+            if four { return IPAddress(ipv4: UInt32(BigEndian.read(bytes, offset + o, 4))) }
             return IPAddress(high: BigEndian.read(bytes, offset + o, 8), low: BigEndian.read(bytes, offset + o + 8, 8))
         }
-        let width = v4 ? 4 : 16
-        let key = FlowKey(source: address(6), destination: address(6 + width), sourcePort: u16(2),
+        let key = FlowKey(source: address(6, v4), destination: address(6 + width, v4), sourcePort: u16(2),
                           destinationPort: u16(4), proto: bytes[offset + 1])
-        let node = address(6 + 2 * width)
-        let tail = 6 + 3 * width
+        let node = address(6 + 2 * width, nodeV4)
+        let tail = 6 + 2 * width + nodeWidth
         return (FlowSyncRecord(key: key, node: node, nodePort: u16(tail), state: state, lifetime: u16(tail + 2)), size)
     }
 }

@@ -218,7 +218,9 @@ public final class FlowSyncSender: @unchecked Sendable {
             acknowledged &+= 1
             let i = Int(acknowledged % UInt64(capacity))
             if oldestExport[i] != 0 && now > oldestExport[i] { lags.append(now &- oldestExport[i]) }
-            if !wasResent[i] && now > sentAt[i] {
+            // A datagram held behind a gap reports the gap's delay, not a round trip: sampled
+            // only from acknowledgements with no gap (and, Karn, never a resent one).
+            if !wasResent[i] && ack.missing.isEmpty && now > sentAt[i] {
                 let rtt = now &- sentAt[i]
                 smoothedRTT = smoothedRTT == 0 ? rtt : (smoothedRTT &* 7 &+ rtt) / 8
             }

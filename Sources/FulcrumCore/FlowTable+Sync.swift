@@ -36,6 +36,8 @@ public enum FlowSyncFlag {
     public static let dirty: UInt8 = 1
     /// The standby was sent this flow at least once (so a record for it is never skipped).
     public static let sent: UInt8 = 2
+    /// Held from the peer's stream (`syncedDeadline` is the record's order, not a deadline).
+    public static let imported: UInt8 = 4
     /// The high nibble: the `FlowState` the standby holds.
     public static let stateShift: UInt8 = 4
 }
@@ -53,6 +55,8 @@ public enum FlowSyncTake {
 extension FlowTable {
     /// Buckets the dirty queue holds at most (4 bytes each); beyond, the overflow pass.
     public static let dirtyQueueLimit = 1 << 16
+    /// Buckets the overflow pass looks at per call: a short stop of the packet thread.
+    public static let scanBucketsPerCall = 4096
 
     /// Whether flows are marked for the standby.
     public var syncEnabled: Bool {
@@ -135,7 +139,9 @@ extension FlowTable {
             sync.pointee.scanning = true
             sync.pointee.scanCursor = 0
         }
-        while sync.pointee.scanning && given < limit {
+        var scanned = 0
+        while sync.pointee.scanning && given < limit && scanned < FlowTable.scanBucketsPerCall {
+            scanned &+= 1
             let bucket = sync.pointee.scanCursor
             guard let n = collect(bucket: bucket, now: now, limit: limit &- given, body) else { return given }
             given &+= n.given
@@ -223,11 +229,15 @@ extension FlowTable {
 
     /// The standby's side: holds a flow the active sent, to node `nodeSlot`, in `state`,
     /// until `deadline`. An existing entry is updated (an upsert: the same record twice
-    /// changes nothing); -1 when the bucket is full of live flows.
+    /// changes nothing), unless it holds a record of a later `order` (a resend that filled a
+    /// gap after newer records of the flow); -1 when the bucket is full of live flows.
     @discardableResult
     public func upsert(_ key: FlowKey, hash: UInt64, now: UInt64, nodeSlot: UInt32, group: UInt16,
-                       state: FlowState, deadline: UInt64) -> Int {
+                       state: FlowState, deadline: UInt64, order: UInt64 = 0) -> Int {
         var slot = find(key, hash: hash, now: now)
+        if slot >= 0 && order != 0 && entries[slot].syncFlags & FlowSyncFlag.imported != 0 && entries[slot].syncedDeadline > order {
+            return slot
+        }
         if slot < 0 {
             slot = insert(key, hash: hash, now: now, nodeSlot: nodeSlot, group: group, state: state)
             if slot < 0 { return -1 }
@@ -239,10 +249,12 @@ extension FlowTable {
         }
         entries[slot].state = state
         entries[slot].deadline = max(deadline, now &+ 1)
-        // Held for a takeover, not yet sent anywhere: once this LB is active and a standby
-        // joins, the bulk transfer sends it.
-        entries[slot].syncFlags = 0
-        entries[slot].syncedDeadline = 0
+        // Held for a takeover. Marked sent (once active, this LB never skips it as its own
+        // stateless answer: the old active may hold another node for it) and imported, with
+        // the record's order where a sent flow keeps the deadline it was sent (the state
+        // nibble is 0, so the first packet after a takeover marks it dirty and resets both).
+        entries[slot].syncFlags = FlowSyncFlag.sent | FlowSyncFlag.imported
+        entries[slot].syncedDeadline = order
         return slot
     }
 }

@@ -231,6 +231,9 @@ public struct PairElection: Sendable {
     /// The peer holds this LB's configuration (version and hash, from its heartbeats): an
     /// automatic failback waits for it. The caller sets it before each heartbeat.
     public var peerConfigInSync = true
+    /// The peer holds this LB's flows (the flow sync's bulk transfer acknowledged, or no
+    /// flow sync): an automatic failback waits for it too. The caller sets it likewise.
+    public var peerFlowsReady = true
     /// Resumed by the operator since the peer was last lost: a held peer is not a dual active.
     private var resumed = false
     private var lastHeard: [Double?]
@@ -464,7 +467,7 @@ public struct PairElection: Sendable {
                     become(.standby, "dual active: the peer stood down; both stand down until an operator resumes one", at: now,
                            &events)
                 } else if settings.autoFailback && !isMaster && peer.isMaster && peer.role == .standby
-                            && peer.healthy && !peer.handingOver && !peer.yielded && peerConfigInSync {
+                            && peer.healthy && !peer.handingOver && !peer.yielded && peerConfigInSync && peerFlowsReady {
                     yield(at: now)
                 }
             } else if probeReached == false {

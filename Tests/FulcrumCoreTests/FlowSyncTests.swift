@@ -244,6 +244,25 @@ import Testing
         #expect(same.flows.count == 1)
     }
 
+    /// A resend that fills a gap after a newer record of the same flow does not undo it.
+    @Test func anOlderRecordNeverUndoesANewerOne() throws {
+        let standby = try syncing([BalancerTests.matGroup(scheduler: .rr)])
+        let key = FlowKey(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 4001, destinationPort: 80,
+                          proto: IPProtocol.tcp)
+        var closing = FlowSyncRecord(key: key, node: Fixtures.node4b, nodePort: 0, state: .closing, lifetime: 10)
+        closing.exportedAt = 1 << 40 | 12
+        var established = FlowSyncRecord(key: key, node: Fixtures.node4b, nodePort: 0, state: .established, lifetime: 900)
+        established.exportedAt = 1 << 40 | 10
+        #expect(standby.importSync(closing, now: Self.now) == .held)
+        #expect(standby.importSync(established, now: Self.now) == .held)
+        let slot = standby.flows.find(key, hash: key.stableHash(), now: Self.now)
+        #expect(slot >= 0 && standby.flows.entry(slot).state == .closing)
+        // A new stream (a later order) does replace it.
+        established.exportedAt = 2 << 40 | 1
+        standby.importSync(established, now: Self.now)
+        #expect(standby.flows.entry(standby.flows.find(key, hash: key.stableHash(), now: Self.now)).state == .established)
+    }
+
     @Test func aHeldFlowAgesByTheLifetimeItWasSent() throws {
         let standby = try syncing([BalancerTests.matGroup(scheduler: .rr)])
         let key = FlowKey(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: 4000, destinationPort: 80,
@@ -276,6 +295,13 @@ import Testing
         }
         bytes[0] = 0x07
         #expect(bytes.withUnsafeBytes { FlowSyncRecord.decode($0, at: 0) } == nil)
+        // A MAT node of the other family than its VIP's keeps its whole address.
+        let mixed = FlowSyncRecord(key: v4.key, node: Fixtures.node6a, nodePort: 0, state: .established, lifetime: 9)
+        var m = [UInt8](repeating: 0, count: 100)
+        let nm = m.withUnsafeMutableBytes { mixed.encode(to: $0.baseAddress!) }
+        #expect(nm == mixed.encodedSize && nm == 34)
+        let back = m.withUnsafeBytes { FlowSyncRecord.decode(UnsafeRawBufferPointer(rebasing: $0[0..<nm]), at: 0) }
+        #expect(back?.0 == mixed && back?.1 == nm)
         #expect(FlowSyncRecord.lifetime(deadline: 10_500_000_000, now: 10_000_000_000) == 1)
         #expect(FlowSyncRecord.lifetime(deadline: 5, now: 10) == 0)
     }

@@ -374,8 +374,15 @@ struct SimulatedPair {
         p.b = b
         p.run(seconds: 5)
         #expect(p.a.role == .standby && p.b?.role == .active, "no failback to a master out of sync")
+        // Nor while it does not hold the slave's flows (its flow sync's bulk transfer).
         b = p.b!
         b.peerConfigInSync = true
+        b.peerFlowsReady = false
+        p.b = b
+        p.run(seconds: 5)
+        #expect(p.a.role == .standby && p.b?.role == .active, "no failback to a master without the flows")
+        b = p.b!
+        b.peerFlowsReady = true
         p.b = b
         let back = p.time { $0.a.role == .active }
         #expect(back != nil && back! <= 1.5)
