@@ -37,6 +37,11 @@ public struct FulcrumConfig: Sendable, Equatable {
         public var xdpMode = XDPAttachMode.auto
         public var timeouts = FlowTimeouts()
         public var framesPerSocket = 4096
+        /// After its last frame, how long a worker keeps looking for the next before it
+        /// sleeps (microseconds; 0: it sleeps at once). ACK-clocked traffic arrives a few
+        /// frames at a time: a wake-up per burst costs more than the burst. An idle LB
+        /// spins no longer than this after the last frame.
+        public var idleSpinMicroseconds = DataplaneOptions.defaultIdleSpinMicroseconds
         public var ringSize = 2048
     }
 
@@ -320,6 +325,7 @@ public struct FulcrumConfig: Sendable, Equatable {
                          maxNodeSlots: dataplane.maxNodeSlots, timeouts: dataplane.timeouts,
                          framesPerSocket: dataplane.framesPerSocket, ringSize: dataplane.ringSize,
                          allowGenericXDP: dataplane.xdpMode == .auto, bpfObject: bpfObject, hugePages: dataplane.hugePages,
+                         idleSpinMicroseconds: dataplane.idleSpinMicroseconds,
                          admission: (UInt64(dataplane.admission.newConnectionsPerSecond), UInt64(dataplane.admission.burst)))
     }
 }

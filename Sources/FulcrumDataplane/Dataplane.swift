@@ -24,12 +24,18 @@ public struct DataplaneOptions: Sendable {
     public var reflectOnly = false
     /// New TCP connections admitted per second per CPU, and the burst; 0 = no limit.
     public var admission: (perSecond: UInt64, burst: UInt64)
+    /// After its last frame, how long a worker looks for the next before it sleeps in
+    /// poll (µs; 0: at once). See `Worker.run`.
+    public var idleSpinMicroseconds: Int
+    public static let defaultIdleSpinMicroseconds = 50
 
     public init(interfaces: [String], queues: Int = 1, cores: [Int]? = nil, flowTableSize: Int = 1 << 20,
                 maxNodeSlots: Int = 4096, timeouts: FlowTimeouts = FlowTimeouts(), framesPerSocket: Int = 4096,
                 ringSize: Int = 2048, allowGenericXDP: Bool = true, bpfObject: String? = nil, hugePages: Bool = true,
+                idleSpinMicroseconds: Int = DataplaneOptions.defaultIdleSpinMicroseconds,
                 admission: (perSecond: UInt64, burst: UInt64) = (0, 1)) {
         self.admission = admission
+        self.idleSpinMicroseconds = idleSpinMicroseconds
         self.interfaces = interfaces
         self.queues = queues
         self.cores = cores
@@ -298,7 +304,8 @@ public final class Dataplane: @unchecked Sendable {
                                   timeouts: spec.timeouts, memory: memory)
             let worker = try Worker(queue: queue, cpu: cpus[queue % cpus.count], sockets: sockets,
                                     balancer: try Balancer(spec, flows: flows, routing: routing),
-                                    reflectOnly: options.reflectOnly)
+                                    reflectOnly: options.reflectOnly,
+                                    idleSpin: UInt64(options.idleSpinMicroseconds) * 1000)
             try worker.start()
             workers.append(worker)
             logger.info("worker started", metadata: ["queue": "\(queue)", "cpu": "\(worker.cpu)",

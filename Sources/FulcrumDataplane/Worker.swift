@@ -95,8 +95,12 @@ public final class Worker: @unchecked Sendable {
         return b
     }()
 
-    init(queue: Int, cpu: Int, sockets: [XDPSocket], balancer: Balancer, reflectOnly: Bool = false) throws {
+    /// How long after its last frame the loop keeps looking before it sleeps (ns).
+    let idleSpin: UInt64
+
+    init(queue: Int, cpu: Int, sockets: [XDPSocket], balancer: Balancer, reflectOnly: Bool = false, idleSpin: UInt64 = 0) throws {
         self.reflectOnly = reflectOnly
+        self.idleSpin = idleSpin
         self.queue = queue
         self.cpu = cpu
         self.sockets = sockets
@@ -253,6 +257,9 @@ public final class Worker: @unchecked Sendable {
         try? CPUAffinity.pinCurrentThread(to: cpu)
         var pollSet = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
         pollSet.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
+        // When a frame last arrived: within `idleSpin` of it the loop looks again at once
+        // rather than sleeping, so the next frame of a burst costs no wake-up.
+        var lastFrame: UInt64 = 0
         while running.load(ordering: .acquiring) {
             progress.store(progress.load(ordering: .relaxed) &+ 1, ordering: .relaxed)  // one writer: this thread
             // Commands wait while more were sent than applied (only this thread applies).
@@ -271,7 +278,9 @@ public final class Worker: @unchecked Sendable {
             let marking = sync.marking.load(ordering: .relaxed)
             if marking != balancer.flows.syncEnabled { balancer.flows.syncEnabled = marking }
             let syncBusy = marking && syncTurn(now: now)
-            if received == 0 {
+            if received != 0 {
+                lastFrame = now
+            } else if now &- lastFrame >= idleSpin {
                 // Idle: sleep until a frame, a command or 10 ms (for expiry sweeps); not
                 // while a bulk transfer of the flow sync has more to give.
                 _ = poll(&pollSet, nfds_t(pollSet.count), syncBusy ? 1 : 10)

@@ -264,7 +264,11 @@ final class PeerTopology: @unchecked Sendable {
     func fulcrum(_ groups: [GroupSpec], interfaces: [String], flowTable: Int) throws -> () -> Void {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
-        let options = DataplaneOptions(interfaces: interfaces, queues: 1, cores: [lbCPU], flowTableSize: flowTable)
+        var options = DataplaneOptions(interfaces: interfaces, queues: 1, cores: [lbCPU], flowTableSize: flowTable)
+        // The worker's spin before sleeping (dataplane.idle_spin_us), to compare settings.
+        if let spin = ProcessInfo.processInfo.environment["FULCRUM_BENCH_IDLE_SPIN_US"].flatMap(Int.init) {
+            options.idleSpinMicroseconds = spin
+        }
         let d = try Namespace.run(lb) { () -> Dataplane in
             let d = try Dataplane(options: options, groups: groups, routes: [], logger: logger)
             try d.start()
