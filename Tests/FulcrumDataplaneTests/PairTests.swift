@@ -216,13 +216,20 @@ extension OnTheTestbed {
             let bed = try pairUp()
             defer { bed.tearDown() }
             let before = try bed.pairStatus(1)
-            let (code, out) = try bed.exec("client", ["python3", bed.root + "/Bench/testbed/rogue-heartbeat.py", "198.18.0.1",
-                                                      "65010", bed.directory + "/cluster.key"])
-            #expect(code == 0, "\(out)")
-            try bed.waitForPair(1, "every forgery counted", timeout: 5) { s in
-                let r = s.cluster?.interconnects[1].rejected ?? [:]
-                return ["truncated", "garbage", "bad_mac", "source_mismatch"].allSatisfy { r[$0] == 1 }
+            // Each forgery counted by its reason. Sent again (at most twice) if one is not seen
+            // within 2 s: a datagram queued while the cluster thread was held up past the
+            // timeout is dropped unread with the heartbeats that queued with it, by design.
+            var counted = false
+            for _ in 0..<3 where !counted {
+                let (code, out) = try bed.exec("client", ["python3", bed.root + "/Bench/testbed/rogue-heartbeat.py", "198.18.0.1",
+                                                          "65010", bed.directory + "/cluster.key"])
+                #expect(code == 0, "\(out)")
+                counted = (try? bed.waitForPair(1, "every forgery counted", timeout: 2) { s in
+                    let r = s.cluster?.interconnects[1].rejected ?? [:]
+                    return ["truncated", "garbage", "bad_mac", "source_mismatch"].allSatisfy { (r[$0] ?? 0) >= 1 }
+                }) != nil
             }
+            #expect(counted, "every forgery counted by its reason: \(String(describing: try bed.pairStatus(1).cluster?.interconnects[1].rejected))")
             // A real heartbeat of lb2, captured on lb1's front link, sent again by the rogue
             // with lb2's address: the peer's own signed bytes, refused as a replay.
             let pcap = bed.directory + "/heartbeat.pcap"
