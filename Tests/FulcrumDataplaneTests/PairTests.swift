@@ -229,7 +229,8 @@ extension OnTheTestbed {
                     return ["truncated", "garbage", "bad_mac", "source_mismatch"].allSatisfy { (r[$0] ?? 0) >= 1 }
                 }) != nil
             }
-            #expect(counted, "every forgery counted by its reason: \(String(describing: try bed.pairStatus(1).cluster?.interconnects[1].rejected))")
+            let refused = try bed.pairStatus(1).cluster?.interconnects[1].rejected ?? [:]
+            #expect(counted, "every forgery counted by its reason: \(refused)")
             // A real heartbeat of lb2, captured on lb1's front link, sent again by the rogue
             // with lb2's address: the peer's own signed bytes, refused as a replay.
             let pcap = bed.directory + "/heartbeat.pcap"
