@@ -4,8 +4,10 @@ import PackageDescription
 // Arrows point one way (down):
 //   fulcrum, fulcrumctl, fulcrum-agent, fulcrum-bench    thin executables
 //   FulcrumAPI          the Hummingbird application: routes, tokens, connection governor, metrics, page
-//   FulcrumControl      the controller and its inputs, the runtime's services, the pair, status
-//   FulcrumConfiguration the configuration file: schema, loading, validation, the synced document
+//   FulcrumControl      the controller and its inputs, the runtime's services, the pair and its
+//                       flow sync, the status report
+//   FulcrumConfiguration the configuration file: schema, loading, validation, the synced document,
+//                       the state file
 //   FulcrumDataplane    UMEM, rings, workers, neighbours and routes
 //   FulcrumBPF          the XDP object, links, typed maps
 //   FulcrumSystem       the one syscall funnel: errno → typed errors, sockets, the wake pipe, the clock
