@@ -160,6 +160,10 @@ public final class Metrics: Sendable {
                     out.counter("fulcrum_flowsync_not_held_total", [("reason", reason)],
                                 "Records the standby could not hold, by reason.", f.notHeld[reason] ?? 0)
                 }
+                for reason in ["import_busy", "config_behind"] {
+                    out.counter("fulcrum_flowsync_deferred_total", [("reason", reason)],
+                                "Datagrams the standby left unacknowledged to come again, by reason.", f.deferred[reason] ?? 0)
+                }
                 out.gauge("fulcrum_flowsync_pending", [], "Records and datagrams waiting: in the workers' rings, or sent and not acknowledged.",
                           Double(f.pending))
                 out.counter("fulcrum_flowsync_bulk_transfers_total", [], "Bulk transfers of every flow started (a standby joined).", f.bulkTransfers)

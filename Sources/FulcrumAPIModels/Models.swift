@@ -617,6 +617,10 @@ public struct FlowSyncStatusModel: Codable, Sendable, Equatable {
     public var rejected: [String: UInt64] = [:]
     /// Records the standby could not hold, by reason (unknown_service, unknown_node, table_full).
     public var notHeld: [String: UInt64] = [:]
+    /// Datagrams the standby left unacknowledged, to come again, by reason: `import_busy`
+    /// (a worker's ring had no room), `config_behind` (records of a configuration not yet
+    /// pushed here).
+    public var deferred: [String: UInt64] = [:]
     /// Records the workers exported, and flows that needed none (the standby's stateless
     /// answer is their node: the saving of sending only the exceptions).
     public var recordsExported: UInt64 = 0
@@ -640,6 +644,7 @@ public struct FlowSyncStatusModel: Codable, Sendable, Equatable {
         case enabled, sending, ready, stream, duplicates, rejected, pending, lagging, discarded
         case peerReady = "peer_ready", recordsSent = "records_sent", datagramsSent = "datagrams_sent"
         case datagramsResent = "datagrams_resent", recordsReceived = "records_received"
+        case deferred
         case datagramsReceived = "datagrams_received", notHeld = "not_held", recordsExported = "records_exported"
         case recordsSaved = "records_saved", recordsHeld = "records_held", inFlight = "in_flight"
         case bulkTransfers = "bulk_transfers", lastBulkSeconds = "last_bulk_seconds"

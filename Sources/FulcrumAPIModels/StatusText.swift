@@ -75,6 +75,7 @@ public enum StatusText {
         }
         return "  flow sync: \(f.ready ? "ready" : "NOT READY"), \(f.recordsReceived) records received, \(f.recordsHeld) held as flows"
             + (f.notHeld.isEmpty ? "" : ", not held " + f.notHeld.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+            + (f.deferred.isEmpty ? "" : ", deferred " + f.deferred.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
             + refused
     }
 

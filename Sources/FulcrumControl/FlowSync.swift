@@ -479,6 +479,8 @@ public final class FlowSyncService: @unchecked Sendable {
             bulkTransfers: counts.bulkTransfers, lastBulkSeconds: lastBulkSeconds,
             lagP50Milliseconds: lagWindow.percentile(0.5), lagP99Milliseconds: lagWindow.percentile(0.99),
             lagging: lagging, discarded: counts.discarded)
-        status.withLock { $0 = model }
+        var withDeferred = model
+        withDeferred.deferred = ["import_busy": counts.importBusy, "config_behind": counts.configBehind].filter { $0.value > 0 }
+        status.withLock { $0 = withDeferred }
     }
 }

@@ -145,8 +145,7 @@ public final class Worker: @unchecked Sendable {
     public func send(_ command: WorkerCommand) {
         commands.withLock { $0.append(command) }
         sentCount.add(1, ordering: .releasing)
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
+        wake()
     }
 
     func start() throws {
@@ -167,7 +166,7 @@ public final class Worker: @unchecked Sendable {
         thread = t
     }
 
-    /// Ends the worker's idle wait (the flow sync queued records for it).
+    /// Ends the worker's idle wait (a command, records from the flow sync, a stop).
     public func wake() {
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
@@ -175,8 +174,7 @@ public final class Worker: @unchecked Sendable {
 
     func stop() {
         running.store(false, ordering: .releasing)
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
+        wake()
         if let thread { pthread_join(thread, nil) }
         thread = nil
     }
