@@ -1,5 +1,6 @@
 /* Fulcrum's XDP program: steer service traffic (and NAT replies) into the AF_XDP socket
- * of the receiving queue, answer ARP/NS for VIPs while active, pass everything else. */
+ * of the receiving queue, forward the established flows a worker offloaded, answer
+ * ARP/NS for VIPs while active, pass everything else. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include "include/fulcrum_abi.h"
@@ -7,6 +8,7 @@
 #include "include/maps.h"
 #include "include/neighbor.h"
 #include "include/icmp.h"
+#include "include/offload.h"
 
 /* Whether the receiving queue has a worker's socket. */
 static __always_inline int has_worker(struct xdp_md *ctx, const struct fulcrum_ifslot *iface)
@@ -212,6 +214,13 @@ int fulcrum_xdp(struct xdp_md *ctx)
         if (!s || !state_active(s)) {
             count(FULCRUM_CNT_STANDBY_PASS);
             return XDP_PASS;
+        }
+        /* An established flow the worker offloaded: forwarded here, before the
+         * admission budget, so that a flood of new flows cannot crowd it out. */
+        if (s->offload_mask) {
+            int verdict = offload_forward(ctx, &p, s->offload_mask);
+            if (verdict >= 0)
+                return verdict;
         }
         if (ours == OURS_SERVICE && opens_connection(data, end, &p) && !admit_new_connection(s)) {
             count(FULCRUM_CNT_DROP_OVER_BUDGET);

@@ -22,6 +22,8 @@
  * stops answering for the VIPs once it passes, as its peer takes over: a dead-man switch.
  * 0: none (a standalone LB). */
 #define FULCRUM_MAP_ALIVE "fulcrum_alive"
+/* FULCRUM_MAP_OFFLOAD: established flows the XDP program forwards itself (below). */
+#define FULCRUM_MAP_OFFLOAD "fulcrum_offload"
 /* The LB's own addresses (any interface): a frame to one of them is the LB's, never a NAT
  * reply to translate (a node's answer to the LB's health check comes from node:port
  * like a reply). Value unused. */
@@ -88,7 +90,9 @@ _Static_assert(sizeof(struct fulcrum_ifslot) == 12, "fulcrum_ifslot");
 /* FULCRUM_MAP_STATE, index 0. */
 struct fulcrum_state {
     __u32 active;   /* 1: answer for VIPs and steer their traffic; 0: standby, pass all */
-    __u32 pad;
+    /* Offload entries per queue, less one (a power of two less one): queue q's entries
+     * are FULCRUM_MAP_OFFLOAD[q * (mask + 1) ...]. 0: offload off. */
+    __u32 offload_mask;
     /* The admission budget for new TCP connections (a SYN without ACK to a service), per
      * CPU that runs the program: a token bucket of `new_flow_burst` tokens refilled at
      * `new_flow_rate` a second. An opening over budget is dropped in XDP, counted, so that
@@ -116,6 +120,68 @@ _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
  * The program drops such frames itself, counted, instead of redirecting them to be lost. */
 #define FULCRUM_UMEM_FRAME_SIZE 2048
 #define FULCRUM_MAX_WORKER_FRAME (FULCRUM_UMEM_FRAME_SIZE - 256)
+
+/* FULCRUM_MAP_OFFLOAD: an mmap-able array of these, a region per queue, each region an
+ * open-addressed table written only by that queue's worker and read by the XDP program
+ * on frames of that queue. The worker decides every flow; once a flow is established it
+ * writes the flow's rewrite here (a NAT flow gets a second entry for its replies), and
+ * the program forwards the flow's later frames itself, stamping `last_used` and counting
+ * `packets` and `bytes`, which the worker folds into its counters and flow table.
+ *
+ * The key is the frame's addresses, ports and protocol as the program parses them. An
+ * entry is found within FULCRUM_OFFLOAD_PROBES slots of its hash's home slot.
+ *
+ * `seq` is a sequence lock: the worker makes it odd, writes, then makes it even again
+ * (never 0 once written); the program takes an entry only if it reads the same even,
+ * nonzero value before and after copying it, so it never acts on half an entry. The
+ * loads are ordered on x86-64 (TSO) with a compiler barrier; this is the platform the
+ * data plane runs on. */
+#define FULCRUM_OFFLOAD_PROBES 8
+#define FULCRUM_OFFLOAD_MAT 1     /* rewrite the Ethernet addresses only */
+#define FULCRUM_OFFLOAD_NAT_DST 2 /* and the destination address and port (to a node) */
+#define FULCRUM_OFFLOAD_NAT_SRC 3 /* and the source address and port (a reply, as the VIP) */
+struct fulcrum_offload {
+    __u32 seq;
+    __u8 action;    /* FULCRUM_OFFLOAD_*; 0: empty */
+    __u8 proto;
+    __u16 max_frame; /* longer frames go to the worker (it answers "too big") */
+    __u16 sport;    /* key ports, network order */
+    __u16 dport;
+    __u16 new_port; /* NAT: the port written, network order */
+    __u16 pad0;
+    struct fulcrum_addr src; /* key addresses */
+    struct fulcrum_addr dst;
+    struct fulcrum_addr new_addr; /* NAT: the address written */
+    __u8 eth[12];   /* destination MAC, then source MAC */
+    __u32 ifindex;  /* out of: XDP_TX when it is the receiving interface, else redirect */
+    /* Written by the XDP program. */
+    __u64 last_used; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) of the last frame */
+    __u64 packets;
+    __u64 bytes;
+    __u32 from_ifindex; /* nonzero: only frames received here (a NAT reply, from the nodes' side) */
+    __u8 pad1[20];
+};
+_Static_assert(sizeof(struct fulcrum_offload) == 128, "fulcrum_offload");
+
+/* The home slot's hash of an offload key, the same in the XDP program and in the worker
+ * (FlowOffload.hash; a test holds them equal): the addresses as four 64-bit words and the
+ * ports and protocol as one, each as they lie in memory (little-endian loads). */
+static inline __u64 fulcrum_offload_mix(__u64 h, __u64 v)
+{
+    h = (h ^ v) * 0xff51afd7ed558ccdULL;
+    return h ^ (h >> 32);
+}
+
+static inline __u64 fulcrum_offload_hash(__u64 s0, __u64 s1, __u64 d0, __u64 d1, __u64 ports_proto)
+{
+    __u64 h = 0x9e3779b97f4a7c15ULL;
+    h = fulcrum_offload_mix(h, s0);
+    h = fulcrum_offload_mix(h, s1);
+    h = fulcrum_offload_mix(h, d0);
+    h = fulcrum_offload_mix(h, d1);
+    h = fulcrum_offload_mix(h, ports_proto);
+    return h ^ (h >> 29);
+}
 
 /* FULCRUM_MAP_COUNTERS: a per-CPU array of __u64, one per counter below. This list is
  * the only definition of the counters: the enum is generated from it, and so are the
@@ -145,7 +211,8 @@ _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
     X(DROP_BAD_IP_HEADER, "dropped_bad_ip_header") /* version or IHL */                   \
     X(DROP_IPV6_EXTENSIONS, "dropped_ipv6_extension_headers") /* cut short, too many */   \
     X(DROP_TRUNCATED_PORTS, "dropped_truncated_ports")                                    \
-    X(DROP_MALFORMED_ICMP, "dropped_malformed_icmp")
+    X(DROP_MALFORMED_ICMP, "dropped_malformed_icmp")                                      \
+    X(OFFLOADED, "offloaded")           /* an established flow's frame forwarded here */
 
 enum fulcrum_counter {
 #define FULCRUM_COUNTER_ENUM(name, label) FULCRUM_CNT_##name,

@@ -27,10 +27,23 @@ public final class BPFObject: @unchecked Sendable {
     public let path: String
 
     /// Opens and loads (verifies) an object file.
-    public init(path: String) throws {
+    /// - Parameter mapEntries: maps sized at load time (name → max_entries), such as the
+    ///   offload table, whose size follows the queues and the configuration.
+    public init(path: String, mapEntries: [String: UInt32] = [:]) throws {
         self.path = path
         guard let object = bpf_object__open_file(path, nil) else {
             throw SystemError("open BPF object \(path)", errno: Glibc.errno)
+        }
+        for (name, entries) in mapEntries {
+            guard let map = bpf_object__find_map_by_name(object, name) else {
+                bpf_object__close(object)
+                throw BPFError.mapNotFound(name)
+            }
+            let r = bpf_map__set_max_entries(map, entries)
+            if r != 0 {
+                bpf_object__close(object)
+                throw SystemError("size BPF map \(name) to \(entries) entries", errno: -r)
+            }
         }
         let loaded = bpf_object__load(object)
         if loaded != 0 {
@@ -52,7 +65,7 @@ public final class BPFObject: @unchecked Sendable {
     public func map(_ name: String) throws -> BPFMap {
         guard let map = bpf_object__find_map_by_name(object, name) else { throw BPFError.mapNotFound(name) }
         return BPFMap(owner: self, name: name, fd: bpf_map__fd(map), keySize: Int(bpf_map__key_size(map)),
-                      valueSize: Int(bpf_map__value_size(map)), perCPU: bpf_map__type(map) == BPF_MAP_TYPE_PERCPU_ARRAY
+                      valueSize: Int(bpf_map__value_size(map)), maxEntries: Int(bpf_map__max_entries(map)), perCPU: bpf_map__type(map) == BPF_MAP_TYPE_PERCPU_ARRAY
                         || bpf_map__type(map) == BPF_MAP_TYPE_PERCPU_HASH)
     }
 
@@ -87,6 +100,7 @@ public struct BPFMap: @unchecked Sendable {
     public let fd: Int32
     public let keySize: Int
     public let valueSize: Int
+    public let maxEntries: Int
     public let perCPU: Bool
 
     public func update<K: BitwiseCopyable, V: BitwiseCopyable>(_ key: K, _ value: V) throws {
@@ -143,4 +157,27 @@ public struct BPFMap: @unchecked Sendable {
         }
         return out
     }
+}
+
+/// An mmap-able BPF array (BPF_F_MMAPABLE) mapped into this process: the kernel and
+/// the process share its values, written and read without a system call. Unmapped when
+/// the last reference goes; the map outlives it (the object holds it).
+public final class SharedMapMemory: @unchecked Sendable {
+    public let base: UnsafeMutableRawPointer
+    public let length: Int
+    let map: BPFMap
+
+    /// Maps all of `map` (its values, each rounded up to 8 bytes, one after another).
+    public init(_ map: BPFMap) throws {
+        let stride = (map.valueSize + 7) & ~7
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        length = (map.maxEntries * stride + page - 1) / page * page
+        guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, map.fd, 0), p != MAP_FAILED else {
+            throw SystemError("mmap BPF map \(map.name) (\(length) bytes)", errno: Glibc.errno)
+        }
+        base = p
+        self.map = map
+    }
+
+    deinit { munmap(base, length) }
 }

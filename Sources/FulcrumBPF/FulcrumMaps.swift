@@ -55,6 +55,7 @@ public struct FulcrumMaps: Sendable {
     public let interfaces: BPFMap
     public let local: BPFMap
     public let alive: BPFMap
+    public let offload: BPFMap
 
     public init(_ object: BPFObject) throws {
         services = try object.map(FULCRUM_MAP_SERVICES)
@@ -66,6 +67,15 @@ public struct FulcrumMaps: Sendable {
         interfaces = try object.map(FULCRUM_MAP_IFSLOTS)
         local = try object.map(FULCRUM_MAP_LOCAL)
         alive = try object.map(FULCRUM_MAP_ALIVE)
+        offload = try object.map(FULCRUM_MAP_OFFLOAD)
+    }
+
+    /// Offload on with `entriesPerQueue` entries in each queue's region (a power of two;
+    /// the map was sized for it at load), or off with 0.
+    public func setOffload(entriesPerQueue: Int) throws {
+        var s = currentState
+        s.offload_mask = entriesPerQueue > 0 ? UInt32(entriesPerQueue - 1) : 0
+        try state.update(UInt32(0), s)
     }
 
     /// The dead-man switch (FULCRUM_MAP_ALIVE): the program answers for the VIPs only
@@ -136,7 +146,7 @@ public struct FulcrumMaps: Sendable {
     }
 
     var currentState: fulcrum_state {
-        state.lookup(UInt32(0), as: fulcrum_state.self) ?? fulcrum_state(active: 0, pad: 0, new_flow_rate: 0, new_flow_burst: 1)
+        state.lookup(UInt32(0), as: fulcrum_state.self) ?? fulcrum_state(active: 0, offload_mask: 0, new_flow_rate: 0, new_flow_burst: 1)
     }
 
     public var isActive: Bool { (state.lookup(UInt32(0), as: fulcrum_state.self)?.active ?? 0) != 0 }

@@ -16,6 +16,14 @@ public struct FulcrumConfig: Sendable, Equatable {
         case auto
     }
 
+    /// Which flows the XDP program forwards itself once a worker decided them.
+    public enum OffloadMode: String, Sendable, Equatable, CaseIterable {
+        /// TCP after its handshake, UDP from its second datagram.
+        case established
+        /// None: every frame goes through a worker.
+        case off
+    }
+
     /// The admission budget for new TCP connections (fulcrum_state in the ABI header).
     public struct Admission: Sendable, Equatable {
         /// Per CPU that runs the XDP program (about one per receive queue); 0 = no limit.
@@ -43,6 +51,10 @@ public struct FulcrumConfig: Sendable, Equatable {
         /// spins no longer than this after the last frame.
         public var idleSpinMicroseconds = DataplaneOptions.defaultIdleSpinMicroseconds
         public var ringSize = 2048
+        /// Established flows forwarded by the XDP program (Docs/ARCHITECTURE.md, "Offload").
+        public var offload = OffloadMode.established
+        /// Offload entries per queue: a power of two; a MAT flow takes one, a NAT flow two.
+        public var offloadEntries = DataplaneOptions.defaultOffloadEntries
     }
 
     /// A `routes:` override. Without it, NAT replies follow the kernel's routing table.
@@ -326,6 +338,7 @@ public struct FulcrumConfig: Sendable, Equatable {
                          framesPerSocket: dataplane.framesPerSocket, ringSize: dataplane.ringSize,
                          allowGenericXDP: dataplane.xdpMode == .auto, bpfObject: bpfObject, hugePages: dataplane.hugePages,
                          idleSpinMicroseconds: dataplane.idleSpinMicroseconds,
-                         admission: (UInt64(dataplane.admission.newConnectionsPerSecond), UInt64(dataplane.admission.burst)))
+                         admission: (UInt64(dataplane.admission.newConnectionsPerSecond), UInt64(dataplane.admission.burst)),
+                         offload: dataplane.offload == .established, offloadEntries: dataplane.offloadEntries)
     }
 }

@@ -478,7 +478,7 @@ struct Reader {
         defer { if node != nil { enclosing.removeLast() } }
         let m = mapping(node, "dataplane", allowed: ["interfaces", "cores", "flow_table_size", "max_node_slots",
                                                      "hugepages", "xdp_mode", "timeouts", "frames_per_socket", "ring_size",
-                                                     "admission", "idle_spin_us"])
+                                                     "admission", "idle_spin_us", "offload", "offload_entries"])
         var dp = FulcrumConfig.Dataplane(interfaces: [])
         var seen = Set<String>()
         for (i, n) in sequence(m["interfaces"], "dataplane.interfaces").enumerated() {
@@ -512,6 +512,10 @@ struct Reader {
         if let v = m["xdp_mode"].flatMap({ choice($0, "dataplane.xdp_mode", FulcrumConfig.XDPAttachMode.self) }) { dp.xdpMode = v }
         if let v = m["frames_per_socket"].flatMap({ int($0, "dataplane.frames_per_socket", in: 512...262144) }) { dp.framesPerSocket = v }
         if let v = m["idle_spin_us"].flatMap({ int($0, "dataplane.idle_spin_us", in: 0...100_000) }) { dp.idleSpinMicroseconds = v }
+        if let v = m["offload"].flatMap({ choice($0, "dataplane.offload", FulcrumConfig.OffloadMode.self) }) { dp.offload = v }
+        if let v = m["offload_entries"].flatMap({ int($0, "dataplane.offload_entries", in: 16...(1 << 24)) }) {
+            if v & (v - 1) != 0 { fail(m["offload_entries"], "dataplane.offload_entries", "must be a power of two") } else { dp.offloadEntries = v }
+        }
         if let v = m["ring_size"].flatMap({ int($0, "dataplane.ring_size", in: 64...65536) }) {
             if v & (v - 1) != 0 { fail(m["ring_size"], "dataplane.ring_size", "must be a power of two") } else { dp.ringSize = v }
         }

@@ -127,6 +127,10 @@ public final class Balancer {
             self.table = table
         }
     }
+    /// The XDP offload table this balancer writes established flows to (`FlowOffload`,
+    /// Balancer+Offload.swift), behind a `let` pointer like `routingView`.
+    @usableFromInline let offloadView: UnsafeMutablePointer<OffloadView>
+    public internal(set) var offload: FlowOffload?
     /// Clients learnt from their ARP and NS for the VIPs.
     public let learned = LearnedNeighbors()
     /// Destinations replies could not be sent to since the worker last took them.
@@ -236,6 +240,8 @@ public final class Balancer {
         routingView = .allocate(capacity: 1)
         routingView.initialize(to: RoutingView(table))
         unrouted = .allocate(capacity: Balancer.unroutedCapacity)
+        offloadView = .allocate(capacity: 1)
+        offloadView.initialize(to: OffloadView())
     }
 
     /// The (key, value) pairs whose key has one identity among them (`same`): a key
@@ -261,6 +267,7 @@ public final class Balancer {
         interfaceMaxFrames.deallocate()
         unrouted.deallocate()
         routingView.deallocate()
+        offloadView.deallocate()
     }
 
     // MARK: - Control (worker thread, between batches)
@@ -272,6 +279,7 @@ public final class Balancer {
         slots[slot].up = up
         schedulers[group].setEligible(node, up && slots[slot].hasMAC && slots[slot].enabled)
         slots[slot].usable = schedulers[group].isEligible(node)
+        if !up { withdrawOffloaded(slot: slot) }
     }
 
     /// The operator's switch: disabled, a node is treated as down whatever its health.
@@ -281,6 +289,7 @@ public final class Balancer {
         slots[slot].enabled = enabled
         schedulers[group].setEligible(node, slots[slot].up && slots[slot].hasMAC && enabled)
         slots[slot].usable = schedulers[group].isEligible(node)
+        if !enabled { withdrawOffloaded(slot: slot) }
     }
 
     /// Health of the sorry server: a down one takes no new flows either.
@@ -290,6 +299,7 @@ public final class Balancer {
         guard slot >= 0 else { return }
         slots[slot].up = up
         slots[slot].usable = up && slots[slot].hasMAC
+        if !up { withdrawOffloaded(slot: slot) }
     }
 
     /// MAT: the node's MAC; NAT: the next hop's. nil = unknown: the node is not chosen.
@@ -300,6 +310,7 @@ public final class Balancer {
         slots[slot].hasMAC = mac != nil
         schedulers[group].setEligible(node, slots[slot].up && mac != nil && slots[slot].enabled)
         slots[slot].usable = schedulers[group].isEligible(node)
+        withdrawOffloaded(slot: slot)
     }
 
     func ethernet(toward mac: MACAddress?, group: Int) -> EthernetAddresses {
@@ -313,6 +324,7 @@ public final class Balancer {
         slots[slot].ethernet = ethernet(toward: mac, group: group)
         slots[slot].hasMAC = mac != nil
         slots[slot].usable = mac != nil && slots[slot].up
+        withdrawOffloaded(slot: slot)
     }
 
 
@@ -353,6 +365,7 @@ public final class Balancer {
     @inlinable
     public func maintain(now: UInt64) {
         flows.expire(now: now)
+        if let offload { offload.scan(now: now, flows: flows, counters: counters) }
     }
 
     // MARK: - Per packet
@@ -450,6 +463,9 @@ public final class Balancer {
             guard t.nodeInterface == ingress else { return (forgedReply(), false) }
             guard let route = nextHop(to: key.destination) else { return (.drop, false) }
             Rewrite.translate(frame, flow.headers, isSource: true, from: key.source, to: t.vip, port: t.vipPort)
+            if offloadView.pointee.enabled && flow.tcpFlags & (TCPFlags.fin | TCPFlags.rst) != 0 && key.proto == IPProtocol.tcp {
+                replyClosing(key)
+            }
             return (reply(frame, length: length, target: t, route: route), false)
         }
         return (notOurs(), false)
@@ -737,7 +753,10 @@ public final class Balancer {
             flows.reassign(index, nodeSlot: UInt32(slot), group: UInt16(g))
             counters.count(.flowsMoved)
         }
-        if !isICMPError { flows.touch(index, proto: key.proto, tcpFlags: tcpFlags, now: now) }
+        if !isICMPError {
+            flows.touch(index, proto: key.proto, tcpFlags: tcpFlags, now: now)
+            if offloadView.pointee.enabled { offerOffload(index, key: key, hash: hash, slot: slot, group: g, tcpFlags: tcpFlags) }
+        }
         return slot
     }
 
@@ -863,6 +882,7 @@ public final class Balancer {
     public func setRouting(_ table: RoutingTable) {
         routingView.pointee = RoutingView(table)
         routingOwner = table
+        offload?.withdrawReplies(counters: counters)
     }
 
     public var routingVersion: UInt64 { routingOwner.version }

@@ -17,6 +17,11 @@ public enum GlobalCounter: Int, CaseIterable, Sendable {
     /// ARP requests and neighbour solicitations for VIPs answered by a worker.
     case arpReplies
     case neighborAdvertisements
+    /// Frames of offloaded flows that the XDP program forwarded (folded in by `FlowOffload`;
+    /// also in `received` and `transmitted`).
+    case offloaded
+    /// Established flows that could not be offloaded: their entry's slots were all taken.
+    case offloadTableFull
 
     public var label: String { Self.labels[rawValue] }
     static let labels = allCases.map { MetricLabel.snakeCase(String(describing: $0)) }

@@ -28,13 +28,22 @@ public struct DataplaneOptions: Sendable {
     /// poll (µs; 0: at once). See `Worker.run`.
     public var idleSpinMicroseconds: Int
     public static let defaultIdleSpinMicroseconds = 50
+    /// Established flows forwarded by the XDP program (`FlowOffload`); off: every frame
+    /// goes through a worker.
+    public var offload: Bool
+    /// Offload entries per queue (a power of two; a NAT flow takes two).
+    public var offloadEntries: Int
+    public static let defaultOffloadEntries = 1 << 16
 
     public init(interfaces: [String], queues: Int = 1, cores: [Int]? = nil, flowTableSize: Int = 1 << 20,
                 maxNodeSlots: Int = 4096, timeouts: FlowTimeouts = FlowTimeouts(), framesPerSocket: Int = 4096,
                 ringSize: Int = 2048, allowGenericXDP: Bool = true, bpfObject: String? = nil, hugePages: Bool = true,
                 idleSpinMicroseconds: Int = DataplaneOptions.defaultIdleSpinMicroseconds,
-                admission: (perSecond: UInt64, burst: UInt64) = (0, 1)) {
+                admission: (perSecond: UInt64, burst: UInt64) = (0, 1),
+                offload: Bool = true, offloadEntries: Int = DataplaneOptions.defaultOffloadEntries) {
         self.admission = admission
+        self.offload = offload
+        self.offloadEntries = offloadEntries
         self.idleSpinMicroseconds = idleSpinMicroseconds
         self.interfaces = interfaces
         self.queues = queues
@@ -101,6 +110,9 @@ public struct DataplaneSnapshot: Sendable {
     public var sockets: [String: UInt64]
     public var flows: Int
     public var flowCapacity: Int
+    /// Flows whose frames the XDP program forwards now (0 with offload off).
+    public var offloadedFlows: Int = 0
+    public var offload = false
     public var attachModes: [String: XDPMode]
     /// BPF map entries by map (services, replies, vips); the caller fills it (`FulcrumMaps.entryCounts`).
     public var mapEntries: [String: Int] = [:]
@@ -136,6 +148,7 @@ public enum DataplaneError: Error, CustomStringConvertible {
     case tooManyInterfaces(Int)
     case tooManyQueues(Int)
     case queuesMissing(interface: String, has: Int, wanted: Int)
+    case badOffloadEntries(Int)
     case noCores
     case interfaceInUse(interface: String, by: String)
 
@@ -143,6 +156,8 @@ public enum DataplaneError: Error, CustomStringConvertible {
         switch self {
         case let .tooManyInterfaces(n): return "\(n) data-plane interfaces; at most \(FULCRUM_MAX_INTERFACES)"
         case let .tooManyQueues(n): return "\(n) queues; at most \(FULCRUM_MAX_QUEUES)"
+        case let .badOffloadEntries(n):
+            return "dataplane.offload_entries is \(n); it must be a power of two, at least 16"
         case let .queuesMissing(interface, has, wanted):
             return "\(interface) has \(has) receive queue(s) but \(wanted) are configured (dataplane.interfaces[].queues); use at most \(has)"
         case .noCores: return "no CPU to run workers on (dataplane.cores is empty)"
@@ -164,6 +179,8 @@ public final class Dataplane: @unchecked Sendable {
     let interfaceMTUs: [Int]
     private var links: [XDPLink] = []
     private var workers: [Worker] = []
+    /// The offload table's memory, shared with the XDP program; nil with offload off.
+    private var offloadMemory: SharedMapMemory?
     private let state: Mutex<State>
     /// One per data-plane interface, held while this process runs: a second `fulcrum`
     /// on the same interface is told so before it touches anything.
@@ -253,7 +270,12 @@ public final class Dataplane: @unchecked Sendable {
         locks = try options.interfaces.map { try InterfaceLock.claim($0) }
 
         let path = try options.bpfObject ?? BPFObject.locate()
-        object = try BPFObject(path: path)
+        guard options.offloadEntries >= 16 && options.offloadEntries & (options.offloadEntries - 1) == 0 else {
+            throw DataplaneError.badOffloadEntries(options.offloadEntries)
+        }
+        object = try BPFObject(path: path, mapEntries: [
+            FULCRUM_MAP_OFFLOAD: options.offload ? UInt32(options.queues * options.offloadEntries) : 1,
+        ])
         maps = try FulcrumMaps(object)
         logger.info("loaded BPF object", metadata: ["path": "\(path)"])
     }
@@ -293,6 +315,8 @@ public final class Dataplane: @unchecked Sendable {
         try setAdmission(perSecond: options.admission.perSecond, burst: options.admission.burst)
         let cpus = options.cores ?? CPUAffinity.allowedCPUs()
         let memory = options.hugePages ? HugePageMemory.table : TableMemory.heap
+        let offloadRegion = options.offload && !options.reflectOnly ? try SharedMapMemory(maps.offload) : nil
+        offloadMemory = offloadRegion
         for queue in 0..<options.queues {
             let sockets = try options.interfaces.map {
                 try XDPSocket(interface: $0, queue: queue, frameCount: options.framesPerSocket, ringSize: options.ringSize)
@@ -302,15 +326,20 @@ public final class Dataplane: @unchecked Sendable {
             }
             let flows = FlowTable(capacity: spec.flowTableCapacity, nodeSlots: spec.maxNodeSlots,
                                   timeouts: spec.timeouts, memory: memory)
+            let offload = offloadRegion.map {
+                FlowOffload(region: $0.base + queue * options.offloadEntries * FlowOffload.Layout.size,
+                            capacity: options.offloadEntries, ifindexes: ifindexes, owner: $0)
+            }
             let worker = try Worker(queue: queue, cpu: cpus[queue % cpus.count], sockets: sockets,
                                     balancer: try Balancer(spec, flows: flows, routing: routing),
                                     reflectOnly: options.reflectOnly,
-                                    idleSpin: UInt64(options.idleSpinMicroseconds) * 1000)
+                                    idleSpin: UInt64(options.idleSpinMicroseconds) * 1000, offload: offload)
             try worker.start()
             workers.append(worker)
             logger.info("worker started", metadata: ["queue": "\(queue)", "cpu": "\(worker.cpu)",
                                                      "flow_table_bytes": "\(flows.memoryBytes)"])
         }
+        try maps.setOffload(entriesPerQueue: offloadRegion != nil ? options.offloadEntries : 0)
         let program = try object.programFD(FULCRUM_PROG_MAIN)
         for name in options.interfaces {
             let link = try XDPLink(programFD: program, interface: name, allowGenericFallback: options.allowGenericXDP)
@@ -327,6 +356,9 @@ public final class Dataplane: @unchecked Sendable {
     /// passive; a standalone LB (or the cluster service, on becoming active) turns it on.
     public func setActive(_ active: Bool) throws {
         try maps.setActive(active)
+        // Offloaded flows go back to the workers at every change of role: a standby's
+        // table of record may change (the flow sync) while its program forwards nothing.
+        if offloadMemory != nil { for w in workers { w.send(.withdrawOffloaded) } }
         logger.info(active ? "active: answering for the VIPs" : "passive: VIP traffic goes to the kernel")
     }
 
@@ -658,6 +690,8 @@ public final class Dataplane: @unchecked Sendable {
                                     flows: views.reduce(0) { $0 + $1.flows.count },
                                     flowCapacity: views.reduce(0) { $0 + $1.flows.capacity },
                                     attachModes: Dictionary(uniqueKeysWithValues: links.map { ($0.interface, $0.mode) }))
+        out.offload = offloadMemory != nil
+        out.offloadedFlows = workers.reduce(0) { $0 + $1.offloadedFlows }
         out.generation = spec.generation
         out.appliedGeneration = appliedGeneration
         state.withLock { s in

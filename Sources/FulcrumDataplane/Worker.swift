@@ -24,6 +24,8 @@ public enum WorkerCommand: Sendable {
     case sorryUp(generation: UInt64, group: Int, up: Bool)
     /// Where NAT replies go now (the kernel's routes or neighbours changed).
     case routing(RoutingTable)
+    /// Every offloaded flow back to the worker (the active role changed).
+    case withdrawOffloaded
 }
 
 /// A new layout's `Balancer`, built by the control thread for one worker (its schedulers,
@@ -97,9 +99,17 @@ public final class Worker: @unchecked Sendable {
 
     /// How long after its last frame the loop keeps looking before it sleeps (ns).
     let idleSpin: UInt64
+    /// This worker's region of the XDP offload table; nil with offload off.
+    let offload: FlowOffload?
 
-    init(queue: Int, cpu: Int, sockets: [XDPSocket], balancer: Balancer, reflectOnly: Bool = false, idleSpin: UInt64 = 0) throws {
+    /// Flows the XDP program forwards for this worker now.
+    public var offloadedFlows: Int { offload?.offloadedFlows ?? 0 }
+
+    init(queue: Int, cpu: Int, sockets: [XDPSocket], balancer: Balancer, reflectOnly: Bool = false, idleSpin: UInt64 = 0,
+         offload: FlowOffload? = nil) throws {
         self.reflectOnly = reflectOnly
+        self.offload = offload
+        balancer.attachOffload(offload)
         self.idleSpin = idleSpin
         self.queue = queue
         self.cpu = cpu
@@ -195,12 +205,18 @@ public final class Worker: @unchecked Sendable {
             case let .nodeEnabled(gen, g, n, on): if gen == current { balancer.setNodeEnabled(group: g, node: n, on) }
             case let .routing(table): balancer.setRouting(table)
             case let .sorryUp(gen, g, up): if gen == current { balancer.setSorryUp(group: g, up) }
+            case .withdrawOffloaded: balancer.withdrawAllOffloaded()
             }
         }
         balancer.commitChanges()
         // A new layout, weights or node states may have changed the stateless answer for
         // flows the standby was never sent: look at them again.
-        if batch.contains(where: { if case .routing = $0 { false } else { true } }) { balancer.flows.startRecheck() }
+        if batch.contains(where: {
+            switch $0 {
+            case .routing, .withdrawOffloaded: false
+            default: true
+            }
+        }) { balancer.flows.startRecheck() }
         appliedCount.add(batch.count, ordering: .releasing)
         applied.store(balancer.spec.generation, ordering: .releasing)
         routingApplied.store(balancer.routingVersion, ordering: .releasing)
@@ -240,6 +256,9 @@ public final class Worker: @unchecked Sendable {
     private func install(_ handoff: LayoutHandoff) {
         let old = balancer
         let next = handoff.balancer
+        // Offloaded flows name the old layout's node slots: back to the worker first
+        // (their counts into the old counters), then offered again under the new one.
+        old.attachOffload(nil)
         next.counters.carryOver(from: old.counters)
         let remap = handoff.remap
         old.flows.remap { oldSlot in
@@ -247,6 +266,7 @@ public final class Worker: @unchecked Sendable {
             guard i < remap.count, remap[i].slot != SlotTarget.gone.slot else { return nil }
             return (slot: remap[i].slot, group: remap[i].group)
         }
+        next.attachOffload(offload)
         balancer = next
         published.withLock { $0 = (next.counters, next.flows, next.spec) }
     }

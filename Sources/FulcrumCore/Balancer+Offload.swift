@@ -1,0 +1,95 @@
+/// The balancer's part in the XDP offload of established flows (`FlowOffload`): it
+/// offers a flow once established, and withdraws it when its node or the way back
+/// changes, or when it closes.
+extension Balancer {
+    @usableFromInline struct OffloadView {
+        @usableFromInline var enabled = false
+        @usableFromInline var table: Unmanaged<FlowOffload>?
+        @usableFromInline init() {}
+    }
+
+    /// Starts (or, with nil, stops) writing established flows to `table`. A worker
+    /// passes its table on to each new layout's balancer; entries another balancer wrote
+    /// are withdrawn first, since they name its node slots.
+    public func attachOffload(_ table: FlowOffload?) {
+        if let old = offload, old !== table { old.withdrawAll(counters: counters) }
+        table?.withdrawAll(counters: counters)
+        offload = table
+        var view = OffloadView()
+        view.enabled = table != nil
+        view.table = table.map { Unmanaged.passUnretained($0) }
+        offloadView.pointee = view
+    }
+
+    /// Every offloaded flow back to the worker (the active role changed: the flows in the
+    /// table may have changed while the program was not forwarding).
+    public func withdrawAllOffloaded() {
+        offload?.withdrawAll(counters: counters)
+    }
+
+    @usableFromInline
+    func withdrawOffloaded(slot: Int) {
+        offload?.withdraw(nodeSlot: slot, counters: counters)
+    }
+
+    /// A packet of a known flow reached the worker with offload on: offload the flow if it
+    /// is established (TCP after the handshake, UDP from its second datagram), withdraw
+    /// it if it is closing. Out of line: with the flow offloaded, few of its packets come.
+    @inlinable @inline(never)
+    func offerOffload(_ index: Int, key: FlowKey, hash: UInt64, slot: Int, group g: Int, tcpFlags: UInt8) {
+        guard let table = offloadView.pointee.table?.takeUnretainedValue() else { return }
+        switch flows.entry(index).state {
+        case .established:
+            guard tcpFlags & (TCPFlags.syn | TCPFlags.fin | TCPFlags.rst) == 0 else { return }
+        case .udp:
+            break
+        case .closing:
+            let forward = table.find(key)
+            if forward >= 0 { table.withdraw(forward, counters: counters) }
+            return
+        default:
+            return
+        }
+        let state = groupStates[g]
+        let node = slots[slot]
+        guard node.hasMAC else { return }
+        if state.method == .mat {
+            if table.install(wire: key, action: .mat, ethernet: node.ethernet, interface: state.interface,
+                             maxFrame: state.maxFrame, flow: key, flowHash: hash, nodeSlot: slot, group: g,
+                             counters: counters) < 0 {
+                counters.count(.offloadTableFull)
+            }
+            return
+        }
+        let port = node.port == 0 ? key.destinationPort : node.port
+        // The replies' entry needs the way to the client; without one, the forward entry
+        // goes alone and replies take the worker's path (which notes the client unrouted).
+        var replyIndex = -1
+        let existing = table.find(key)
+        if let route = nextHop(to: key.source) {
+            let wire = FlowKey(source: node.address, destination: key.source, sourcePort: port,
+                               destinationPort: key.sourcePort, proto: key.proto)
+            replyIndex = table.install(wire: wire, action: .natSource, address: state.vip, port: key.destinationPort,
+                                       ethernet: route.ethernet, interface: route.interface, from: state.interface,
+                                       maxFrame: interfaceMaxFrames[route.interface], flow: key, flowHash: hash,
+                                       nodeSlot: slot, group: g, partner: existing, counters: counters)
+        }
+        let forward = table.install(wire: key, action: .natDestination, address: node.address, port: port,
+                                    ethernet: node.ethernet, interface: state.interface, maxFrame: state.maxFrame,
+                                    flow: key, flowHash: hash, nodeSlot: slot, group: g, partner: replyIndex,
+                                    counters: counters)
+        if forward < 0 {
+            counters.count(.offloadTableFull)
+            if replyIndex >= 0 { table.withdraw(replyIndex, counters: counters) }
+            return
+        }
+        table.pair(forward, replyIndex)
+    }
+
+    /// A NAT node's FIN or RST: its reply entry goes (the forward one stays until the
+    /// client's own FIN or RST, which the worker sees).
+    @usableFromInline @inline(never)
+    func replyClosing(_ wire: FlowKey) {
+        offload?.withdrawOne(wire: wire, counters: counters)
+    }
+}

@@ -1,0 +1,389 @@
+import Synchronization
+
+/// The worker's side of the XDP offload table (`fulcrum_offload` in fulcrum_abi.h): its
+/// queue's region of a BPF array that the kernel and the worker share by mmap. The
+/// worker decides every flow; once one is established it writes the flow's rewrite here
+/// with `install`, and the XDP program forwards the flow's later frames itself, stamping
+/// each entry's last use and counting its frames and bytes. `scan` folds those counts
+/// into the worker's counters and the stamps into its flow table, which stays the table
+/// of record (expiry, least-connection counts, the flow sync).
+///
+/// Entries are written only on the worker's thread, under a sequence lock the program
+/// checks (fulcrum_abi.h). A flow's entry is withdrawn when its node stops being usable,
+/// on a reload, on a change of the active role, at FIN or RST, and when the flow leaves
+/// the flow table. No allocation after `init`, no system call.
+public final class FlowOffload: @unchecked Sendable {
+    /// The entry's layout (struct fulcrum_offload; a test holds these equal to the C
+    /// struct's offsets).
+    public enum Layout {
+        public static let size = 128
+        public static let seq = 0
+        public static let action = 4
+        public static let proto = 5
+        public static let maxFrame = 6
+        public static let sourcePort = 8
+        public static let destinationPort = 10
+        public static let newPort = 12
+        public static let source = 16
+        public static let destination = 32
+        public static let newAddress = 48
+        public static let ethernet = 64
+        public static let ifindex = 76
+        public static let lastUsed = 80
+        public static let packets = 88
+        public static let bytes = 96
+        public static let fromIfindex = 104
+        public static let probes = 8
+    }
+
+    public enum Action: UInt8, Sendable {
+        case mat = 1
+        case natDestination = 2
+        case natSource = 3
+    }
+
+    /// What the worker keeps of each entry: which flow and node it stands for and what of
+    /// its counts was folded already.
+    @usableFromInline struct Shadow {
+        @usableFromInline var flow = FlowKey(source: .zero, destination: .zero, sourcePort: 0, destinationPort: 0, proto: 0)
+        @usableFromInline var flowHash: UInt64 = 0
+        @usableFromInline var packets: UInt64 = 0
+        @usableFromInline var bytes: UInt64 = 0
+        @usableFromInline var lastUsed: UInt64 = 0
+        @usableFromInline var nodeSlot: Int32 = -1
+        /// The other entry of a NAT flow (its replies, or its forward entry), or -1.
+        @usableFromInline var partner: Int32 = -1
+        @usableFromInline var group: UInt16 = 0
+        @usableFromInline var action: UInt8 = 0
+        init() {}
+    }
+
+    @usableFromInline let region: UnsafeMutableRawPointer
+    let owner: AnyObject?
+    public let capacity: Int
+    @usableFromInline let mask: Int
+    @usableFromInline let shadow: UnsafeMutablePointer<Shadow>
+    /// The kernel's index of each data-plane interface, by the balancer's numbering.
+    @usableFromInline let ifindexes: [Int32]
+    /// Forward entries held (one per offloaded flow), for status.
+    let liveFlows = Atomic<Int>(0)
+    /// Entries in use.
+    @usableFromInline var used = 0
+    var scanCursor = 0
+    var scannedUpTo: UInt64 = 0
+    var scanCredit: UInt64 = 0
+    /// One `scan` pass over the region takes this long (ns): the counters and the flow
+    /// table's deadlines follow the XDP program's by at most this much.
+    public let scanPeriod: UInt64
+
+    /// - Parameters:
+    ///   - region: `capacity` entries of `Layout.size` bytes, zeroed, shared with the XDP
+    ///     program (or ordinary memory, in tests).
+    ///   - capacity: a power of two.
+    ///   - owner: what keeps `region` mapped, held as long as this table.
+    public init(region: UnsafeMutableRawPointer, capacity: Int, ifindexes: [Int32],
+                scanPeriod: UInt64 = 250_000_000, owner: AnyObject? = nil) {
+        self.owner = owner
+        precondition(capacity > 0 && capacity & (capacity - 1) == 0, "offload capacity must be a power of two")
+        self.region = region
+        self.capacity = capacity
+        mask = capacity - 1
+        self.ifindexes = ifindexes
+        self.scanPeriod = scanPeriod
+        shadow = .allocate(capacity: capacity)
+        shadow.initialize(repeating: Shadow(), count: capacity)
+    }
+
+    deinit { shadow.deallocate() }
+
+    /// Flows whose frames the XDP program forwards now.
+    public var offloadedFlows: Int { liveFlows.load(ordering: .relaxed) }
+
+    // MARK: - The hash the XDP program computes
+
+    /// fulcrum_offload_hash over a frame's key, as the program reads it from the frame:
+    /// the addresses as four words and the ports and protocol as one, little-endian loads
+    /// of network-order bytes.
+    @inlinable
+    public static func hash(_ k: FlowKey) -> UInt64 {
+        let ports = UInt64(k.sourcePort.bigEndian) | UInt64(k.destinationPort.bigEndian) << 16 | UInt64(k.proto) << 32
+        var h: UInt64 = 0x9E37_79B9_7F4A_7C15
+        h = mix(h, k.source.high.bigEndian)
+        h = mix(h, k.source.low.bigEndian)
+        h = mix(h, k.destination.high.bigEndian)
+        h = mix(h, k.destination.low.bigEndian)
+        h = mix(h, ports)
+        return h ^ (h >> 29)
+    }
+
+    @inlinable @inline(__always)
+    static func mix(_ h: UInt64, _ v: UInt64) -> UInt64 {
+        let x = (h ^ v) &* 0xFF51_AFD7_ED55_8CCD
+        return x ^ (x >> 32)
+    }
+
+    @inlinable @inline(__always)
+    func probe(_ h: UInt64, _ i: Int) -> Int {
+        Int((UInt32(truncatingIfNeeded: h) &+ UInt32(i)) & UInt32(truncatingIfNeeded: mask))
+    }
+
+    @inlinable @inline(__always)
+    func entry(_ index: Int) -> UnsafeMutableRawPointer { region + index &* Layout.size }
+
+    @inlinable @inline(__always)
+    func keyMatches(_ e: UnsafeMutableRawPointer, _ k: FlowKey) -> Bool {
+        e.load(fromByteOffset: Layout.proto, as: UInt8.self) == k.proto
+            && e.loadUnaligned(fromByteOffset: Layout.sourcePort, as: UInt16.self) == k.sourcePort.bigEndian
+            && e.loadUnaligned(fromByteOffset: Layout.destinationPort, as: UInt16.self) == k.destinationPort.bigEndian
+            && e.loadUnaligned(fromByteOffset: Layout.source, as: UInt64.self) == k.source.high.bigEndian
+            && e.loadUnaligned(fromByteOffset: Layout.source + 8, as: UInt64.self) == k.source.low.bigEndian
+            && e.loadUnaligned(fromByteOffset: Layout.destination, as: UInt64.self) == k.destination.high.bigEndian
+            && e.loadUnaligned(fromByteOffset: Layout.destination + 8, as: UInt64.self) == k.destination.low.bigEndian
+    }
+
+    /// The entry holding `wire` (the key as frames carry it), or -1.
+    @inlinable
+    public func find(_ wire: FlowKey) -> Int {
+        let h = Self.hash(wire)
+        for i in 0..<Layout.probes {
+            let index = probe(h, i)
+            if shadow[index].action != 0 && keyMatches(entry(index), wire) { return index }
+        }
+        return -1
+    }
+
+    // MARK: - Writing
+
+    /// Opens an entry for writing: its sequence becomes odd, so the program skips it.
+    @inlinable @inline(__always)
+    func beginWrite(_ e: UnsafeMutableRawPointer) -> UInt32 {
+        let seq = e.load(fromByteOffset: Layout.seq, as: UInt32.self)
+        e.storeBytes(of: seq | 1, toByteOffset: Layout.seq, as: UInt32.self)
+        atomicMemoryFence(ordering: .releasing)
+        return seq | 1
+    }
+
+    /// Closes it: even again, and never 0 (0 is "never written").
+    @inlinable @inline(__always)
+    func endWrite(_ e: UnsafeMutableRawPointer, _ odd: UInt32) {
+        atomicMemoryFence(ordering: .releasing)
+        var next = odd &+ 1
+        if next == 0 { next = 2 }
+        e.storeBytes(of: next, toByteOffset: Layout.seq, as: UInt32.self)
+    }
+
+    /// Writes (or rewrites) the entry for frames carrying `wire`: the rewrite for
+    /// `action`, then out of `interface` toward `ethernet`. `flow` is the flow's key in
+    /// the flow table (client to VIP) with its table hash; `nodeSlot` and `group` say
+    /// whose counters its traffic goes to. An entry that already says the same is left
+    /// alone. Returns the entry, or -1 when its slots are all taken.
+    @discardableResult
+    public func install(wire: FlowKey, action: Action, address: IPAddress = .zero, port: UInt16 = 0,
+                        ethernet: EthernetAddresses, interface: Int, from fromInterface: Int = -1, maxFrame: Int,
+                        flow: FlowKey, flowHash: UInt64, nodeSlot: Int, group: Int, partner: Int = -1,
+                        counters: WorkerCounters?) -> Int {
+        guard interface >= 0 && interface < ifindexes.count else { return -1 }
+        let h = Self.hash(wire)
+        var free = -1
+        var index = -1
+        for i in 0..<Layout.probes {
+            let candidate = probe(h, i)
+            if shadow[candidate].action == 0 {
+                if free < 0 { free = candidate }
+            } else if keyMatches(entry(candidate), wire) {
+                index = candidate
+                break
+            }
+        }
+        if index >= 0 {
+            let s = shadow[index]
+            if s.action == action.rawValue && Int(s.nodeSlot) == nodeSlot && Int(s.partner) == partner
+                && entry(index).loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self) == ethernet.head {
+                return index
+            }
+            fold(index, into: counters)  // the counts so far belong to the node it had
+        } else {
+            guard free >= 0 else { return -1 }
+            index = free
+            used &+= 1
+            if action != .natSource { liveFlows.add(1, ordering: .relaxed) }
+        }
+        let e = entry(index)
+        let odd = beginWrite(e)
+        e.storeBytes(of: action.rawValue, toByteOffset: Layout.action, as: UInt8.self)
+        e.storeBytes(of: wire.proto, toByteOffset: Layout.proto, as: UInt8.self)
+        e.storeBytes(of: UInt16(clamping: maxFrame), toByteOffset: Layout.maxFrame, as: UInt16.self)
+        e.storeBytes(of: wire.sourcePort.bigEndian, toByteOffset: Layout.sourcePort, as: UInt16.self)
+        e.storeBytes(of: wire.destinationPort.bigEndian, toByteOffset: Layout.destinationPort, as: UInt16.self)
+        e.storeBytes(of: port.bigEndian, toByteOffset: Layout.newPort, as: UInt16.self)
+        Self.storeAddress(e, Layout.source, wire.source)
+        Self.storeAddress(e, Layout.destination, wire.destination)
+        Self.storeAddress(e, Layout.newAddress, address)
+        e.storeBytes(of: ethernet.head, toByteOffset: Layout.ethernet, as: UInt64.self)
+        e.storeBytes(of: ethernet.tail, toByteOffset: Layout.ethernet + 8, as: UInt32.self)
+        e.storeBytes(of: UInt32(bitPattern: ifindexes[interface]), toByteOffset: Layout.ifindex, as: UInt32.self)
+        let from = fromInterface >= 0 && fromInterface < ifindexes.count ? UInt32(bitPattern: ifindexes[fromInterface]) : 0
+        e.storeBytes(of: from, toByteOffset: Layout.fromIfindex, as: UInt32.self)
+        endWrite(e, odd)
+        var s = shadow[index]
+        s.flow = flow
+        s.flowHash = flowHash
+        s.nodeSlot = Int32(truncatingIfNeeded: nodeSlot)
+        s.partner = Int32(truncatingIfNeeded: partner)
+        s.group = UInt16(truncatingIfNeeded: group)
+        s.action = action.rawValue
+        s.packets = e.load(fromByteOffset: Layout.packets, as: UInt64.self)
+        s.bytes = e.load(fromByteOffset: Layout.bytes, as: UInt64.self)
+        s.lastUsed = e.load(fromByteOffset: Layout.lastUsed, as: UInt64.self)
+        shadow[index] = s
+        return index
+    }
+
+    /// Links a NAT flow's two entries, so that withdrawing one withdraws the other.
+    @inlinable
+    public func pair(_ forward: Int, _ reply: Int) {
+        guard forward >= 0 && reply >= 0 else { return }
+        shadow[forward].partner = Int32(truncatingIfNeeded: reply)
+        shadow[reply].partner = Int32(truncatingIfNeeded: forward)
+    }
+
+    @inlinable @inline(__always)
+    static func storeAddress(_ e: UnsafeMutableRawPointer, _ offset: Int, _ a: IPAddress) {
+        e.storeBytes(of: a.high.bigEndian, toByteOffset: offset, as: UInt64.self)
+        e.storeBytes(of: a.low.bigEndian, toByteOffset: offset + 8, as: UInt64.self)
+    }
+
+    /// Takes an entry out of the program's hands (and its partner with it); what it
+    /// counted since the last fold is folded into `counters`.
+    public func withdraw(_ index: Int, counters: WorkerCounters?) {
+        guard index >= 0 && index < capacity && shadow[index].action != 0 else { return }
+        let partner = Int(shadow[index].partner)
+        clear(index, counters: counters)
+        if partner >= 0 && partner < capacity && shadow[partner].action != 0 && Int(shadow[partner].partner) == index {
+            clear(partner, counters: counters)
+        }
+    }
+
+    /// Withdraws the entry for `wire` alone (a NAT reply's FIN or RST: the flow's forward
+    /// entry stays until the client closes).
+    public func withdrawOne(wire: FlowKey, counters: WorkerCounters?) {
+        let index = find(wire)
+        guard index >= 0 else { return }
+        let partner = Int(shadow[index].partner)
+        if partner >= 0 && partner < capacity { shadow[partner].partner = -1 }
+        clear(index, counters: counters)
+    }
+
+    func clear(_ index: Int, counters: WorkerCounters?) {
+        let e = entry(index)
+        let odd = beginWrite(e)
+        e.storeBytes(of: 0, toByteOffset: Layout.action, as: UInt8.self)
+        endWrite(e, odd)
+        fold(index, into: counters)
+        if shadow[index].action != Action.natSource.rawValue { liveFlows.add(-1, ordering: .relaxed) }
+        shadow[index] = Shadow()
+        used &-= 1
+    }
+
+    /// Withdraws every entry of flows on `nodeSlot` (it went down, was disabled or its
+    /// MAC changed): their next frames go to the worker, which moves or re-offloads them.
+    public func withdraw(nodeSlot: Int, counters: WorkerCounters?) {
+        guard used > 0 else { return }
+        for i in 0..<capacity where shadow[i].action != 0 && Int(shadow[i].nodeSlot) == nodeSlot {
+            withdraw(i, counters: counters)
+        }
+    }
+
+    /// Withdraws every reply entry (where replies go changed).
+    public func withdrawReplies(counters: WorkerCounters?) {
+        guard used > 0 else { return }
+        for i in 0..<capacity where shadow[i].action == Action.natSource.rawValue {
+            withdrawOne(wire: wireKey(i), counters: counters)
+        }
+    }
+
+    /// Withdraws everything (a reload, a change of the active role, offload turned off).
+    public func withdrawAll(counters: WorkerCounters?) {
+        guard used > 0 else { return }
+        for i in 0..<capacity where shadow[i].action != 0 { withdraw(i, counters: counters) }
+    }
+
+    func wireKey(_ index: Int) -> FlowKey {
+        let e = entry(index)
+        func address(_ offset: Int) -> IPAddress {
+            IPAddress(high: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
+                      low: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
+        }
+        return FlowKey(source: address(Layout.source), destination: address(Layout.destination),
+                       sourcePort: UInt16(bigEndian: e.loadUnaligned(fromByteOffset: Layout.sourcePort, as: UInt16.self)),
+                       destinationPort: UInt16(bigEndian: e.loadUnaligned(fromByteOffset: Layout.destinationPort,
+                                                                          as: UInt16.self)),
+                       proto: e.load(fromByteOffset: Layout.proto, as: UInt8.self))
+    }
+
+    // MARK: - Counts and ageing
+
+    /// Adds what the program counted for entry `index` since the last fold to `counters`
+    /// (nil: drops it, for a node change that rewrites the entry).
+    func fold(_ index: Int, into counters: WorkerCounters?) {
+        let e = entry(index)
+        let packets = e.load(fromByteOffset: Layout.packets, as: UInt64.self)
+        let bytes = e.load(fromByteOffset: Layout.bytes, as: UInt64.self)
+        let s = shadow[index]
+        let dp = packets &- s.packets
+        let db = bytes &- s.bytes
+        shadow[index].packets = packets
+        shadow[index].bytes = bytes
+        guard dp != 0, let counters else { return }
+        counters.count(.received, dp)
+        counters.count(.transmitted, dp)
+        counters.count(.offloaded, dp)
+        let g = Int(s.group)
+        if s.action == Action.natSource.rawValue {
+            counters.count(.natReplies, dp)
+            if g < counters.groupCount { counters.countGroup(g, .bytes, db) }
+        } else {
+            if g < counters.groupCount { counters.countGroup(g, packets: dp, bytes: db) }
+            let slot = Int(s.nodeSlot)
+            if slot >= 0 && slot < counters.nodeSlotCount { counters.countNode(slot, packets: dp, bytes: db) }
+        }
+    }
+
+    /// Paced work for every worker loop: looks at the entries due (the whole region once
+    /// per `scanPeriod`), folds their counts, carries their last use into the flow table,
+    /// and withdraws those whose flow left it. Returns the entries looked at.
+    @discardableResult
+    public func scan(now: UInt64, flows: FlowTable, counters: WorkerCounters, maxEntries: Int = 4096) -> Int {
+        guard now > scannedUpTo else { return 0 }
+        let elapsed = scannedUpTo == 0 ? 0 : min(now &- scannedUpTo, scanPeriod)
+        scannedUpTo = now
+        scanCredit = min(scanCredit &+ elapsed &* UInt64(capacity), scanPeriod &* UInt64(capacity))
+        guard scanCredit >= scanPeriod else { return 0 }
+        let due = min(Int(scanCredit / scanPeriod), maxEntries)
+        scanCredit &-= UInt64(due) &* scanPeriod
+        guard used > 0 else {
+            scanCursor = (scanCursor &+ due) & mask
+            return due
+        }
+        for _ in 0..<due {
+            let i = scanCursor
+            scanCursor = (scanCursor &+ 1) & mask
+            let action = shadow[i].action
+            guard action != 0 else { continue }
+            fold(i, into: counters)
+            guard action != Action.natSource.rawValue else { continue }
+            let s = shadow[i]
+            let slot = flows.find(s.flow, hash: s.flowHash, now: now)
+            if slot < 0 {
+                withdraw(i, counters: counters)
+                continue
+            }
+            let lastUsed = entry(i).load(fromByteOffset: Layout.lastUsed, as: UInt64.self)
+            if lastUsed > s.lastUsed {
+                shadow[i].lastUsed = lastUsed
+                flows.touch(slot, state: flows.entry(slot).state, now: min(lastUsed, now))
+            }
+        }
+        return due
+    }
+}
