@@ -76,6 +76,9 @@ public final class Metrics: Sendable {
         out.gauge("fulcrum_config_version", [], "The version of the configuration in force.", Double(status.version))
         out.gauge("fulcrum_uptime_seconds", [], "Seconds since the daemon started.", status.uptimeSeconds)
         out.gauge("fulcrum_flows", [], "Flows in the workers' flow tables.", Double(status.flows))
+        if let o = status.dataplane?.offload {
+            out.gauge("fulcrum_offloaded_flows", [], "Flows whose frames the XDP program forwards itself.", Double(o.flows))
+        }
         out.gauge("fulcrum_flow_capacity", [], "Flows the workers' flow tables can hold.", Double(status.flowCapacity))
         out.gauge("fulcrum_active", [], "1 while this LB answers for its VIPs.", runtime.dataplane.isActive ? 1 : 0)
         for g in status.groups {

@@ -525,6 +525,24 @@ public struct DataplaneStatusModel: Codable, Sendable, Equatable {
     public var appliedRoutingVersion: UInt64
     public var routes: [Route]
     public var unroutedReplies: [Unrouted]
+    /// Established flows the XDP program forwards itself; nil with offload off.
+    public var offload: Offload?
+
+    /// The XDP offload of established flows (Docs/ARCHITECTURE.md, "Offload").
+    public struct Offload: Codable, Sendable, Equatable {
+        /// Flows whose frames the XDP program forwards now.
+        public var flows: Int
+        /// Frames of offloaded flows the XDP program forwarded (as the workers last folded them).
+        public var frames: UInt64
+        /// The share of forwarded frames that the XDP program forwarded: frames / (frames +
+        /// the workers' transmitted frames).
+        public var share: Double
+        public init(flows: Int, frames: UInt64, share: Double) {
+            self.flows = flows
+            self.frames = frames
+            self.share = share
+        }
+    }
 
     /// A route NAT replies follow (an override from `routes:`, or the kernel's).
     public struct Route: Codable, Sendable, Equatable {
@@ -565,6 +583,7 @@ public struct DataplaneStatusModel: Codable, Sendable, Equatable {
         case routingVersion = "routing_version"
         case appliedRoutingVersion = "applied_routing_version"
         case unroutedReplies = "unrouted_replies"
+        case offload
     }
 
     public init(counters: [String: UInt64], xdp: [String: UInt64], sockets: [String: UInt64], attachModes: [String: String],

@@ -12,6 +12,10 @@ public enum StatusText {
         if let d = s.dataplane, detail {
             out.append("XDP: " + d.attachModes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }
+        if let o = s.dataplane?.offload {
+            out.append(String(format: "offload: %d flows in XDP, %.1f%% of forwarded frames (%llu)", o.flows, o.share * 100,
+                              o.frames))
+        }
         if let c = s.cluster {
             out.append(cluster(c))
         }

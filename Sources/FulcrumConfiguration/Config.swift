@@ -7,6 +7,17 @@ public struct FulcrumConfig: Sendable, Equatable {
     public struct Interface: Sendable, Equatable {
         public var name: String
         public var queues: Int
+        /// Whether offloaded flows may leave by this interface. A frame the XDP program
+        /// sends (XDP_TX, redirect) is lost on a veth whose peer runs no XDP program and
+        /// has GRO off; a physical NIC needs nothing. Off: flows leaving here stay with the
+        /// worker, which sends through its AF_XDP socket.
+        public var offload = true
+
+        public init(name: String, queues: Int, offload: Bool = true) {
+            self.name = name
+            self.queues = queues
+            self.offload = offload
+        }
     }
 
     public enum XDPAttachMode: String, Sendable, Equatable, CaseIterable {
@@ -339,6 +350,7 @@ public struct FulcrumConfig: Sendable, Equatable {
                          allowGenericXDP: dataplane.xdpMode == .auto, bpfObject: bpfObject, hugePages: dataplane.hugePages,
                          idleSpinMicroseconds: dataplane.idleSpinMicroseconds,
                          admission: (UInt64(dataplane.admission.newConnectionsPerSecond), UInt64(dataplane.admission.burst)),
-                         offload: dataplane.offload == .established, offloadEntries: dataplane.offloadEntries)
+                         offload: dataplane.offload == .established, offloadEntries: dataplane.offloadEntries,
+                         noOffloadInterfaces: Set(dataplane.interfaces.filter { !$0.offload }.map(\.name)))
     }
 }

@@ -483,11 +483,12 @@ struct Reader {
         var seen = Set<String>()
         for (i, n) in sequence(m["interfaces"], "dataplane.interfaces").enumerated() {
             let field = "dataplane.interfaces[\(i)]"
-            let im = mapping(n, field, allowed: ["name", "queues"])
+            let im = mapping(n, field, allowed: ["name", "queues", "offload"])
             guard let name = string(im["name"], "\(field).name") else { continue }
             if !seen.insert(name).inserted { fail(im["name"], "\(field).name", "is listed twice") }
             let queues = im["queues"].flatMap { int($0, "\(field).queues", in: 1...64) } ?? 1
-            dp.interfaces.append(.init(name: name, queues: queues))
+            let offload = im["offload"].flatMap { bool($0, "\(field).offload") } ?? true
+            dp.interfaces.append(.init(name: name, queues: queues, offload: offload))
             lines["\(field).name"] = im["name"]?.mark?.line
         }
         if dp.interfaces.isEmpty { fail(m["interfaces"] ?? node, "dataplane.interfaces", "needs at least one interface") }

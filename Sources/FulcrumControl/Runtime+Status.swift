@@ -80,7 +80,7 @@ extension Runtime {
     }
 
     static func dataplaneModel(_ s: DataplaneSnapshot, interfaces: [String], mapEntries: [String: Int]) -> DataplaneStatusModel {
-        DataplaneStatusModel(
+        var model = DataplaneStatusModel(
             counters: Dictionary(uniqueKeysWithValues: s.global.map { ($0.key.label, $0.value) }),
             xdp: Dictionary(uniqueKeysWithValues: s.xdp.map { ($0.key.label, $0.value) }),
             sockets: s.sockets, attachModes: s.attachModes.mapValues(\.rawValue), mapEntries: mapEntries,
@@ -94,6 +94,12 @@ extension Runtime {
             unroutedReplies: s.unrouted.map {
                 .init(destination: "\($0.destination)", reason: $0.reason.rawValue, interface: $0.interface, reports: $0.reports)
             })
+        if s.offload {
+            let frames = s.global[.offloaded] ?? 0
+            let all = frames + (s.global[.transmitted] ?? 0)
+            model.offload = .init(flows: s.offloadedFlows, frames: frames, share: all == 0 ? 0 : Double(frames) / Double(all))
+        }
+        return model
     }
 }
 

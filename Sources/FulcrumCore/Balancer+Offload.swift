@@ -56,7 +56,7 @@ extension Balancer {
         if state.method == .mat {
             if table.install(wire: key, action: .mat, ethernet: node.ethernet, interface: state.interface,
                              maxFrame: state.maxFrame, flow: key, flowHash: hash, nodeSlot: slot, group: g,
-                             counters: counters) < 0 {
+                             counters: counters) == -1 {
                 counters.count(.offloadTableFull)
             }
             return
@@ -79,7 +79,7 @@ extension Balancer {
                                     flow: key, flowHash: hash, nodeSlot: slot, group: g, partner: replyIndex,
                                     counters: counters)
         if forward < 0 {
-            counters.count(.offloadTableFull)
+            if forward == -1 { counters.count(.offloadTableFull) }
             if replyIndex >= 0 { table.withdraw(replyIndex, counters: counters) }
             return
         }

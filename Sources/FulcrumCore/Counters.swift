@@ -18,7 +18,8 @@ public enum GlobalCounter: Int, CaseIterable, Sendable {
     case arpReplies
     case neighborAdvertisements
     /// Frames of offloaded flows that the XDP program forwarded (folded in by `FlowOffload`;
-    /// also in `received` and `transmitted`).
+    /// in the group, node and NAT-reply counts, not in `received` and `transmitted`, which
+    /// are the worker's own frames).
     case offloaded
     /// Established flows that could not be offloaded: their entry's slots were all taken.
     case offloadTableFull

@@ -36,6 +36,9 @@ public final class FlowOffload: @unchecked Sendable {
         public static let probes = 8
     }
 
+    /// `install`'s answer for an interface offloaded flows may not leave by.
+    public static let notHere = -2
+
     public enum Action: UInt8, Sendable {
         case mat = 1
         case natDestination = 2
@@ -63,7 +66,8 @@ public final class FlowOffload: @unchecked Sendable {
     public let capacity: Int
     @usableFromInline let mask: Int
     @usableFromInline let shadow: UnsafeMutablePointer<Shadow>
-    /// The kernel's index of each data-plane interface, by the balancer's numbering.
+    /// The kernel's index of each data-plane interface, by the balancer's numbering; 0
+    /// for one that offloaded flows may not leave by.
     @usableFromInline let ifindexes: [Int32]
     /// Forward entries held (one per offloaded flow), for status.
     let liveFlows = Atomic<Int>(0)
@@ -80,6 +84,7 @@ public final class FlowOffload: @unchecked Sendable {
     ///   - region: `capacity` entries of `Layout.size` bytes, zeroed, shared with the XDP
     ///     program (or ordinary memory, in tests).
     ///   - capacity: a power of two.
+    ///   - ifindexes: by interface number; 0 where offloaded flows may not leave.
     ///   - owner: what keeps `region` mapped, held as long as this table.
     public init(region: UnsafeMutableRawPointer, capacity: Int, ifindexes: [Int32],
                 scanPeriod: UInt64 = 250_000_000, owner: AnyObject? = nil) {
@@ -176,13 +181,14 @@ public final class FlowOffload: @unchecked Sendable {
     /// `action`, then out of `interface` toward `ethernet`. `flow` is the flow's key in
     /// the flow table (client to VIP) with its table hash; `nodeSlot` and `group` say
     /// whose counters its traffic goes to. An entry that already says the same is left
-    /// alone. Returns the entry, or -1 when its slots are all taken.
+    /// alone. Returns the entry, -1 when its slots are all taken, or `notHere` when
+    /// offloaded flows may not leave by `interface`.
     @discardableResult
     public func install(wire: FlowKey, action: Action, address: IPAddress = .zero, port: UInt16 = 0,
                         ethernet: EthernetAddresses, interface: Int, from fromInterface: Int = -1, maxFrame: Int,
                         flow: FlowKey, flowHash: UInt64, nodeSlot: Int, group: Int, partner: Int = -1,
                         counters: WorkerCounters?) -> Int {
-        guard interface >= 0 && interface < ifindexes.count else { return -1 }
+        guard interface >= 0 && interface < ifindexes.count && ifindexes[interface] != 0 else { return Self.notHere }
         let h = Self.hash(wire)
         var free = -1
         var index = -1
@@ -335,8 +341,8 @@ public final class FlowOffload: @unchecked Sendable {
         shadow[index].packets = packets
         shadow[index].bytes = bytes
         guard dp != 0, let counters else { return }
-        counters.count(.received, dp)
-        counters.count(.transmitted, dp)
+        // `received` and `transmitted` stay the worker's own frames (the XDP program's
+        // `to_worker` equals `received`); the traffic counters include these.
         counters.count(.offloaded, dp)
         let g = Int(s.group)
         if s.action == Action.natSource.rawValue {

@@ -34,14 +34,18 @@ public struct DataplaneOptions: Sendable {
     /// Offload entries per queue (a power of two; a NAT flow takes two).
     public var offloadEntries: Int
     public static let defaultOffloadEntries = 1 << 16
+    /// Interfaces offloaded flows may not leave by (`FulcrumConfig.Interface.offload`).
+    public var noOffloadInterfaces: Set<String>
 
     public init(interfaces: [String], queues: Int = 1, cores: [Int]? = nil, flowTableSize: Int = 1 << 20,
                 maxNodeSlots: Int = 4096, timeouts: FlowTimeouts = FlowTimeouts(), framesPerSocket: Int = 4096,
                 ringSize: Int = 2048, allowGenericXDP: Bool = true, bpfObject: String? = nil, hugePages: Bool = true,
                 idleSpinMicroseconds: Int = DataplaneOptions.defaultIdleSpinMicroseconds,
                 admission: (perSecond: UInt64, burst: UInt64) = (0, 1),
-                offload: Bool = true, offloadEntries: Int = DataplaneOptions.defaultOffloadEntries) {
+                offload: Bool = true, offloadEntries: Int = DataplaneOptions.defaultOffloadEntries,
+                noOffloadInterfaces: Set<String> = []) {
         self.admission = admission
+        self.noOffloadInterfaces = noOffloadInterfaces
         self.offload = offload
         self.offloadEntries = offloadEntries
         self.idleSpinMicroseconds = idleSpinMicroseconds
@@ -328,7 +332,9 @@ public final class Dataplane: @unchecked Sendable {
                                   timeouts: spec.timeouts, memory: memory)
             let offload = offloadRegion.map {
                 FlowOffload(region: $0.base + queue * options.offloadEntries * FlowOffload.Layout.size,
-                            capacity: options.offloadEntries, ifindexes: ifindexes, owner: $0)
+                            capacity: options.offloadEntries,
+                            ifindexes: zip(options.interfaces, ifindexes).map { options.noOffloadInterfaces.contains($0) ? 0 : $1 },
+                            owner: $0)
             }
             let worker = try Worker(queue: queue, cpu: cpus[queue % cpus.count], sockets: sockets,
                                     balancer: try Balancer(spec, flows: flows, routing: routing),

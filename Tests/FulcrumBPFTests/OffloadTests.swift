@@ -255,7 +255,7 @@ import Testing
         s.balancer.maintain(now: later - s.offload.scanPeriod)
         s.balancer.maintain(now: later)
         #expect(c[.offloaded] == 42)
-        #expect(c[.transmitted] - transmittedBefore == 42)
+        #expect(c[.transmitted] == transmittedBefore, "the worker's own frames only")
         #expect(c[.natReplies] - repliesBefore == 12)
         #expect(c.node(slot, .packets) - nodeBefore.0 == 30)
         #expect(c.node(slot, .bytes) - nodeBefore.1 == bytes)
