@@ -55,6 +55,16 @@ extension PeerBenchmark {
                 try t.fulcrum([PeerTopology.bulkMATGroup(port: port, mac: t.macs["s0"]!)],
                               interfaces: ["eth-c", "eth-n"], flowTable: 1 << 20)
             },
+            System(name: "fulcrum-offload", label: "Fulcrum NAT, offload on", role: "fulcrum",
+                   configuration: "as Fulcrum NAT, with dataplane.offload: established (the XDP program forwards each connection after its handshake)") {
+                try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.tcp, port: port, nodePort: port),
+                              interfaces: ["eth-c", "eth-n"], flowTable: 1 << 20, offload: true)
+            },
+            System(name: "fulcrum-mat-offload", label: "Fulcrum MAT, offload on", role: "fulcrum",
+                   configuration: "as Fulcrum MAT, with dataplane.offload: established") {
+                try t.fulcrum([PeerTopology.bulkMATGroup(port: port, mac: t.macs["s0"]!)],
+                              interfaces: ["eth-c", "eth-n"], flowTable: 1 << 20, offload: true)
+            },
             Self.ipvs,
         ]
         if !missing.isEmpty {
@@ -72,7 +82,7 @@ extension PeerBenchmark {
             for s in systems {
                 guard s.absent == nil else { acc.absent(s, parameter: parameter); continue }
                 progress.say("bulk: \(s.name), run \(run)/\(options.runs)")
-                let target = s.name == "direct" ? PeerTopology.nodes[0] : s.name == "fulcrum-mat" ? PeerTopology.matVIP : PeerTopology.vip
+                let target = s.name == "direct" ? PeerTopology.nodes[0] : s.name.hasPrefix("fulcrum-mat") ? PeerTopology.matVIP : PeerTopology.vip
                 let tearDown = try s.setUp()
                 defer { tearDown() }
                 let r = try iperf3(t, target: target, port: port, seconds: seconds, omit: omit)

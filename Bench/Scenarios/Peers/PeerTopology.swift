@@ -261,10 +261,13 @@ final class PeerTopology: @unchecked Sendable {
 
     /// A Fulcrum data plane in the LB's namespace: MAT one-armed on eth-c, or NAT from eth-c
     /// to the nodes on eth-n; one worker on the LB's CPU. Returns what takes it off again.
-    func fulcrum(_ groups: [GroupSpec], interfaces: [String], flowTable: Int) throws -> () -> Void {
+    /// `offload`: established flows forwarded by the XDP program (`dataplane.offload`);
+    /// off unless a row asks, so that rows without it measure the worker's path.
+    func fulcrum(_ groups: [GroupSpec], interfaces: [String], flowTable: Int, offload: Bool = false) throws -> () -> Void {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
-        var options = DataplaneOptions(interfaces: interfaces, queues: 1, cores: [lbCPU], flowTableSize: flowTable)
+        var options = DataplaneOptions(interfaces: interfaces, queues: 1, cores: [lbCPU], flowTableSize: flowTable,
+                                       offload: offload)
         // The worker's spin before sleeping (dataplane.idle_spin_us), to compare settings.
         if let spin = ProcessInfo.processInfo.environment["FULCRUM_BENCH_IDLE_SPIN_US"].flatMap(Int.init) {
             options.idleSpinMicroseconds = spin
