@@ -242,7 +242,9 @@ public struct ForwardingBenchmark {
                                                    weight: 1, mac: gMAC)])
             var logger = Logger(label: "bench")
             logger.logLevel = .warning
-            var options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU])
+            // The worker's own path: with offload on, the program would forward the flows
+            // after their second frame and the worker would see none of them.
+            var options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU], offload: false)
             options.reflectOnly = reflect
             let dataplane = try Namespace.run("\(prefix)-lb") { () -> Dataplane in
                 let d = try Dataplane(options: options, groups: [group], routes: [], logger: logger)

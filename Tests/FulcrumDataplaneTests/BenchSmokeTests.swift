@@ -45,9 +45,9 @@ extension OnTheTestbed {
                 }
                 let systems = Set(ran.compactMap { $0["system"] as? String })
                 let expected: Set<String> = switch name {
-                case "mat": ["generator", "xdp", "c-afxdp", "fulcrum"]
-                case "nat", "new-flows": ["xdp", "nftables", "fulcrum"]
-                case "bulk": ["direct", "nftables", "haproxy", "fulcrum", "fulcrum-mat"]
+                case "mat": ["generator", "xdp", "c-afxdp", "fulcrum", "fulcrum-offload"]
+                case "nat", "new-flows": ["xdp", "nftables", "fulcrum", "fulcrum-offload"]
+                case "bulk": ["direct", "nftables", "haproxy", "fulcrum", "fulcrum-mat", "fulcrum-offload", "fulcrum-mat-offload"]
                 default: ["direct", "nftables", "haproxy", "fulcrum"]
                 }
                 #expect(systems == expected, "\(name): ran \(systems.sorted())")

@@ -87,5 +87,43 @@ extension OnTheTestbed {
             #expect(report.maxGapMs < 200, "a held connection waited \(report.maxGapMs) ms between two answers")
             #expect(s3.sockets["rx_ring_full"] == s2.sockets["rx_ring_full"], "no frame was lost to a full ring")
         }
+
+        /// No budget at all, and a flood over three times the worker's capacity: the held
+        /// connections are offloaded (`dataplane.offload: established`), so their frames
+        /// never queue behind the flood in the worker's ring. Without offload or a budget
+        /// they waited up to 1.8 s.
+        @Test func offloadedConnectionsAreNotCrowdedOutByAFloodTheWorkerCannotTake() throws {
+            let bed = try Testbed()
+            defer { bed.tearDown() }
+            try bed.writeConfig(try bed.readConfig().replacingOccurrences(
+                of: "  flow_table_size: 65536", with: "  flow_table_size: 65536\n  admission:\n    new_connections_per_second: 0"))
+            try bed.startDaemon()
+            // Held before the floods (a flood fills the flow table with its SYNs; connections
+            // opened then are decided statelessly and stay with the worker), through both.
+            let chat = try bed.chat("198.18.1.10", port: 80, held: 20, seconds: 20, newEvery: 0)
+            try bed.waitFor("the held connections offloaded", timeout: 5) { ($0.dataplane?.offload?.flows ?? 0) >= 20 }
+            // (The held connections keep the counters moving: no settledStatus here. The
+            // status file is rewritten every 200 ms; a read 0.5 s after a flood has it.)
+            let s0 = try bed.status()
+            let calibration = try bed.flood("198.18.1.10", port: 80, rate: 0, seconds: 3, cpu: 1)
+            usleep(500_000)
+            let s1 = try bed.status()
+            let capacity = Double(s1.counters["received", default: 0] - s0.counters["received", default: 0]) / calibration.seconds
+            let s2 = s1
+            let flood = try bed.flood("198.18.1.10", port: 80, rate: 0, seconds: 5, cpu: 1)
+            let report = try chat.finish()
+            usleep(500_000)
+            let s3 = try bed.status()
+            let offered = Double(s3.xdp["received", default: 0] - s2.xdp["received", default: 0]) / flood.seconds
+            let ringFull = s3.sockets["rx_ring_full", default: 0] - s2.sockets["rx_ring_full", default: 0]
+            let offloaded = s3.xdp["offloaded", default: 0] - s2.xdp["offloaded", default: 0]
+            print("worker capacity \(Int(capacity))/s; flood reaching the LB \(Int(offered))/s; lost to the full ring "
+                  + "\(ringFull); held frames offloaded \(offloaded); held: \(report)")
+            #expect(offered >= 3 * capacity, "the flood was \(offered / capacity)× the worker's capacity")
+            #expect(ringFull > 0, "the worker's ring overflowed: the flood saturated it")
+            #expect(offloaded > 0)
+            #expect(report.ready == 20 && report.broken == 0, "\(report.errors)")
+            #expect(report.maxGapMs < 200, "a held connection waited \(report.maxGapMs) ms between two answers")
+        }
     }
 }

@@ -161,6 +161,13 @@ public struct PeerBenchmark {
                                       nodes: [NodeSpec(address: PeerTopology.client, weight: 1, mac: t.macs["c0"]!)])
                 return try t.fulcrum([group], interfaces: ["eth-c"], flowTable: 1 << 20)
             },
+            System(name: "fulcrum-offload", label: "Fulcrum MAT, offload on", role: "fulcrum",
+                   configuration: "as Fulcrum MAT, with dataplane.offload: established (a flow's frames after its second go by XDP_TX), 1M offload entries") {
+                let group = GroupSpec(name: "bench-mat", vip: PeerTopology.matVIP, proto: IPProtocol.udp, ports: [9], method: .mat,
+                                      scheduler: .maglev,
+                                      nodes: [NodeSpec(address: PeerTopology.client, weight: 1, mac: t.macs["c0"]!)])
+                return try t.fulcrum([group], interfaces: ["eth-c"], flowTable: 1 << 20, offload: true)
+            },
             System(name: "nftables", label: "nftables", role: "peer", configuration: "-",
                    absent: ("not-applicable", "nftables has no MAC-rewrite (direct server return) forwarding; it is measured in nat")),
             System(name: "haproxy", label: "HAProxy", role: "peer", configuration: "-",
@@ -225,6 +232,11 @@ public struct PeerBenchmark {
                    configuration: "one group, VIP udp/9, Maglev, three nodes :9; 1 worker on CPU \(lbCPU), flow table \(table)") {
                 try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.udp, port: 9, nodePort: 9),
                               interfaces: ["eth-c", "eth-n"], flowTable: table)
+            },
+            System(name: "fulcrum-offload", label: "Fulcrum NAT, offload on", role: "fulcrum",
+                   configuration: "as Fulcrum NAT, with dataplane.offload: established (a flow's frames after its second, and its replies, go by bpf_redirect)") {
+                try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.udp, port: 9, nodePort: 9),
+                              interfaces: ["eth-c", "eth-n"], flowTable: table, offload: true)
             },
             Self.ipvs,
             System(name: "c-afxdp", label: "plain C AF_XDP forwarder", role: "reference", configuration: "-",

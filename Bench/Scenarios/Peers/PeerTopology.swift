@@ -266,8 +266,11 @@ final class PeerTopology: @unchecked Sendable {
     func fulcrum(_ groups: [GroupSpec], interfaces: [String], flowTable: Int, offload: Bool = false) throws -> () -> Void {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
+        // As many offload entries as flows (a NAT flow takes two), up to 2^20 (128 MiB).
+        var entries = 1 << 16
+        while entries < min(2 * flowTable, 1 << 20) { entries <<= 1 }
         var options = DataplaneOptions(interfaces: interfaces, queues: 1, cores: [lbCPU], flowTableSize: flowTable,
-                                       offload: offload)
+                                       offload: offload, offloadEntries: entries)
         // The worker's spin before sleeping (dataplane.idle_spin_us), to compare settings.
         if let spin = ProcessInfo.processInfo.environment["FULCRUM_BENCH_IDLE_SPIN_US"].flatMap(Int.init) {
             options.idleSpinMicroseconds = spin
