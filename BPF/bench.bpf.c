@@ -32,6 +32,18 @@ struct {
     __type(value, __u32); /* 0: flows, 1: mode (0 = cycle over the flows, 1 = every frame new) */
 } bench_config SEC(".maps");
 
+/* bench_generate's template: the frame's Ethernet, IPv4 and UDP headers (42 bytes),
+ * written back before each run. BPF_F_TEST_XDP_LIVE_FRAMES initialises a page from the
+ * test's frame only once and then recycles it; a system that rewrites frames in place
+ * and sends them with XDP_TX (Fulcrum's offload, the XDP NAT) would otherwise hand the
+ * generator back its own rewritten headers. Byte 63 is 1 once set. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u8[64]);
+} bench_template SEC(".maps");
+
 /* bench_nat's one entry: the VIP, three nodes, ports, and both sides' interfaces and MACs,
  * addresses and ports in network order. */
 struct bench_nat_config {
@@ -94,6 +106,9 @@ int bench_generate(struct xdp_md *ctx)
     if ((void *)(udp + 1) > end)
         return XDP_DROP;
     __u32 zero = 0, one = 1;
+    __u8 *template = bpf_map_lookup_elem(&bench_template, &zero);
+    if (template && template[63] == 1)
+        __builtin_memcpy(data, template, 42);
     __u32 *flows = bpf_map_lookup_elem(&bench_config, &zero);
     __u32 *mode = bpf_map_lookup_elem(&bench_config, &one);
     __u64 n = bump(0);

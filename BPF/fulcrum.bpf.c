@@ -206,21 +206,30 @@ int fulcrum_xdp(struct xdp_md *ctx)
         return XDP_PASS;
     }
 
+    /* An established flow a worker offloaded: forwarded here, first (an entry exists
+     * only for a flow of a service or a NAT reply, decided by a worker of this active LB;
+     * entries are withdrawn at reloads and role changes), and before the admission
+     * budget, so that a flood of new flows cannot crowd it out. */
+    struct fulcrum_state *s = state();
+    int active = -1; /* not asked yet: state_active counts a stale daemon once per frame */
+    if (s && s->offload_mask && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP)) {
+        active = state_active(s);
+        if (active) {
+            int verdict = offload_forward(ctx, &p, s->offload_mask);
+            if (verdict >= 0)
+                return verdict;
+        }
+    }
+
     int ours = is_ours(data, end, &p);
     if (ours < 0)
         goto malformed;
     if (ours) {
-        struct fulcrum_state *s = state();
-        if (!s || !state_active(s)) {
+        if (active < 0)
+            active = state_active(s);
+        if (!active) {
             count(FULCRUM_CNT_STANDBY_PASS);
             return XDP_PASS;
-        }
-        /* An established flow the worker offloaded: forwarded here, before the
-         * admission budget, so that a flood of new flows cannot crowd it out. */
-        if (s->offload_mask) {
-            int verdict = offload_forward(ctx, &p, s->offload_mask);
-            if (verdict >= 0)
-                return verdict;
         }
         if (ours == OURS_SERVICE && opens_connection(data, end, &p) && !admit_new_connection(s)) {
             count(FULCRUM_CNT_DROP_OVER_BUDGET);

@@ -111,6 +111,7 @@ final class PeerTopology: @unchecked Sendable {
 
     /// Live frames out of the client for `seconds`: `flows` flows, or every frame a new one.
     func offer(_ frame: [UInt8], flows: Int, newFlows: Bool = false, seconds: Double) throws -> Offered {
+        try Self.setTemplate(object, frame)
         try config.update(UInt32(0), UInt32(flows))
         try config.update(UInt32(1), UInt32(newFlows ? 1 : 0))
         let (g0, s0, a0) = (generated, sunk, answered)
@@ -284,8 +285,26 @@ final class PeerTopology: @unchecked Sendable {
         }
         dataplane = d
         return {
+            if ProcessInfo.processInfo.environment["FULCRUM_BENCH_DEBUG"] != nil {
+                let snap = d.snapshot()
+                FileHandle.standardError.write(Data("xdp \(snap.xdp.filter { $0.value > 0 }.map { "\($0.key.label)=\($0.value)" }.sorted()) workers \(snap.global.filter { $0.value > 0 }.map { "\($0.key.label)=\($0.value)" }.sorted()) offloaded flows \(snap.offloadedFlows)\n".utf8))
+            }
             d.stop()
             self.dataplane = nil
+        }
+    }
+
+    /// bench_generate's header template (bench.bpf.c): the frame's first 42 bytes.
+    static func setTemplate(_ object: BPFObject, _ frame: [UInt8]) throws {
+        var value = [UInt8](repeating: 0, count: 64)
+        for i in 0..<min(42, frame.count) { value[i] = frame[i] }
+        value[63] = 1
+        let map = try object.map("bench_template")
+        try value.withUnsafeBytes { v in
+            _ = try SystemCall.libbpf("update map bench_template") {
+                var key: UInt32 = 0
+                return bpf_map_update_elem(map.fd, &key, v.baseAddress, UInt64(BPF_ANY))
+            }
         }
     }
 
