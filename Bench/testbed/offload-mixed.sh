@@ -5,13 +5,17 @@
 #
 #   offload-mixed.sh ROOT [RUNS]
 #
+# (FULCRUM_BIN: where fulcrum and fulcrum-bench are.)
 # For dataplane.offload off, then established (no admission budget, so that nothing but
 # the offload shields the established flows): a daemon (ROOT/.build/release/fulcrum if
 # built, else debug) serving the testbed's groups and bulk-nat (198.18.1.20:9000 to
 # n1..n3:9000, Bench/testbed/bulk-transfer.py on each); RUNS (3) transfers of 20 MB each
 # way from the client without a flood, then RUNS with a SYN flood from the flood host
 # (fulcrum-bench flood, as fast as it goes, on CPU 1, the worker's) running through the
-# transfer. Prints one JSON line per transfer:
+# transfer. The worker and the flood generator run on CPU 1, the client and the servers on
+# CPU 0 (taskset), so that the flood takes no CPU from them: what changes under the flood
+# is the LB's path (on veth the XDP program runs on the sending CPU: the offloaded frames'
+# on CPU 0, the flood's on CPU 1). Prints one JSON line per transfer:
 #   {"offload": …, "flood": true|false, "ok": …, "mbit_s": both directions' bytes × 8 / s,
 #    "flood_offered": SYNs sent during it}
 # and a summary line per offload setting: the median Mbit/s without and with the flood and
@@ -23,7 +27,7 @@ RUNS=${2:-3}
 SIZE=20000000
 P=flm$$
 DIR=$(mktemp -d /tmp/flm.XXXXXX)
-BIN=$ROOT/.build/release
+BIN=${FULCRUM_BIN:-$ROOT/.build/release}
 [ -x "$BIN/fulcrum" ] || BIN=$ROOT/.build/debug
 DAEMON=
 cleanup() {
@@ -35,9 +39,9 @@ trap cleanup EXIT
 "$ROOT/Bench/testbed/testbed.sh" up "$P" "$DIR" >/dev/null
 x() { ip netns exec "$P-$1" "${@:2}"; }
 for i in 1 2 3; do
-    x n$i python3 "$ROOT/Bench/testbed/bulk-transfer.py" serve 9000 </dev/null >/dev/null 2>&1 &
+    x n$i taskset -c 0 python3 "$ROOT/Bench/testbed/bulk-transfer.py" serve 9000 </dev/null >/dev/null 2>&1 &
 done
-base=$(sed 's/^  flow_table_size: 65536$/  flow_table_size: 65536\n  admission:\n    new_connections_per_second: 0/' "$DIR/lb.yaml")
+base=$(sed 's/^  flow_table_size: 65536$/  flow_table_size: 65536\n  cores: [1]\n  admission:\n    new_connections_per_second: 0/' "$DIR/lb.yaml")
 bulk_group='  - name: bulk-nat
     vip: "198.18.1.20"
     protocol: tcp
@@ -80,7 +84,7 @@ for offload in off established; do
                 FLOOD=$!
                 sleep 1
             fi
-            line=$(x client timeout 70 python3 "$ROOT/Bench/testbed/bulk-transfer.py" send 198.18.1.20 9000 "$SIZE" --seed "$run")
+            line=$(x client timeout 70 taskset -c 0 python3 "$ROOT/Bench/testbed/bulk-transfer.py" send 198.18.1.20 9000 "$SIZE" --seed "$run")
             offered=0
             if [ -n "$FLOOD" ]; then
                 wait "$FLOOD" || true
