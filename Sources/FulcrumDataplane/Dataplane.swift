@@ -361,10 +361,11 @@ public final class Dataplane: @unchecked Sendable {
     /// Active: answer ARP/NS for the VIPs and steer their traffic. The data plane starts
     /// passive; a standalone LB (or the cluster service, on becoming active) turns it on.
     public func setActive(_ active: Bool) throws {
+        let was = maps.isActive
         try maps.setActive(active)
         // Offloaded flows go back to the workers at every change of role: a standby's
         // table of record may change (the flow sync) while its program forwards nothing.
-        if offloadMemory != nil { for w in workers { w.send(.withdrawOffloaded) } }
+        if offloadMemory != nil && was != active { for w in workers { w.send(.withdrawOffloaded) } }
         logger.info(active ? "active: answering for the VIPs" : "passive: VIP traffic goes to the kernel")
     }
 

@@ -118,6 +118,11 @@ extension OnTheTestbed {
             #expect(o.frames - offloadedBefore > 20_000, "offloaded frames \(o.frames - offloadedBefore)")
             #expect((s.dataplane?.xdp["offloaded"] ?? 0) >= o.frames)
             #expect(s.drops.isEmpty, "drops: \(s.drops)")
+            // What an operator sees: fulcrumctl status and the metrics.
+            let (rc, text) = try bed.ctl(["status"])
+            #expect(rc == 0 && text.contains("offload: 0 flows in XDP"), "\(text.prefix(400))")
+            let metrics = try bed.api("GET", "/metrics")
+            #expect(metrics.body.contains("fulcrum_offloaded_flows 0"), "no fulcrum_offloaded_flows gauge")
         }
 
         @Test func aReloadKeepsOffloadedFlowsAndADisabledNodesFlowMoves() throws {

@@ -32,14 +32,6 @@ int fulcrum_prog_run_live_frames(int prog_fd, const void *frame, unsigned int si
                                  unsigned int ifindex, unsigned int repeat, unsigned int batch_size);
 
 /* Thread pinning, eventfd and setns: glibc declares these only under _GNU_SOURCE or in headers
- * Swift's Glibc module does not map (sched.h's GNU part, sys/eventfd.h). */
-int fulcrum_allowed_cpus(int *cpus, int max);
-int fulcrum_pin_current_thread(int cpu);
-int fulcrum_eventfd_nonblocking(void);
-/* setns(fd, CLONE_NEWNET) for the calling thread (benchmarks and tools). Returns 0 or -errno. */
-int fulcrum_enter_netns(int fd);
-
-/* Thread pinning, eventfd and setns: glibc declares these only under _GNU_SOURCE or in headers
  * Swift's Glibc module does not map (sched.h's GNU part, sys/eventfd.h). They can go
  * when the Glibc module exports them. */
 int fulcrum_allowed_cpus(int *cpus, int max);
