@@ -155,7 +155,7 @@ struct fulcrum_offload {
     __u8 eth[12];   /* destination MAC, then source MAC */
     __u32 ifindex;  /* out of: XDP_TX when it is the receiving interface, else redirect */
     /* Written by the XDP program. */
-    __u64 last_used; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) of the last frame */
+    __u64 last_used; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the last frame */
     __u64 packets;
     __u64 bytes;
     __u32 from_ifindex; /* nonzero: only frames received here (a NAT reply, from the nodes' side) */

@@ -242,6 +242,9 @@ import Testing
         let slot = s.balancer.slot(group: group, node: 0)
         let nodeBefore = (c.node(slot, .packets), c.node(slot, .bytes))
         var bytes: UInt64 = 0
+        // The program stamps with the coarse clock (a tick behind at most): later than the
+        // handshake by more than a tick, so that the stamp is seen to move the deadline on.
+        usleep(20_000)
         for i in 0..<30 {
             let frame = f.toVIP(payload: [UInt8](repeating: 1, count: i))
             bytes += UInt64(frame.count)
