@@ -182,6 +182,28 @@ public struct CoreBenchmark {
                     if sweep { balancer.maintain(now: now) }
                 }
             }
+            /// The same NAT path, the 64 frames decided `size` at a time, each small batch
+            /// with its own clock read and paced expiry, as the worker's loop does when
+            /// frames arrive a few at a time (ACK-clocked TCP): what a full batch amortises.
+            func batched(_ size: Int) -> Scenario {
+                let small = PacketBatch(capacity: size)
+                let natSmall = try! balancer(.nat)
+                return Scenario(name: "IPv4 parse+flow+nat rewrite, batches of \(size)") { b in
+                    load(forwardStore, b)
+                    var k = 0
+                    while k < Self.batchSize {
+                        let now = monotonicNanoseconds()
+                        for j in 0..<size {
+                            small.frames[j] = batch.frames[k + j]
+                            small.lengths[j] = batch.lengths[k + j]
+                        }
+                        natSmall.process(small, count: size, now: now, ingress: 0)
+                        for j in 0..<size { if case .transmit = small.verdicts[j] { sink &+= 1 } }
+                        natSmall.maintain(now: now)
+                        k += size
+                    }
+                }
+            }
             var scenarios = [
                 // Reference: copy the frames into the working buffers and read a byte of each.
                 Scenario(name: "reference") { b in
@@ -211,6 +233,7 @@ public struct CoreBenchmark {
                 path("IPv4 parse+nat reply rewrite", nat, replyStore, sweep: false),
                 path("IPv6 parse+flow+mat rewrite", mat6, forward6Store, sweep: true),
                 path("IPv6 parse+flow+nat rewrite", nat6, forward6Store, sweep: true),
+                batched(1), batched(4), batched(16),
             ]
             if !only.isEmpty {
                 scenarios = scenarios.enumerated().filter { i, s in i == 0 || only.contains { s.name.contains($0) } }.map(\.element)
@@ -249,7 +272,7 @@ public struct CoreBenchmark {
             if scenarios.contains(where: { $0.name.contains("flow sync") }) {
                 precondition(matSync.flows.syncMarks > 0, "the flow-sync path marked nothing")
             }
-            for s in scenarios.dropFirst(2) {
+            for s in scenarios.dropFirst(2) where !s.name.contains("batches of") {
                 let b = s.name.contains("IPv6") ? (s.name.contains("mat") ? mat6 : nat6)
                     : s.name.contains("flow sync") ? matSync : (s.name.contains("mat") ? mat : nat)
                 precondition(s.name.contains("reply") ? b.counters[.natReplies] > 0 : b.counters[.transmitted] > 0,
