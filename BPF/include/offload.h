@@ -173,10 +173,10 @@ static __always_inline int offload_forward(struct xdp_md *ctx, const struct pack
     __u64 length = (__u64)(end - data);
     if (length > hit.max_frame)
         return -1;
-    if (hit.action != FULCRUM_OFFLOAD_MAT && offload_translate(data, end, p, &hit))
-        return -1;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end)
+        return -1;
+    if (hit.action != FULCRUM_OFFLOAD_MAT && offload_translate(data, end, p, &hit))
         return -1;
     __builtin_memcpy(eth, hit.eth, 12);
     struct fulcrum_offload *e = bpf_map_lookup_elem(&fulcrum_offload, &hit.index);

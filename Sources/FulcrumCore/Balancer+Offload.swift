@@ -10,21 +10,47 @@ extension Balancer {
 
     /// Starts (or, with nil, stops) writing established flows to `table`. A worker
     /// passes its table on to each new layout's balancer; entries another balancer wrote
-    /// are withdrawn first, since they name its node slots.
-    public func attachOffload(_ table: FlowOffload?) {
+    /// are withdrawn first, since they name its node slots. `offering`: whether flows are
+    /// offered now (only while this LB is active: a standby's program forwards nothing,
+    /// and entries written then would be stale when it takes over).
+    public func attachOffload(_ table: FlowOffload?, offering: Bool = true) {
         if let old = offload, old !== table { old.withdrawAll(counters: counters) }
         table?.withdrawAll(counters: counters)
         offload = table
         var view = OffloadView()
-        view.enabled = table != nil
+        view.enabled = table != nil && offering
         view.table = table.map { Unmanaged.passUnretained($0) }
         offloadView.pointee = view
     }
 
-    /// Every offloaded flow back to the worker (the active role changed: the flows in the
-    /// table may have changed while the program was not forwarding).
-    public func withdrawAllOffloaded() {
+    /// Whether established flows are offered to the XDP program now.
+    public var offloadOffering: Bool { offloadView.pointee.enabled }
+
+    /// The active role changed: every offloaded flow goes back to the worker (the table
+    /// of record may have changed while the program was not forwarding), and flows are
+    /// offered from now on only while active.
+    public func setOffloadOffering(_ offering: Bool) {
         offload?.withdrawAll(counters: counters)
+        offloadView.pointee.enabled = offload != nil && offering
+    }
+
+    /// A new flow's tuple may still have an entry from an earlier flow (a reused port,
+    /// not yet seen gone by the scan): that entry would send the new flow's frames to the
+    /// old node.
+    @usableFromInline @inline(never)
+    func withdrawStaleOffload(_ key: FlowKey) {
+        guard let table = offload else { return }
+        let index = table.find(key)
+        if index >= 0 { table.withdraw(index, counters: counters) }
+    }
+
+    /// Where replies go changed: a reply entry that no longer sends along the way to its
+    /// client goes, with its flow's forward entry (both are offered again on the flow's
+    /// next frame at the worker).
+    func revalidateOffloadedReplies() {
+        offload?.revalidateReplies(counters: counters) { client in
+            routeIfKnown(to: client).hop.map { ($0.ethernet, $0.interface) }
+        }
     }
 
     @usableFromInline

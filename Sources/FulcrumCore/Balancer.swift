@@ -365,7 +365,11 @@ public final class Balancer {
     @inlinable
     public func maintain(now: UInt64) {
         flows.expire(now: now)
-        if let offload { offload.scan(now: now, flows: flows, counters: counters) }
+        if let offload {
+            offload.scan(now: now, flows: flows, counters: counters) { client in
+                routeIfKnown(to: client).hop.map { ($0.ethernet, $0.interface) }
+            }
+        }
     }
 
     // MARK: - Per packet
@@ -787,6 +791,7 @@ public final class Balancer {
         counters.countGroup(g, .newFlows)
         counters.countNode(slot, .newFlows)
         if slot == state.sorrySlot { counters.countGroup(g, .sorryFlows) }
+        if offloadView.pointee.table != nil { withdrawStaleOffload(key) }
         return slot
     }
 
@@ -808,6 +813,15 @@ public final class Balancer {
     /// gateway's. nil (counted, and noted for the control plane to resolve) when none.
     @inlinable @inline(__always)
     func nextHop(to client: IPAddress) -> ReplyHop? {
+        let found = routeIfKnown(to: client)
+        if let hop = found.hop { return hop }
+        return unrouted(client, route: found.route)
+    }
+
+    /// `nextHop` without counting or noting a miss: the hop, or nil with the route that
+    /// matched (-1: none).
+    @inlinable @inline(__always)
+    func routeIfKnown(to client: IPAddress) -> (hop: ReplyHop?, route: Int) {
         let view = routingView.pointee
         let isIPv4 = client.isIPv4
         var r = 0
@@ -816,15 +830,15 @@ public final class Balancer {
             if client.high & h.highMask == h.high && client.low & h.lowMask == h.low && h.isIPv4 == isIPv4 { break }
             r &+= 1
         }
-        guard r < view.count else { return unrouted(client, route: -1) }
+        guard r < view.count else { return (nil, -1) }
         let h = view.hot[r]
-        if h.kind == HotRoute.resolved { return ReplyHop(interface: h.interface, ethernet: h.ethernet) }
-        if h.kind == HotRoute.unresolved { return unrouted(client, route: r) }
+        if h.kind == HotRoute.resolved { return (ReplyHop(interface: h.interface, ethernet: h.ethernet), r) }
+        if h.kind == HotRoute.unresolved { return (nil, r) }
         let key = NeighborKey(interface: h.interface, address: client)
         if let mac = learned.lookup(key) ?? view.table.neighbor(client, interface: h.interface) {
-            return ReplyHop(interface: h.interface, ethernet: EthernetAddresses(destination: mac, source: interfaceMACs[h.interface]))
+            return (ReplyHop(interface: h.interface, ethernet: EthernetAddresses(destination: mac, source: interfaceMACs[h.interface])), r)
         }
-        return unrouted(client, route: r)
+        return (nil, r)
     }
 
     /// Where a reply goes: the interface and the Ethernet addresses to write.
@@ -882,7 +896,7 @@ public final class Balancer {
     public func setRouting(_ table: RoutingTable) {
         routingView.pointee = RoutingView(table)
         routingOwner = table
-        offload?.withdrawReplies(counters: counters)
+        revalidateOffloadedReplies()
     }
 
     public var routingVersion: UInt64 { routingOwner.version }

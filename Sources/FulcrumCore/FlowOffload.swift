@@ -66,9 +66,10 @@ public final class FlowOffload: @unchecked Sendable {
     public let capacity: Int
     @usableFromInline let mask: Int
     @usableFromInline let shadow: UnsafeMutablePointer<Shadow>
-    /// The kernel's index of each data-plane interface, by the balancer's numbering; 0
-    /// for one that offloaded flows may not leave by.
+    /// The kernel's index of each data-plane interface, by the balancer's numbering.
     @usableFromInline let ifindexes: [Int32]
+    /// Whether offloaded flows may leave by each (`FulcrumConfig.Interface.offload`).
+    @usableFromInline let egress: [Bool]
     /// Forward entries held (one per offloaded flow), for status.
     let liveFlows = Atomic<Int>(0)
     /// Entries in use.
@@ -84,10 +85,13 @@ public final class FlowOffload: @unchecked Sendable {
     ///   - region: `capacity` entries of `Layout.size` bytes, zeroed, shared with the XDP
     ///     program (or ordinary memory, in tests).
     ///   - capacity: a power of two.
-    ///   - ifindexes: by interface number; 0 where offloaded flows may not leave.
+    ///   - ifindexes: by interface number.
+    ///   - egress: by interface number, whether offloaded flows may leave by it (all,
+    ///     when shorter).
     ///   - owner: what keeps `region` mapped, held as long as this table.
-    public init(region: UnsafeMutableRawPointer, capacity: Int, ifindexes: [Int32],
+    public init(region: UnsafeMutableRawPointer, capacity: Int, ifindexes: [Int32], egress: [Bool] = [],
                 scanPeriod: UInt64 = 250_000_000, owner: AnyObject? = nil) {
+        self.egress = ifindexes.indices.map { $0 < egress.count ? egress[$0] : true }
         self.owner = owner
         precondition(capacity > 0 && capacity & (capacity - 1) == 0, "offload capacity must be a power of two")
         self.region = region
@@ -188,7 +192,7 @@ public final class FlowOffload: @unchecked Sendable {
                         ethernet: EthernetAddresses, interface: Int, from fromInterface: Int = -1, maxFrame: Int,
                         flow: FlowKey, flowHash: UInt64, nodeSlot: Int, group: Int, partner: Int = -1,
                         counters: WorkerCounters?) -> Int {
-        guard interface >= 0 && interface < ifindexes.count && ifindexes[interface] != 0 else { return Self.notHere }
+        guard interface >= 0 && interface < ifindexes.count && egress[interface] else { return Self.notHere }
         let h = Self.hash(wire)
         var free = -1
         var index = -1
@@ -203,11 +207,24 @@ public final class FlowOffload: @unchecked Sendable {
         }
         if index >= 0 {
             let s = shadow[index]
+            let e = entry(index)
             if s.action == action.rawValue && Int(s.nodeSlot) == nodeSlot && Int(s.partner) == partner
-                && entry(index).loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self) == ethernet.head {
+                && e.loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self) == ethernet.head
+                && e.loadUnaligned(fromByteOffset: Layout.ethernet + 8, as: UInt32.self) == ethernet.tail
+                && e.loadUnaligned(fromByteOffset: Layout.ifindex, as: UInt32.self) == UInt32(bitPattern: ifindexes[interface])
+                && e.loadUnaligned(fromByteOffset: Layout.maxFrame, as: UInt16.self) == UInt16(clamping: maxFrame)
+                && e.loadUnaligned(fromByteOffset: Layout.newPort, as: UInt16.self) == port.bigEndian
+                && e.loadUnaligned(fromByteOffset: Layout.newAddress + 8, as: UInt64.self) == address.low.bigEndian
+                && e.loadUnaligned(fromByteOffset: Layout.newAddress, as: UInt64.self) == address.high.bigEndian {
                 return index
             }
             fold(index, into: counters)  // the counts so far belong to the node it had
+            // A partner it no longer has goes with the change (it would be left pointing here).
+            let old = Int(s.partner)
+            if old != partner && old >= 0 && old < capacity && shadow[old].action != 0 && Int(shadow[old].partner) == index {
+                shadow[index].partner = -1
+                clear(old, counters: counters)
+            }
         } else {
             guard free >= 0 else { return -1 }
             index = free
@@ -300,14 +317,6 @@ public final class FlowOffload: @unchecked Sendable {
         }
     }
 
-    /// Withdraws every reply entry (where replies go changed).
-    public func withdrawReplies(counters: WorkerCounters?) {
-        guard used > 0 else { return }
-        for i in 0..<capacity where shadow[i].action == Action.natSource.rawValue {
-            withdrawOne(wire: wireKey(i), counters: counters)
-        }
-    }
-
     /// Withdraws everything (a reload, a change of the active role, offload turned off).
     public func withdrawAll(counters: WorkerCounters?) {
         guard used > 0 else { return }
@@ -356,10 +365,14 @@ public final class FlowOffload: @unchecked Sendable {
     }
 
     /// Paced work for every worker loop: looks at the entries due (the whole region once
-    /// per `scanPeriod`), folds their counts, carries their last use into the flow table,
-    /// and withdraws those whose flow left it. Returns the entries looked at.
+    /// per `scanPeriod`, at most `maxEntries` a call), folds their counts, carries their
+    /// last use into the flow table, and withdraws a flow's entries when the flow left the
+    /// table or has another node there now (a flow-sync record, a reused tuple). A reply
+    /// entry goes with its flow, when it lost its partner, and when `replyHop` (the way to
+    /// its client now) is not where the entry sends. Returns the entries looked at.
     @discardableResult
-    public func scan(now: UInt64, flows: FlowTable, counters: WorkerCounters, maxEntries: Int = 4096) -> Int {
+    public func scan(now: UInt64, flows: FlowTable, counters: WorkerCounters, maxEntries: Int = 4096,
+                     replyHop: (IPAddress) -> (ethernet: EthernetAddresses, interface: Int)?) -> Int {
         guard now > scannedUpTo else { return 0 }
         let elapsed = scannedUpTo == 0 ? 0 : min(now &- scannedUpTo, scanPeriod)
         scannedUpTo = now
@@ -377,10 +390,17 @@ public final class FlowOffload: @unchecked Sendable {
             let action = shadow[i].action
             guard action != 0 else { continue }
             fold(i, into: counters)
-            guard action != Action.natSource.rawValue else { continue }
             let s = shadow[i]
-            let slot = flows.find(s.flow, hash: s.flowHash, now: now)
-            if slot < 0 {
+            if action == Action.natSource.rawValue {
+                let partner = Int(s.partner)
+                let paired = partner >= 0 && partner < capacity && shadow[partner].action != 0 && Int(shadow[partner].partner) == i
+                if !paired || !sendsAlong(i, replyHop(wireKey(i).destination)) { withdraw(i, counters: counters) }
+                continue
+            }
+            // The stamp first, then the flow: an entry used since the last look keeps its
+            // flow alive even if the flow's deadline passed in between.
+            let slot = flows.slot(of: s.flow, hash: s.flowHash)
+            guard slot >= 0, flows.nodeSlot(slot) == Int(s.nodeSlot) else {
                 withdraw(i, counters: counters)
                 continue
             }
@@ -388,8 +408,30 @@ public final class FlowOffload: @unchecked Sendable {
             if lastUsed > s.lastUsed {
                 shadow[i].lastUsed = lastUsed
                 flows.touch(slot, state: flows.entry(slot).state, now: min(lastUsed, now))
+            } else if flows.entry(slot).deadline <= now {
+                withdraw(i, counters: counters)  // idle past its timeout: the flow is over
             }
         }
         return due
+    }
+
+    /// Whether entry `index` sends where `hop` says.
+    func sendsAlong(_ index: Int, _ hop: (ethernet: EthernetAddresses, interface: Int)?) -> Bool {
+        guard let hop, hop.interface >= 0 && hop.interface < ifindexes.count, egress[hop.interface] else { return false }
+        let e = entry(index)
+        return e.loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self) == hop.ethernet.head
+            && e.loadUnaligned(fromByteOffset: Layout.ethernet + 8, as: UInt32.self) == hop.ethernet.tail
+            && e.loadUnaligned(fromByteOffset: Layout.ifindex, as: UInt32.self) == UInt32(bitPattern: ifindexes[hop.interface])
+    }
+
+    /// Withdraws (with its flow's forward entry) every reply entry that no longer sends
+    /// where `replyHop` says: the routes or neighbours changed. The flow's next frame at
+    /// the worker offers both again, along the new way.
+    public func revalidateReplies(counters: WorkerCounters?,
+                                  _ replyHop: (IPAddress) -> (ethernet: EthernetAddresses, interface: Int)?) {
+        guard used > 0 else { return }
+        for i in 0..<capacity where shadow[i].action == Action.natSource.rawValue {
+            if !sendsAlong(i, replyHop(wireKey(i).destination)) { withdraw(i, counters: counters) }
+        }
     }
 }

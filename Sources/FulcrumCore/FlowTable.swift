@@ -262,6 +262,21 @@ public final class FlowTable: @unchecked Sendable {
         return -1
     }
 
+    /// The slot holding `key`, live or past its deadline but not yet reclaimed, or -1.
+    /// Unlike `find`, it frees nothing: the offload's scan uses it to carry the XDP
+    /// program's last stamp into a flow before deciding whether it is over.
+    public func slot(of key: FlowKey, hash: UInt64) -> Int {
+        let base = bucketBase(hash)
+        var slot = base
+        let end = base &+ FlowTable.ways
+        while slot < end {
+            if entries[slot].deadline == 0 { return -1 }
+            if entries[slot].key == key { return slot }
+            slot &+= 1
+        }
+        return -1
+    }
+
     /// Stores a new flow; returns its slot, or -1 if the bucket is full of live flows.
     @inlinable
     public func insert(_ key: FlowKey, hash: UInt64, now: UInt64, nodeSlot: UInt32, group: UInt16,

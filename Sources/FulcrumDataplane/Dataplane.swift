@@ -333,7 +333,7 @@ public final class Dataplane: @unchecked Sendable {
             let offload = offloadRegion.map {
                 FlowOffload(region: $0.base + queue * options.offloadEntries * FlowOffload.Layout.size,
                             capacity: options.offloadEntries,
-                            ifindexes: zip(options.interfaces, ifindexes).map { options.noOffloadInterfaces.contains($0) ? 0 : $1 },
+                            ifindexes: ifindexes, egress: options.interfaces.map { !options.noOffloadInterfaces.contains($0) },
                             owner: $0)
             }
             let worker = try Worker(queue: queue, cpu: cpus[queue % cpus.count], sockets: sockets,
@@ -363,9 +363,10 @@ public final class Dataplane: @unchecked Sendable {
     public func setActive(_ active: Bool) throws {
         let was = maps.isActive
         try maps.setActive(active)
-        // Offloaded flows go back to the workers at every change of role: a standby's
-        // table of record may change (the flow sync) while its program forwards nothing.
-        if offloadMemory != nil && was != active { for w in workers { w.send(.withdrawOffloaded) } }
+        // Offloaded flows go back to the workers at every change of role (a standby's table
+        // of record may change, by the flow sync, while its program forwards nothing), and
+        // only an active LB's workers offer flows: none is written while standby.
+        if offloadMemory != nil && was != active { for w in workers { w.send(.offloadOffering(active)) } }
         logger.info(active ? "active: answering for the VIPs" : "passive: VIP traffic goes to the kernel")
     }
 

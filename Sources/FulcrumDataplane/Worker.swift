@@ -24,8 +24,9 @@ public enum WorkerCommand: Sendable {
     case sorryUp(generation: UInt64, group: Int, up: Bool)
     /// Where NAT replies go now (the kernel's routes or neighbours changed).
     case routing(RoutingTable)
-    /// Every offloaded flow back to the worker (the active role changed).
-    case withdrawOffloaded
+    /// The active role changed: every offloaded flow back to the worker, and flows offered
+    /// to the XDP program from now on only while active.
+    case offloadOffering(Bool)
 }
 
 /// A new layout's `Balancer`, built by the control thread for one worker (its schedulers,
@@ -109,7 +110,8 @@ public final class Worker: @unchecked Sendable {
          offload: FlowOffload? = nil) throws {
         self.reflectOnly = reflectOnly
         self.offload = offload
-        balancer.attachOffload(offload)
+        // The data plane starts passive: nothing is offered until it is made active.
+        balancer.attachOffload(offload, offering: false)
         self.idleSpin = idleSpin
         self.queue = queue
         self.cpu = cpu
@@ -205,7 +207,7 @@ public final class Worker: @unchecked Sendable {
             case let .nodeEnabled(gen, g, n, on): if gen == current { balancer.setNodeEnabled(group: g, node: n, on) }
             case let .routing(table): balancer.setRouting(table)
             case let .sorryUp(gen, g, up): if gen == current { balancer.setSorryUp(group: g, up) }
-            case .withdrawOffloaded: balancer.withdrawAllOffloaded()
+            case let .offloadOffering(on): balancer.setOffloadOffering(on)
             }
         }
         balancer.commitChanges()
@@ -213,7 +215,7 @@ public final class Worker: @unchecked Sendable {
         // flows the standby was never sent: look at them again.
         if batch.contains(where: {
             switch $0 {
-            case .routing, .withdrawOffloaded: false
+            case .routing, .offloadOffering: false
             default: true
             }
         }) { balancer.flows.startRecheck() }
@@ -258,6 +260,7 @@ public final class Worker: @unchecked Sendable {
         let next = handoff.balancer
         // Offloaded flows name the old layout's node slots: back to the worker first
         // (their counts into the old counters), then offered again under the new one.
+        let offering = old.offloadOffering
         old.attachOffload(nil)
         next.counters.carryOver(from: old.counters)
         let remap = handoff.remap
@@ -266,7 +269,7 @@ public final class Worker: @unchecked Sendable {
             guard i < remap.count, remap[i].slot != SlotTarget.gone.slot else { return nil }
             return (slot: remap[i].slot, group: remap[i].group)
         }
-        next.attachOffload(offload)
+        next.attachOffload(offload, offering: offering)
         balancer = next
         published.withLock { $0 = (next.counters, next.flows, next.spec) }
     }

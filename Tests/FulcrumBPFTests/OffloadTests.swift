@@ -147,7 +147,7 @@ import Testing
             now += 1000
             // Keep the table under half full: a flow whose slots are all taken is not
             // offloaded (the table-full case has its own test).
-            if s.offload.offloadedFlows > Self.entries / 8 { s.balancer.withdrawAllOffloaded() }
+            if s.offload.offloadedFlows > Self.entries / 8 { s.offload.withdrawAll(counters: s.balancer.counters) }
             let full = s.balancer.counters[.offloadTableFull]
             Self.establish(f, s.balancer, now: now)
             let offloaded = s.balancer.counters[.offloadTableFull] == full

@@ -1,0 +1,130 @@
+import FulcrumCore
+import FulcrumTestSupport
+import Testing
+
+/// The worker's side of the offload table, on ordinary memory (no BPF): when entries are
+/// written and when they must go. (Tests/FulcrumBPFTests/OffloadTests runs the XDP
+/// program against the same table.)
+@Suite struct FlowOffloadTests {
+    static let lbMAC = MACAddress("02:00:00:00:00:1b")!
+    static let capacity = 256
+
+    final class Region {
+        let base = UnsafeMutableRawPointer.allocate(byteCount: FlowOffloadTests.capacity * FlowOffload.Layout.size,
+                                                    alignment: 64)
+        init() { base.initializeMemory(as: UInt8.self, repeating: 0, count: FlowOffloadTests.capacity * FlowOffload.Layout.size) }
+        deinit { base.deallocate() }
+    }
+
+    static func nat() -> GroupSpec {
+        GroupSpec(name: "nat", vip: Fixtures.vip4, proto: IPProtocol.tcp, ports: [80], method: .nat, scheduler: .rr,
+                  nodes: [NodeSpec(address: Fixtures.node4a, port: 8080, mac: Fixtures.nodeMACa),
+                          NodeSpec(address: Fixtures.node4b, port: 8080, mac: Fixtures.nodeMACb)])
+    }
+
+    static func route(_ mac: MACAddress) -> ReturnRoute {
+        ReturnRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 24, interface: 0, nextHopMAC: mac)
+    }
+
+    /// A balancer with offload attached, and its table.
+    static func setup() throws -> (Balancer, FlowOffload, Region) {
+        let region = Region()
+        let table = FlowOffload(region: region.base, capacity: capacity, ifindexes: [7], owner: region)
+        let b = try Balancer(BalancerSpec(groups: [nat()], interfaceMACs: [lbMAC], returnRoutes: [route(Fixtures.routerMAC)]))
+        b.attachOffload(table)
+        return (b, table, region)
+    }
+
+    static func segment(_ port: UInt16, _ flags: UInt8) -> [UInt8] {
+        PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: port, destinationPort: 80,
+                               flags: flags)
+    }
+
+    /// SYN, then the handshake's ACK: established, so offered.
+    static func open(_ b: Balancer, _ port: UInt16, now: UInt64) {
+        _ = segment(port, TCPFlags.syn).mutatingFrame { b.process($0, length: $1, now: now) }
+        _ = segment(port, TCPFlags.ack).mutatingFrame { b.process($0, length: $1, now: now) }
+    }
+
+    static func key(_ port: UInt16) -> FlowKey {
+        FlowKey(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: port, destinationPort: 80, proto: IPProtocol.tcp)
+    }
+
+    @Test func anEstablishedNATFlowGetsAForwardAndAReplyEntryAndFINEndsThem() throws {
+        let (b, table, _) = try Self.setup()
+        _ = Self.segment(1000, TCPFlags.syn).mutatingFrame { b.process($0, length: $1, now: 1) }
+        #expect(table.offloadedFlows == 0, "a SYN is never offered")
+        _ = Self.segment(1000, TCPFlags.ack).mutatingFrame { b.process($0, length: $1, now: 1) }
+        #expect(table.offloadedFlows == 1)
+        #expect(table.find(Self.key(1000)) >= 0)
+        _ = Self.segment(1000, TCPFlags.fin | TCPFlags.ack).mutatingFrame { b.process($0, length: $1, now: 2) }
+        #expect(table.offloadedFlows == 0 && table.find(Self.key(1000)) < 0)
+    }
+
+    @Test func aStandbyOffersNothingAndTheRoleChangeWithdrawsEverything() throws {
+        let (b, table, _) = try Self.setup()
+        Self.open(b, 1000, now: 1)
+        #expect(table.offloadedFlows == 1)
+        b.setOffloadOffering(false)
+        #expect(table.offloadedFlows == 0)
+        Self.open(b, 1001, now: 2)
+        _ = Self.segment(1000, TCPFlags.ack).mutatingFrame { b.process($0, length: $1, now: 2) }
+        #expect(table.offloadedFlows == 0, "nothing offered while standby")
+        b.setOffloadOffering(true)
+        _ = Self.segment(1000, TCPFlags.ack).mutatingFrame { b.process($0, length: $1, now: 3) }
+        #expect(table.offloadedFlows == 1)
+    }
+
+    @Test func aReusedTupleLosesTheEntryOfTheFlowBefore() throws {
+        let (b, table, _) = try Self.setup()
+        Self.open(b, 1000, now: 1)
+        #expect(table.offloadedFlows == 1)
+        // The flow leaves the table (expired, say) before the scan saw it go; a new
+        // connection on the same tuple opens: its SYN must take the old entry away.
+        let index = b.flows.find(Self.key(1000), hash: Self.key(1000).stableHash(), now: 1)
+        b.flows.remove(index)
+        _ = Self.segment(1000, TCPFlags.syn).mutatingFrame { b.process($0, length: $1, now: 2) }
+        #expect(table.offloadedFlows == 0 && table.find(Self.key(1000)) < 0)
+    }
+
+    @Test func aRouteChangeWithdrawsOnlyRepliesThatWouldGoElsewhere() throws {
+        let (b, table, _) = try Self.setup()
+        Self.open(b, 1000, now: 1)
+        #expect(table.offloadedFlows == 1)
+        let same = RoutingTable(routes: [ClientRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 24, interface: 0,
+                                                     gateway: .zero, gatewayMAC: Fixtures.routerMAC, isOverride: true)],
+                                neighbors: [:], version: 2, interfaceMACs: [Self.lbMAC])
+        b.setRouting(same)
+        #expect(table.offloadedFlows == 1, "the way back is the same: kept")
+        let moved = RoutingTable(routes: [ClientRoute(prefix: IPAddress("198.18.0.0")!, prefixLength: 24, interface: 0,
+                                                      gateway: .zero, gatewayMAC: Fixtures.nodeMACc, isOverride: true)],
+                                 neighbors: [:], version: 3, interfaceMACs: [Self.lbMAC])
+        b.setRouting(moved)
+        #expect(table.offloadedFlows == 0, "replies would go to the old router: the flow goes back to the worker")
+        _ = Self.segment(1000, TCPFlags.ack).mutatingFrame { b.process($0, length: $1, now: 2) }
+        #expect(table.offloadedFlows == 1, "offered again, along the new way")
+    }
+
+    @Test func theScanWithdrawsAFlowWhoseNodeChangedInTheTable() throws {
+        let (b, table, _) = try Self.setup()
+        Self.open(b, 1000, now: 1)
+        let index = b.flows.find(Self.key(1000), hash: Self.key(1000).stableHash(), now: 1)
+        let other = b.flows.nodeSlot(index) == 0 ? 1 : 0
+        b.flows.reassign(index, nodeSlot: UInt32(other), group: 0)  // as a flow-sync record would
+        b.maintain(now: 1_000)
+        b.maintain(now: 1_000 + table.scanPeriod)
+        #expect(table.offloadedFlows == 0)
+    }
+
+    @Test func aNodeGoingDownTakesItsFlowsEntriesAndTheFlowMoves() throws {
+        let (b, table, _) = try Self.setup()
+        Self.open(b, 1000, now: 1)
+        let index = b.flows.find(Self.key(1000), hash: Self.key(1000).stableHash(), now: 1)
+        let node = b.flows.nodeSlot(index)
+        b.setNodeUp(group: 0, node: node, false)
+        #expect(table.offloadedFlows == 0)
+        _ = Self.segment(1000, TCPFlags.ack).mutatingFrame { b.process($0, length: $1, now: 2) }
+        #expect(table.offloadedFlows == 1)
+        #expect(b.counters[.flowsMoved] == 1)
+    }
+}
