@@ -550,6 +550,20 @@ struct Reader {
             if let v = seconds("udp") { dp.timeouts.udp = v }
             if let v = seconds("other") { dp.timeouts.datagram = v }
         }
+        // The offload's scan carries the XDP program's stamps into the flow table; a pass
+        // must end well inside the shortest timeout, or a busy offloaded flow could be
+        // taken for idle. A worker looks at 4,096 entries a loop turn, and an idle one
+        // (the program forwarding everything) turns every 10 ms.
+        if dp.offload == .established {
+            let t = dp.timeouts
+            let shortest = [t.synSent, t.established, t.closing, t.udp, t.datagram].min() ?? 0
+            let pass = UInt64(dp.offloadEntries / 4096) * 10_000_000
+            if pass * 2 > shortest {
+                fail(m["offload_entries"] ?? m["timeouts"] ?? node, "dataplane.offload_entries",
+                     "a scan of \(dp.offloadEntries) entries can take \(Double(pass) / 1e9) s, more than half the shortest timeout (\(shortest / 1_000_000_000) s): lower offload_entries or raise dataplane.timeouts",
+                     value: "\(dp.offloadEntries)")
+            }
+        }
         return dp
     }
 

@@ -13,7 +13,7 @@ extension Balancer {
     /// are withdrawn first, since they name its node slots. `offering`: whether flows are
     /// offered now (only while this LB is active: a standby's program forwards nothing,
     /// and entries written then would be stale when it takes over).
-    public func attachOffload(_ table: FlowOffload?, offering: Bool = true) {
+    public func attachOffload(_ table: FlowOffload?, offering: Bool) {
         if let old = offload, old !== table { old.withdrawAll(counters: counters) }
         table?.withdrawAll(counters: counters)
         offload = table
@@ -39,7 +39,7 @@ extension Balancer {
     /// old node.
     @usableFromInline @inline(never)
     func withdrawStaleOffload(_ key: FlowKey) {
-        guard let table = offload else { return }
+        guard let table = offload, table.used > 0 else { return }
         let index = table.find(key)
         if index >= 0 { table.withdraw(index, counters: counters) }
     }
@@ -88,17 +88,21 @@ extension Balancer {
             return
         }
         let port = node.port == 0 ? key.destinationPort : node.port
-        // The replies' entry needs the way to the client; without one, the forward entry
-        // goes alone and replies take the worker's path (which notes the client unrouted).
-        var replyIndex = -1
+        // A NAT flow is offloaded whole or not at all: its frames keep reaching the worker
+        // (which offers it again) until the way back to the client is known and both
+        // entries fit. A forward entry alone would keep the replies on the worker for good.
+        guard let route = nextHop(to: key.source) else { return }
         let existing = table.find(key)
-        if let route = nextHop(to: key.source) {
-            let wire = FlowKey(source: node.address, destination: key.source, sourcePort: port,
-                               destinationPort: key.sourcePort, proto: key.proto)
-            replyIndex = table.install(wire: wire, action: .natSource, address: state.vip, port: key.destinationPort,
+        let wire = FlowKey(source: node.address, destination: key.source, sourcePort: port,
+                           destinationPort: key.sourcePort, proto: key.proto)
+        let replyIndex = table.install(wire: wire, action: .natSource, address: state.vip, port: key.destinationPort,
                                        ethernet: route.ethernet, interface: route.interface, from: state.interface,
                                        maxFrame: interfaceMaxFrames[route.interface], flow: key, flowHash: hash,
                                        nodeSlot: slot, group: g, partner: existing, counters: counters)
+        guard replyIndex >= 0 else {
+            if replyIndex == -1 { counters.count(.offloadTableFull) }
+            if existing >= 0 { table.withdraw(existing, counters: counters) }
+            return
         }
         let forward = table.install(wire: key, action: .natDestination, address: node.address, port: port,
                                     ethernet: node.ethernet, interface: state.interface, maxFrame: state.maxFrame,
@@ -106,7 +110,7 @@ extension Balancer {
                                     counters: counters)
         if forward < 0 {
             if forward == -1 { counters.count(.offloadTableFull) }
-            if replyIndex >= 0 { table.withdraw(replyIndex, counters: counters) }
+            table.withdraw(replyIndex, counters: counters)
             return
         }
         table.pair(forward, replyIndex)

@@ -791,7 +791,7 @@ public final class Balancer {
         counters.countGroup(g, .newFlows)
         counters.countNode(slot, .newFlows)
         if slot == state.sorrySlot { counters.countGroup(g, .sorryFlows) }
-        if offloadView.pointee.table != nil { withdrawStaleOffload(key) }
+        if inserted >= 0 && offloadView.pointee.table != nil { withdrawStaleOffload(key) }
         return slot
     }
 

@@ -215,7 +215,8 @@ public final class FlowOffload: @unchecked Sendable {
                 && e.loadUnaligned(fromByteOffset: Layout.maxFrame, as: UInt16.self) == UInt16(clamping: maxFrame)
                 && e.loadUnaligned(fromByteOffset: Layout.newPort, as: UInt16.self) == port.bigEndian
                 && e.loadUnaligned(fromByteOffset: Layout.newAddress + 8, as: UInt64.self) == address.low.bigEndian
-                && e.loadUnaligned(fromByteOffset: Layout.newAddress, as: UInt64.self) == address.high.bigEndian {
+                && e.loadUnaligned(fromByteOffset: Layout.newAddress, as: UInt64.self) == address.high.bigEndian
+                && e.loadUnaligned(fromByteOffset: Layout.fromIfindex, as: UInt32.self) == fromIfindex(fromInterface) {
                 return index
             }
             fold(index, into: counters)  // the counts so far belong to the node it had
@@ -245,8 +246,7 @@ public final class FlowOffload: @unchecked Sendable {
         e.storeBytes(of: ethernet.head, toByteOffset: Layout.ethernet, as: UInt64.self)
         e.storeBytes(of: ethernet.tail, toByteOffset: Layout.ethernet + 8, as: UInt32.self)
         e.storeBytes(of: UInt32(bitPattern: ifindexes[interface]), toByteOffset: Layout.ifindex, as: UInt32.self)
-        let from = fromInterface >= 0 && fromInterface < ifindexes.count ? UInt32(bitPattern: ifindexes[fromInterface]) : 0
-        e.storeBytes(of: from, toByteOffset: Layout.fromIfindex, as: UInt32.self)
+        e.storeBytes(of: fromIfindex(fromInterface), toByteOffset: Layout.fromIfindex, as: UInt32.self)
         endWrite(e, odd)
         var s = shadow[index]
         s.flow = flow
@@ -260,6 +260,11 @@ public final class FlowOffload: @unchecked Sendable {
         s.lastUsed = e.load(fromByteOffset: Layout.lastUsed, as: UInt64.self)
         shadow[index] = s
         return index
+    }
+
+    /// The ifindex an entry accepts frames from (0: any).
+    func fromIfindex(_ interface: Int) -> UInt32 {
+        interface >= 0 && interface < ifindexes.count ? UInt32(bitPattern: ifindexes[interface]) : 0
     }
 
     /// Links a NAT flow's two entries, so that withdrawing one withdraws the other.
@@ -293,7 +298,7 @@ public final class FlowOffload: @unchecked Sendable {
         let index = find(wire)
         guard index >= 0 else { return }
         let partner = Int(shadow[index].partner)
-        if partner >= 0 && partner < capacity { shadow[partner].partner = -1 }
+        if partner >= 0 && partner < capacity && Int(shadow[partner].partner) == index { shadow[partner].partner = -1 }
         clear(index, counters: counters)
     }
 
@@ -415,17 +420,20 @@ public final class FlowOffload: @unchecked Sendable {
         return due
     }
 
-    /// Whether entry `index` sends where `hop` says.
+    /// Whether entry `index` sends where `hop` says. A hop not known now (a learnt MAC
+    /// evicted from its cache, a neighbour entry being refreshed) keeps the entry: only a
+    /// different way is a reason to withdraw it.
     func sendsAlong(_ index: Int, _ hop: (ethernet: EthernetAddresses, interface: Int)?) -> Bool {
-        guard let hop, hop.interface >= 0 && hop.interface < ifindexes.count, egress[hop.interface] else { return false }
+        guard let hop else { return true }
+        guard hop.interface >= 0 && hop.interface < ifindexes.count, egress[hop.interface] else { return false }
         let e = entry(index)
         return e.loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self) == hop.ethernet.head
             && e.loadUnaligned(fromByteOffset: Layout.ethernet + 8, as: UInt32.self) == hop.ethernet.tail
             && e.loadUnaligned(fromByteOffset: Layout.ifindex, as: UInt32.self) == UInt32(bitPattern: ifindexes[hop.interface])
     }
 
-    /// Withdraws (with its flow's forward entry) every reply entry that no longer sends
-    /// where `replyHop` says: the routes or neighbours changed. The flow's next frame at
+    /// Withdraws (with its flow's forward entry) every reply entry that `replyHop` says
+    /// goes another way now: the routes or neighbours changed. The flow's next frame at
     /// the worker offers both again, along the new way.
     public func revalidateReplies(counters: WorkerCounters?,
                                   _ replyHop: (IPAddress) -> (ethernet: EthernetAddresses, interface: Int)?) {

@@ -261,7 +261,7 @@ public final class Worker: @unchecked Sendable {
         // Offloaded flows name the old layout's node slots: back to the worker first
         // (their counts into the old counters), then offered again under the new one.
         let offering = old.offloadOffering
-        old.attachOffload(nil)
+        old.attachOffload(nil, offering: false)
         next.counters.carryOver(from: old.counters)
         let remap = handoff.remap
         old.flows.remap { oldSlot in

@@ -69,7 +69,7 @@ import Testing
         let memory = try SharedMapMemory(maps.offload)
         let offload = FlowOffload(region: memory.base, capacity: entries, ifindexes: [lo], owner: memory)
         let balancer = try Balancer(spec)
-        balancer.attachOffload(offload)
+        balancer.attachOffload(offload, offering: true)
         return Setup(object: object, maps: maps, program: try object.programFD(FULCRUM_PROG_MAIN), memory: memory,
                      offload: offload, balancer: balancer)
     }

@@ -94,6 +94,12 @@ import Testing
         ("    ports: [53]", "    ports: [53, 54]", 38, "groups[1].nodes[0].port", "5353"),
         // Refusals the hostile test found `fulcrum check` let through.
         ("  flow_table_size: 65536", "  flow_table_size: 65536\n  cores: []", 10, "dataplane.cores", nil),
+        // The offload: its mode, its size, and a scan pass that could outlast half a timeout.
+        ("  flow_table_size: 65536", "  flow_table_size: 65536\n  offload: all", 10, "dataplane.offload", "all"),
+        ("  flow_table_size: 65536", "  flow_table_size: 65536\n  offload_entries: 1000", 10, "dataplane.offload_entries", "1000"),
+        // (4 M entries: up to 10 s a pass; the shortest timeout here is closing's 10 s.)
+        ("  flow_table_size: 65536", "  flow_table_size: 65536\n  offload_entries: 4194304", 10, "dataplane.offload_entries",
+         "4194304"),
         ("    vip: 198.18.1.10", "    vip: 0.0.0.0", 18, "groups[0].vip", nil),
         ("    vip: 198.18.1.10", "    vip: 224.0.0.5", 18, "groups[0].vip", nil),
         ("    vip: 198.18.1.10", "    vip: 255.255.255.255", 18, "groups[0].vip", nil),

@@ -31,7 +31,7 @@ import Testing
         let region = Region()
         let table = FlowOffload(region: region.base, capacity: capacity, ifindexes: [7], owner: region)
         let b = try Balancer(BalancerSpec(groups: [nat()], interfaceMACs: [lbMAC], returnRoutes: [route(Fixtures.routerMAC)]))
-        b.attachOffload(table)
+        b.attachOffload(table, offering: true)
         return (b, table, region)
     }
 
@@ -114,6 +114,17 @@ import Testing
         b.maintain(now: 1_000)
         b.maintain(now: 1_000 + table.scanPeriod)
         #expect(table.offloadedFlows == 0)
+    }
+
+    @Test func aNATFlowWithNoWayBackIsNotOffloadedAtAll() throws {
+        // No route to the client: a forward entry alone would keep the replies on the
+        // worker for the flow's life, so neither goes.
+        let region = Region()
+        let table = FlowOffload(region: region.base, capacity: Self.capacity, ifindexes: [7], owner: region)
+        let b = try Balancer(BalancerSpec(groups: [Self.nat()], interfaceMACs: [Self.lbMAC]))
+        b.attachOffload(table, offering: true)
+        Self.open(b, 1000, now: 1)
+        #expect(table.offloadedFlows == 0 && table.find(Self.key(1000)) < 0)
     }
 
     @Test func aNodeGoingDownTakesItsFlowsEntriesAndTheFlowMoves() throws {
