@@ -16,7 +16,7 @@ standby that applied one would hold it (records_held would move).
 import hashlib, hmac, os, socket, struct, sys, time
 
 target, port, keyfile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-key = open(keyfile, "rb").read()
+key = open(keyfile, "rb").read().strip()  # as the daemon reads a key file (SharedKey: trimmed)
 
 def record():
     # flags (IPv4, state established=2), proto 6, ports, client, VIP, node, node port, lifetime.

@@ -35,7 +35,7 @@ if sys.argv[1] == "--replay":
     sys.exit(0)
 
 target, port, keyfile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-key = open(keyfile, "rb").read()
+key = open(keyfile, "rb").read().strip()  # as the daemon reads a key file (SharedKey: trimmed)
 
 def heartbeat(k, role=2, flags=0x05, epoch=None, sequence=1):
     epoch = epoch if epoch is not None else int(time.time() * 1000)

@@ -273,7 +273,10 @@ if [ "${PAIR:-0}" = 1 ]; then
     ip -n "$P-lb2" -6 addr add 2001:2:2::3/64 dev eth-n nodad
     ip -n "$P-sw" link set dev p-lb2-eth-n xdpdrv obj "$PASS_OBJ" sec xdp
     x "$P-sw" ethtool -K p-lb2-eth-n txvlan off >/dev/null
-    (umask 077; head -c 32 /dev/urandom >"$DIR/cluster.key")
+    # Text, as Docs/OPERATIONS.md says to make one: the daemon trims whitespace at both
+    # ends of a key file, so raw random bytes that began or ended with one were a
+    # different key to the daemon than to the rogue scripts that sign with the file.
+    (umask 077; head -c 32 /dev/urandom | base64 >"$DIR/cluster.key")
     # pair_config NAME ROLE PEER LOCAL-IC PEER-IC LOCAL-FRONT PEER-FRONT STATE [MORE-INTERFACES]
     # (lb1 also runs on eth-f, the flood host's link, so a flood can reach its data plane.)
     pair_config() {
