@@ -133,6 +133,9 @@ extension OnTheTestbed {
             try bed.startPairMember(2)
             try bed.waitForPair(2, "lb2 standby again", timeout: 20) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
             try waitReady(bed)
+            // lb1's status file is rewritten every 200 ms: a bulk transfer of 500 flows can
+            // start and end within one, so its count is waited for, not read once.
+            try? bed.waitForPair(1, "the bulk transfer counted", timeout: 2) { ($0.cluster?.flowSync?.bulkTransfers ?? 0) > bulks }
             let s1 = try #require(try bed.pairStatus(1).cluster?.flowSync)
             #expect(s1.bulkTransfers > bulks, "the restarted standby got a bulk transfer: \(s1)")
             let s2 = try #require(try bed.pairStatus(2).cluster?.flowSync)
