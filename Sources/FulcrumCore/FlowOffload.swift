@@ -75,8 +75,7 @@ public final class FlowOffload: @unchecked Sendable {
     /// Entries in use.
     @usableFromInline var used = 0
     var scanCursor = 0
-    var scannedUpTo: UInt64 = 0
-    var scanCredit: UInt64 = 0
+    var scanPace = PacedPass()
     /// One `scan` pass over the region takes this long (ns): the counters and the flow
     /// table's deadlines follow the XDP program's by at most this much.
     public let scanPeriod: UInt64
@@ -378,13 +377,8 @@ public final class FlowOffload: @unchecked Sendable {
     @discardableResult
     public func scan(now: UInt64, flows: FlowTable, counters: WorkerCounters, maxEntries: Int = 4096,
                      replyHop: (IPAddress) -> (ethernet: EthernetAddresses, interface: Int)?) -> Int {
-        guard now > scannedUpTo else { return 0 }
-        let elapsed = scannedUpTo == 0 ? 0 : min(now &- scannedUpTo, scanPeriod)
-        scannedUpTo = now
-        scanCredit = min(scanCredit &+ elapsed &* UInt64(capacity), scanPeriod &* UInt64(capacity))
-        guard scanCredit >= scanPeriod else { return 0 }
-        let due = min(Int(scanCredit / scanPeriod), maxEntries)
-        scanCredit &-= UInt64(due) &* scanPeriod
+        let due = scanPace.due(now: now, items: capacity, period: scanPeriod, max: maxEntries)
+        guard due > 0 else { return 0 }
         guard used > 0 else {
             scanCursor = (scanCursor &+ due) & mask
             return due

@@ -136,9 +136,8 @@ public final class FlowTable: @unchecked Sendable {
     @usableFromInline var sweepCursor = 0
     /// One pass of the paced expiry over the whole table takes this long (nanoseconds).
     public let sweepPeriod: UInt64
-    /// `now` at the last paced expiry, and the bucket-nanoseconds owed since.
-    @usableFromInline var expiredUpTo: UInt64 = 0
-    @usableFromInline var expiryCredit: UInt64 = 0
+    /// The paced expiry's account: buckets owed since it last ran.
+    @usableFromInline var expiry = PacedPass()
     @usableFromInline let live = Atomic<Int>(0)
     /// Where `bucketHead` results go, so that the loads are not optimised away.
     @usableFromInline var touched: UInt64 = 0
@@ -377,15 +376,8 @@ public final class FlowTable: @unchecked Sendable {
     @inlinable
     @discardableResult
     public func expire(now: UInt64, maxBuckets: Int = 1024) -> Int {
-        guard now > expiredUpTo else { return 0 }
-        let elapsed = expiredUpTo == 0 ? 0 : min(now &- expiredUpTo, sweepPeriod)
-        expiredUpTo = now
-        // At most one whole pass is ever owed.
-        expiryCredit = min(expiryCredit &+ elapsed &* UInt64(bucketCount), sweepPeriod &* UInt64(bucketCount))
-        guard expiryCredit >= sweepPeriod else { return 0 }
-        let due = min(Int(expiryCredit / sweepPeriod), maxBuckets)
-        expiryCredit &-= UInt64(due) &* sweepPeriod
-        return sweep(now: now, buckets: due)
+        let due = expiry.due(now: now, items: bucketCount, period: sweepPeriod, max: maxBuckets)
+        return due == 0 ? 0 : sweep(now: now, buckets: due)
     }
 
     /// Reclaims dead entries in the next `buckets` buckets; returns how many it freed.
@@ -410,6 +402,30 @@ public final class FlowTable: @unchecked Sendable {
             b &+= 1
         }
         return freed
+    }
+}
+
+/// Work paced by time: of `items` to look over once per `period`, how many are due now.
+/// The account keeps at most one whole pass owed, so a call after a long pause stays
+/// bounded (`max`), and what it leaves is owed to the next calls. The flow table's expiry
+/// and the offload table's scan both keep one.
+public struct PacedPass: Sendable {
+    /// `now` at the last call, and the item-nanoseconds owed since.
+    @usableFromInline var upTo: UInt64 = 0
+    @usableFromInline var credit: UInt64 = 0
+
+    @inlinable public init() {}
+
+    @inlinable
+    public mutating func due(now: UInt64, items: Int, period: UInt64, max: Int) -> Int {
+        guard now > upTo else { return 0 }
+        let elapsed = upTo == 0 ? 0 : Swift.min(now &- upTo, period)
+        upTo = now
+        credit = Swift.min(credit &+ elapsed &* UInt64(items), period &* UInt64(items))
+        guard credit >= period else { return 0 }
+        let due = Swift.min(Int(credit / period), max)
+        credit &-= UInt64(due) &* period
+        return due
     }
 }
 
