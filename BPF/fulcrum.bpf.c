@@ -121,12 +121,35 @@ int fulcrum_xdp(struct xdp_md *ctx)
     void *end = (void *)(long)ctx->data_end;
     struct packet p = {};
     count(FULCRUM_CNT_RX);
+    int r = parse_ethernet(data, end, &p);
+    int l3 = PARSE_OTHER;
+    struct fulcrum_state *s = 0;
+    int active = -1; /* not asked yet: state_active counts a stale daemon once per frame */
+    if (r == PARSE_IP) {
+        l3 = p.ether_type == ETH_P_IP ? parse_ipv4(data, end, &p) : parse_ipv6(data, end, &p);
+        /* An established flow a worker offloaded: forwarded here, first (an entry exists
+         * only for a flow of a service or a NAT reply, decided by a worker of this active
+         * LB; entries are withdrawn at reloads and role changes), and before the admission
+         * budget, so that a flood of new flows cannot crowd it out. The entry names the
+         * interface and MAC address its frames arrive with, so nothing else is looked up
+         * for them (not even the interface's slot). */
+        if (l3 == PARSE_IP && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP)) {
+            s = state();
+            if (s && s->offload_mask) {
+                active = state_active(s);
+                if (active) {
+                    int verdict = offload_forward(ctx, &p, s->offload_mask);
+                    if (verdict >= 0)
+                        return verdict;
+                }
+            }
+        }
+    }
+
     __u32 ifindex = ctx->ingress_ifindex;
     struct fulcrum_ifslot *iface = bpf_map_lookup_elem(&fulcrum_ifslots, &ifindex);
     if (!iface)
         goto pass;
-
-    int r = parse_ethernet(data, end, &p);
     if (r == PARSE_MALFORMED)
         goto malformed;
     if (r == PARSE_VLAN) {
@@ -152,7 +175,7 @@ int fulcrum_xdp(struct xdp_md *ctx)
         goto pass;
     }
 
-    r = p.ether_type == ETH_P_IP ? parse_ipv4(data, end, &p) : parse_ipv6(data, end, &p);
+    r = l3; /* parsed above */
     if (r == PARSE_MALFORMED)
         goto malformed;
     if (r == PARSE_FRAGMENT) {
@@ -164,8 +187,9 @@ int fulcrum_xdp(struct xdp_md *ctx)
             count(FULCRUM_CNT_FRAGMENT);
             return XDP_PASS;
         }
-        struct fulcrum_state *s = state();
-        if (!s || !state_active(s)) {
+        if (!s)
+            s = state();
+        if (!state_active(s)) {
             count(FULCRUM_CNT_STANDBY_PASS);
             return XDP_PASS;
         }
@@ -206,25 +230,12 @@ int fulcrum_xdp(struct xdp_md *ctx)
         return XDP_PASS;
     }
 
-    /* An established flow a worker offloaded: forwarded here, first (an entry exists
-     * only for a flow of a service or a NAT reply, decided by a worker of this active LB;
-     * entries are withdrawn at reloads and role changes), and before the admission
-     * budget, so that a flood of new flows cannot crowd it out. */
-    struct fulcrum_state *s = state();
-    int active = -1; /* not asked yet: state_active counts a stale daemon once per frame */
-    if (s && s->offload_mask && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP)) {
-        active = state_active(s);
-        if (active) {
-            int verdict = offload_forward(ctx, &p, s->offload_mask);
-            if (verdict >= 0)
-                return verdict;
-        }
-    }
-
     int ours = is_ours(data, end, &p);
     if (ours < 0)
         goto malformed;
     if (ours) {
+        if (!s)
+            s = state();
         if (active < 0)
             active = state_active(s);
         if (!active) {

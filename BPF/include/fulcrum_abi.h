@@ -158,21 +158,28 @@ struct fulcrum_offload {
     __u64 last_used; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE) of the last frame */
     __u64 packets;
     __u64 bytes;
-    __u32 from_ifindex; /* nonzero: only frames received here (a NAT reply, from the nodes' side) */
-    __u8 pad1[20];
+    __u32 from_ifindex; /* only frames received here (for a NAT reply: from the nodes' side) */
+    __u8 in_mac[6];     /* and only frames to this MAC address (the receiving interface's) */
+    __u8 pad1[14];
 };
 _Static_assert(sizeof(struct fulcrum_offload) == 128, "fulcrum_offload");
 
 /* The home slot's hash of an offload key, the same in the XDP program and in the worker
  * (FlowOffload.hash; a test holds them equal): the addresses as four 64-bit words and the
  * ports and protocol as one, each as they lie in memory (little-endian loads). */
-static inline __u64 fulcrum_offload_mix(__u64 h, __u64 v)
+#ifdef __bpf__
+#define FULCRUM_ABI_INLINE static inline __attribute__((always_inline)) /* not a BPF subprogram call */
+#else
+#define FULCRUM_ABI_INLINE static inline
+#endif
+
+FULCRUM_ABI_INLINE __u64 fulcrum_offload_mix(__u64 h, __u64 v)
 {
     h = (h ^ v) * 0xff51afd7ed558ccdULL;
     return h ^ (h >> 32);
 }
 
-static inline __u64 fulcrum_offload_hash(__u64 s0, __u64 s1, __u64 d0, __u64 d1, __u64 ports_proto)
+FULCRUM_ABI_INLINE __u64 fulcrum_offload_hash(__u64 s0, __u64 s1, __u64 d0, __u64 d1, __u64 ports_proto)
 {
     __u64 h = 0x9e3779b97f4a7c15ULL;
     h = fulcrum_offload_mix(h, s0);

@@ -19,7 +19,7 @@
 
 /* What the program needs of an entry, copied out under its sequence lock. */
 struct offload_hit {
-    __u32 index;
+    struct fulcrum_offload *entry;
     __u32 ifindex;
     __u16 max_frame;
     __u16 new_port;
@@ -56,9 +56,12 @@ static __always_inline __u16 offload_udp_csum(__u16 field, __u64 acc)
     return c ? c : 0xFFFF;
 }
 
-/* Finds the frame's flow in this queue's region; 0 and `hit` filled when found. */
-static __always_inline int offload_find(struct xdp_md *ctx, const struct packet *p, __u32 mask,
-                                        struct offload_hit *hit)
+/* Finds the frame's flow in this queue's region; 0 and `hit` filled when found. The
+ * entry says which interface and destination MAC address (`dst_head`, `dst_tail`: the
+ * frame's) its frames arrive with, so a frame of the flow that came another way, or was
+ * for another host, stays on the ordinary path (which counts it). */
+static __always_inline int offload_find(const struct xdp_md *ctx, const struct packet *p, __u32 mask,
+                                        __u32 dst_head, __u16 dst_tail, struct offload_hit *hit)
 {
     __u32 queue = ctx->rx_queue_index;
     if (queue >= FULCRUM_MAX_QUEUES)
@@ -83,9 +86,11 @@ static __always_inline int offload_find(struct xdp_md *ctx, const struct packet 
             offload_load64(&e->dst.bytes[0]) != d0 || offload_load64(&e->dst.bytes[8]) != d1)
             continue;
         __u32 from = e->from_ifindex;
-        if (from && from != ctx->ingress_ifindex)
-            return -1; /* a reply from the wrong side: the worker counts and drops it */
-        hit->index = key;
+        __u32 mac_head;
+        __u16 mac_tail;
+        __builtin_memcpy(&mac_head, &e->in_mac[0], 4);
+        __builtin_memcpy(&mac_tail, &e->in_mac[4], 2);
+        hit->entry = e;
         hit->ifindex = e->ifindex;
         hit->max_frame = e->max_frame;
         hit->new_port = e->new_port;
@@ -95,6 +100,8 @@ static __always_inline int offload_find(struct xdp_md *ctx, const struct packet 
         OFFLOAD_BARRIER();
         if (*(volatile __u32 *)&e->seq != seq)
             return -1; /* rewritten meanwhile: the worker has this frame */
+        if (from != ctx->ingress_ifindex || dst_head != mac_head || dst_tail != mac_tail)
+            return -1; /* e.g. a reply from the wrong side: the worker counts and drops it */
         return 0;
     }
     return -1;
@@ -167,24 +174,33 @@ static __always_inline int offload_forward(struct xdp_md *ctx, const struct pack
     } else if (p->proto != IPPROTO_UDP) {
         return -1;
     }
+    struct ethhdr *eth = data;
+    asm volatile("" : "+r"(eth)); /* keep the check below: the compiler knows it holds, the verifier must see it */
+    if ((void *)(eth + 1) > end)
+        return -1;
+    __u32 dst_head;
+    __u16 dst_tail;
+    __builtin_memcpy(&dst_head, &eth->h_dest[0], 4);
+    __builtin_memcpy(&dst_tail, &eth->h_dest[4], 2);
     struct offload_hit hit = {};
-    if (offload_find(ctx, p, mask, &hit))
+    if (offload_find(ctx, p, mask, dst_head, dst_tail, &hit))
         return -1;
     __u64 length = (__u64)(end - data);
     if (length > hit.max_frame)
         return -1;
-    struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > end)
-        return -1;
     if (hit.action != FULCRUM_OFFLOAD_MAT && offload_translate(data, end, p, &hit))
         return -1;
-    __builtin_memcpy(eth, hit.eth, 12);
-    struct fulcrum_offload *e = bpf_map_lookup_elem(&fulcrum_offload, &hit.index);
-    if (e) {
-        e->last_used = bpf_ktime_get_coarse_ns(); /* a tick's precision ages flows well enough, at a fraction of the cost */
-        __sync_fetch_and_add(&e->packets, 1);
-        __sync_fetch_and_add(&e->bytes, length);
-    }
+    /* Both MAC addresses, as six 16-bit stores: the frame is 2-byte aligned, and a byte
+     * copy (what the compiler makes of an alignment it cannot see) is twelve. */
+    __u16 *mac = (__u16 *)eth;
+    const __u16 *to = (const __u16 *)hit.eth;
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        mac[i] = to[i];
+    struct fulcrum_offload *e = hit.entry;
+    e->last_used = bpf_ktime_get_coarse_ns(); /* a tick's precision ages flows well enough, at a fraction of the cost */
+    __sync_fetch_and_add(&e->packets, 1);
+    __sync_fetch_and_add(&e->bytes, length);
     count(FULCRUM_CNT_OFFLOADED);
     if (hit.ifindex == ctx->ingress_ifindex)
         return XDP_TX;

@@ -60,10 +60,12 @@ extension Balancer {
 
     /// A packet of a known flow reached the worker with offload on: offload the flow if it
     /// is established (TCP after the handshake, UDP from its second datagram), withdraw
-    /// it if it is closing. Out of line: with the flow offloaded, few of its packets come.
+    /// it if it is closing. `ingress`: the interface it arrived on, where the XDP program
+    /// will take its later packets. Out of line: with the flow offloaded, few of its
+    /// packets come.
     @inlinable @inline(never)
-    func offerOffload(_ index: Int, key: FlowKey, hash: UInt64, slot: Int, group g: Int, tcpFlags: UInt8) {
-        guard let table = offloadView.pointee.table?.takeUnretainedValue() else { return }
+    func offerOffload(_ index: Int, key: FlowKey, hash: UInt64, slot: Int, group g: Int, tcpFlags: UInt8, ingress: Int) {
+        guard let table = offloadView.pointee.table?.takeUnretainedValue(), ingress < spec.interfaceMACs.count else { return }
         switch flows.entry(index).state {
         case .established:
             guard tcpFlags & (TCPFlags.syn | TCPFlags.fin | TCPFlags.rst) == 0 else { return }
@@ -81,8 +83,8 @@ extension Balancer {
         guard node.hasMAC else { return }
         if state.method == .mat {
             if table.install(wire: key, action: .mat, ethernet: node.ethernet, interface: state.interface,
-                             maxFrame: state.maxFrame, flow: key, flowHash: hash, nodeSlot: slot, group: g,
-                             counters: counters) == -1 {
+                             from: ingress, arrivingAt: interfaceMACs[ingress], maxFrame: state.maxFrame,
+                             flow: key, flowHash: hash, nodeSlot: slot, group: g, counters: counters) == -1 {
                 counters.count(.offloadTableFull)
             }
             return
@@ -97,15 +99,16 @@ extension Balancer {
                            destinationPort: key.sourcePort, proto: key.proto)
         let replyIndex = table.install(wire: wire, action: .natSource, address: state.vip, port: key.destinationPort,
                                        ethernet: route.ethernet, interface: route.interface, from: state.interface,
-                                       maxFrame: interfaceMaxFrames[route.interface], flow: key, flowHash: hash,
-                                       nodeSlot: slot, group: g, partner: existing, counters: counters)
+                                       arrivingAt: interfaceMACs[state.interface],
+                                       maxFrame: interfaceMaxFrames[route.interface], flow: key, flowHash: hash, nodeSlot: slot, group: g, partner: existing, counters: counters)
         guard replyIndex >= 0 else {
             if replyIndex == -1 { counters.count(.offloadTableFull) }
             if existing >= 0 { table.withdraw(existing, counters: counters) }
             return
         }
         let forward = table.install(wire: key, action: .natDestination, address: node.address, port: port,
-                                    ethernet: node.ethernet, interface: state.interface, maxFrame: state.maxFrame,
+                                    ethernet: node.ethernet, interface: state.interface, from: ingress,
+                                    arrivingAt: interfaceMACs[ingress], maxFrame: state.maxFrame,
                                     flow: key, flowHash: hash, nodeSlot: slot, group: g, partner: replyIndex,
                                     counters: counters)
         if forward < 0 {

@@ -429,7 +429,7 @@ public final class Balancer {
         var w = 0
         while w < waiting {
             let k = Int(pending[w].index)
-            verdicts[k] = forward(frames[k], length: lengths[k], &pending[w], now: now)
+            verdicts[k] = forward(frames[k], length: lengths[k], &pending[w], now: now, ingress: ingress)
             w &+= 1
         }
     }
@@ -572,10 +572,10 @@ public final class Balancer {
     /// only so that the batch's scratch entry is read in place rather than copied.)
     @inlinable @inline(always)
     func forward(_ frame: UnsafeMutableRawPointer, length: Int, _ packet: inout FlowPacket,
-                 now: UInt64) -> Verdict {
+                 now: UInt64, ingress: Int) -> Verdict {
         let g = Int(packet.group)
         let slot = flowSlot(packet.key, hash: packet.hash, group: g, tcpFlags: packet.tcpFlags, isICMPError: false,
-                            now: now)
+                            now: now, ingress: ingress)
         guard slot >= 0 else { return .drop }
         let state = groupStates[g]
         if state.method == .nat {
@@ -594,7 +594,8 @@ public final class Balancer {
         let g = services.lookup(ServiceKey(address: key.destination, proto: key.proto, port: key.destinationPort))
         if g >= 0 {
             // About a packet the VIP sent a client: it goes to the node of that flow.
-            let slot = flowSlot(key, hash: key.stableHash(), group: g, tcpFlags: 0, isICMPError: true, now: now)
+            let slot = flowSlot(key, hash: key.stableHash(), group: g, tcpFlags: 0, isICMPError: true, now: now,
+                                ingress: -1)
             guard slot >= 0 else { return .drop }
             let state = groupStates[g]
             if state.method == .nat {
@@ -675,7 +676,7 @@ public final class Balancer {
             if g >= 0 {
                 let key = p.flowKey
                 let slot = flowSlot(key, hash: key.stableHash(), group: g, tcpFlags: p.tcpFlags, isICMPError: false,
-                                    now: now)
+                                    now: now, ingress: -1)
                 return slot >= 0 ? .node(group: g, slot: slot) : nil
             }
             let target = natReplies.lookup(ServiceKey(address: p.source, proto: p.proto, port: p.sourcePort))
@@ -738,8 +739,10 @@ public final class Balancer {
     /// The node of a flow: the one it has, or for a new flow the scheduler's pick (then
     /// remembered). -1, counted, when there is none.
     @inlinable @inline(__always)
+    /// `ingress`: the interface the packet arrived on, or -1 for one that must not offer
+    /// its flow for offload (an ICMP error, a fragment).
     func flowSlot(_ key: FlowKey, hash: UInt64, group g: Int, tcpFlags: UInt8, isICMPError: Bool,
-                  now: UInt64) -> Int {
+                  now: UInt64, ingress: Int) -> Int {
         let index = flows.find(key, hash: hash, now: now)
         guard index >= 0 else {
             if isICMPError {
@@ -759,7 +762,9 @@ public final class Balancer {
         }
         if !isICMPError {
             flows.touch(index, proto: key.proto, tcpFlags: tcpFlags, now: now)
-            if offloadView.pointee.enabled { offerOffload(index, key: key, hash: hash, slot: slot, group: g, tcpFlags: tcpFlags) }
+            if offloadView.pointee.enabled && ingress >= 0 {
+                offerOffload(index, key: key, hash: hash, slot: slot, group: g, tcpFlags: tcpFlags, ingress: ingress)
+            }
         }
         return slot
     }

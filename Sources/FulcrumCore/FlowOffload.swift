@@ -33,6 +33,7 @@ public final class FlowOffload: @unchecked Sendable {
         public static let packets = 88
         public static let bytes = 96
         public static let fromIfindex = 104
+        public static let inMAC = 108
         public static let probes = 8
     }
 
@@ -180,15 +181,17 @@ public final class FlowOffload: @unchecked Sendable {
         e.storeBytes(of: next, toByteOffset: Layout.seq, as: UInt32.self)
     }
 
-    /// Writes (or rewrites) the entry for frames carrying `wire`: the rewrite for
-    /// `action`, then out of `interface` toward `ethernet`. `flow` is the flow's key in
+    /// Writes (or rewrites) the entry for frames carrying `wire` that arrive on
+    /// `fromInterface` addressed to `inMAC` (its address): the rewrite for `action`, then
+    /// out of `interface` toward `ethernet`. `flow` is the flow's key in
     /// the flow table (client to VIP) with its table hash; `nodeSlot` and `group` say
     /// whose counters its traffic goes to. An entry that already says the same is left
     /// alone. Returns the entry, -1 when its slots are all taken, or `notHere` when
     /// offloaded flows may not leave by `interface`.
     @discardableResult
     public func install(wire: FlowKey, action: Action, address: IPAddress = .zero, port: UInt16 = 0,
-                        ethernet: EthernetAddresses, interface: Int, from fromInterface: Int = -1, maxFrame: Int,
+                        ethernet: EthernetAddresses, interface: Int, from fromInterface: Int, arrivingAt inMAC: MACAddress,
+                        maxFrame: Int,
                         flow: FlowKey, flowHash: UInt64, nodeSlot: Int, group: Int, partner: Int = -1,
                         counters: WorkerCounters?) -> Int {
         guard interface >= 0 && interface < ifindexes.count && egress[interface] else { return Self.notHere }
@@ -215,7 +218,8 @@ public final class FlowOffload: @unchecked Sendable {
                 && e.loadUnaligned(fromByteOffset: Layout.newPort, as: UInt16.self) == port.bigEndian
                 && e.loadUnaligned(fromByteOffset: Layout.newAddress + 8, as: UInt64.self) == address.low.bigEndian
                 && e.loadUnaligned(fromByteOffset: Layout.newAddress, as: UInt64.self) == address.high.bigEndian
-                && e.loadUnaligned(fromByteOffset: Layout.fromIfindex, as: UInt32.self) == fromIfindex(fromInterface) {
+                && e.loadUnaligned(fromByteOffset: Layout.fromIfindex, as: UInt32.self) == fromIfindex(fromInterface)
+                && e.loadUnaligned(fromByteOffset: Layout.inMAC, as: UInt64.self) == Self.macBytes(inMAC) {
                 return index
             }
             fold(index, into: counters)  // the counts so far belong to the node it had
@@ -246,6 +250,7 @@ public final class FlowOffload: @unchecked Sendable {
         e.storeBytes(of: ethernet.tail, toByteOffset: Layout.ethernet + 8, as: UInt32.self)
         e.storeBytes(of: UInt32(bitPattern: ifindexes[interface]), toByteOffset: Layout.ifindex, as: UInt32.self)
         e.storeBytes(of: fromIfindex(fromInterface), toByteOffset: Layout.fromIfindex, as: UInt32.self)
+        e.storeBytes(of: Self.macBytes(inMAC), toByteOffset: Layout.inMAC, as: UInt64.self)
         endWrite(e, odd)
         var s = shadow[index]
         s.flow = flow
@@ -261,10 +266,14 @@ public final class FlowOffload: @unchecked Sendable {
         return index
     }
 
-    /// The ifindex an entry accepts frames from (0: any).
+    /// The ifindex an entry accepts frames from (0, for no interface: none).
     func fromIfindex(_ interface: Int) -> UInt32 {
         interface >= 0 && interface < ifindexes.count ? UInt32(bitPattern: ifindexes[interface]) : 0
     }
+
+    /// `in_mac` and the two pad bytes after it, as they lie in the entry: the address's
+    /// six bytes in network order, then zeros.
+    static func macBytes(_ mac: MACAddress) -> UInt64 { (mac.value << 16).bigEndian }
 
     /// Links a NAT flow's two entries, so that withdrawing one withdraws the other.
     @inlinable

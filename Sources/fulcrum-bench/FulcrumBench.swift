@@ -34,6 +34,8 @@ struct PeerOptions: ParsableArguments {
     @Option(help: "CPU for the load balancer under test (the Fulcrum worker, HAProxy, nftables' softirq).") var lbCPU = 1
     @Option(help: "Where report.json and the charts go.") var output = ".build/bench-results"
     @Option(help: "The repository root (scripts, BPF objects, the C forwarder).") var root = "."
+    @Option(parsing: .upToNextOption, help: "Only these systems, by the names the report uses (e.g. xdp fulcrum-offload); the rest are reported as not selected.")
+    var systems: [String] = []
 
     func validate() throws {
         guard flows.allSatisfy({ $0 >= 1 && $0 <= 1_000_000 }) else { throw ValidationError("--flows: each in 1…1000000") }
@@ -58,6 +60,7 @@ struct PeerOptions: ParsableArguments {
         o.clientCPU = clientCPU
         o.lbCPU = lbCPU
         o.root = root
+        o.systems = systems
         let command = (["fulcrum-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         var report = try PeerBenchmark(options: o).run(scenarios: scenarios, command: command)
         try report.write(to: output)

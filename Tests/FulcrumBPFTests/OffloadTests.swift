@@ -207,6 +207,15 @@ import Testing
         var other = f
         other.clientPort = 40001
         #expect(try ProgramTestRun.run(programFD: s.program, frame: other.toVIP()).verdict == ProgramTestRun.pass)
+        // The flow's own frame, but to another host's MAC address (flooded on a shared
+        // segment): the entry names the address its frames arrive with, so the program
+        // neither forwards nor rewrites it, and counts it as for another host.
+        var elsewhere = f.toVIP()
+        elsewhere.replaceSubrange(0..<6, with: [0x02, 0, 0, 0, 0x99, 0x99])
+        let otherMACBefore = s.maps.counter(.init(FULCRUM_CNT_OTHER_MAC))
+        let misdirected = try ProgramTestRun.run(programFD: s.program, frame: elsewhere)
+        #expect(misdirected.verdict == ProgramTestRun.pass && misdirected.output == elsewhere)
+        #expect(s.maps.counter(.init(FULCRUM_CNT_OTHER_MAC)) - otherMACBefore == 1)
         #expect(try ProgramTestRun.run(programFD: s.program, frame: f.reply()).verdict == ProgramTestRun.tx)
         // The client's FIN through the worker withdraws the flow: its next frame is the worker's.
         _ = f.toVIP(flags: TCPFlags.fin | TCPFlags.ack).mutatingFrame { s.balancer.process($0, length: $1, now: 2) }
@@ -305,6 +314,7 @@ import Testing
         #expect(MemoryLayout<fulcrum_offload>.offset(of: \.packets) == L.packets)
         #expect(MemoryLayout<fulcrum_offload>.offset(of: \.bytes) == L.bytes)
         #expect(MemoryLayout<fulcrum_offload>.offset(of: \.from_ifindex) == L.fromIfindex)
+        #expect(MemoryLayout<fulcrum_offload>.offset(of: \.in_mac) == L.inMAC)
         #expect(Int(FULCRUM_OFFLOAD_PROBES) == L.probes)
     }
 }

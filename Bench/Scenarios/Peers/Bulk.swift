@@ -79,7 +79,7 @@ extension PeerBenchmark {
         let acc = Accumulator()
         var failures: [String] = []
         for run in 1...options.runs {
-            for s in systems {
+            for s in selected(systems) {
                 guard s.absent == nil else { acc.absent(s, parameter: parameter); continue }
                 progress.say("bulk: \(s.name), run \(run)/\(options.runs)")
                 let target = s.name == "direct" ? PeerTopology.nodes[0] : s.name.hasPrefix("fulcrum-mat") ? PeerTopology.matVIP : PeerTopology.vip

@@ -27,6 +27,8 @@ public struct PeerBenchmark {
         public var clientCPU = 0
         public var lbCPU = 1
         public var root = "."
+        /// Only these systems (by name) run; empty: all of them.
+        public var systems: [String] = []
         public init() {}
     }
 
@@ -44,6 +46,16 @@ public struct PeerBenchmark {
         /// Why it does not take part (not-applicable or unavailable), if it does not.
         var absent: (status: String, reason: String)?
         var setUp: () throws -> () -> Void = { {} }
+    }
+
+    /// The systems to run: those not chosen with `Options.systems` are reported as not selected.
+    func selected(_ systems: [System]) -> [System] {
+        guard !options.systems.isEmpty else { return systems }
+        return systems.map { s in
+            var s = s
+            if s.absent == nil && !options.systems.contains(s.name) { s.absent = ("not-selected", "not in --systems") }
+            return s
+        }
     }
 
     final class Accumulator {
@@ -117,6 +129,11 @@ public struct PeerBenchmark {
 
     static func mpps(_ n: UInt64, _ seconds: Double) -> Double { Double(n) / seconds / 1e6 }
 
+    /// The pass that measures the LB's XDP programs' own cost (after the row's figure).
+    var costSeconds: Double { min(0.5, options.seconds) }
+
+    static let programCostColumn = BenchReport.Column(key: "lb_xdp_ns", title: "LB XDP ns/run")
+
     // MARK: - mat
 
     func mat(_ t: PeerTopology, _ progress: Progress) throws -> BenchReport.Scenario {
@@ -124,6 +141,7 @@ public struct PeerBenchmark {
             name: "mat", title: "MAT (MAC rewrite, direct server return): 60-byte UDP forwarded, one worker",
             unit: "Mpps", higherIsBetter: true,
             topology: "client [c0] ── [eth-c] LB: frames to VIP \(PeerTopology.matVIP):9 go back out of eth-c to the node's MAC (the client's own veth, where an XDP sink counts them)")
+        scenario.extraColumns = [Self.programCostColumn]
         let forwarder = options.root + "/.build/bench/xsk_forward"
         let lbCPU = options.lbCPU
         let systems = [
@@ -162,7 +180,7 @@ public struct PeerBenchmark {
                 return try t.fulcrum([group], interfaces: ["eth-c"], flowTable: 1 << 20)
             },
             System(name: "fulcrum-offload", label: "Fulcrum MAT, offload on", role: "fulcrum",
-                   configuration: "as Fulcrum MAT, with dataplane.offload: established (a flow's frames after its second go by XDP_TX), 1M offload entries") {
+                   configuration: "as Fulcrum MAT, with dataplane.offload: established (a flow's frames after its second go by XDP_TX); offload_entries: the power of two at or above twice the flows, from 65,536 to 1M") {
                 let group = GroupSpec(name: "bench-mat", vip: PeerTopology.matVIP, proto: IPProtocol.udp, ports: [9], method: .mat,
                                       scheduler: .maglev,
                                       nodes: [NodeSpec(address: PeerTopology.client, weight: 1, mac: t.macs["c0"]!)])
@@ -177,13 +195,16 @@ public struct PeerBenchmark {
         let acc = Accumulator()
         for run in 1...options.runs {
             for flows in options.flows {
-                for s in systems {
+                for s in selected(systems) {
                     guard s.absent == nil else { acc.absent(s, parameter: "flows=\(flows)"); continue }
                     progress.say("mat: \(s.name), \(flows) flows, run \(run)/\(options.runs)")
+                    t.offloadFlows = flows
                     let tearDown = try s.setUp()
                     defer { tearDown() }
                     let o = try measureUDP(t, frame, flows: flows)
-                    acc.add(s, parameter: "flows=\(flows)", run: udpRun(o))
+                    var extra: [String: Double] = [:]
+                    if let ns = try t.programCost(frame, flows: flows, seconds: costSeconds) { extra["lb_xdp_ns"] = ns }
+                    acc.add(s, parameter: "flows=\(flows)", run: udpRun(o, extra: extra))
                 }
             }
         }
@@ -218,6 +239,7 @@ public struct PeerBenchmark {
                             : "NAT both ways: 60-byte UDP round trips a second (each two frames through the LB), one worker",
             unit: "M round trips/s", higherIsBetter: true,
             topology: "client [c0] ── [eth-c] LB [eth-n] ── [s0] servers: VIP \(PeerTopology.vip):9 to three nodes 198.18.2.11-13:9, whose XDP reflector answers each frame; the reply crosses the LB back to the client's XDP sink")
+        scenario.extraColumns = [Self.programCostColumn]
         let lbCPU = options.lbCPU
         let table = newFlows ? options.newFlowsTable : 1 << 20
         let systems = [
@@ -234,7 +256,7 @@ public struct PeerBenchmark {
                               interfaces: ["eth-c", "eth-n"], flowTable: table)
             },
             System(name: "fulcrum-offload", label: "Fulcrum NAT, offload on", role: "fulcrum",
-                   configuration: "as Fulcrum NAT, with dataplane.offload: established (a flow's frames after its second, and its replies, go by bpf_redirect)") {
+                   configuration: "as Fulcrum NAT, with dataplane.offload: established (a flow's frames after its second, and its replies, go by bpf_redirect); offload_entries: the power of two at or above twice the flows, from 65,536 to 1M") {
                 try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.udp, port: 9, nodePort: 9),
                               interfaces: ["eth-c", "eth-n"], flowTable: table, offload: true)
             },
@@ -250,10 +272,11 @@ public struct PeerBenchmark {
         for run in 1...options.runs {
             for flows in flowCounts {
                 let parameter = newFlows ? "new flows" : "flows=\(flows)"
-                for s in systems {
+                for s in selected(systems) {
                     guard s.absent == nil else { acc.absent(s, parameter: parameter); continue }
                     progress.say("\(name): \(s.name)\(newFlows ? "" : ", \(flows) flows"), run \(run)/\(options.runs)")
                     var extra: [String: Double] = [:]
+                    t.offloadFlows = newFlows ? nil : flows
                     let tearDown = try s.setUp()
                     defer { tearDown() }
                     var o = try measureUDP(t, frame, flows: max(1, flows), newFlows: newFlows)
@@ -270,6 +293,9 @@ public struct PeerBenchmark {
                                                  answered: o.answered + more.answered, seconds: o.seconds + more.seconds)
                     }
                     extra["answered_mpps"] = Self.mpps(o.answered, o.seconds)
+                    if let ns = try t.programCost(frame, flows: max(1, flows), newFlows: newFlows, seconds: costSeconds) {
+                        extra["lb_xdp_ns"] = ns
+                    }
                     if s.name == "nftables", let c = t.conntrackCount { extra["conntrack_entries"] = c }
                     if s.name == "fulcrum", let snap = t.dataplane?.snapshot() {
                         extra["flow_table_entries"] = Double(snap.flows)
@@ -346,7 +372,7 @@ public struct PeerBenchmark {
         let points: [Double] = latency ? options.rates : [0]
         for run in 1...options.runs {
             for rate in points {
-                for s in systems {
+                for s in selected(systems) {
                     let target = s.name == "direct" ? PeerTopology.nodes[0] : PeerTopology.vip
                     let port: UInt16 = s.name == "direct" ? 8080 : 80
                     if latency {

@@ -27,6 +27,9 @@ final class PeerTopology: @unchecked Sendable {
     var links: [XDPLink] = []
     /// The Fulcrum data plane while one is on the LB.
     var dataplane: Dataplane?
+    /// The flows the next measurement offers, when known: what Fulcrum's offload table
+    /// is sized for (else its flow table's size).
+    var offloadFlows: Int?
 
     static let vip = IPAddress("198.18.1.20")!
     static let matVIP = IPAddress("198.18.1.10")!
@@ -121,6 +124,25 @@ final class PeerTopology: @unchecked Sendable {
         }
         usleep(100_000)  // the last frames in flight
         return Offered(offered: generated - g0, delivered: sunk - s0, answered: answered - a0, seconds: elapsed)
+    }
+
+    /// What the XDP programs on the LB's interfaces cost per run (the kernel's run-time
+    /// statistics, `ProgramStatistics`), over a pass of its own: the statistics add two
+    /// clock reads to every run of every program, so they are never on while a published
+    /// figure is measured. Nil when no program is attached or nothing ran.
+    func programCost(_ frame: [UInt8], flows: Int, newFlows: Bool = false, seconds: Double) throws -> Double? {
+        let ids = try Namespace.run(lb) {
+            try ["eth-c", "eth-n"].compactMap { try ProgramStatistics.attachedProgram(interface: $0) }
+        }
+        guard !ids.isEmpty else { return nil }
+        let stats = try ProgramStatistics.enable()
+        defer { stats.close() }
+        func total() throws -> ProgramStatistics.Sample {
+            try Set(ids).reduce(ProgramStatistics.Sample()) { $0 + (try ProgramStatistics.sample(program: $1)) }
+        }
+        let before = try total()
+        _ = try offer(frame, flows: flows, newFlows: newFlows, seconds: seconds)
+        return (try total() - before).perRun
     }
 
     // MARK: - Putting systems on the LB
@@ -267,9 +289,15 @@ final class PeerTopology: @unchecked Sendable {
     func fulcrum(_ groups: [GroupSpec], interfaces: [String], flowTable: Int, offload: Bool = false) throws -> () -> Void {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
-        // As many offload entries as flows (a NAT flow takes two), up to 2^20 (128 MiB).
+        // Entries for the flows offered (a NAT flow takes two), from the default 2^16 up
+        // to 2^20 (128 MiB), as an operator sizes dataplane.offload_entries: a table far
+        // larger than its flows spreads them over more pages, which the program pays for.
         var entries = 1 << 16
-        while entries < min(2 * flowTable, 1 << 20) { entries <<= 1 }
+        while entries < min(2 * (offloadFlows ?? flowTable), 1 << 20) { entries <<= 1 }
+        // Another size (a power of two), to see what the table's size costs the program.
+        if let n = ProcessInfo.processInfo.environment["FULCRUM_BENCH_OFFLOAD_ENTRIES"].flatMap(Int.init), n > 0, n & (n - 1) == 0 {
+            entries = n
+        }
         var options = DataplaneOptions(interfaces: interfaces, queues: 1, cores: [lbCPU], flowTableSize: flowTable,
                                        offload: offload, offloadEntries: entries)
         // The worker's spin before sleeping (dataplane.idle_spin_us), to compare settings.
