@@ -129,7 +129,11 @@ _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
  * `packets` and `bytes`, which the worker folds into its counters and flow table.
  *
  * The key is the frame's addresses, ports and protocol as the program parses them. An
- * entry is found within FULCRUM_OFFLOAD_PROBES slots of its hash's home slot.
+ * entry is found within FULCRUM_OFFLOAD_PROBES slots of its hash's home slot, and never
+ * past an empty slot (action 0): the worker puts a flow in the first free slot, leaves a
+ * withdrawn one marked FULCRUM_OFFLOAD_WITHDRAWN, which probes pass over, and empties it
+ * only when the slot after it is empty (then no flow's probes need to pass it). So a
+ * frame of a flow not offloaded (a new flow, a flood) usually stops at its first probe.
  *
  * `seq` is a sequence lock: the worker makes it odd, writes, then makes it even again
  * (never 0 once written); the program takes an entry only if it reads the same even,
@@ -140,9 +144,10 @@ _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
 #define FULCRUM_OFFLOAD_MAT 1     /* rewrite the Ethernet addresses only */
 #define FULCRUM_OFFLOAD_NAT_DST 2 /* and the destination address and port (to a node) */
 #define FULCRUM_OFFLOAD_NAT_SRC 3 /* and the source address and port (a reply, as the VIP) */
+#define FULCRUM_OFFLOAD_WITHDRAWN 0xFF /* no flow, but probes go on past it */
 struct fulcrum_offload {
     __u32 seq;
-    __u8 action;    /* FULCRUM_OFFLOAD_*; 0: empty */
+    __u8 action;    /* FULCRUM_OFFLOAD_*; 0: empty (probes stop here) */
     __u8 proto;
     __u16 max_frame; /* longer frames go to the worker (it answers "too big") */
     __u16 sport;    /* key ports, network order */

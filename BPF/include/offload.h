@@ -79,7 +79,12 @@ static __always_inline int offload_find(const struct xdp_md *ctx, const struct p
             return -1;
         __u32 seq = *(volatile __u32 *)&e->seq;
         OFFLOAD_BARRIER();
-        if ((seq & 1) || !seq || !e->action)
+        if (seq & 1)
+            continue;
+        __u8 action = e->action;
+        if (!action)
+            return -1; /* empty: the flow is not further along (fulcrum_abi.h) */
+        if (action == FULCRUM_OFFLOAD_WITHDRAWN)
             continue;
         if (e->proto != p->proto || e->sport != p->sport || e->dport != p->dport ||
             offload_load64(&e->src.bytes[0]) != s0 || offload_load64(&e->src.bytes[8]) != s1 ||
@@ -94,7 +99,7 @@ static __always_inline int offload_find(const struct xdp_md *ctx, const struct p
         hit->ifindex = e->ifindex;
         hit->max_frame = e->max_frame;
         hit->new_port = e->new_port;
-        hit->action = e->action;
+        hit->action = action;
         __builtin_memcpy(&hit->new_addr, &e->new_addr, sizeof(hit->new_addr));
         __builtin_memcpy(hit->eth, e->eth, sizeof(hit->eth));
         OFFLOAD_BARRIER();

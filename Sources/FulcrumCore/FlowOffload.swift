@@ -310,15 +310,35 @@ public final class FlowOffload: @unchecked Sendable {
         clear(index, counters: counters)
     }
 
+    /// Withdraws one entry: marked withdrawn, which the program's probes pass over (a flow
+    /// placed after it is still found), and emptied, with the withdrawn ones before it,
+    /// once the slot after it is empty: no flow's probes need to pass it then, and a probe
+    /// that meets an empty slot stops (fulcrum_abi.h), so a frame of a flow not offloaded
+    /// costs the program one slot, not eight.
     func clear(_ index: Int, counters: WorkerCounters?) {
-        let e = entry(index)
-        let odd = beginWrite(e)
-        e.storeBytes(of: 0, toByteOffset: Layout.action, as: UInt8.self)
-        endWrite(e, odd)
+        setAction(index, Self.withdrawn)
         fold(index, into: counters)
         if shadow[index].action != Action.natSource.rawValue { liveFlows.add(-1, ordering: .relaxed) }
         shadow[index] = Shadow()
         used &-= 1
+        var i = index
+        for _ in 0..<capacity {
+            guard actionByte((i &+ 1) & mask) == 0 && actionByte(i) == Self.withdrawn else { break }
+            setAction(i, 0)
+            i = (i &- 1) & mask
+        }
+    }
+
+    /// FULCRUM_OFFLOAD_WITHDRAWN.
+    public static let withdrawn: UInt8 = 0xFF
+
+    func actionByte(_ index: Int) -> UInt8 { entry(index).load(fromByteOffset: Layout.action, as: UInt8.self) }
+
+    func setAction(_ index: Int, _ action: UInt8) {
+        let e = entry(index)
+        let odd = beginWrite(e)
+        e.storeBytes(of: action, toByteOffset: Layout.action, as: UInt8.self)
+        endWrite(e, odd)
     }
 
     /// Withdraws every entry of flows on `nodeSlot` (it went down, was disabled or its

@@ -224,6 +224,46 @@ import Testing
         #expect(try ProgramTestRun.run(programFD: s.program, frame: f.reply()).verdict == ProgramTestRun.pass)
     }
 
+    /// Two flows with the same home slot: the second sits one slot on. Withdrawing the
+    /// first leaves its slot marked withdrawn, which the program's probes pass over, so
+    /// the second is still forwarded; withdrawing the second empties both slots, where a
+    /// probe stops (a frame of a flow not offloaded then costs one slot, not eight).
+    @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
+    func aWithdrawnSlotIsPassedOverAndEmptiedWhenNothingFollows() throws {
+        let s = try Self.setup()
+        defer { withExtendedLifetime(s.object) {} }
+        func flow(_ port: UInt16) -> Flow {
+            Flow(ipv6: false, proto: IPProtocol.tcp, nat: false, client: Fixtures.client4, clientPort: port)
+        }
+        func home(_ f: Flow) -> Int {
+            let key = FlowKey(source: f.client, destination: f.vip, sourcePort: f.clientPort, destinationPort: f.vipPort,
+                              proto: f.proto)
+            return Int(UInt32(truncatingIfNeeded: FlowOffload.hash(key))) & (Self.entries - 1)
+        }
+        let a = flow(41000)
+        let slot = home(a)
+        let b = try #require((41001...60000).lazy.map(flow).first { home($0) == slot })
+        func action(_ index: Int) -> UInt8 {
+            s.memory.base.load(fromByteOffset: (index & (Self.entries - 1)) * FlowOffload.Layout.size + FlowOffload.Layout.action,
+                               as: UInt8.self)
+        }
+        Self.establish(a, s.balancer, now: 1)
+        Self.establish(b, s.balancer, now: 1)
+        #expect(action(slot) == UInt8(FULCRUM_OFFLOAD_MAT) && action(slot + 1) == UInt8(FULCRUM_OFFLOAD_MAT))
+        #expect(try ProgramTestRun.run(programFD: s.program, frame: b.toVIP()).verdict == ProgramTestRun.tx)
+
+        _ = a.toVIP(flags: TCPFlags.fin | TCPFlags.ack).mutatingFrame { s.balancer.process($0, length: $1, now: 2) }
+        #expect(action(slot) == FlowOffload.withdrawn)
+        #expect(try ProgramTestRun.run(programFD: s.program, frame: a.toVIP()).verdict == ProgramTestRun.pass)
+        #expect(try ProgramTestRun.run(programFD: s.program, frame: b.toVIP()).verdict == ProgramTestRun.tx,
+                "the probe passes the withdrawn slot to the flow after it")
+
+        _ = b.toVIP(flags: TCPFlags.fin | TCPFlags.ack).mutatingFrame { s.balancer.process($0, length: $1, now: 3) }
+        #expect(action(slot) == 0 && action(slot + 1) == 0, "nothing follows them: both empty")
+        #expect(try ProgramTestRun.run(programFD: s.program, frame: b.toVIP()).verdict == ProgramTestRun.pass)
+        #expect(Int(FULCRUM_OFFLOAD_WITHDRAWN) == Int(FlowOffload.withdrawn))
+    }
+
     @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
     func aStandbysProgramForwardsNoOffloadedFrame() throws {
         let s = try Self.setup()
