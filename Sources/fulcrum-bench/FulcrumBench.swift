@@ -36,6 +36,8 @@ struct PeerOptions: ParsableArguments {
     @Option(help: "The repository root (scripts, BPF objects, the C forwarder).") var root = "."
     @Option(parsing: .upToNextOption, help: "Only these systems, by the names the report uses (e.g. xdp fulcrum-offload); the rest are reported as not selected.")
     var systems: [String] = []
+    @Flag(inversion: .prefixedNo, help: "bulk: the LB's veths' receive work (NAPI) in threads on the LB's CPU, as a NIC's interrupt on the LB's core; --no-lb-receive-on-lb-cpu leaves it on the sending CPU, as veth does.")
+    var lbReceiveOnLbCpu = true
 
     func validate() throws {
         guard flows.allSatisfy({ $0 >= 1 && $0 <= 1_000_000 }) else { throw ValidationError("--flows: each in 1…1000000") }
@@ -61,6 +63,7 @@ struct PeerOptions: ParsableArguments {
         o.lbCPU = lbCPU
         o.root = root
         o.systems = systems
+        o.lbReceiveOnLBCPU = lbReceiveOnLbCpu
         let command = (["fulcrum-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         var report = try PeerBenchmark(options: o).run(scenarios: scenarios, command: command)
         try report.write(to: output)

@@ -85,6 +85,7 @@ extension PeerBenchmark {
                 let target = s.name == "direct" ? PeerTopology.nodes[0] : s.name.hasPrefix("fulcrum-mat") ? PeerTopology.matVIP : PeerTopology.vip
                 let tearDown = try s.setUp()
                 defer { tearDown() }
+                if options.lbReceiveOnLBCPU { try t.pinLBReceiveWork() }
                 let r = try iperf3(t, target: target, port: port, seconds: seconds, omit: omit)
                 if let error = r.error { failures.append("\(s.name), run \(run): \(error)") }
                 acc.add(s, parameter: parameter, run: r.run)

@@ -27,6 +27,9 @@ public struct PeerBenchmark {
         public var clientCPU = 0
         public var lbCPU = 1
         public var root = "."
+        /// bulk: the LB's veths' receive work in threads pinned to the LB's CPU
+        /// (`PeerTopology.pinLBReceiveWork`), not on the sending CPU.
+        public var lbReceiveOnLBCPU = true
         /// Only these systems (by name) run; empty: all of them.
         public var systems: [String] = []
         public init() {}

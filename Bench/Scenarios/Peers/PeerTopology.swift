@@ -86,6 +86,32 @@ final class PeerTopology: @unchecked Sendable {
         }
     }
 
+    /// The LB's veths' receive work (NAPI: the XDP program, the copy into an AF_XDP
+    /// socket, and for the kernel's rows GRO and forwarding) in a kernel thread of each,
+    /// pinned to the LB's CPU, as a NIC queue's interrupt on the LB's core would run it.
+    /// Without this, veth runs a frame's receive on the CPU that sent it, so the client's
+    /// CPU carries the LB's receive work and bounds every row. (The hosts' veths keep
+    /// RPS to the client CPU, which moves their stacks there.) A system's set-up attaches
+    /// XDP programs, which makes new NAPI instances (new threads), so this is called
+    /// after each.
+    func pinLBReceiveWork() throws {
+        for dev in ["eth-c", "eth-n"] {
+            let (status, output) = try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", lb, "sh", "-c",
+                                                         "echo 1 > /sys/class/net/\(dev)/threaded"])
+            guard status == 0 else { throw Testbed.Failure(description: "threaded NAPI on \(dev): \(output)") }
+        }
+        var pinned: Set<String> = []
+        let procs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for pid in procs.compactMap(Int32.init) {
+            guard let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+                  let dev = ["eth-c", "eth-n"].first(where: { comm.hasPrefix("napi/\($0)-") }) else { continue }
+            if (try? ChildProcess.run(["/usr/bin/taskset", "-pc", "\(lbCPU)", "\(pid)"]))?.0 == 0 { pinned.insert(dev) }
+        }
+        guard pinned.count == 2 else {
+            throw Testbed.Failure(description: "NAPI threads pinned only for \(pinned.sorted()) (a veth has NAPI only with an XDP program)")
+        }
+    }
+
     func down() {
         for l in links { l.detach() }
         links.removeAll()
