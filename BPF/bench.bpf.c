@@ -9,12 +9,17 @@
  *                   (addresses, ports and MACs swapped), counts it, XDP_TX; passes the rest
  *   bench_reflect   the in-kernel reference for MAT: swap MACs, XDP_TX back
  *   bench_nat       the in-kernel ceiling for NAT: the same rewrite as Fulcrum's, stateless,
- *                   both ways, bpf_redirect between the LB's two interfaces */
+ *                   both ways, bpf_redirect between the LB's two interfaces
+ *   bench_stamp     tc egress on the client's veth: the time each numbered HTTP request
+ *                   leaves the client; bench_reply, on the servers' veth, records how long
+ *                   it took to arrive (the LB's own one-way latency, bench_lat_hist) */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/udp.h>
 #include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -60,6 +65,99 @@ struct {
     __type(key, __u32);
     __type(value, struct bench_nat_config);
 } bench_nat_config SEC(".maps");
+
+/* The LB's own latency (the latency scenario): when each request left the client, by its
+ * number ("GET /?" and 8 digits starting a TCP payload), and a histogram of how long it
+ * took to reach a server: 1 µs buckets below 2,048 µs, then 256 µs buckets, the last one
+ * everything from about 67 ms. Both ends read the same clock (bpf_ktime_get_ns), so the
+ * client's and the servers' scheduling is not in it, only the way between the two veths:
+ * the LB, and the veth hops every row has. */
+#define LAT_LINEAR 2048
+#define LAT_BUCKETS (LAT_LINEAR + 256)
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u32);
+    __type(value, __u64);
+} bench_lat_sent SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, LAT_BUCKETS);
+    __type(key, __u32);
+    __type(value, __u64);
+} bench_lat_hist SEC(".maps");
+
+/* The offset of the TCP payload of an IPv4 frame whose first 34 bytes are `h`, or 0. */
+static __always_inline __u32 tcp_payload(const __u8 *h, const struct tcphdr *tcp)
+{
+    return 14 + (h[14] & 0xF) * 4 + tcp->doff * 4;
+}
+
+/* The request's number, from the first 14 bytes of its payload; -1 when not one. */
+static __always_inline int request_id(const __u8 *b, __u32 *id)
+{
+    if (b[0] != 'G' || b[1] != 'E' || b[2] != 'T' || b[3] != ' ' || b[4] != '/' || b[5] != '?')
+        return -1;
+    __u32 v = 0;
+#pragma unroll
+    for (int i = 6; i < 14; i++) {
+        if (b[i] < '0' || b[i] > '9')
+            return -1;
+        v = v * 10 + (b[i] - '0');
+    }
+    *id = v;
+    return 0;
+}
+
+static __always_inline int is_ipv4_tcp(const __u8 *h)
+{
+    return h[12] == 0x08 && h[13] == 0x00 && (h[14] >> 4) == 4 && h[23] == IPPROTO_TCP;
+}
+
+SEC("tc")
+int bench_stamp(struct __sk_buff *skb)
+{
+    __u8 h[34];
+    struct tcphdr tcp;
+    __u8 b[14];
+    __u32 id;
+    if (bpf_skb_load_bytes(skb, 0, h, sizeof(h)) || !is_ipv4_tcp(h))
+        return TC_ACT_OK;
+    if (bpf_skb_load_bytes(skb, 14 + (h[14] & 0xF) * 4, &tcp, sizeof(tcp)))
+        return TC_ACT_OK;
+    if (bpf_skb_load_bytes(skb, tcp_payload(h, &tcp), b, sizeof(b)) || request_id(b, &id))
+        return TC_ACT_OK;
+    __u64 now = bpf_ktime_get_ns();
+    bpf_map_update_elem(&bench_lat_sent, &id, &now, BPF_ANY);
+    return TC_ACT_OK;
+}
+
+/* At a server: a numbered request's arrival, into the histogram. */
+static __always_inline void request_arrived(struct xdp_md *ctx)
+{
+    __u8 h[34];
+    struct tcphdr tcp;
+    __u8 b[14];
+    __u32 id;
+    if (bpf_xdp_load_bytes(ctx, 0, h, sizeof(h)) || !is_ipv4_tcp(h))
+        return;
+    if (bpf_xdp_load_bytes(ctx, 14 + (h[14] & 0xF) * 4, &tcp, sizeof(tcp)))
+        return;
+    if (bpf_xdp_load_bytes(ctx, tcp_payload(h, &tcp), b, sizeof(b)) || request_id(b, &id))
+        return;
+    __u64 *sent = bpf_map_lookup_elem(&bench_lat_sent, &id);
+    if (!sent)
+        return;
+    __u64 us = (bpf_ktime_get_ns() - *sent) / 1000;
+    bpf_map_delete_elem(&bench_lat_sent, &id);
+    __u32 bucket = us < LAT_LINEAR ? (__u32)us : LAT_LINEAR + (__u32)((us - LAT_LINEAR) >> 8);
+    if (bucket >= LAT_BUCKETS)
+        bucket = LAT_BUCKETS - 1;
+    __u64 *n = bpf_map_lookup_elem(&bench_lat_hist, &bucket);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
 
 static __always_inline void ip_checksum(struct iphdr *ip)
 {
@@ -176,6 +274,10 @@ int bench_reply(struct xdp_md *ctx)
     struct ethhdr *eth = data;
     struct iphdr *ip = (void *)(eth + 1);
     struct udphdr *udp = (void *)(ip + 1);
+    if ((void *)(ip + 1) <= end && eth->h_proto == bpf_htons(ETH_P_IP) && ip->protocol == IPPROTO_TCP) {
+        request_arrived(ctx);
+        return XDP_PASS;
+    }
     if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
         ip->protocol != IPPROTO_UDP || udp->dest != bpf_htons(9))
         return XDP_PASS;

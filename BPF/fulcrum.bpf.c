@@ -136,9 +136,10 @@ int fulcrum_xdp(struct xdp_md *ctx)
         if (l3 == PARSE_IP && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP)) {
             s = state();
             if (s && s->offload_mask) {
-                active = state_active(s);
+                __u64 now = bpf_ktime_get_coarse_ns(); /* one clock read: the deadline, and the entry's stamp */
+                active = state_active_at(s, now);
                 if (active) {
-                    int verdict = offload_forward(ctx, &p, s->offload_mask);
+                    int verdict = offload_forward(ctx, &p, s->offload_mask, now);
                     if (verdict >= 0)
                         return verdict;
                 }

@@ -16,8 +16,8 @@
 #define FULCRUM_MAP_XSKS     "fulcrum_xsks"
 #define FULCRUM_MAP_IFSLOTS  "fulcrum_ifslots"
 #define FULCRUM_MAP_ADMISSION "fulcrum_admission"
-/* An array of one __u64: the CLOCK_MONOTONIC time (ns, bpf_ktime_get_ns) until which the
- * daemon vouches for the active flag. The pair's cluster thread moves it forward by the
+/* An array of one __u64: the CLOCK_MONOTONIC time (ns) until which the daemon vouches for
+ * the active flag (the program compares it with the coarse clock, up to a tick behind). The pair's cluster thread moves it forward by the
  * heartbeat timeout on every turn; a daemon that stops turning (SIGSTOP, starved, hung)
  * stops answering for the VIPs once it passes, as its peer takes over: a dead-man switch.
  * 0: none (a standalone LB). */

@@ -162,8 +162,10 @@ static __always_inline int offload_translate(void *data, void *end, const struct
 }
 
 /* An established flow's frame, forwarded here: the verdict, or -1 for the worker (not
- * offloaded, a TCP segment with SYN, FIN or RST, too long, or being rewritten). */
-static __always_inline int offload_forward(struct xdp_md *ctx, const struct packet *p, __u32 mask)
+ * offloaded, a TCP segment with SYN, FIN or RST, too long, or being rewritten). `now`
+ * (bpf_ktime_get_coarse_ns, read once for the daemon's deadline too: a tick's precision
+ * ages flows well enough, at a fraction of the precise clock's cost) stamps the entry. */
+static __always_inline int offload_forward(struct xdp_md *ctx, const struct packet *p, __u32 mask, __u64 now)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
@@ -203,7 +205,7 @@ static __always_inline int offload_forward(struct xdp_md *ctx, const struct pack
     for (int i = 0; i < 6; i++)
         mac[i] = to[i];
     struct fulcrum_offload *e = hit.entry;
-    e->last_used = bpf_ktime_get_coarse_ns(); /* a tick's precision ages flows well enough, at a fraction of the cost */
+    e->last_used = now;
     __sync_fetch_and_add(&e->packets, 1);
     __sync_fetch_and_add(&e->bytes, length);
     count(FULCRUM_CNT_OFFLOADED);

@@ -36,7 +36,7 @@ struct PeerOptions: ParsableArguments {
     @Option(help: "The repository root (scripts, BPF objects, the C forwarder).") var root = "."
     @Option(parsing: .upToNextOption, help: "Only these systems, by the names the report uses (e.g. xdp fulcrum-offload); the rest are reported as not selected.")
     var systems: [String] = []
-    @Flag(inversion: .prefixedNo, help: "bulk: the LB's veths' receive work (NAPI) in threads on the LB's CPU, as a NIC's interrupt on the LB's core; --no-lb-receive-on-lb-cpu leaves it on the sending CPU, as veth does.")
+    @Flag(inversion: .prefixedNo, help: "bulk, connections, latency: the LB's veths' receive work (NAPI) in threads on the LB's CPU, as a NIC's interrupt on the LB's core; --no-lb-receive-on-lb-cpu leaves it on the sending CPU, as veth does.")
     var lbReceiveOnLbCpu = true
 
     func validate() throws {

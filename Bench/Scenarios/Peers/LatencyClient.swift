@@ -16,6 +16,9 @@ struct LatencyClient {
     var connections: Int
     var rate: Double
     var seconds: Double
+    /// Each request is numbered from here ("GET /?NNNNNNNN"), so that bench_stamp and
+    /// bench_reply can time its way through the LB; nil: every request is "GET /".
+    var firstID: Int? = nil
 
     struct Result {
         var histogram: Histogram<UInt64>
@@ -27,6 +30,12 @@ struct LatencyClient {
     }
 
     static let request = Array("GET / HTTP/1.1\r\nHost: fulcrum-bench\r\n\r\n".utf8)
+
+    /// Request number `id` (eight digits, so that every request has the same length).
+    static func request(_ id: Int) -> [UInt8] {
+        let digits = String(id % 100_000_000)
+        return Array("GET /?\(String(repeating: "0", count: 8 - digits.count))\(digits) HTTP/1.1\r\nHost: fulcrum-bench\r\n\r\n".utf8)
+    }
 
     final class Connection {
         var fd: Int32
@@ -99,8 +108,9 @@ struct LatencyClient {
             for c in pool where !c.busy && !waiting.isEmpty {
                 let due = waiting.removeFirst()
                 if now - due > 0.001 { queued += 1 }
-                let n = Self.request.withUnsafeBytes { write(c.fd, $0.baseAddress, $0.count) }
-                if n != Self.request.count { errors += 1; continue }
+                let request = firstID.map { Self.request($0 + sent) } ?? Self.request
+                let n = request.withUnsafeBytes { write(c.fd, $0.baseAddress, $0.count) }
+                if n != request.count { errors += 1; continue }
                 c.due = monotonic() - max(0, now - due)  // a wait for a free connection counts
                 c.busy = true
                 sent += 1

@@ -27,8 +27,8 @@ public struct PeerBenchmark {
         public var clientCPU = 0
         public var lbCPU = 1
         public var root = "."
-        /// bulk: the LB's veths' receive work in threads pinned to the LB's CPU
-        /// (`PeerTopology.pinLBReceiveWork`), not on the sending CPU.
+        /// bulk, connections and latency: the LB's veths' receive work in threads pinned
+        /// to the LB's CPU (`PeerTopology.pinLBReceiveWork`), not on the sending CPU.
         public var lbReceiveOnLBCPU = true
         /// Only these systems (by name) run; empty: all of them.
         public var systems: [String] = []
@@ -341,6 +341,10 @@ public struct PeerBenchmark {
             servers?.signal(SIGKILL)
             servers?.wait()
         }
+        if latency {
+            try t.startLatencyStamps()
+        }
+        defer { if latency { t.stopLatencyStamps() } }
         let systems = [
             System(name: "direct", label: "no load balancer (routed)", role: "reference",
                    configuration: "the client to node 198.18.2.11:8080 directly, routed by the LB's kernel (no balancing, no NAT)") {
@@ -379,7 +383,7 @@ public struct PeerBenchmark {
                     let target = s.name == "direct" ? PeerTopology.nodes[0] : PeerTopology.vip
                     let port: UInt16 = s.name == "direct" ? 8080 : 80
                     if latency {
-                        for p in ["p50", "p99", "p99.9", "max"] where s.absent != nil {
+                        for p in ["p50", "p99", "p99.9", "max", "LB p50", "LB p99", "LB max"] where s.absent != nil {
                             acc.absent(s, parameter: "\(Int(rate))/s \(p)")
                         }
                     } else if s.absent != nil {
@@ -389,13 +393,15 @@ public struct PeerBenchmark {
                     progress.say("\(name): \(s.name)\(latency ? " at \(Int(rate))/s" : ""), run \(run)/\(options.runs)")
                     let tearDown = try s.setUp()
                     defer { tearDown() }
+                    if options.lbReceiveOnLBCPU { try t.pinLBReceiveWork() }
                     if latency {
                         let r = try latencyRun(t, target: target, port: port, rate: rate)
                         for (p, v) in r.percentiles {
                             acc.add(s, parameter: "\(Int(rate))/s \(p)", run: BenchReport.Run(
                                 value: v, offered: rate, delivered: Double(r.completed) / r.seconds, dropped: nil,
                                 errors: Double(r.errors), seconds: r.seconds,
-                                extra: ["queued": Double(r.queued), "requests": Double(r.completed)]))
+                                extra: ["queued": Double(r.queued), "requests": Double(r.completed),
+                                        "timed_through_lb": Double(r.timed)]))
                         }
                     } else {
                         acc.add(s, parameter: "c=\(options.wrkConnections)", run: try wrk(t, target: target, port: port))
@@ -404,11 +410,22 @@ public struct PeerBenchmark {
             }
         }
         scenario.results = acc.results
-        scenario.notes = [workersNote(),
+        let summarized = acc.results.map { r -> BenchReport.SystemResult in
+            var r = r
+            r.summarize()
+            return r
+        }
+        if !latency, let direct = summarized.first(where: { $0.system == "direct" })?.median,
+           let fastest = summarized.filter({ $0.system != "direct" && $0.status == "ran" }).max(by: { ($0.median ?? 0) < ($1.median ?? 0) }),
+           let best = fastest.median, best > direct {
+            scenario.notes.append("the direct route is not the fastest row (\(fastest.label) made \(Int(best))/s against its \(Int(direct))/s): the client and servers' CPU, not the LB, bounds this scenario")
+        }
+        scenario.notes += [workersNote(),
                           "the client and the servers share CPU \(options.clientCPU); the direct row is a reference, not a bound: it is routed by the LB's kernel, which is work on CPU \(lbCPU) too",
                           "MAT is not measured here: its servers answer the client directly, so the LB sees only one direction"]
         if latency {
             scenario.notes.append("a round trip is timed from the request's write to the end of its response; requests that waited for a free connection (queued) include the wait")
+            scenario.notes.append("LB p50/p99/max: the LB's own part, each request's one-way time from the client's veth (tc egress, bench_stamp) to a server's (XDP, bench_reply), both stamped with the kernel's clock, so the client's and servers' scheduling is not in it; the direct row is the same two veth hops through the LB's kernel routing; timed_through_lb counts the requests timed")
         }
         return scenario
     }
@@ -478,21 +495,40 @@ public struct PeerBenchmark {
         var errors: Int
         var queued: Int
         var seconds: Double
+        /// Requests whose way through the LB was timed (bench_lat_hist).
+        var timed: UInt64
     }
 
+    /// The next request number (requests are numbered across runs, so that a request of
+    /// an earlier run can never be taken for one of this run).
+    nonisolated(unsafe) static var nextRequestID = 0
+
     func latencyRun(_ t: PeerTopology, target: IPAddress, port: UInt16, rate: Double) throws -> LatencyRun {
-        let client = LatencyClient(target: target, port: port, connections: options.latencyConnections, rate: rate,
-                                   seconds: options.latencySeconds)
+        func ids(_ n: Double) -> Int {
+            defer { Self.nextRequestID = (Self.nextRequestID + Int(n) + 1000) % 90_000_000 }
+            return Self.nextRequestID
+        }
         // A short warm-up (connections made, flows in the tables), then the measurement.
         _ = try Namespace.run(t.cl, cpu: options.clientCPU) {
-            try LatencyClient(target: target, port: port, connections: 4, rate: rate, seconds: 0.2).run()
+            try LatencyClient(target: target, port: port, connections: 4, rate: rate, seconds: 0.2,
+                              firstID: ids(rate * 0.2)).run()
         }
+        let client = LatencyClient(target: target, port: port, connections: options.latencyConnections, rate: rate,
+                                   seconds: options.latencySeconds, firstID: ids(rate * options.latencySeconds))
+        try t.resetLatencyHistogram()
         let r = try Namespace.run(t.cl, cpu: options.clientCPU) { try client.run() }
         let h = r.histogram
         func ms(_ v: UInt64) -> Double { Double(v) / 1000 }
+        // The LB's own part: each request's way from the client's veth to a server's.
+        let oneWay = try t.latencyHistogram()
+        var lb: [(String, Double)] = []
+        for (name, p) in [("LB p50", 50.0), ("LB p99", 99.0), ("LB max", 100.0)] {
+            if let us = PeerTopology.latencyPercentile(oneWay, p) { lb.append((name, us / 1000)) }
+        }
         return LatencyRun(percentiles: [("p50", ms(h.valueAtPercentile(50))), ("p99", ms(h.valueAtPercentile(99))),
-                                        ("p99.9", ms(h.valueAtPercentile(99.9))), ("max", ms(h.max))],
-                          completed: r.completed, errors: r.errors, queued: r.queued, seconds: r.seconds)
+                                        ("p99.9", ms(h.valueAtPercentile(99.9))), ("max", ms(h.max))] + lb,
+                          completed: r.completed, errors: r.errors, queued: r.queued, seconds: r.seconds,
+                          timed: oneWay.reduce(0, +))
     }
 }
 

@@ -86,6 +86,74 @@ final class PeerTopology: @unchecked Sendable {
         }
     }
 
+    // MARK: - The LB's own latency (bench_stamp and bench_reply in bench.bpf.c)
+
+    /// bench_stamp on the client's veth, egress (tc, clsact): the time each numbered
+    /// request leaves the client. Removed with the client's namespace, or by
+    /// `stopLatencyStamps`.
+    func startLatencyStamps() throws {
+        let fd = try object.programFD("bench_stamp")
+        try Namespace.run(cl) {
+            var hook = bpf_tc_hook()
+            hook.sz = Self.tcHookSize
+            hook.ifindex = try InterfaceInfo.index(of: "c0")
+            hook.attach_point = BPF_TC_EGRESS
+            let created = bpf_tc_hook_create(&hook)
+            guard created == 0 || created == -EEXIST else { throw SystemError("clsact on c0", errno: -created) }
+            var opts = bpf_tc_opts()
+            opts.sz = MemoryLayout<bpf_tc_opts>.offset(of: \.priority)! + 4
+            opts.prog_fd = fd
+            let r = bpf_tc_attach(&hook, &opts)
+            guard r == 0 else { throw SystemError("attach bench_stamp to c0 (tc egress)", errno: -r) }
+        }
+    }
+
+    /// libbpf's options are sized up to their last field: what follows it must be zero,
+    /// and Swift does not promise to zero a struct's tail padding.
+    static let tcHookSize = MemoryLayout<bpf_tc_hook>.offset(of: \.parent)! + 4
+
+    func stopLatencyStamps() {
+        _ = try? Namespace.run(cl) {
+            var hook = bpf_tc_hook()
+            hook.sz = Self.tcHookSize
+            hook.ifindex = try InterfaceInfo.index(of: "c0")
+            hook.attach_point = bpf_tc_attach_point(rawValue: BPF_TC_INGRESS.rawValue | BPF_TC_EGRESS.rawValue)
+            _ = bpf_tc_hook_destroy(&hook)
+        }
+    }
+
+    /// bench_lat_hist's buckets: 1 µs each below 2,048 µs, then 256 µs each.
+    static let latencyLinearBuckets = 2048
+    static let latencyBuckets = latencyLinearBuckets + 256
+
+    func resetLatencyHistogram() throws {
+        let map = try object.map("bench_lat_hist")
+        for i in 0..<Self.latencyBuckets { try map.update(UInt32(i), UInt64(0)) }
+    }
+
+    /// The one-way times recorded since the last reset, as a histogram: requests per
+    /// bucket.
+    func latencyHistogram() throws -> [UInt64] {
+        let map = try object.map("bench_lat_hist")
+        return (0..<Self.latencyBuckets).map { map.lookup(UInt32($0), as: UInt64.self) ?? 0 }
+    }
+
+    /// The `percentile` (0…100) of a histogram from `latencyHistogram`, in µs (a bucket's
+    /// middle), nil when empty.
+    static func latencyPercentile(_ buckets: [UInt64], _ percentile: Double) -> Double? {
+        let total = buckets.reduce(0, +)
+        guard total > 0 else { return nil }
+        let rank = max(1, UInt64((Double(total) * percentile / 100).rounded(.up)))
+        var seen: UInt64 = 0
+        for (i, n) in buckets.enumerated() {
+            seen += n
+            if seen >= rank {
+                return i < latencyLinearBuckets ? Double(i) + 0.5 : Double(latencyLinearBuckets + (i - latencyLinearBuckets) * 256 + 128)
+            }
+        }
+        return nil
+    }
+
     /// The LB's veths' receive work (NAPI: the XDP program, the copy into an AF_XDP
     /// socket, and for the kernel's rows GRO and forwarding) in a kernel thread of each,
     /// pinned to the LB's CPU, as a NIC queue's interrupt on the LB's core would run it.
