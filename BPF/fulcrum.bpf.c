@@ -124,7 +124,7 @@ int fulcrum_xdp(struct xdp_md *ctx)
     int r = parse_ethernet(data, end, &p);
     int l3 = PARSE_OTHER;
     struct fulcrum_state *s = 0;
-    int active = -1; /* not asked yet: state_active counts a stale daemon once per frame */
+    int active = -1; /* not asked yet: state_active counts a stale daemon once per frame of ours */
     if (r == PARSE_IP) {
         l3 = p.ether_type == ETH_P_IP ? parse_ipv4(data, end, &p) : parse_ipv6(data, end, &p);
         /* An established flow a worker offloaded: forwarded here, first (an entry exists
@@ -137,12 +137,12 @@ int fulcrum_xdp(struct xdp_md *ctx)
             s = state();
             if (s && s->offload_mask) {
                 __u64 now = bpf_ktime_get_coarse_ns(); /* one clock read: the deadline, and the entry's stamp */
-                active = state_active_at(s, now);
-                if (active) {
+                if (state_active_at(s, now)) {
+                    active = 1;
                     int verdict = offload_forward(ctx, &p, s->offload_mask, now);
                     if (verdict >= 0)
                         return verdict;
-                }
+                } /* else not asked yet, as far as counting goes: a frame of ours counts a stale daemon below */
             }
         }
     }

@@ -132,8 +132,9 @@ _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
  * entry is found within FULCRUM_OFFLOAD_PROBES slots of its hash's home slot, and never
  * past an empty slot (action 0): the worker puts a flow in the first free slot, leaves a
  * withdrawn one marked FULCRUM_OFFLOAD_WITHDRAWN, which probes pass over, and empties it
- * only when the slot after it is empty (then no flow's probes need to pass it). So a
- * frame of a flow not offloaded (a new flow, a flood) usually stops at its first probe.
+ * when no flow's probes need to pass it (at once when the slot after it is empty, else
+ * at the worker's next scan). So a frame of a flow not offloaded (a new flow, a flood)
+ * stops at the first empty slot: its first probe, while the table is not crowded.
  *
  * `seq` is a sequence lock: the worker makes it odd, writes, then makes it even again
  * (never 0 once written); the program takes an entry only if it reads the same even,
@@ -194,6 +195,8 @@ FULCRUM_ABI_INLINE __u64 fulcrum_offload_hash(__u64 s0, __u64 s1, __u64 d0, __u6
     h = fulcrum_offload_mix(h, ports_proto);
     return h ^ (h >> 29);
 }
+
+#undef FULCRUM_ABI_INLINE
 
 /* FULCRUM_MAP_COUNTERS: a per-CPU array of __u64, one per counter below. This list is
  * the only definition of the counters: the enum is generated from it, and so are the

@@ -123,18 +123,15 @@ static __always_inline int state_active(const struct fulcrum_state *s)
     return 1;
 }
 
-/* state_active at `now` (bpf_ktime_get_coarse_ns), for a caller that needs the time anyway. */
+/* state_active at `now` (bpf_ktime_get_coarse_ns), for a caller that needs the time
+ * anyway; it counts nothing (the frame may not be ours: state_active counts it later). */
 static __always_inline int state_active_at(const struct fulcrum_state *s, __u64 now)
 {
     if (!s || !s->active)
         return 0;
     __u32 zero = 0;
     __u64 *until = bpf_map_lookup_elem(&fulcrum_alive, &zero);
-    if (until && *until && now >= *until) {
-        count(FULCRUM_CNT_STALE_PASS);
-        return 0;
-    }
-    return 1;
+    return !until || !*until || now < *until;
 }
 
 static __always_inline int is_active(void)

@@ -75,6 +75,8 @@ public final class FlowOffload: @unchecked Sendable {
     let liveFlows = Atomic<Int>(0)
     /// Entries in use.
     @usableFromInline var used = 0
+    /// Slots marked withdrawn now (FULCRUM_OFFLOAD_WITHDRAWN: probes pass over them).
+    var marks = 0
     var scanCursor = 0
     var scanPace = PacedPass()
     /// One `scan` pass over the region takes this long (ns): the counters and the flow
@@ -233,6 +235,7 @@ public final class FlowOffload: @unchecked Sendable {
             guard free >= 0 else { return -1 }
             index = free
             used &+= 1
+            if actionByte(index) == Self.withdrawn { marks -= 1 }
             if action != .natSource { liveFlows.add(1, ordering: .relaxed) }
         }
         let e = entry(index)
@@ -317,6 +320,7 @@ public final class FlowOffload: @unchecked Sendable {
     /// costs the program one slot, not eight.
     func clear(_ index: Int, counters: WorkerCounters?) {
         setAction(index, Self.withdrawn)
+        marks += 1
         fold(index, into: counters)
         if shadow[index].action != Action.natSource.rawValue { liveFlows.add(-1, ordering: .relaxed) }
         shadow[index] = Shadow()
@@ -325,8 +329,26 @@ public final class FlowOffload: @unchecked Sendable {
         for _ in 0..<capacity {
             guard actionByte((i &+ 1) & mask) == 0 && actionByte(i) == Self.withdrawn else { break }
             setAction(i, 0)
+            marks -= 1
             i = (i &- 1) & mask
         }
+    }
+
+    /// Empties withdrawn slot `i` if no flow's probes pass it: no entry in the slots after
+    /// it (within FULCRUM_OFFLOAD_PROBES) has its home slot at or before it. For the marks
+    /// `clear` could not empty (the slot after was taken then), found by the scan; without
+    /// this a table that was ever full would keep them, and every frame of a flow not
+    /// offloaded would probe eight slots again.
+    func reclaim(_ i: Int) {
+        guard actionByte(i) == Self.withdrawn else { return }
+        for d in 1..<Layout.probes {
+            let j = (i &+ d) & mask
+            guard shadow[j].action != 0 else { continue }
+            let home = probe(Self.hash(wireKey(j)), 0)
+            if (i &- home) & mask < (j &- home) & mask { return }  // j's probes pass i
+        }
+        setAction(i, 0)
+        marks -= 1
     }
 
     /// FULCRUM_OFFLOAD_WITHDRAWN.
@@ -352,8 +374,13 @@ public final class FlowOffload: @unchecked Sendable {
 
     /// Withdraws everything (a reload, a change of the active role, offload turned off).
     public func withdrawAll(counters: WorkerCounters?) {
-        guard used > 0 else { return }
+        guard used > 0 || marks > 0 else { return }
         for i in 0..<capacity where shadow[i].action != 0 { withdraw(i, counters: counters) }
+        // No flow is left, so no probe needs a mark.
+        for i in 0..<capacity where marks > 0 && actionByte(i) == Self.withdrawn {
+            setAction(i, 0)
+            marks -= 1
+        }
     }
 
     func wireKey(_ index: Int) -> FlowKey {
@@ -408,7 +435,7 @@ public final class FlowOffload: @unchecked Sendable {
                      replyHop: (IPAddress) -> (ethernet: EthernetAddresses, interface: Int)?) -> Int {
         let due = scanPace.due(now: now, items: capacity, period: scanPeriod, max: maxEntries)
         guard due > 0 else { return 0 }
-        guard used > 0 else {
+        guard used > 0 || marks > 0 else {
             scanCursor = (scanCursor &+ due) & mask
             return due
         }
@@ -416,7 +443,10 @@ public final class FlowOffload: @unchecked Sendable {
             let i = scanCursor
             scanCursor = (scanCursor &+ 1) & mask
             let action = shadow[i].action
-            guard action != 0 else { continue }
+            guard action != 0 else {
+                if marks > 0 { reclaim(i) }
+                continue
+            }
             fold(i, into: counters)
             let s = shadow[i]
             if action == Action.natSource.rawValue {

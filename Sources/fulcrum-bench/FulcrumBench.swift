@@ -46,6 +46,9 @@ struct PeerOptions: ParsableArguments {
             throw ValidationError("--runs in 1…20, --seconds in (0, 60]")
         }
         guard newFlowsTable >= 1024 else { throw ValidationError("--new-flows-table: at least 1024") }
+        if let unknown = systems.first(where: { !PeerBenchmark.systemNames.contains($0) }) {
+            throw ValidationError("--systems: no system \(unknown) (\(PeerBenchmark.systemNames.joined(separator: ", ")))")
+        }
         guard getuid() == 0 else { throw ValidationError("needs root: it creates network namespaces and attaches XDP programs") }
     }
 

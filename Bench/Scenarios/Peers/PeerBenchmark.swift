@@ -37,6 +37,10 @@ public struct PeerBenchmark {
 
     public static let scenarioNames = ["mat", "nat", "new-flows", "connections", "latency", "bulk"]
 
+    /// The systems' names, for `--systems`.
+    public static let systemNames = ["generator", "xdp", "c-afxdp", "fulcrum", "fulcrum-offload", "fulcrum-mat",
+                                     "fulcrum-mat-offload", "nftables", "haproxy", "direct", "ipvs"]
+
     public var options: Options
     public init(options: Options) { self.options = options }
 
@@ -183,7 +187,7 @@ public struct PeerBenchmark {
                 return try t.fulcrum([group], interfaces: ["eth-c"], flowTable: 1 << 20)
             },
             System(name: "fulcrum-offload", label: "Fulcrum MAT, offload on", role: "fulcrum",
-                   configuration: "as Fulcrum MAT, with dataplane.offload: established (a flow's frames after its second go by XDP_TX); offload_entries: the power of two at or above twice the flows, from 65,536 to 1M") {
+                   configuration: "as Fulcrum MAT, with dataplane.offload: established (a flow's frames after its second go by XDP_TX); offload_entries: the power of two at or above four times the flows, from 65,536 to 1M") {
                 let group = GroupSpec(name: "bench-mat", vip: PeerTopology.matVIP, proto: IPProtocol.udp, ports: [9], method: .mat,
                                       scheduler: .maglev,
                                       nodes: [NodeSpec(address: PeerTopology.client, weight: 1, mac: t.macs["c0"]!)])
@@ -259,7 +263,7 @@ public struct PeerBenchmark {
                               interfaces: ["eth-c", "eth-n"], flowTable: table)
             },
             System(name: "fulcrum-offload", label: "Fulcrum NAT, offload on", role: "fulcrum",
-                   configuration: "as Fulcrum NAT, with dataplane.offload: established (a flow's frames after its second, and its replies, go by bpf_redirect); offload_entries: the power of two at or above twice the flows, from 65,536 to 1M") {
+                   configuration: "as Fulcrum NAT, with dataplane.offload: established (a flow's frames after its second, and its replies, go by bpf_redirect); offload_entries: the power of two at or above four times the flows, from 65,536 to 1M") {
                 try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.udp, port: 9, nodePort: 9),
                               interfaces: ["eth-c", "eth-n"], flowTable: table, offload: true)
             },
@@ -341,7 +345,7 @@ public struct PeerBenchmark {
             servers?.signal(SIGKILL)
             servers?.wait()
         }
-        if latency {
+        if latency && missing.isEmpty {
             try t.startLatencyStamps()
         }
         defer { if latency { t.stopLatencyStamps() } }

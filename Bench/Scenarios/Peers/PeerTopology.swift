@@ -122,9 +122,10 @@ final class PeerTopology: @unchecked Sendable {
         }
     }
 
-    /// bench_lat_hist's buckets: 1 µs each below 2,048 µs, then 256 µs each.
+    /// bench_lat_hist's buckets: 1 µs each below 2,048 µs, then 32 µs each.
     static let latencyLinearBuckets = 2048
-    static let latencyBuckets = latencyLinearBuckets + 256
+    static let latencyWideBucket = 32
+    static let latencyBuckets = latencyLinearBuckets + 1024
 
     func resetLatencyHistogram() throws {
         let map = try object.map("bench_lat_hist")
@@ -148,7 +149,7 @@ final class PeerTopology: @unchecked Sendable {
         for (i, n) in buckets.enumerated() {
             seen += n
             if seen >= rank {
-                return i < latencyLinearBuckets ? Double(i) + 0.5 : Double(latencyLinearBuckets + (i - latencyLinearBuckets) * 256 + 128)
+                return i < latencyLinearBuckets ? Double(i) + 0.5 : Double(latencyLinearBuckets + (i - latencyLinearBuckets) * latencyWideBucket + latencyWideBucket / 2)
             }
         }
         return nil
@@ -162,6 +163,8 @@ final class PeerTopology: @unchecked Sendable {
     /// RPS to the client CPU, which moves their stacks there.) A system's set-up attaches
     /// XDP programs, which makes new NAPI instances (new threads), so this is called
     /// after each.
+    /// (The threads are found by name, napi/eth-c-… and napi/eth-n-…, in every
+    /// namespace: the benchmark runs alone.)
     func pinLBReceiveWork() throws {
         for dev in ["eth-c", "eth-n"] {
             let (status, output) = try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", lb, "sh", "-c",
@@ -228,8 +231,7 @@ final class PeerTopology: @unchecked Sendable {
         let ids = try Namespace.run(lb) {
             try ["eth-c", "eth-n"].compactMap { try ProgramStatistics.attachedProgram(interface: $0) }
         }
-        guard !ids.isEmpty else { return nil }
-        let stats = try ProgramStatistics.enable()
+        guard !ids.isEmpty, let stats = try? ProgramStatistics.enable() else { return nil }
         defer { stats.close() }
         func total() throws -> ProgramStatistics.Sample {
             try Set(ids).reduce(ProgramStatistics.Sample()) { $0 + (try ProgramStatistics.sample(program: $1)) }
@@ -383,11 +385,14 @@ final class PeerTopology: @unchecked Sendable {
     func fulcrum(_ groups: [GroupSpec], interfaces: [String], flowTable: Int, offload: Bool = false) throws -> () -> Void {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
-        // Entries for the flows offered (a NAT flow takes two), from the default 2^16 up
-        // to 2^20 (128 MiB), as an operator sizes dataplane.offload_entries: a table far
-        // larger than its flows spreads them over more pages, which the program pays for.
+        // Entries for the flows offered, at most half full (a NAT flow takes two), from the
+        // default 2^16 up to 2^20 (128 MiB), as an operator sizes dataplane.offload_entries:
+        // a table far larger than its flows spreads them over more pages, which the
+        // program pays for. (`offloadFlows` is for this set-up only.)
+        let flows = offloadFlows ?? flowTable
+        offloadFlows = nil
         var entries = 1 << 16
-        while entries < min(2 * (offloadFlows ?? flowTable), 1 << 20) { entries <<= 1 }
+        while entries < min(4 * flows, 1 << 20) { entries <<= 1 }
         // Another size (a power of two), to see what the table's size costs the program.
         if let n = ProcessInfo.processInfo.environment["FULCRUM_BENCH_OFFLOAD_ENTRIES"].flatMap(Int.init), n > 0, n & (n - 1) == 0 {
             entries = n

@@ -120,8 +120,9 @@ extension BenchReport.Scenario {
                 let lbOwn = name == "latency" && f.parameter.hasSuffix(" LB p99")
                 let goal = f.system != "fulcrum" || (name == "latency" && !f.parameter.hasSuffix(" p99")) ? nil
                     : lbOwn ? BenchReport.goals["latency-lb"]?[p.system] : goals[p.system]
+                // "Below" is strict: the same figure (the same histogram bucket) is not below.
                 ratios.append(BenchReport.Ratio(parameter: f.parameter, system: f.system, peer: p.system, ratio: ratio, goal: goal,
-                                                met: goal == nil ? nil : goalHolds(p.system, ratio)))
+                                                met: goal == nil ? nil : lbOwn ? ratio > 1 : goalHolds(p.system, ratio)))
             }
         }
     }
