@@ -17,8 +17,8 @@
 #define FULCRUM_MAP_IFSLOTS  "fulcrum_ifslots"
 #define FULCRUM_MAP_ADMISSION "fulcrum_admission"
 /* An array of one __u64: the CLOCK_MONOTONIC time (ns) until which the daemon vouches for
- * the active flag (the program compares it with the coarse clock, up to a tick behind). The pair's cluster thread moves it forward by the
- * heartbeat timeout on every turn; a daemon that stops turning (SIGSTOP, starved, hung)
+ * the active flag (the program compares it with the coarse clock, up to a tick behind).
+ * The pair's cluster thread moves it forward by the heartbeat timeout on every turn; a daemon that stops turning (SIGSTOP, starved, hung)
  * stops answering for the VIPs once it passes, as its peer takes over: a dead-man switch.
  * 0: none (a standalone LB). */
 #define FULCRUM_MAP_ALIVE "fulcrum_alive"
@@ -132,8 +132,8 @@ _Static_assert(sizeof(struct fulcrum_admission) == 16, "fulcrum_admission");
  * entry is found within FULCRUM_OFFLOAD_PROBES slots of its hash's home slot, and never
  * past an empty slot (action 0): the worker puts a flow in the first free slot, leaves a
  * withdrawn one marked FULCRUM_OFFLOAD_WITHDRAWN, which probes pass over, and empties it
- * when no flow's probes need to pass it (at once when the slot after it is empty, else
- * at the worker's next scan). So a frame of a flow not offloaded (a new flow, a flood)
+ * when no flow's probes need to pass it (at the withdrawal, or at the worker's next scan
+ * for a mark behind an entry still in use then). So a frame of a flow not offloaded (a new flow, a flood)
  * stops at the first empty slot: its first probe, while the table is not crowded.
  *
  * `seq` is a sequence lock: the worker makes it odd, writes, then makes it even again

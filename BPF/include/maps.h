@@ -104,11 +104,13 @@ static __always_inline struct fulcrum_state *state(void)
  * CLOCK_MONOTONIC by at most a tick: a deadline seconds long is kept a few ms late at
  * worst, and on this path every frame pays the clock (bpf_ktime_get_ns measured ~40 ns
  * more a frame than the coarse read in fulcrum-bench mat). */
-static __always_inline int daemon_alive(void)
+static __always_inline int daemon_alive(__u64 now)
 {
     __u32 zero = 0;
     __u64 *until = bpf_map_lookup_elem(&fulcrum_alive, &zero);
-    return !until || !*until || bpf_ktime_get_coarse_ns() < *until;
+    if (!until || !*until)
+        return 1;
+    return (now ? now : bpf_ktime_get_coarse_ns()) < *until; /* now 0: read it only if needed */
 }
 
 /* Active: the flag is on and the daemon vouches for it; a stale daemon is counted. */
@@ -116,7 +118,7 @@ static __always_inline int state_active(const struct fulcrum_state *s)
 {
     if (!s || !s->active)
         return 0;
-    if (!daemon_alive()) {
+    if (!daemon_alive(0)) {
         count(FULCRUM_CNT_STALE_PASS);
         return 0;
     }
@@ -127,11 +129,7 @@ static __always_inline int state_active(const struct fulcrum_state *s)
  * anyway; it counts nothing (the frame may not be ours: state_active counts it later). */
 static __always_inline int state_active_at(const struct fulcrum_state *s, __u64 now)
 {
-    if (!s || !s->active)
-        return 0;
-    __u32 zero = 0;
-    __u64 *until = bpf_map_lookup_elem(&fulcrum_alive, &zero);
-    return !until || !*until || now < *until;
+    return s && s->active && daemon_alive(now);
 }
 
 static __always_inline int is_active(void)

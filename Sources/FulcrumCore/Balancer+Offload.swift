@@ -65,7 +65,7 @@ extension Balancer {
     /// packets come.
     @inlinable @inline(never)
     func offerOffload(_ index: Int, key: FlowKey, hash: UInt64, slot: Int, group g: Int, tcpFlags: UInt8, ingress: Int) {
-        guard let table = offloadView.pointee.table?.takeUnretainedValue(), ingress < spec.interfaceMACs.count else { return }
+        guard let table = offloadView.pointee.table?.takeUnretainedValue(), ingress < interfaceCount else { return }
         switch flows.entry(index).state {
         case .established:
             guard tcpFlags & (TCPFlags.syn | TCPFlags.fin | TCPFlags.rst) == 0 else { return }
@@ -99,8 +99,9 @@ extension Balancer {
                            destinationPort: key.sourcePort, proto: key.proto)
         let replyIndex = table.install(wire: wire, action: .natSource, address: state.vip, port: key.destinationPort,
                                        ethernet: route.ethernet, interface: route.interface, from: state.interface,
-                                       arrivingAt: interfaceMACs[state.interface],
-                                       maxFrame: interfaceMaxFrames[route.interface], flow: key, flowHash: hash, nodeSlot: slot, group: g, partner: existing, counters: counters)
+                                       arrivingAt: interfaceMACs[state.interface], maxFrame: interfaceMaxFrames[route.interface],
+                                       flow: key, flowHash: hash, nodeSlot: slot, group: g, partner: existing,
+                                       counters: counters)
         guard replyIndex >= 0 else {
             if replyIndex == -1 { counters.count(.offloadTableFull) }
             if existing >= 0 { table.withdraw(existing, counters: counters) }

@@ -108,6 +108,8 @@ public final class Balancer {
     @usableFromInline let slots: UnsafeMutablePointer<SlotState>
     @usableFromInline let schedulers: ContiguousArray<Scheduler>
     @usableFromInline let interfaceMACs: UnsafeMutablePointer<MACAddress>
+    /// How many `interfaceMACs` (and `interfaceMaxFrames`) there are.
+    @usableFromInline let interfaceCount: Int
     @usableFromInline let interfaceMaxFrames: UnsafeMutablePointer<Int>
     /// Where NAT replies go (the kernel's routes and neighbours, and `routes:`
     /// overrides), as the per-reply lookup reads it: behind a `let` pointer, so a reply
@@ -231,6 +233,7 @@ public final class Balancer {
         slots = .allocate(capacity: max(1, slotStates.count))
         slots.initialize(from: slotStates, count: slotStates.count)
         self.schedulers = schedulers
+        interfaceCount = spec.interfaceMACs.count
         interfaceMACs = .allocate(capacity: max(1, spec.interfaceMACs.count))
         interfaceMACs.initialize(from: spec.interfaceMACs, count: spec.interfaceMACs.count)
         interfaceMaxFrames = .allocate(capacity: max(1, maxFrames.count))
@@ -702,7 +705,7 @@ public final class Balancer {
     func answerARP(_ frame: UnsafeMutableRawPointer, _ request: ARPPacket, ingress: Int) -> Verdict {
         guard request.operation == ARPPacket.request,
               vips.lookup(ServiceKey(address: request.targetIP, proto: 0, port: 0)) >= 0,
-              ingress >= 0 && ingress < spec.interfaceMACs.count else {
+              ingress >= 0 && ingress < interfaceCount else {
             counters.count(.passedToKernel)
             return .pass
         }
@@ -722,7 +725,7 @@ public final class Balancer {
     func answerSolicitation(_ frame: UnsafeMutableRawPointer, _ p: ParsedPacket, ingress: Int) -> Verdict {
         guard let ns = NeighborSolicitation.parse(frame, p),
               vips.lookup(ServiceKey(address: ns.target, proto: 0, port: 0)) >= 0,
-              ingress >= 0 && ingress < spec.interfaceMACs.count else { return notOurs() }
+              ingress >= 0 && ingress < interfaceCount else { return notOurs() }
         if ns.source != .zero {
             learned.learn(NeighborKey(interface: ingress, address: ns.source), ns.sourceMAC)
         }
@@ -737,10 +740,10 @@ public final class Balancer {
     }
 
     /// The node of a flow: the one it has, or for a new flow the scheduler's pick (then
-    /// remembered). -1, counted, when there is none.
+    /// remembered). -1, counted, when there is none. `ingress`: the interface the packet
+    /// arrived on, or -1 for one that must not offer its flow for offload (an ICMP error,
+    /// a fragment).
     @inlinable @inline(__always)
-    /// `ingress`: the interface the packet arrived on, or -1 for one that must not offer
-    /// its flow for offload (an ICMP error, a fragment).
     func flowSlot(_ key: FlowKey, hash: UInt64, group g: Int, tcpFlags: UInt8, isICMPError: Bool,
                   now: UInt64, ingress: Int) -> Int {
         let index = flows.find(key, hash: hash, now: now)

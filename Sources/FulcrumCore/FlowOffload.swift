@@ -76,6 +76,9 @@ public final class FlowOffload: @unchecked Sendable {
     /// Entries in use.
     @usableFromInline var used = 0
     /// Slots marked withdrawn now (FULCRUM_OFFLOAD_WITHDRAWN: probes pass over them).
+    /// There is none while no entry is in use: a slot is emptied only by `reclaim`, which
+    /// goes on to the marks before it, so no mark is ever followed by an empty slot, and
+    /// the last entry's withdrawal empties every mark.
     var marks = 0
     var scanCursor = 0
     var scanPace = PacedPass()
@@ -314,10 +317,7 @@ public final class FlowOffload: @unchecked Sendable {
     }
 
     /// Withdraws one entry: marked withdrawn, which the program's probes pass over (a flow
-    /// placed after it is still found), and emptied, with the withdrawn ones before it,
-    /// once the slot after it is empty: no flow's probes need to pass it then, and a probe
-    /// that meets an empty slot stops (fulcrum_abi.h), so a frame of a flow not offloaded
-    /// costs the program one slot, not eight.
+    /// placed after it is still found), then emptied by `reclaim` if no flow needs it.
     func clear(_ index: Int, counters: WorkerCounters?) {
         setAction(index, Self.withdrawn)
         marks += 1
@@ -325,30 +325,35 @@ public final class FlowOffload: @unchecked Sendable {
         if shadow[index].action != Action.natSource.rawValue { liveFlows.add(-1, ordering: .relaxed) }
         shadow[index] = Shadow()
         used &-= 1
+        reclaim(from: index)
+    }
+
+    /// Empties withdrawn slot `index` if no flow's probes pass it (no entry in the slots
+    /// after it, within FULCRUM_OFFLOAD_PROBES, has its home slot at or before it), then
+    /// the withdrawn slots before it while the same holds. A probe that meets an empty
+    /// slot stops (fulcrum_abi.h), so a frame of a flow not offloaded costs the program
+    /// one slot, not eight. `clear` calls it for the slot it withdraws; the scan, for the
+    /// marks a withdrawal could not reach (behind an entry still in use then).
+    func reclaim(from index: Int) {
         var i = index
         for _ in 0..<capacity {
-            guard actionByte((i &+ 1) & mask) == 0 && actionByte(i) == Self.withdrawn else { break }
+            guard actionByte(i) == Self.withdrawn && !probesPass(i) else { return }
             setAction(i, 0)
             marks -= 1
             i = (i &- 1) & mask
         }
     }
 
-    /// Empties withdrawn slot `i` if no flow's probes pass it: no entry in the slots after
-    /// it (within FULCRUM_OFFLOAD_PROBES) has its home slot at or before it. For the marks
-    /// `clear` could not empty (the slot after was taken then), found by the scan; without
-    /// this a table that was ever full would keep them, and every frame of a flow not
-    /// offloaded would probe eight slots again.
-    func reclaim(_ i: Int) {
-        guard actionByte(i) == Self.withdrawn else { return }
+    /// Whether a flow in the slots after `i` has its home at or before `i`: its probes
+    /// pass `i`, which must not be empty.
+    func probesPass(_ i: Int) -> Bool {
         for d in 1..<Layout.probes {
             let j = (i &+ d) & mask
             guard shadow[j].action != 0 else { continue }
             let home = probe(Self.hash(wireKey(j)), 0)
-            if (i &- home) & mask < (j &- home) & mask { return }  // j's probes pass i
+            if (i &- home) & mask < (j &- home) & mask { return true }
         }
-        setAction(i, 0)
-        marks -= 1
+        return false
     }
 
     /// FULCRUM_OFFLOAD_WITHDRAWN.
@@ -374,13 +379,8 @@ public final class FlowOffload: @unchecked Sendable {
 
     /// Withdraws everything (a reload, a change of the active role, offload turned off).
     public func withdrawAll(counters: WorkerCounters?) {
-        guard used > 0 || marks > 0 else { return }
+        guard used > 0 else { return }
         for i in 0..<capacity where shadow[i].action != 0 { withdraw(i, counters: counters) }
-        // No flow is left, so no probe needs a mark.
-        for i in 0..<capacity where marks > 0 && actionByte(i) == Self.withdrawn {
-            setAction(i, 0)
-            marks -= 1
-        }
     }
 
     func wireKey(_ index: Int) -> FlowKey {
@@ -435,7 +435,7 @@ public final class FlowOffload: @unchecked Sendable {
                      replyHop: (IPAddress) -> (ethernet: EthernetAddresses, interface: Int)?) -> Int {
         let due = scanPace.due(now: now, items: capacity, period: scanPeriod, max: maxEntries)
         guard due > 0 else { return 0 }
-        guard used > 0 || marks > 0 else {
+        guard used > 0 else {
             scanCursor = (scanCursor &+ due) & mask
             return due
         }
@@ -444,7 +444,7 @@ public final class FlowOffload: @unchecked Sendable {
             scanCursor = (scanCursor &+ 1) & mask
             let action = shadow[i].action
             guard action != 0 else {
-                if marks > 0 { reclaim(i) }
+                if marks > 0 { reclaim(from: i) }
                 continue
             }
             fold(i, into: counters)

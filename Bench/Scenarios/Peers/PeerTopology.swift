@@ -162,9 +162,8 @@ final class PeerTopology: @unchecked Sendable {
     /// CPU carries the LB's receive work and bounds every row. (The hosts' veths keep
     /// RPS to the client CPU, which moves their stacks there.) A system's set-up attaches
     /// XDP programs, which makes new NAPI instances (new threads), so this is called
-    /// after each.
-    /// (The threads are found by name, napi/eth-c-… and napi/eth-n-…, in every
-    /// namespace: the benchmark runs alone.)
+    /// after each. The threads are found by name (napi/eth-c-…, napi/eth-n-…) in every
+    /// namespace: the benchmark runs alone.
     func pinLBReceiveWork() throws {
         for dev in ["eth-c", "eth-n"] {
             let (status, output) = try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", lb, "sh", "-c",
