@@ -139,7 +139,7 @@ int fulcrum_xdp(struct xdp_md *ctx)
                 __u64 now = bpf_ktime_get_coarse_ns(); /* one clock read: the deadline, and the entry's stamp */
                 if (state_active_at(s, now)) {
                     active = 1;
-                    int verdict = offload_forward(ctx, &p, s->offload_mask, now);
+                    int verdict = offload_forward(ctx, &p, s, now);
                     if (verdict >= 0)
                         return verdict;
                 } /* else not asked yet, as far as counting goes: a frame of ours counts a stale daemon below */

@@ -99,8 +99,15 @@ struct fulcrum_state {
      * a flood of new flows cannot crowd known flows out of the workers. 0 = no limit. */
     __u64 new_flow_rate;
     __u64 new_flow_burst;
+    /* 1 when an interface runs the program in generic (skb) mode, where RPS may run one
+     * queue's frames on several CPUs at once: an offload entry's packet and byte counts
+     * are then added atomically. In native mode a queue's frames run one at a time, so an
+     * entry has one writer and plain adds are exact (a locked add cost ~7% of NAT
+     * offload's throughput; Docs/BENCHMARKS.md). */
+    __u32 offload_shared_writers;
+    __u32 pad;
 };
-_Static_assert(sizeof(struct fulcrum_state) == 24, "fulcrum_state");
+_Static_assert(sizeof(struct fulcrum_state) == 32, "fulcrum_state");
 
 /* FULCRUM_MAP_ADMISSION: per-CPU array of one, the bucket's state. `credit` is in
  * token-nanoseconds (one token = 1e9), so the refill is exact in integers. */

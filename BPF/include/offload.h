@@ -165,7 +165,8 @@ static __always_inline int offload_translate(void *data, void *end, const struct
  * offloaded, a TCP segment with SYN, FIN or RST, too long, or being rewritten). `now`
  * (bpf_ktime_get_coarse_ns, read once for the daemon's deadline too: a tick's precision
  * ages flows well enough, at a fraction of the precise clock's cost) stamps the entry. */
-static __always_inline int offload_forward(struct xdp_md *ctx, const struct packet *p, __u32 mask, __u64 now)
+static __always_inline int offload_forward(struct xdp_md *ctx, const struct packet *p, const struct fulcrum_state *s,
+                                           __u64 now)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
@@ -190,7 +191,7 @@ static __always_inline int offload_forward(struct xdp_md *ctx, const struct pack
     __builtin_memcpy(&dst_head, &eth->h_dest[0], 4);
     __builtin_memcpy(&dst_tail, &eth->h_dest[4], 2);
     struct offload_hit hit = {};
-    if (offload_find(ctx, p, mask, dst_head, dst_tail, &hit))
+    if (offload_find(ctx, p, s->offload_mask, dst_head, dst_tail, &hit))
         return -1;
     __u64 length = (__u64)(end - data);
     if (length > hit.max_frame)
@@ -206,8 +207,13 @@ static __always_inline int offload_forward(struct xdp_md *ctx, const struct pack
         mac[i] = to[i];
     struct fulcrum_offload *e = hit.entry;
     e->last_used = now;
-    __sync_fetch_and_add(&e->packets, 1);
-    __sync_fetch_and_add(&e->bytes, length);
+    if (s->offload_shared_writers) {
+        __sync_fetch_and_add(&e->packets, 1);
+        __sync_fetch_and_add(&e->bytes, length);
+    } else { /* one writer: this queue's receive, one frame at a time (fulcrum_state) */
+        e->packets += 1;
+        e->bytes += length;
+    }
     count(FULCRUM_CNT_OFFLOADED);
     if (hit.ifindex == ctx->ingress_ifindex)
         return XDP_TX;

@@ -71,10 +71,13 @@ public struct FulcrumMaps: Sendable {
     }
 
     /// Offload on with `entriesPerQueue` entries in each queue's region (a power of two;
-    /// the map was sized for it at load), or off with 0.
-    public func setOffload(entriesPerQueue: Int) throws {
+    /// the map was sized for it at load), or off with 0. `sharedWriters`: an interface runs
+    /// the program in generic mode, where one queue's frames may run on several CPUs at
+    /// once, so the program counts into an entry atomically (fulcrum_state).
+    public func setOffload(entriesPerQueue: Int, sharedWriters: Bool) throws {
         var s = currentState
         s.offload_mask = entriesPerQueue > 0 ? UInt32(entriesPerQueue - 1) : 0
+        s.offload_shared_writers = sharedWriters ? 1 : 0
         try state.update(UInt32(0), s)
     }
 
@@ -146,7 +149,8 @@ public struct FulcrumMaps: Sendable {
     }
 
     var currentState: fulcrum_state {
-        state.lookup(UInt32(0), as: fulcrum_state.self) ?? fulcrum_state(active: 0, offload_mask: 0, new_flow_rate: 0, new_flow_burst: 1)
+        state.lookup(UInt32(0), as: fulcrum_state.self) ?? fulcrum_state(active: 0, offload_mask: 0, new_flow_rate: 0, new_flow_burst: 1,
+                                                                     offload_shared_writers: 0, pad: 0)
     }
 
     public var isActive: Bool { (state.lookup(UInt32(0), as: fulcrum_state.self)?.active ?? 0) != 0 }

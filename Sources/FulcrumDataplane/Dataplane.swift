@@ -345,7 +345,6 @@ public final class Dataplane: @unchecked Sendable {
             logger.info("worker started", metadata: ["queue": "\(queue)", "cpu": "\(worker.cpu)",
                                                      "flow_table_bytes": "\(flows.memoryBytes)"])
         }
-        try maps.setOffload(entriesPerQueue: offloadRegion != nil ? options.offloadEntries : 0)
         let program = try object.programFD(FULCRUM_PROG_MAIN)
         for name in options.interfaces {
             let link = try XDPLink(programFD: program, interface: name, allowGenericFallback: options.allowGenericXDP)
@@ -356,6 +355,10 @@ public final class Dataplane: @unchecked Sendable {
             }
             links.append(link)
         }
+        // Once the modes are known: how the program counts into an entry depends on them.
+        // Until now the program offloaded nothing (and the LB starts passive).
+        try maps.setOffload(entriesPerQueue: offloadRegion != nil ? options.offloadEntries : 0,
+                            sharedWriters: links.contains { $0.mode == .generic })
     }
 
     /// Active: answer ARP/NS for the VIPs and steer their traffic. The data plane starts

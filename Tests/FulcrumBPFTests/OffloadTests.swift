@@ -51,7 +51,7 @@ import Testing
         let balancer: Balancer
     }
 
-    static func setup() throws -> Setup {
+    static func setup(sharedWriters: Bool = false) throws -> Setup {
         let object = try BPFObject(path: BPFObject.locate(sourceRoot: Privileged.repositoryRoot()),
                                    mapEntries: [FULCRUM_MAP_OFFLOAD: UInt32(entries)])
         let maps = try FulcrumMaps(object)
@@ -65,7 +65,7 @@ import Testing
         let lo = try InterfaceInfo.index(of: "lo")
         try maps.setInterface(ifindex: lo, slot: 0, mac: lbMAC)
         try maps.setActive(true)
-        try maps.setOffload(entriesPerQueue: entries)
+        try maps.setOffload(entriesPerQueue: entries, sharedWriters: sharedWriters)
         let memory = try SharedMapMemory(maps.offload)
         let offload = FlowOffload(region: memory.base, capacity: entries, ifindexes: [lo], owner: memory)
         let balancer = try Balancer(spec)
@@ -278,9 +278,11 @@ import Testing
         #expect(try ProgramTestRun.run(programFD: s.program, frame: f.toVIP()).verdict == ProgramTestRun.tx)
     }
 
-    @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"))
-    func countersAndFlowLifetimesIncludeWhatTheProgramForwarded() throws {
-        let s = try Self.setup()
+    /// Counted both ways the program counts into an entry: plain adds (native mode, one
+    /// writer a queue) and atomic ones (generic mode).
+    @Test(.enabled(if: Privileged.available, "\(Privileged.reason ?? "")"), arguments: [false, true])
+    func countersAndFlowLifetimesIncludeWhatTheProgramForwarded(sharedWriters: Bool) throws {
+        let s = try Self.setup(sharedWriters: sharedWriters)
         defer { withExtendedLifetime(s.object) {} }
         let f = Flow(ipv6: false, proto: IPProtocol.tcp, nat: true, client: Fixtures.client4, clientPort: 41000)
         let start = monotonicNanoseconds()
