@@ -23,6 +23,62 @@ extension Balancer {
         offloadView.pointee = view
     }
 
+    /// A reload (the worker's new layout): takes `old`'s table over without a pause in
+    /// the program's forwarding. An offloaded flow whose node stays (`remap`, by identity)
+    /// and whose entries this layout would write the same keeps them, renumbered; the
+    /// others are withdrawn, and their flows offered again on their next frame at the
+    /// worker. The counts so far go to `old`'s counters, which this balancer's carry over.
+    public func adoptOffload(from old: Balancer, remap: [SlotTarget]) {
+        guard let table = old.offload else { return }
+        let offering = old.offloadOffering
+        old.offload = nil
+        old.offloadView.pointee = OffloadView()
+        table.remap(counters: old.counters) { index, oldSlot, _ in
+            guard oldSlot >= 0 && oldSlot < remap.count, remap[oldSlot].slot != SlotTarget.gone.slot else { return nil }
+            let to = (slot: Int(remap[oldSlot].slot), group: Int(remap[oldSlot].group))
+            return writesTheSame(table.written(index), table, slot: to.slot, group: to.group) ? to : nil
+        }
+        offload = table
+        var view = OffloadView()
+        view.enabled = offering
+        view.table = Unmanaged.passUnretained(table)
+        offloadView.pointee = view
+    }
+
+    /// Whether this layout would write `entry` as it is for a flow on node slot `slot` of
+    /// group `g`: the flow is still a service of the group, by the same method, and the
+    /// node's rewrite, the group's interface and its largest frame are the same. (Where a
+    /// forward entry takes frames from is the flow's ingress, which a reload does not
+    /// change; where a reply entry sends is checked by the scan against the routes.)
+    func writesTheSame(_ entry: FlowOffload.Written, _ table: FlowOffload, slot: Int, group g: Int) -> Bool {
+        guard g >= 0 && g < spec.groups.count && slot >= 0 && slot < slotCount else { return false }
+        let node = slots[slot]
+        let flow = entry.flow
+        guard node.group == g, node.hasMAC, node.enabled,
+              services.lookup(ServiceKey(address: flow.destination, proto: flow.proto, port: flow.destinationPort)) == g
+        else { return false }
+        let state = groupStates[g]
+        let nodePort = node.port == 0 ? flow.destinationPort : node.port
+        let maxFrame = min(state.maxFrame, Int(UInt16.max))  // as `install` stores it
+        switch FlowOffload.Action(rawValue: entry.action) {
+        case .mat:
+            return state.method == .mat && entry.ethernet == node.ethernet
+                && entry.ifindex == table.ifindex(state.interface) && entry.maxFrame == maxFrame
+        case .natDestination:
+            return state.method == .nat && entry.address == node.address && entry.port == nodePort
+                && entry.ethernet == node.ethernet
+                && entry.ifindex == table.ifindex(state.interface) && entry.maxFrame == maxFrame
+        case .natSource:
+            guard let out = table.ifindexes.firstIndex(where: { UInt32(bitPattern: $0) == entry.ifindex }) else { return false }
+            return state.method == .nat && entry.address == state.vip && entry.port == flow.destinationPort
+                && entry.fromIfindex == table.ifindex(state.interface)
+                && entry.inMAC == FlowOffload.macBytes(interfaceMACs[state.interface])
+                && entry.maxFrame == min(interfaceMaxFrames[out], Int(UInt16.max))
+        case nil:
+            return false
+        }
+    }
+
     /// Whether established flows are offered to the XDP program now.
     public var offloadOffering: Bool { offloadView.pointee.enabled }
 

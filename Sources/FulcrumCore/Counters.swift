@@ -23,6 +23,10 @@ public enum GlobalCounter: Int, CaseIterable, Sendable {
     case offloaded
     /// Established flows that could not be offloaded: their entry's slots were all taken.
     case offloadTableFull
+    /// Offload entries taken back from the XDP program: the flow's next frames reach the
+    /// worker (FIN or RST, its node down or disabled, a reused tuple, a new way back, a
+    /// change of role, idle past its timeout, a reload that changes its rewrite).
+    case offloadWithdrawn
 
     public var label: String { Self.labels[rawValue] }
     static let labels = allCases.map { MetricLabel.snakeCase(String(describing: $0)) }

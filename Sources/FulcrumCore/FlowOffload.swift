@@ -10,8 +10,9 @@ import Synchronization
 ///
 /// Entries are written only on the worker's thread, under a sequence lock the program
 /// checks (fulcrum_abi.h). A flow's entry is withdrawn when its node stops being usable,
-/// on a reload, on a change of the active role, at FIN or RST, and when the flow leaves
-/// the flow table. No allocation after `init`, no system call.
+/// on a reload that changes its rewrite (`remap`), on a change of the active role, at FIN
+/// or RST, and when the flow leaves the flow table. No allocation after `init`, no system
+/// call.
 public final class FlowOffload: @unchecked Sendable {
     /// The entry's layout (struct fulcrum_offload; a test holds these equal to the C
     /// struct's offsets).
@@ -322,6 +323,7 @@ public final class FlowOffload: @unchecked Sendable {
         setAction(index, Self.withdrawn)
         marks += 1
         fold(index, into: counters)
+        counters?.count(.offloadWithdrawn)
         if shadow[index].action != Action.natSource.rawValue { liveFlows.add(-1, ordering: .relaxed) }
         shadow[index] = Shadow()
         used &-= 1
@@ -377,10 +379,71 @@ public final class FlowOffload: @unchecked Sendable {
         }
     }
 
-    /// Withdraws everything (a reload, a change of the active role, offload turned off).
+    /// Withdraws everything (a change of the active role, offload attached or detached).
     public func withdrawAll(counters: WorkerCounters?) {
         guard used > 0 else { return }
         for i in 0..<capacity where shadow[i].action != 0 { withdraw(i, counters: counters) }
+    }
+
+    // MARK: - A reload
+
+    /// What entry `index` writes into a frame and where it takes frames from, read back
+    /// (a reload's check that the new layout would write the same).
+    struct Written {
+        var action: UInt8
+        var address: IPAddress
+        var port: UInt16
+        var ethernet: EthernetAddresses
+        var ifindex: UInt32
+        var fromIfindex: UInt32
+        var inMAC: UInt64
+        var maxFrame: Int
+        /// The flow-table key of its flow (client to VIP).
+        var flow: FlowKey
+    }
+
+    func written(_ index: Int) -> Written {
+        let e = entry(index)
+        func address(_ offset: Int) -> IPAddress {
+            IPAddress(high: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
+                      low: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
+        }
+        var ethernet = EthernetAddresses.zero
+        ethernet.head = e.loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self)
+        ethernet.tail = e.loadUnaligned(fromByteOffset: Layout.ethernet + 8, as: UInt32.self)
+        return Written(action: shadow[index].action, address: address(Layout.newAddress),
+                       port: UInt16(bigEndian: e.loadUnaligned(fromByteOffset: Layout.newPort, as: UInt16.self)),
+                       ethernet: ethernet, ifindex: e.loadUnaligned(fromByteOffset: Layout.ifindex, as: UInt32.self),
+                       fromIfindex: e.loadUnaligned(fromByteOffset: Layout.fromIfindex, as: UInt32.self),
+                       inMAC: e.loadUnaligned(fromByteOffset: Layout.inMAC, as: UInt64.self),
+                       maxFrame: Int(e.loadUnaligned(fromByteOffset: Layout.maxFrame, as: UInt16.self)),
+                       flow: shadow[index].flow)
+    }
+
+    /// The kernel's index of interface `interface` (0 for none).
+    func ifindex(_ interface: Int) -> UInt32 { fromIfindex(interface) }
+
+    /// A reload: every entry in use is either kept, renumbered to the new layout's node
+    /// slot and group that `target` gives (from its old ones), or withdrawn when `target`
+    /// gives nil (its node is gone, or the new layout would write the entry otherwise); a
+    /// NAT flow's two entries go together. The program keeps forwarding a kept entry
+    /// throughout: nothing in it is written. What it counted so far is folded into
+    /// `counters`, the old layout's (the new one carries them over), so that its later
+    /// counts go to the new numbering.
+    public func remap(counters: WorkerCounters?,
+                      _ target: (_ index: Int, _ nodeSlot: Int, _ group: Int) -> (slot: Int, group: Int)?) {
+        guard used > 0 else { return }
+        // Each entry is judged by its own old numbering: a renumbered partner changes
+        // nothing of its judgement, and a withdrawn one took this entry along already.
+        for i in 0..<capacity where shadow[i].action != 0 {
+            fold(i, into: counters)
+            guard let to = target(i, Int(shadow[i].nodeSlot), Int(shadow[i].group)) else {
+                withdraw(i, counters: counters)
+                continue
+            }
+            shadow[i].nodeSlot = Int32(truncatingIfNeeded: to.slot)
+            shadow[i].group = UInt16(truncatingIfNeeded: to.group)
+        }
     }
 
     func wireKey(_ index: Int) -> FlowKey {

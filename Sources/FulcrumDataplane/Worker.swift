@@ -258,18 +258,7 @@ public final class Worker: @unchecked Sendable {
     private func install(_ handoff: LayoutHandoff) {
         let old = balancer
         let next = handoff.balancer
-        // Offloaded flows name the old layout's node slots: back to the worker first
-        // (their counts into the old counters), then offered again under the new one.
-        let offering = old.offloadOffering
-        old.attachOffload(nil, offering: false)
-        next.counters.carryOver(from: old.counters)
-        let remap = handoff.remap
-        old.flows.remap { oldSlot in
-            let i = Int(oldSlot)
-            guard i < remap.count, remap[i].slot != SlotTarget.gone.slot else { return nil }
-            return (slot: remap[i].slot, group: remap[i].group)
-        }
-        next.attachOffload(offload, offering: offering)
+        next.takeOver(from: old, remap: handoff.remap)
         balancer = next
         published.withLock { $0 = (next.counters, next.flows, next.spec) }
     }

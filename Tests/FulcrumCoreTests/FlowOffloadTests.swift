@@ -181,4 +181,69 @@ import Testing
         #expect(table.offloadedFlows == 1)
         #expect(b.counters[.flowsMoved] == 1)
     }
+
+    /// A reload, as the worker makes it (`takeOver`): an offloaded flow whose node stays,
+    /// and whose entries the new layout writes the same, keeps them, renumbered to the new
+    /// node slots, with what the program counted before in the old counters and after in
+    /// the new ones; a flow whose node is gone, or whose rewrite changes, goes back to the
+    /// worker.
+    @Test func aReloadKeepsTheOffloadedFlowsItDoesNotChangeAndRenumbersThem() throws {
+        let (b, table, region) = try Self.setup()
+        let ports = Array(UInt16(1000)..<1008)
+        for port in ports { Self.open(b, port, now: 1) }
+        #expect(table.offloadedFlows == 8)
+        func node(_ balancer: Balancer, _ port: UInt16) -> Int {
+            balancer.flows.nodeSlot(balancer.flows.find(Self.key(port), hash: Self.key(port).stableHash(), now: 1))
+        }
+        /// The program forwarding `n` frames of the flow on `port`: its forward entry's counts.
+        func forwarded(_ port: UInt16, _ n: UInt64) {
+            let e = region.base + table.find(Self.key(port)) * FlowOffload.Layout.size
+            for (offset, add) in [(FlowOffload.Layout.packets, n), (FlowOffload.Layout.bytes, 100 * n)] {
+                e.storeBytes(of: e.load(fromByteOffset: offset, as: UInt64.self) + add, toByteOffset: offset, as: UInt64.self)
+            }
+        }
+        func reload(_ old: Balancer, _ groups: [GroupSpec]) throws -> Balancer {
+            let spec = BalancerSpec(groups: groups, interfaceMACs: [Self.lbMAC], returnRoutes: [Self.route(Fixtures.routerMAC)])
+            let next = try Balancer(spec, flows: old.flows, counters: WorkerCounters(groups: groups.count, nodeSlots: spec.maxNodeSlots))
+            next.takeOver(from: old, remap: old.spec.slotRemap(to: spec))
+            return next
+        }
+
+        // A group ahead of the NAT one: the NAT nodes' slots move from 0 and 1 to 2 and 3.
+        let mat = GroupSpec(name: "mat", vip: IPAddress("198.18.1.99")!, proto: IPProtocol.tcp, ports: [80], method: .mat,
+                            scheduler: .rr, nodes: [NodeSpec(address: Fixtures.node4c, mac: Fixtures.nodeMACc)])
+        let onA = ports.filter { node(b, $0) == 0 }
+        #expect(onA.count == 4, "round robin: four flows a node")
+        forwarded(1000, 3)
+        let oldSlot = node(b, 1000)
+        let oldNodePackets = b.counters.node(oldSlot, .packets)
+        let b2 = try reload(b, [mat, Self.nat()])
+        #expect(table.offloadedFlows == 8, "nothing changed for them: all kept")
+        #expect(b2.counters[.offloadWithdrawn] == 0)
+        #expect(b.counters.node(oldSlot, .packets) == oldNodePackets + 3, "counted before the reload: the old layout's")
+        #expect(b2.counters[.offloaded] == 3, "carried over")
+        let newSlot = node(b2, 1000)
+        #expect(newSlot == oldSlot + 2)
+        forwarded(1000, 5)
+        b2.maintain(now: 1_000)
+        b2.maintain(now: 1_000 + table.scanPeriod)
+        #expect(table.offloadedFlows == 8, "the scan finds each entry's flow on the entry's (renumbered) node")
+        #expect(b2.counters.node(newSlot, .packets) == 5 && b2.counters.node(newSlot, .bytes) == 500)
+        #expect(b2.counters.group(1, .packets) == 5 && b2.counters[.offloaded] == 8)
+
+        // Node a's port changes: it is another node now, and its flows leave the table;
+        // node b's flows are untouched.
+        var moved = Self.nat()
+        moved.nodes[0].port = 8081
+        let b3 = try reload(b2, [mat, moved])
+        #expect(table.offloadedFlows == 4)
+        #expect(b3.counters[.offloadWithdrawn] == 8, "node a's four flows, two entries each")
+        #expect(onA.allSatisfy { table.find(Self.key($0)) < 0 })
+
+        // The group becomes MAT: the remaining entries would be written otherwise.
+        var asMAT = moved
+        asMAT.method = .mat
+        let b4 = try reload(b3, [mat, asMAT])
+        #expect(table.offloadedFlows == 0 && b4.counters[.offloadWithdrawn] == 16)
+    }
 }

@@ -129,19 +129,32 @@ extension OnTheTestbed {
             let (bed, servers) = try Self.bed()
             defer { servers.forEach { $0.signal(SIGKILL) }; bed.tearDown() }
             try Self.waitForServers(bed)
-            // Two paced transfers (about 4 s each), held across a reload that changes weights.
+            // Two paced transfers (about 4 s each), held across a reload that changes the
+            // layout: weights, and a new group ahead of theirs, so that every node slot of
+            // theirs is renumbered.
             let mat = try Self.send(bed, "198.18.1.10", size: 8_000_000, rate: 2_000_000, seed: 1)
             let nat = try Self.send(bed, "2001:2:1::20", size: 8_000_000, rate: 2_000_000, seed: 2)
             try bed.waitFor("both transfers offloaded", timeout: 5) { ($0.dataplane?.offload?.flows ?? 0) >= 2 }
+            let withdrawnBefore = try bed.status().counters["offload_withdrawn", default: 0]
             let config = try bed.readConfig()
-            try bed.writeConfig(config.replacingOccurrences(of: "        weight: 2\n", with: "        weight: 1\n"))
+            let ahead = "  - name: ahead\n    vip: \"198.18.1.30\"\n    protocol: tcp\n    ports: [\(Self.port)]\n    method: mat\n"
+                + "    interface: eth-c\n    nodes:\n      - address: \"198.18.0.11\"\n"
+            let changed = config.replacingOccurrences(of: "        weight: 2\n", with: "        weight: 1\n")
+                .replacingOccurrences(of: "  - name: bulk-mat\n", with: ahead + "  - name: bulk-mat\n")
+            #expect(changed.contains("name: ahead"))
+            try bed.writeConfig(changed)
             bed.signalDaemon(SIGHUP)
             try bed.waitFor("reload", timeout: 10) { $0.version == 2 }
-            try bed.waitFor("the flows offloaded again under the new layout", timeout: 5) { ($0.dataplane?.offload?.flows ?? 0) >= 2 }
             for (name, p) in [("MAT v4", mat), ("NAT v6", nat)] {
                 let r = try Self.result(p)
                 #expect(r.ok && r.received == 8_000_000, "\(name) across the reload: \(r.error ?? "")")
             }
+            // Their entries stayed in the program's hands through the reload: each was
+            // withdrawn once, at its flow's close (the MAT flow's one entry at the client's
+            // FIN, the NAT flow's two). Withdrawn at the reload and offered again, each
+            // would count twice.
+            let withdrawn = try bed.settledStatus().counters["offload_withdrawn", default: 0] - withdrawnBefore
+            #expect(withdrawn == 3, "offload entries withdrawn from the reload to the transfers' end: \(withdrawn)")
 
             // A paced NAT transfer; its node is disabled mid-way. Its entries must go with
             // the change: the next segment is moved to another node, which resets the
