@@ -9,22 +9,28 @@
 # For dataplane.offload off, then established (no admission budget, so that nothing but
 # the offload shields the established flows): a daemon (ROOT/.build/release/fulcrum if
 # built, else debug) serving the testbed's groups and bulk-nat (198.18.1.20:9000 to
-# n1..n3:9000, Bench/testbed/bulk-transfer.py on each); RUNS (3) transfers of 20 MB each
-# way from the client without a flood, then RUNS with a SYN flood from the flood host
-# (fulcrum-bench flood, as fast as it goes, on CPU 1, the worker's) running through the
-# transfer. The worker and the flood generator run on CPU 1, the client and the servers on
-# CPU 0 (taskset), so that the flood takes no CPU from them: what changes under the flood
-# is the LB's path (on veth the XDP program runs on the sending CPU: the offloaded frames'
-# on CPU 0, the flood's on CPU 1). Prints one JSON line per transfer:
-#   {"offload": …, "flood": true|false, "ok": …, "mbit_s": both directions' bytes × 8 / s,
+# n1..n3:9000, Bench/testbed/bulk-transfer.py on each); RUNS (3) transfers of 60 MB each
+# way from the client without a flood, then RUNS with CPU 1 only kept busy (stress-ng, no
+# frames: the control), then RUNS with a SYN flood from the flood host (fulcrum-bench
+# flood, as fast as it goes, on CPU 1, the worker's) running through the transfer. The
+# load starts once the transfer's connection is established (offloaded, with offload on),
+# so what is measured is established flows under the flood. The
+# worker and the flood generator run on CPU 1, the client and the servers on CPU 0
+# (taskset), so that the flood takes no CPU from them: what changes under the flood is the
+# LB's path (on veth the XDP program runs on the sending CPU: the offloaded frames' on CPU
+# 0, the flood's on CPU 1). The control shows what a busy CPU 1 alone costs the hosts on
+# CPU 0 (a VM's vCPUs may share a physical core). Prints one JSON line per transfer:
+#   {"offload": …, "flood": true|false|"busy", "ok": …, "established_first": whether the
+#    connection was seen established (offloaded) before the load started (a run where it
+#    was not is left out of the medians), "mbit_s": both directions' bytes × 8 / s,
 #    "flood_offered": SYNs sent during it}
-# and a summary line per offload setting: the median Mbit/s without and with the flood and
-# their ratio. Only 198.18.0.0/15, only in the namespaces it creates; removes them and
-# every process it started on exit. Needs root.
+# and a summary line per offload setting: the median Mbit/s alone, with CPU 1 busy and
+# under the flood, and the flood's ratios to both. Only 198.18.0.0/15, only in the
+# namespaces it creates; removes them and every process it started on exit. Needs root.
 set -euo pipefail
 ROOT=$(cd "${1:?usage: offload-mixed.sh ROOT [RUNS]}" && pwd)
 RUNS=${2:-3}
-SIZE=20000000
+SIZE=60000000
 P=flm$$
 DIR=$(mktemp -d /tmp/flm.XXXXXX)
 BIN=${FULCRUM_BIN:-$ROOT/.build/release}
@@ -41,7 +47,10 @@ x() { ip netns exec "$P-$1" "${@:2}"; }
 for i in 1 2 3; do
     x n$i taskset -c 0 python3 "$ROOT/Bench/testbed/bulk-transfer.py" serve 9000 </dev/null >/dev/null 2>&1 &
 done
-base=$(sed 's/^  flow_table_size: 65536$/  flow_table_size: 65536\n  cores: [1]\n  admission:\n    new_connections_per_second: 0/' "$DIR/lb.yaml")
+# syn: 1: the flood's half-open entries fill the flow table; they expire a second after
+# each flood, so that the next run's connection finds room (a connection the table cannot
+# hold is decided statelessly, and never offloaded).
+base=$(sed 's/^  flow_table_size: 65536$/  flow_table_size: 65536\n  cores: [1]\n  admission:\n    new_connections_per_second: 0\n  timeouts:\n    syn: 1/' "$DIR/lb.yaml")
 bulk_group='  - name: bulk-nat
     vip: "198.18.1.20"
     protocol: tcp
@@ -57,6 +66,30 @@ bulk_group='  - name: bulk-nat
       - address: "198.18.2.13"
         port: 9000'
 LBMAC=$(x lb cat /sys/class/net/eth-f/address)
+
+# Waits (up to 3 s) until the transfer's connection is in the flow table, and with
+# offload on, in the XDP program's hands: the daemon's status file.
+established() {
+    python3 - "$DIR/mixed-status.json" "$1" <<'PY'
+import json, sys, time
+path, offload = sys.argv[1], sys.argv[2]
+deadline = time.time() + 3
+while time.time() < deadline:
+    try:
+        s = json.load(open(path))
+        g = next(g for g in s["groups"] if g["name"] == "bulk-nat")
+        flows = sum(n.get("active_flows", 0) for n in g["nodes"])
+        off = (s.get("dataplane") or {}).get("offload") or {}
+        if flows >= 1 and (offload == "off" or off.get("flows", 0) >= 1):
+            break
+    except Exception:
+        pass
+    time.sleep(0.05)
+else:
+    print("offload-mixed: the transfer was not seen established in 3 s", file=sys.stderr)
+    sys.exit(1)
+PY
+}
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
@@ -74,31 +107,50 @@ for offload in off established; do
         fi
         sleep 0.2
     done
-    : >"$DIR/without" ; : >"$DIR/with"
-    for flood in false true; do
+    : >"$DIR/without" ; : >"$DIR/with" ; : >"$DIR/busy"
+    for flood in false busy true; do
         for run in $(seq "$RUNS"); do
-            FLOOD=
-            if [ "$flood" = true ]; then
-                x flood "$BIN/fulcrum-bench" flood --interface eth0 --destination-mac "$LBMAC" --target 198.18.1.10 \
-                    --port 80 --rate 0 --seconds 8 --root "$ROOT" --cpu 1 >"$DIR/flood.json" 2>/dev/null &
-                FLOOD=$!
-                sleep 1
-            fi
-            line=$(x client timeout 70 taskset -c 0 python3 "$ROOT/Bench/testbed/bulk-transfer.py" send 198.18.1.20 9000 "$SIZE" --seed "$run")
+            # The transfer first, and established (offloaded, with offload on) before the
+            # flood or the load starts: the flows under test are established ones, whose
+            # handshake did not have to get through a flooded worker.
+            x client taskset -c 0 timeout 70 python3 "$ROOT/Bench/testbed/bulk-transfer.py" send 198.18.1.20 9000 "$SIZE" \
+                --seed "$run" >"$DIR/transfer.json" &
+            TRANSFER=$!
+            seen=true
+            established "$offload" || seen=false
+            LOAD=
+            case $flood in
+                busy)
+                    taskset -c 1 stress-ng --cpu 1 --timeout 15 --quiet </dev/null >/dev/null 2>&1 &
+                    LOAD=$! ;;
+                true)
+                    x flood "$BIN/fulcrum-bench" flood --interface eth0 --destination-mac "$LBMAC" --target 198.18.1.10 \
+                        --port 80 --rate 0 --seconds 15 --root "$ROOT" --cpu 1 >"$DIR/flood.json" 2>/dev/null &
+                    LOAD=$! ;;
+            esac
+            wait "$TRANSFER" || true
+            line=$(cat "$DIR/transfer.json")
             offered=0
-            if [ -n "$FLOOD" ]; then
-                wait "$FLOOD" || true
+            [ -n "$LOAD" ] && { wait "$LOAD" || true; }  # to its end: the next run starts without it
+            sleep 2  # the flood's half-open entries expire (syn: 1)
+            if [ "$flood" = true ]; then
                 offered=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["offered"])' "$DIR/flood.json" 2>/dev/null || echo 0)
             fi
             mbit=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(round(2*int(sys.argv[2])*8/r["seconds"]/1e6, 1) if r["ok"] else 0)' "$line" "$SIZE")
             ok=$(python3 -c 'import json,sys; print(str(json.loads(sys.argv[1])["ok"]).lower())' "$line")
-            echo "{\"offload\": \"$offload\", \"flood\": $flood, \"run\": $run, \"ok\": $ok, \"mbit_s\": $mbit, \"flood_offered\": $offered}"
-            if [ "$flood" = true ]; then echo "$mbit" >>"$DIR/with"; else echo "$mbit" >>"$DIR/without"; fi
+            label=$flood; [ "$flood" = busy ] && label='"busy"'
+            echo "{\"offload\": \"$offload\", \"flood\": $label, \"run\": $run, \"ok\": $ok, \"established_first\": $seen, \"mbit_s\": $mbit, \"flood_offered\": $offered}"
+            [ "$seen" = true ] || continue  # not a run of an established flow: not in the medians
+            case $flood in
+                true) echo "$mbit" >>"$DIR/with" ;;
+                busy) echo "$mbit" >>"$DIR/busy" ;;
+                *) echo "$mbit" >>"$DIR/without" ;;
+            esac
         done
     done
     kill -9 "$DAEMON" 2>/dev/null || true
     wait "$DAEMON" 2>/dev/null || true
     DAEMON=
-    a=$(median <"$DIR/without"); b=$(median <"$DIR/with")
-    echo "{\"offload\": \"$offload\", \"summary\": true, \"median_mbit_s_alone\": $a, \"median_mbit_s_under_flood\": $b, \"ratio\": $(python3 -c "print(round($b / $a, 2) if $a else 0)")}"
+    a=$(median <"$DIR/without"); c=$(median <"$DIR/busy"); b=$(median <"$DIR/with")
+    echo "{\"offload\": \"$offload\", \"summary\": true, \"median_mbit_s_alone\": $a, \"median_mbit_s_cpu1_busy\": $c, \"median_mbit_s_under_flood\": $b, \"ratio\": $(python3 -c "print(round($b / $a, 2) if $a else 0)"), \"ratio_to_busy\": $(python3 -c "print(round($b / $c, 2) if $c else 0)")}"
 done
