@@ -129,10 +129,10 @@ int fulcrum_xdp(struct xdp_md *ctx)
         l3 = p.ether_type == ETH_P_IP ? parse_ipv4(data, end, &p) : parse_ipv6(data, end, &p);
         /* An established flow a worker offloaded: forwarded here, first (an entry exists
          * only for a flow of a service or a NAT reply, decided by a worker of this active
-         * LB; entries are withdrawn at reloads and role changes), and before the admission
-         * budget, so that a flood of new flows cannot crowd it out. The entry names the
-         * interface and MAC address its frames arrive with, so nothing else is looked up
-         * for them (not even the interface's slot). */
+         * LB; entries are withdrawn at role changes and at reloads that change them),
+         * and before the admission budget, so that a flood of new flows cannot crowd it
+         * out. The entry names the interface and MAC address its frames arrive with, so
+         * nothing else is looked up for them (not even the interface's slot). */
         if (l3 == PARSE_IP && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP)) {
             s = state();
             if (s && s->offload_mask) {

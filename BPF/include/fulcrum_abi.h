@@ -102,8 +102,8 @@ struct fulcrum_state {
     /* 1 when an interface runs the program in generic (skb) mode, where RPS may run one
      * queue's frames on several CPUs at once: an offload entry's packet and byte counts
      * are then added atomically. In native mode a queue's frames run one at a time, so an
-     * entry has one writer and plain adds are exact (a locked add cost ~7% of NAT
-     * offload's throughput; Docs/BENCHMARKS.md). */
+     * entry has one writer and plain adds are exact (a locked add is a full barrier:
+     * Docs/BENCHMARKS.md, "Plain adds for an entry's counts"). */
     __u32 offload_shared_writers;
     __u32 pad;
 };

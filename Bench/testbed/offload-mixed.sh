@@ -9,7 +9,7 @@
 # For dataplane.offload off, then established (no admission budget, so that nothing but
 # the offload shields the established flows): a daemon (ROOT/.build/release/fulcrum if
 # built, else debug) serving the testbed's groups and bulk-nat (198.18.1.20:9000 to
-# n1..n3:9000, Bench/testbed/bulk-transfer.py on each); RUNS (3) transfers of 60 MB each
+# n1..n3:9000, Bench/testbed/bulk-transfer.py on each); RUNS (3) transfers of 120 MB each
 # way from the client without a flood, then RUNS with CPU 1 only kept busy (stress-ng, no
 # frames: the control), then RUNS with a SYN flood from the flood host (fulcrum-bench
 # flood, as fast as it goes, on CPU 1, the worker's) running through the transfer. The
@@ -17,20 +17,23 @@
 # so what is measured is established flows under the flood. The
 # worker and the flood generator run on CPU 1, the client and the servers on CPU 0
 # (taskset), so that the flood takes no CPU from them: what changes under the flood is the
-# LB's path (on veth the XDP program runs on the sending CPU: the offloaded frames' on CPU
-# 0, the flood's on CPU 1). The control shows what a busy CPU 1 alone costs the hosts on
-# CPU 0 (a VM's vCPUs may share a physical core). Prints one JSON line per transfer:
+# LB's path. (On veth a receive queue's frames are processed by whichever CPU scheduled
+# its NAPI first: mostly CPU 0 for the transfer's, CPU 1 for the flood's, but they share
+# queues.) The control shows what a busy CPU 1 alone costs the hosts on CPU 0 (a VM's
+# vCPUs may share a physical core). The transfer's time includes the part before the
+# load started (up to about 0.3 s of 4–5 s). Prints one JSON line per transfer:
 #   {"offload": …, "flood": true|false|"busy", "ok": …, "established_first": whether the
 #    connection was seen established (offloaded) before the load started (a run where it
 #    was not is left out of the medians), "mbit_s": both directions' bytes × 8 / s,
-#    "flood_offered": SYNs sent during it}
+#    "flood_offered": SYNs the flood sent (it and the busy load run 15 s, past the transfer)}
 # and a summary line per offload setting: the median Mbit/s alone, with CPU 1 busy and
 # under the flood, and the flood's ratios to both. Only 198.18.0.0/15, only in the
 # namespaces it creates; removes them and every process it started on exit. Needs root.
 set -euo pipefail
 ROOT=$(cd "${1:?usage: offload-mixed.sh ROOT [RUNS]}" && pwd)
 RUNS=${2:-3}
-SIZE=60000000
+SIZE=120000000
+command -v stress-ng >/dev/null || { echo "offload-mixed: stress-ng is missing (make setup)" >&2; exit 1; }
 P=flm$$
 DIR=$(mktemp -d /tmp/flm.XXXXXX)
 BIN=${FULCRUM_BIN:-$ROOT/.build/release}
@@ -67,20 +70,30 @@ bulk_group='  - name: bulk-nat
         port: 9000'
 LBMAC=$(x lb cat /sys/class/net/eth-f/address)
 
-# Waits (up to 3 s) until the transfer's connection is in the flow table, and with
-# offload on, in the XDP program's hands: the daemon's status file.
+new_flows() {
+    python3 - "$DIR/mixed-status.json" <<'PY'
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+    print(sum(n.get("new_flows", 0) for g in s["groups"] if g["name"] == "bulk-nat" for n in g["nodes"]))
+except Exception:
+    print(0)
+PY
+}
+
+# Waits (up to 3 s) until the group has a new flow since `$2` (this run's connection), and
+# with offload on, an offloaded one: the daemon's status file (rewritten every 0.2 s).
 established() {
-    python3 - "$DIR/mixed-status.json" "$1" <<'PY'
+    python3 - "$DIR/mixed-status.json" "$1" "$2" <<'PY'
 import json, sys, time
-path, offload = sys.argv[1], sys.argv[2]
+path, offload, before = sys.argv[1], sys.argv[2], int(sys.argv[3])
 deadline = time.time() + 3
 while time.time() < deadline:
     try:
         s = json.load(open(path))
-        g = next(g for g in s["groups"] if g["name"] == "bulk-nat")
-        flows = sum(n.get("active_flows", 0) for n in g["nodes"])
+        new = sum(n.get("new_flows", 0) for g in s["groups"] if g["name"] == "bulk-nat" for n in g["nodes"])
         off = (s.get("dataplane") or {}).get("offload") or {}
-        if flows >= 1 and (offload == "off" or off.get("flows", 0) >= 1):
+        if new > before and (offload == "off" or off.get("flows", 0) >= 1):
             break
     except Exception:
         pass
@@ -113,11 +126,12 @@ for offload in off established; do
             # The transfer first, and established (offloaded, with offload on) before the
             # flood or the load starts: the flows under test are established ones, whose
             # handshake did not have to get through a flooded worker.
+            before=$(new_flows)
             x client taskset -c 0 timeout 70 python3 "$ROOT/Bench/testbed/bulk-transfer.py" send 198.18.1.20 9000 "$SIZE" \
                 --seed "$run" >"$DIR/transfer.json" &
             TRANSFER=$!
             seen=true
-            established "$offload" || seen=false
+            established "$offload" "$before" || seen=false
             LOAD=
             case $flood in
                 busy)
@@ -136,11 +150,12 @@ for offload in off established; do
             if [ "$flood" = true ]; then
                 offered=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["offered"])' "$DIR/flood.json" 2>/dev/null || echo 0)
             fi
-            mbit=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(round(2*int(sys.argv[2])*8/r["seconds"]/1e6, 1) if r["ok"] else 0)' "$line" "$SIZE")
-            ok=$(python3 -c 'import json,sys; print(str(json.loads(sys.argv[1])["ok"]).lower())' "$line")
+            mbit=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(round(2*int(sys.argv[2])*8/r["seconds"]/1e6, 1) if r["ok"] else 0)' "$line" "$SIZE" 2>/dev/null || echo 0)
+            ok=$(python3 -c 'import json,sys; print(str(json.loads(sys.argv[1])["ok"]).lower())' "$line" 2>/dev/null || echo false)
             label=$flood; [ "$flood" = busy ] && label='"busy"'
             echo "{\"offload\": \"$offload\", \"flood\": $label, \"run\": $run, \"ok\": $ok, \"established_first\": $seen, \"mbit_s\": $mbit, \"flood_offered\": $offered}"
-            [ "$seen" = true ] || continue  # not a run of an established flow: not in the medians
+            # Not a run of an established flow, or a failed transfer: not in the medians.
+            [ "$seen" = true ] && [ "$ok" = true ] || continue
             case $flood in
                 true) echo "$mbit" >>"$DIR/with" ;;
                 busy) echo "$mbit" >>"$DIR/busy" ;;

@@ -8,9 +8,9 @@ extension Balancer {
         @usableFromInline init() {}
     }
 
-    /// Starts (or, with nil, stops) writing established flows to `table`. A worker
-    /// passes its table on to each new layout's balancer; entries another balancer wrote
-    /// are withdrawn first, since they name its node slots. `offering`: whether flows are
+    /// Starts (or, with nil, stops) writing established flows to `table`, withdrawing
+    /// what it holds (at a worker's start; a reload hands the table on with
+    /// `adoptOffload` instead, keeping what it can). `offering`: whether flows are
     /// offered now (only while this LB is active: a standby's program forwards nothing,
     /// and entries written then would be stale when it takes over).
     public func attachOffload(_ table: FlowOffload?, offering: Bool) {
@@ -27,7 +27,8 @@ extension Balancer {
     /// the program's forwarding. An offloaded flow whose node stays (`remap`, by identity)
     /// and whose entries this layout would write the same keeps them, renumbered; the
     /// others are withdrawn, and their flows offered again on their next frame at the
-    /// worker. The counts so far go to `old`'s counters, which this balancer's carry over.
+    /// worker. The counts so far go to `old`'s counters (whose totals this balancer's
+    /// carry over; per group and node, counts belong to a layout, as the worker's own do).
     public func adoptOffload(from old: Balancer, remap: [SlotTarget]) {
         guard let table = old.offload else { return }
         let offering = old.offloadOffering

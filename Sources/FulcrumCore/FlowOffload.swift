@@ -468,11 +468,14 @@ public final class FlowOffload: @unchecked Sendable {
         let packets = e.load(fromByteOffset: Layout.packets, as: UInt64.self)
         let bytes = e.load(fromByteOffset: Layout.bytes, as: UInt64.self)
         let s = shadow[index]
-        let dp = packets &- s.packets
-        let db = bytes &- s.bytes
         shadow[index].packets = packets
         shadow[index].bytes = bytes
-        guard dp != 0, let counters else { return }
+        // Never backwards. A slot rewritten for a flow of another interface while a frame
+        // of its old flow was still being counted has two writers for that instant, and a
+        // plain add may then undo one: the count read is taken as the new start.
+        guard packets > s.packets && bytes >= s.bytes, let counters else { return }
+        let dp = packets &- s.packets
+        let db = bytes &- s.bytes
         // `received` and `transmitted` stay the worker's own frames (the XDP program's
         // `to_worker` equals `received`); the traffic counters include these.
         counters.count(.offloaded, dp)

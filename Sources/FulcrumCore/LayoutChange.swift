@@ -46,11 +46,11 @@ extension Balancer {
     /// A reload, on the worker's thread: this balancer (built for the new layout over
     /// `old`'s flow table) takes over from `old`. The flows are renumbered to the new
     /// node slots (`remap`, by node identity; a flow whose node is gone leaves the table),
-    /// the counters that outlive a layout are carried over, and offloaded flows keep
+    /// the totals that outlive a layout are carried over, and offloaded flows keep
     /// forwarding in XDP where the new layout writes them the same (`adoptOffload`); the
     /// rest go back to the worker, which offers them again under the new layout.
     public func takeOver(from old: Balancer, remap: [SlotTarget]) {
-        adoptOffload(from: old, remap: remap)  // its counts so far into the old counters, carried over next
+        adoptOffload(from: old, remap: remap)  // the program's counts so far into the old counters first
         counters.carryOver(from: old.counters)
         old.flows.remap { oldSlot in
             let i = Int(oldSlot)
