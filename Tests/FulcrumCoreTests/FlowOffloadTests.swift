@@ -246,4 +246,14 @@ import Testing
         let b4 = try reload(b3, [mat, asMAT])
         #expect(table.offloadedFlows == 0 && b4.counters[.offloadWithdrawn] == 16)
     }
+
+    /// The table is filled to half at most: a NAT flow takes two entries, so 256 entries
+    /// take 64 flows, and the flows after them stay with the worker, counted.
+    @Test func theTableIsFilledToHalfAtMost() throws {
+        let (b, table, _) = try Self.setup()
+        for port in UInt16(2000)..<2080 { Self.open(b, port, now: 1) }
+        #expect(table.offloadedFlows <= Self.capacity / 4)
+        #expect(table.offloadedFlows >= Self.capacity / 4 - 8, "refused only at half, or for want of a slot near home")
+        #expect(b.counters[.offloadTableFull] >= UInt64(80 - table.offloadedFlows))
+    }
 }
