@@ -24,6 +24,15 @@
 #define FULCRUM_MAP_ALIVE "fulcrum_alive"
 /* FULCRUM_MAP_OFFLOAD: established flows the XDP program forwards itself (below). */
 #define FULCRUM_MAP_OFFLOAD "fulcrum_offload"
+/* FULCRUM_MAP_OFFLOAD_INDEX: a bit for each slot of FULCRUM_MAP_OFFLOAD, set while the slot
+ * is not empty (an entry, or a withdrawn mark), in 64-bit words: a region of
+ * FULCRUM_OFFLOAD_INDEX_WORDS(mask) words per queue. The program reads the bit of the
+ * flow's home slot first: clear, the flow is not offloaded (no flow is past an empty slot),
+ * and the entries, a cache and TLB miss away in a large table, are not touched. The worker
+ * sets a slot's bit before it writes the slot's first entry, and clears it after it
+ * empties the slot. */
+#define FULCRUM_MAP_OFFLOAD_INDEX "fulcrum_offload_index"
+#define FULCRUM_OFFLOAD_INDEX_WORDS(mask) (((mask) >> 6) + 1)
 /* The LB's own addresses (any interface): a frame to one of them is the LB's, never a NAT
  * reply to translate (a node's answer to the LB's health check comes from node:port
  * like a reply). Value unused. */

@@ -86,6 +86,16 @@ struct {
     __type(value, struct fulcrum_offload);
 } fulcrum_offload SEC(".maps");
 
+/* Sized by the daemon before loading (queues * FULCRUM_OFFLOAD_INDEX_WORDS); one word while
+ * offload is off. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} fulcrum_offload_index SEC(".maps");
+
 static __always_inline void count(__u32 index)
 {
     __u64 *value = bpf_map_lookup_elem(&fulcrum_counters, &index);

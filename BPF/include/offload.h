@@ -70,6 +70,12 @@ static __always_inline int offload_find(const struct xdp_md *ctx, const struct p
     __u64 d0 = offload_load64(&p->dst.bytes[0]), d1 = offload_load64(&p->dst.bytes[8]);
     __u64 ports = (__u64)p->sport | (__u64)p->dport << 16 | (__u64)p->proto << 32;
     __u64 h = fulcrum_offload_hash(s0, s1, d0, d1, ports);
+    /* The home slot's bit: clear, nothing of this flow's is in the table. */
+    __u32 home = (__u32)h & mask;
+    __u32 word = queue * FULCRUM_OFFLOAD_INDEX_WORDS(mask) + (home >> 6);
+    __u64 *bits = bpf_map_lookup_elem(&fulcrum_offload_index, &word);
+    if (!bits || !(*bits & (1ULL << (home & 63))))
+        return -1;
     __u32 base = queue * (mask + 1);
 #pragma unroll
     for (int i = 0; i < FULCRUM_OFFLOAD_PROBES; i++) {

@@ -56,6 +56,7 @@ public struct FulcrumMaps: Sendable {
     public let local: BPFMap
     public let alive: BPFMap
     public let offload: BPFMap
+    public let offloadIndex: BPFMap
 
     public init(_ object: BPFObject) throws {
         services = try object.map(FULCRUM_MAP_SERVICES)
@@ -68,6 +69,7 @@ public struct FulcrumMaps: Sendable {
         local = try object.map(FULCRUM_MAP_LOCAL)
         alive = try object.map(FULCRUM_MAP_ALIVE)
         offload = try object.map(FULCRUM_MAP_OFFLOAD)
+        offloadIndex = try object.map(FULCRUM_MAP_OFFLOAD_INDEX)
     }
 
     /// Offload on with `entriesPerQueue` entries in each queue's region (a power of two;

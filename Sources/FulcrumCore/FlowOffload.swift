@@ -65,6 +65,10 @@ public final class FlowOffload: @unchecked Sendable {
 
     @usableFromInline let region: UnsafeMutableRawPointer
     let owner: AnyObject?
+    /// A bit a slot, set while the slot is not empty (FULCRUM_MAP_OFFLOAD_INDEX).
+    @usableFromInline let occupancy: UnsafeMutablePointer<UInt64>
+    let ownsIndex: Bool
+    let indexOwner: AnyObject?
     public let capacity: Int
     @usableFromInline let mask: Int
     @usableFromInline let shadow: UnsafeMutablePointer<Shadow>
@@ -95,10 +99,14 @@ public final class FlowOffload: @unchecked Sendable {
     ///   - egress: by interface number, whether offloaded flows may leave by it (all,
     ///     when shorter).
     ///   - owner: what keeps `region` mapped, held as long as this table.
+    ///   - index: `indexWords(capacity)` words, zeroed, shared with the XDP program
+    ///     (FULCRUM_MAP_OFFLOAD_INDEX), kept mapped by `indexOwner`; nil: the table's own.
     public init(region: UnsafeMutableRawPointer, capacity: Int, ifindexes: [Int32], egress: [Bool] = [],
-                scanPeriod: UInt64 = 250_000_000, owner: AnyObject? = nil) {
+                scanPeriod: UInt64 = 250_000_000, owner: AnyObject? = nil,
+                index: UnsafeMutableRawPointer? = nil, indexOwner: AnyObject? = nil) {
         self.egress = ifindexes.indices.map { $0 < egress.count ? egress[$0] : true }
         self.owner = owner
+        self.indexOwner = indexOwner
         precondition(capacity > 0 && capacity & (capacity - 1) == 0, "offload capacity must be a power of two")
         self.region = region
         self.capacity = capacity
@@ -107,9 +115,31 @@ public final class FlowOffload: @unchecked Sendable {
         self.scanPeriod = scanPeriod
         shadow = .allocate(capacity: capacity)
         shadow.initialize(repeating: Shadow(), count: capacity)
+        let words = Self.indexWords(capacity)
+        if let index {
+            occupancy = index.bindMemory(to: UInt64.self, capacity: words)
+            ownsIndex = false
+        } else {
+            occupancy = .allocate(capacity: words)
+            occupancy.initialize(repeating: 0, count: words)
+            ownsIndex = true
+        }
     }
 
-    deinit { shadow.deallocate() }
+    deinit {
+        shadow.deallocate()
+        if ownsIndex { occupancy.deallocate() }
+    }
+
+    /// Words of the occupancy index for `capacity` slots (FULCRUM_OFFLOAD_INDEX_WORDS).
+    public static func indexWords(_ capacity: Int) -> Int { ((capacity - 1) >> 6) + 1 }
+
+    /// Whether slot `i`'s bit is set in the index the program reads first.
+    public func indexed(_ i: Int) -> Bool { occupancy[i >> 6] & (1 << UInt64(i & 63)) != 0 }
+
+    /// Sets slot `i`'s bit: before its first entry is written.
+    @inlinable @inline(__always)
+    func markOccupied(_ i: Int) { occupancy[i >> 6] |= 1 << UInt64(i & 63) }
 
     /// Flows whose frames the XDP program forwards now.
     public var offloadedFlows: Int { liveFlows.load(ordering: .relaxed) }
@@ -244,7 +274,7 @@ public final class FlowOffload: @unchecked Sendable {
             guard free >= 0 && used < capacity / 2 else { return -1 }
             index = free
             used &+= 1
-            if actionByte(index) == Self.withdrawn { marks -= 1 }
+            if actionByte(index) == Self.withdrawn { marks -= 1 } else { markOccupied(index) }
             if action != .natSource { liveFlows.add(1, ordering: .relaxed) }
         }
         let e = entry(index)
@@ -346,6 +376,7 @@ public final class FlowOffload: @unchecked Sendable {
         for _ in 0..<capacity {
             guard actionByte(i) == Self.withdrawn && !probesPass(i) else { return }
             setAction(i, 0)
+            occupancy[i >> 6] &= ~(1 << UInt64(i & 63))  // after the slot is empty: a reader seeing the bit finds it so
             marks -= 1
             i = (i &- 1) & mask
         }

@@ -279,6 +279,7 @@ public final class Dataplane: @unchecked Sendable {
         }
         object = try BPFObject(path: path, mapEntries: [
             FULCRUM_MAP_OFFLOAD: options.offload ? UInt32(options.queues * options.offloadEntries) : 1,
+            FULCRUM_MAP_OFFLOAD_INDEX: options.offload ? UInt32(options.queues * FlowOffload.indexWords(options.offloadEntries)) : 1,
         ])
         maps = try FulcrumMaps(object)
         logger.info("loaded BPF object", metadata: ["path": "\(path)"])
@@ -320,6 +321,7 @@ public final class Dataplane: @unchecked Sendable {
         let cpus = options.cores ?? CPUAffinity.allowedCPUs()
         let memory = options.hugePages ? HugePageMemory.table : TableMemory.heap
         let offloadRegion = options.offload && !options.reflectOnly ? try SharedMapMemory(maps.offload) : nil
+        let offloadIndex = offloadRegion != nil ? try SharedMapMemory(maps.offloadIndex) : nil
         offloadMemory = offloadRegion
         for queue in 0..<options.queues {
             let sockets = try options.interfaces.map {
@@ -334,7 +336,9 @@ public final class Dataplane: @unchecked Sendable {
                 FlowOffload(region: $0.base + queue * options.offloadEntries * FlowOffload.Layout.size,
                             capacity: options.offloadEntries,
                             ifindexes: ifindexes, egress: options.interfaces.map { !options.noOffloadInterfaces.contains($0) },
-                            owner: $0)
+                            owner: $0,
+                            index: offloadIndex.map { $0.base + queue * FlowOffload.indexWords(options.offloadEntries) * 8 },
+                            indexOwner: offloadIndex)
             }
             let worker = try Worker(queue: queue, cpu: cpus[queue % cpus.count], sockets: sockets,
                                     balancer: try Balancer(spec, flows: flows, routing: routing),

@@ -53,7 +53,8 @@ import Testing
 
     static func setup(sharedWriters: Bool = false) throws -> Setup {
         let object = try BPFObject(path: BPFObject.locate(sourceRoot: Privileged.repositoryRoot()),
-                                   mapEntries: [FULCRUM_MAP_OFFLOAD: UInt32(entries)])
+                                   mapEntries: [FULCRUM_MAP_OFFLOAD: UInt32(entries),
+                                                FULCRUM_MAP_OFFLOAD_INDEX: UInt32(FlowOffload.indexWords(entries))])
         let maps = try FulcrumMaps(object)
         let spec = Self.spec
         let endpoints = try spec.endpoints()
@@ -67,7 +68,9 @@ import Testing
         try maps.setActive(true)
         try maps.setOffload(entriesPerQueue: entries, sharedWriters: sharedWriters)
         let memory = try SharedMapMemory(maps.offload)
-        let offload = FlowOffload(region: memory.base, capacity: entries, ifindexes: [lo], owner: memory)
+        let index = try SharedMapMemory(maps.offloadIndex)
+        let offload = FlowOffload(region: memory.base, capacity: entries, ifindexes: [lo], owner: memory,
+                                  index: index.base, indexOwner: index)
         let balancer = try Balancer(spec)
         balancer.attachOffload(offload, offering: true)
         return Setup(object: object, maps: maps, program: try object.programFD(FULCRUM_PROG_MAIN), memory: memory,

@@ -35,6 +35,15 @@ import Testing
         return (b, table, region)
     }
 
+    /// Whether the occupancy index the XDP program reads first says of every slot what
+    /// the slot says: set while an entry or a withdrawn mark is there.
+    static func indexAgrees(_ table: FlowOffload, _ region: Region) -> Bool {
+        (0..<capacity).allSatisfy { i in
+            let action = region.base.load(fromByteOffset: i * FlowOffload.Layout.size + FlowOffload.Layout.action, as: UInt8.self)
+            return table.indexed(i) == (action != 0)
+        }
+    }
+
     static func segment(_ port: UInt16, _ flags: UInt8) -> [UInt8] {
         PacketBuilder.tcpFrame(source: Fixtures.client4, destination: Fixtures.vip4, sourcePort: port, destinationPort: 80,
                                flags: flags)
@@ -146,6 +155,7 @@ import Testing
         b.maintain(now: 2_000 + 3 * table.scanPeriod)
         #expect(action(h) == 0)
         #expect(table.find(Self.key(kPort)) >= 0 && table.offloadedFlows == 1, "K stays offloaded")
+        #expect(Self.indexAgrees(table, region))
     }
 
     @Test func theScanWithdrawsAFlowWhoseNodeChangedInTheTable() throws {
@@ -243,15 +253,19 @@ import Testing
         // The group becomes MAT: the remaining entries would be written otherwise.
         var asMAT = moved
         asMAT.method = .mat
+        #expect(Self.indexAgrees(table, region))
         let b4 = try reload(b3, [mat, asMAT])
         #expect(table.offloadedFlows == 0 && b4.counters[.offloadWithdrawn] == 16)
+        #expect(Self.indexAgrees(table, region))
+        #expect((0..<Self.capacity).allSatisfy { !table.indexed($0) }, "every slot empty again, and its bit clear")
     }
 
     /// The table is filled to half at most: a NAT flow takes two entries, so 256 entries
     /// take 64 flows, and the flows after them stay with the worker, counted.
     @Test func theTableIsFilledToHalfAtMost() throws {
-        let (b, table, _) = try Self.setup()
+        let (b, table, region) = try Self.setup()
         for port in UInt16(2000)..<2080 { Self.open(b, port, now: 1) }
+        #expect(Self.indexAgrees(table, region))
         #expect(table.offloadedFlows <= Self.capacity / 4)
         #expect(table.offloadedFlows >= Self.capacity / 4 - 8, "refused only at half, or for want of a slot near home")
         #expect(b.counters[.offloadTableFull] >= UInt64(80 - table.offloadedFlows))
