@@ -152,6 +152,12 @@ extension Balancer {
         // entries fit. A forward entry alone would keep the replies on the worker for good.
         guard let route = nextHop(to: key.source) else { return }
         let existing = table.find(key)
+        // Room for both first: the reply entry written and then withdrawn for want of room
+        // for the forward one would be churn on every frame of the flow.
+        if existing < 0 && !table.hasRoom(for: 2) {
+            counters.count(.offloadTableFull)
+            return
+        }
         let wire = FlowKey(source: node.address, destination: key.source, sourcePort: port,
                            destinationPort: key.sourcePort, proto: key.proto)
         let replyIndex = table.install(wire: wire, action: .natSource, address: state.vip, port: key.destinationPort,

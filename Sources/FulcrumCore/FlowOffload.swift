@@ -131,6 +131,14 @@ public final class FlowOffload: @unchecked Sendable {
         if ownsIndex { occupancy.deallocate() }
     }
 
+    /// Whether `entries` more slots may be taken: the table is filled (entries and
+    /// withdrawn marks) to half at most. The program's lookup for a flow not offloaded
+    /// walks from the flow's home slot to an empty one, a cache miss each, so a full
+    /// table made every such frame probe all eight slots (805 ns a frame at 1 M NAT flows,
+    /// against ~250 with offload off); half full, a miss costs 2.5 probes on average. The
+    /// flows beyond stay with the worker.
+    public func hasRoom(for entries: Int) -> Bool { used &+ marks &+ entries <= capacity / 2 }
+
     /// Words of the occupancy index for `capacity` slots (FULCRUM_OFFLOAD_INDEX_WORDS).
     public static func indexWords(_ capacity: Int) -> Int { ((capacity - 1) >> 6) + 1 }
 
@@ -266,15 +274,13 @@ public final class FlowOffload: @unchecked Sendable {
                 clear(old, counters: counters)
             }
         } else {
-            // At most half full: the program's lookup for a frame of a flow not offloaded
-            // walks from the flow's home slot to an empty one, a cache miss each, so a full
-            // table would make every such frame probe all eight slots (~800 ns a frame at 1 M
-            // flows against ~260 with offload off). Half full, a miss costs 2.5 probes on
-            // average; the flows beyond stay with the worker.
-            guard free >= 0 && used < capacity / 2 else { return -1 }
+            // At most half full (`hasRoom`); a withdrawn mark reused takes no more.
+            guard free >= 0 else { return -1 }
+            let reusesMark = actionByte(free) == Self.withdrawn
+            guard reusesMark || hasRoom(for: 1) else { return -1 }
             index = free
             used &+= 1
-            if actionByte(index) == Self.withdrawn { marks -= 1 } else { markOccupied(index) }
+            if reusesMark { marks -= 1 } else { markOccupied(index) }
             if action != .natSource { liveFlows.add(1, ordering: .relaxed) }
         }
         let e = entry(index)
@@ -504,12 +510,16 @@ public final class FlowOffload: @unchecked Sendable {
         let packets = e.load(fromByteOffset: Layout.packets, as: UInt64.self)
         let bytes = e.load(fromByteOffset: Layout.bytes, as: UInt64.self)
         let s = shadow[index]
-        shadow[index].packets = packets
-        shadow[index].bytes = bytes
         // Never backwards. A slot rewritten for a flow of another interface while a frame
         // of its old flow was still being counted has two writers for that instant, and a
-        // plain add may then undo one: the count read is taken as the new start.
-        guard packets > s.packets && bytes >= s.bytes, let counters else { return }
+        // plain add may then undo one: the count read is taken as the new start. A frame
+        // read between its packet and its bytes (the program adds them in that order) is
+        // left for the next fold, bytes and all.
+        let backwards = packets < s.packets || bytes < s.bytes
+        guard backwards || packets > s.packets else { return }
+        shadow[index].packets = packets
+        shadow[index].bytes = bytes
+        guard !backwards, let counters else { return }
         let dp = packets &- s.packets
         let db = bytes &- s.bytes
         // `received` and `transmitted` stay the worker's own frames (the XDP program's
