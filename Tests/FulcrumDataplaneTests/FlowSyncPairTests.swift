@@ -338,6 +338,12 @@ extension OnTheTestbed {
             try bed.startPairMember(2)
             try bed.waitForPair(2, "lb2 standby again", timeout: 20) { $0.cluster?.role == "standby" && $0.cluster?.peer.role == "active" }
             try waitReady(bed)
+            // Ready is the receiver's: it holds the whole transfer. The standby's workers
+            // take the last records from their rings on their next loop turns, so the count
+            // they hold is waited for (it stops short for good if any were refused).
+            try? bed.waitForPair(2, "the standby's workers hold the flows", timeout: 10) {
+                ($0.cluster?.flowSync?.recordsHeld ?? 0) >= 99_000
+            }
             let s1 = try #require(try bed.pairStatus(1).cluster?.flowSync)
             let s2 = try #require(try bed.pairStatus(2).cluster?.flowSync)
             #expect(s1.bulkTransfers > bulks && (s1.lastBulkSeconds ?? 99) < 5, "\(s1)")
