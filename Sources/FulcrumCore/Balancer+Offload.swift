@@ -37,7 +37,7 @@ extension Balancer {
         table.remap(counters: old.counters) { index, oldSlot, _ in
             guard oldSlot >= 0 && oldSlot < remap.count, remap[oldSlot].slot != SlotTarget.gone.slot else { return nil }
             let to = (slot: Int(remap[oldSlot].slot), group: Int(remap[oldSlot].group))
-            return writesTheSame(table.written(index), table, slot: to.slot, group: to.group) ? to : nil
+            return writesTheSame(table, index, slot: to.slot, group: to.group) ? to : nil
         }
         offload = table
         var view = OffloadView()
@@ -46,35 +46,35 @@ extension Balancer {
         offloadView.pointee = view
     }
 
-    /// Whether this layout would write `entry` as it is for a flow on node slot `slot` of
-    /// group `g`: the flow is still a service of the group, by the same method, and the
-    /// node's rewrite, the group's interface and its largest frame are the same. (Where a
-    /// forward entry takes frames from is the flow's ingress, which a reload does not
-    /// change; where a reply entry sends is checked by the scan against the routes.)
-    func writesTheSame(_ entry: FlowOffload.Written, _ table: FlowOffload, slot: Int, group g: Int) -> Bool {
+    /// Whether this layout would write entry `index` of `table` as it is, for a flow on
+    /// node slot `slot` of group `g`: the flow is still a service of the group, by the same
+    /// method, and what `offerOffload` would install for it now is what the entry holds.
+    /// (Where a forward entry takes frames from is the flow's ingress, which a reload does
+    /// not change; a reply entry's way back is compared when it is known now, and the
+    /// scan compares it again as the routes change.)
+    func writesTheSame(_ table: FlowOffload, _ index: Int, slot: Int, group g: Int) -> Bool {
         guard g >= 0 && g < spec.groups.count && slot >= 0 && slot < slotCount else { return false }
         let node = slots[slot]
-        let flow = entry.flow
+        let flow = table.flow(at: index)
         guard node.group == g, node.hasMAC, node.enabled,
               services.lookup(ServiceKey(address: flow.destination, proto: flow.proto, port: flow.destinationPort)) == g
         else { return false }
         let state = groupStates[g]
-        let nodePort = node.port == 0 ? flow.destinationPort : node.port
-        let maxFrame = min(state.maxFrame, Int(UInt16.max))  // as `install` stores it
-        switch FlowOffload.Action(rawValue: entry.action) {
+        switch table.action(at: index) {
         case .mat:
-            return state.method == .mat && entry.ethernet == node.ethernet
-                && entry.ifindex == table.ifindex(state.interface) && entry.maxFrame == maxFrame
+            return state.method == .mat
+                && table.holds(index, ethernet: node.ethernet, interface: state.interface, maxFrame: state.maxFrame)
         case .natDestination:
-            return state.method == .nat && entry.address == node.address && entry.port == nodePort
-                && entry.ethernet == node.ethernet
-                && entry.ifindex == table.ifindex(state.interface) && entry.maxFrame == maxFrame
+            return state.method == .nat
+                && table.holds(index, address: node.address, port: node.port == 0 ? flow.destinationPort : node.port,
+                               ethernet: node.ethernet, interface: state.interface, maxFrame: state.maxFrame)
         case .natSource:
-            guard let out = table.ifindexes.firstIndex(where: { UInt32(bitPattern: $0) == entry.ifindex }) else { return false }
-            return state.method == .nat && entry.address == state.vip && entry.port == flow.destinationPort
-                && entry.fromIfindex == table.ifindex(state.interface)
-                && entry.inMAC == FlowOffload.macBytes(interfaceMACs[state.interface])
-                && entry.maxFrame == min(interfaceMaxFrames[out], Int(UInt16.max))
+            guard state.method == .nat,
+                  table.holds(index, address: state.vip, port: flow.destinationPort, from: state.interface,
+                              arrivingAt: interfaceMACs[state.interface]) else { return false }
+            guard let route = nextHop(to: flow.source) else { return true }
+            return table.holds(index, ethernet: route.ethernet, interface: route.interface,
+                               maxFrame: interfaceMaxFrames[route.interface])
         case nil:
             return false
         }

@@ -253,17 +253,9 @@ public final class FlowOffload: @unchecked Sendable {
         }
         if index >= 0 {
             let s = shadow[index]
-            let e = entry(index)
             if s.action == action.rawValue && Int(s.nodeSlot) == nodeSlot && Int(s.partner) == partner
-                && e.loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self) == ethernet.head
-                && e.loadUnaligned(fromByteOffset: Layout.ethernet + 8, as: UInt32.self) == ethernet.tail
-                && e.loadUnaligned(fromByteOffset: Layout.ifindex, as: UInt32.self) == UInt32(bitPattern: ifindexes[interface])
-                && e.loadUnaligned(fromByteOffset: Layout.maxFrame, as: UInt16.self) == UInt16(clamping: maxFrame)
-                && e.loadUnaligned(fromByteOffset: Layout.newPort, as: UInt16.self) == port.bigEndian
-                && e.loadUnaligned(fromByteOffset: Layout.newAddress + 8, as: UInt64.self) == address.low.bigEndian
-                && e.loadUnaligned(fromByteOffset: Layout.newAddress, as: UInt64.self) == address.high.bigEndian
-                && e.loadUnaligned(fromByteOffset: Layout.fromIfindex, as: UInt32.self) == fromIfindex(fromInterface)
-                && e.loadUnaligned(fromByteOffset: Layout.inMAC, as: UInt64.self) == Self.macBytes(inMAC) {
+                && holds(index, address: address, port: port, ethernet: ethernet, interface: interface,
+                         from: fromInterface, arrivingAt: inMAC, maxFrame: maxFrame) {
                 return index
             }
             fold(index, into: counters)  // the counts so far belong to the node it had
@@ -297,7 +289,7 @@ public final class FlowOffload: @unchecked Sendable {
         e.storeBytes(of: ethernet.head, toByteOffset: Layout.ethernet, as: UInt64.self)
         e.storeBytes(of: ethernet.tail, toByteOffset: Layout.ethernet + 8, as: UInt32.self)
         e.storeBytes(of: UInt32(bitPattern: ifindexes[interface]), toByteOffset: Layout.ifindex, as: UInt32.self)
-        e.storeBytes(of: fromIfindex(fromInterface), toByteOffset: Layout.fromIfindex, as: UInt32.self)
+        e.storeBytes(of: ifindex(fromInterface), toByteOffset: Layout.fromIfindex, as: UInt32.self)
         e.storeBytes(of: Self.macBytes(inMAC), toByteOffset: Layout.inMAC, as: UInt64.self)
         endWrite(e, odd)
         var s = shadow[index]
@@ -314,10 +306,34 @@ public final class FlowOffload: @unchecked Sendable {
         return index
     }
 
-    /// The ifindex an entry accepts frames from (0, for no interface: none).
-    func fromIfindex(_ interface: Int) -> UInt32 {
+    /// The kernel's index of interface `interface`, as an entry holds it (0 for no
+    /// interface: an entry that takes frames from none).
+    func ifindex(_ interface: Int) -> UInt32 {
         interface >= 0 && interface < ifindexes.count ? UInt32(bitPattern: ifindexes[interface]) : 0
     }
+
+    /// Whether entry `index` writes and takes frames as given; what is left nil is not
+    /// compared. The one reading of an entry's rewrite: `install` leaves an entry that
+    /// says the same alone, a reload keeps one its new layout would write the same
+    /// (`Balancer.writesTheSame`), and the scan keeps a reply entry that sends along the
+    /// way back (`sendsAlong`).
+    func holds(_ index: Int, address: IPAddress? = nil, port: UInt16? = nil, ethernet: EthernetAddresses? = nil,
+               interface: Int? = nil, from: Int? = nil, arrivingAt inMAC: MACAddress? = nil, maxFrame: Int? = nil) -> Bool {
+        let e = entry(index)
+        if let ethernet, e.loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self) != ethernet.head
+            || e.loadUnaligned(fromByteOffset: Layout.ethernet + 8, as: UInt32.self) != ethernet.tail { return false }
+        if let interface, e.loadUnaligned(fromByteOffset: Layout.ifindex, as: UInt32.self) != ifindex(interface) { return false }
+        if let maxFrame, e.loadUnaligned(fromByteOffset: Layout.maxFrame, as: UInt16.self) != UInt16(clamping: maxFrame) { return false }
+        if let port, e.loadUnaligned(fromByteOffset: Layout.newPort, as: UInt16.self) != port.bigEndian { return false }
+        if let address, Self.loadAddress(e, Layout.newAddress) != address { return false }
+        if let from, e.loadUnaligned(fromByteOffset: Layout.fromIfindex, as: UInt32.self) != ifindex(from) { return false }
+        if let inMAC, e.loadUnaligned(fromByteOffset: Layout.inMAC, as: UInt64.self) != Self.macBytes(inMAC) { return false }
+        return true
+    }
+
+    /// What entry `index` does (nil: empty or withdrawn) and the flow-table key of its flow.
+    func action(at index: Int) -> Action? { Action(rawValue: shadow[index].action) }
+    func flow(at index: Int) -> FlowKey { shadow[index].flow }
 
     /// `in_mac` and the two pad bytes after it, as they lie in the entry: the address's
     /// six bytes in network order, then zeros.
@@ -329,6 +345,11 @@ public final class FlowOffload: @unchecked Sendable {
         guard forward >= 0 && reply >= 0 else { return }
         shadow[forward].partner = Int32(truncatingIfNeeded: reply)
         shadow[reply].partner = Int32(truncatingIfNeeded: forward)
+    }
+
+    static func loadAddress(_ e: UnsafeMutableRawPointer, _ offset: Int) -> IPAddress {
+        IPAddress(high: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
+                  low: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
     }
 
     @inlinable @inline(__always)
@@ -429,42 +450,6 @@ public final class FlowOffload: @unchecked Sendable {
 
     // MARK: - A reload
 
-    /// What entry `index` writes into a frame and where it takes frames from, read back
-    /// (a reload's check that the new layout would write the same).
-    struct Written {
-        var action: UInt8
-        var address: IPAddress
-        var port: UInt16
-        var ethernet: EthernetAddresses
-        var ifindex: UInt32
-        var fromIfindex: UInt32
-        var inMAC: UInt64
-        var maxFrame: Int
-        /// The flow-table key of its flow (client to VIP).
-        var flow: FlowKey
-    }
-
-    func written(_ index: Int) -> Written {
-        let e = entry(index)
-        func address(_ offset: Int) -> IPAddress {
-            IPAddress(high: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
-                      low: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
-        }
-        var ethernet = EthernetAddresses.zero
-        ethernet.head = e.loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self)
-        ethernet.tail = e.loadUnaligned(fromByteOffset: Layout.ethernet + 8, as: UInt32.self)
-        return Written(action: shadow[index].action, address: address(Layout.newAddress),
-                       port: UInt16(bigEndian: e.loadUnaligned(fromByteOffset: Layout.newPort, as: UInt16.self)),
-                       ethernet: ethernet, ifindex: e.loadUnaligned(fromByteOffset: Layout.ifindex, as: UInt32.self),
-                       fromIfindex: e.loadUnaligned(fromByteOffset: Layout.fromIfindex, as: UInt32.self),
-                       inMAC: e.loadUnaligned(fromByteOffset: Layout.inMAC, as: UInt64.self),
-                       maxFrame: Int(e.loadUnaligned(fromByteOffset: Layout.maxFrame, as: UInt16.self)),
-                       flow: shadow[index].flow)
-    }
-
-    /// The kernel's index of interface `interface` (0 for none).
-    func ifindex(_ interface: Int) -> UInt32 { fromIfindex(interface) }
-
     /// A reload: every entry in use is either kept, renumbered to the new layout's node
     /// slot and group that `target` gives (from its old ones), or withdrawn when `target`
     /// gives nil (its node is gone, or the new layout would write the entry otherwise); a
@@ -490,11 +475,7 @@ public final class FlowOffload: @unchecked Sendable {
 
     func wireKey(_ index: Int) -> FlowKey {
         let e = entry(index)
-        func address(_ offset: Int) -> IPAddress {
-            IPAddress(high: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
-                      low: UInt64(bigEndian: e.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
-        }
-        return FlowKey(source: address(Layout.source), destination: address(Layout.destination),
+        return FlowKey(source: Self.loadAddress(e, Layout.source), destination: Self.loadAddress(e, Layout.destination),
                        sourcePort: UInt16(bigEndian: e.loadUnaligned(fromByteOffset: Layout.sourcePort, as: UInt16.self)),
                        destinationPort: UInt16(bigEndian: e.loadUnaligned(fromByteOffset: Layout.destinationPort,
                                                                           as: UInt16.self)),
@@ -591,10 +572,7 @@ public final class FlowOffload: @unchecked Sendable {
     func sendsAlong(_ index: Int, _ hop: (ethernet: EthernetAddresses, interface: Int)?) -> Bool {
         guard let hop else { return true }
         guard hop.interface >= 0 && hop.interface < ifindexes.count, egress[hop.interface] else { return false }
-        let e = entry(index)
-        return e.loadUnaligned(fromByteOffset: Layout.ethernet, as: UInt64.self) == hop.ethernet.head
-            && e.loadUnaligned(fromByteOffset: Layout.ethernet + 8, as: UInt32.self) == hop.ethernet.tail
-            && e.loadUnaligned(fromByteOffset: Layout.ifindex, as: UInt32.self) == UInt32(bitPattern: ifindexes[hop.interface])
+        return holds(index, ethernet: hop.ethernet, interface: hop.interface)
     }
 
     /// Withdraws (with its flow's forward entry) every reply entry that `replyHop` says
