@@ -341,6 +341,17 @@ public final class Testbed: @unchecked Sendable {
         return out.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Frames the XDP program sent back out of one of the LB's veths (XDP_TX) that the
+    /// veth lost, its peer's ring being full (`ethtool -S`: rx_queue_N_xdp_tx_errors).
+    public func xdpTransmitErrors(_ interface: String) throws -> UInt64 {
+        let (_, out) = try exec("lb", ["/usr/sbin/ethtool", "-S", interface])
+        return out.split(separator: "\n").reduce(0) { sum, line in
+            let parts = line.split(separator: ":")
+            guard parts.count == 2, parts[0].hasSuffix("_xdp_tx_errors") else { return sum }
+            return sum + (UInt64(parts[1].trimmingCharacters(in: .whitespaces)) ?? 0)
+        }
+    }
+
     /// `fulcrum check` in the LB's namespace, where the interfaces are.
     public func check(configPath: String) throws -> (Int32, String) {
         try exec("lb", [fulcrum, "check", "--config", configPath])
