@@ -120,7 +120,7 @@ python3 - "$PDIR/chat.out" <<'PY'
 import json, sys
 r = json.loads(open(sys.argv[1]).read().strip().split("\n")[-1])
 print(f"  the client saw: {r['broken']} broken of {r['opened']} connections, {r['failedNew']} failed new ones, "
-      f"the longest wait for an answer {r['maxGapMs']} ms")
+      f"the longest wait for an answer {r['maxGapMs']} ms, the longest a new one took to open {r['maxOpenMs']} ms")
 PY
 owner=$(ip -n "$PP-client" neigh show 198.18.1.10 | awk '{print $5}')
 [ "$owner" = "$mac2" ] && echo "  the VIP 198.18.1.10 is now answered by lb2 ($owner)" || echo "  the VIP's neighbour entry: $owner (lb1 $mac1, lb2 $mac2)"

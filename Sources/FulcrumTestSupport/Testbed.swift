@@ -390,13 +390,18 @@ public final class Testbed: @unchecked Sendable {
         public var failedNew: Int
         public var broken: Int
         public var exchanges: Int
+        /// The longest wait between two answers on a held connection, less the time the
+        /// client spent opening new connections meanwhile (one thread does both).
         public var maxGapMs: Int
+        /// The longest a new connection took to open and answer its first message.
+        public var maxOpenMs: Int
         public var errors: [String]
 
-        enum CodingKeys: String, CodingKey { case opened, failedNew, broken, exchanges, maxGapMs, errors }
+        enum CodingKeys: String, CodingKey { case opened, failedNew, broken, exchanges, maxGapMs, maxOpenMs, errors }
 
         public var description: String {
             "opened \(opened), broken \(broken), failed new \(failedNew), \(exchanges) exchanges, longest gap \(maxGapMs) ms"
+                + (opened > ready ? ", longest open \(maxOpenMs) ms" : "")
         }
     }
 
