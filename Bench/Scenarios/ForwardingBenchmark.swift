@@ -147,17 +147,29 @@ public struct ForwardingBenchmark {
 
     /// The plain C forwarder (Bench/reference/xsk_forward.c) on `interface` of namespace
     /// `ns`, once it says "ready" (libbpf and libxdp log to stderr, which shares the pipe).
+    /// The queue may still be bound for a moment after the system before it exited (the
+    /// kernel releases an AF_XDP socket's queue after its process is gone): a start
+    /// refused as busy is tried again, for up to 5 s.
     static func startCForwarder(_ path: String, ns: String, interface: String, seconds: Double, cpu: Int) throws -> ChildProcess {
-        let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", ns, path, interface, "\(seconds)", "\(cpu)"],
-                                     capture: true)
-        var line = child.readLine()
-        while let l = line, l != "ready" { line = child.readLine() }
-        guard line == "ready" else {
+        let deadline = monotonicSeconds() + 5
+        while true {
+            let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", ns, path, interface, "\(seconds)", "\(cpu)"],
+                                         capture: true)
+            var said: [String] = []  // what it printed before "ready" (libbpf's reasons)
+            var line = child.readLine()
+            while let l = line, l != "ready" {
+                said.append(l)
+                line = child.readLine()
+            }
+            if line == "ready" { return child }
             child.signal(SIGKILL)
-            _ = child.wait()
-            throw Testbed.Failure(description: "xsk_forward did not start: \(child.readAll())")
+            let status = child.wait()
+            let reason = (said.suffix(10) + [child.readAll()]).joined(separator: "\n")
+            guard reason.contains("Device or resource busy"), monotonicSeconds() < deadline else {
+                throw Testbed.Failure(description: "xsk_forward did not start (exit \(status)): \(reason)")
+            }
+            usleep(100_000)
         }
-        return child
     }
 
     static func rssMiB() -> Double? {

@@ -117,15 +117,27 @@ public struct PeerBenchmark {
         return report
     }
 
+    /// The systems each scenario measures (IPVS and the not-applicable rows aside), for
+    /// the progress count.
+    static let measured: [String: [String]] = [
+        "mat": ["generator", "xdp", "c-afxdp", "fulcrum", "fulcrum-offload"],
+        "nat": ["xdp", "nftables", "fulcrum", "fulcrum-offload"],
+        "new-flows": ["xdp", "nftables", "fulcrum", "fulcrum-offload"],
+        "connections": ["direct", "nftables", "haproxy", "fulcrum"],
+        "latency": ["direct", "nftables", "haproxy", "fulcrum"],
+        "bulk": ["direct", "nftables", "haproxy", "fulcrum", "fulcrum-mat", "fulcrum-offload", "fulcrum-mat-offload"],
+    ]
+
+    /// How many measurements a scenario takes: runs × points × the systems selected (one
+    /// found missing at run time is skipped, so the count may end short of it).
     func steps(_ scenario: String) -> Int {
-        switch scenario {
-        case "mat": return options.runs * options.flows.count * 4
-        case "nat": return options.runs * options.flows.count * 3
-        case "new-flows": return options.runs * 3
-        case "connections": return options.runs * 4
-        case "bulk": return options.runs * 5
-        default: return options.runs * options.rates.count * 4
+        let systems = (Self.measured[scenario] ?? []).filter { options.systems.isEmpty || options.systems.contains($0) }
+        let points = switch scenario {
+        case "mat", "nat": options.flows.count
+        case "latency": options.rates.count
+        default: 1
         }
+        return options.runs * points * systems.count
     }
 
     /// A warm-up, then the measured offer: flows inserted and pages touched first.
