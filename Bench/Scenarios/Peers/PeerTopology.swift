@@ -413,7 +413,7 @@ final class PeerTopology: @unchecked Sendable {
         return {
             if ProcessInfo.processInfo.environment["FULCRUM_BENCH_DEBUG"] != nil {
                 let snap = d.snapshot()
-                FileHandle.standardError.write(Data("xdp \(snap.xdp.filter { $0.value > 0 }.map { "\($0.key.label)=\($0.value)" }.sorted()) workers \(snap.global.filter { $0.value > 0 }.map { "\($0.key.label)=\($0.value)" }.sorted()) offloaded flows \(snap.offloadedFlows)\n".utf8))
+                FileHandle.standardError.write(Data("xdp \(snap.xdp.filter { $0.value > 0 }.map { "\($0.key.label)=\($0.value)" }.sorted()) workers \(snap.global.filter { $0.value > 0 }.map { "\($0.key.label)=\($0.value)" }.sorted()) sockets \(snap.sockets.filter { $0.value > 0 }.sorted { $0.key < $1.key }) offloaded flows \(snap.offloadedFlows)\n".utf8))
             }
             d.stop()
             self.dataplane = nil
