@@ -78,6 +78,7 @@ extension PeerBenchmark {
         let parameter = "streams=\(Self.bulkStreams)"
         let acc = Accumulator()
         var failures: [String] = []
+        expect(progress, systems, points: 1)
         for run in 1...options.runs {
             for s in selected(systems) {
                 guard s.absent == nil else { acc.absent(s, parameter: parameter); continue }

@@ -98,7 +98,6 @@ public struct PeerBenchmark {
                                  machine: .current(clientCPU: options.clientCPU, lbCPU: options.lbCPU),
                                  quick: options.quick, runs: options.runs)
         let progress = Progress()
-        progress.total = scenarios.reduce(0) { $0 + steps($1) }
         for name in scenarios {
             var scenario: BenchReport.Scenario
             switch name {
@@ -117,27 +116,10 @@ public struct PeerBenchmark {
         return report
     }
 
-    /// The systems each scenario measures (IPVS and the not-applicable rows aside), for
-    /// the progress count.
-    static let measured: [String: [String]] = [
-        "mat": ["generator", "xdp", "c-afxdp", "fulcrum", "fulcrum-offload"],
-        "nat": ["xdp", "nftables", "fulcrum", "fulcrum-offload"],
-        "new-flows": ["xdp", "nftables", "fulcrum", "fulcrum-offload"],
-        "connections": ["direct", "nftables", "haproxy", "fulcrum"],
-        "latency": ["direct", "nftables", "haproxy", "fulcrum"],
-        "bulk": ["direct", "nftables", "haproxy", "fulcrum", "fulcrum-mat", "fulcrum-offload", "fulcrum-mat-offload"],
-    ]
-
-    /// How many measurements a scenario takes: runs × points × the systems selected (one
-    /// found missing at run time is skipped, so the count may end short of it).
-    func steps(_ scenario: String) -> Int {
-        let systems = (Self.measured[scenario] ?? []).filter { options.systems.isEmpty || options.systems.contains($0) }
-        let points = switch scenario {
-        case "mat", "nat": options.flows.count
-        case "latency": options.rates.count
-        default: 1
-        }
-        return options.runs * points * systems.count
+    /// Adds a scenario's measurements to the progress count, as it starts: runs × points
+    /// × its systems that will run (selected, and present on this machine).
+    func expect(_ progress: Progress, _ systems: [System], points: Int) {
+        progress.total += options.runs * points * selected(systems).filter { $0.absent == nil }.count
     }
 
     /// A warm-up, then the measured offer: flows inserted and pages touched first.
@@ -212,6 +194,7 @@ public struct PeerBenchmark {
         ]
         let frame = t.frame(to: PeerTopology.matVIP)
         let acc = Accumulator()
+        expect(progress, systems, points: options.flows.count)
         for run in 1...options.runs {
             for flows in options.flows {
                 for s in selected(systems) {
@@ -288,6 +271,7 @@ public struct PeerBenchmark {
         let frame = t.frame(to: PeerTopology.vip)
         let acc = Accumulator()
         let flowCounts = newFlows ? [0] : options.flows
+        expect(progress, systems, points: flowCounts.count)
         for run in 1...options.runs {
             for flows in flowCounts {
                 let parameter = newFlows ? "new flows" : "flows=\(flows)"
@@ -393,6 +377,7 @@ public struct PeerBenchmark {
         }
         let acc = Accumulator()
         let points: [Double] = latency ? options.rates : [0]
+        expect(progress, systems, points: points.count)
         for run in 1...options.runs {
             for rate in points {
                 for s in selected(systems) {
