@@ -491,13 +491,13 @@ public final class FlowOffload: @unchecked Sendable {
         let packets = e.load(fromByteOffset: Layout.packets, as: UInt64.self)
         let bytes = e.load(fromByteOffset: Layout.bytes, as: UInt64.self)
         let s = shadow[index]
-        // Never backwards. A slot rewritten for a flow of another interface while a frame
-        // of its old flow was still being counted has two writers for that instant, and a
-        // plain add may then undo one: the count read is taken as the new start. A frame
-        // read between its packet and its bytes (the program adds them in that order) is
-        // left for the next fold, bytes and all.
+        // What moved since the last fold: a frame whose packet and bytes were read on
+        // either side of the program's two adds is counted in two folds, whole in the
+        // sum. Never backwards: a slot rewritten for a flow of another interface while a
+        // frame of its old flow was still being counted has two writers for that
+        // instant, and a plain add may then undo one; the count read is the new start.
+        guard packets != s.packets || bytes != s.bytes else { return }
         let backwards = packets < s.packets || bytes < s.bytes
-        guard backwards || packets > s.packets else { return }
         shadow[index].packets = packets
         shadow[index].bytes = bytes
         guard !backwards, let counters else { return }

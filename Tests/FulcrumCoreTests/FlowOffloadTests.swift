@@ -260,6 +260,44 @@ import Testing
         #expect((0..<Self.capacity).allSatisfy { !table.indexed($0) }, "every slot empty again, and its bit clear")
     }
 
+    /// The program adds a frame's packet, then its bytes; a scan may read the entry in
+    /// between. Every frame is counted whole in the end, in the scan that sees its bytes
+    /// even when no later frame comes, and a count never goes backwards.
+    @Test func aFrameCountedBetweenItsPacketAndItsBytesIsCountedWhole() throws {
+        let (b, table, region) = try Self.setup()
+        Self.open(b, 1000, now: 1)
+        let e = region.base + table.find(Self.key(1000)) * FlowOffload.Layout.size
+        func add(_ offset: Int, _ n: UInt64) {
+            e.storeBytes(of: e.load(fromByteOffset: offset, as: UInt64.self) &+ n, toByteOffset: offset, as: UInt64.self)
+        }
+        var now: UInt64 = 1_000
+        func scan() {
+            now += table.scanPeriod
+            b.maintain(now: now)
+        }
+        scan()  // the scan's pace starts here: each scan() after it is a whole pass
+        let before = (b.counters.group(0, .packets), b.counters.group(0, .bytes))
+        add(FlowOffload.Layout.packets, 1)  // the frame's packet, and a scan before its bytes
+        scan()
+        add(FlowOffload.Layout.bytes, 1500)
+        scan()
+        #expect(b.counters.group(0, .packets) == before.0 + 1 && b.counters.group(0, .bytes) == before.1 + 1500,
+                "the last frame's bytes, with no frame after it")
+        add(FlowOffload.Layout.bytes, 700)  // the next frame's bytes read before its packet
+        scan()
+        add(FlowOffload.Layout.packets, 1)
+        scan()
+        #expect(b.counters.group(0, .packets) == before.0 + 2 && b.counters.group(0, .bytes) == before.1 + 2200)
+        // Two writers for an instant undo an add: the count read is the new start.
+        add(FlowOffload.Layout.packets, UInt64.max)  // one less than read last
+        scan()
+        add(FlowOffload.Layout.packets, 1)
+        add(FlowOffload.Layout.bytes, 100)
+        scan()
+        #expect(b.counters.group(0, .packets) == before.0 + 3 && b.counters.group(0, .bytes) == before.1 + 2300)
+        #expect(table.offloadedFlows == 1)
+    }
+
     /// The table is filled to half at most: a NAT flow takes two entries, so 256 entries
     /// take 64 flows, and the flows after them stay with the worker, counted. A NAT flow
     /// is refused whole when one entry is left: never a reply entry written and taken back.
