@@ -70,37 +70,31 @@ bulk_group='  - name: bulk-nat
         port: 9000'
 LBMAC=$(x lb cat /sys/class/net/eth-f/address)
 
-new_flows() {
-    python3 - "$DIR/mixed-status.json" <<'PY'
-import json, sys
-try:
-    s = json.load(open(sys.argv[1]))
-    print(sum(n.get("new_flows", 0) for g in s["groups"] if g["name"] == "bulk-nat" for n in g["nodes"]))
-except Exception:
-    print(0)
-PY
-}
-
-# Waits (up to 3 s) until the group has a new flow since `$2` (this run's connection), and
-# with offload on, an offloaded one: the daemon's status file (rewritten every 0.2 s).
-established() {
-    python3 - "$DIR/mixed-status.json" "$1" "$2" <<'PY'
+# The daemon's status file (rewritten every 0.2 s): with no argument, prints the bulk-nat
+# group's new flows so far; with OFFLOAD BEFORE, waits (up to 3 s) until that count passed
+# BEFORE (this run's connection) and, with offload on, a flow is offloaded.
+status() {
+    python3 - "$DIR/mixed-status.json" "$@" <<'PY'
 import json, sys, time
-path, offload, before = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def counts():
+    try:
+        s = json.load(open(sys.argv[1]))
+        new = sum(n.get("new_flows", 0) for g in s["groups"] if g["name"] == "bulk-nat" for n in g["nodes"])
+        return new, ((s.get("dataplane") or {}).get("offload") or {}).get("flows", 0)
+    except Exception:
+        return 0, 0
+if len(sys.argv) == 2:
+    print(counts()[0])
+    sys.exit(0)
+offload, before = sys.argv[2], int(sys.argv[3])
 deadline = time.time() + 3
 while time.time() < deadline:
-    try:
-        s = json.load(open(path))
-        new = sum(n.get("new_flows", 0) for g in s["groups"] if g["name"] == "bulk-nat" for n in g["nodes"])
-        off = (s.get("dataplane") or {}).get("offload") or {}
-        if new > before and (offload == "off" or off.get("flows", 0) >= 1):
-            break
-    except Exception:
-        pass
+    new, offloaded = counts()
+    if new > before and (offload == "off" or offloaded >= 1):
+        sys.exit(0)
     time.sleep(0.05)
-else:
-    print("offload-mixed: the transfer was not seen established in 3 s", file=sys.stderr)
-    sys.exit(1)
+print("offload-mixed: the transfer was not seen established in 3 s", file=sys.stderr)
+sys.exit(1)
 PY
 }
 
@@ -126,12 +120,12 @@ for offload in off established; do
             # The transfer first, and established (offloaded, with offload on) before the
             # flood or the load starts: the flows under test are established ones, whose
             # handshake did not have to get through a flooded worker.
-            before=$(new_flows)
+            before=$(status)
             x client taskset -c 0 timeout 70 python3 "$ROOT/Bench/testbed/bulk-transfer.py" send 198.18.1.20 9000 "$SIZE" \
                 --seed "$run" >"$DIR/transfer.json" &
             TRANSFER=$!
             seen=true
-            established "$offload" "$before" || seen=false
+            status "$offload" "$before" || seen=false
             LOAD=
             case $flood in
                 busy)
