@@ -25,7 +25,10 @@
 #   {"offload": …, "flood": true|false|"busy", "ok": …, "established_first": whether the
 #    connection was seen established (offloaded) before the load started (a run where it
 #    was not is left out of the medians), "mbit_s": both directions' bytes × 8 / s,
-#    "flood_offered": SYNs the flood sent (it and the busy load run 15 s, past the transfer)}
+#    "flood_offered": SYNs the flood sent (it and the busy load run 15 s, past the transfer),
+#    "veth_lost": frames the LB's veths lost during the transfer (XDP_TX and redirect
+#    failures, full receive rings), "retransmitted": TCP segments the client and the
+#    nodes retransmitted during it}
 # and a summary line per offload setting: the median Mbit/s alone, with CPU 1 busy and
 # under the flood, and the flood's ratios to both. Only 198.18.0.0/15, only in the
 # namespaces it creates; removes them and every process it started on exit. Needs root.
@@ -98,6 +101,22 @@ sys.exit(1)
 PY
 }
 
+# Frames lost on the LB's veths (`ethtool -S` on eth-c and eth-n: XDP_TX and redirect
+# failures, drops at a full receive ring) and TCP segments retransmitted by the client
+# and the nodes, so far: where a transfer's slowdown under the flood comes from.
+losses() {
+    local lost=0 re=0 n
+    for i in eth-c eth-n; do
+        n=$(x lb ethtool -S "$i" 2>/dev/null | awk '/xdp_tx_errors|xdp_xmit_errors|_drops:/ {s += $2} END {print s + 0}')
+        lost=$((lost + n))
+    done
+    for h in client n1 n2 n3; do
+        n=$(x "$h" nstat -az TcpRetransSegs 2>/dev/null | awk '$1 == "TcpRetransSegs" {print $2}')
+        re=$((re + ${n:-0}))
+    done
+    echo "$lost $re"
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 for offload in off established; do
@@ -121,6 +140,7 @@ for offload in off established; do
             # flood or the load starts: the flows under test are established ones, whose
             # handshake did not have to get through a flooded worker.
             before=$(status)
+            read -r lost0 re0 < <(losses)
             x client taskset -c 0 timeout 70 python3 "$ROOT/Bench/testbed/bulk-transfer.py" send 198.18.1.20 9000 "$SIZE" \
                 --seed "$run" >"$DIR/transfer.json" &
             TRANSFER=$!
@@ -137,6 +157,7 @@ for offload in off established; do
                     LOAD=$! ;;
             esac
             wait "$TRANSFER" || true
+            read -r lost1 re1 < <(losses)
             line=$(cat "$DIR/transfer.json")
             offered=0
             [ -n "$LOAD" ] && { wait "$LOAD" || true; }  # to its end: the next run starts without it
@@ -147,7 +168,7 @@ for offload in off established; do
             mbit=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(round(2*int(sys.argv[2])*8/r["seconds"]/1e6, 1) if r["ok"] else 0)' "$line" "$SIZE" 2>/dev/null || echo 0)
             ok=$(python3 -c 'import json,sys; print(str(json.loads(sys.argv[1])["ok"]).lower())' "$line" 2>/dev/null || echo false)
             label=$flood; [ "$flood" = busy ] && label='"busy"'
-            echo "{\"offload\": \"$offload\", \"flood\": $label, \"run\": $run, \"ok\": $ok, \"established_first\": $seen, \"mbit_s\": $mbit, \"flood_offered\": $offered}"
+            echo "{\"offload\": \"$offload\", \"flood\": $label, \"run\": $run, \"ok\": $ok, \"established_first\": $seen, \"mbit_s\": $mbit, \"flood_offered\": $offered, \"veth_lost\": $((lost1 - lost0)), \"retransmitted\": $((re1 - re0))}"
             # Not a run of an established flow, or a failed transfer: not in the medians.
             [ "$seen" = true ] && [ "$ok" = true ] || continue
             case $flood in

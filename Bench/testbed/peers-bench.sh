@@ -78,7 +78,8 @@ done
 # On veth the receiver's softirq runs on the CPU that sent the frame. RPS moves the
 # kernel's receive work to a fixed CPU on each side, so that the client's and servers'
 # TCP stacks stay on CLIENT_CPU whichever system transmits to them (XDP programs still
-# run where the frame was sent).
+# run where the frame was sent). bulk replaces it on c0 and s0 with their NAPI threads
+# pinned to CLIENT_CPU (PeerTopology.pinHostReceiveWork).
 mask=$(printf '%x' $((1 << LB_CPU)))
 for i in eth-c eth-n; do x "$P-lb" sh -c "echo $mask > /sys/class/net/$i/queues/rx-0/rps_cpus"; done
 mask=$(printf '%x' $((1 << CLIENT_CPU)))

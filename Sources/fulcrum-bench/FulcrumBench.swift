@@ -38,6 +38,8 @@ struct PeerOptions: ParsableArguments {
     var systems: [String] = []
     @Flag(inversion: .prefixedNo, help: "bulk, connections, latency: the LB's veths' receive work (NAPI) in threads on the LB's CPU, as a NIC's interrupt on the LB's core; --no-lb-receive-on-lb-cpu leaves it on the sending CPU, as veth does.")
     var lbReceiveOnLbCpu = true
+    @Flag(inversion: .prefixedNo, help: "bulk: the client's and servers' veths' receive work (NAPI) in threads on the client's CPU, as the hosts' own NICs; --no-host-receive-on-client-cpu leaves it on the CPU that sent the frame (the LB's, for what the LB forwards), as veth does.")
+    var hostReceiveOnClientCpu = true
 
     func validate() throws {
         guard flows.allSatisfy({ $0 >= 1 && $0 <= 1_000_000 }) else { throw ValidationError("--flows: each in 1…1000000") }
@@ -67,6 +69,7 @@ struct PeerOptions: ParsableArguments {
         o.root = root
         o.systems = systems
         o.lbReceiveOnLBCPU = lbReceiveOnLbCpu
+        o.hostReceiveOnClientCPU = hostReceiveOnClientCpu
         let command = (["fulcrum-bench"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         var report = try PeerBenchmark(options: o).run(scenarios: scenarios, command: command)
         try report.write(to: output)

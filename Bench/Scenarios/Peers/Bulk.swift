@@ -87,23 +87,45 @@ extension PeerBenchmark {
                 let tearDown = try s.setUp()
                 defer { tearDown() }
                 if options.lbReceiveOnLBCPU { try t.pinLBReceiveWork() }
+                if options.hostReceiveOnClientCPU { try t.pinHostReceiveWork() }
                 let r = try iperf3(t, target: target, port: port, seconds: seconds, omit: omit)
                 if let error = r.error { failures.append("\(s.name), run \(run): \(error)") }
                 acc.add(s, parameter: parameter, run: r.run)
             }
         }
         scenario.results = acc.results
+        let receiveNote = (options.lbReceiveOnLBCPU
+            ? "The LB's veths' receive (NAPI: their XDP programs, Fulcrum's copy into its socket, the kernel's forwarding) runs in threads pinned to CPU \(lbCPU), as a NIC's interrupts on the LB's core would."
+            : "The LB's veths' receive (their XDP programs, Fulcrum's copy into its socket) runs on the CPU that sent the frame: the client's CPU \(options.clientCPU) for what the client sends.")
+            + (options.hostReceiveOnClientCPU
+                ? " The client's and servers' veths' receive (c0, s0) runs in threads pinned to CPU \(options.clientCPU), as their own NICs' would, with no RPS hash."
+                : " The client's and servers' veths' receive (c0's and s0's XDP programs, veth's copy of each skb for them, and the RPS hash of an skb without one, which is each of Fulcrum's) runs on CPU \(lbCPU) for what the LB sends them (--no-host-receive-on-client-cpu).")
         scenario.notes = [
             workersNote(),
             "iperf3 \(Self.iperf3Version()): `iperf3 -c TARGET -p \(port) -P \(Self.bulkStreams) -t \(seconds) -O \(omit) -J` in the client's namespace on CPU \(options.clientCPU); the value is end.sum_received.bits_per_second (what the server received, the first \(omit) s omitted as slow start), offered is end.sum_sent",
             "the servers: one `iperf3 -s -1` per run in the servers' namespace on CPU \(options.clientCPU), listening on every address: the LB spreads a test's control connection and its \(Self.bulkStreams) streams over the three nodes, and one server process must take them all (iperf3 joins streams to a test by its cookie)",
-            "LB CPU: the busy time of CPU \(lbCPU) (user, nice, system, irq, softirq, steal in /proc/stat) over the middle of each measurement, whoever spent it: the Fulcrum worker, HAProxy, or nftables' softirq forwarding. On veth part of the LB's work runs on the sending CPU (the XDP program on eth-c, and Fulcrum's copy into its socket, run on CPU \(options.clientCPU) where the client transmits), and CPU \(lbCPU) carries the servers' veth receive (s0's XDP) for what it transmits; anything else scheduled there counts too. LB CPU % per Gbit/s is busy % / Gbit/s. LB CPU % before is the same CPU's busy time for \(options.quick ? "0.1" : "0.3") s just before the client starts, the system on the LB and no traffic: well above the idle system's own (Fulcrum's worker sleeps in poll when idle) means something else was running there, and the row's figures are not the system's alone",
+            "LB CPU: the busy time of CPU \(lbCPU) (user, nice, system, irq, softirq, steal in /proc/stat) over the middle of each measurement, whoever spent it: the Fulcrum worker, HAProxy, or nftables' softirq forwarding. \(receiveNote) Anything else scheduled there counts too. LB CPU % per Gbit/s is busy % / Gbit/s. LB CPU % before is the same CPU's busy time for \(options.quick ? "0.1" : "0.3") s just before the client starts, the system on the LB and no traffic: well above the idle system's own (Fulcrum's worker sleeps in poll when idle) means something else was running there, and the row's figures are not the system's alone",
             "1500-byte MTU on every veth; checksums finished by the senders (ethtool -K c0/s0 tx off, as a NIC would), so no TSO from the hosts, and GRO is off on the veths (their default): every row, kernel or not, forwards frames of at most 1514 bytes one by one",
             "the client, the server and both their TCP stacks share CPU \(options.clientCPU): the direct row is what that CPU allows (routed by the LB's kernel at little cost to CPU \(lbCPU)); a row near it with CPU \(lbCPU) far from busy is bounded by the client, not by the system on the LB",
             "MAT: the LB sees only the client's direction (the data); the servers' ACKs return to the client over dsr-s ── dsr-c (source policy routing for the MAT VIP in the servers' namespace), so they cost the LB nothing",
         ]
+        scenario.notes += cpuPerGbitNotes(acc.results)
         scenario.notes += failures.map { "failed: \($0)" }
         return scenario
+    }
+
+    /// Where every row is bounded by the client's CPU, the Gbit/s do not rank the
+    /// systems, but the LB's CPU per Gbit/s still does: each Fulcrum row's against
+    /// nftables' (below 1: less of the LB's CPU for the same traffic).
+    func cpuPerGbitNotes(_ results: [BenchReport.SystemResult]) -> [String] {
+        func median(_ r: BenchReport.SystemResult) -> Double? {
+            let v = r.runs.compactMap { $0.extra["lb_cpu_percent_per_gbps"] }.sorted()
+            return v.isEmpty ? nil : v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+        }
+        guard let kernel = results.first(where: { $0.system == "nftables" && $0.status == "ran" }).flatMap(median), kernel > 0 else { return [] }
+        return results.filter { $0.role == "fulcrum" && $0.status == "ran" }.compactMap { r in
+            median(r).map { String(format: "LB CPU per Gbit/s, \(r.label) against nftables: %.1f against %.1f, %.2f×", $0, kernel, $0 / kernel) }
+        }
     }
 
     static var haveIPerf3: Bool { access("/usr/bin/iperf3", X_OK) == 0 }

@@ -30,6 +30,9 @@ public struct PeerBenchmark {
         /// bulk, connections and latency: the LB's veths' receive work in threads pinned
         /// to the LB's CPU (`PeerTopology.pinLBReceiveWork`), not on the sending CPU.
         public var lbReceiveOnLBCPU = true
+        /// bulk: the client's and servers' veths' receive work in threads pinned to the
+        /// client's CPU (`PeerTopology.pinHostReceiveWork`), not on the LB's CPU.
+        public var hostReceiveOnClientCPU = true
         /// Only these systems (by name) run; empty: all of them.
         public var systems: [String] = []
         public init() {}

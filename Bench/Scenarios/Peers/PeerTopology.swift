@@ -159,26 +159,45 @@ final class PeerTopology: @unchecked Sendable {
     /// socket, and for the kernel's rows GRO and forwarding) in a kernel thread of each,
     /// pinned to the LB's CPU, as a NIC queue's interrupt on the LB's core would run it.
     /// Without this, veth runs a frame's receive on the CPU that sent it, so the client's
-    /// CPU carries the LB's receive work and bounds every row. (The hosts' veths keep
-    /// RPS to the client CPU, which moves their stacks there.) A system's set-up attaches
+    /// CPU carries the LB's receive work and bounds every row. A system's set-up attaches
     /// XDP programs, which makes new NAPI instances (new threads), so this is called
-    /// after each. The threads are found by name (napi/eth-c-…, napi/eth-n-…) in every
-    /// namespace: the benchmark runs alone.
+    /// after each.
     func pinLBReceiveWork() throws {
-        for dev in ["eth-c", "eth-n"] {
-            let (status, output) = try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", lb, "sh", "-c",
-                                                         "echo 1 > /sys/class/net/\(dev)/threaded"])
+        try pinNAPIThreads([(lb, "eth-c"), (lb, "eth-n")], to: lbCPU)
+    }
+
+    /// The hosts' side of the same (bulk): the receive work of the client's and the
+    /// servers' veths (c0, s0: bench_sink and bench_reply, the copy veth makes of an skb
+    /// before an XDP program sees it, and the way up to their TCP stacks) in threads
+    /// pinned to the client's CPU, as the hosts' own NICs would run it, instead of on
+    /// the LB's CPU, which sent the frames. RPS, which the topology sets on c0 and s0 to
+    /// the client's CPU, is cleared on them: the threads run there already, and RPS
+    /// hashes every skb that carries no hash, as a fresh one from an AF_XDP socket does
+    /// not (a forwarded one keeps its sender's), which charged that hash to Fulcrum's
+    /// rows alone.
+    func pinHostReceiveWork() throws {
+        try pinNAPIThreads([(cl, "c0"), (sv, "s0")], to: clientCPU, clearRPS: true)
+    }
+
+    /// Threaded NAPI on each device, and its thread pinned to `cpu`. The threads are
+    /// found by name (napi/DEVICE-…) in every namespace: the benchmark runs alone.
+    private func pinNAPIThreads(_ devices: [(namespace: String, device: String)], to cpu: Int, clearRPS: Bool = false) throws {
+        for (namespace, dev) in devices {
+            let rps = clearRPS ? " && echo 0 > /sys/class/net/\(dev)/queues/rx-0/rps_cpus" : ""
+            let (status, output) = try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", namespace, "sh", "-c",
+                                                         "echo 1 > /sys/class/net/\(dev)/threaded\(rps)"])
             guard status == 0 else { throw Testbed.Failure(description: "threaded NAPI on \(dev): \(output)") }
         }
+        let names = devices.map(\.device)
         var pinned: Set<String> = []
         let procs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         for pid in procs.compactMap(Int32.init) {
             guard let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
-                  let dev = ["eth-c", "eth-n"].first(where: { comm.hasPrefix("napi/\($0)-") }) else { continue }
-            if (try? ChildProcess.run(["/usr/bin/taskset", "-pc", "\(lbCPU)", "\(pid)"]))?.0 == 0 { pinned.insert(dev) }
+                  let dev = names.first(where: { comm.hasPrefix("napi/\($0)-") }) else { continue }
+            if (try? ChildProcess.run(["/usr/bin/taskset", "-pc", "\(cpu)", "\(pid)"]))?.0 == 0 { pinned.insert(dev) }
         }
-        guard pinned.count == 2 else {
-            throw Testbed.Failure(description: "NAPI threads pinned only for \(pinned.sorted()) (a veth has NAPI only with an XDP program)")
+        guard pinned.count == names.count else {
+            throw Testbed.Failure(description: "NAPI threads pinned only for \(pinned.sorted()) of \(names) (a veth has NAPI only with an XDP program)")
         }
     }
 
