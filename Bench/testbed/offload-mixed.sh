@@ -3,8 +3,14 @@
 # XDP program, each alone and under a SYN flood the worker cannot take, in one invocation
 # on the namespace testbed (testbed.sh):
 #
-#   offload-mixed.sh ROOT [RUNS]
+#   offload-mixed.sh ROOT [RUNS] [same|apart]
 #
+# same (the default): the flood aims at the MAT VIP, whose nodes are on the client's
+# side, so the SYNs the worker forwards leave by eth-c, as the transfer's replies do.
+# apart: it aims at a MAT service of its own (198.18.1.30:80) whose one node is the flood
+# host, so they leave by eth-f. On veth the frames a link sends share its peer's one
+# 256-frame ring (a NIC's XDP transmit rings are the driver's own, apart from the
+# socket's queue); "veth_lost" below shows what that ring lost.
 # (FULCRUM_BIN: where fulcrum and fulcrum-bench are.)
 # For dataplane.offload off, then established (no admission budget, so that nothing but
 # the offload shields the established flows): a daemon (ROOT/.build/release/fulcrum if
@@ -27,14 +33,20 @@
 #    was not is left out of the medians), "mbit_s": both directions' bytes × 8 / s,
 #    "flood_offered": SYNs the flood sent (it and the busy load run 15 s, past the transfer),
 #    "veth_lost": frames the LB's veths lost during the transfer (XDP_TX and redirect
-#    failures, full receive rings), "retransmitted": TCP segments the client and the
-#    nodes retransmitted during it}
+#    failures, full receive rings), "veth_lost_by_counter": which counters moved,
+#    "retransmitted": TCP segments the client and the nodes retransmitted during it}
 # and a summary line per offload setting: the median Mbit/s alone, with CPU 1 busy and
 # under the flood, and the flood's ratios to both. Only 198.18.0.0/15, only in the
 # namespaces it creates; removes them and every process it started on exit. Needs root.
 set -euo pipefail
 ROOT=$(cd "${1:?usage: offload-mixed.sh ROOT [RUNS]}" && pwd)
 RUNS=${2:-3}
+AIM=${3:-same}
+case $AIM in
+    same) FLOOD_VIP=198.18.1.10 ;;
+    apart) FLOOD_VIP=198.18.1.30 ;;
+    *) echo "offload-mixed: aim the flood 'same' or 'apart', not '$AIM'" >&2; exit 2 ;;
+esac
 SIZE=120000000
 command -v stress-ng >/dev/null || { echo "offload-mixed: stress-ng is missing (make setup)" >&2; exit 1; }
 P=flm$$
@@ -71,6 +83,18 @@ bulk_group='  - name: bulk-nat
         port: 9000
       - address: "198.18.2.13"
         port: 9000'
+# apart: the flood's own service, out of eth-f to the flood host (which does not hold the
+# VIP, so its kernel drops what it is sent; no health check, so the node is up).
+[ "$AIM" = apart ] && bulk_group="$bulk_group
+  - name: flood-sink
+    vip: \"$FLOOD_VIP\"
+    protocol: tcp
+    ports: [80]
+    method: mat
+    scheduler: wrr
+    interface: eth-f
+    nodes:
+      - address: \"198.18.3.2\""
 LBMAC=$(x lb cat /sys/class/net/eth-f/address)
 
 # The daemon's status file (rewritten every 0.2 s): with no argument, prints the bulk-nat
@@ -101,20 +125,33 @@ sys.exit(1)
 PY
 }
 
-# Frames lost on the LB's veths (`ethtool -S` on eth-c and eth-n: XDP_TX and redirect
-# failures, drops at a full receive ring) and TCP segments retransmitted by the client
-# and the nodes, so far: where a transfer's slowdown under the flood comes from.
+# The LB's veths' loss counters (`ethtool -S` on eth-c and eth-n: XDP_TX and redirect
+# failures, drops at a full receive ring), one "interface:counter value" line each, and
+# "retransmitted N": the TCP segments the client and the nodes retransmitted so far.
 losses() {
-    local lost=0 re=0 n
     for i in eth-c eth-n; do
-        n=$(x lb ethtool -S "$i" 2>/dev/null | awk '/xdp_tx_errors|xdp_xmit_errors|_drops:/ {s += $2} END {print s + 0}')
-        lost=$((lost + n))
+        x lb ethtool -S "$i" 2>/dev/null | awk -v i="$i" '/xdp_tx_errors|xdp_xmit_errors|_drops:/ {sub(":", "", $1); print i ":" $1, $2}'
     done
+    local re=0 n
     for h in client n1 n2 n3; do
         n=$(x "$h" nstat -az TcpRetransSegs 2>/dev/null | awk '$1 == "TcpRetransSegs" {print $2}')
         re=$((re + ${n:-0}))
     done
-    echo "$lost $re"
+    echo "retransmitted $re"
+}
+
+# What moved between two `losses`: the veths' counters that did, as a JSON object, and
+# the retransmissions.
+lost_between() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+def read(path):
+    return {k: int(v) for k, v in (l.split() for l in open(path) if l.strip())}
+a, b = read(sys.argv[1]), read(sys.argv[2])
+moved = {k: b[k] - a.get(k, 0) for k in sorted(b) if k != "retransmitted" and b[k] != a.get(k, 0)}
+print('"veth_lost": %d, "veth_lost_by_counter": %s, "retransmitted": %d'
+      % (sum(moved.values()), json.dumps(moved), b["retransmitted"] - a["retransmitted"]))
+PY
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
@@ -140,7 +177,7 @@ for offload in off established; do
             # flood or the load starts: the flows under test are established ones, whose
             # handshake did not have to get through a flooded worker.
             before=$(status)
-            read -r lost0 re0 < <(losses)
+            losses >"$DIR/losses-before"
             x client taskset -c 0 timeout 70 python3 "$ROOT/Bench/testbed/bulk-transfer.py" send 198.18.1.20 9000 "$SIZE" \
                 --seed "$run" >"$DIR/transfer.json" &
             TRANSFER=$!
@@ -152,12 +189,12 @@ for offload in off established; do
                     taskset -c 1 stress-ng --cpu 1 --timeout 15 --quiet </dev/null >/dev/null 2>&1 &
                     LOAD=$! ;;
                 true)
-                    x flood "$BIN/fulcrum-bench" flood --interface eth0 --destination-mac "$LBMAC" --target 198.18.1.10 \
+                    x flood "$BIN/fulcrum-bench" flood --interface eth0 --destination-mac "$LBMAC" --target "$FLOOD_VIP" \
                         --port 80 --rate 0 --seconds 15 --root "$ROOT" --cpu 1 >"$DIR/flood.json" 2>/dev/null &
                     LOAD=$! ;;
             esac
             wait "$TRANSFER" || true
-            read -r lost1 re1 < <(losses)
+            losses >"$DIR/losses-after"
             line=$(cat "$DIR/transfer.json")
             offered=0
             [ -n "$LOAD" ] && { wait "$LOAD" || true; }  # to its end: the next run starts without it
@@ -168,7 +205,7 @@ for offload in off established; do
             mbit=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(round(2*int(sys.argv[2])*8/r["seconds"]/1e6, 1) if r["ok"] else 0)' "$line" "$SIZE" 2>/dev/null || echo 0)
             ok=$(python3 -c 'import json,sys; print(str(json.loads(sys.argv[1])["ok"]).lower())' "$line" 2>/dev/null || echo false)
             label=$flood; [ "$flood" = busy ] && label='"busy"'
-            echo "{\"offload\": \"$offload\", \"flood\": $label, \"run\": $run, \"ok\": $ok, \"established_first\": $seen, \"mbit_s\": $mbit, \"flood_offered\": $offered, \"veth_lost\": $((lost1 - lost0)), \"retransmitted\": $((re1 - re0))}"
+            echo "{\"offload\": \"$offload\", \"flood\": $label, \"run\": $run, \"ok\": $ok, \"established_first\": $seen, \"mbit_s\": $mbit, \"flood_offered\": $offered, $(lost_between "$DIR/losses-before" "$DIR/losses-after")}"
             # Not a run of an established flow, or a failed transfer: not in the medians.
             [ "$seen" = true ] && [ "$ok" = true ] || continue
             case $flood in
@@ -182,5 +219,5 @@ for offload in off established; do
     wait "$DAEMON" 2>/dev/null || true
     DAEMON=
     a=$(median <"$DIR/without"); c=$(median <"$DIR/busy"); b=$(median <"$DIR/with")
-    echo "{\"offload\": \"$offload\", \"summary\": true, \"median_mbit_s_alone\": $a, \"median_mbit_s_cpu1_busy\": $c, \"median_mbit_s_under_flood\": $b, \"ratio\": $(python3 -c "print(round($b / $a, 2) if $a else 0)"), \"ratio_to_busy\": $(python3 -c "print(round($b / $c, 2) if $c else 0)")}"
+    echo "{\"offload\": \"$offload\", \"summary\": true, \"flood_aimed\": \"$AIM\", \"median_mbit_s_alone\": $a, \"median_mbit_s_cpu1_busy\": $c, \"median_mbit_s_under_flood\": $b, \"ratio\": $(python3 -c "print(round($b / $a, 2) if $a else 0)"), \"ratio_to_busy\": $(python3 -c "print(round($b / $c, 2) if $c else 0)")}"
 done
