@@ -79,6 +79,7 @@ extension PeerBenchmark {
         let acc = Accumulator()
         var failures: [String] = []
         expect(progress, systems, points: 1)
+        defer { if options.hostReceiveOnClientCPU { t.restoreHostReceiveWork() } }
         for run in 1...options.runs {
             for s in selected(systems) {
                 guard s.absent == nil else { acc.absent(s, parameter: parameter); continue }

@@ -179,6 +179,16 @@ final class PeerTopology: @unchecked Sendable {
         try pinNAPIThreads([(cl, "c0"), (sv, "s0")], to: clientCPU, clearRPS: true)
     }
 
+    /// Undoes `pinHostReceiveWork` (NAPI in softirq again, RPS to the client's CPU), for
+    /// the scenarios that run after bulk on the same topology.
+    func restoreHostReceiveWork() {
+        let mask = String(1 << clientCPU, radix: 16)
+        for (namespace, dev) in [(cl, "c0"), (sv, "s0")] {
+            _ = try? ChildProcess.run(["/usr/sbin/ip", "netns", "exec", namespace, "sh", "-c",
+                                       "echo 0 > /sys/class/net/\(dev)/threaded; echo \(mask) > /sys/class/net/\(dev)/queues/rx-0/rps_cpus"])
+        }
+    }
+
     /// Threaded NAPI on each device, and its thread pinned to `cpu`. The threads are
     /// found by name (napi/DEVICE-…) in every namespace: the benchmark runs alone.
     private func pinNAPIThreads(_ devices: [(namespace: String, device: String)], to cpu: Int, clearRPS: Bool = false) throws {
