@@ -1,4 +1,5 @@
 import CFulcrumBPF
+import Foundation
 import FulcrumBPF
 import FulcrumCore
 import FulcrumDataplane
@@ -33,6 +34,20 @@ public struct ForwardingBenchmark {
         public var socketDrops: UInt64
         public var mallocsPerPacket: Double?
         public var rssMiB: Double?
+    }
+
+    /// One burst size's figures (`runBursts`).
+    public struct BurstRow {
+        public var burst: Int
+        /// Bursts offered a second, and frames forwarded back to the generator a second.
+        public var burstsPerSecond: Double
+        public var forwardedPerSecond: Double
+        /// The worker thread's CPU time (its schedstat: on-CPU nanoseconds, the kernel's
+        /// work inside its syscalls included) per frame forwarded.
+        public var workerNanosecondsPerFrame: Double
+        /// The times the worker thread was put on its CPU (schedstat's timeslices: each
+        /// wake-up from poll, and any preemption) per burst.
+        public var runsPerBurst: Double
     }
 
     struct Topology {
@@ -72,6 +87,25 @@ public struct ForwardingBenchmark {
             _ = try result.get()
             return (generated - start, mallocs)
         }
+    }
+
+    /// Bursts of `burst` copies of `frame`, `gap` µs apart, for `seconds`, sent on an
+    /// AF_PACKET socket out of `ifindex` one after the other (a few µs apart, as the
+    /// segments of a TCP window arrive); returns the bursts sent. Not BPF_PROG_TEST_RUN
+    /// live frames: there a call of more than one frame cost about 26 ms here, which
+    /// would pace every burst size but one to some 37 a second.
+    static func transmitBursts(_ frame: [UInt8], ifindex: Int32, burst: Int, gap: Int, seconds: Double) throws -> Int {
+        let socket = try PacketSocket()
+        let deadline = monotonic() + seconds
+        var bursts = 0
+        try frame.withUnsafeBytes { bytes in
+            while monotonic() < deadline {
+                for _ in 0..<burst { _ = try socket.send(bytes, ifindex: ifindex) }
+                bursts += 1
+                usleep(UInt32(gap))
+            }
+        }
+        return bursts
     }
 
     /// Runs the generator program over `frame` with BPF_PROG_TEST_RUN live frames out of
@@ -282,5 +316,76 @@ public struct ForwardingBenchmark {
         }
         withExtendedLifetime(generator) {}
         return rows
+    }
+
+    /// What a frame costs the worker when frames come a few at a time, as ACK-clocked
+    /// TCP brings them (issue 21): bursts of each size in `bursts`, `gapMicroseconds`
+    /// apart, through Fulcrum MAT (one worker, offload off) with no idle spin, so that
+    /// every burst pays the whole round: a wake-up from poll, the RX ring, the decision
+    /// and rewrite, the TX ring and the `sendto` kick (in which copy mode builds and sends
+    /// an skb per frame, and veth runs the generator's receive of it). Measured on the
+    /// worker thread itself (its schedstat), not on its CPU, so that other work there
+    /// does not count.
+    public func runBursts(_ bursts: [Int], gapMicroseconds: Int) throws -> [BurstRow] {
+        let pair = try Pair(root: root)
+        defer { pair.down() }
+        let prefix = pair.prefix, gMAC = pair.generatorMAC, lbMAC = pair.lbMAC
+        let flows = self.flows, root = self.root, seconds = self.seconds
+        let generator = try Namespace.run("\(prefix)-gen") { try Generator(root: root, flows: flows) }
+        let vip = IPAddress("198.18.1.10")!
+        let frame = PacketBuilder.udpFrame(source: IPAddress("198.18.0.2")!, destination: vip, sourcePort: 1024, destinationPort: 9,
+                                           payload: [UInt8](repeating: 0x5A, count: 18), zeroChecksum: true,
+                                           ethernetDestination: lbMAC, ethernetSource: gMAC)
+        let group = GroupSpec(name: "bench-mat", vip: vip, proto: IPProtocol.udp, ports: [9], method: .mat, scheduler: .maglev,
+                              nodes: [NodeSpec(address: IPAddress("198.18.0.2")!, port: 0, weight: 1, mac: gMAC)])
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU], idleSpinMicroseconds: 0, offload: false)
+        let dataplane = try Namespace.run("\(prefix)-lb") { () -> Dataplane in
+            let d = try Dataplane(options: options, groups: [group], routes: [], logger: logger)
+            try d.start()
+            try d.setActive(true)
+            return d
+        }
+        defer { dataplane.stop() }
+        guard let worker = Self.thread(named: "fulcrum-q0") else { throw Testbed.Failure(description: "no worker thread fulcrum-q0") }
+        func offer(_ burst: Int, seconds: Double) throws -> (bursts: Int, forwarded: UInt64, runtime: UInt64, runs: UInt64) {
+            let sunk = generator.sunk
+            let before = try Self.schedstat(worker)
+            let bursts = try Namespace.run("\(prefix)-gen", cpu: generatorCPU) {
+                try Self.transmitBursts(frame, ifindex: generator.ifindex, burst: burst, gap: gapMicroseconds, seconds: seconds)
+            }
+            usleep(100_000)  // the last frames in flight
+            let after = try Self.schedstat(worker)
+            return (bursts, generator.sunk - sunk, after.runtime - before.runtime, after.runs - before.runs)
+        }
+        var rows: [BurstRow] = []
+        for burst in bursts {
+            _ = try offer(burst, seconds: min(0.5, seconds))  // warm-up: the flows inserted
+            let r = try offer(burst, seconds: seconds)
+            rows.append(BurstRow(burst: burst, burstsPerSecond: Double(r.bursts) / seconds,
+                                 forwardedPerSecond: Double(r.forwarded) / seconds,
+                                 workerNanosecondsPerFrame: r.forwarded > 0 ? Double(r.runtime) / Double(r.forwarded) : 0,
+                                 runsPerBurst: r.bursts > 0 ? Double(r.runs) / Double(r.bursts) : 0))
+        }
+        withExtendedLifetime(generator) {}
+        return rows
+    }
+
+    /// This process' thread of that name (its comm), by thread id.
+    static func thread(named name: String) -> Int32? {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.compactMap(Int32.init).first { tid in
+            (try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines) == name
+        }
+    }
+
+    /// A thread's /proc schedstat: nanoseconds on a CPU, and how many times it was put on one.
+    static func schedstat(_ tid: Int32) throws -> (runtime: UInt64, runs: UInt64) {
+        let text = try String(contentsOfFile: "/proc/self/task/\(tid)/schedstat", encoding: .utf8)
+        let f = text.split(separator: " ").compactMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        guard f.count == 3 else { throw Testbed.Failure(description: "schedstat of \(tid): \(text)") }
+        return (f[0], f[2])
     }
 }

@@ -195,14 +195,21 @@ struct Forward: ParsableCommand {
     @Option(help: "CPU for the generator.") var generatorCPU = 0
     @Option(help: "CPU for the worker.") var workerCPU = 1
     @Option(help: "The repository root (for scripts and BPF objects).") var root = "."
+    @Option(parsing: .upToNextOption, help: "Instead of the rows: what a frame costs the worker when frames come this many at a time (e.g. 1 4 16 64), bursts --gap µs apart, MAT with no idle spin.")
+    var bursts: [Int] = []
+    @Option(help: "With --bursts: µs between bursts.") var gap = 200
 
     func validate() throws {
         guard seconds > 0 && seconds <= 60, flows >= 1 && flows <= 65535 else {
             throw ValidationError("seconds must be in (0, 60] and flows in 1…65535")
         }
+        guard bursts.allSatisfy({ $0 >= 1 && $0 <= 256 }), gap >= 0 && gap <= 100_000 else {
+            throw ValidationError("--bursts: each in 1…256; --gap in 0…100000 µs")
+        }
     }
 
     func run() throws {
+        if !bursts.isEmpty { return try runBursts() }
         let rows = try ForwardingBenchmark(seconds: seconds, flows: flows, generatorCPU: generatorCPU,
                                            workerCPU: workerCPU, root: root).run()
         print("Forwarding on veth, 60-byte UDP frames over \(flows) flows, \(seconds) s per row")
@@ -220,6 +227,19 @@ struct Forward: ParsableCommand {
         }
         printTable(table)
         if rows.dropFirst().contains(where: { ($0.mallocsPerPacket ?? 0) > 0 }) { throw ExitCode(1) }
+    }
+
+    func runBursts() throws {
+        let rows = try ForwardingBenchmark(seconds: seconds, flows: flows, generatorCPU: generatorCPU,
+                                           workerCPU: workerCPU, root: root).runBursts(bursts, gapMicroseconds: gap)
+        print("The worker's cost per frame by burst size: 60-byte UDP frames over \(flows) flows through Fulcrum MAT (1 worker, offload off, no idle spin), bursts \(gap) µs apart, \(seconds) s per row")
+        print("worker µs/frame: the worker thread's own CPU time (schedstat) per frame forwarded, its kernel work in sendto included; runs/burst: the times it was put on its CPU per burst (a wake-up each)")
+        var table = [["burst", "bursts/s", "forwarded frames/s", "worker µs/frame", "runs/burst"]]
+        for r in rows {
+            table.append(["\(r.burst)", String(format: "%.0f", r.burstsPerSecond), String(format: "%.0f", r.forwardedPerSecond),
+                          String(format: "%.2f", r.workerNanosecondsPerFrame / 1000), String(format: "%.2f", r.runsPerBurst)])
+        }
+        printTable(table)
     }
 }
 
