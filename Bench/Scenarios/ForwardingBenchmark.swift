@@ -89,7 +89,7 @@ public struct ForwardingBenchmark {
         }
     }
 
-    /// Bursts of `burst` copies of `frame`, `gap` µs apart, for `seconds`, sent on an
+    /// Bursts of `burst` copies of `frame`, with a `gap` µs sleep after each, for `seconds`, sent on an
     /// AF_PACKET socket out of `ifindex` one after the other (a few µs apart, as the
     /// segments of a TCP window arrive); returns the bursts sent. Not BPF_PROG_TEST_RUN
     /// live frames: there a call of more than one frame cost about 26 ms here, which
@@ -319,8 +319,8 @@ public struct ForwardingBenchmark {
     }
 
     /// What a frame costs the worker when frames come a few at a time, as ACK-clocked
-    /// TCP brings them (issue 21): bursts of each size in `bursts`, `gapMicroseconds`
-    /// apart, through Fulcrum MAT (one worker, offload off) with no idle spin, so that
+    /// TCP brings them (issue 21): bursts of each size in `bursts` (one flow), with a
+    /// `gapMicroseconds` sleep after each, through Fulcrum MAT (one worker, offload off) with no idle spin, so that
     /// every burst pays the whole round: a wake-up from poll, the RX ring, the decision
     /// and rewrite, the TX ring and the `sendto` kick (in which copy mode builds and sends
     /// an skb per frame, and veth runs the generator's receive of it). Measured on the
@@ -348,7 +348,13 @@ public struct ForwardingBenchmark {
             return d
         }
         defer { dataplane.stop() }
-        guard let worker = Self.thread(named: "fulcrum-q0") else { throw Testbed.Failure(description: "no worker thread fulcrum-q0") }
+        // The worker names its thread once it runs, which may be after `start` returns.
+        var found: Int32?
+        for _ in 0..<100 where found == nil {
+            found = Self.thread(named: "fulcrum-q0")
+            if found == nil { usleep(10_000) }
+        }
+        guard let worker = found else { throw Testbed.Failure(description: "no worker thread fulcrum-q0 after 1 s") }
         func offer(_ burst: Int, seconds: Double) throws -> (bursts: Int, forwarded: UInt64, runtime: UInt64, runs: UInt64) {
             let sunk = generator.sunk
             let before = try Self.schedstat(worker)

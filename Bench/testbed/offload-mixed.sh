@@ -39,7 +39,7 @@
 # under the flood, and the flood's ratios to both. Only 198.18.0.0/15, only in the
 # namespaces it creates; removes them and every process it started on exit. Needs root.
 set -euo pipefail
-ROOT=$(cd "${1:?usage: offload-mixed.sh ROOT [RUNS]}" && pwd)
+ROOT=$(cd "${1:?usage: offload-mixed.sh ROOT [RUNS] [same|apart]}" && pwd)
 RUNS=${2:-3}
 AIM=${3:-same}
 case $AIM in
@@ -130,11 +130,12 @@ PY
 # "retransmitted N": the TCP segments the client and the nodes retransmitted so far.
 losses() {
     for i in eth-c eth-n; do
-        x lb ethtool -S "$i" 2>/dev/null | awk -v i="$i" '/xdp_tx_errors|xdp_xmit_errors|_drops:/ {sub(":", "", $1); print i ":" $1, $2}'
+        # (not rx_queue_N_xdp_drops: those are the XDP program's own XDP_DROP verdicts)
+        x lb ethtool -S "$i" | awk -v i="$i" '/xdp_tx_errors:|xdp_xmit_errors:|rx_queue_[0-9]+_drops:/ {sub(":", "", $1); print i ":" $1, $2}'
     done
     local re=0 n
     for h in client n1 n2 n3; do
-        n=$(x "$h" nstat -az TcpRetransSegs 2>/dev/null | awk '$1 == "TcpRetransSegs" {print $2}')
+        n=$(x "$h" nstat -az TcpRetransSegs | awk '$1 == "TcpRetransSegs" {print $2}')
         re=$((re + ${n:-0}))
     done
     echo "retransmitted $re"
@@ -205,7 +206,8 @@ for offload in off established; do
             mbit=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(round(2*int(sys.argv[2])*8/r["seconds"]/1e6, 1) if r["ok"] else 0)' "$line" "$SIZE" 2>/dev/null || echo 0)
             ok=$(python3 -c 'import json,sys; print(str(json.loads(sys.argv[1])["ok"]).lower())' "$line" 2>/dev/null || echo false)
             label=$flood; [ "$flood" = busy ] && label='"busy"'
-            echo "{\"offload\": \"$offload\", \"flood\": $label, \"run\": $run, \"ok\": $ok, \"established_first\": $seen, \"mbit_s\": $mbit, \"flood_offered\": $offered, $(lost_between "$DIR/losses-before" "$DIR/losses-after")}"
+            moved=$(lost_between "$DIR/losses-before" "$DIR/losses-after")
+            echo "{\"offload\": \"$offload\", \"flood\": $label, \"run\": $run, \"ok\": $ok, \"established_first\": $seen, \"mbit_s\": $mbit, \"flood_offered\": $offered, $moved}"
             # Not a run of an established flow, or a failed transfer: not in the medians.
             [ "$seen" = true ] && [ "$ok" = true ] || continue
             case $flood in

@@ -195,9 +195,9 @@ struct Forward: ParsableCommand {
     @Option(help: "CPU for the generator.") var generatorCPU = 0
     @Option(help: "CPU for the worker.") var workerCPU = 1
     @Option(help: "The repository root (for scripts and BPF objects).") var root = "."
-    @Option(parsing: .upToNextOption, help: "Instead of the rows: what a frame costs the worker when frames come this many at a time (e.g. 1 4 16 64), bursts --gap µs apart, MAT with no idle spin.")
+    @Option(parsing: .upToNextOption, help: "Instead of the rows: what a frame costs the worker when frames come this many at a time (e.g. 1 4 16 64), with a --gap µs sleep after each burst, MAT with no idle spin.")
     var bursts: [Int] = []
-    @Option(help: "With --bursts: µs between bursts.") var gap = 200
+    @Option(help: "With --bursts: the sleep after each burst, µs.") var gap = 200
 
     func validate() throws {
         guard seconds > 0 && seconds <= 60, flows >= 1 && flows <= 65535 else {
@@ -232,7 +232,7 @@ struct Forward: ParsableCommand {
     func runBursts() throws {
         let rows = try ForwardingBenchmark(seconds: seconds, flows: flows, generatorCPU: generatorCPU,
                                            workerCPU: workerCPU, root: root).runBursts(bursts, gapMicroseconds: gap)
-        print("The worker's cost per frame by burst size: 60-byte UDP frames over \(flows) flows through Fulcrum MAT (1 worker, offload off, no idle spin), bursts \(gap) µs apart, \(seconds) s per row")
+        print("The worker's cost per frame by burst size: 60-byte UDP frames of one flow through Fulcrum MAT (1 worker, offload off, no idle spin), a \(gap) µs sleep after each burst, \(seconds) s per row")
         print("worker µs/frame: the worker thread's own CPU time (schedstat) per frame forwarded, its kernel work in sendto included; runs/burst: the times it was put on its CPU per burst (a wake-up each)")
         var table = [["burst", "bursts/s", "forwarded frames/s", "worker µs/frame", "runs/burst"]]
         for r in rows {

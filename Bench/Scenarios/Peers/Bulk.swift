@@ -125,7 +125,7 @@ extension PeerBenchmark {
         }
         guard let kernel = results.first(where: { $0.system == "nftables" && $0.status == "ran" }).flatMap(median), kernel > 0 else { return [] }
         return results.filter { $0.role == "fulcrum" && $0.status == "ran" }.compactMap { r in
-            median(r).map { String(format: "LB CPU per Gbit/s, \(r.label) against nftables: %.1f against %.1f, %.2f×", $0, kernel, $0 / kernel) }
+            median(r).map { "LB CPU per Gbit/s, " + r.label + String(format: " against nftables: %.1f against %.1f, %.2f×", $0, kernel, $0 / kernel) }
         }
     }
 

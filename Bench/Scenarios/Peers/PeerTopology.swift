@@ -180,12 +180,13 @@ final class PeerTopology: @unchecked Sendable {
     }
 
     /// Undoes `pinHostReceiveWork` (NAPI in softirq again, RPS to the client's CPU), for
-    /// the scenarios that run after bulk on the same topology.
+    /// whatever runs after bulk on the same topology; what it could not undo is said.
     func restoreHostReceiveWork() {
         let mask = String(1 << clientCPU, radix: 16)
         for (namespace, dev) in [(cl, "c0"), (sv, "s0")] {
-            _ = try? ChildProcess.run(["/usr/sbin/ip", "netns", "exec", namespace, "sh", "-c",
-                                       "echo 0 > /sys/class/net/\(dev)/threaded; echo \(mask) > /sys/class/net/\(dev)/queues/rx-0/rps_cpus"])
+            let result = try? ChildProcess.run(["/usr/sbin/ip", "netns", "exec", namespace, "sh", "-c",
+                                                "echo 0 > /sys/class/net/\(dev)/threaded && echo \(mask) > /sys/class/net/\(dev)/queues/rx-0/rps_cpus"])
+            if result?.0 != 0 { print("bulk: could not put \(dev)'s receive back in softirq with RPS: \(result?.1 ?? "not run")") }
         }
     }
 
