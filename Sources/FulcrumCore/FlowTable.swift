@@ -388,8 +388,13 @@ public final class FlowTable: @unchecked Sendable {
         var b = 0
         while b < buckets {
             let base = sweepCursor &* FlowTable.ways
-            // Backwards, so that compaction only moves entries already looked at.
-            var slot = base &+ FlowTable.ways &- 1
+            // The occupied entries are a prefix of the bucket: find where it ends (an
+            // empty bucket costs one cache line, not `ways`), then go backwards from
+            // there, so that compaction only moves entries already looked at.
+            var end = base
+            let limit = base &+ FlowTable.ways
+            while end < limit && entries[end].deadline != 0 { end &+= 1 }
+            var slot = end &- 1
             while slot >= base {
                 let deadline = entries[slot].deadline
                 if deadline != 0 && deadline <= now {

@@ -148,6 +148,30 @@ import Testing
         #expect(table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: .udp) >= 0)
     }
 
+    /// Dead and live flows mixed in buckets of every fill: the sweep (which looks only as
+    /// far as a bucket's occupied prefix) frees every dead one, keeps every live one
+    /// findable, and leaves the counts true.
+    @Test func aSweepFreesTheDeadAmongTheLiveAndKeepsEveryLiveOne() {
+        let table = FlowTable(capacity: 1024, nodeSlots: 1, timeouts: Self.timeouts)
+        let clock = ManualClock()
+        var live: [Int] = [], dead: [Int] = []
+        for i in 0..<700 {  // buckets from empty to full
+            let k = key(i)
+            let state: FlowState = i % 3 == 0 ? .synSent : .udp  // 5 s against 30 s
+            guard table.insert(k, hash: k.stableHash(), now: clock.now, nodeSlot: 0, group: 0, state: state) >= 0 else { continue }
+            if state == .synSent { dead.append(i) } else { live.append(i) }
+        }
+        #expect(!dead.isEmpty && !live.isEmpty)
+        clock.advance(seconds: 6)
+        var swept = 0
+        for _ in 0..<table.bucketCount { swept += table.sweep(now: clock.now, buckets: 1) }
+        #expect(swept == dead.count)
+        #expect(table.count == live.count)
+        #expect(table.activeFlows(slot: 0) == Int32(live.count))
+        #expect(live.allSatisfy { table.find(key($0), hash: key($0).stableHash(), now: clock.now) >= 0 })
+        #expect(dead.allSatisfy { table.find(key($0), hash: key($0).stableHash(), now: clock.now) < 0 })
+    }
+
     /// A table with a one-second sweep period, as full of SYN-sent flows (5 s timeout)
     /// as its buckets allow.
     func tableOfNewFlows(now: UInt64) -> FlowTable {
