@@ -170,22 +170,27 @@ final class PeerTopology: @unchecked Sendable {
     /// servers' veths (c0, s0: bench_sink and bench_reply, the copy veth makes of an skb
     /// before an XDP program sees it, and the way up to their TCP stacks) in threads
     /// pinned to the client's CPU, as the hosts' own NICs would run it, instead of on
-    /// the LB's CPU, which sent the frames. RPS, which the topology sets on c0 and s0 to
+    /// the LB's CPU, which sent the frames, and with GRO on, as a host's NIC has it (the
+    /// LB's veths keep it off, so that every row forwards frames one by one). RPS, which the topology sets on c0 and s0 to
     /// the client's CPU, is cleared on them: the threads run there already, and RPS
     /// hashes every skb that carries no hash, as a fresh one from an AF_XDP socket does
     /// not (a forwarded one keeps its sender's), which charged that hash to Fulcrum's
     /// rows alone.
     func pinHostReceiveWork() throws {
         try pinNAPIThreads([(cl, "c0"), (sv, "s0")], to: clientCPU, clearRPS: true)
+        for (namespace, dev) in [(cl, "c0"), (sv, "s0")] {
+            let (status, output) = try ChildProcess.run(["/usr/sbin/ip", "netns", "exec", namespace, "ethtool", "-K", dev, "gro", "on"])
+            guard status == 0 else { throw Testbed.Failure(description: "GRO on \(dev): \(output)") }
+        }
     }
 
-    /// Undoes `pinHostReceiveWork` (NAPI in softirq again, RPS to the client's CPU), for
+    /// Undoes `pinHostReceiveWork` (NAPI in softirq again, GRO off, RPS to the client's CPU), for
     /// whatever runs after bulk on the same topology; what it could not undo is said.
     func restoreHostReceiveWork() {
         let mask = String(1 << clientCPU, radix: 16)
         for (namespace, dev) in [(cl, "c0"), (sv, "s0")] {
             let result = try? ChildProcess.run(["/usr/sbin/ip", "netns", "exec", namespace, "sh", "-c",
-                                                "echo 0 > /sys/class/net/\(dev)/threaded && echo \(mask) > /sys/class/net/\(dev)/queues/rx-0/rps_cpus"])
+                                                "echo 0 > /sys/class/net/\(dev)/threaded && echo \(mask) > /sys/class/net/\(dev)/queues/rx-0/rps_cpus && ethtool -K \(dev) gro off"])
             if result?.0 != 0 { print("bulk: could not put \(dev)'s receive back in softirq with RPS: \(result?.1 ?? "not run")") }
         }
     }
