@@ -50,12 +50,6 @@ public struct ForwardingBenchmark {
         public var runsPerBurst: Double
     }
 
-    struct Topology {
-        var prefix: String
-        var generatorMAC: MACAddress
-        var lbMAC: MACAddress
-    }
-
     /// The generator: live frames out of g0, and the sink counting what comes back.
     final class Generator: @unchecked Sendable {
         let object: BPFObject
@@ -224,15 +218,11 @@ public struct ForwardingBenchmark {
         try AllocationCounter.selfTest()
         let pair = try Pair(root: root)
         defer { pair.down() }
-        let prefix = pair.prefix, gMAC = pair.generatorMAC, lbMAC = pair.lbMAC
+        let prefix = pair.prefix
         let flows = self.flows
         let root = self.root
         let generator = try Namespace.run("\(prefix)-gen") { try Generator(root: root, flows: flows) }
-        func frame(to vip: IPAddress) -> [UInt8] {
-            PacketBuilder.udpFrame(source: IPAddress("198.18.0.2")!, destination: vip, sourcePort: 1024, destinationPort: 9,
-                                   payload: [UInt8](repeating: 0x5A, count: 18), zeroChecksum: true,
-                                   ethernetDestination: lbMAC, ethernetSource: gMAC)
-        }
+        func frame(to vip: IPAddress) -> [UInt8] { Self.frame(to: vip, pair: pair) }
         func offer(_ f: [UInt8]) throws -> (offered: UInt64, returned: UInt64, mallocs: Int) {
             let before = generator.sunk
             let run = try Namespace.run("\(prefix)-gen", cpu: generatorCPU) { try generator.run(frame: f, seconds: self.seconds) }
@@ -282,22 +272,11 @@ public struct ForwardingBenchmark {
         // deciding nothing, so the gap to it is what Fulcrum's decision costs.
         for (method, reflect) in [(ForwardingMethod.mat, true), (.mat, false), (.nat, false)] {
             let target = method == .mat ? vip : IPAddress("198.18.1.20")!
-            let group = GroupSpec(name: "bench-\(method.rawValue)", vip: target, proto: IPProtocol.udp, ports: [9],
-                                  method: method, scheduler: .maglev,
-                                  nodes: [NodeSpec(address: IPAddress("198.18.0.2")!, port: method == .nat ? 9 : 0,
-                                                   weight: 1, mac: gMAC)])
-            var logger = Logger(label: "bench")
-            logger.logLevel = .warning
             // The worker's own path: with offload on, the program would forward the flows
             // after their second frame and the worker would see none of them.
             var options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU], offload: false)
             options.reflectOnly = reflect
-            let dataplane = try Namespace.run("\(prefix)-lb") { () -> Dataplane in
-                let d = try Dataplane(options: options, groups: [group], routes: [], logger: logger)
-                try d.start()
-                try d.setActive(true)  // it starts passive
-                return d
-            }
+            let dataplane = try Self.startDataplane(method, vip: target, pair: pair, options: options)
             defer { dataplane.stop() }
             _ = try offer(frame(to: target))  // warm-up: flows inserted, pages touched
             let before = dataplane.snapshot()
@@ -329,24 +308,13 @@ public struct ForwardingBenchmark {
     public func runBursts(_ bursts: [Int], gapMicroseconds: Int) throws -> [BurstRow] {
         let pair = try Pair(root: root)
         defer { pair.down() }
-        let prefix = pair.prefix, gMAC = pair.generatorMAC, lbMAC = pair.lbMAC
+        let prefix = pair.prefix
         let flows = self.flows, root = self.root, seconds = self.seconds
         let generator = try Namespace.run("\(prefix)-gen") { try Generator(root: root, flows: flows) }
         let vip = IPAddress("198.18.1.10")!
-        let frame = PacketBuilder.udpFrame(source: IPAddress("198.18.0.2")!, destination: vip, sourcePort: 1024, destinationPort: 9,
-                                           payload: [UInt8](repeating: 0x5A, count: 18), zeroChecksum: true,
-                                           ethernetDestination: lbMAC, ethernetSource: gMAC)
-        let group = GroupSpec(name: "bench-mat", vip: vip, proto: IPProtocol.udp, ports: [9], method: .mat, scheduler: .maglev,
-                              nodes: [NodeSpec(address: IPAddress("198.18.0.2")!, port: 0, weight: 1, mac: gMAC)])
-        var logger = Logger(label: "bench")
-        logger.logLevel = .warning
+        let frame = Self.frame(to: vip, pair: pair)
         let options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU], idleSpinMicroseconds: 0, offload: false)
-        let dataplane = try Namespace.run("\(prefix)-lb") { () -> Dataplane in
-            let d = try Dataplane(options: options, groups: [group], routes: [], logger: logger)
-            try d.start()
-            try d.setActive(true)
-            return d
-        }
+        let dataplane = try Self.startDataplane(.mat, vip: vip, pair: pair, options: options)
         defer { dataplane.stop() }
         // The worker names its thread once it runs, which may be after `start` returns.
         var found: Int32?
@@ -376,6 +344,30 @@ public struct ForwardingBenchmark {
         }
         withExtendedLifetime(generator) {}
         return rows
+    }
+
+    /// The generator's 60-byte UDP frame to `vip`:9, from 198.18.0.2:1024.
+    static func frame(to vip: IPAddress, pair: Pair) -> [UInt8] {
+        PacketBuilder.udpFrame(source: IPAddress("198.18.0.2")!, destination: vip, sourcePort: 1024, destinationPort: 9,
+                               payload: [UInt8](repeating: 0x5A, count: 18), zeroChecksum: true,
+                               ethernetDestination: pair.lbMAC, ethernetSource: pair.generatorMAC)
+    }
+
+    /// A Fulcrum data plane on the LB's end, active, with one UDP group: `vip`:9 to the
+    /// generator (port 9 for NAT), by `method`.
+    static func startDataplane(_ method: ForwardingMethod, vip: IPAddress, pair: Pair, options: DataplaneOptions) throws -> Dataplane {
+        let group = GroupSpec(name: "bench-\(method.rawValue)", vip: vip, proto: IPProtocol.udp, ports: [9],
+                              method: method, scheduler: .maglev,
+                              nodes: [NodeSpec(address: IPAddress("198.18.0.2")!, port: method == .nat ? 9 : 0,
+                                               weight: 1, mac: pair.generatorMAC)])
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        return try Namespace.run("\(pair.prefix)-lb") { () -> Dataplane in
+            let d = try Dataplane(options: options, groups: [group], routes: [], logger: logger)
+            try d.start()
+            try d.setActive(true)  // it starts passive
+            return d
+        }
     }
 
     /// This process' thread of that name (its comm), by thread id.
