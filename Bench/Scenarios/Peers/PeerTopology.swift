@@ -171,11 +171,12 @@ final class PeerTopology: @unchecked Sendable {
     /// before an XDP program sees it, and the way up to their TCP stacks) in threads
     /// pinned to the client's CPU, as the hosts' own NICs would run it, instead of on
     /// the LB's CPU, which sent the frames, and with GRO on, as a host's NIC has it (the
-    /// LB's veths keep it off, so that every row forwards frames one by one). RPS, which the topology sets on c0 and s0 to
-    /// the client's CPU, is cleared on them: the threads run there already, and RPS
-    /// hashes every skb that carries no hash, as a fresh one from an AF_XDP socket does
-    /// not (a forwarded one keeps its sender's), which charged that hash to Fulcrum's
-    /// rows alone.
+    /// LB's veths keep it off, so that every row forwards frames one by one). RPS, which
+    /// the topology sets on c0 and s0 to the client's CPU, is cleared on them: the
+    /// threads run there already, and RPS hashes every skb that carries no hash, as a
+    /// fresh one from an AF_XDP socket does not (a forwarded one keeps its sender's),
+    /// which charged that hash to Fulcrum's rows alone. Once per scenario: c0's and s0's
+    /// XDP programs are attached with the topology, so their threads stay.
     func pinHostReceiveWork() throws {
         try pinNAPIThreads([(cl, "c0"), (sv, "s0")], to: clientCPU, clearRPS: true)
         for (namespace, dev) in [(cl, "c0"), (sv, "s0")] {
