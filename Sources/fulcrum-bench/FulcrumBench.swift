@@ -38,7 +38,7 @@ struct PeerOptions: ParsableArguments {
     var systems: [String] = []
     @Flag(inversion: .prefixedNo, help: "bulk, connections, latency: the LB's veths' receive work (NAPI) in threads on the LB's CPU, as a NIC's interrupt on the LB's core; --no-lb-receive-on-lb-cpu leaves it on the sending CPU, as veth does.")
     var lbReceiveOnLbCpu = true
-    @Flag(inversion: .prefixedNo, help: "bulk: the client's and servers' veths' receive work (NAPI) in threads on the client's CPU, as the hosts' own NICs; --no-host-receive-on-client-cpu leaves it on the CPU that sent the frame (the LB's, for what the LB forwards), as veth does.")
+    @Flag(inversion: .prefixedNo, help: "bulk, connections: the client's and servers' veths' receive work (NAPI) in threads on the client's CPU, as the hosts' own NICs; --no-host-receive-on-client-cpu leaves it on the CPU that sent the frame (the LB's, for what the LB forwards), as veth does.")
     var hostReceiveOnClientCpu = true
 
     func validate() throws {

@@ -35,10 +35,10 @@ extension PeerBenchmark {
             },
             Self.nftables(t, rule: "ip daddr VIP tcp dport \(port) dnat to numgen inc mod 3 map {0: n1, 1: n2, 2: n3}"),
             System(name: "haproxy", label: "HAProxy, TCP mode", role: "peer",
-                   configuration: "haproxy \(Self.haproxyVersion()) mode tcp, nbthread 1, cpu-map CPU \(lbCPU), balance roundrobin over the three nodes :\(port), client and server timeouts 2 min (iperf3's control connection idles through a test)") {
+                   configuration: "haproxy \(Self.haproxyVersion()) mode tcp, nbthread 1, on CPU \(lbCPU) (taskset), balance roundrobin over the three nodes :\(port), client and server timeouts 2 min (iperf3's control connection idles through a test)") {
                 let links = try t.attachPass()
-                let child = try t.haproxy(PeerTopology.haproxyConfig(lbCPU: lbCPU, port: port, nodePort: port, idle: "2m"),
-                                          in: t.lb, name: "lb-bulk", listening: "198.18.1.20:\(port)")
+                let child = try t.haproxy(PeerTopology.haproxyConfig(port: port, nodePort: port, idle: "2m"),
+                                          in: t.lb, name: "lb-bulk", listening: "198.18.1.20:\(port)", cpu: lbCPU)
                 return {
                     child.signal(SIGKILL)
                     child.wait()
@@ -112,22 +112,26 @@ extension PeerBenchmark {
             "the client, the server and both their TCP stacks share CPU \(options.clientCPU): the direct row is what that CPU allows (routed by the LB's kernel at little cost to CPU \(lbCPU)); a row near it with CPU \(lbCPU) far from busy is bounded by the client, not by the system on the LB",
             "MAT: the LB sees only the client's direction (the data); the servers' ACKs return to the client over dsr-s ── dsr-c (source policy routing for the MAT VIP in the servers' namespace), so they cost the LB nothing",
         ]
-        scenario.notes += cpuPerGbitNotes(acc.results)
+        scenario.notes += costNotes(acc.results, key: "lb_cpu_percent_per_gbps", what: "LB CPU per Gbit/s", against: ["nftables"])
         scenario.notes += failures.map { "failed: \($0)" }
         return scenario
     }
 
-    /// Where every row is bounded by the client's CPU, the Gbit/s do not rank the
-    /// systems, but the LB's CPU per Gbit/s still does: each Fulcrum row's against
-    /// nftables' (below 1: less of the LB's CPU for the same traffic).
-    func cpuPerGbitNotes(_ results: [BenchReport.SystemResult]) -> [String] {
+    /// Where every row is bounded by the client's CPU, the rates do not rank the
+    /// systems, but the LB's CPU per unit of work still does: each Fulcrum row's median
+    /// `key` (a run's extra) against each peer's in `against` (below 1: less of the LB's
+    /// CPU for the same traffic).
+    func costNotes(_ results: [BenchReport.SystemResult], key: String, what: String, against peers: [String]) -> [String] {
         func median(_ r: BenchReport.SystemResult) -> Double? {
-            let v = r.runs.compactMap { $0.extra["lb_cpu_percent_per_gbps"] }.sorted()
+            let v = r.runs.compactMap { $0.extra[key] }.sorted()
             return v.isEmpty ? nil : v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
         }
-        guard let kernel = results.first(where: { $0.system == "nftables" && $0.status == "ran" }).flatMap(median), kernel > 0 else { return [] }
-        return results.filter { $0.role == "fulcrum" && $0.status == "ran" }.compactMap { r in
-            median(r).map { "LB CPU per Gbit/s, " + r.label + String(format: " against nftables: %.1f against %.1f, %.2f×", $0, kernel, $0 / kernel) }
+        return peers.flatMap { peer -> [String] in
+            guard let reference = results.first(where: { $0.system == peer && $0.status == "ran" }), let cost = median(reference),
+                  cost > 0 else { return [] }
+            return results.filter { $0.role == "fulcrum" && $0.status == "ran" }.compactMap { r in
+                median(r).map { "\(what), \(r.label) against \(reference.label): " + String(format: "%.1f against %.1f, %.2f×", $0, cost, $0 / cost) }
+            }
         }
     }
 

@@ -30,8 +30,10 @@ public struct PeerBenchmark {
         /// bulk, connections and latency: the LB's veths' receive work in threads pinned
         /// to the LB's CPU (`PeerTopology.pinLBReceiveWork`), not on the sending CPU.
         public var lbReceiveOnLBCPU = true
-        /// bulk: the client's and servers' veths' receive work in threads pinned to the
-        /// client's CPU (`PeerTopology.pinHostReceiveWork`), not on the LB's CPU.
+        /// bulk and connections: the client's and servers' veths' receive work in threads
+        /// pinned to the client's CPU (`PeerTopology.pinHostReceiveWork`), not on the LB's
+        /// CPU. (Not latency: its LB stamp is taken in the servers' veth's receive, which
+        /// would then wait for the client's CPU.)
         public var hostReceiveOnClientCPU = true
         /// Only these systems (by name) run; empty: all of them.
         public var systems: [String] = []
@@ -334,11 +336,17 @@ public struct PeerBenchmark {
                            : "TCP connections a second: connect, request, response, close (wrk, Connection: close)",
             unit: latency ? "ms" : "connections/s", higherIsBetter: !latency,
             topology: "client [c0] ── [eth-c] LB [eth-n] ── [s0] servers: wrk or the latency client on CPU \(options.clientCPU) to VIP \(PeerTopology.vip):80; three HTTP servers (HAProxy answering 200) on 198.18.2.11-13:8080, on CPU \(options.clientCPU)")
+        if !latency {
+            scenario.extraColumns = [
+                .init(key: "lb_cpu_busy_percent", title: "LB CPU %"),
+                .init(key: "lb_cpu_percent_per_kconn", title: "LB CPU % per 1k conn/s"),
+            ]
+        }
         let lbCPU = options.lbCPU
         // The servers are HAProxy too, and the load client wrk: without them no row can run.
         let missing = [("haproxy", Self.haveHAProxy), ("wrk", Self.haveWRK || latency)].filter { !$0.1 }.map(\.0)
         let servers = missing.isEmpty
-            ? try t.haproxy(PeerTopology.serversConfig(cpu: options.clientCPU), in: t.sv, name: "servers", listening: ":8080")
+            ? try t.haproxy(PeerTopology.serversConfig(), in: t.sv, name: "servers", listening: ":8080", cpu: options.clientCPU)
             : nil
         defer {
             servers?.signal(SIGKILL)
@@ -347,6 +355,9 @@ public struct PeerBenchmark {
         if latency && missing.isEmpty {
             try t.startLatencyStamps()
         }
+        let pinHosts = !latency && options.hostReceiveOnClientCPU
+        if pinHosts { try t.pinHostReceiveWork() }
+        defer { if pinHosts { t.restoreHostReceiveWork() } }
         defer { if latency { t.stopLatencyStamps() } }
         let systems = [
             System(name: "direct", label: "no load balancer (routed)", role: "reference",
@@ -356,9 +367,9 @@ public struct PeerBenchmark {
             },
             Self.nftables(t, rule: "ip daddr VIP tcp dport 80 dnat to numgen inc mod 3 map {0: n1, 1: n2, 2: n3} : 8080"),
             System(name: "haproxy", label: "HAProxy, TCP mode", role: "peer",
-                   configuration: "haproxy \(Self.haproxyVersion()) mode tcp, nbthread 1, cpu-map CPU \(lbCPU), balance roundrobin over the three nodes") {
+                   configuration: "haproxy \(Self.haproxyVersion()) mode tcp, nbthread 1, on CPU \(lbCPU) (taskset), balance roundrobin over the three nodes") {
                 let links = try t.attachPass()
-                let child = try t.haproxy(PeerTopology.haproxyConfig(lbCPU: lbCPU), in: t.lb, name: "lb", listening: "198.18.1.20:80")
+                let child = try t.haproxy(PeerTopology.haproxyConfig(), in: t.lb, name: "lb", listening: "198.18.1.20:80", cpu: lbCPU)
                 return {
                     child.signal(SIGKILL)
                     child.wait()
@@ -424,6 +435,13 @@ public struct PeerBenchmark {
            let best = fastest.median, best > direct {
             scenario.notes.append("the direct route is not the fastest row (\(fastest.label) made \(Int(best))/s against its \(Int(direct))/s): the client and servers' CPU, not the LB, bounds this scenario")
         }
+        if !latency {
+            scenario.notes.append("LB CPU: the busy time of CPU \(lbCPU) (/proc/stat) over the middle of each run, whoever spent it (the Fulcrum worker, HAProxy, nftables' softirq forwarding, the LB veths' receive); LB CPU % per 1k conn/s is busy % / (connections/s / 1,000): what a connection costs the LB, which ranks the systems where the client bounds the rate")
+            scenario.notes.append(pinHosts
+                ? "the client's and servers' veths' receive (c0, s0) runs in threads pinned to CPU \(options.clientCPU), as their own NICs' would, not on the LB's CPU that sent the frames (as in bulk)"
+                : "the client's and servers' veths' receive (c0, s0) runs on CPU \(lbCPU) for what the LB sends them, and counts as LB CPU (--no-host-receive-on-client-cpu)")
+            scenario.notes += costNotes(acc.results, key: "lb_cpu_percent_per_kconn", what: "LB CPU per 1k connections/s", against: ["nftables", "haproxy"])
+        }
         scenario.notes += [workersNote(),
                           "the client and the servers share CPU \(options.clientCPU); the direct row is a reference, not a bound: it is routed by the LB's kernel, which is work on CPU \(lbCPU) too",
                           "MAT is not measured here: its servers answer the client directly, so the LB sees only one direction"]
@@ -465,14 +483,29 @@ public struct PeerBenchmark {
         return out.split(separator: " ").dropFirst(2).first.map(String.init) ?? "?"
     }
 
+    /// One wrk run, with the LB CPU's busy time sampled over its middle (as bulk does):
+    /// where the client bounds the rate, the CPU a connection costs still ranks the LBs.
     func wrk(_ t: PeerTopology, target: IPAddress, port: UInt16) throws -> BenchReport.Run {
         let seconds = max(1, Int(options.seconds.rounded()))
-        let (status, out) = try ChildProcess.run([
-            "/usr/sbin/ip", "netns", "exec", t.cl, "taskset", "-c", "\(options.clientCPU)", "wrk", "-t1",
-            "-c\(options.wrkConnections)", "-d\(seconds)s", "-H", "Connection: close", "http://\(target):\(port)/",
-        ])
-        guard status == 0 else { throw Testbed.Failure(description: "wrk: \(out)") }
-        return try Self.parseWRK(out, seconds: Double(seconds))
+        let child = try ChildProcess([
+            "/usr/sbin/ip", "netns", "exec", t.cl, "timeout", "-k", "2", "\(seconds + 15)", "taskset", "-c", "\(options.clientCPU)",
+            "wrk", "-t1", "-c\(options.wrkConnections)", "-d\(seconds)s", "-H", "Connection: close", "http://\(target):\(port)/",
+        ], capture: true)
+        let started = monotonic()
+        let inset = min(0.3, Double(seconds) * 0.2)
+        sleepUntil(started + inset)
+        let before = Self.cpuTimes(options.lbCPU)
+        sleepUntil(started + Double(seconds) - inset)
+        let after = Self.cpuTimes(options.lbCPU)
+        let out = child.readAll()
+        let status = child.wait()
+        guard status == 0 else { throw Testbed.Failure(description: "wrk exited \(status): \(out)") }
+        var run = try Self.parseWRK(out, seconds: Double(seconds))
+        if let busy = Self.busyPercent(before, after) {
+            run.extra["lb_cpu_busy_percent"] = busy
+            if run.value > 0 { run.extra["lb_cpu_percent_per_kconn"] = busy / (run.value / 1000) }
+        }
+        return run
     }
 
     /// wrk's summary: "Requests/sec: N", "Socket errors: connect a, read b, write c, timeout d",

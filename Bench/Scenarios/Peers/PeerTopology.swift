@@ -166,7 +166,7 @@ final class PeerTopology: @unchecked Sendable {
         try pinNAPIThreads([(lb, "eth-c"), (lb, "eth-n")], to: lbCPU)
     }
 
-    /// The hosts' side of the same (bulk): the receive work of the client's and the
+    /// The hosts' side of the same (bulk, connections): the receive work of the client's and the
     /// servers' veths (c0, s0: bench_sink and bench_reply, the copy veth makes of an skb
     /// before an XDP program sees it, and the way up to their TCP stacks) in threads
     /// pinned to the client's CPU, as the hosts' own NICs would run it, instead of on
@@ -186,13 +186,13 @@ final class PeerTopology: @unchecked Sendable {
     }
 
     /// Undoes `pinHostReceiveWork` (NAPI in softirq again, GRO off, RPS to the client's CPU), for
-    /// whatever runs after bulk on the same topology; what it could not undo is said.
+    /// whatever runs after bulk or connections on the same topology; what it could not undo is said.
     func restoreHostReceiveWork() {
         let mask = String(1 << clientCPU, radix: 16)
         for (namespace, dev) in [(cl, "c0"), (sv, "s0")] {
             let result = try? ChildProcess.run(["/usr/sbin/ip", "netns", "exec", namespace, "sh", "-c",
                                                 "echo 0 > /sys/class/net/\(dev)/threaded && echo \(mask) > /sys/class/net/\(dev)/queues/rx-0/rps_cpus && ethtool -K \(dev) gro off"])
-            if result?.0 != 0 { print("bulk: could not put \(dev)'s receive back in softirq with RPS: \(result?.1 ?? "not run")") }
+            if result?.0 != 0 { print("could not put \(dev)'s receive back in softirq with RPS: \(result?.1 ?? "not run")") }
         }
     }
 
@@ -352,11 +352,10 @@ final class PeerTopology: @unchecked Sendable {
 
     /// HAProxy as the LB in TCP mode: VIP:`port` to the three nodes' `nodePort`. `idle` is
     /// its client and server timeout (bulk's iperf3 control connection idles through a test).
-    static func haproxyConfig(lbCPU: Int, port: UInt16 = 80, nodePort: UInt16 = 8080, idle: String = "10s") -> String {
+    static func haproxyConfig(port: UInt16 = 80, nodePort: UInt16 = 8080, idle: String = "10s") -> String {
         """
         global
             nbthread 1
-            cpu-map 1/1 \(lbCPU)
             maxconn 4096
         defaults
             mode tcp
@@ -376,11 +375,10 @@ final class PeerTopology: @unchecked Sendable {
 
     /// The real servers: HAProxy answering HTTP 200 on :8080 of the nodes' addresses, on
     /// the client side's CPU (it is load, not the system under test).
-    static func serversConfig(cpu: Int) -> String {
+    static func serversConfig() -> String {
         """
         global
             nbthread 1
-            cpu-map 1/1 \(cpu)
             maxconn 4096
         defaults
             mode http
@@ -394,11 +392,13 @@ final class PeerTopology: @unchecked Sendable {
         """
     }
 
-    /// Starts HAProxy with `configuration` in namespace `ns`; returns once it listens.
-    func haproxy(_ configuration: String, in ns: String, name: String, listening address: String) throws -> ChildProcess {
+    /// Starts HAProxy with `configuration` in namespace `ns`, on CPU `cpu` only; returns
+    /// once it listens. (By taskset: HAProxy 2.6 with `nbthread 1` leaves its thread on
+    /// every CPU despite a `cpu-map 1/1` line, so the servers ran on the LB's CPU too.)
+    func haproxy(_ configuration: String, in ns: String, name: String, listening address: String, cpu: Int) throws -> ChildProcess {
         let path = "/tmp/\(prefix)-\(name).cfg"
         try (configuration + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-        let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", ns, "haproxy", "-db", "-f", path],
+        let child = try ChildProcess(["/usr/sbin/ip", "netns", "exec", ns, "taskset", "-c", "\(cpu)", "haproxy", "-db", "-f", path],
                                      outputPath: "/tmp/\(prefix)-\(name).log")
         let deadline = monotonic() + 5
         while monotonic() < deadline {
