@@ -381,6 +381,11 @@ public struct PeerBenchmark {
                 try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.tcp, port: 80, nodePort: 8080),
                               interfaces: ["eth-c", "eth-n"], flowTable: 1 << 20)
             },
+            System(name: "fulcrum-offload", label: "Fulcrum NAT, offload on", role: "fulcrum",
+                   configuration: "as Fulcrum NAT, with dataplane.offload: established (the XDP program forwards a connection's frames after its handshake, up to its FIN)") {
+                try t.fulcrum(PeerTopology.natGroups(proto: IPProtocol.tcp, port: 80, nodePort: 8080),
+                              interfaces: ["eth-c", "eth-n"], flowTable: 1 << 20, offload: true)
+            },
             Self.ipvs,
         ].map { s -> System in
             var s = s
