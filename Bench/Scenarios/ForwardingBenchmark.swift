@@ -313,7 +313,10 @@ public struct ForwardingBenchmark {
         let generator = try Namespace.run("\(prefix)-gen") { try Generator(root: root, flows: flows) }
         let vip = IPAddress("198.18.1.10")!
         let frame = Self.frame(to: vip, pair: pair)
-        let options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU], idleSpinMicroseconds: 0, offload: false)
+        // No spin by default; FULCRUM_BENCH_IDLE_SPIN_US sets one (dataplane.idle_spin_us),
+        // to see what the spin costs the worker and saves it at each burst size and gap.
+        let spin = ProcessInfo.processInfo.environment["FULCRUM_BENCH_IDLE_SPIN_US"].flatMap(Int.init) ?? 0
+        let options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU], idleSpinMicroseconds: spin, offload: false)
         let dataplane = try Self.startDataplane(.mat, vip: vip, pair: pair, options: options)
         defer { dataplane.stop() }
         // The worker names its thread once it runs, which may be after `start` returns.

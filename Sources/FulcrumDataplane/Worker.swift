@@ -267,9 +267,12 @@ public final class Worker: @unchecked Sendable {
         try? CPUAffinity.pinCurrentThread(to: cpu)
         var pollSet = sockets.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
         pollSet.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
-        // When a frame last arrived: within `idleSpin` of it the loop looks again at once
-        // rather than sleeping, so the next frame of a burst costs no wake-up.
+        // When a frame last arrived: within the spin's window of it (at most `idleSpin`,
+        // following the gaps between frames: IdleSpin) the loop looks again at once
+        // rather than sleeping, so the next frame of a burst costs no wake-up, and a look
+        // that keeps missing stops being paid for.
         var lastFrame: UInt64 = 0
+        var spin = IdleSpin(maximum: idleSpin)
         while running.load(ordering: .acquiring) {
             progress.store(progress.load(ordering: .relaxed) &+ 1, ordering: .relaxed)  // one writer: this thread
             // Commands wait while more were sent than applied (only this thread applies).
@@ -289,8 +292,9 @@ public final class Worker: @unchecked Sendable {
             if marking != balancer.flows.syncEnabled { balancer.flows.syncEnabled = marking }
             let syncBusy = marking && syncTurn(now: now)
             if received != 0 {
+                if lastFrame != 0 { spin.frame(after: now &- lastFrame) }
                 lastFrame = now
-            } else if now &- lastFrame >= idleSpin {
+            } else if now &- lastFrame >= spin.window {
                 // Idle: sleep until a frame, a command or 10 ms (for expiry sweeps); not
                 // while a bulk transfer of the flow sync has more to give.
                 _ = poll(&pollSet, nfds_t(pollSet.count), syncBusy ? 1 : 10)

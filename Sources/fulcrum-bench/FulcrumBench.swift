@@ -232,7 +232,8 @@ struct Forward: ParsableCommand {
     func runBursts() throws {
         let rows = try ForwardingBenchmark(seconds: seconds, flows: flows, generatorCPU: generatorCPU,
                                            workerCPU: workerCPU, root: root).runBursts(bursts, gapMicroseconds: gap)
-        print("The worker's cost per frame by burst size: 60-byte UDP frames of one flow through Fulcrum MAT (1 worker, offload off, no idle spin), a \(gap) µs sleep after each burst, \(seconds) s per row")
+        let spin = getenv("FULCRUM_BENCH_IDLE_SPIN_US").flatMap { Int(String(cString: $0)) } ?? 0
+        print("The worker's cost per frame by burst size: 60-byte UDP frames of one flow through Fulcrum MAT (1 worker, offload off, \(spin == 0 ? "no idle spin" : "idle spin \(spin) µs (FULCRUM_BENCH_IDLE_SPIN_US)")), a \(gap) µs sleep after each burst, \(seconds) s per row")
         print("worker µs/frame: the worker thread's own CPU time (schedstat) per frame forwarded, its kernel work in sendto included; runs/burst: the times it was put on its CPU per burst (a wake-up each)")
         var table = [["burst", "bursts/s", "forwarded frames/s", "worker µs/frame", "runs/burst"]]
         for r in rows {

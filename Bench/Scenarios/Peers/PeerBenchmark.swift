@@ -336,12 +336,10 @@ public struct PeerBenchmark {
                            : "TCP connections a second: connect, request, response, close (wrk, Connection: close)",
             unit: latency ? "ms" : "connections/s", higherIsBetter: !latency,
             topology: "client [c0] ── [eth-c] LB [eth-n] ── [s0] servers: wrk or the latency client on CPU \(options.clientCPU) to VIP \(PeerTopology.vip):80; three HTTP servers (HAProxy answering 200) on 198.18.2.11-13:8080, on CPU \(options.clientCPU)")
-        if !latency {
-            scenario.extraColumns = [
-                .init(key: "lb_cpu_busy_percent", title: "LB CPU %"),
-                .init(key: "lb_cpu_percent_per_kconn", title: "LB CPU % per 1k conn/s"),
-            ]
-        }
+        scenario.extraColumns = latency
+            ? [.init(key: "lb_cpu_busy_percent", title: "LB CPU %")]
+            : [.init(key: "lb_cpu_busy_percent", title: "LB CPU %"),
+               .init(key: "lb_cpu_percent_per_kconn", title: "LB CPU % per 1k conn/s")]
         let lbCPU = options.lbCPU
         // The servers are HAProxy too, and the load client wrk: without them no row can run.
         let missing = [("haproxy", Self.haveHAProxy), ("wrk", Self.haveWRK || latency)].filter { !$0.1 }.map(\.0)
@@ -415,13 +413,15 @@ public struct PeerBenchmark {
                     defer { tearDown() }
                     if options.lbReceiveOnLBCPU { try t.pinLBReceiveWork() }
                     if latency {
+                        let before = Self.cpuTimes(options.lbCPU)
                         let r = try latencyRun(t, target: target, port: port, rate: rate)
+                        let busy = Self.busyPercent(before, Self.cpuTimes(options.lbCPU))
                         for (p, v) in r.percentiles {
+                            var extra = ["queued": Double(r.queued), "requests": Double(r.completed), "timed_through_lb": Double(r.timed)]
+                            extra["lb_cpu_busy_percent"] = busy
                             acc.add(s, parameter: "\(Int(rate))/s \(p)", run: BenchReport.Run(
                                 value: v, offered: rate, delivered: Double(r.completed) / r.seconds, dropped: nil,
-                                errors: Double(r.errors), seconds: r.seconds,
-                                extra: ["queued": Double(r.queued), "requests": Double(r.completed),
-                                        "timed_through_lb": Double(r.timed)]))
+                                errors: Double(r.errors), seconds: r.seconds, extra: extra))
                         }
                     } else {
                         acc.add(s, parameter: "c=\(options.wrkConnections)", run: try wrk(t, target: target, port: port))
@@ -452,6 +452,7 @@ public struct PeerBenchmark {
                           "MAT is not measured here: its servers answer the client directly, so the LB sees only one direction"]
         if latency {
             scenario.notes.append("a round trip is timed from the request's write to the end of its response; requests that waited for a free connection (queued) include the wait")
+            scenario.notes.append("LB CPU %: the busy time of CPU \(lbCPU) (/proc/stat) over the whole run, whoever spent it: what serving this rate costs the LB's CPU (the same figure on each percentile's row)")
             scenario.notes.append("LB p50/p99/max: the LB's own part, each request's one-way time from the client's veth (tc egress, bench_stamp) to a server's (XDP, bench_reply), both stamped with the kernel's clock, so the client's and servers' scheduling is not in it; the direct row is the same two veth hops through the LB's kernel routing; timed_through_lb counts the requests timed")
         }
         return scenario
