@@ -299,13 +299,15 @@ public struct ForwardingBenchmark {
 
     /// What a frame costs the worker when frames come a few at a time, as ACK-clocked
     /// TCP brings them (issue 21): bursts of each size in `bursts` (one flow), with a
-    /// `gapMicroseconds` sleep after each, through Fulcrum MAT (one worker, offload off) with no idle spin, so that
-    /// every burst pays the whole round: a wake-up from poll, the RX ring, the decision
+    /// `gapMicroseconds` sleep after each, through Fulcrum MAT (one worker, offload off), by default with no idle spin, so
+    /// that every burst pays the whole round: a wake-up from poll, the RX ring, the decision
     /// and rewrite, the TX ring and the `sendto` kick (in which copy mode builds and sends
     /// an skb per frame, and veth runs the generator's receive of it). Measured on the
     /// worker thread itself (its schedstat), not on its CPU, so that other work there
     /// does not count.
-    public func runBursts(_ bursts: [Int], gapMicroseconds: Int) throws -> [BurstRow] {
+    /// `idleSpinMicroseconds`: the worker's `dataplane.idle_spin_us` (0 unless asked), to
+    /// see what a spin costs the worker and saves it at each burst size and gap.
+    public func runBursts(_ bursts: [Int], gapMicroseconds: Int, idleSpinMicroseconds: Int = 0) throws -> [BurstRow] {
         let pair = try Pair(root: root)
         defer { pair.down() }
         let prefix = pair.prefix
@@ -313,10 +315,8 @@ public struct ForwardingBenchmark {
         let generator = try Namespace.run("\(prefix)-gen") { try Generator(root: root, flows: flows) }
         let vip = IPAddress("198.18.1.10")!
         let frame = Self.frame(to: vip, pair: pair)
-        // No spin by default; FULCRUM_BENCH_IDLE_SPIN_US sets one (dataplane.idle_spin_us),
-        // to see what the spin costs the worker and saves it at each burst size and gap.
-        let spin = ProcessInfo.processInfo.environment["FULCRUM_BENCH_IDLE_SPIN_US"].flatMap(Int.init) ?? 0
-        let options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU], idleSpinMicroseconds: spin, offload: false)
+        let options = DataplaneOptions(interfaces: ["eth0"], queues: 1, cores: [workerCPU], idleSpinMicroseconds: idleSpinMicroseconds,
+                                       offload: false)
         let dataplane = try Self.startDataplane(.mat, vip: vip, pair: pair, options: options)
         defer { dataplane.stop() }
         // The worker names its thread once it runs, which may be after `start` returns.

@@ -98,7 +98,8 @@ public final class Worker: @unchecked Sendable {
         return b
     }()
 
-    /// How long after its last frame the loop keeps looking before it sleeps (ns).
+    /// The longest the loop keeps looking after its last frame before it sleeps (ns;
+    /// `IdleSpin` sizes each look from the gaps between frames).
     let idleSpin: UInt64
     /// This worker's region of the XDP offload table; nil with offload off.
     let offload: FlowOffload?

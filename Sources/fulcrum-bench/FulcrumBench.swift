@@ -195,7 +195,7 @@ struct Forward: ParsableCommand {
     @Option(help: "CPU for the generator.") var generatorCPU = 0
     @Option(help: "CPU for the worker.") var workerCPU = 1
     @Option(help: "The repository root (for scripts and BPF objects).") var root = "."
-    @Option(parsing: .upToNextOption, help: "Instead of the rows: what a frame costs the worker when frames come this many at a time (e.g. 1 4 16 64), with a --gap µs sleep after each burst, MAT with no idle spin.")
+    @Option(parsing: .upToNextOption, help: "Instead of the rows: what a frame costs the worker when frames come this many at a time (e.g. 1 4 16 64), with a --gap µs sleep after each burst, MAT with no idle spin (FULCRUM_BENCH_IDLE_SPIN_US sets one).")
     var bursts: [Int] = []
     @Option(help: "With --bursts: the sleep after each burst, µs.") var gap = 200
 
@@ -230,9 +230,10 @@ struct Forward: ParsableCommand {
     }
 
     func runBursts() throws {
-        let rows = try ForwardingBenchmark(seconds: seconds, flows: flows, generatorCPU: generatorCPU,
-                                           workerCPU: workerCPU, root: root).runBursts(bursts, gapMicroseconds: gap)
+        // The worker's spin, as the peer scenarios take it (dataplane.idle_spin_us; none by default).
         let spin = getenv("FULCRUM_BENCH_IDLE_SPIN_US").flatMap { Int(String(cString: $0)) } ?? 0
+        let rows = try ForwardingBenchmark(seconds: seconds, flows: flows, generatorCPU: generatorCPU, workerCPU: workerCPU,
+                                           root: root).runBursts(bursts, gapMicroseconds: gap, idleSpinMicroseconds: spin)
         print("The worker's cost per frame by burst size: 60-byte UDP frames of one flow through Fulcrum MAT (1 worker, offload off, \(spin == 0 ? "no idle spin" : "idle spin \(spin) µs (FULCRUM_BENCH_IDLE_SPIN_US)")), a \(gap) µs sleep after each burst, \(seconds) s per row")
         print("worker µs/frame: the worker thread's own CPU time (schedstat) per frame forwarded, its kernel work in sendto included; runs/burst: the times it was put on its CPU per burst (a wake-up each)")
         var table = [["burst", "bursts/s", "forwarded frames/s", "worker µs/frame", "runs/burst"]]

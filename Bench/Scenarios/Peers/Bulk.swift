@@ -192,17 +192,24 @@ extension PeerBenchmark {
             "-J", "--connect-timeout", "3000",
         ], capture: true)
         // The LB CPU over the middle of the measured seconds (after the omitted ones).
-        let started = monotonic()
-        let inset = min(0.3, Double(seconds) * 0.2)
-        sleepUntil(started + Double(omit) + inset)
-        let before = Self.cpuTimes(options.lbCPU)
-        sleepUntil(started + Double(total) - inset)
-        let after = Self.cpuTimes(options.lbCPU)
+        let busy = lbBusyPercent(skipping: Double(omit), of: Double(total))
         let output = client.readAll()
         let status = client.wait()
-        var r = Self.parseIPerf3(output, status: status, seconds: Double(seconds), lbBusyPercent: Self.busyPercent(before, after))
+        var r = Self.parseIPerf3(output, status: status, seconds: Double(seconds), lbBusyPercent: busy)
         r.run.extra["lb_cpu_idle_percent"] = Self.busyPercent(idleBefore, idleAfter)
         return r
+    }
+
+    /// The LB CPU's busy % over the middle of a measurement that started just now and
+    /// lasts `seconds`, its first `skip` seconds left out (a short inset at each end, so
+    /// that only the traffic's steady part counts). Returns when that middle ends.
+    func lbBusyPercent(skipping skip: Double = 0, of seconds: Double) -> Double? {
+        let started = monotonic()
+        let inset = min(0.3, (seconds - skip) * 0.2)
+        sleepUntil(started + skip + inset)
+        let before = Self.cpuTimes(options.lbCPU)
+        sleepUntil(started + seconds - inset)
+        return Self.busyPercent(before, Self.cpuTimes(options.lbCPU))
     }
 
     static func busyPercent(_ before: (busy: UInt64, total: UInt64)?, _ after: (busy: UInt64, total: UInt64)?) -> Double? {

@@ -497,17 +497,12 @@ public struct PeerBenchmark {
             "/usr/sbin/ip", "netns", "exec", t.cl, "timeout", "-k", "2", "\(seconds + 15)", "taskset", "-c", "\(options.clientCPU)",
             "wrk", "-t1", "-c\(options.wrkConnections)", "-d\(seconds)s", "-H", "Connection: close", "http://\(target):\(port)/",
         ], capture: true)
-        let started = monotonic()
-        let inset = min(0.3, Double(seconds) * 0.2)
-        sleepUntil(started + inset)
-        let before = Self.cpuTimes(options.lbCPU)
-        sleepUntil(started + Double(seconds) - inset)
-        let after = Self.cpuTimes(options.lbCPU)
+        let lbBusy = lbBusyPercent(of: Double(seconds))
         let out = child.readAll()
         let status = child.wait()
         guard status == 0 else { throw Testbed.Failure(description: "wrk exited \(status): \(out)") }
         var run = try Self.parseWRK(out, seconds: Double(seconds))
-        if let busy = Self.busyPercent(before, after) {
+        if let busy = lbBusy {
             run.extra["lb_cpu_busy_percent"] = busy
             if run.value > 0 { run.extra["lb_cpu_percent_per_kconn"] = busy / (run.value / 1000) }
         }
